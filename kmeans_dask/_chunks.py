@@ -1,0 +1,365 @@
+"""What lives on the workers: row chunks and the pure tasks run over them.
+
+Every function here takes a :class:`Chunk` (plus small arguments) and
+returns small results, so only centres and partial statistics cross the
+network. They assume validated input and know nothing about Dask beyond
+capping native threads when they run inside a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kmeans_dask._kernels import accumulate, squared_distances
+from kmeans_dask._rng import row_uniforms
+from kmeans_dask._threads import limit_worker_threads
+from kmeans_dask.backends import get_backend
+
+#: How many offending positions an error message quotes.
+N_REPORTED_POSITIONS = 5
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A block of rows held by one worker, with its weights and position."""
+
+    data: np.ndarray
+    """(n, d) C-contiguous float32 or float64 rows."""
+    weights: np.ndarray | None
+    """(n,) float64 sample weights, or None for unit weights."""
+    offset: int
+    """Global index of the first row."""
+
+    @property
+    def n_rows(self) -> int:
+        return self.data.shape[0]
+
+
+def make_chunk(block, weights, offset: int, dtype) -> Chunk:
+    """Build a :class:`Chunk` from a raw block (NumPy-like) and its weights."""
+    data = np.ascontiguousarray(block, dtype=dtype)
+    if weights is not None:
+        weights = np.ascontiguousarray(weights, dtype=np.float64).reshape(-1)
+    return Chunk(data, weights, int(offset))
+
+
+@dataclass
+class ChunkSummary:
+    """What one pass over a chunk learns for validation and the tolerance."""
+
+    n_rows: int
+    nonfinite_count: int
+    nonfinite_positions: list[tuple[int, int]]
+    column_mean: np.ndarray
+    column_m2: np.ndarray
+    weight_sum: float
+    bad_weight_count: int = 0
+    bad_weight_rows: list[int] = field(default_factory=list)
+
+    def merge(self, other: ChunkSummary) -> ChunkSummary:
+        """Combine two summaries (Chan et al.'s parallel variance update)."""
+        n_a, n_b = self.n_rows, other.n_rows
+        n = n_a + n_b
+        if n_b == 0:
+            return self
+        if n_a == 0:
+            return other
+        delta = other.column_mean - self.column_mean
+        mean = self.column_mean + delta * (n_b / n)
+        m2 = self.column_m2 + other.column_m2 + delta**2 * (n_a * n_b / n)
+        return ChunkSummary(
+            n_rows=n,
+            nonfinite_count=self.nonfinite_count + other.nonfinite_count,
+            nonfinite_positions=(self.nonfinite_positions + other.nonfinite_positions)[
+                :N_REPORTED_POSITIONS
+            ],
+            column_mean=mean,
+            column_m2=m2,
+            weight_sum=self.weight_sum + other.weight_sum,
+            bad_weight_count=self.bad_weight_count + other.bad_weight_count,
+            bad_weight_rows=(self.bad_weight_rows + other.bad_weight_rows)[:N_REPORTED_POSITIONS],
+        )
+
+
+def nonfinite_positions(data: np.ndarray, offset: int = 0) -> tuple[int, list[tuple[int, int]]]:
+    """Count non-finite entries and return the first few (row, column) positions."""
+    finite = np.isfinite(data)
+    if finite.all():
+        return 0, []
+    bad_rows, bad_cols = np.nonzero(~finite)
+    positions = [
+        (int(r) + offset, int(c))
+        for r, c in zip(
+            bad_rows[:N_REPORTED_POSITIONS], bad_cols[:N_REPORTED_POSITIONS], strict=False
+        )
+    ]
+    return int(bad_rows.size), positions
+
+
+def summarize(chunk: Chunk) -> ChunkSummary:
+    """Finiteness, column mean/M2 (for ``tol``) and weight checks of a chunk."""
+    limit_worker_threads()
+    data = chunk.data
+    count, positions = nonfinite_positions(data, chunk.offset)
+    if count:
+        mean = np.zeros(data.shape[1])
+        m2 = np.zeros(data.shape[1])
+    else:
+        mean = data.mean(axis=0, dtype=np.float64)
+        m2 = ((data - mean) ** 2).sum(axis=0, dtype=np.float64)
+    if chunk.weights is None:
+        weight_sum, bad_count, bad_rows = float(chunk.n_rows), 0, []
+    else:
+        weights = chunk.weights
+        bad = ~np.isfinite(weights) | (weights < 0)
+        bad_count = int(bad.sum())
+        bad_rows = [int(i) + chunk.offset for i in np.flatnonzero(bad)[:N_REPORTED_POSITIONS]]
+        weight_sum = float(weights[~bad].sum())
+    return ChunkSummary(
+        n_rows=chunk.n_rows,
+        nonfinite_count=count,
+        nonfinite_positions=positions,
+        column_mean=mean,
+        column_m2=m2,
+        weight_sum=weight_sum,
+        bad_weight_count=bad_count,
+        bad_weight_rows=bad_rows,
+    )
+
+
+@dataclass
+class ClusterStats:
+    """Partial Lloyd statistics: per-cluster weighted sums and counts, inertia."""
+
+    sums: np.ndarray
+    """(k, d) float64 weighted sum of the points assigned to each cluster."""
+    counts: np.ndarray
+    """(k,) float64 total weight assigned to each cluster."""
+    inertia: float
+    """Weighted sum of squared distances to the assigned centres."""
+
+
+def combine_stats(*parts: ClusterStats) -> ClusterStats:
+    """Add partial statistics, in the order given (fixed, so reproducible)."""
+    sums = parts[0].sums.copy()
+    counts = parts[0].counts.copy()
+    inertia = parts[0].inertia
+    for part in parts[1:]:
+        sums += part.sums
+        counts += part.counts
+        inertia += part.inertia
+    return ClusterStats(sums, counts, inertia)
+
+
+def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, counts=None):
+    """Labels, exact squared distances and (optionally) accumulated statistics."""
+    searcher = get_backend(backend_name).searcher(centers.astype(data.dtype, copy=False))
+    centers64 = np.asarray(centers, dtype=np.float64)
+    labels = np.empty(data.shape[0], dtype=np.int32)
+    sq_dist = np.empty(data.shape[0], dtype=np.float64)
+    inertia = 0.0
+    step = searcher.block_rows
+    for start in range(0, data.shape[0], step):
+        stop = min(start + step, data.shape[0])
+        block = data[start:stop]
+        labels[start:stop] = searcher.nearest(block)
+        if sums is None:
+            squared_distances(block, labels[start:stop], centers64, sq_dist[start:stop])
+        else:
+            block_weights = None if weights is None else weights[start:stop]
+            inertia += accumulate(
+                block,
+                labels[start:stop],
+                block_weights,
+                centers64,
+                sums,
+                counts,
+                sq_dist[start:stop],
+            )
+    return labels, sq_dist, inertia
+
+
+def nearest(data: np.ndarray, centers: np.ndarray, backend_name: str):
+    """Nearest centre and exact squared distance of every row of ``data``.
+
+    Returns
+    -------
+    labels : (n,) int32
+    sq_dist : (n,) float64
+    """
+    labels, sq_dist, _ = _nearest_with_sq_dist(data, None, centers, backend_name)
+    return labels, sq_dist
+
+
+def statistics_and_labels(
+    data: np.ndarray, weights: np.ndarray | None, centers: np.ndarray, backend_name: str
+) -> tuple[ClusterStats, np.ndarray, np.ndarray]:
+    """Assign rows and accumulate their statistics, in one pass per block."""
+    n_clusters, n_features = centers.shape
+    sums = np.zeros((n_clusters, n_features))
+    counts = np.zeros(n_clusters)
+    labels, sq_dist, inertia = _nearest_with_sq_dist(
+        data, weights, centers, backend_name, sums, counts
+    )
+    return ClusterStats(sums, counts, inertia), labels, sq_dist
+
+
+def chunk_stats(chunk: Chunk, centers: np.ndarray, backend_name: str) -> ClusterStats:
+    """Map task of a Lloyd iteration: the chunk's partial statistics."""
+    limit_worker_threads()
+    stats, _, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
+    return stats
+
+
+def chunk_labels(
+    chunk: Chunk, centers: np.ndarray, backend_name: str
+) -> tuple[np.ndarray, ClusterStats]:
+    """Final pass: labels of the chunk's rows and its statistics."""
+    limit_worker_threads()
+    stats, labels, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
+    return labels, stats
+
+
+@dataclass
+class RankedRows:
+    """Rows of a chunk with the highest ``score``, best first."""
+
+    score: np.ndarray
+    index: np.ndarray
+    """Global row indices."""
+    rows: np.ndarray
+    weights: np.ndarray
+    labels: np.ndarray
+    """Assigned centre of each row, or -1 where no assignment was made."""
+
+
+def _top_rows(chunk: Chunk, score: np.ndarray, labels: np.ndarray, count: int) -> RankedRows:
+    local = np.arange(chunk.n_rows)
+    if count < chunk.n_rows:
+        # Only rows scoring at least the count-th best can be kept (ties too).
+        threshold = np.partition(score, chunk.n_rows - count)[chunk.n_rows - count]
+        local = local[score >= threshold]
+    local = local[np.lexsort((local, -score[local]))][:count]
+    weights = weights_or_ones(chunk)
+    return RankedRows(
+        score[local], local + chunk.offset, chunk.data[local], weights[local], labels[local]
+    )
+
+
+def merge_top(count: int, *parts: RankedRows) -> RankedRows:
+    """Keep the ``count`` best rows over several chunks; ties go to the lower index.
+
+    The outcome depends only on the rows' scores and global indices, so it is
+    the same for every chunking and worker count.
+    """
+    score = np.concatenate([p.score for p in parts])
+    index = np.concatenate([p.index for p in parts])
+    order = np.lexsort((index, -score))[:count]
+    return RankedRows(
+        score[order],
+        index[order],
+        np.concatenate([p.rows for p in parts])[order],
+        np.concatenate([p.weights for p in parts])[order],
+        np.concatenate([p.labels for p in parts])[order],
+    )
+
+
+def farthest_rows(chunk: Chunk, centers: np.ndarray, backend_name: str, count: int) -> RankedRows:
+    """The ``count`` rows of the chunk farthest from their nearest centre."""
+    limit_worker_threads()
+    labels, sq_dist = nearest(chunk.data, centers, backend_name)
+    return _top_rows(chunk, sq_dist, labels, count)
+
+
+def random_rows(chunk: Chunk, count: int, seed: int, stream: int, weighted: bool) -> RankedRows:
+    """A random sample of ``count`` rows without replacement (Efraimidis-Spirakis).
+
+    Each row gets the key ``log(u) / w`` from its counter-based uniform ``u``;
+    the ``count`` largest keys over all chunks are a sample drawn with
+    probabilities proportional to the weights (uniform if not ``weighted``).
+    Rows of weight 0 are never drawn.
+    """
+    uniforms = row_uniforms(seed, stream, chunk.offset, chunk.offset + chunk.n_rows)
+    log_u = np.log(uniforms + 0.5 / (1 << 53))
+    if weighted:
+        weights = weights_or_ones(chunk)
+        with np.errstate(divide="ignore"):
+            keys = np.where(weights > 0, log_u / weights, -np.inf)
+    else:
+        keys = log_u
+    labels = np.full(chunk.n_rows, -1, dtype=np.int32)
+    return _top_rows(chunk, keys, labels, count)
+
+
+# --- k-means|| tasks -----------------------------------------------------------------
+
+
+def weights_or_ones(chunk: Chunk) -> np.ndarray:
+    return np.ones(chunk.n_rows) if chunk.weights is None else chunk.weights
+
+
+@dataclass
+class NearestCandidate:
+    """Per-row state kept on the worker during k-means||."""
+
+    sq_dist: np.ndarray
+    """Squared distance of each row to its nearest candidate so far."""
+    index: np.ndarray
+    """Index of that candidate in the growing candidate list."""
+
+
+def update_nearest_candidate(
+    chunk: Chunk,
+    previous: NearestCandidate | None,
+    new_candidates: np.ndarray,
+    first_index: int,
+    backend_name: str,
+) -> NearestCandidate:
+    """Fold this round's candidates into each row's nearest-candidate state.
+
+    Only the new candidates are searched; ``first_index`` is the position of
+    the first of them in the full candidate list.
+    """
+    limit_worker_threads()
+    labels, sq_dist = nearest(chunk.data, new_candidates, backend_name)
+    index = labels.astype(np.int64) + first_index
+    if previous is None:
+        return NearestCandidate(sq_dist, index)
+    closer = sq_dist < previous.sq_dist
+    return NearestCandidate(
+        np.where(closer, sq_dist, previous.sq_dist), np.where(closer, index, previous.index)
+    )
+
+
+def weighted_cost(chunk: Chunk, state: NearestCandidate) -> float:
+    """The chunk's share of the k-means cost: ``sum(w * d^2)``."""
+    return float(np.dot(weights_or_ones(chunk), state.sq_dist))
+
+
+def sample_by_cost(
+    chunk: Chunk, state: NearestCandidate, scale: float, seed: int, stream: int
+) -> np.ndarray:
+    """Keep each row independently with probability ``min(1, scale * w * d^2)``."""
+    probability = scale * weights_or_ones(chunk) * state.sq_dist
+    uniforms = row_uniforms(seed, stream, chunk.offset, chunk.offset + chunk.n_rows)
+    return chunk.data[uniforms < probability]
+
+
+def candidate_weights(chunk: Chunk, state: NearestCandidate, n_candidates: int) -> np.ndarray:
+    """Total weight of the rows nearest to each candidate."""
+    return np.bincount(state.index, weights=weights_or_ones(chunk), minlength=n_candidates)
+
+
+def add_arrays(*arrays: np.ndarray) -> np.ndarray:
+    """Sum arrays in the order given."""
+    total = arrays[0].copy()
+    for array in arrays[1:]:
+        total += array
+    return total
+
+
+def add_floats(*values: float) -> float:
+    """Sum floats in the order given."""
+    return float(sum(values))

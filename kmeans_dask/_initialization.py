@@ -1,0 +1,156 @@
+"""Initial centres: k-means|| (default), k-means++ on a sample, random rows.
+
+k-means|| follows Bahmani et al. (2012) as Spark and cuVS implement it: the
+first candidate is a random row (drawn proportionally to its weight); each
+of ``rounds`` passes keeps every row independently with probability
+``min(1, l * w * d^2 / phi)`` where ``l = oversampling_factor * k`` and
+``phi`` is the current cost, so about ``l`` candidates join per round. Each
+row remembers its nearest candidate, so the candidates' weights (the weight
+of the rows they attract) come for free. A weighted k-means++ and a weighted
+Lloyd on the candidates, in the client process, pick the ``k`` centres.
+
+All random draws are keyed on global row indices (:mod:`kmeans_dask._rng`),
+so the centres depend on the seed and the data only: not on chunking,
+worker count or task order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from distributed import Client
+from sklearn.cluster import kmeans_plusplus
+
+from kmeans_dask._chunks import (
+    RankedRows,
+    add_arrays,
+    add_floats,
+    candidate_weights,
+    merge_top,
+    random_rows,
+    sample_by_cost,
+    update_nearest_candidate,
+    weighted_cost,
+)
+from kmeans_dask._inputs import DistributedData
+from kmeans_dask._lloyd import local_lloyd
+from kmeans_dask._mapreduce import map_chunks, map_pairs, tree_reduce
+
+# Independent random streams of one seed.
+_STREAM_RANDOM = 1
+_STREAM_SAMPLE = 2
+_STREAM_FIRST = 3
+_STREAM_ROUNDS = 16
+
+#: Weighted Lloyd iterations on the k-means|| candidates (Spark uses 30).
+CANDIDATE_LLOYD_ITER = 30
+#: Rows drawn for ``init="k-means++"``: this many per cluster, at least 10,000.
+SAMPLE_ROWS_PER_CLUSTER = 20
+MIN_SAMPLE_ROWS = 10_000
+
+
+def sample_rows(
+    client: Client, data: DistributedData, count: int, seed: int, stream: int, weighted: bool
+) -> RankedRows:
+    """``count`` distinct random rows of the distributed data (see ``random_rows``)."""
+    parts = map_chunks(
+        client, random_rows, data.chunks, count, seed, stream, weighted, name="kmeans-sample"
+    )
+    return tree_reduce(
+        client, merge_top, parts, name="kmeans-sample-merge", leading=(count,)
+    ).result()
+
+
+def init_random(client: Client, data: DistributedData, n_clusters: int, seed: int) -> np.ndarray:
+    """``n_clusters`` distinct rows drawn with probability proportional to weight."""
+    return sample_rows(client, data, n_clusters, seed, _STREAM_RANDOM, weighted=True).rows
+
+
+def init_kmeans_plusplus(
+    client: Client, data: DistributedData, n_clusters: int, seed: int
+) -> np.ndarray:
+    """Weighted k-means++ (scikit-learn's, greedy) on a uniform sample of rows."""
+    size = min(data.n_samples, max(MIN_SAMPLE_ROWS, SAMPLE_ROWS_PER_CLUSTER * n_clusters))
+    sample = sample_rows(client, data, size, seed, _STREAM_SAMPLE, weighted=False)
+    return _plusplus(sample.rows, sample.weights, n_clusters, seed)
+
+
+def _plusplus(points: np.ndarray, weights: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+    if not (weights > 0).any():
+        weights = np.ones_like(weights)
+    centers, _ = kmeans_plusplus(
+        points, n_clusters, sample_weight=weights, random_state=np.random.RandomState(seed)
+    )
+    return centers.astype(points.dtype)
+
+
+def init_kmeans_parallel(
+    client: Client,
+    data: DistributedData,
+    n_clusters: int,
+    seed: int,
+    *,
+    oversampling_factor: float,
+    rounds: int,
+    backend: str,
+) -> np.ndarray:
+    """k-means|| (scalable k-means++) over the distributed chunks."""
+    chunks = data.chunks
+    first = sample_rows(client, data, 1, seed, _STREAM_FIRST, weighted=True).rows
+    candidates = [first]
+    n_candidates = 1
+    states = map_pairs(
+        client,
+        update_nearest_candidate,
+        chunks,
+        [None] * len(chunks),
+        client.scatter(first, broadcast=True, hash=False),
+        0,
+        backend,
+        name="kmeans||-cost",
+    )
+    oversampling = oversampling_factor * n_clusters
+    for round_index in range(rounds):
+        cost_parts = map_pairs(client, weighted_cost, chunks, states, name="kmeans||-phi")
+        phi = tree_reduce(client, add_floats, cost_parts, name="kmeans||-phi-sum").result()
+        if phi <= 0:
+            break  # every row coincides with a candidate
+        sampled = client.gather(
+            map_pairs(
+                client,
+                sample_by_cost,
+                chunks,
+                states,
+                oversampling / phi,
+                seed,
+                _STREAM_ROUNDS + round_index,
+                name="kmeans||-sample",
+            )
+        )
+        new = np.concatenate(sampled)
+        if not len(new):
+            continue
+        states = map_pairs(
+            client,
+            update_nearest_candidate,
+            chunks,
+            states,
+            client.scatter(new, broadcast=True, hash=False),
+            n_candidates,
+            backend,
+            name="kmeans||-cost",
+        )
+        candidates.append(new)
+        n_candidates += len(new)
+    points = np.concatenate(candidates)
+    if n_candidates <= n_clusters:
+        # Too few candidates (tiny data or few distinct rows): top up with random rows.
+        extra = init_random(client, data, n_clusters, seed)
+        return np.concatenate([points, extra])[:n_clusters]
+    weight_parts = map_pairs(
+        client, candidate_weights, chunks, states, n_candidates, name="kmeans||-weights"
+    )
+    weights = tree_reduce(client, add_arrays, weight_parts, name="kmeans||-weights-sum").result()
+    centers = _plusplus(points, weights, n_clusters, seed)
+    return local_lloyd(
+        points, weights, centers, max_iter=CANDIDATE_LLOYD_ITER, tol=0.0, backend=backend
+    )

@@ -1,0 +1,157 @@
+"""Input adapters: NumPy-like and Dask arrays become chunks on the workers.
+
+NumPy input is validated with scikit-learn's rules (so ints and bools become
+float64, strings and complex numbers are refused) and scattered to the
+workers in row blocks. Dask input is checked from its metadata only (shape,
+dtype), rechunked to a single column block, and computed into worker
+memory, so its chunks can be recomputed from their source if a worker dies.
+Finiteness and weights are checked in the same pass that persists the data.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any
+
+import dask
+import dask.array as da
+import numpy as np
+from distributed import Client, Future
+
+from kmeans_dask._chunks import ChunkSummary, make_chunk, summarize
+from kmeans_dask._mapreduce import map_chunks, task_keys
+
+#: Target size of one scattered block of NumPy input.
+TARGET_CHUNK_BYTES = 64 * 2**20
+#: Smallest block worth a task of its own.
+MIN_CHUNK_ROWS = 1024
+
+
+def is_dask_array(X: Any) -> bool:
+    return isinstance(X, da.Array)
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 stays float32; every other real dtype is computed in float64."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+def check_dask_array(X: da.Array, name: str = "X") -> da.Array:
+    """Validate a Dask array from its metadata and give it one column block."""
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array for {name}, got a {X.ndim}-D Dask array of shape {X.shape}. "
+            "Reshape your data, e.g. X.reshape(-1, 1) for a single feature."
+        )
+    if X.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {X.dtype}; expected a real numeric dtype "
+            "(float32, float64, integer or boolean)"
+        )
+    if any(math.isnan(c) for c in X.chunks[0]):
+        X = X.compute_chunk_sizes()
+    n_samples, n_features = X.shape
+    if n_samples == 0 or n_features == 0:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) and {n_features} feature(s) (shape="
+            f"{X.shape}) while a minimum of 1 is required for each."
+        )
+    X = X.astype(compute_dtype(X.dtype))
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    return X
+
+
+def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | da.Array | None:
+    """Shape and type of ``sample_weight``; values are checked with the data."""
+    if sample_weight is None:
+        return None
+    if is_dask_array(sample_weight):
+        weights = sample_weight
+    else:
+        weights = np.asarray(sample_weight)
+        if weights.ndim == 0:
+            weights = np.full(n_samples, weights)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must be numeric, got dtype {weights.dtype}")
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"sample_weight has shape {weights.shape}; expected ({n_samples},) to match the "
+            f"{n_samples} rows of X"
+        )
+    return weights.astype(np.float64)
+
+
+def numpy_row_chunks(n_samples: int, n_features: int, itemsize: int, n_threads: int) -> tuple:
+    """Row block sizes for NumPy input: ~64 MiB, and at least one per worker thread."""
+    by_size = math.ceil(n_samples * n_features * itemsize / TARGET_CHUNK_BYTES)
+    n_blocks = max(by_size, n_threads, 1)
+    n_blocks = min(n_blocks, max(1, n_samples // MIN_CHUNK_ROWS))
+    base, extra = divmod(n_samples, n_blocks)
+    return tuple(base + (i < extra) for i in range(n_blocks))
+
+
+@dataclass
+class DistributedData:
+    """Row chunks persisted on the workers, with what the first pass learnt."""
+
+    chunks: list[Future]
+    row_chunks: tuple[int, ...]
+    n_features: int
+    dtype: np.dtype
+    summary: ChunkSummary
+
+    @property
+    def n_samples(self) -> int:
+        return self.summary.n_rows
+
+    def release(self) -> None:
+        for future in self.chunks:
+            future.release()
+
+
+def _offsets(row_chunks: tuple[int, ...]) -> list[int]:
+    return [int(o) for o in np.cumsum((0, *row_chunks[:-1]))]
+
+
+def distribute(client: Client, X: np.ndarray | da.Array, weights) -> DistributedData:
+    """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures."""
+    dtype = np.dtype(X.dtype)
+    if is_dask_array(X):
+        row_chunks = tuple(int(c) for c in X.chunks[0])
+        blocks = X.to_delayed().ravel()
+        if weights is None:
+            weight_blocks = [None] * len(blocks)
+        elif is_dask_array(weights):
+            weight_blocks = list(weights.rechunk((row_chunks,)).to_delayed().ravel())
+        else:
+            bounds = np.cumsum((0, *row_chunks))
+            weight_blocks = [weights[a:b] for a, b in itertools.pairwise(bounds)]
+        keys = task_keys("kmeans-load", len(blocks))
+        tasks = [
+            dask.delayed(make_chunk, pure=True)(block, w, offset, dtype, dask_key_name=key)
+            for block, w, offset, key in zip(
+                blocks, weight_blocks, _offsets(row_chunks), keys, strict=False
+            )
+        ]
+        chunks = client.compute(tasks)
+    else:
+        n_threads = sum(client.nthreads().values())
+        row_chunks = numpy_row_chunks(X.shape[0], X.shape[1], dtype.itemsize, n_threads)
+        bounds = np.cumsum((0, *row_chunks))
+        local = [
+            make_chunk(X[a:b], None if weights is None else weights[a:b], a, dtype)
+            for a, b in itertools.pairwise(bounds)
+        ]
+        chunks = client.scatter(local, hash=False)
+    summaries = client.gather(map_chunks(client, summarize, chunks, name="kmeans-check"))
+    return DistributedData(
+        chunks=chunks,
+        row_chunks=row_chunks,
+        n_features=int(X.shape[1]),
+        dtype=dtype,
+        summary=reduce(ChunkSummary.merge, summaries),
+    )

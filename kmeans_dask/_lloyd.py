@@ -1,0 +1,204 @@
+"""The distributed Lloyd loop: map partial statistics, tree-reduce, update.
+
+Each iteration scatters the centres (k x d) once, maps
+:func:`~kmeans_dask._chunks.chunk_stats` over the worker-resident chunks and
+tree-reduces the (sums, counts, inertia) triples in a fixed order. Only
+those small arrays cross the network. The same update rule also drives a
+local loop over an in-memory array (used to refine k-means|| candidates).
+"""
+
+from __future__ import annotations
+
+import operator
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from distributed import Client, Future
+
+from kmeans_dask._chunks import (
+    Chunk,
+    ClusterStats,
+    RankedRows,
+    chunk_labels,
+    chunk_stats,
+    combine_stats,
+    farthest_rows,
+    merge_top,
+    statistics_and_labels,
+)
+from kmeans_dask._inputs import DistributedData
+from kmeans_dask._mapreduce import map_chunks, task_keys, tree_reduce
+
+
+@dataclass(frozen=True)
+class IterationRecord:
+    """What happened in one Lloyd iteration."""
+
+    iteration: int
+    """1-based iteration number."""
+    inertia: float
+    """Weighted inertia of the assignment to the centres entering the iteration."""
+    center_shift: float
+    """Sum over clusters of the squared distance each centre moved."""
+    n_empty: int
+    """Clusters that received no weight and were relocated."""
+    seconds: float
+    """Wall time of the iteration."""
+
+
+@dataclass
+class LloydResult:
+    centers: np.ndarray
+    inertia: float
+    n_iter: int
+    history: list[IterationRecord]
+    labels: list[Future] = field(default_factory=list)
+    """Per-chunk label futures from the final pass (distributed runs only)."""
+    n_nonempty: int = 0
+
+
+def relocate_empty_clusters(stats: ClusterStats, far: RankedRows, empty: np.ndarray) -> None:
+    """Move each empty cluster onto one of the rows farthest from its centre.
+
+    As in scikit-learn, the row leaves its old cluster (its weighted sum and
+    weight are subtracted) and becomes the sole member of the empty one.
+    Modifies ``stats`` in place.
+    """
+    for cluster, row, weight, old in zip(empty, far.rows, far.weights, far.labels, strict=False):
+        stats.sums[old] -= weight * row
+        stats.counts[old] -= weight
+        stats.sums[cluster] = weight * row
+        stats.counts[cluster] = weight
+
+
+def new_centers(stats: ClusterStats, old_centers: np.ndarray, far: RankedRows | None, empty):
+    """Weighted means of the clusters; a cluster left with no weight keeps a point.
+
+    A relocated cluster whose farthest row has weight 0 is placed on that row.
+    """
+    centers = old_centers.astype(np.float64)
+    filled = stats.counts > 0
+    centers[filled] = stats.sums[filled] / stats.counts[filled, None]
+    if far is not None:
+        for cluster, row, weight in zip(empty, far.rows, far.weights, strict=False):
+            if weight == 0:
+                centers[cluster] = row
+    return centers.astype(old_centers.dtype)
+
+
+def _update(
+    stats: ClusterStats, centers: np.ndarray, find_far: Callable[[int], RankedRows]
+) -> tuple[np.ndarray, int]:
+    empty = np.flatnonzero(stats.counts <= 0)
+    far = None
+    if empty.size:
+        far = find_far(empty.size)
+        empty = empty[: len(far.rows)]
+        relocate_empty_clusters(stats, far, empty)
+    return new_centers(stats, centers, far, empty), int(empty.size)
+
+
+def center_shift(old: np.ndarray, new: np.ndarray) -> float:
+    diff = new.astype(np.float64) - old.astype(np.float64)
+    return float(np.einsum("ij,ij->", diff, diff))
+
+
+def lloyd(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    *,
+    max_iter: int,
+    tol: float,
+    backend: str,
+    on_iteration: Callable[[IterationRecord], None] | None = None,
+) -> LloydResult:
+    """Run Lloyd iterations on distributed chunks until ``tol`` or ``max_iter``.
+
+    Parameters
+    ----------
+    tol : float
+        Absolute threshold on :func:`center_shift` (already scaled by the
+        data's mean variance, as scikit-learn does).
+
+    Returns
+    -------
+    LloydResult
+        Final centres, the inertia and labels *of those centres* (one more
+        assignment pass after the last update), and the history.
+    """
+    history: list[IterationRecord] = []
+    chunks = data.chunks
+
+    def find_far(count: int) -> RankedRows:
+        parts = map_chunks(
+            client, farthest_rows, chunks, centers_future, backend, count, name="kmeans-far"
+        )
+        return tree_reduce(
+            client, merge_top, parts, name="kmeans-far-merge", leading=(count,)
+        ).result()
+
+    for iteration in range(1, max_iter + 1):
+        start = time.perf_counter()
+        centers_future = client.scatter(centers, broadcast=True, hash=False)
+        parts = map_chunks(
+            client, chunk_stats, chunks, centers_future, backend, name="kmeans-assign"
+        )
+        stats = tree_reduce(client, combine_stats, parts, name="kmeans-reduce").result()
+        updated, n_empty = _update(stats, centers, find_far)
+        shift = center_shift(centers, updated)
+        centers = updated
+        record = IterationRecord(
+            iteration, stats.inertia, shift, n_empty, time.perf_counter() - start
+        )
+        history.append(record)
+        if on_iteration is not None:
+            on_iteration(record)
+        if shift <= tol:
+            break
+
+    centers_future = client.scatter(centers, broadcast=True, hash=False)
+    pairs = map_chunks(client, chunk_labels, chunks, centers_future, backend, name="kmeans-label")
+    labels = [
+        client.submit(operator.getitem, pair, 0, key=key)
+        for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=False)
+    ]
+    stats_parts = [
+        client.submit(operator.getitem, pair, 1, key=key)
+        for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=False)
+    ]
+    final = tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce").result()
+    return LloydResult(
+        centers=centers,
+        inertia=final.inertia,
+        n_iter=len(history),
+        history=history,
+        labels=labels,
+        n_nonempty=int((final.counts > 0).sum()),
+    )
+
+
+def local_lloyd(
+    points: np.ndarray,
+    weights: np.ndarray,
+    centers: np.ndarray,
+    *,
+    max_iter: int,
+    tol: float,
+    backend: str,
+) -> np.ndarray:
+    """Weighted Lloyd iterations on an in-memory array (no Dask involved)."""
+
+    def find_far(count: int) -> RankedRows:
+        return farthest_rows(Chunk(points, weights, 0), centers, backend, count)
+
+    for _ in range(max_iter):
+        stats, _, _ = statistics_and_labels(points, weights, centers, backend)
+        updated, _ = _update(stats, centers, find_far)
+        shift = center_shift(centers, updated)
+        centers = updated
+        if shift <= tol:
+            break
+    return centers

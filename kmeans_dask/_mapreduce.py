@@ -1,0 +1,74 @@
+"""Map a task over worker-resident chunks and tree-reduce the results.
+
+The reduction tree depends only on the number of chunks and ``split_every``,
+never on which worker holds what, so floating-point sums are identical for
+any number of workers. Keys carry readable prefixes (``kmeans-assign``,
+``kmeans-reduce``, ...) so the dashboard's task stream says what is running.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from distributed import Client, Future
+
+#: Partial results combined per reduce task.
+SPLIT_EVERY = 8
+
+
+def task_keys(prefix: str, count: int) -> list[tuple[str, int]]:
+    """``count`` fresh keys whose dashboard name is ``prefix``."""
+    token = uuid.uuid4().hex
+    return [(f"{prefix}-{token}", i) for i in range(count)]
+
+
+def map_chunks(
+    client: Client, func: Callable, chunks: Sequence[Future], *args: Any, name: str, **kwargs: Any
+) -> list[Future]:
+    """Run ``func(chunk, *args, **kwargs)`` on every chunk, where the chunk lives."""
+    keys = task_keys(name, len(chunks))
+    return [
+        client.submit(func, chunk, *args, key=key, pure=False, **kwargs)
+        for chunk, key in zip(chunks, keys, strict=False)
+    ]
+
+
+def map_pairs(
+    client: Client,
+    func: Callable,
+    chunks: Sequence[Future],
+    per_chunk: Sequence[Any],
+    *args: Any,
+    name: str,
+) -> list[Future]:
+    """Run ``func(chunk, per_chunk[i], *args)`` on every chunk."""
+    keys = task_keys(name, len(chunks))
+    return [
+        client.submit(func, chunk, extra, *args, key=key, pure=False)
+        for chunk, extra, key in zip(chunks, per_chunk, keys, strict=False)
+    ]
+
+
+def tree_reduce(
+    client: Client,
+    combine: Callable[..., Any],
+    parts: Sequence[Future],
+    *,
+    name: str,
+    split_every: int = SPLIT_EVERY,
+    leading: tuple = (),
+) -> Future:
+    """Combine ``parts`` in a fixed-shape tree of ``combine(*leading, *group)`` tasks."""
+    level = list(parts)
+    depth = 0
+    while len(level) > 1 or depth == 0:
+        groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
+        keys = task_keys(f"{name}", len(groups))
+        level = [
+            client.submit(combine, *leading, *group, key=(f"{key[0]}-{depth}", key[1]), pure=False)
+            for group, key in zip(groups, keys, strict=False)
+        ]
+        depth += 1
+    return level[0]

@@ -1,0 +1,107 @@
+"""Parameter rules (declared once) and checks of user data.
+
+Messages name the argument, what was expected and what was seen, e.g.
+``n_samples=5 should be >= n_clusters=8``. Nothing here reads a whole
+distributed dataset: finiteness of Dask inputs is checked in the first pass
+over the chunks (see :mod:`kmeans_dask._inputs`).
+"""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+
+from kmeans_dask._chunks import ChunkSummary
+from kmeans_dask.backends import check_backend_name
+
+INIT_METHODS = ("k-means||", "k-means++", "random")
+ASSIGN_MODES = ("exact",)
+
+
+def _integer(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {name}={value}")
+
+
+def _real(name: str, value: Any, *, minimum: float, strict: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
+        raise TypeError(f"{name} must be a finite real number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        relation = ">" if strict else ">="
+        raise ValueError(f"{name} must be {relation} {minimum}, got {name}={value}")
+
+
+def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
+    if not isinstance(value, str) or value not in options:
+        raise ValueError(f"{name}={value!r} is not supported; expected one of {list(options)}")
+
+
+def validate_params(params: dict[str, Any]) -> None:
+    """Check every constructor parameter of :class:`~kmeans_dask.KMeans`.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Naming the parameter, the expected values and the value seen.
+    """
+    _integer("n_clusters", params["n_clusters"], 1)
+    _integer("n_init", params["n_init"], 1)
+    _integer("max_iter", params["max_iter"], 1)
+    _integer("init_rounds", params["init_rounds"], 1)
+    _integer("verbose", int(params["verbose"]), 0)
+    _real("tol", params["tol"], minimum=0.0)
+    _real("oversampling_factor", params["oversampling_factor"], minimum=0.0, strict=True)
+    init = params["init"]
+    if isinstance(init, str):
+        _choice("init", init, INIT_METHODS)
+    elif not hasattr(init, "__array__") and not isinstance(init, list | tuple):
+        raise TypeError(
+            f"init must be one of {list(INIT_METHODS)} or an array of shape "
+            f"(n_clusters, n_features), got {type(init).__name__}"
+        )
+    check_backend_name(params["backend"])
+    _choice("assign", params["assign"], ASSIGN_MODES)
+
+
+def check_init_array(init: Any, n_clusters: int, n_features: int, dtype) -> np.ndarray:
+    """Validate user-given initial centres: shape (n_clusters, n_features), finite."""
+    centers = np.asarray(init)
+    if centers.dtype.kind not in "biuf":
+        raise TypeError(f"init array must be numeric, got dtype {centers.dtype}")
+    if centers.shape != (n_clusters, n_features):
+        raise ValueError(
+            f"init array has shape {centers.shape}; expected (n_clusters, n_features) = "
+            f"({n_clusters}, {n_features})"
+        )
+    if not np.isfinite(centers).all():
+        raise ValueError(
+            f"init array contains {int((~np.isfinite(centers)).sum())} non-finite values"
+        )
+    return np.array(centers, dtype=dtype)
+
+
+def check_n_samples(n_samples: int, n_clusters: int) -> None:
+    if n_samples < n_clusters:
+        raise ValueError(f"n_samples={n_samples} should be >= n_clusters={n_clusters}.")
+
+
+def raise_for_summary(summary: ChunkSummary, name: str = "X") -> None:
+    """Raise if the first pass over the data found non-finite values or bad weights."""
+    if summary.nonfinite_count:
+        where = ", ".join(f"(row {r}, column {c})" for r, c in summary.nonfinite_positions)
+        raise ValueError(
+            f"Input {name} contains {summary.nonfinite_count} non-finite value(s) "
+            f"(NaN or infinity); first at {where}. Remove or impute them before fitting."
+        )
+    if summary.bad_weight_count:
+        rows = ", ".join(str(r) for r in summary.bad_weight_rows)
+        raise ValueError(
+            f"sample_weight contains {summary.bad_weight_count} negative or non-finite "
+            f"value(s); first at rows {rows}. Weights must be finite and >= 0."
+        )
+    if summary.weight_sum <= 0:
+        raise ValueError("sample_weight sums to 0; at least one weight must be positive.")

@@ -1,0 +1,468 @@
+"""The scikit-learn estimator: a thin layer over the functions of this package.
+
+``KMeans`` validates parameters and data, opens (or finds) a Dask client,
+puts the data on the workers once and hands it to the initialisation and
+Lloyd functions. Everything it computes lives in those functions.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import dask.array as da
+import numpy as np
+from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import euclidean_distances
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from kmeans_dask._chunks import nearest, nonfinite_positions
+from kmeans_dask._client import active_client, client_for_fit
+from kmeans_dask._initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
+from kmeans_dask._inputs import (
+    DistributedData,
+    check_dask_array,
+    check_sample_weight,
+    distribute,
+    is_dask_array,
+)
+from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd
+from kmeans_dask._rng import init_seeds
+from kmeans_dask._validation import (
+    check_init_array,
+    check_n_samples,
+    raise_for_summary,
+    validate_params,
+)
+from kmeans_dask.backends import get_backend, resolve_auto
+
+
+class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+    """K-means clustering by a distributed Lloyd loop on Dask.
+
+    Each iteration broadcasts the centres to the workers, assigns every
+    worker-resident chunk of rows to its nearest centre (BLAS GEMM or Faiss)
+    and tree-reduces per-cluster sums, weights and inertia in a fixed order,
+    so the result does not depend on the number of workers. With an active
+    ``distributed.Client`` the fit runs on that cluster; without one, a
+    ``LocalCluster`` is started for the fit, its dashboard link printed, and
+    closed afterwards.
+
+    Precision: distances are computed in the data's dtype (float32 input
+    stays float32; integers and booleans become float64); per-cluster sums,
+    weights and inertia are accumulated in float64, and the distance of a
+    point to its assigned centre is computed exactly, not by the GEMM
+    expansion. ``cluster_centers_`` has the data's dtype.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters.
+    init : {"k-means||", "k-means++", "random"} or array of shape (n_clusters, n_features), \
+default="k-means||"
+        "k-means||": scalable k-means++ (Bahmani et al.) over the distributed
+        data, then weighted k-means++ and Lloyd on its candidates.
+        "k-means++": scikit-learn's greedy k-means++ on a uniform sample of
+        ``max(10000, 20 * n_clusters)`` rows. "random": ``n_clusters``
+        distinct rows drawn with probability proportional to their weight.
+        An array gives the initial centres.
+    n_init : int, default=1
+        Number of initialisations; the run with the lowest final inertia is
+        kept. Must be 1 when ``init`` is an array.
+    max_iter : int, default=300
+        Maximum number of Lloyd iterations per run.
+    tol : float, default=1e-4
+        Convergence tolerance, defined as in scikit-learn: the run stops when
+        the sum over clusters of the squared distance the centres moved in
+        an iteration is at most ``tol`` times the mean of the per-feature
+        variances of X.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the initialisation. Every random draw is keyed on global row
+        indices, so a fixed seed gives the same result for any chunking and
+        any number of workers.
+    backend : {"auto", "numpy", "faiss-cpu"}, default="auto"
+        Nearest-centroid search: "numpy" (BLAS GEMM + compiled argmin),
+        "faiss-cpu" (``faiss.IndexFlatL2``); "auto" picks the fastest
+        available, currently "numpy" on CPU.
+    assign : {"exact"}, default="exact"
+        Assignment mode; "exact" searches all centres.
+    oversampling_factor : float, default=2.0
+        k-means|| draws about ``oversampling_factor * n_clusters`` candidates
+        per round.
+    init_rounds : int, default=5
+        Number of k-means|| sampling rounds (passes over the data).
+    verbose : int, default=0
+        Print one progress line per iteration when > 0.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray of shape (n_clusters, n_features)
+        Final centres (NumPy, the data's float dtype).
+    labels_ : ndarray or dask.array of shape (n_samples,)
+        Index of each training row's centre: NumPy for NumPy input, a Dask
+        array (held in cluster memory while the fitting client lives) for
+        Dask input.
+    inertia_ : float
+        Weighted sum of squared distances of the training rows to their
+        closest final centre (always of the final centres, also when
+        ``max_iter`` ends the run).
+    n_iter_ : int
+        Lloyd iterations run by the kept initialisation.
+    history_ : list of IterationRecord
+        Per-iteration inertia, centre shift, relocated empty clusters and
+        seconds of the kept run.
+    n_features_in_ : int
+        Number of features seen in ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names, when X is a DataFrame with string column names.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from distributed import Client, LocalCluster
+    >>> from kmeans_dask import KMeans
+    >>> X = np.array([[1, 2], [1, 4], [1, 0], [10, 2], [10, 4], [10, 0]], dtype=float)
+    >>> with LocalCluster(n_workers=1, processes=False) as cluster, Client(cluster):
+    ...     model = KMeans(n_clusters=2, random_state=0).fit(X)
+    >>> sorted(model.cluster_centers_.tolist())
+    [[1.0, 2.0], [10.0, 2.0]]
+    """
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: str | np.ndarray = "k-means||",
+        n_init: int = 1,
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        random_state: int | np.random.RandomState | None = None,
+        backend: str = "auto",
+        assign: str = "exact",
+        oversampling_factor: float = 2.0,
+        init_rounds: int = 5,
+        verbose: int = 0,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.backend = backend
+        self.assign = assign
+        self.oversampling_factor = oversampling_factor
+        self.init_rounds = init_rounds
+        self.verbose = verbose
+
+    # --- fitting ---------------------------------------------------------------------
+
+    def fit(self, X: Any, y: None = None, sample_weight: Any = None) -> KMeans:
+        """Compute k-means clustering.
+
+        Parameters
+        ----------
+        X : array-like or dask.array of shape (n_samples, n_features)
+            Training data: NumPy-like (lists, DataFrames) or a Dask array
+            with any row chunking (columns are rechunked to one block).
+        y : None
+            Ignored.
+        sample_weight : array-like or dask.array of shape (n_samples,), default=None
+            Non-negative weight of each row; None gives every row weight 1.
+
+        Returns
+        -------
+        self : KMeans
+            Fitted estimator.
+        """
+        with self._unchanged_on_error():
+            validate_params(self.get_params())
+            X = self._check_data(X, reset=True)
+            n_samples = X.shape[0]
+            check_n_samples(n_samples, self.n_clusters)
+            weights = check_sample_weight(sample_weight, n_samples)
+            init_centers = None
+            if not isinstance(self.init, str):
+                init_centers = check_init_array(self.init, self.n_clusters, X.shape[1], X.dtype)
+                if self.n_init != 1:
+                    raise ValueError(
+                        f"n_init={self.n_init} but init is an array of centres: with explicit "
+                        "initial centres only n_init=1 makes sense"
+                    )
+            backend = resolve_auto() if self.backend == "auto" else self.backend
+            get_backend(backend)  # fail early if its dependency is missing
+            seeds = init_seeds(self.random_state, self.n_init)
+            user_client = active_client()
+            with client_for_fit() as client:
+                data = distribute(client, X, weights)
+                try:
+                    raise_for_summary(data.summary)
+                    best = self._best_run(client, data, seeds, backend, init_centers)
+                    labels = self._labels_from(best, X, data, keep_lazy=user_client is not None)
+                finally:
+                    data.release()
+        if best.n_nonempty < self.n_clusters:
+            warnings.warn(
+                f"Number of distinct clusters ({best.n_nonempty}) found smaller than "
+                f"n_clusters ({self.n_clusters}). Possibly due to duplicate points in X.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        self.cluster_centers_ = best.centers
+        self.labels_ = labels
+        self.inertia_ = best.inertia
+        self.n_iter_ = best.n_iter
+        self.history_ = best.history
+        return self
+
+    def _best_run(
+        self,
+        client,
+        data: DistributedData,
+        seeds: list[int],
+        backend: str,
+        init_centers: np.ndarray | None,
+    ) -> LloydResult:
+        summary = data.summary
+        mean_variance = float(np.mean(summary.column_m2 / summary.n_rows))
+        tol = mean_variance * self.tol
+        best = None
+        for run, seed in enumerate(seeds, start=1):
+            start = time.perf_counter()
+            if init_centers is not None:
+                centers = init_centers
+            else:
+                centers = self._initial_centers(client, data, seed, backend)
+            self._report(
+                f"run {run}/{len(seeds)}: {self.init if init_centers is None else 'array'} "
+                f"initialisation took {time.perf_counter() - start:.3f} s"
+            )
+            result = lloyd(
+                client,
+                data,
+                centers,
+                max_iter=self.max_iter,
+                tol=tol,
+                backend=backend,
+                on_iteration=self._report_iteration if self.verbose else None,
+            )
+            self._report(
+                f"run {run}/{len(seeds)}: inertia {result.inertia:.6g} after "
+                f"{result.n_iter} iteration(s)"
+            )
+            if best is None or result.inertia < best.inertia:
+                best = result
+        return best
+
+    def _initial_centers(self, client, data: DistributedData, seed: int, backend: str):
+        if self.init == "k-means||":
+            return init_kmeans_parallel(
+                client,
+                data,
+                self.n_clusters,
+                seed,
+                oversampling_factor=self.oversampling_factor,
+                rounds=self.init_rounds,
+                backend=backend,
+            )
+        if self.init == "k-means++":
+            return init_kmeans_plusplus(client, data, self.n_clusters, seed)
+        return init_random(client, data, self.n_clusters, seed)
+
+    @staticmethod
+    def _labels_from(result: LloydResult, X, data: DistributedData, keep_lazy: bool):
+        if is_dask_array(X) and keep_lazy:
+            return da.concatenate(
+                [
+                    da.from_delayed(future, shape=(rows,), dtype=np.int32)
+                    for future, rows in zip(result.labels, data.row_chunks, strict=False)
+                ]
+            )
+        labels = np.concatenate(result.labels[0].client.gather(result.labels))
+        if is_dask_array(X):
+            return da.from_array(labels, chunks=(data.row_chunks,))
+        return labels
+
+    def _report(self, message: str) -> None:
+        if self.verbose:
+            print(f"[kmeans_dask] {message}", flush=True)
+
+    def _report_iteration(self, record: IterationRecord) -> None:
+        self._report(
+            f"iteration {record.iteration:4d}  inertia {record.inertia:.6g}  "
+            f"shift {record.center_shift:.3g}  empty {record.n_empty}  {record.seconds:.3f} s"
+        )
+
+    @contextmanager
+    def _unchanged_on_error(self) -> Iterator[None]:
+        """Restore every attribute if fitting fails, so bad input loses nothing."""
+        saved = copy.copy(self.__dict__)
+        try:
+            yield
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
+
+    # --- data checks -----------------------------------------------------------------
+
+    def _check_data(self, X: Any, *, reset: bool):
+        """Validated X: NumPy float32/float64, or a Dask array with one column block."""
+        if is_dask_array(X):
+            X = check_dask_array(X)
+            if reset:
+                self.n_features_in_ = X.shape[1]
+                self.__dict__.pop("feature_names_in_", None)
+            elif X.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                    f"{self.n_features_in_} features as input."
+                )
+            return X
+        return validate_data(
+            self,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite=False,
+            order="C",
+        )
+
+    def _check_predict_data(self, X: Any):
+        check_is_fitted(self)
+        X = self._check_data(X, reset=False)
+        if not is_dask_array(X):
+            _raise_if_nonfinite(X)
+        return X
+
+    # --- using the model -------------------------------------------------------------
+
+    def _backend_name(self) -> str:
+        return resolve_auto() if self.backend == "auto" else self.backend
+
+    def predict(self, X: Any) -> np.ndarray | da.Array:
+        """Index of the closest centre for each row of X.
+
+        Parameters
+        ----------
+        X : array-like or dask.array of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray or dask.array of shape (n_samples,)
+            int32; lazy (a Dask array) for Dask input.
+        """
+        X = self._check_predict_data(X)
+        centers = self.cluster_centers_.astype(X.dtype)
+        backend = self._backend_name()
+        if is_dask_array(X):
+            return X.map_blocks(
+                _predict_block,
+                centers,
+                backend,
+                drop_axis=1,
+                dtype=np.int32,
+                name="kmeans-predict",
+            )
+        return nearest(X, centers, backend)[0]
+
+    def fit_predict(self, X: Any, y: None = None, sample_weight: Any = None):
+        """Fit and return ``labels_``."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def transform(self, X: Any) -> np.ndarray | da.Array:
+        """Euclidean distance of each row to every centre.
+
+        Returns
+        -------
+        distances : ndarray or dask.array of shape (n_samples, n_clusters)
+            Lazy for Dask input.
+        """
+        X = self._check_predict_data(X)
+        centers = self.cluster_centers_.astype(X.dtype)
+        if is_dask_array(X):
+            return X.map_blocks(
+                _transform_block,
+                centers,
+                chunks=(X.chunks[0], (centers.shape[0],)),
+                dtype=X.dtype,
+                name="kmeans-transform",
+            )
+        return euclidean_distances(X, centers)
+
+    def score(self, X: Any, y: None = None, sample_weight: Any = None) -> float:
+        """Opposite of the (weighted) inertia of X under this model.
+
+        Returns
+        -------
+        score : float
+            ``-sum(w * ||x - nearest centre||^2)``; higher is better.
+        """
+        X = self._check_predict_data(X)
+        weights = check_sample_weight(sample_weight, X.shape[0])
+        centers = self.cluster_centers_.astype(X.dtype)
+        backend = self._backend_name()
+        if is_dask_array(X):
+            sq_dist = X.map_blocks(
+                _sq_dist_block,
+                centers,
+                backend,
+                drop_axis=1,
+                dtype=np.float64,
+                name="kmeans-score",
+            )
+            if weights is not None:
+                sq_dist = sq_dist * da.asarray(weights).rechunk((X.chunks[0],))
+            return -float(sq_dist.sum().compute())
+        if weights is not None:
+            _raise_if_bad_weights(weights)
+        sq_dist = nearest(X, centers, backend)[1]
+        return -float(sq_dist.sum() if weights is None else np.dot(weights, sq_dist))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        return tags
+
+
+def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:
+    count, positions = nonfinite_positions(X, offset)
+    if count:
+        where = ", ".join(f"(row {r}, column {c})" for r, c in positions)
+        raise ValueError(
+            f"Input X contains {count} non-finite value(s) (NaN or infinity); first at {where}."
+        )
+
+
+def _raise_if_bad_weights(weights: np.ndarray) -> None:
+    bad = ~np.isfinite(weights) | (weights < 0)
+    if bad.any():
+        rows = ", ".join(str(int(r)) for r in np.flatnonzero(bad)[:5])
+        raise ValueError(
+            f"sample_weight contains {int(bad.sum())} negative or non-finite value(s); first "
+            f"at rows {rows}. Weights must be finite and >= 0."
+        )
+
+
+def _block_offset(block_info) -> int:
+    return block_info[0]["array-location"][0][0] if block_info else 0
+
+
+def _predict_block(block, centers, backend, block_info=None):
+    _raise_if_nonfinite(block, _block_offset(block_info))
+    return nearest(np.ascontiguousarray(block), centers, backend)[0]
+
+
+def _sq_dist_block(block, centers, backend, block_info=None):
+    _raise_if_nonfinite(block, _block_offset(block_info))
+    return nearest(np.ascontiguousarray(block), centers, backend)[1]
+
+
+def _transform_block(block, centers, block_info=None):
+    _raise_if_nonfinite(block, _block_offset(block_info))
+    return euclidean_distances(block, centers)
