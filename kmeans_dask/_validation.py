@@ -104,4 +104,6 @@ def raise_for_summary(summary: ChunkSummary, name: str = "X") -> None:
             f"value(s); first at rows {rows}. Weights must be finite and >= 0."
         )
     if summary.weight_sum <= 0:
-        raise ValueError("sample_weight sums to 0; at least one weight must be positive.")
+        raise ValueError(
+            "sample_weight: every weight is zero (they sum to 0); at least one must be positive."
+        )

@@ -1,0 +1,40 @@
+"""Shared fixtures: one LocalCluster for the session, small deterministic data."""
+
+from __future__ import annotations
+
+import os
+
+# scikit-learn's check_array_api_input runs only when SciPy's array API
+# support is switched on, which must happen before SciPy is imported.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
+import pytest
+from distributed import Client, LocalCluster
+from sklearn.datasets import make_blobs
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    """Two single-threaded worker processes bound to 127.0.0.1."""
+    with LocalCluster(
+        n_workers=2,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=":0",
+    ) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def client(cluster):
+    """A client on the session cluster, set as the default for the test."""
+    with Client(cluster) as client:
+        yield client
+
+
+@pytest.fixture
+def blobs():
+    """3,000 rows, 5 features, 6 well separated clusters (float64)."""
+    X, y = make_blobs(n_samples=3000, n_features=5, centers=6, cluster_std=1.0, random_state=0)
+    return X, y

@@ -1,0 +1,74 @@
+"""k-means|| quality and behaviour, compared with scikit-learn's k-means++."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans as SKKMeans
+from sklearn.datasets import make_blobs
+from sklearn.preprocessing import StandardScaler
+
+from kmeans_dask import KMeans
+
+
+@pytest.mark.parametrize(("n_clusters", "seed"), [(20, 0), (50, 1), (100, 2)])
+def test_kmeans_parallel_is_as_good_as_sklearn_kmeans_plusplus(client, n_clusters, seed):
+    X, _ = make_blobs(
+        n_samples=20000, n_features=8, centers=n_clusters, cluster_std=1.0, random_state=seed
+    )
+    X = StandardScaler().fit_transform(X)
+    ours = [KMeans(n_clusters, random_state=s).fit(X).inertia_ for s in range(3)]
+    ref = [SKKMeans(n_clusters, n_init=1, random_state=s).fit(X).inertia_ for s in range(3)]
+    assert np.median(ours) <= 1.05 * np.median(ref)
+
+
+def test_kmeans_parallel_candidates_scale_with_oversampling(client, monkeypatch):
+    from kmeans_dask import _initialization
+
+    X, _ = make_blobs(n_samples=20000, n_features=4, centers=30, random_state=0)
+    seen = {}
+    original = _initialization._plusplus
+
+    def spy(points, weights, n_clusters, seed):
+        seen["n_candidates"] = len(points)
+        seen["total_weight"] = weights.sum()
+        return original(points, weights, n_clusters, seed)
+
+    monkeypatch.setattr(_initialization, "_plusplus", spy)
+    KMeans(30, random_state=0, init_rounds=5, oversampling_factor=2.0, max_iter=1).fit(X)
+    # about l = 2k candidates per round for 5 rounds, plus the first one
+    assert 4 * 2 * 30 <= seen["n_candidates"] <= 6 * 2 * 30
+    assert seen["total_weight"] == pytest.approx(len(X))
+
+
+def test_duplicate_points_never_become_duplicate_centres(client):
+    rng = np.random.default_rng(0)
+    distinct = rng.normal(size=(12, 3)) * 10
+    X = np.repeat(distinct, 200, axis=0)
+    model = KMeans(12, random_state=0).fit(X)
+    assert len(np.unique(model.cluster_centers_.round(9), axis=0)) == 12
+    assert model.inertia_ == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fewer_distinct_points_than_clusters_warns(client):
+    X = np.repeat(np.arange(5, dtype=float)[:, None], 10, axis=0)
+    from sklearn.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(5\).*n_clusters \(8\)"):
+        model = KMeans(8, random_state=0).fit(X)
+    assert np.isfinite(model.cluster_centers_).all()
+    assert model.inertia_ == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_empty_clusters_are_repaired_not_nan(client, init):
+    # Initial centres far from the data leave clusters empty in iteration 1.
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(500, 2))
+    far_init = np.vstack([X[:3], [[1e3, 1e3], [-1e3, 1e3], [1e3, -1e3]]])
+    model = KMeans(6, init=far_init, max_iter=20).fit(X)
+    assert np.isfinite(model.cluster_centers_).all()
+    assert model.history_[0].n_empty == 3
+    assert len(np.unique(model.labels_)) == 6
+    # and every built-in init gives finite centres on the same data
+    assert np.isfinite(KMeans(6, init=init, random_state=0).fit(X).cluster_centers_).all()

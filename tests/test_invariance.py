@@ -1,0 +1,68 @@
+"""Results do not depend on the worker count, the chunking or the seed plumbing."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.datasets import make_blobs
+
+from kmeans_dask import KMeans
+
+
+@pytest.fixture(scope="module")
+def data():
+    X, _ = make_blobs(n_samples=6000, n_features=6, centers=12, cluster_std=1.5, random_state=1)
+    return X
+
+
+def _fit(X, **params):
+    return KMeans(12, random_state=7, max_iter=50, **params).fit(X)
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_identical_for_one_two_three_workers(data, init):
+    X = da.from_array(data, chunks=(1000, 6))
+    results = []
+    for n_workers in (1, 2, 3):
+        with (
+            LocalCluster(
+                n_workers=n_workers, threads_per_worker=1, processes=False, dashboard_address=":0"
+            ) as cluster,
+            Client(cluster),
+        ):
+            model = _fit(X, init=init)
+            results.append((model.cluster_centers_, model.labels_.compute(), model.inertia_))
+    for centers, labels, inertia in results[1:]:
+        assert_array_equal(centers, results[0][0])  # bit for bit
+        assert_array_equal(labels, results[0][1])
+        assert inertia == results[0][2]
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_invariant_to_row_chunking(client, data, init):
+    reference = _fit(da.from_array(data, chunks=(6000, 6)), init=init)
+    for chunks in [(500, 6), (777, 6), (1999, 3)]:
+        model = _fit(da.from_array(data, chunks=chunks), init=init)
+        assert_array_equal(model.labels_.compute(), reference.labels_.compute())
+        assert_allclose(model.cluster_centers_, reference.cluster_centers_, rtol=1e-12)
+        assert model.inertia_ == pytest.approx(reference.inertia_, rel=1e-12)
+        assert model.n_iter_ == reference.n_iter_
+
+
+def test_same_seed_same_result_and_different_seed_differs(client, data):
+    first = KMeans(12, random_state=3, init="random").fit(data)
+    again = KMeans(12, random_state=3, init="random").fit(data)
+    other = KMeans(12, random_state=4, init="random").fit(data)
+    assert_array_equal(first.cluster_centers_, again.cluster_centers_)
+    assert not np.array_equal(first.cluster_centers_, other.cluster_centers_)
+
+
+def test_n_init_keeps_the_best_run(client, data):
+    # Run 1 of n_init=5 uses the same seed as the single run with the same random_state.
+    single = KMeans(12, init="random", random_state=11, n_init=1).fit(data)
+    best_of_five = KMeans(12, init="random", random_state=11, n_init=5).fit(data)
+    assert best_of_five.inertia_ <= single.inertia_
+    assert best_of_five.inertia_ < 0.999 * single.inertia_  # random init on 12 blobs is poor

@@ -1,0 +1,123 @@
+"""The per-chunk kernels and backends, tested without Dask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+
+from kmeans_dask._chunks import (
+    Chunk,
+    ChunkSummary,
+    combine_stats,
+    merge_top,
+    nearest,
+    random_rows,
+    statistics_and_labels,
+    summarize,
+)
+from kmeans_dask._rng import row_uniforms
+from kmeans_dask.backends import get_backend
+
+
+def _brute_force(X, centers):
+    distances = ((X[:, None, :].astype(np.float64) - centers[None].astype(np.float64)) ** 2).sum(
+        -1
+    )
+    return distances.argmin(axis=1), distances.min(axis=1)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss-cpu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(("n", "d", "k"), [(1, 1, 1), (1000, 3, 7), (5000, 17, 300), (300, 64, 2)])
+def test_nearest_matches_brute_force(backend, dtype, n, d, k):
+    rng = np.random.default_rng(n + d + k)
+    X = rng.normal(size=(n, d)).astype(dtype)
+    centers = rng.normal(size=(k, d)).astype(dtype)
+    labels, sq_dist = nearest(X, centers, backend)
+    expected_labels, expected_sq = _brute_force(X, centers)
+    assert labels.dtype == np.int32
+    # Float32 GEMM may swap near-ties; the chosen centre must then be as close.
+    chosen = ((X.astype(np.float64) - centers[labels].astype(np.float64)) ** 2).sum(-1)
+    assert_allclose(chosen, expected_sq, rtol=1e-5 if dtype == np.float32 else 1e-12, atol=1e-6)
+    assert (labels == expected_labels).mean() > 0.999
+    assert_allclose(sq_dist, chosen, rtol=1e-12, atol=1e-12)
+
+
+def test_statistics_are_exact_weighted_sums():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(2000, 5))
+    centers = X[:9].copy()
+    weights = rng.uniform(0, 2, size=2000)
+    stats, labels, sq_dist = statistics_and_labels(X, weights, centers, "numpy")
+    for cluster in range(9):
+        members = labels == cluster
+        assert_allclose(stats.sums[cluster], (weights[members, None] * X[members]).sum(0))
+        assert stats.counts[cluster] == pytest.approx(weights[members].sum())
+    assert stats.inertia == pytest.approx(np.dot(weights, sq_dist))
+
+
+def test_combined_statistics_equal_whole_array_statistics():
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(3000, 4)).astype(np.float32)
+    centers = X[:5].copy()
+    whole, _, _ = statistics_and_labels(X, None, centers, "numpy")
+    parts = [
+        statistics_and_labels(X[a : a + 700], None, centers, "numpy")[0]
+        for a in range(0, 3000, 700)
+    ]
+    combined = combine_stats(*parts)
+    assert_allclose(combined.sums, whole.sums, rtol=1e-12)
+    assert_array_equal(combined.counts, whole.counts)
+    assert combined.inertia == pytest.approx(whole.inertia, rel=1e-12)
+
+
+def test_summary_merge_gives_column_variance_and_nonfinite_positions():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(1000, 3)) * [1.0, 5.0, 0.1]
+    merged = None
+    for start in range(0, 1000, 300):
+        part = summarize(Chunk(X[start : start + 300], None, start))
+        merged = part if merged is None else ChunkSummary.merge(merged, part)
+    assert merged.n_rows == 1000
+    assert_allclose(merged.column_m2 / 1000, X.var(axis=0), rtol=1e-10)
+    X[[17, 650], [1, 2]] = [np.nan, np.inf]
+    bad = summarize(Chunk(X[600:], None, 600))
+    assert bad.nonfinite_count == 1
+    assert bad.nonfinite_positions == [(650, 2)]
+
+
+def test_row_uniforms_depend_only_on_global_rows():
+    whole = row_uniforms(5, 2, 0, 1000)
+    pieces = np.concatenate(
+        [row_uniforms(5, 2, a, min(a + 333, 1000)) for a in range(0, 1000, 333)]
+    )
+    assert_array_equal(whole, pieces)
+    assert 0.0 <= whole.min() and whole.max() < 1.0
+    assert abs(whole.mean() - 0.5) < 0.05
+    assert not np.array_equal(whole, row_uniforms(5, 3, 0, 1000))
+
+
+def test_weighted_sampling_is_chunking_invariant_and_skips_zero_weights():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(900, 2))
+    weights = rng.uniform(0, 1, size=900)
+    weights[::3] = 0.0
+
+    def sample(step):
+        parts = [
+            random_rows(Chunk(X[a : a + step], weights[a : a + step], a), 50, 9, 1, True)
+            for a in range(0, 900, step)
+        ]
+        return merge_top(50, *parts)
+
+    whole, split = sample(900), sample(128)
+    assert_array_equal(whole.index, split.index)
+    assert (weights[whole.index] > 0).all()
+    assert len(set(whole.index.tolist())) == 50
+
+
+def test_unknown_backend_and_auto():
+    with pytest.raises(ValueError, match="backend='nope' is not a known backend"):
+        get_backend("nope")
+    assert get_backend("auto").name == "numpy"
