@@ -93,7 +93,7 @@ def test_row_uniforms_depend_only_on_global_rows():
         [row_uniforms(5, 2, a, min(a + 333, 1000)) for a in range(0, 1000, 333)]
     )
     assert_array_equal(whole, pieces)
-    assert 0.0 <= whole.min() and whole.max() < 1.0
+    assert whole.min() >= 0.0 and whole.max() < 1.0
     assert abs(whole.mean() - 0.5) < 0.05
     assert not np.array_equal(whole, row_uniforms(5, 3, 0, 1000))
 

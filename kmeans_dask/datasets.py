@@ -1,0 +1,76 @@
+"""Synthetic data for demos, tests and benchmarks, generated chunk by chunk."""
+
+from __future__ import annotations
+
+import dask
+import dask.array as da
+import numpy as np
+
+
+def _blob_block(
+    centers: np.ndarray, n_rows: int, cluster_std: float, seed: int, block_index: int, dtype
+) -> np.ndarray:
+    rng = np.random.default_rng([seed, block_index])
+    labels = rng.integers(0, centers.shape[0], size=n_rows)
+    noise = rng.standard_normal((n_rows, centers.shape[1]), dtype=np.float32)
+    return (centers[labels] + cluster_std * noise).astype(dtype, copy=False)
+
+
+def make_blobs(
+    n_samples: int,
+    n_features: int,
+    n_clusters: int,
+    *,
+    cluster_std: float = 1.0,
+    center_box: tuple[float, float] = (-10.0, 10.0),
+    chunk_rows: int = 250_000,
+    dtype=np.float32,
+    random_state: int = 0,
+) -> tuple[da.Array, np.ndarray]:
+    """Isotropic Gaussian blobs as a lazy Dask array, any size.
+
+    Each block is generated on the worker that computes it, from the seed and
+    the block's index, so nothing of size ``n_samples`` is ever built on the
+    client. The same arguments give the same data.
+
+    Parameters
+    ----------
+    n_samples, n_features, n_clusters : int
+        Shape of the data and number of blobs.
+    cluster_std : float, default=1.0
+        Standard deviation of each blob.
+    center_box : (float, float), default=(-10, 10)
+        Blob centres are drawn uniformly in this box.
+    chunk_rows : int, default=250_000
+        Rows per Dask block.
+    dtype : numpy dtype, default=float32
+    random_state : int, default=0
+
+    Returns
+    -------
+    X : dask.array of shape (n_samples, n_features)
+    centers : ndarray of shape (n_clusters, n_features)
+        The true blob centres.
+
+    Examples
+    --------
+    >>> X, centers = make_blobs(1000, 2, 3, chunk_rows=400)
+    >>> X.shape, X.chunks[0], centers.shape
+    ((1000, 2), (400, 400, 200), (3, 2))
+    """
+    rng = np.random.default_rng(random_state)
+    centers = rng.uniform(*center_box, size=(n_clusters, n_features)).astype(np.float32)
+    row_chunks = tuple(
+        min(chunk_rows, n_samples - start) for start in range(0, n_samples, chunk_rows)
+    )
+    blocks = [
+        da.from_delayed(
+            dask.delayed(_blob_block, pure=True)(
+                centers, rows, cluster_std, random_state, index, dtype
+            ),
+            shape=(rows, n_features),
+            dtype=dtype,
+        )
+        for index, rows in enumerate(row_chunks)
+    ]
+    return da.concatenate(blocks, axis=0), centers
