@@ -9,6 +9,7 @@ capping native threads when they run inside a worker.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,42 @@ class Chunk:
     @property
     def n_rows(self) -> int:
         return self.data.shape[0]
+
+    def load(self) -> Chunk:
+        """The chunk itself: it is already in memory."""
+        return self
+
+
+@dataclass(frozen=True)
+class ZarrBlock:
+    """Rows ``offset:offset + n_rows`` of a Zarr array, read when a task needs them.
+
+    Used when the data is larger than the cluster's memory: each iteration's
+    task reads, uses and drops its block, so a worker holds at most one block
+    per thread.
+    """
+
+    array: Any
+    """The ``zarr.Array``, opened read-only (pickles as a small reference)."""
+    offset: int
+    n_rows: int
+    dtype: np.dtype
+    weights: np.ndarray | None
+
+    def load(self) -> Chunk:
+        """Read the rows from the store into a :class:`Chunk`."""
+        block = self.array[self.offset : self.offset + self.n_rows]
+        return make_chunk(block, self.weights, self.offset, self.dtype)
+
+
+#: Where a task finds its rows: in worker memory, or in a Zarr store.
+RowSource = Chunk | ZarrBlock
+
+
+def _start_task(source: RowSource) -> Chunk:
+    """Cap native threads (inside a worker) and bring the rows into memory."""
+    limit_worker_threads()
+    return source.load()
 
 
 def make_chunk(block, weights, offset: int, dtype) -> Chunk:
@@ -98,9 +135,9 @@ def nonfinite_positions(data: np.ndarray, offset: int = 0) -> tuple[int, list[tu
     return int(bad_rows.size), positions
 
 
-def summarize(chunk: Chunk) -> ChunkSummary:
+def summarize(chunk: RowSource) -> ChunkSummary:
     """Finiteness, column mean/M2 (for ``tol``) and weight checks of a chunk."""
-    limit_worker_threads()
+    chunk = _start_task(chunk)
     data = chunk.data
     count, positions = nonfinite_positions(data, chunk.offset)
     if count:
@@ -206,18 +243,18 @@ def statistics_and_labels(
     return ClusterStats(sums, counts, inertia), labels, sq_dist
 
 
-def chunk_stats(chunk: Chunk, centers: np.ndarray, backend_name: str) -> ClusterStats:
+def chunk_stats(chunk: RowSource, centers: np.ndarray, backend_name: str) -> ClusterStats:
     """Map task of a Lloyd iteration: the chunk's partial statistics."""
-    limit_worker_threads()
+    chunk = _start_task(chunk)
     stats, _, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
     return stats
 
 
 def chunk_labels(
-    chunk: Chunk, centers: np.ndarray, backend_name: str
+    chunk: RowSource, centers: np.ndarray, backend_name: str
 ) -> tuple[np.ndarray, ClusterStats]:
     """Final pass: labels of the chunk's rows and its statistics."""
-    limit_worker_threads()
+    chunk = _start_task(chunk)
     stats, labels, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
     return labels, stats
 
@@ -266,14 +303,18 @@ def merge_top(count: int, *parts: RankedRows) -> RankedRows:
     )
 
 
-def farthest_rows(chunk: Chunk, centers: np.ndarray, backend_name: str, count: int) -> RankedRows:
+def farthest_rows(
+    chunk: RowSource, centers: np.ndarray, backend_name: str, count: int
+) -> RankedRows:
     """The ``count`` rows of the chunk farthest from their nearest centre."""
-    limit_worker_threads()
+    chunk = _start_task(chunk)
     labels, sq_dist = nearest(chunk.data, centers, backend_name)
     return _top_rows(chunk, sq_dist, labels, count)
 
 
-def random_rows(chunk: Chunk, count: int, seed: int, stream: int, weighted: bool) -> RankedRows:
+def random_rows(
+    chunk: RowSource, count: int, seed: int, stream: int, weighted: bool
+) -> RankedRows:
     """A random sample of ``count`` rows without replacement (Efraimidis-Spirakis).
 
     Each row gets the key ``log(u) / w`` from its counter-based uniform ``u``;
@@ -281,6 +322,7 @@ def random_rows(chunk: Chunk, count: int, seed: int, stream: int, weighted: bool
     probabilities proportional to the weights (uniform if not ``weighted``).
     Rows of weight 0 are never drawn.
     """
+    chunk = _start_task(chunk)
     uniforms = row_uniforms(seed, stream, chunk.offset, chunk.offset + chunk.n_rows)
     log_u = np.log(uniforms + 0.5 / (1 << 53))
     if weighted:
@@ -296,7 +338,7 @@ def random_rows(chunk: Chunk, count: int, seed: int, stream: int, weighted: bool
 # --- k-means|| tasks -----------------------------------------------------------------
 
 
-def weights_or_ones(chunk: Chunk) -> np.ndarray:
+def weights_or_ones(chunk: RowSource) -> np.ndarray:
     return np.ones(chunk.n_rows) if chunk.weights is None else chunk.weights
 
 
@@ -311,7 +353,7 @@ class NearestCandidate:
 
 
 def update_nearest_candidate(
-    chunk: Chunk,
+    chunk: RowSource,
     previous: NearestCandidate | None,
     new_candidates: np.ndarray,
     first_index: int,
@@ -322,7 +364,7 @@ def update_nearest_candidate(
     Only the new candidates are searched; ``first_index`` is the position of
     the first of them in the full candidate list.
     """
-    limit_worker_threads()
+    chunk = _start_task(chunk)
     labels, sq_dist = nearest(chunk.data, new_candidates, backend_name)
     index = labels.astype(np.int64) + first_index
     if previous is None:
@@ -333,21 +375,22 @@ def update_nearest_candidate(
     )
 
 
-def weighted_cost(chunk: Chunk, state: NearestCandidate) -> float:
+def weighted_cost(chunk: RowSource, state: NearestCandidate) -> float:
     """The chunk's share of the k-means cost: ``sum(w * d^2)``."""
     return float(np.dot(weights_or_ones(chunk), state.sq_dist))
 
 
 def sample_by_cost(
-    chunk: Chunk, state: NearestCandidate, scale: float, seed: int, stream: int
+    chunk: RowSource, state: NearestCandidate, scale: float, seed: int, stream: int
 ) -> np.ndarray:
     """Keep each row independently with probability ``min(1, scale * w * d^2)``."""
+    chunk = _start_task(chunk)
     probability = scale * weights_or_ones(chunk) * state.sq_dist
     uniforms = row_uniforms(seed, stream, chunk.offset, chunk.offset + chunk.n_rows)
     return chunk.data[uniforms < probability]
 
 
-def candidate_weights(chunk: Chunk, state: NearestCandidate, n_candidates: int) -> np.ndarray:
+def candidate_weights(chunk: RowSource, state: NearestCandidate, n_candidates: int) -> np.ndarray:
     """Total weight of the rows nearest to each candidate."""
     return np.bincount(state.index, weights=weights_or_ones(chunk), minlength=n_candidates)
 

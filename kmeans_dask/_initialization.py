@@ -33,7 +33,7 @@ from kmeans_dask._chunks import (
 )
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._lloyd import local_lloyd
-from kmeans_dask._mapreduce import map_chunks, map_pairs, tree_reduce
+from kmeans_dask._mapreduce import map_chunks, map_pairs, send, tree_reduce
 
 # Independent random streams of one seed.
 _STREAM_RANDOM = 1
@@ -103,7 +103,7 @@ def init_kmeans_parallel(
         update_nearest_candidate,
         chunks,
         [None] * len(chunks),
-        client.scatter(first, broadcast=True, hash=False),
+        send(client, first, "kmeans||-candidates"),
         0,
         backend,
         name="kmeans||-cost",
@@ -134,7 +134,7 @@ def init_kmeans_parallel(
             update_nearest_candidate,
             chunks,
             states,
-            client.scatter(new, broadcast=True, hash=False),
+            send(client, new, "kmeans||-candidates"),
             n_candidates,
             backend,
             name="kmeans||-cost",

@@ -5,6 +5,9 @@ float64, strings and complex numbers are refused) and scattered to the
 workers in row blocks. Dask input is checked from its metadata only (shape,
 dtype), rechunked to a single column block, and computed into worker
 memory, so its chunks can be recomputed from their source if a worker dies.
+Zarr input (an array, or a path/URL to one) is read as a Dask array whose
+row chunks are the store's; when it does not fit in the workers' memory it is
+not persisted at all, and every pass streams the blocks from the store.
 Finiteness and weights are checked in the same pass that persists the data.
 """
 
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -21,7 +25,7 @@ import dask.array as da
 import numpy as np
 from distributed import Client, Future
 
-from kmeans_dask._chunks import ChunkSummary, make_chunk, summarize
+from kmeans_dask._chunks import ChunkSummary, ZarrBlock, make_chunk, summarize
 from kmeans_dask._mapreduce import map_chunks, task_keys
 
 #: Target size of one scattered block of NumPy input.
@@ -30,8 +34,64 @@ TARGET_CHUNK_BYTES = 64 * 2**20
 MIN_CHUNK_ROWS = 1024
 
 
+#: Share of the workers' total memory limit that persisted data may use.
+PERSIST_MEMORY_FRACTION = 0.5
+
+
 def is_dask_array(X: Any) -> bool:
     return isinstance(X, da.Array)
+
+
+def is_zarr_source(X: Any) -> bool:
+    """A ``zarr.Array``, or a path or URL that names one."""
+    if isinstance(X, str | os.PathLike):
+        return True
+    return type(X).__module__.startswith("zarr") and hasattr(X, "chunks")
+
+
+def open_zarr(source: Any):
+    """Open a Zarr array read-only from an array, a path or an fsspec URL.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing exists at the path.
+    ValueError
+        If the path holds a Zarr group (the message lists its arrays) or is
+        not a Zarr store.
+    """
+    try:
+        import zarr
+    except ImportError as exc:
+        raise ImportError(
+            "reading Zarr input needs the zarr package: pip install 'kmeans_dask[zarr]'"
+        ) from exc
+    if not isinstance(source, str | os.PathLike):
+        return source
+    location = os.fspath(source)
+    if "://" not in location and not os.path.exists(location):
+        raise FileNotFoundError(f"Zarr input {location!r} does not exist")
+    try:
+        node = zarr.open(location, mode="r")
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError) as exc:
+        raise FileNotFoundError(f"no Zarr array or group found at {location!r}") from exc
+    except Exception as exc:
+        raise ValueError(f"{location!r} could not be read as a Zarr store: {exc}") from exc
+    if isinstance(node, zarr.Group):
+        names = sorted(name for name, _ in node.arrays())
+        raise ValueError(
+            f"{location!r} is a Zarr group, not an array; name one of its arrays, e.g. "
+            f"{os.path.join(location, names[0]) if names else location + '/<array>'!r} "
+            f"(arrays in the group: {names})"
+        )
+    return node
+
+
+def zarr_as_dask(array) -> da.Array:
+    """A Dask array over a Zarr array, with the store's row chunks and one column block."""
+    return da.from_zarr(
+        array, chunks=(array.chunks[0], array.shape[1]) if array.ndim == 2 else None
+    )
 
 
 def compute_dtype(dtype: np.dtype) -> np.dtype:
@@ -98,7 +158,7 @@ def numpy_row_chunks(n_samples: int, n_features: int, itemsize: int, n_threads: 
 class DistributedData:
     """Row chunks persisted on the workers, with what the first pass learnt."""
 
-    chunks: list[Future]
+    chunks: list[Future] | list[ZarrBlock]
     row_chunks: tuple[int, ...]
     n_features: int
     dtype: np.dtype
@@ -108,19 +168,50 @@ class DistributedData:
     def n_samples(self) -> int:
         return self.summary.n_rows
 
+    @property
+    def persisted(self) -> bool:
+        """Whether the rows live in worker memory (else they stream from Zarr)."""
+        return not self.chunks or isinstance(self.chunks[0], Future)
+
     def release(self) -> None:
-        for future in self.chunks:
-            future.release()
+        for chunk in self.chunks:
+            if isinstance(chunk, Future):
+                chunk.release()
 
 
 def _offsets(row_chunks: tuple[int, ...]) -> list[int]:
     return [int(o) for o in np.cumsum((0, *row_chunks[:-1]))]
 
 
-def distribute(client: Client, X: np.ndarray | da.Array, weights) -> DistributedData:
-    """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures."""
+def fits_in_memory(client: Client, nbytes: int) -> bool:
+    """Whether ``nbytes`` of data can be persisted on the client's workers."""
+    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    if not limits or min(limits) == 0:
+        return True  # no limit set
+    return nbytes <= PERSIST_MEMORY_FRACTION * sum(limits)
+
+
+def distribute(
+    client: Client, X: np.ndarray | da.Array, weights, *, stream_from=None
+) -> DistributedData:
+    """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures.
+
+    With ``stream_from`` (the Zarr array behind ``X``) nothing is persisted:
+    the "chunks" are :class:`ZarrBlock` references that every task reads.
+    """
     dtype = np.dtype(X.dtype)
-    if is_dask_array(X):
+    if stream_from is not None:
+        row_chunks = tuple(int(c) for c in X.chunks[0])
+        bounds = np.cumsum((0, *row_chunks))
+        if weights is not None and is_dask_array(weights):
+            weights = weights.compute()
+        chunks = [
+            ZarrBlock(
+                stream_from, int(a), int(b - a), dtype, None if weights is None else weights[a:b]
+            )
+            for a, b in itertools.pairwise(bounds)
+        ]
+    elif is_dask_array(X):
         row_chunks = tuple(int(c) for c in X.chunks[0])
         blocks = X.to_delayed().ravel()
         if weights is None:

@@ -1,6 +1,6 @@
 """The distributed Lloyd loop: map partial statistics, tree-reduce, update.
 
-Each iteration scatters the centres (k x d) once, maps
+Each iteration sends the centres (k x d) once, maps
 :func:`~kmeans_dask._chunks.chunk_stats` over the worker-resident chunks and
 tree-reduces the (sums, counts, inertia) triples in a fixed order. Only
 those small arrays cross the network. The same update rule also drives a
@@ -29,7 +29,7 @@ from kmeans_dask._chunks import (
     statistics_and_labels,
 )
 from kmeans_dask._inputs import DistributedData
-from kmeans_dask._mapreduce import map_chunks, task_keys, tree_reduce
+from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,7 @@ def lloyd(
     max_iter: int,
     tol: float,
     backend: str,
+    keep_labels: bool = True,
     on_iteration: Callable[[IterationRecord], None] | None = None,
 ) -> LloydResult:
     """Run Lloyd iterations on distributed chunks until ``tol`` or ``max_iter``.
@@ -122,6 +123,9 @@ def lloyd(
     tol : float
         Absolute threshold on :func:`center_shift` (already scaled by the
         data's mean variance, as scikit-learn does).
+    keep_labels : bool
+        Keep the final labels in worker memory (as futures in the result);
+        streamed out-of-core fits skip this and compute labels lazily.
 
     Returns
     -------
@@ -142,7 +146,7 @@ def lloyd(
 
     for iteration in range(1, max_iter + 1):
         start = time.perf_counter()
-        centers_future = client.scatter(centers, broadcast=True, hash=False)
+        centers_future = send(client, centers, "kmeans-centers")
         parts = map_chunks(
             client, chunk_stats, chunks, centers_future, backend, name="kmeans-assign"
         )
@@ -159,16 +163,24 @@ def lloyd(
         if shift <= tol:
             break
 
-    centers_future = client.scatter(centers, broadcast=True, hash=False)
-    pairs = map_chunks(client, chunk_labels, chunks, centers_future, backend, name="kmeans-label")
-    labels = [
-        client.submit(operator.getitem, pair, 0, key=key)
-        for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=False)
-    ]
-    stats_parts = [
-        client.submit(operator.getitem, pair, 1, key=key)
-        for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=False)
-    ]
+    centers_future = send(client, centers, "kmeans-centers")
+    labels: list[Future] = []
+    if keep_labels:
+        pairs = map_chunks(
+            client, chunk_labels, chunks, centers_future, backend, name="kmeans-label"
+        )
+        labels = [
+            client.submit(operator.getitem, pair, 0, key=key)
+            for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=True)
+        ]
+        stats_parts = [
+            client.submit(operator.getitem, pair, 1, key=key)
+            for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
+        ]
+    else:
+        stats_parts = map_chunks(
+            client, chunk_stats, chunks, centers_future, backend, name="kmeans-final-stats"
+        )
     final = tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce").result()
     return LloydResult(
         centers=centers,

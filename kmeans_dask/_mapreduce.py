@@ -24,10 +24,28 @@ def task_keys(prefix: str, count: int) -> list[tuple[str, int]]:
     return [(f"{prefix}-{token}", i) for i in range(count)]
 
 
+def _identity(value: Any) -> Any:
+    return value
+
+
+def send(client: Client, value: Any, name: str) -> Future:
+    """Ship a small object (the centres) to the cluster without waiting.
+
+    Unlike ``client.scatter`` this needs no round trip of its own: the value
+    travels with the task graph, and the tasks that use it fetch it from the
+    worker that holds it.
+    """
+    return client.submit(_identity, value, key=task_keys(name, 1)[0], pure=False)
+
+
 def map_chunks(
-    client: Client, func: Callable, chunks: Sequence[Future], *args: Any, name: str, **kwargs: Any
+    client: Client, func: Callable, chunks: Sequence[Any], *args: Any, name: str, **kwargs: Any
 ) -> list[Future]:
-    """Run ``func(chunk, *args, **kwargs)`` on every chunk, where the chunk lives."""
+    """Run ``func(chunk, *args, **kwargs)`` on every chunk, where the chunk lives.
+
+    A chunk is a future of a worker-resident :class:`~kmeans_dask._chunks.Chunk`
+    or a small :class:`~kmeans_dask._chunks.ZarrBlock` reference.
+    """
     keys = task_keys(name, len(chunks))
     return [
         client.submit(func, chunk, *args, key=key, pure=False, **kwargs)
@@ -38,7 +56,7 @@ def map_chunks(
 def map_pairs(
     client: Client,
     func: Callable,
-    chunks: Sequence[Future],
+    chunks: Sequence[Any],
     per_chunk: Sequence[Any],
     *args: Any,
     name: str,

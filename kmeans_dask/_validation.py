@@ -63,6 +63,8 @@ def validate_params(params: dict[str, Any]) -> None:
             f"init must be one of {list(INIT_METHODS)} or an array of shape "
             f"(n_clusters, n_features), got {type(init).__name__}"
         )
+    if params["persist"] not in (None, True, False):
+        raise TypeError(f"persist must be True, False or None, got {params['persist']!r}")
     check_backend_name(params["backend"])
     _choice("assign", params["assign"], ASSIGN_MODES)
 
@@ -89,14 +91,19 @@ def check_n_samples(n_samples: int, n_clusters: int) -> None:
         raise ValueError(f"n_samples={n_samples} should be >= n_clusters={n_clusters}.")
 
 
-def raise_for_summary(summary: ChunkSummary, name: str = "X") -> None:
-    """Raise if the first pass over the data found non-finite values or bad weights."""
-    if summary.nonfinite_count:
-        where = ", ".join(f"(row {r}, column {c})" for r, c in summary.nonfinite_positions)
+def check_finite(count: int, positions: list[tuple[int, int]], name: str = "X") -> None:
+    """Raise if ``count`` non-finite values were found; quote their positions."""
+    if count:
+        where = ", ".join(f"(row {r}, column {c})" for r, c in positions)
         raise ValueError(
-            f"Input {name} contains {summary.nonfinite_count} non-finite value(s) "
-            f"(NaN or infinity); first at {where}. Remove or impute them before fitting."
+            f"Input {name} contains {count} non-finite value(s) (NaN or infinity); first at "
+            f"{where}. Remove or impute them first."
         )
+
+
+def raise_for_summary(summary: ChunkSummary, name: str = "X") -> None:
+    """Raise if a pass over the data found non-finite values or bad weights."""
+    check_finite(summary.nonfinite_count, summary.nonfinite_positions, name)
     if summary.bad_weight_count:
         rows = ", ".join(str(r) for r in summary.bad_weight_rows)
         raise ValueError(

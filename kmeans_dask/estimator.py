@@ -8,12 +8,15 @@ Lloyd functions. Everything it computes lives in those functions.
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import reduce
 from typing import Any
 
+import dask
 import dask.array as da
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
@@ -21,7 +24,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import euclidean_distances
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from kmeans_dask._chunks import nearest, nonfinite_positions
+from kmeans_dask._chunks import ChunkSummary, make_chunk, nearest, nonfinite_positions, summarize
 from kmeans_dask._client import active_client, client_for_fit
 from kmeans_dask._initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
 from kmeans_dask._inputs import (
@@ -29,11 +32,16 @@ from kmeans_dask._inputs import (
     check_dask_array,
     check_sample_weight,
     distribute,
+    fits_in_memory,
     is_dask_array,
+    is_zarr_source,
+    open_zarr,
+    zarr_as_dask,
 )
 from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd
 from kmeans_dask._rng import init_seeds
 from kmeans_dask._validation import (
+    check_finite,
     check_init_array,
     check_n_samples,
     raise_for_summary,
@@ -96,6 +104,12 @@ default="k-means||"
         per round.
     init_rounds : int, default=5
         Number of k-means|| sampling rounds (passes over the data).
+    persist : bool or None, default=None
+        Keep the data in worker memory for the whole fit. None decides from
+        the workers' memory limits: data larger than half their total is not
+        persisted. False (only for Zarr input) streams the row blocks from
+        the store in every pass, so worker memory stays bounded by a few
+        blocks per thread.
     verbose : int, default=0
         Print one progress line per iteration when > 0.
 
@@ -146,6 +160,7 @@ default="k-means||"
         assign: str = "exact",
         oversampling_factor: float = 2.0,
         init_rounds: int = 5,
+        persist: bool | None = None,
         verbose: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -158,6 +173,7 @@ default="k-means||"
         self.assign = assign
         self.oversampling_factor = oversampling_factor
         self.init_rounds = init_rounds
+        self.persist = persist
         self.verbose = verbose
 
     # --- fitting ---------------------------------------------------------------------
@@ -167,9 +183,11 @@ default="k-means||"
 
         Parameters
         ----------
-        X : array-like or dask.array of shape (n_samples, n_features)
-            Training data: NumPy-like (lists, DataFrames) or a Dask array
-            with any row chunking (columns are rechunked to one block).
+        X : array-like, dask.array, zarr.Array or str of shape (n_samples, n_features)
+            Training data: NumPy-like (lists, DataFrames), a Dask array with
+            any row chunking (columns are rechunked to one block), or a Zarr
+            array given as an object, a path or an fsspec URL (its row chunks
+            become the Dask chunks).
         y : None
             Ignored.
         sample_weight : array-like or dask.array of shape (n_samples,), default=None
@@ -182,7 +200,7 @@ default="k-means||"
         """
         with self._unchanged_on_error():
             validate_params(self.get_params())
-            X = self._check_data(X, reset=True)
+            X, zarr_array = self._check_data(X, reset=True)
             n_samples = X.shape[0]
             check_n_samples(n_samples, self.n_clusters)
             weights = check_sample_weight(sample_weight, n_samples)
@@ -199,11 +217,15 @@ default="k-means||"
             seeds = init_seeds(self.random_state, self.n_init)
             user_client = active_client()
             with client_for_fit() as client:
-                data = distribute(client, X, weights)
+                stream_from = self._stream_source(client, X, zarr_array)
+                data = distribute(client, X, weights, stream_from=stream_from)
                 try:
                     raise_for_summary(data.summary)
                     best = self._best_run(client, data, seeds, backend, init_centers)
-                    labels = self._labels_from(best, X, data, keep_lazy=user_client is not None)
+                    if data.persisted:
+                        labels = self._labels_from(
+                            best, X, data, keep_lazy=user_client is not None
+                        )
                 finally:
                     data.release()
         if best.n_nonempty < self.n_clusters:
@@ -214,11 +236,25 @@ default="k-means||"
                 stacklevel=2,
             )
         self.cluster_centers_ = best.centers
-        self.labels_ = labels
+        # Streamed (out-of-core) fits keep no labels in memory: they are lazy.
+        self.labels_ = labels if data.persisted else self.predict(X)
         self.inertia_ = best.inertia
         self.n_iter_ = best.n_iter
         self.history_ = best.history
         return self
+
+    def _stream_source(self, client, X, zarr_array):
+        """The Zarr array to stream from, or None to persist the data."""
+        if self.persist is False and zarr_array is None:
+            raise ValueError(
+                "persist=False streams the data from its store, so X must be a Zarr array "
+                f"or a path to one; got {type(X).__name__}"
+            )
+        if zarr_array is None or self.persist:
+            return None
+        if self.persist is None and fits_in_memory(client, X.nbytes):
+            return None
+        return zarr_array
 
     def _best_run(
         self,
@@ -249,6 +285,7 @@ default="k-means||"
                 max_iter=self.max_iter,
                 tol=tol,
                 backend=backend,
+                keep_labels=data.persisted,
                 on_iteration=self._report_iteration if self.verbose else None,
             )
             self._report(
@@ -312,7 +349,15 @@ default="k-means||"
     # --- data checks -----------------------------------------------------------------
 
     def _check_data(self, X: Any, *, reset: bool):
-        """Validated X: NumPy float32/float64, or a Dask array with one column block."""
+        """Validated X and the Zarr array behind it (or None).
+
+        X comes back as a NumPy float32/float64 array or a Dask array with
+        one column block (Zarr input becomes a Dask array over the store).
+        """
+        zarr_array = None
+        if is_zarr_source(X):
+            zarr_array = open_zarr(X)
+            X = zarr_as_dask(zarr_array)
         if is_dask_array(X):
             X = check_dask_array(X)
             if reset:
@@ -323,8 +368,8 @@ default="k-means||"
                     f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                     f"{self.n_features_in_} features as input."
                 )
-            return X
-        return validate_data(
+            return X, zarr_array
+        X = validate_data(
             self,
             X,
             reset=reset,
@@ -332,10 +377,11 @@ default="k-means||"
             ensure_all_finite=False,
             order="C",
         )
+        return X, None
 
     def _check_predict_data(self, X: Any):
         check_is_fitted(self)
-        X = self._check_data(X, reset=False)
+        X, _ = self._check_data(X, reset=False)
         if not is_dask_array(X):
             _raise_if_nonfinite(X)
         return X
@@ -408,21 +454,26 @@ default="k-means||"
         centers = self.cluster_centers_.astype(X.dtype)
         backend = self._backend_name()
         if is_dask_array(X):
-            sq_dist = X.map_blocks(
-                _sq_dist_block,
-                centers,
-                backend,
-                drop_axis=1,
-                dtype=np.float64,
-                name="kmeans-score",
+            if weights is None:
+                weights = da.ones(X.shape[0], chunks=(X.chunks[0],))
+            weight_blocks = da.asarray(weights).rechunk((X.chunks[0],)).to_delayed().ravel()
+            offsets = np.cumsum((0, *X.chunks[0][:-1]))
+            parts = dask.compute(
+                *[
+                    dask.delayed(_score_block)(block, w, int(offset), centers, backend)
+                    for block, w, offset in zip(
+                        X.to_delayed().ravel(), weight_blocks, offsets, strict=True
+                    )
+                ]
             )
-            if weights is not None:
-                sq_dist = sq_dist * da.asarray(weights).rechunk((X.chunks[0],))
-            return -float(sq_dist.sum().compute())
-        if weights is not None:
-            _raise_if_bad_weights(weights)
-        sq_dist = nearest(X, centers, backend)[1]
-        return -float(sq_dist.sum() if weights is None else np.dot(weights, sq_dist))
+        else:
+            if is_dask_array(weights):
+                weights = weights.compute()
+            weights = np.ones(X.shape[0]) if weights is None else weights
+            parts = [_score_block(X, weights, 0, centers, backend)]
+        summary = reduce(ChunkSummary.merge, (part[1] for part in parts))
+        raise_for_summary(summary)
+        return -math.fsum(part[0] for part in parts)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -431,22 +482,16 @@ default="k-means||"
 
 
 def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:
-    count, positions = nonfinite_positions(X, offset)
-    if count:
-        where = ", ".join(f"(row {r}, column {c})" for r, c in positions)
-        raise ValueError(
-            f"Input X contains {count} non-finite value(s) (NaN or infinity); first at {where}."
-        )
+    check_finite(*nonfinite_positions(X, offset))
 
 
-def _raise_if_bad_weights(weights: np.ndarray) -> None:
-    bad = ~np.isfinite(weights) | (weights < 0)
-    if bad.any():
-        rows = ", ".join(str(int(r)) for r in np.flatnonzero(bad)[:5])
-        raise ValueError(
-            f"sample_weight contains {int(bad.sum())} negative or non-finite value(s); first "
-            f"at rows {rows}. Weights must be finite and >= 0."
-        )
+def _score_block(block, weights, offset: int, centers, backend) -> tuple[float, ChunkSummary]:
+    """Weighted inertia of a block, and what it found wrong with the block."""
+    chunk = make_chunk(block, weights, offset, block.dtype)
+    summary = summarize(chunk)
+    if summary.nonfinite_count or summary.bad_weight_count:
+        return 0.0, summary
+    return float(np.dot(chunk.weights, nearest(chunk.data, centers, backend)[1])), summary
 
 
 def _block_offset(block_info) -> int:
@@ -456,11 +501,6 @@ def _block_offset(block_info) -> int:
 def _predict_block(block, centers, backend, block_info=None):
     _raise_if_nonfinite(block, _block_offset(block_info))
     return nearest(np.ascontiguousarray(block), centers, backend)[0]
-
-
-def _sq_dist_block(block, centers, backend, block_info=None):
-    _raise_if_nonfinite(block, _block_offset(block_info))
-    return nearest(np.ascontiguousarray(block), centers, backend)[1]
 
 
 def _transform_block(block, centers, block_info=None):
