@@ -375,24 +375,48 @@ def update_nearest_candidate(
     )
 
 
-def weighted_cost(chunk: RowSource, state: NearestCandidate) -> float:
+#: What a k-means|| task is given about the candidates: each row's nearest
+#: candidate kept in worker memory, or (when the data streams from a store)
+#: the candidates themselves, searched again in every pass.
+CandidateState = NearestCandidate | np.ndarray
+
+
+def _resolve(chunk: Chunk, state: CandidateState, backend_name: str) -> NearestCandidate:
+    if isinstance(state, NearestCandidate):
+        return state
+    labels, sq_dist = nearest(chunk.data, state, backend_name)
+    return NearestCandidate(sq_dist, labels.astype(np.int64))
+
+
+def weighted_cost(chunk: RowSource, state: CandidateState, backend_name: str) -> float:
     """The chunk's share of the k-means cost: ``sum(w * d^2)``."""
-    return float(np.dot(weights_or_ones(chunk), state.sq_dist))
+    chunk = _start_task(chunk)
+    return float(np.dot(weights_or_ones(chunk), _resolve(chunk, state, backend_name).sq_dist))
 
 
 def sample_by_cost(
-    chunk: RowSource, state: NearestCandidate, scale: float, seed: int, stream: int
+    chunk: RowSource,
+    state: CandidateState,
+    scale: float,
+    seed: int,
+    stream: int,
+    backend_name: str,
 ) -> np.ndarray:
     """Keep each row independently with probability ``min(1, scale * w * d^2)``."""
     chunk = _start_task(chunk)
-    probability = scale * weights_or_ones(chunk) * state.sq_dist
+    sq_dist = _resolve(chunk, state, backend_name).sq_dist
+    probability = scale * weights_or_ones(chunk) * sq_dist
     uniforms = row_uniforms(seed, stream, chunk.offset, chunk.offset + chunk.n_rows)
     return chunk.data[uniforms < probability]
 
 
-def candidate_weights(chunk: RowSource, state: NearestCandidate, n_candidates: int) -> np.ndarray:
+def candidate_weights(
+    chunk: RowSource, state: CandidateState, n_candidates: int, backend_name: str
+) -> np.ndarray:
     """Total weight of the rows nearest to each candidate."""
-    return np.bincount(state.index, weights=weights_or_ones(chunk), minlength=n_candidates)
+    chunk = _start_task(chunk)
+    index = _resolve(chunk, state, backend_name).index
+    return np.bincount(index, weights=weights_or_ones(chunk), minlength=n_candidates)
 
 
 def add_arrays(*arrays: np.ndarray) -> np.ndarray:

@@ -98,19 +98,25 @@ def init_kmeans_parallel(
     first = sample_rows(client, data, 1, seed, _STREAM_FIRST, weighted=True).rows
     candidates = [first]
     n_candidates = 1
-    states = map_pairs(
-        client,
-        update_nearest_candidate,
-        chunks,
-        [None] * len(chunks),
-        send(client, first, "kmeans||-candidates"),
-        0,
-        backend,
-        name="kmeans||-cost",
-    )
+    # Persisted data keeps each row's nearest candidate on its worker and only
+    # searches the new candidates; streamed data keeps nothing and searches
+    # all candidates in every pass, so worker memory stays bounded.
+    if data.persisted:
+        states = map_pairs(
+            client,
+            update_nearest_candidate,
+            chunks,
+            [None] * len(chunks),
+            send(client, first, "kmeans||-candidates"),
+            0,
+            backend,
+            name="kmeans||-cost",
+        )
+    else:
+        states = [send(client, first, "kmeans||-candidates")] * len(chunks)
     oversampling = oversampling_factor * n_clusters
     for round_index in range(rounds):
-        cost_parts = map_pairs(client, weighted_cost, chunks, states, name="kmeans||-phi")
+        cost_parts = map_pairs(client, weighted_cost, chunks, states, backend, name="kmeans||-phi")
         phi = tree_reduce(client, add_floats, cost_parts, name="kmeans||-phi-sum").result()
         if phi <= 0:
             break  # every row coincides with a candidate
@@ -123,23 +129,29 @@ def init_kmeans_parallel(
                 oversampling / phi,
                 seed,
                 _STREAM_ROUNDS + round_index,
+                backend,
                 name="kmeans||-sample",
             )
         )
         new = np.concatenate(sampled)
         if not len(new):
             continue
-        states = map_pairs(
-            client,
-            update_nearest_candidate,
-            chunks,
-            states,
-            send(client, new, "kmeans||-candidates"),
-            n_candidates,
-            backend,
-            name="kmeans||-cost",
-        )
         candidates.append(new)
+        if data.persisted:
+            states = map_pairs(
+                client,
+                update_nearest_candidate,
+                chunks,
+                states,
+                send(client, new, "kmeans||-candidates"),
+                n_candidates,
+                backend,
+                name="kmeans||-cost",
+            )
+        else:
+            states = [send(client, np.concatenate(candidates), "kmeans||-candidates")] * len(
+                chunks
+            )
         n_candidates += len(new)
     points = np.concatenate(candidates)
     if n_candidates <= n_clusters:
@@ -147,7 +159,7 @@ def init_kmeans_parallel(
         extra = init_random(client, data, n_clusters, seed)
         return np.concatenate([points, extra])[:n_clusters]
     weight_parts = map_pairs(
-        client, candidate_weights, chunks, states, n_candidates, name="kmeans||-weights"
+        client, candidate_weights, chunks, states, n_candidates, backend, name="kmeans||-weights"
     )
     weights = tree_reduce(client, add_arrays, weight_parts, name="kmeans||-weights-sum").result()
     centers = _plusplus(points, weights, n_clusters, seed)

@@ -74,3 +74,48 @@ def make_blobs(
         for index, rows in enumerate(row_chunks)
     ]
     return da.concatenate(blocks, axis=0), centers
+
+
+def write_blobs_zarr(
+    path: str,
+    n_samples: int,
+    n_features: int,
+    n_clusters: int,
+    *,
+    chunk_rows: int = 250_000,
+    cluster_std: float = 1.0,
+    dtype=np.float32,
+    random_state: int = 0,
+    overwrite: bool = False,
+) -> np.ndarray:
+    """Write :func:`make_blobs` data to a Zarr array, one row block at a time.
+
+    Blocks are generated and written by Dask tasks, so any size can be
+    written with bounded memory. Zarr's default compressor (Zstandard) is
+    used.
+
+    Returns
+    -------
+    centers : ndarray of shape (n_clusters, n_features)
+        The true blob centres.
+    """
+    import zarr
+
+    X, centers = make_blobs(
+        n_samples,
+        n_features,
+        n_clusters,
+        cluster_std=cluster_std,
+        chunk_rows=chunk_rows,
+        dtype=dtype,
+        random_state=random_state,
+    )
+    target = zarr.create_array(
+        path,
+        shape=X.shape,
+        chunks=(chunk_rows, n_features),
+        dtype=dtype,
+        overwrite=overwrite,
+    )
+    da.store(X, target, lock=False)
+    return centers
