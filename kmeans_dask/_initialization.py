@@ -55,9 +55,7 @@ def sample_rows(
     parts = map_chunks(
         client, random_rows, data.chunks, count, seed, stream, weighted, name="kmeans-sample"
     )
-    return tree_reduce(
-        client, merge_top, parts, name="kmeans-sample-merge", leading=(count,)
-    ).result()
+    return tree_reduce(client, merge_top, parts, name="kmeans-sample-merge", leading=(count,))
 
 
 def init_random(client: Client, data: DistributedData, n_clusters: int, seed: int) -> np.ndarray:
@@ -117,7 +115,7 @@ def init_kmeans_parallel(
     oversampling = oversampling_factor * n_clusters
     for round_index in range(rounds):
         cost_parts = map_pairs(client, weighted_cost, chunks, states, backend, name="kmeans||-phi")
-        phi = tree_reduce(client, add_floats, cost_parts, name="kmeans||-phi-sum").result()
+        phi = tree_reduce(client, add_floats, cost_parts, name="kmeans||-phi-sum")
         if phi <= 0:
             break  # every row coincides with a candidate
         sampled = client.gather(
@@ -161,7 +159,7 @@ def init_kmeans_parallel(
     weight_parts = map_pairs(
         client, candidate_weights, chunks, states, n_candidates, backend, name="kmeans||-weights"
     )
-    weights = tree_reduce(client, add_arrays, weight_parts, name="kmeans||-weights-sum").result()
+    weights = tree_reduce(client, add_arrays, weight_parts, name="kmeans||-weights-sum")
     centers = _plusplus(points, weights, n_clusters, seed)
     return local_lloyd(
         points, weights, centers, max_iter=CANDIDATE_LLOYD_ITER, tol=0.0, backend=backend

@@ -25,7 +25,7 @@ import dask.array as da
 import numpy as np
 from distributed import Client, Future
 
-from kmeans_dask._chunks import ChunkSummary, ZarrBlock, make_chunk, summarize
+from kmeans_dask._chunks import ChunkSummary, ZarrBlock, make_chunk, settle, summarize
 from kmeans_dask._mapreduce import map_chunks, task_keys
 
 #: Target size of one scattered block of NumPy input.
@@ -237,7 +237,9 @@ def distribute(
             make_chunk(X[a:b], None if weights is None else weights[a:b], a, dtype)
             for a, b in itertools.pairwise(bounds)
         ]
-        chunks = client.scatter(local, hash=False)
+        scattered = client.scatter(local, hash=False)
+        chunks = map_chunks(client, settle, scattered, name="kmeans-load")
+        del scattered
     summaries = client.gather(map_chunks(client, summarize, chunks, name="kmeans-check"))
     return DistributedData(
         chunks=chunks,

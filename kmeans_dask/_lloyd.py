@@ -140,9 +140,7 @@ def lloyd(
         parts = map_chunks(
             client, farthest_rows, chunks, centers_future, backend, count, name="kmeans-far"
         )
-        return tree_reduce(
-            client, merge_top, parts, name="kmeans-far-merge", leading=(count,)
-        ).result()
+        return tree_reduce(client, merge_top, parts, name="kmeans-far-merge", leading=(count,))
 
     for iteration in range(1, max_iter + 1):
         start = time.perf_counter()
@@ -150,7 +148,7 @@ def lloyd(
         parts = map_chunks(
             client, chunk_stats, chunks, centers_future, backend, name="kmeans-assign"
         )
-        stats = tree_reduce(client, combine_stats, parts, name="kmeans-reduce").result()
+        stats = tree_reduce(client, combine_stats, parts, name="kmeans-reduce")
         updated, n_empty = _update(stats, centers, find_far)
         shift = center_shift(centers, updated)
         centers = updated
@@ -181,7 +179,7 @@ def lloyd(
         stats_parts = map_chunks(
             client, chunk_stats, chunks, centers_future, backend, name="kmeans-final-stats"
         )
-    final = tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce").result()
+    final = tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce")
     return LloydResult(
         centers=centers,
         inertia=final.inertia,

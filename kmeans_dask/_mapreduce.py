@@ -12,10 +12,13 @@ import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from distributed import Client, Future
 
 #: Partial results combined per reduce task.
 SPLIT_EVERY = 8
+#: Arrays up to this size are sent inline with every task that uses them.
+INLINE_BYTES = 256 * 2**10
 
 
 def task_keys(prefix: str, count: int) -> list[tuple[str, int]]:
@@ -28,13 +31,16 @@ def _identity(value: Any) -> Any:
     return value
 
 
-def send(client: Client, value: Any, name: str) -> Future:
-    """Ship a small object (the centres) to the cluster without waiting.
+def send(client: Client, value: np.ndarray, name: str) -> np.ndarray | Future:
+    """Ship an array (the centres) to the cluster without waiting for it.
 
-    Unlike ``client.scatter`` this needs no round trip of its own: the value
-    travels with the task graph, and the tasks that use it fetch it from the
-    worker that holds it.
+    Small arrays travel inline in each task's arguments; larger ones become
+    one task of their own whose result the tasks fetch from the worker that
+    holds it. Neither needs a round trip of its own, unlike
+    ``client.scatter``.
     """
+    if value.nbytes <= INLINE_BYTES:
+        return value
     return client.submit(_identity, value, key=task_keys(name, 1)[0], pure=False)
 
 
@@ -77,16 +83,26 @@ def tree_reduce(
     name: str,
     split_every: int = SPLIT_EVERY,
     leading: tuple = (),
-) -> Future:
-    """Combine ``parts`` in a fixed-shape tree of ``combine(*leading, *group)`` tasks."""
+) -> Any:
+    """Combine ``parts`` with ``combine(*leading, *group)`` in a fixed-shape tree.
+
+    Levels run as cluster tasks while more than ``split_every`` parts remain;
+    the last group is gathered and combined in the client, which saves a
+    scheduler round trip per iteration. The shape of the tree depends only on
+    ``len(parts)``, so results are identical for any number of workers.
+
+    Returns
+    -------
+    The combined value (not a future).
+    """
     level = list(parts)
     depth = 0
-    while len(level) > 1 or depth == 0:
+    while len(level) > split_every:
         groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
-        keys = task_keys(f"{name}", len(groups))
+        keys = task_keys(f"{name}-{depth}", len(groups))
         level = [
-            client.submit(combine, *leading, *group, key=(f"{key[0]}-{depth}", key[1]), pure=False)
-            for group, key in zip(groups, keys, strict=False)
+            client.submit(combine, *leading, *group, key=key, pure=False)
+            for group, key in zip(groups, keys, strict=True)
         ]
         depth += 1
-    return level[0]
+    return combine(*leading, *client.gather(level))

@@ -76,9 +76,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from kmeans_dask.benchmark import main as bench_main
+    from kmeans_dask.benchmark import run
 
-    return bench_main(args.bench_args)
+    return run(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,12 +104,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=0, help="random seed")
     demo.set_defaults(run=_demo)
 
+    from kmeans_dask import benchmark
+
     bench = commands.add_parser(
         "bench",
-        help="benchmark against faiss, scikit-learn, dask-ml (and Spark); see --help",
-        add_help=False,
+        help="benchmark against faiss, scikit-learn, dask-ml (and Spark)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="arguments of the benchmark")
+    benchmark.add_arguments(bench)
     bench.set_defaults(run=_bench)
     return parser
 

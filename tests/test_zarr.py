@@ -61,7 +61,7 @@ def test_zarr_group_path_with_array_name(client, tmp_path):
 
 
 def test_zarr_bad_inputs(client, tmp_path):
-    with pytest.raises(FileNotFoundError, match="missing.zarr' does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"missing\.zarr' does not exist"):
         KMeans(2).fit(str(tmp_path / "missing.zarr"))
     flat = zarr.create_array(str(tmp_path / "flat.zarr"), shape=(100,), dtype="f4")
     with pytest.raises(ValueError, match="Expected a 2-D array for X, got a 1-D"):

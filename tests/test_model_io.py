@@ -1,0 +1,974 @@
+"""Model files and checkpoints: round trips, strict refusals, no pickle, atomic writes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from kmeans_dask import _model_io
+from kmeans_dask._model_io import (
+    CheckpointState,
+    ModelFile,
+    fit_fingerprint,
+    load_model,
+    read_checkpoint,
+    save_model,
+    write_checkpoint,
+)
+from kmeans_dask._version import __version__
+
+META = "__metadata__"
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def model_kwargs(dtype=np.float64, names: bool = False, init_array: bool = False) -> dict:
+    """Arguments of a valid save_model call: 3 clusters, 2 features."""
+    centers = np.array([[0.0, 1.0], [2.5, -3.0], [10.0, 4.25]], dtype=dtype)
+    params = {
+        "n_clusters": 3,
+        "init": "k-means||",
+        "n_init": 1,
+        "max_iter": 300,
+        "tol": 1e-4,
+        "random_state": 0,
+        "backend": "auto",
+        "assign": "exact",
+        "oversampling_factor": 2.0,
+        "init_rounds": 5,
+        "verbose": 0,
+    }
+    if init_array:
+        params["init"] = np.array([[0.5, 0.5], [1.0, -1.0], [9.0, 4.0]], dtype=dtype)
+    attributes = {"inertia_": 12.375, "n_iter_": 7, "n_features_in_": 2}
+    if names:
+        attributes["feature_names_in_"] = np.array(["height", "wïdth"], dtype=object)
+    return {"params": params, "arrays": {"cluster_centers_": centers}, "attributes": attributes}
+
+
+def saved_model(tmp_path: Path, **options) -> Path:
+    path = tmp_path / "model.npz"
+    save_model(path, **model_kwargs(**options))
+    return path
+
+
+def read_raw(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+    """The metadata and every other entry of an archive, read without pickle."""
+    with np.load(path, allow_pickle=False) as archive:
+        entries = {key: archive[key] for key in archive.files}
+    metadata = json.loads(entries.pop(META).tobytes().decode("utf-8"))
+    return metadata, entries
+
+
+def rewrite(path: Path, mutate) -> None:
+    """Rewrite an archive after ``mutate(metadata, entries)`` changed it in place."""
+    metadata, entries = read_raw(path)
+    mutate(metadata, entries)
+    raw = json.dumps(metadata).encode("utf-8")
+    entries[META] = np.frombuffer(raw, dtype=np.uint8)
+    np.savez(path, **entries)  # default allow_pickle=True: object arrays get pickled
+
+
+def refused(path: Path, *fragments: str, loader=load_model) -> str:
+    """Assert that loading ``path`` raises a ValueError naming it and each fragment."""
+    with pytest.raises(ValueError) as info:
+        loader(path)
+    message = str(info.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, message
+    assert info.value.__cause__ is None
+    return message
+
+
+def checkpoint_state(dtype=np.float64, best: bool = True) -> CheckpointState:
+    centers = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 7.0]], dtype=dtype)
+    return CheckpointState(
+        fingerprint=fit_fingerprint({"n_clusters": 2}, 100, 3, dtype),
+        run=1,
+        iteration=2,
+        centers=centers,
+        best_centers=centers[::-1].copy() if best else None,
+        best_inertia=41.5 if best else None,
+        history=[
+            {"iteration": 1, "inertia": 50.25, "center_shift": 3.5, "n_empty": 1, "seconds": 0.01},
+            {
+                "iteration": 2,
+                "inertia": 45.0,
+                "center_shift": 0.125,
+                "n_empty": 0,
+                "seconds": 0.02,
+            },
+        ],
+        seeds=[12345, 2147483646],
+        completed=False,
+    )
+
+
+def assert_same_state(loaded: CheckpointState, expected: CheckpointState) -> None:
+    assert loaded.fingerprint == expected.fingerprint
+    assert (loaded.run, loaded.iteration) == (expected.run, expected.iteration)
+    assert loaded.centers.dtype == expected.centers.dtype
+    np.testing.assert_array_equal(loaded.centers, expected.centers)
+    if expected.best_centers is None:
+        assert loaded.best_centers is None
+    else:
+        assert loaded.best_centers.dtype == expected.best_centers.dtype
+        np.testing.assert_array_equal(loaded.best_centers, expected.best_centers)
+    assert loaded.best_inertia == expected.best_inertia
+    assert loaded.history == expected.history
+    assert loaded.seeds == expected.seeds
+    assert loaded.completed is expected.completed
+
+
+def directory_listing(path: Path) -> list[str]:
+    return sorted(entry.name for entry in path.iterdir())
+
+
+# --- model files: round trips --------------------------------------------------------
+
+
+@pytest.mark.parametrize("names", [False, True], ids=["no-names", "feature-names"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_round_trip(tmp_path, dtype, names):
+    kwargs = model_kwargs(dtype=dtype, names=names)
+    path = tmp_path / "model.npz"
+    save_model(path, **kwargs)
+    model = load_model(path)
+    assert isinstance(model, ModelFile)
+    assert model.format_version == 1
+    assert model.library_version == __version__
+    assert model.params == kwargs["params"]
+    assert list(model.arrays) == ["cluster_centers_"]
+    centers = model.arrays["cluster_centers_"]
+    assert centers.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(centers, kwargs["arrays"]["cluster_centers_"])
+    expected = {"inertia_": 12.375, "n_iter_": 7, "n_features_in_": 2}
+    if names:
+        expected["feature_names_in_"] = ["height", "wïdth"]
+    assert model.attributes == expected
+    assert type(model.attributes["inertia_"]) is float
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_round_trip_with_init_array(tmp_path, dtype):
+    kwargs = model_kwargs(dtype=dtype, init_array=True)
+    path = saved_model(tmp_path, dtype=dtype, init_array=True)
+    model = load_model(path)
+    init = model.params["init"]
+    assert isinstance(init, np.ndarray) and init.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(init, kwargs["params"]["init"])
+    assert {k: v for k, v in model.params.items() if k != "init"} == {
+        k: v for k, v in kwargs["params"].items() if k != "init"
+    }
+    # The array is an archive entry; the JSON only names it.
+    metadata, entries = read_raw(path)
+    assert "init" not in metadata["params"]
+    assert metadata["array_params"] == ["init"]
+    assert set(entries) == {"cluster_centers_", "params.init"}
+
+
+def test_model_file_layout_is_plain_npz_with_json_metadata(tmp_path):
+    path = saved_model(tmp_path, names=True)
+    with zipfile.ZipFile(path) as archive:
+        assert sorted(archive.namelist()) == ["__metadata__.npy", "cluster_centers_.npy"]
+    with np.load(path, allow_pickle=False) as archive:
+        assert archive[META].dtype == np.uint8 and archive[META].ndim == 1
+    metadata, _ = read_raw(path)
+    assert metadata["format"] == "kmeans_dask.model"
+    assert metadata["format_version"] == 1
+    assert metadata["library_version"] == __version__
+    assert metadata["attributes"]["feature_names_in_"] == ["height", "wïdth"]
+    assert metadata["arrays"] == {"cluster_centers_": {"shape": [3, 2], "dtype": "<f8"}}
+
+
+def test_model_save_normalises_numpy_scalars_and_lists(tmp_path):
+    kwargs = model_kwargs()
+    kwargs["params"].update(n_clusters=np.int64(3), tol=np.float32(0.5), init=[[0, 0]] * 3)
+    kwargs["attributes"].update(inertia_=np.float32(2.0), n_iter_=np.int32(4), n_features_in_=2)
+    path = tmp_path / "model.npz"
+    save_model(str(path), **kwargs)
+    model = load_model(str(path))
+    assert model.params["n_clusters"] == 3 and type(model.params["n_clusters"]) is int
+    assert model.params["tol"] == 0.5
+    np.testing.assert_array_equal(model.params["init"], np.zeros((3, 2)))
+    assert model.attributes["inertia_"] == 2.0 and model.attributes["n_iter_"] == 4
+
+
+def test_model_save_replaces_an_existing_file(tmp_path):
+    path = saved_model(tmp_path)
+    kwargs = model_kwargs()
+    kwargs["attributes"]["inertia_"] = 1.0
+    save_model(path, **kwargs)
+    assert load_model(path).attributes["inertia_"] == 1.0
+    assert directory_listing(tmp_path) == ["model.npz"]
+
+
+# --- model files: refusals on load ---------------------------------------------------
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"model\.npz"):
+        load_model(tmp_path / "model.npz")
+
+
+def test_load_refuses_extra_key(tmp_path):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: entries.update(sneaky=np.zeros(3)))
+    refused(path, "unexpected", "sneaky")
+
+
+def test_load_refuses_missing_key(tmp_path):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: entries.pop("cluster_centers_"))
+    refused(path, "missing", "cluster_centers_")
+
+
+def test_load_refuses_missing_init_entry(tmp_path):
+    path = saved_model(tmp_path, init_array=True)
+    rewrite(path, lambda meta, entries: entries.pop("params.init"))
+    refused(path, "missing", "params.init")
+
+
+def test_load_refuses_archive_without_metadata(tmp_path):
+    path = tmp_path / "plain.npz"
+    np.savez(path, cluster_centers_=np.zeros((3, 2)))
+    refused(path, "__metadata__")
+
+
+def test_load_refuses_shape_differing_from_metadata(tmp_path):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: entries.update(cluster_centers_=np.zeros((4, 2))))
+    refused(path, "cluster_centers_", "shape (4, 2)", "(3, 2)")
+
+
+def test_load_refuses_centers_inconsistent_with_params(tmp_path):
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["cluster_centers_"] = np.zeros((4, 2))
+        meta["arrays"]["cluster_centers_"]["shape"] = [4, 2]
+
+    rewrite(path, mutate)
+    refused(path, "cluster_centers_", "n_clusters", "(3, 2)")
+
+
+def test_load_refuses_centers_inconsistent_with_n_features(tmp_path):
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["cluster_centers_"] = np.zeros((3, 5))
+        meta["arrays"]["cluster_centers_"]["shape"] = [3, 5]
+
+    rewrite(path, mutate)
+    refused(path, "n_features_in_")
+
+
+def test_load_refuses_one_dimensional_centers(tmp_path):
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["cluster_centers_"] = np.zeros(6)
+        meta["arrays"]["cluster_centers_"]["shape"] = [6]
+
+    rewrite(path, mutate)
+    refused(path, "cluster_centers_", "shape")
+
+
+def test_load_refuses_dtype_differing_from_metadata(tmp_path):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: entries.update(cluster_centers_=np.zeros((3, 2), "f4")))
+    refused(path, "cluster_centers_", "dtype float32", "float64")
+
+
+@pytest.mark.parametrize("dtype", ["int64", "float16", "complex128", "bool"])
+def test_load_refuses_wrong_center_dtype(tmp_path, dtype):
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["cluster_centers_"] = np.zeros((3, 2), dtype=dtype)
+        meta["arrays"]["cluster_centers_"]["dtype"] = np.dtype(dtype).str
+
+    rewrite(path, mutate)
+    refused(path, "dtype")
+
+
+def test_load_refuses_non_numeric_entry(tmp_path):
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["labels"] = np.array(["a", "b"])
+        meta["arrays"]["labels"] = {"shape": [2], "dtype": "<U1"}
+
+    rewrite(path, mutate)
+    refused(path, "labels", "not a real numeric dtype")
+
+
+def test_load_refuses_object_array(tmp_path):
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["cluster_centers_"] = np.empty((3, 2), dtype=object)
+        meta["arrays"]["cluster_centers_"]["dtype"] = "|O"
+
+    rewrite(path, mutate)
+    refused(path, "not a real numeric dtype")
+
+
+def test_load_refuses_non_finite_centers(tmp_path):
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["cluster_centers_"][1, 0] = np.nan
+
+    rewrite(path, mutate)
+    refused(path, "cluster_centers_", "non-finite")
+
+
+def test_load_refuses_newer_format_version(tmp_path):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: meta.update(format_version=2, library_version="9.0"))
+    message = refused(path, "format_version 2", "format_version 1", "upgrade")
+    assert "9.0" in message
+
+
+@pytest.mark.parametrize("version", [0, -1, "1", 1.0, None, True])
+def test_load_refuses_invalid_format_version(tmp_path, version):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: meta.update(format_version=version))
+    refused(path, "format_version")
+
+
+@pytest.mark.parametrize("marker", ["sklearn.model", None, ["kmeans_dask.model"]])
+def test_load_refuses_wrong_format_marker(tmp_path, marker):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: meta.update(format=marker))
+    refused(path, "format marker")
+
+
+def test_load_refuses_checkpoint_file(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    refused(path, "checkpoint file", "not a model file")
+
+
+def test_load_refuses_truncated_file(tmp_path):
+    path = saved_model(tmp_path)
+    data = path.read_bytes()
+    for size in (100, len(data) // 2, len(data) - 10):
+        truncated = tmp_path / f"truncated-{size}.npz"
+        truncated.write_bytes(data[:size])
+        refused(truncated, "truncated or corrupted")
+
+
+def test_load_refuses_corrupted_entry_data(tmp_path):
+    path = saved_model(tmp_path)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("cluster_centers_.npy")
+    position = info.header_offset + 30 + len(info.filename) + 140  # inside the array data
+    data[position] ^= 0xFF
+    path.write_bytes(bytes(data))
+    refused(path, "truncated or corrupted")  # the CRC check fails
+
+
+def test_load_refuses_random_bytes(tmp_path):
+    path = tmp_path / "random.npz"
+    path.write_bytes(np.random.default_rng(0).bytes(4096))
+    refused(path, "not an .npz archive")
+
+
+def test_load_refuses_random_bytes_behind_a_zip_signature(tmp_path):
+    path = tmp_path / "random.npz"
+    path.write_bytes(b"PK\x03\x04" + np.random.default_rng(1).bytes(4096))
+    refused(path, "truncated or corrupted")
+
+
+def test_load_refuses_empty_file(tmp_path):
+    path = tmp_path / "empty.npz"
+    path.write_bytes(b"")
+    refused(path, "empty")
+
+
+def test_load_refuses_plain_npy_file(tmp_path):
+    path = tmp_path / "centers.npy"
+    np.save(path, np.zeros((3, 2)))
+    refused(path, "not an .npz archive")
+
+
+def test_load_refuses_directory(tmp_path):
+    refused(tmp_path, "directory")
+
+
+def test_load_refuses_metadata_that_is_not_json(tmp_path):
+    path = tmp_path / "model.npz"
+    entries = {META: np.frombuffer(b"{not json", dtype=np.uint8), "cluster_centers_": np.zeros(2)}
+    np.savez(path, **entries)
+    refused(path, "not valid JSON")
+
+
+def test_load_refuses_metadata_with_nan_constant(tmp_path):
+    path = saved_model(tmp_path)
+    metadata, entries = read_raw(path)
+    text = json.dumps(metadata).replace('"inertia_": 12.375', '"inertia_": NaN')
+    entries[META] = np.frombuffer(text.encode(), dtype=np.uint8)
+    np.savez(path, **entries)
+    refused(path, "NaN")
+
+
+def test_load_refuses_metadata_of_wrong_dtype(tmp_path):
+    path = saved_model(tmp_path)
+    metadata, entries = read_raw(path)
+    entries[META] = np.frombuffer(json.dumps(metadata).encode(), dtype=np.uint8).astype(np.int64)
+    np.savez(path, **entries)
+    refused(path, "uint8")
+
+
+def test_load_refuses_non_npy_entry(tmp_path):
+    path = saved_model(tmp_path)
+    with zipfile.ZipFile(path, "a") as archive:
+        archive.writestr("notes.txt", "hello")
+    refused(path, "not .npy arrays", "notes.txt")
+
+
+@pytest.mark.parametrize(
+    ("section", "name", "value", "fragment"),
+    [
+        ("attributes", "n_iter_", "7", "n_iter_"),
+        ("attributes", "n_iter_", -1, "n_iter_"),
+        ("attributes", "n_iter_", 7.0, "n_iter_"),
+        ("attributes", "inertia_", "12.375", "inertia_"),
+        ("attributes", "inertia_", -1.0, "inertia_"),
+        ("attributes", "inertia_", True, "inertia_"),
+        ("attributes", "n_features_in_", 0, "n_features_in_"),
+        ("attributes", "feature_names_in_", ["a"], "feature_names_in_"),
+        ("attributes", "feature_names_in_", ["a", 2], "feature_names_in_"),
+        ("attributes", "feature_names_in_", "ab", "feature_names_in_"),
+        ("attributes", "history_", [], "unknown ['history_']"),
+        ("params", "n_clusters", "3", "n_clusters"),
+        ("params", "n_clusters", 3.0, "n_clusters"),
+        ("params", "tol", [1e-4], "tol"),
+        ("params", "tol", {"value": 1e-4}, "tol"),
+        ("params", "not an identifier", 1, "identifier"),
+    ],
+)
+def test_load_refuses_json_fields_of_wrong_type(tmp_path, section, name, value, fragment):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: meta[section].update({name: value}))
+    refused(path, fragment)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda meta: meta.pop("attributes"),
+        lambda meta: meta.update(extra_field=1),
+        lambda meta: meta.update(params=[]),
+        lambda meta: meta.update(library_version=1),
+        lambda meta: meta.update(array_params="init"),
+        lambda meta: meta.update(array_params=["init"]),
+        lambda meta: meta["arrays"]["cluster_centers_"].update(shape=[3, -2]),
+        lambda meta: meta["arrays"]["cluster_centers_"].update(dtype="not-a-dtype"),
+        lambda meta: meta["arrays"]["cluster_centers_"].update(dtype=8),
+        lambda meta: meta["arrays"]["cluster_centers_"].update(order="C"),
+    ],
+    ids=[
+        "missing-section",
+        "extra-section",
+        "params-not-object",
+        "version-not-str",
+        "array-params-not-list",
+        "array-param-without-entry",
+        "negative-shape",
+        "unknown-dtype",
+        "dtype-not-str",
+        "extra-spec-key",
+    ],
+)
+def test_load_refuses_malformed_metadata(tmp_path, mutate):
+    path = saved_model(tmp_path)
+    rewrite(path, lambda meta, entries: mutate(meta))
+    refused(path)
+
+
+def test_load_refuses_duplicated_metadata_keys(tmp_path):
+    path = saved_model(tmp_path)
+    metadata, entries = read_raw(path)
+    text = json.dumps(metadata)[:-1] + ', "format_version": 1}'
+    entries[META] = np.frombuffer(text.encode(), dtype=np.uint8)
+    np.savez(path, **entries)
+    refused(path, "repeats the key 'format_version'")
+
+
+def test_load_refuses_entry_declaring_more_data_than_it_holds(tmp_path):
+    """A header claiming a huge shape is refused before anything is allocated."""
+    path = saved_model(tmp_path)
+    huge = (3, 2**40)
+
+    def mutate(meta, entries):
+        meta["arrays"]["cluster_centers_"]["shape"] = list(huge)
+        meta["attributes"]["n_features_in_"] = huge[1]
+
+    rewrite(path, mutate)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": huge}
+    )
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members["cluster_centers_.npy"] = header.getvalue() + np.zeros(6).tobytes()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    refused(path, "cluster_centers_", "holds only", "truncated")
+
+
+# --- no pickle, ever -----------------------------------------------------------------
+
+
+class _Exploit:
+    """Unpickling this runs code that creates the marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def _exploit_array(marker: Path) -> np.ndarray:
+    payload = np.empty((3, 2), dtype=object)
+    payload[...] = _Exploit(marker)
+    return payload
+
+
+def test_exploit_payload_is_live(tmp_path):
+    """Control: the crafted object array does run code when NumPy unpickles it."""
+    marker = tmp_path / "control-marker"
+    path = tmp_path / "control.npz"
+    np.savez(path, cluster_centers_=_exploit_array(marker))
+    assert not marker.exists()
+    with np.load(path, allow_pickle=True) as archive:
+        archive["cluster_centers_"]
+    assert marker.read_text() == "pwned"
+
+
+@pytest.mark.parametrize("declared", ["<f8", "|O"], ids=["claims-float64", "claims-object"])
+def test_load_refuses_pickled_object_array_without_running_it(tmp_path, declared):
+    marker = tmp_path / "marker"
+    path = saved_model(tmp_path)
+
+    def mutate(meta, entries):
+        entries["cluster_centers_"] = _exploit_array(marker)
+        meta["arrays"]["cluster_centers_"]["dtype"] = declared
+
+    rewrite(path, mutate)
+    with zipfile.ZipFile(path) as archive:  # the file really holds a pickle
+        assert b"exec" in archive.read("cluster_centers_.npy")
+    refused(path, "cluster_centers_")
+    assert not marker.exists()
+
+
+def test_read_checkpoint_refuses_pickled_object_array_without_running_it(tmp_path):
+    marker = tmp_path / "marker"
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    rewrite(path, lambda meta, entries: entries.update(centers=_exploit_array(marker)))
+    refused(path, "centers", loader=read_checkpoint)
+    assert not marker.exists()
+
+
+def test_save_refuses_object_arrays(tmp_path):
+    kwargs = model_kwargs()
+    kwargs["arrays"]["extra"] = np.array([{"a": 1}], dtype=object)
+    with pytest.raises(ValueError, match=r"extra.*dtype object"):
+        save_model(tmp_path / "model.npz", **kwargs)
+    assert directory_listing(tmp_path) == []
+
+
+# --- model files: refusals on save ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda kw: kw["params"].update(random_state=np.random.RandomState(0)), "RandomState"),
+        (lambda kw: kw["params"].update(tol=float("nan")), "finite"),
+        (lambda kw: kw["params"].pop("n_clusters"), "n_clusters"),
+        (lambda kw: kw["params"].update(init=np.array(["a", "b"])), "'init'"),
+        (lambda kw: kw["params"].update(init=np.zeros((2, 2))), "init array has shape"),
+        (lambda kw: kw["arrays"].pop("cluster_centers_"), "cluster_centers_"),
+        (lambda kw: kw["arrays"].update(cluster_centers_=np.zeros((2, 2))), "n_clusters"),
+        (lambda kw: kw["arrays"].update(cluster_centers_=np.zeros((3, 2), "i8")), "float32"),
+        (lambda kw: kw["arrays"].update(cluster_centers_=np.full((3, 2), np.inf)), "non-finite"),
+        (lambda kw: kw["arrays"].update(__metadata__=np.zeros(1)), "__metadata__"),
+        (lambda kw: kw["arrays"].update(file=np.zeros(1)), "'file'"),
+        (lambda kw: kw["attributes"].update(history_=[]), "history_"),
+        (lambda kw: kw["attributes"].pop("inertia_"), "inertia_"),
+        (lambda kw: kw["attributes"].update(feature_names_in_=["a", 1]), "feature_names_in_"),
+        (lambda kw: kw["attributes"].update(feature_names_in_=["a"]), "feature_names_in_"),
+    ],
+)
+def test_save_refuses_what_cannot_be_stored(tmp_path, change, fragment):
+    kwargs = model_kwargs()
+    change(kwargs)
+    path = tmp_path / "model.npz"
+    with pytest.raises(ValueError, match="cannot save model") as info:
+        save_model(path, **kwargs)
+    assert str(path) in str(info.value)
+    assert fragment in str(info.value)
+    assert directory_listing(tmp_path) == []
+
+
+def test_save_accepts_none_feature_names(tmp_path):
+    kwargs = model_kwargs()
+    kwargs["attributes"]["feature_names_in_"] = None
+    save_model(tmp_path / "model.npz", **kwargs)
+    assert "feature_names_in_" not in load_model(tmp_path / "model.npz").attributes
+
+
+# --- atomic writes -------------------------------------------------------------------
+
+
+def _fail(*args, **kwargs):
+    raise OSError("simulated crash")
+
+
+def test_model_save_crash_before_replace_keeps_previous_file(tmp_path, monkeypatch):
+    path = saved_model(tmp_path)
+    kwargs = model_kwargs()
+    kwargs["attributes"]["inertia_"] = 1.0
+    monkeypatch.setattr(os, "replace", _fail)
+    with pytest.raises(OSError, match="simulated crash"):
+        save_model(path, **kwargs)
+    monkeypatch.undo()
+    assert load_model(path).attributes["inertia_"] == 12.375
+    assert directory_listing(tmp_path) == ["model.npz"]
+
+
+def test_checkpoint_crash_before_replace_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.npz"
+    old = checkpoint_state()
+    write_checkpoint(path, old)
+    new = checkpoint_state()
+    new.iteration = 3
+    monkeypatch.setattr(os, "replace", _fail)
+    with pytest.raises(OSError, match="simulated crash"):
+        write_checkpoint(path, new)
+    monkeypatch.undo()
+    assert_same_state(read_checkpoint(path), old)
+    assert directory_listing(tmp_path) == ["checkpoint.npz"]
+
+
+def test_checkpoint_crash_while_writing_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.npz"
+    old = checkpoint_state()
+    write_checkpoint(path, old)
+
+    def half_written(file, *args, **kwargs):
+        file.write(b"PK\x03\x04 half an archive")
+        raise KeyboardInterrupt  # a kill in the middle of np.savez
+
+    monkeypatch.setattr(np, "savez", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        write_checkpoint(path, checkpoint_state(best=False))
+    monkeypatch.undo()
+    assert_same_state(read_checkpoint(path), old)
+    assert directory_listing(tmp_path) == ["checkpoint.npz"]
+
+
+def test_checkpoint_is_fsynced_before_replace(tmp_path, monkeypatch):
+    calls = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        calls.append("fsync")
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        calls.append(("replace", os.path.dirname(src) == str(tmp_path), Path(src).exists()))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_checkpoint(tmp_path / "checkpoint.npz", checkpoint_state())
+    assert calls[0] == "fsync"  # the temporary file's data
+    assert calls[1] == ("replace", True, True)  # a sibling of the target
+    monkeypatch.undo()
+    assert read_checkpoint(tmp_path / "checkpoint.npz") is not None
+
+
+def test_refused_save_leaves_previous_file_untouched(tmp_path):
+    path = saved_model(tmp_path)
+    before = path.read_bytes()
+    kwargs = model_kwargs()
+    kwargs["arrays"]["cluster_centers_"] = np.full((3, 2), np.nan)
+    with pytest.raises(ValueError, match="non-finite"):
+        save_model(path, **kwargs)
+    assert path.read_bytes() == before
+    assert directory_listing(tmp_path) == ["model.npz"]
+
+
+# --- checkpoints ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("best", [True, False], ids=["with-best", "no-best"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_checkpoint_round_trip(tmp_path, dtype, best):
+    path = tmp_path / "checkpoint.npz"
+    state = checkpoint_state(dtype=dtype, best=best)
+    write_checkpoint(path, state)
+    loaded = read_checkpoint(path)
+    assert isinstance(loaded, CheckpointState)
+    assert_same_state(loaded, state)
+    metadata, entries = read_raw(path)
+    assert metadata["format"] == "kmeans_dask.checkpoint"
+    assert metadata["format_version"] == 1
+    assert set(entries) == ({"centers", "best_centers"} if best else {"centers"})
+
+
+def test_checkpoint_overwrite_and_completed(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    final = checkpoint_state()
+    final.completed = True
+    final.run, final.iteration = 3, 17
+    write_checkpoint(path, final)
+    assert_same_state(read_checkpoint(path), final)
+    assert directory_listing(tmp_path) == ["checkpoint.npz"]
+
+
+def test_checkpoint_accepts_iteration_records_and_numpy_scalars(tmp_path):
+    @dataclass(frozen=True)
+    class Record:  # same fields as kmeans_dask._lloyd.IterationRecord
+        iteration: int
+        inertia: float
+        center_shift: float
+        n_empty: int
+        seconds: float
+
+    state = checkpoint_state()
+    state.history = [Record(1, 3, np.float64(0.5), np.int64(0), 0.25)]
+    state.seeds = [np.int64(7)]
+    state.best_inertia = np.float32(41.5)
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, state)
+    loaded = read_checkpoint(path)
+    assert loaded.history == [
+        {"iteration": 1, "inertia": 3.0, "center_shift": 0.5, "n_empty": 0, "seconds": 0.25}
+    ]
+    assert type(loaded.history[0]["inertia"]) is float
+    assert loaded.seeds == [7] and loaded.best_inertia == 41.5
+
+
+def test_read_checkpoint_missing_file_gives_none(tmp_path):
+    assert read_checkpoint(tmp_path / "nothing.npz") is None
+
+
+def test_checkpoint_fingerprint_mismatch_is_detectable(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    stored = read_checkpoint(path).fingerprint
+    assert stored == fit_fingerprint({"n_clusters": 2}, 100, 3, np.float64)
+    assert stored != fit_fingerprint({"n_clusters": 3}, 100, 3, np.float64)
+    assert stored != fit_fingerprint({"n_clusters": 2}, 101, 3, np.float64)
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        (lambda s: setattr(s, "best_inertia", None), "best_centers and best_inertia"),
+        (lambda s: setattr(s, "best_centers", None), "best_centers and best_inertia"),
+        (lambda s: setattr(s, "best_centers", np.zeros((3, 3))), "best_centers"),
+        (lambda s: setattr(s, "best_centers", np.zeros((2, 3), "f4")), "best_centers"),
+        (lambda s: setattr(s, "centers", np.zeros(3)), "2-D"),
+        (lambda s: setattr(s, "centers", np.full((2, 3), np.nan)), "non-finite"),
+        (lambda s: setattr(s, "centers", None), "dtype object"),
+        (lambda s: setattr(s, "fingerprint", ""), "fingerprint"),
+        (lambda s: setattr(s, "run", -1), "run"),
+        (lambda s: setattr(s, "iteration", 1.5), "iteration"),
+        (lambda s: setattr(s, "completed", "yes"), "completed"),
+        (lambda s: setattr(s, "seeds", [1.5]), "seeds"),
+        (lambda s: setattr(s, "seeds", "12"), "seeds"),
+        (lambda s: s.history.append({"iteration": 3}), "history[2]"),
+        (lambda s: s.history[0].update(inertia=float("inf")), "history[0]"),
+        (lambda s: s.history[0].update(extra=1), "history[0]"),
+        (lambda s: s.history.append([1, 2]), "history[2]"),
+    ],
+)
+def test_write_checkpoint_refuses_bad_state(tmp_path, change, fragment):
+    state = checkpoint_state()
+    change(state)
+    path = tmp_path / "checkpoint.npz"
+    with pytest.raises(ValueError, match="cannot write checkpoint") as info:
+        write_checkpoint(path, state)
+    assert str(path) in str(info.value) and fragment in str(info.value)
+    assert directory_listing(tmp_path) == []
+
+
+def test_write_checkpoint_refuses_other_objects(tmp_path):
+    with pytest.raises(TypeError, match="CheckpointState"):
+        write_checkpoint(tmp_path / "checkpoint.npz", {"run": 1})
+
+
+def test_read_checkpoint_refuses_model_file(tmp_path):
+    path = saved_model(tmp_path)
+    refused(path, "model file", "not a checkpoint file", loader=read_checkpoint)
+
+
+def test_read_checkpoint_refuses_newer_version(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    rewrite(path, lambda meta, entries: meta.update(format_version=5))
+    refused(path, "format_version 5", "format_version 1", loader=read_checkpoint)
+
+
+def test_read_checkpoint_refuses_truncated_and_random_files(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    data = path.read_bytes()
+    path.write_bytes(data[:100])
+    refused(path, "truncated or corrupted", loader=read_checkpoint)
+    path.write_bytes(np.random.default_rng(2).bytes(1000))
+    refused(path, "not an .npz archive", loader=read_checkpoint)
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda meta, entries: entries.update(extra=np.zeros(1)),
+        lambda meta, entries: entries.pop("best_centers"),
+        lambda meta, entries: entries.update(centers=np.zeros((2, 4))),
+        lambda meta, entries: meta.update(history=[{"iteration": "1"}]),
+        lambda meta, entries: meta.update(best_inertia="41.5"),
+        lambda meta, entries: meta.update(completed=1),
+        lambda meta, entries: meta.pop("seeds"),
+    ],
+    ids=[
+        "extra-key",
+        "missing-key",
+        "wrong-shape",
+        "bad-history",
+        "bad-best-inertia",
+        "bad-completed",
+        "missing-field",
+    ],
+)
+def test_read_checkpoint_refuses_tampered_file(tmp_path, mutate):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    rewrite(path, mutate)
+    refused(path, loader=read_checkpoint)
+
+
+# --- fingerprints --------------------------------------------------------------------
+
+PARAMS = {
+    "n_clusters": 8,
+    "init": "k-means||",
+    "n_init": 1,
+    "max_iter": 300,
+    "tol": 1e-4,
+    "random_state": 0,
+    "backend": "auto",
+    "assign": "exact",
+    "oversampling_factor": 2.0,
+    "init_rounds": 5,
+}
+
+
+def test_fingerprint_is_stable():
+    digest = fit_fingerprint(PARAMS, 1000, 5, np.float64)
+    # Pinned: the canonical form must not change silently (old checkpoints
+    # would stop matching).
+    assert digest == "417e898b05c93065949f6f0fc93625ab33d6a0ac7e59aa8cd144d324426cc5ef"
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    assert fit_fingerprint(dict(reversed(PARAMS.items())), 1000, 5, "float64") == digest
+    numpy_scalars = {**PARAMS, "n_clusters": np.int64(8), "tol": np.float64(1e-4)}
+    assert fit_fingerprint(numpy_scalars, np.int64(1000), 5, np.dtype("<f8")) == digest
+
+
+def test_fingerprint_of_array_param_depends_only_on_values_dtype_and_shape():
+    init = np.arange(10, dtype=np.float64).reshape(5, 2)
+    digest = fit_fingerprint({**PARAMS, "init": init}, 100, 2, np.float64)
+    assert fit_fingerprint({**PARAMS, "init": init.copy()}, 100, 2, np.float64) == digest
+    fortran = np.asfortranarray(init)
+    assert fit_fingerprint({**PARAMS, "init": fortran}, 100, 2, np.float64) == digest
+    swapped = init.astype(">f8")
+    assert fit_fingerprint({**PARAMS, "init": swapped}, 100, 2, np.float64) == digest
+
+
+def test_fingerprint_of_random_state_follows_its_state():
+    first = fit_fingerprint({"random_state": np.random.RandomState(3)}, 10, 2, "f8")
+    assert fit_fingerprint({"random_state": np.random.RandomState(3)}, 10, 2, "f8") == first
+    assert fit_fingerprint({"random_state": np.random.RandomState(4)}, 10, 2, "f8") != first
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_clusters": 9},
+        {"tol": 1e-3},
+        {"tol": 1},  # type matters: 1 is not 1e-4, and an int is not a float
+        {"init": "k-means++"},
+        {"init": np.zeros((8, 5))},
+        {"random_state": None},
+        {"random_state": 1},
+        {"max_iter": 299},
+        {"extra": True},
+    ],
+    ids=repr,
+)
+def test_fingerprint_is_sensitive_to_params(change):
+    base = fit_fingerprint(PARAMS, 1000, 5, np.float64)
+    assert fit_fingerprint({**PARAMS, **change}, 1000, 5, np.float64) != base
+
+
+def test_fingerprint_is_sensitive_to_data_shape_and_dtype():
+    base = fit_fingerprint(PARAMS, 1000, 5, np.float64)
+    assert fit_fingerprint(PARAMS, 1001, 5, np.float64) != base
+    assert fit_fingerprint(PARAMS, 1000, 6, np.float64) != base
+    assert fit_fingerprint(PARAMS, 1000, 5, np.float32) != base
+
+
+def test_fingerprint_is_sensitive_to_init_array_content_and_dtype():
+    init = np.zeros((8, 5))
+    base = fit_fingerprint({**PARAMS, "init": init}, 1000, 5, np.float64)
+    changed = init.copy()
+    changed[7, 4] = 1e-12
+    assert fit_fingerprint({**PARAMS, "init": changed}, 1000, 5, np.float64) != base
+    as_float32 = init.astype(np.float32)
+    assert fit_fingerprint({**PARAMS, "init": as_float32}, 1000, 5, np.float64) != base
+    reshaped = init.reshape(5, 8)
+    assert fit_fingerprint({**PARAMS, "init": reshaped}, 1000, 5, np.float64) != base
+
+
+def test_fingerprint_refuses_what_it_cannot_canonicalise():
+    with pytest.raises(TypeError, match="random_state"):
+        fit_fingerprint({"random_state": object()}, 10, 2, "f8")
+    with pytest.raises(TypeError, match="init"):
+        fit_fingerprint({"init": np.array([object()])}, 10, 2, "f8")
+    with pytest.raises(ValueError, match="n_samples"):
+        fit_fingerprint(PARAMS, -1, 2, "f8")
+    with pytest.raises(ValueError, match="n_features"):
+        fit_fingerprint(PARAMS, 10, True, "f8")
+
+
+def test_module_exports():
+    assert set(_model_io.__all__) >= {
+        "save_model",
+        "load_model",
+        "ModelFile",
+        "write_checkpoint",
+        "read_checkpoint",
+        "CheckpointState",
+        "fit_fingerprint",
+    }
