@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import operator
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -54,9 +54,14 @@ class LloydResult:
     inertia: float
     n_iter: int
     history: list[IterationRecord]
+    cluster_weights: np.ndarray
+    """(k,) total weight assigned to each final centre."""
     labels: list[Future] = field(default_factory=list)
     """Per-chunk label futures from the final pass (distributed runs only)."""
-    n_nonempty: int = 0
+
+    @property
+    def n_nonempty(self) -> int:
+        return int((self.cluster_weights > 0).sum())
 
 
 def relocate_empty_clusters(stats: ClusterStats, far: RankedRows, empty: np.ndarray) -> None:
@@ -114,7 +119,8 @@ def lloyd(
     tol: float,
     backend: str,
     keep_labels: bool = True,
-    on_iteration: Callable[[IterationRecord], None] | None = None,
+    history: Sequence[IterationRecord] = (),
+    on_iteration: Callable[[np.ndarray, list[IterationRecord]], None] | None = None,
 ) -> LloydResult:
     """Run Lloyd iterations on distributed chunks until ``tol`` or ``max_iter``.
 
@@ -126,6 +132,12 @@ def lloyd(
     keep_labels : bool
         Keep the final labels in worker memory (as futures in the result);
         streamed out-of-core fits skip this and compute labels lazily.
+    history : sequence of IterationRecord
+        Iterations already done (when resuming from a checkpoint): ``centers``
+        are the centres after the last of them, and the loop continues as if
+        it had never stopped.
+    on_iteration : callable, optional
+        Called after every iteration with the new centres and the history.
 
     Returns
     -------
@@ -133,7 +145,7 @@ def lloyd(
         Final centres, the inertia and labels *of those centres* (one more
         assignment pass after the last update), and the history.
     """
-    history: list[IterationRecord] = []
+    history = list(history)
     chunks = data.chunks
 
     def find_far(count: int) -> RankedRows:
@@ -142,7 +154,8 @@ def lloyd(
         )
         return tree_reduce(client, merge_top, parts, name="kmeans-far-merge", leading=(count,))
 
-    for iteration in range(1, max_iter + 1):
+    converged = bool(history) and history[-1].center_shift <= tol
+    for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         centers_future = send(client, centers, "kmeans-centers")
         parts = map_chunks(
@@ -157,7 +170,7 @@ def lloyd(
         )
         history.append(record)
         if on_iteration is not None:
-            on_iteration(record)
+            on_iteration(centers, history)
         if shift <= tol:
             break
 
@@ -185,8 +198,8 @@ def lloyd(
         inertia=final.inertia,
         n_iter=len(history),
         history=history,
+        cluster_weights=final.counts,
         labels=labels,
-        n_nonempty=int((final.counts > 0).sum()),
     )
 
 

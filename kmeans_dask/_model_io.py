@@ -96,6 +96,7 @@ _CHECKPOINT_METADATA_FIELDS = (
     "run",
     "iteration",
     "best_inertia",
+    "best_n_iter",
     "history",
     "seeds",
     "completed",
@@ -165,6 +166,8 @@ class CheckpointState:
         ``centers``); None before any run finished.
     best_inertia : float or None
         Inertia of ``best_centers``; None exactly when ``best_centers`` is.
+    best_n_iter : int or None
+        Lloyd iterations of that best run; None exactly when ``best_centers`` is.
     history : list of dict
         One dict per iteration of the current run with the keys
         ``iteration`` (int), ``inertia`` (float), ``center_shift`` (float),
@@ -183,6 +186,7 @@ class CheckpointState:
     centers: np.ndarray
     best_centers: np.ndarray | None = None
     best_inertia: float | None = None
+    best_n_iter: int | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     completed: bool = False
@@ -388,6 +392,7 @@ def read_checkpoint(path: PathLike) -> CheckpointState | None:
         centers=arrays["centers"],
         best_centers=arrays.get("best_centers"),
         best_inertia=None if best is None else float(best),
+        best_n_iter=metadata["best_n_iter"],
         history=[
             {name: kind(entry[name]) for name, kind in _HISTORY_FIELDS.items()}
             for entry in metadata["history"]
@@ -541,6 +546,7 @@ def _checkpoint_payload(state: CheckpointState) -> tuple[dict[str, Any], dict[st
         "run": _json_scalar(state.run, "run"),
         "iteration": _json_scalar(state.iteration, "iteration"),
         "best_inertia": _json_scalar(state.best_inertia, "best_inertia"),
+        "best_n_iter": _json_scalar(state.best_n_iter, "best_n_iter"),
         "history": history,
         "seeds": [
             _json_scalar(seed, f"seeds[{i}]")
@@ -1034,6 +1040,14 @@ def _checkpoint_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
         raise _SchemaError(
             f"best_centers (dtype {best.dtype}, shape {best.shape}) must have the dtype and "
             f"shape of centers (dtype {centers.dtype}, shape {centers.shape})"
+        )
+    best_n_iter = metadata["best_n_iter"]
+    if (best_n_iter is None) != (best_inertia is None) or (
+        best_n_iter is not None and (not _is_int(best_n_iter) or best_n_iter < 0)
+    ):
+        raise _SchemaError(
+            "best_n_iter must be an integer >= 0 when best_inertia is set and None otherwise, "
+            f"got {best_n_iter!r} with best_inertia {best_inertia!r}"
         )
     return specs
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 from collections.abc import Iterator
@@ -38,8 +39,10 @@ from kmeans_dask._inputs import (
     open_zarr,
     zarr_as_dask,
 )
-from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd
+from kmeans_dask._lloyd import IterationRecord, LloydResult
+from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._rng import init_seeds
+from kmeans_dask._runs import RunPlan, run_all
 from kmeans_dask._validation import (
     check_finite,
     check_init_array,
@@ -178,7 +181,14 @@ default="k-means||"
 
     # --- fitting ---------------------------------------------------------------------
 
-    def fit(self, X: Any, y: None = None, sample_weight: Any = None) -> KMeans:
+    def fit(
+        self,
+        X: Any,
+        y: None = None,
+        sample_weight: Any = None,
+        *,
+        checkpoint: str | os.PathLike | None = None,
+    ) -> KMeans:
         """Compute k-means clustering.
 
         Parameters
@@ -192,6 +202,12 @@ default="k-means||"
             Ignored.
         sample_weight : array-like or dask.array of shape (n_samples,), default=None
             Non-negative weight of each row; None gives every row weight 1.
+        checkpoint : str or os.PathLike, optional
+            File to which the fit's state is written atomically after every
+            Lloyd iteration. If it exists when ``fit`` starts (the same fit
+            was killed, e.g. at walltime), the fit resumes from it and
+            reaches exactly the result of an uninterrupted run. A checkpoint
+            of a different fit (other parameters, seed or data) is refused.
 
         Returns
         -------
@@ -221,7 +237,14 @@ default="k-means||"
                 data = distribute(client, X, weights, stream_from=stream_from)
                 try:
                     raise_for_summary(data.summary)
-                    best = self._best_run(client, data, seeds, backend, init_centers)
+                    plan = self._plan(data, seeds, backend, init_centers, checkpoint, client)
+                    best = run_all(
+                        client,
+                        data,
+                        plan,
+                        report=self._report,
+                        on_iteration=self._report_iteration if self.verbose else None,
+                    )
                     if data.persisted:
                         labels = self._labels_from(
                             best, X, data, keep_lazy=user_client is not None
@@ -256,45 +279,46 @@ default="k-means||"
             return None
         return zarr_array
 
-    def _best_run(
+    def _plan(
         self,
-        client,
         data: DistributedData,
         seeds: list[int],
         backend: str,
         init_centers: np.ndarray | None,
-    ) -> LloydResult:
+        checkpoint,
+        client,
+    ) -> RunPlan:
         summary = data.summary
         mean_variance = float(np.mean(summary.column_m2 / summary.n_rows))
-        tol = mean_variance * self.tol
-        best = None
-        for run, seed in enumerate(seeds, start=1):
-            start = time.perf_counter()
+
+        def initialize(seed: int) -> np.ndarray:
             if init_centers is not None:
-                centers = init_centers
-            else:
-                centers = self._initial_centers(client, data, seed, backend)
-            self._report(
-                f"run {run}/{len(seeds)}: {self.init if init_centers is None else 'array'} "
-                f"initialisation took {time.perf_counter() - start:.3f} s"
-            )
-            result = lloyd(
-                client,
-                data,
-                centers,
-                max_iter=self.max_iter,
-                tol=tol,
-                backend=backend,
-                keep_labels=data.persisted,
-                on_iteration=self._report_iteration if self.verbose else None,
-            )
-            self._report(
-                f"run {run}/{len(seeds)}: inertia {result.inertia:.6g} after "
-                f"{result.n_iter} iteration(s)"
-            )
-            if best is None or result.inertia < best.inertia:
-                best = result
-        return best
+                return init_centers
+            start = time.perf_counter()
+            centers = self._initial_centers(client, data, seed, backend)
+            self._report(f"{self.init} initialisation took {time.perf_counter() - start:.3f} s")
+            return centers
+
+        params = self.get_params()
+        del params["verbose"]
+        if not isinstance(params["random_state"], int | type(None)):
+            params["random_state"] = "seeded"  # the seeds themselves are compared
+        fingerprint = fit_fingerprint(
+            # column means and total weight stand in for the data's content
+            {**params, "data_mean": summary.column_mean, "data_weight": summary.weight_sum},
+            summary.n_rows,
+            data.n_features,
+            data.dtype,
+        )
+        return RunPlan(
+            seeds=seeds,
+            initialize=initialize,
+            max_iter=self.max_iter,
+            tol=mean_variance * self.tol,
+            backend=backend,
+            fingerprint=fingerprint,
+            checkpoint=checkpoint,
+        )
 
     def _initial_centers(self, client, data: DistributedData, seed: int, backend: str):
         if self.init == "k-means||":

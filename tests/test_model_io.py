@@ -98,6 +98,7 @@ def checkpoint_state(dtype=np.float64, best: bool = True) -> CheckpointState:
         centers=centers,
         best_centers=centers[::-1].copy() if best else None,
         best_inertia=41.5 if best else None,
+        best_n_iter=4 if best else None,
         history=[
             {"iteration": 1, "inertia": 50.25, "center_shift": 3.5, "n_empty": 1, "seconds": 0.01},
             {
@@ -786,6 +787,8 @@ def test_checkpoint_fingerprint_mismatch_is_detectable(tmp_path):
     ("change", "fragment"),
     [
         (lambda s: setattr(s, "best_inertia", None), "best_centers and best_inertia"),
+        (lambda s: setattr(s, "best_n_iter", None), "best_n_iter"),
+        (lambda s: setattr(s, "best_n_iter", -1), "best_n_iter"),
         (lambda s: setattr(s, "best_centers", None), "best_centers and best_inertia"),
         (lambda s: setattr(s, "best_centers", np.zeros((3, 3))), "best_centers"),
         (lambda s: setattr(s, "best_centers", np.zeros((2, 3), "f4")), "best_centers"),
