@@ -49,6 +49,18 @@ def is_zarr_source(X: Any) -> bool:
     return type(X).__module__.startswith("zarr") and hasattr(X, "chunks")
 
 
+def as_local_array(X: Any) -> Any:
+    """Bring a batch into client memory: Dask arrays are computed, CuPy moved to NumPy.
+
+    Anything else (NumPy, lists, DataFrames, None) is returned unchanged.
+    """
+    if is_dask_array(X):
+        X = X.compute()
+    if type(X).__module__.split(".")[0] == "cupy":
+        X = X.get()
+    return X
+
+
 def open_zarr(source: Any):
     """Open a Zarr array read-only from an array, a path or an fsspec URL.
 

@@ -97,8 +97,8 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from kmeans_dask._chunks import nonfinite_positions, statistics_and_labels
-from kmeans_dask._validation import check_init_array
+from kmeans_dask._chunks import N_REPORTED_POSITIONS, nonfinite_positions, statistics_and_labels
+from kmeans_dask._validation import check_finite, check_init_array, check_weights_valid
 
 #: Rows seen between two reassignment checks, per cluster (scikit-learn's rule).
 ROWS_PER_REASSIGN_CHECK = 10
@@ -425,12 +425,7 @@ def _check_batch(batch: Any, n_features: int, dtype: np.dtype) -> np.ndarray:
             f"batch has {data.shape[1]} features, but the model has {n_features} features"
         )
     data = np.ascontiguousarray(data, dtype=dtype)
-    count, positions = nonfinite_positions(data)
-    if count:
-        where = ", ".join(f"(row {r}, column {c})" for r, c in positions)
-        raise ValueError(
-            f"batch contains {count} non-finite value(s) (NaN or infinity); first at {where}."
-        )
+    check_finite(*nonfinite_positions(data), name="batch")
     return data
 
 
@@ -447,13 +442,8 @@ def _check_weights(weights: Any, n_rows: int) -> np.ndarray | None:
             f"{n_rows} rows of the batch"
         )
     values = np.array(values, dtype=np.float64)
-    bad = ~np.isfinite(values) | (values < 0)
-    if bad.any():
-        rows = ", ".join(str(int(r)) for r in np.flatnonzero(bad)[:5])
-        raise ValueError(
-            f"weights contain {int(bad.sum())} negative or non-finite value(s); first at "
-            f"rows {rows}. Weights must be finite and >= 0."
-        )
+    bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
+    check_weights_valid(bad.size, [int(r) for r in bad[:N_REPORTED_POSITIONS]], name="weights")
     return values
 
 

@@ -55,6 +55,11 @@ def validate_params(params: dict[str, Any]) -> None:
     _integer("verbose", int(params["verbose"]), 0)
     _real("tol", params["tol"], minimum=0.0)
     _real("oversampling_factor", params["oversampling_factor"], minimum=0.0, strict=True)
+    _integer("batch_size", params["batch_size"], 1)
+    _real("decay", params["decay"], minimum=0.0, strict=True)
+    if params["decay"] > 1:
+        raise ValueError(f"decay must be <= 1 (1 never forgets), got decay={params['decay']}")
+    _real("reassignment_ratio", params["reassignment_ratio"], minimum=0.0)
     init = params["init"]
     if isinstance(init, str):
         _choice("init", init, INIT_METHODS)
@@ -101,15 +106,19 @@ def check_finite(count: int, positions: list[tuple[int, int]], name: str = "X") 
         )
 
 
+def check_weights_valid(count: int, rows: list[int], name: str = "sample_weight") -> None:
+    """Raise if ``count`` weights were negative or non-finite; quote their rows."""
+    if count:
+        raise ValueError(
+            f"{name} contains {count} negative or non-finite value(s); first at rows "
+            f"{', '.join(str(r) for r in rows)}. Weights must be finite and >= 0."
+        )
+
+
 def raise_for_summary(summary: ChunkSummary, name: str = "X") -> None:
     """Raise if a pass over the data found non-finite values or bad weights."""
     check_finite(summary.nonfinite_count, summary.nonfinite_positions, name)
-    if summary.bad_weight_count:
-        rows = ", ".join(str(r) for r in summary.bad_weight_rows)
-        raise ValueError(
-            f"sample_weight contains {summary.bad_weight_count} negative or non-finite "
-            f"value(s); first at rows {rows}. Weights must be finite and >= 0."
-        )
+    check_weights_valid(summary.bad_weight_count, summary.bad_weight_rows)
     if summary.weight_sum <= 0:
         raise ValueError(
             "sample_weight: every weight is zero (they sum to 0); at least one must be positive."

@@ -12,7 +12,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from functools import reduce
 from typing import Any
@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import euclidean_distances
+from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kmeans_dask._chunks import ChunkSummary, make_chunk, nearest, nonfinite_positions, summarize
@@ -30,6 +31,7 @@ from kmeans_dask._client import active_client, client_for_fit
 from kmeans_dask._initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
 from kmeans_dask._inputs import (
     DistributedData,
+    as_local_array,
     check_dask_array,
     check_sample_weight,
     distribute,
@@ -41,8 +43,10 @@ from kmeans_dask._inputs import (
 )
 from kmeans_dask._lloyd import IterationRecord, LloydResult
 from kmeans_dask._model_io import fit_fingerprint
+from kmeans_dask._persistence import save_estimator
 from kmeans_dask._rng import init_seeds
 from kmeans_dask._runs import RunPlan, run_all
+from kmeans_dask._streaming import StreamState, init_stream_state, minibatch_update
 from kmeans_dask._validation import (
     check_finite,
     check_init_array,
@@ -113,6 +117,15 @@ default="k-means||"
         persisted. False (only for Zarr input) streams the row blocks from
         the store in every pass, so worker memory stays bounded by a few
         blocks per thread.
+    batch_size : int, default=65536
+        Rows per batch when :meth:`fit_stream` reads a Zarr array.
+    decay : float, default=1.0
+        Streaming only: factor applied to the accumulated counts before each
+        :meth:`partial_fit` batch (``0 < decay <= 1``; 1 never forgets, a
+        half-life of ``h`` batches is ``decay = 0.5 ** (1 / h)``).
+    reassignment_ratio : float, default=0.01
+        Streaming only: centres whose count falls below this fraction of the
+        largest are moved onto random rows of the batch (0 disables it).
     verbose : int, default=0
         Print one progress line per iteration when > 0.
 
@@ -133,6 +146,11 @@ default="k-means||"
     history_ : list of IterationRecord
         Per-iteration inertia, centre shift, relocated empty clusters and
         seconds of the kept run.
+    cluster_weights_ : ndarray of shape (n_clusters,)
+        Total weight assigned to each centre (after :meth:`partial_fit`: the
+        accumulated, possibly decayed, counts of the stream).
+    n_steps_ : int
+        Batches seen by :meth:`partial_fit` (0 after :meth:`fit`).
     n_features_in_ : int
         Number of features seen in ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -164,6 +182,9 @@ default="k-means||"
         oversampling_factor: float = 2.0,
         init_rounds: int = 5,
         persist: bool | None = None,
+        batch_size: int = 65_536,
+        decay: float = 1.0,
+        reassignment_ratio: float = 0.01,
         verbose: int = 0,
     ) -> None:
         self.n_clusters = n_clusters
@@ -177,6 +198,9 @@ default="k-means||"
         self.oversampling_factor = oversampling_factor
         self.init_rounds = init_rounds
         self.persist = persist
+        self.batch_size = batch_size
+        self.decay = decay
+        self.reassignment_ratio = reassignment_ratio
         self.verbose = verbose
 
     # --- fitting ---------------------------------------------------------------------
@@ -264,7 +288,127 @@ default="k-means||"
         self.inertia_ = best.inertia
         self.n_iter_ = best.n_iter
         self.history_ = best.history
+        self.cluster_weights_ = best.cluster_weights
+        self.n_steps_ = 0
+        self.__dict__.pop("_stream", None)
         return self
+
+    # --- streaming -------------------------------------------------------------------
+
+    def partial_fit(self, X: Any, y: None = None, sample_weight: Any = None) -> KMeans:
+        """Update the model with one batch of rows (mini-batch k-means).
+
+        The first call initialises the centres on the batch (k-means++ for
+        ``init="k-means||"`` or ``"k-means++"``, weighted random rows for
+        ``"random"``, or the ``init`` array) unless the model was already
+        fitted, whose centres and ``cluster_weights_`` are then carried on.
+        Each call assigns the batch to the nearest centres and moves each
+        centre towards the mean of its new rows with learning rate
+        ``1 / count`` (Sculley's mini-batch k-means, as scikit-learn's
+        ``MiniBatchKMeans``), optionally forgetting old batches (``decay``)
+        and reassigning dying centres (``reassignment_ratio``). See
+        :mod:`kmeans_dask._streaming` for the exact rule.
+
+        Parameters
+        ----------
+        X : array-like, dask.array or cupy array of shape (n_rows, n_features)
+            One batch; it is brought into client memory.
+        y : None
+            Ignored.
+        sample_weight : array-like of shape (n_rows,), default=None
+
+        Returns
+        -------
+        self : KMeans
+            With ``labels_`` and ``inertia_`` of this batch under the updated
+            centres, and ``n_steps_`` counting the batches.
+
+        Raises
+        ------
+        ValueError
+            For an empty batch, a batch with another number of features than
+            the model, NaN or infinity, or bad weights. The model is then
+            left exactly as it was.
+        """
+        with self._unchanged_on_error():
+            validate_params(self.get_params())
+            fitted = hasattr(self, "cluster_centers_")
+            batch, _ = self._check_data(as_local_array(X), reset=not fitted)
+            batch = as_local_array(batch)  # a Zarr batch comes back as a Dask array
+            weights = check_sample_weight(as_local_array(sample_weight), batch.shape[0])
+            backend = self._backend_name()
+            stream = self.__dict__.get("_stream")
+            if stream is None and fitted:
+                counts = getattr(self, "cluster_weights_", np.zeros(self.n_clusters))
+                centers = self.cluster_centers_
+                stream = StreamState(centers, counts, n_seen=float(counts.sum()))
+            if stream is None:
+                rng = check_random_state(self.random_state)
+                stream, _ = init_stream_state(
+                    batch,
+                    weights,
+                    self.n_clusters,
+                    random_state=rng,
+                    init="k-means++" if _is_name(self.init, "k-means||") else self.init,
+                    backend=backend,
+                )
+            else:
+                rng = self.__dict__.get("_stream_rng") or check_random_state(self.random_state)
+                stream, _ = minibatch_update(
+                    stream,
+                    batch,
+                    weights,
+                    decay=self.decay,
+                    reassignment_ratio=self.reassignment_ratio,
+                    random_state=rng,
+                    backend=backend,
+                )
+        labels, sq_dist = nearest(batch, stream.centers.astype(batch.dtype), backend)
+        self._stream, self._stream_rng = stream, rng
+        self.cluster_centers_ = stream.centers
+        self.cluster_weights_ = stream.counts
+        self.n_steps_ = self.n_iter_ = stream.n_batches
+        self.labels_ = labels
+        self.inertia_ = float(sq_dist.sum() if weights is None else np.dot(weights, sq_dist))
+        return self
+
+    def fit_stream(self, batches: Any, sample_weights: Iterable | None = None) -> KMeans:
+        """Learn from a stream of batches with :meth:`partial_fit`.
+
+        Parameters
+        ----------
+        batches : iterable of arrays, or a Zarr array or path
+            The batches in order. A Zarr array (or a path to one) is read
+            ``batch_size`` rows at a time, so it may be larger than memory.
+        sample_weights : iterable of arrays, optional
+            One weight array per batch.
+
+        Returns
+        -------
+        self : KMeans
+        """
+        if is_zarr_source(batches):
+            array = open_zarr(batches)
+            batches = (
+                array[start : start + self.batch_size]
+                for start in range(0, array.shape[0], self.batch_size)
+            )
+        weights = iter(sample_weights) if sample_weights is not None else None
+        for batch in batches:
+            self.partial_fit(batch, sample_weight=None if weights is None else next(weights))
+        return self
+
+    # --- model files -----------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the fitted model to ``path`` (an ``.npz`` file with no pickle in it).
+
+        Labels are not saved (they can be as large as the data and are
+        cheap to recompute with :meth:`predict`); read the file back with
+        :func:`kmeans_dask.load`.
+        """
+        check_is_fitted(self)
+        save_estimator(self, path)
 
     def _stream_source(self, client, X, zarr_array):
         """The Zarr array to stream from, or None to persist the data."""
@@ -503,6 +647,10 @@ default="k-means||"
         tags = super().__sklearn_tags__()
         tags.input_tags.allow_nan = False
         return tags
+
+
+def _is_name(init: Any, name: str) -> bool:
+    return isinstance(init, str) and init == name
 
 
 def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:

@@ -1,0 +1,151 @@
+"""partial_fit / fit_stream on the estimator, and model files."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.cluster import MiniBatchKMeans
+
+import kmeans_dask
+from kmeans_dask import KMeans
+
+
+@pytest.fixture
+def batches():
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(-10, 10, size=(5, 3))
+    return [centers[rng.integers(0, 5, 400)] + rng.normal(size=(400, 3)) for _ in range(6)]
+
+
+def _state(model):
+    return (
+        model.cluster_centers_.copy(),
+        model.cluster_weights_.copy(),
+        model.n_steps_,
+        model.n_features_in_,
+    )
+
+
+def test_partial_fit_matches_sklearn_minibatch(batches):
+    init = batches[0][:5].copy()
+    ours = KMeans(5, init=init, reassignment_ratio=0.0)
+    ref = MiniBatchKMeans(5, init=init, n_init=1, reassignment_ratio=0.0, batch_size=400)
+    for batch in batches:
+        ours.partial_fit(batch)
+        ref.partial_fit(batch)
+        assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-10, atol=1e-10)
+    assert ours.n_steps_ == ref.n_steps_ == len(batches)
+    assert_array_equal(ours.labels_, ref.labels_)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("bad_batch", "match"),
+    [
+        (np.ones((10, 4)), "X has 4 features, but KMeans is expecting 3 features"),
+        (np.zeros((0, 3)), "0 sample"),
+        (np.array([[1.0, np.nan, 2.0]] * 3), r"non-finite.*\(row 0, column 1\)"),
+    ],
+    ids=["features", "empty", "nan"],
+)
+def test_rejected_batch_leaves_the_model_unchanged(batches, bad_batch, match):
+    model = KMeans(5, random_state=0)
+    untouched = KMeans(5, random_state=0)
+    for batch in batches[:3]:
+        model.partial_fit(batch)
+        untouched.partial_fit(batch)
+    before = _state(model)
+    with pytest.raises(ValueError, match=match):
+        model.partial_fit(bad_batch)
+    for got, expected in zip(_state(model), before, strict=True):
+        assert_array_equal(got, expected)
+    # and the stream goes on exactly as if the bad batch had never come
+    model.partial_fit(batches[3])
+    untouched.partial_fit(batches[3])
+    assert_array_equal(model.cluster_centers_, untouched.cluster_centers_)
+
+
+def test_first_batch_smaller_than_n_clusters_is_refused():
+    model = KMeans(8)
+    with pytest.raises(ValueError, match="first batch has 5 rows"):
+        model.partial_fit(np.random.default_rng(0).normal(size=(5, 2)))
+    assert not hasattr(model, "cluster_centers_")
+
+
+def test_dask_batches_and_weights_are_accepted(batches):
+    plain = KMeans(5, random_state=1)
+    lazy = KMeans(5, random_state=1)
+    for batch in batches:
+        weights = np.linspace(0.5, 2.0, len(batch))
+        plain.partial_fit(batch, sample_weight=weights)
+        lazy.partial_fit(da.from_array(batch, chunks=100), sample_weight=da.from_array(weights))
+    assert_array_equal(plain.cluster_centers_, lazy.cluster_centers_)
+
+
+def test_fit_stream_reads_zarr_batch_by_batch(batches, tmp_path):
+    rows = np.concatenate(batches)
+    path = str(tmp_path / "stream.zarr")
+    zarr.create_array(path, shape=rows.shape, chunks=(250, 3), dtype="f8")[:] = rows
+    streamed = KMeans(5, random_state=2, batch_size=400).fit_stream(path)
+    by_hand = KMeans(5, random_state=2)
+    for batch in batches:
+        by_hand.partial_fit(batch)
+    assert_array_equal(streamed.cluster_centers_, by_hand.cluster_centers_)
+    assert streamed.n_steps_ == len(batches)
+
+
+def test_partial_fit_after_fit_continues_from_the_fitted_counts(client, batches):
+    rows = np.concatenate(batches[:3])
+    model = KMeans(5, random_state=0).fit(rows)
+    assert model.cluster_weights_.sum() == pytest.approx(len(rows))
+    centers_before = model.cluster_centers_.copy()
+    model.partial_fit(batches[3])
+    moved = np.abs(model.cluster_centers_ - centers_before).max()
+    assert 0 < moved < 0.5  # a small step: 400 new rows against 1200 counted ones
+    assert model.n_steps_ == 1
+
+
+def test_save_and_load_round_trip(client, batches, tmp_path):
+    rows = np.concatenate(batches)
+    model = KMeans(5, random_state=0).fit(rows)
+    path = tmp_path / "model.npz"
+    model.save(path)
+    loaded = kmeans_dask.load(path)
+    assert loaded.get_params() == model.get_params()
+    assert_array_equal(loaded.cluster_centers_, model.cluster_centers_)
+    assert loaded.inertia_ == model.inertia_ and loaded.n_iter_ == model.n_iter_
+    assert_array_equal(loaded.predict(rows), model.labels_)
+    assert loaded.score(rows) == pytest.approx(model.score(rows))
+    # streaming goes on from the saved counts exactly as from the live model
+    loaded.partial_fit(batches[0])
+    model.partial_fit(batches[0])
+    assert_array_equal(loaded.cluster_centers_, model.cluster_centers_)
+
+
+def test_save_and_load_keep_an_init_array_and_feature_names(client, tmp_path):
+    pandas = pytest.importorskip("pandas")
+    frame = pandas.DataFrame(
+        np.random.default_rng(0).normal(size=(200, 2)), columns=["height", "width"]
+    )
+    init = frame.to_numpy()[:3]
+    model = KMeans(3, init=init).fit(frame)
+    model.save(tmp_path / "m.npz")
+    loaded = kmeans_dask.load(tmp_path / "m.npz")
+    assert_array_equal(loaded.init, init)
+    assert list(loaded.feature_names_in_) == ["height", "width"]
+    assert_array_equal(loaded.predict(frame), model.labels_)
+
+
+def test_save_unfitted_and_load_garbage_are_refused(tmp_path):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        KMeans(3).save(tmp_path / "m.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"junk\.npz"):
+        kmeans_dask.load(tmp_path / "junk.npz")
+    with pytest.raises(FileNotFoundError):
+        kmeans_dask.load(tmp_path / "missing.npz")
