@@ -1,11 +1,21 @@
-"""The ``kmeans-dask`` command line."""
+"""The ``kmeans-dask`` command line.
+
+Subcommands: ``demo``, ``fit``, ``predict``, ``make-data``, ``info`` and
+``bench``. Every option shows its default in ``--help``. Exit status: 0 on
+success, 2 when the input is refused (bad arguments, files or data), 1 when
+something fails while running (e.g. a scheduler that does not answer).
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +25,183 @@ EXIT_BAD_INPUT = 2
 EXIT_FAILURE = 1
 
 
-def _demo(args: argparse.Namespace) -> int:
+def _print_err(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _open_input(path: str) -> Any:
+    """A Zarr path stays a path (KMeans reads it); ``.npy`` is memory-mapped as Dask."""
+    if path.endswith(".npy"):
+        import dask.array as da
+
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"input file {path!r} does not exist")
+        return da.from_array(np.load(path, mmap_mode="r"), chunks=(262_144, -1))
+    return path
+
+
+@contextlib.contextmanager
+def _client(args: argparse.Namespace) -> Iterator[Any]:
+    """Connect to ``--scheduler``, or start a LocalCluster; print the dashboard link."""
     from distributed import Client, LocalCluster
+
+    if args.scheduler:
+        try:
+            client = Client(args.scheduler, timeout=args.timeout)
+        except OSError as exc:
+            raise ConnectionError(
+                f"no Dask scheduler answered at {args.scheduler!r} within {args.timeout} s ({exc})"
+            ) from exc
+        with client:
+            _print_err(f"dashboard: {client.dashboard_link}")
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=args.threads_per_worker,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:8787",
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        _print_err(f"dashboard: {client.dashboard_link}")
+        yield client
+
+
+def _summary(model: Any, seconds: float) -> dict[str, Any]:
+    return {
+        "n_clusters": int(model.n_clusters),
+        "n_features": int(model.n_features_in_),
+        "inertia": float(model.inertia_),
+        "n_iter": int(model.n_iter_),
+        "seconds": round(seconds, 3),
+        "history": [
+            {
+                "iteration": r.iteration,
+                "inertia": r.inertia,
+                "shift": r.center_shift,
+                "seconds": round(r.seconds, 4),
+            }
+            for r in getattr(model, "history_", [])
+        ],
+    }
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from kmeans_dask import KMeans
+
+    X = _open_input(args.input)
+    model = KMeans(
+        args.n_clusters,
+        init=args.init,
+        n_init=args.n_init,
+        max_iter=args.max_iter,
+        tol=args.tol,
+        random_state=args.random_state,
+        backend=args.backend,
+        persist={"auto": None, "yes": True, "no": False}[args.persist],
+        verbose=0 if args.json else 1,
+    )
+    with _client(args):
+        started = time.perf_counter()
+        model.fit(X, checkpoint=args.checkpoint)
+        seconds = time.perf_counter() - started
+    if args.output:
+        model.save(args.output)
+    summary = _summary(model, seconds)
+    if args.json:
+        print(json.dumps({**summary, "model": args.output}, indent=2))
+    else:
+        print(
+            f"k={model.n_clusters}: inertia {model.inertia_:.6g} after {model.n_iter_} "
+            f"iteration(s) in {seconds:.2f} s"
+            + (f"; model saved to {args.output}" if args.output else "")
+        )
+    return 0
+
+
+def _default_labels_path(input_path: str) -> str:
+    stem = input_path.rstrip("/")
+    for suffix in (".zarr", ".npy"):
+        if stem.endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return f"{stem}.labels.zarr"
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import kmeans_dask
+
+    model = kmeans_dask.load(args.model)
+    X = _open_input(args.input)
+    output = args.output or _default_labels_path(args.input)
+    if os.path.exists(output) and not args.overwrite:
+        raise FileExistsError(f"{output!r} exists; pass --overwrite to replace it")
+    with _client(args):
+        started = time.perf_counter()
+        labels = model.predict(X)
+        if output.endswith(".npy"):
+            np.save(output, np.asarray(labels.compute() if hasattr(labels, "compute") else labels))
+        else:
+            import dask.array as da
+
+            da.asarray(labels).to_zarr(output, overwrite=args.overwrite)
+        seconds = time.perf_counter() - started
+    result = {"labels": output, "n_samples": int(labels.shape[0]), "seconds": round(seconds, 3)}
+    print(json.dumps(result) if args.json else f"wrote {result['n_samples']:,} labels to {output}")
+    return 0
+
+
+def _make_data(args: argparse.Namespace) -> int:
+    from kmeans_dask.datasets import write_blobs_zarr
+
+    started = time.perf_counter()
+    write_blobs_zarr(
+        args.output,
+        args.n_samples,
+        args.n_features,
+        args.n_clusters,
+        chunk_rows=args.chunk_rows,
+        cluster_std=args.cluster_std,
+        dtype=np.dtype(args.dtype),
+        random_state=args.seed,
+        overwrite=args.overwrite,
+    )
+    size = args.n_samples * args.n_features * np.dtype(args.dtype).itemsize
+    print(
+        f"wrote {args.n_samples:,} x {args.n_features} {args.dtype} rows ({size / 2**20:,.1f} MiB "
+        f"uncompressed) to {args.output} in {time.perf_counter() - started:.2f} s"
+    )
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from kmeans_dask._model_io import load_model
+
+    stored = load_model(args.model)
+    info = {
+        "file": args.model,
+        "format_version": stored.format_version,
+        "written_by": stored.library_version,
+        "params": {
+            k: (v.tolist() if isinstance(v, np.ndarray) else v)
+            for k, v in stored.params.items()
+            if k != "init" or isinstance(v, str)
+        },
+        "attributes": stored.attributes,
+        "arrays": {
+            k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in stored.arrays.items()
+        },
+    }
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key}: {value}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
@@ -30,16 +215,7 @@ def _demo(args: argparse.Namespace) -> int:
         f"{args.threads_per_worker} thread(s)"
     )
     started = time.perf_counter()
-    with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=args.threads_per_worker,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:8787",
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        console.print(f"dashboard: {client.dashboard_link}")
+    with _client(args):
         X, true_centers = make_blobs(
             args.n_samples,
             args.n_features,
@@ -81,35 +257,113 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser, workers: int, threads: int) -> None:
+    group = parser.add_argument_group("cluster")
+    group.add_argument(
+        "--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port)"
+    )
+    group.add_argument(
+        "--timeout", type=float, default=10.0, help="seconds to wait for --scheduler to answer"
+    )
+    group.add_argument("--workers", type=int, default=workers, help="LocalCluster workers")
+    group.add_argument(
+        "--threads-per-worker", type=int, default=threads, help="threads per LocalCluster worker"
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kmeans-dask`` and its subcommands."""
+    from kmeans_dask import benchmark
+    from kmeans_dask._validation import INIT_METHODS
+    from kmeans_dask.backends import BACKEND_NAMES
+
+    formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
-        prog="kmeans-dask",
-        description="Scalable k-means on Dask.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="kmeans-dask", description="Scalable k-means on Dask.", formatter_class=formatter
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fit = commands.add_parser(
+        "fit", help="fit a model on a Zarr array or .npy file", formatter_class=formatter
+    )
+    fit.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
+    fit.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
+    fit.add_argument("--init", default="k-means||", choices=INIT_METHODS, help="initialisation")
+    fit.add_argument("--n-init", type=int, default=1, help="initialisations; best is kept")
+    fit.add_argument("--max-iter", type=int, default=300, help="Lloyd iterations per run")
+    fit.add_argument("--tol", type=float, default=1e-4, help="relative tolerance (scikit-learn's)")
+    fit.add_argument("--random-state", type=int, default=0, help="seed")
+    fit.add_argument("--backend", default="auto", choices=BACKEND_NAMES, help="assignment backend")
+    fit.add_argument(
+        "--persist",
+        default="auto",
+        choices=("auto", "yes", "no"),
+        help="keep the data in worker memory; 'no' streams it from Zarr every pass",
+    )
+    fit.add_argument(
+        "--checkpoint", default=None, help="checkpoint file: written every iteration, resumed from"
+    )
+    fit.add_argument("-o", "--output", default=None, help="write the model to this .npz file")
+    fit.add_argument("--json", action="store_true", help="print a JSON summary only")
+    _add_cluster_options(fit, workers=1, threads=2)
+    fit.set_defaults(run=_fit)
+
+    predict = commands.add_parser(
+        "predict", help="label the rows of an input with a saved model", formatter_class=formatter
+    )
+    predict.add_argument("model", help="model file written by `fit --output`")
+    predict.add_argument("input", help="Zarr array path/URL or .npy file")
+    predict.add_argument(
+        "-o",
+        "--output",
+        default=None,
+        help="labels file, .zarr or .npy (default: <input>.labels.zarr next to the input)",
+    )
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    predict.add_argument("--json", action="store_true", help="print a JSON summary only")
+    _add_cluster_options(predict, workers=1, threads=2)
+    predict.set_defaults(run=_predict)
+
+    make_data = commands.add_parser(
+        "make-data",
+        help="write synthetic blobs to a Zarr array, chunk by chunk",
+        formatter_class=formatter,
+    )
+    make_data.add_argument("output", help="Zarr array path to create")
+    make_data.add_argument("-n", "--n-samples", type=int, default=1_000_000, help="rows")
+    make_data.add_argument("-d", "--n-features", type=int, default=32, help="columns")
+    make_data.add_argument("-k", "--n-clusters", type=int, default=64, help="blobs")
+    make_data.add_argument("--chunk-rows", type=int, default=250_000, help="rows per Zarr chunk")
+    make_data.add_argument(
+        "--cluster-std", type=float, default=1.0, help="blob standard deviation"
+    )
+    make_data.add_argument("--dtype", default="float32", choices=("float32", "float64"))
+    make_data.add_argument("--seed", type=int, default=0, help="random seed")
+    make_data.add_argument("--overwrite", action="store_true", help="replace an existing array")
+    make_data.set_defaults(run=_make_data)
+
+    info = commands.add_parser("info", help="show a saved model", formatter_class=formatter)
+    info.add_argument("model", help="model file")
+    info.add_argument("--json", action="store_true", help="print JSON")
+    info.set_defaults(run=_info)
 
     demo = commands.add_parser(
         "demo",
         help="fit generated blobs on a LocalCluster, printing progress and results",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=formatter,
     )
     demo.add_argument("--n-samples", type=int, default=1_000_000, help="rows to generate")
     demo.add_argument("--n-features", type=int, default=16, help="columns")
     demo.add_argument("--n-clusters", "-k", type=int, default=32, help="clusters")
     demo.add_argument("--cluster-std", type=float, default=5.0, help="blob standard deviation")
-    demo.add_argument("--workers", type=int, default=1, help="LocalCluster worker processes")
-    demo.add_argument("--threads-per-worker", type=int, default=2, help="threads per worker")
     demo.add_argument("--seed", type=int, default=0, help="random seed")
+    _add_cluster_options(demo, workers=1, threads=2)
     demo.set_defaults(run=_demo)
-
-    from kmeans_dask import benchmark
 
     bench = commands.add_parser(
         "bench",
         help="benchmark against faiss, scikit-learn, dask-ml (and Spark)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=formatter,
     )
     benchmark.add_arguments(bench)
     bench.set_defaults(run=_bench)
@@ -121,9 +375,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError) as exc:
-        print(f"kmeans-dask: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
+        _print_err(f"kmeans-dask {args.command}: error: {exc}")
         return EXIT_BAD_INPUT
+    except (ConnectionError, OSError, TimeoutError) as exc:
+        _print_err(f"kmeans-dask {args.command}: failed: {exc}")
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""The kmeans-dask command line, end to end on the session cluster."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import numpy as np
+import pytest
+import zarr
+from numpy.testing import assert_array_equal
+
+import kmeans_dask
+from kmeans_dask.cli import EXIT_BAD_INPUT, EXIT_FAILURE, main
+
+
+@pytest.fixture
+def on_cluster(cluster):
+    return ["--scheduler", cluster.scheduler_address]
+
+
+@pytest.fixture
+def data_path(tmp_path):
+    path = str(tmp_path / "data.zarr")
+    assert (
+        main(["make-data", path, "-n", "20000", "-d", "4", "-k", "5", "--chunk-rows", "5000"]) == 0
+    )
+    return path
+
+
+def test_make_data_fit_info_predict(tmp_path, data_path, on_cluster, capsys):
+    stored = zarr.open_array(data_path, mode="r")
+    assert stored.shape == (20000, 4) and stored.chunks == (5000, 4)
+    model_path = str(tmp_path / "model.npz")
+    capsys.readouterr()
+    assert main(["fit", data_path, "-k", "5", "-o", model_path, "--json", *on_cluster]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["n_clusters"] == 5 and summary["n_iter"] == len(summary["history"])
+
+    assert main(["info", model_path, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["arrays"]["cluster_centers_"]["shape"] == [5, 4]
+    assert info["attributes"]["inertia_"] == pytest.approx(summary["inertia"])
+
+    assert main(["predict", model_path, data_path, *on_cluster]) == 0
+    labels_path = data_path.removesuffix(".zarr") + ".labels.zarr"
+    labels = zarr.open_array(labels_path, mode="r")[:]
+    model = kmeans_dask.load(model_path)
+    assert_array_equal(labels, model.predict(stored[:]))
+    # the labels file is not overwritten silently
+    assert main(["predict", model_path, data_path, *on_cluster]) == EXIT_BAD_INPUT
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_fit_npy_input_with_checkpoint(tmp_path, on_cluster, capsys):
+    rows = np.random.default_rng(0).normal(size=(3000, 3)).astype(np.float32)
+    np.save(tmp_path / "rows.npy", rows)
+    args = [
+        "fit",
+        str(tmp_path / "rows.npy"),
+        "-k",
+        "4",
+        "--json",
+        *on_cluster,
+        "--checkpoint",
+        str(tmp_path / "fit.ckpt"),
+    ]
+    assert main(args) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert main(args) == 0  # completed checkpoint: same result
+    assert json.loads(capsys.readouterr().out)["inertia"] == first["inertia"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["fit", "{data}", "-k", "0"], "n_clusters must be >= 1"),
+        (["fit", "{tmp}/missing.zarr", "-k", "3"], "does not exist"),
+        (["fit", "{tmp}/missing.npy", "-k", "3"], "does not exist"),
+        (["info", "{tmp}/missing.npz"], "missing.npz"),
+    ],
+    ids=["bad-k", "missing-zarr", "missing-npy", "missing-model"],
+)
+def test_bad_input_exits_2_with_the_reason(tmp_path, data_path, on_cluster, capsys, argv, message):
+    argv = [a.format(data=data_path, tmp=tmp_path) for a in argv]
+    extra = on_cluster if argv[0] == "fit" else []
+    assert main([*argv, *extra]) == EXIT_BAD_INPUT
+    assert message in capsys.readouterr().err
+
+
+def test_unanswering_scheduler_fails_in_bounded_time_naming_it(data_path, capsys):
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    assert main(["fit", data_path, "-k", "3", "--scheduler", address, "--timeout", "2"]) == (
+        EXIT_FAILURE
+    )
+    assert f"no Dask scheduler answered at '{address}' within 2.0 s" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["fit", "predict", "make-data", "info", "demo", "bench"])
+def test_every_command_has_help_with_defaults(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "usage: kmeans-dask" in text
+    if command not in ("info",):
+        assert "(default:" in text
