@@ -87,12 +87,13 @@ def write_blobs_zarr(
     dtype=np.float32,
     random_state: int = 0,
     overwrite: bool = False,
+    compress: bool = True,
 ) -> np.ndarray:
     """Write :func:`make_blobs` data to a Zarr array, one row block at a time.
 
     Blocks are generated and written by Dask tasks, so any size can be
     written with bounded memory. Zarr's default compressor (Zstandard) is
-    used.
+    used unless ``compress=False``.
 
     Returns
     -------
@@ -116,6 +117,7 @@ def write_blobs_zarr(
         chunks=(chunk_rows, n_features),
         dtype=dtype,
         overwrite=overwrite,
+        compressors="auto" if compress else None,
     )
     da.store(X, target, lock=False)
     return centers

@@ -149,3 +149,24 @@ def test_save_unfitted_and_load_garbage_are_refused(tmp_path):
         kmeans_dask.load(tmp_path / "junk.npz")
     with pytest.raises(FileNotFoundError):
         kmeans_dask.load(tmp_path / "missing.npz")
+
+
+class _FakeCupyArray:
+    """Stands in for a CuPy array on machines without a GPU: ``.get()`` to host."""
+
+    __module__ = "cupy._core.core"
+
+    def __init__(self, host):
+        self._host = host
+
+    def get(self):
+        return self._host
+
+
+def test_cupy_batches_are_brought_to_the_host(batches):
+    on_host = KMeans(5, random_state=3)
+    from_device = KMeans(5, random_state=3)
+    for batch in batches[:3]:
+        on_host.partial_fit(batch)
+        from_device.partial_fit(_FakeCupyArray(batch))
+    assert_array_equal(from_device.cluster_centers_, on_host.cluster_centers_)
