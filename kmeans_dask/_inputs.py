@@ -14,6 +14,7 @@ Finiteness and weights are checked in the same pass that persists the data.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -25,8 +26,10 @@ import dask.array as da
 import numpy as np
 from distributed import Client, Future
 
-from kmeans_dask._chunks import ChunkSummary, ZarrBlock, make_chunk, settle, summarize
+from kmeans_dask._chunks import Chunk, ChunkSummary, ZarrBlock, make_chunk, settle, summarize
 from kmeans_dask._mapreduce import map_chunks, task_keys
+
+logger = logging.getLogger(__name__)
 
 #: Target size of one scattered block of NumPy input.
 TARGET_CHUNK_BYTES = 64 * 2**20
@@ -175,6 +178,8 @@ class DistributedData:
     n_features: int
     dtype: np.dtype
     summary: ChunkSummary
+    client_copy: list[Chunk] | None = None
+    """For NumPy input, the chunks as built on the client, to re-send lost ones."""
 
     @property
     def n_samples(self) -> int:
@@ -189,6 +194,37 @@ class DistributedData:
         for chunk in self.chunks:
             if isinstance(chunk, Future):
                 chunk.release()
+
+    def recover(self, client: Client) -> int:
+        """Re-send the chunks that died with a worker; return how many.
+
+        Chunks computed from a Dask graph (Dask and Zarr input) are recomputed
+        by the scheduler itself and never need this. Chunks scattered from
+        NumPy input have no graph to recompute them from, so they are sent
+        again from the client's copy.
+
+        Raises
+        ------
+        RuntimeError
+            If a chunk was lost that cannot be re-sent.
+        """
+        lost = [
+            i
+            for i, c in enumerate(self.chunks)
+            if isinstance(c, Future) and c.status != "finished"
+        ]
+        if lost and self.client_copy is None:
+            raise RuntimeError(
+                f"{len(lost)} data chunk(s) were lost with a worker and cannot be recomputed"
+            )
+        if lost:
+            scattered = client.scatter([self.client_copy[i] for i in lost], hash=False)
+            for i, future in zip(
+                lost, map_chunks(client, settle, scattered, name="kmeans-load"), strict=True
+            ):
+                self.chunks[i] = future
+            logger.warning("re-sent %d chunk(s) of NumPy input lost with a worker", len(lost))
+        return len(lost)
 
 
 def _offsets(row_chunks: tuple[int, ...]) -> list[int]:
@@ -212,6 +248,7 @@ def distribute(
     the "chunks" are :class:`ZarrBlock` references that every task reads.
     """
     dtype = np.dtype(X.dtype)
+    client_copy = None
     if stream_from is not None:
         row_chunks = tuple(int(c) for c in X.chunks[0])
         bounds = np.cumsum((0, *row_chunks))
@@ -249,6 +286,7 @@ def distribute(
             make_chunk(X[a:b], None if weights is None else weights[a:b], a, dtype)
             for a, b in itertools.pairwise(bounds)
         ]
+        client_copy = local
         scattered = client.scatter(local, hash=False)
         chunks = map_chunks(client, settle, scattered, name="kmeans-load")
         del scattered
@@ -259,4 +297,5 @@ def distribute(
         n_features=int(X.shape[1]),
         dtype=dtype,
         summary=reduce(ChunkSummary.merge, summaries),
+        client_copy=client_copy,
     )

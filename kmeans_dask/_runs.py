@@ -1,12 +1,17 @@
 """The ``n_init`` runs of a fit, with optional checkpoints to resume from.
 
 Each run is an initialisation followed by Lloyd iterations; the run with the
-lowest final inertia wins. With a checkpoint path, the state is written
-atomically after every iteration and every finished run, so a fit killed at
-any moment (walltime, a lost scheduler, a crashed client) can be started
-again with the same arguments and reaches exactly the result of an
-uninterrupted fit: initialisations are deterministic given their seed, the
-centres are stored bit for bit, and the loop continues where it stopped.
+lowest final inertia wins. When a worker dies and takes data with it, the
+lost chunks are recomputed (Dask and Zarr input) or re-sent from the client
+(NumPy input), and the interrupted step is repeated from the last completed
+iteration, so the result is exactly that of an undisturbed fit.
+
+With a checkpoint path, the state is written atomically after every
+iteration and every finished run, so a fit killed at any moment (walltime, a
+lost scheduler, a crashed client) can be started again with the same
+arguments and reaches exactly the result of an uninterrupted fit:
+initialisations are deterministic given their seed, the centres are stored
+bit for bit, and the loop continues where it stopped.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import CancelledError
 from dataclasses import asdict, dataclass
+from typing import TypeVar
 
 import numpy as np
 from distributed import Client
@@ -24,6 +31,27 @@ from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd
 from kmeans_dask._model_io import CheckpointState, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: How many times one step may be repeated after losing data with a worker.
+MAX_RECOVERIES = 5
+
+
+def _surviving_worker_loss(
+    client: Client, data: DistributedData, step: Callable[[], T], report: Callable[[str], None]
+) -> T:
+    """Run ``step``; if a worker died with data it needed, restore the data and rerun it."""
+    for attempt in range(MAX_RECOVERIES + 1):
+        try:
+            return step()
+        except CancelledError as exc:
+            if attempt == MAX_RECOVERIES:
+                raise RuntimeError(
+                    f"gave up after losing data with a worker {MAX_RECOVERIES} times in a row"
+                ) from exc
+            resent = data.recover(client)
+            report(f"a worker was lost ({exc}); re-sent {resent} chunk(s), repeating the step")
+    raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)
@@ -113,30 +141,40 @@ def run_all(
     n_runs = len(plan.seeds)
     for run in range(first_run, n_runs):
         if state is not None and run == state.run and state.iteration > 0:
-            centers = state.centers
-            history = [IterationRecord(**record) for record in state.history]
+            progress = {"centers": state.centers}
+            progress["history"] = [IterationRecord(**record) for record in state.history]
         else:
-            centers = plan.initialize(plan.seeds[run])
-            history = []
+            seed = plan.seeds[run]
+            centers = _surviving_worker_loss(
+                client, data, lambda seed=seed: plan.initialize(seed), report
+            )
+            progress = {"centers": centers, "history": []}
 
         def after_iteration(
-            centers: np.ndarray, history: list[IterationRecord], run: int = run
+            centers: np.ndarray,
+            history: list[IterationRecord],
+            run: int = run,
+            progress: dict = progress,
         ) -> None:
+            progress.update(centers=centers, history=list(history))
             save(run, centers, history, done=False)
             if on_iteration is not None:
                 on_iteration(history[-1])
 
-        result = lloyd(
-            client,
-            data,
-            centers,
-            max_iter=plan.max_iter,
-            tol=plan.tol,
-            backend=plan.backend,
-            keep_labels=data.persisted,
-            history=history,
-            on_iteration=after_iteration,
-        )
+        def iterate(progress: dict = progress) -> LloydResult:
+            return lloyd(
+                client,
+                data,
+                progress["centers"],
+                max_iter=plan.max_iter,
+                tol=plan.tol,
+                backend=plan.backend,
+                keep_labels=data.persisted,
+                history=progress["history"],
+                on_iteration=after_iteration,
+            )
+
+        result = _surviving_worker_loss(client, data, iterate, report)
         report(
             f"run {run + 1}/{n_runs}: inertia {result.inertia:.6g} after "
             f"{result.n_iter} iteration(s)"
@@ -149,14 +187,19 @@ def run_all(
     if best is not None and best_centers is best.centers:
         return best
     # The best run finished before the resume: one pass gives its labels.
-    final = lloyd(
+    final = _surviving_worker_loss(
         client,
         data,
-        best_centers,
-        max_iter=0,
-        tol=plan.tol,
-        backend=plan.backend,
-        keep_labels=data.persisted,
+        lambda: lloyd(
+            client,
+            data,
+            best_centers,
+            max_iter=0,
+            tol=plan.tol,
+            backend=plan.backend,
+            keep_labels=data.persisted,
+        ),
+        report,
     )
     final.n_iter = best_n_iter
     return final
