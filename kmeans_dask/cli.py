@@ -45,6 +45,15 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     """Connect to ``--scheduler``, or start a LocalCluster; print the dashboard link."""
     from distributed import Client, LocalCluster
 
+    if args.cluster:
+        from kmeans_dask.clusters import from_spec
+
+        handle = from_spec(args.cluster)
+        with handle as client:
+            _print_err(f"cluster from {args.cluster}; dashboard: {client.dashboard_link}")
+            handle.wait_for_workers(timeout=args.timeout)
+            yield client
+        return
     if args.scheduler:
         try:
             client = Client(args.scheduler, timeout=args.timeout)
@@ -259,11 +268,18 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _add_cluster_options(parser: argparse.ArgumentParser, workers: int, threads: int) -> None:
     group = parser.add_argument_group("cluster")
-    group.add_argument(
+    where = group.add_mutually_exclusive_group()
+    where.add_argument(
+        "--cluster", default=None, help="cluster spec YAML (cluster_specs/: local, slurm, pbs...)"
+    )
+    where.add_argument(
         "--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port)"
     )
     group.add_argument(
-        "--timeout", type=float, default=10.0, help="seconds to wait for --scheduler to answer"
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for --scheduler to answer, or for --cluster workers to start",
     )
     group.add_argument("--workers", type=int, default=workers, help="LocalCluster workers")
     group.add_argument(

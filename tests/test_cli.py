@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -107,3 +108,11 @@ def test_every_command_has_help_with_defaults(command, capsys):
     assert "usage: kmeans-dask" in text
     if command not in ("info",):
         assert "(default:" in text
+
+
+def test_fit_on_a_cluster_spec(data_path, capsys):
+    spec = str(Path(__file__).parents[1] / "cluster_specs" / "local.yaml")
+    assert main(["fit", data_path, "-k", "5", "--json", "--cluster", spec]) == 0
+    captured = capsys.readouterr()
+    assert f"cluster from {spec}" in captured.err
+    assert json.loads(captured.out)["n_clusters"] == 5
