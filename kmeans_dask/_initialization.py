@@ -32,7 +32,7 @@ from kmeans_dask._chunks import (
     weighted_cost,
 )
 from kmeans_dask._inputs import DistributedData
-from kmeans_dask._lloyd import local_lloyd
+from kmeans_dask._lloyd import farthest, local_lloyd
 from kmeans_dask._mapreduce import map_chunks, map_pairs, send, tree_reduce
 
 # Independent random streams of one seed.
@@ -151,16 +151,40 @@ def init_kmeans_parallel(
                 chunks
             )
         n_candidates += len(new)
-    points = np.concatenate(candidates)
-    if n_candidates <= n_clusters:
-        # Too few candidates (tiny data or few distinct rows): top up with random rows.
-        extra = init_random(client, data, n_clusters, seed)
-        return np.concatenate([points, extra])[:n_clusters]
+    # Copies of a repeated row can be sampled together: merge equal candidates
+    # (and their weights) so k-means++ sees only distinct points.
+    points, inverse = np.unique(np.concatenate(candidates), axis=0, return_inverse=True)
+    if len(points) <= n_clusters:
+        return _top_up_with_distinct_rows(client, data, points, n_clusters, backend)
     weight_parts = map_pairs(
         client, candidate_weights, chunks, states, n_candidates, backend, name="kmeans||-weights"
     )
     weights = tree_reduce(client, add_arrays, weight_parts, name="kmeans||-weights-sum")
+    weights = np.bincount(inverse.ravel(), weights=weights, minlength=len(points))
     centers = _plusplus(points, weights, n_clusters, seed)
     return local_lloyd(
         points, weights, centers, max_iter=CANDIDATE_LLOYD_ITER, tol=0.0, backend=backend
     )
+
+
+def _top_up_with_distinct_rows(
+    client: Client, data: DistributedData, points: np.ndarray, n_clusters: int, backend: str
+) -> np.ndarray:
+    """``points`` plus, one at a time, the row farthest from all chosen so far.
+
+    A row at distance > 0 from every chosen centre is new, so the centres are
+    distinct whenever the data has ``n_clusters`` distinct rows; only when it
+    has fewer are duplicates unavoidable (the fit then warns about it).
+    """
+    chosen = list(points)
+    while len(chosen) < n_clusters:
+        centers = np.array(chosen, dtype=points.dtype)
+        far = farthest(
+            client, data.chunks, send(client, centers, "kmeans||-candidates"), backend, 1
+        )
+        if far.score[0] <= 0:
+            break  # every row equals a chosen centre
+        chosen.append(far.rows[0])
+    while len(chosen) < n_clusters:
+        chosen.append(chosen[len(chosen) % len(points)])
+    return np.array(chosen, dtype=points.dtype)

@@ -105,6 +105,12 @@ def _update(
     return new_centers(stats, centers, far, empty), int(empty.size)
 
 
+def farthest(client: Client, chunks, centers, backend: str, count: int) -> RankedRows:
+    """The ``count`` rows of the distributed data farthest from their nearest centre."""
+    parts = map_chunks(client, farthest_rows, chunks, centers, backend, count, name="kmeans-far")
+    return tree_reduce(client, merge_top, parts, name="kmeans-far-merge", leading=(count,))
+
+
 def center_shift(old: np.ndarray, new: np.ndarray) -> float:
     diff = new.astype(np.float64) - old.astype(np.float64)
     return float(np.einsum("ij,ij->", diff, diff))
@@ -149,10 +155,7 @@ def lloyd(
     chunks = data.chunks
 
     def find_far(count: int) -> RankedRows:
-        parts = map_chunks(
-            client, farthest_rows, chunks, centers_future, backend, count, name="kmeans-far"
-        )
-        return tree_reduce(client, merge_top, parts, name="kmeans-far-merge", leading=(count,))
+        return farthest(client, chunks, centers_future, backend, count)
 
     converged = bool(history) and history[-1].center_shift <= tol
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
