@@ -1,0 +1,41 @@
+"""Which cluster a fit runs on, and what the dashboard shows."""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import default_client
+
+from kmeans_dask import KMeans
+
+
+def test_without_a_client_a_local_cluster_is_started_and_closed(capsys):
+    with pytest.raises(ValueError):
+        default_client()  # no client is active in this test
+    X = np.random.default_rng(0).normal(size=(2000, 3))
+    model = KMeans(3, random_state=0).fit(X)
+    printed = capsys.readouterr().out
+    assert "started a LocalCluster for this fit; dashboard: http://127.0.0.1:" in printed
+    assert isinstance(model.labels_, np.ndarray)  # gathered before the cluster closed
+    with pytest.raises(ValueError):
+        default_client()  # and nothing is left behind
+
+
+def test_the_active_client_is_used(client, capsys):
+    before = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_prefixes))
+    KMeans(3, random_state=0).fit(np.random.default_rng(0).normal(size=(2000, 3)))
+    assert "started a LocalCluster" not in capsys.readouterr().out
+    prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
+    assert len(prefixes) >= before
+    for name in ["kmeans-load", "kmeans-check", "kmeans-assign", "kmeans-label"]:
+        assert name in prefixes, prefixes
+    assert any(p.startswith("kmeans||") for p in prefixes), prefixes
+
+
+def test_dask_labels_stay_on_the_cluster_with_an_active_client(client):
+    X = da.from_array(np.random.default_rng(1).normal(size=(3000, 2)), chunks=1000)
+    model = KMeans(2, random_state=0).fit(X)
+    assert isinstance(model.labels_, da.Array)
+    assert model.labels_.chunks == ((1000, 1000, 1000),)
+    assert len(client.who_has()) > 0  # the label futures are held in worker memory
