@@ -140,7 +140,9 @@ def check_dask_array(X: da.Array, name: str = "X") -> da.Array:
     return X
 
 
-def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | da.Array | None:
+def check_sample_weight(
+    sample_weight: Any, n_samples: int, rows_of: str = "X", name: str = "sample_weight"
+) -> np.ndarray | da.Array | None:
     """Shape and type of ``sample_weight``; values are checked with the data."""
     if sample_weight is None:
         return None
@@ -151,11 +153,11 @@ def check_sample_weight(sample_weight: Any, n_samples: int) -> np.ndarray | da.A
         if weights.ndim == 0:
             weights = np.full(n_samples, weights)
     if weights.dtype.kind not in "biuf":
-        raise TypeError(f"sample_weight must be numeric, got dtype {weights.dtype}")
+        raise TypeError(f"{name} must be numeric, got dtype {weights.dtype}")
     if weights.shape != (n_samples,):
         raise ValueError(
-            f"sample_weight has shape {weights.shape}; expected ({n_samples},) to match the "
-            f"{n_samples} rows of X"
+            f"{name} has shape {weights.shape}; expected ({n_samples},) to match the "
+            f"{n_samples} rows of {rows_of}"
         )
     return weights.astype(np.float64)
 

@@ -98,6 +98,7 @@ import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
 from kmeans_dask._chunks import N_REPORTED_POSITIONS, nonfinite_positions, statistics_and_labels
+from kmeans_dask._inputs import check_sample_weight
 from kmeans_dask._validation import check_finite, check_init_array, check_weights_valid
 
 #: Rows seen between two reassignment checks, per cluster (scikit-learn's rule).
@@ -431,17 +432,9 @@ def _check_batch(batch: Any, n_features: int, dtype: np.dtype) -> np.ndarray:
 
 def _check_weights(weights: Any, n_rows: int) -> np.ndarray | None:
     """float64 weights of shape (n_rows,), finite and >= 0; None stays None."""
-    if weights is None:
+    values = check_sample_weight(weights, n_rows, rows_of="the batch", name="weights")
+    if values is None:
         return None
-    values = np.asarray(weights)
-    if values.dtype.kind not in "biuf":
-        raise TypeError(f"weights must be numeric, got dtype {values.dtype}")
-    if values.shape != (n_rows,):
-        raise ValueError(
-            f"weights have shape {values.shape}; expected ({n_rows},) to match the "
-            f"{n_rows} rows of the batch"
-        )
-    values = np.array(values, dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
     check_weights_valid(bad.size, [int(r) for r in bad[:N_REPORTED_POSITIONS]], name="weights")
     return values

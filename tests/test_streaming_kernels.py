@@ -336,7 +336,7 @@ def test_input_state_is_not_mutated():
         ([[0.0, 0.0, 0.0]] * 40, None, {}, "3 features, but the model has 2"),
         (np.zeros((0, 2)), None, {}, "0 rows"),
         ([[0.0, 0.0]] * 40, [1.0] * 39 + [-1.0], {}, "negative or non-finite"),
-        ([[0.0, 0.0]] * 40, [1.0] * 3, {}, "weights have shape"),
+        ([[0.0, 0.0]] * 40, [1.0] * 3, {}, "weights has shape"),
         ([[0.0, 0.0]] * 40, None, {"decay": 0.0}, "decay"),
         ([[0.0, 0.0]] * 40, None, {"decay": 1.5}, "decay"),
         ([[0.0, 0.0]] * 40, None, {"reassignment_ratio": -0.1}, "reassignment_ratio"),
