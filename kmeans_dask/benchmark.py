@@ -451,6 +451,8 @@ class RunResult:
     inertia: float = math.nan
     """Recomputed by :func:`exact_inertia` from the final centres."""
     centers: np.ndarray | None = field(default=None, repr=False)
+    peak_worker_rss: int | None = None
+    """Largest peak resident memory of a worker during the fit (kmeans_dask only)."""
 
 
 def _median_or_total(iteration_seconds: list[float], total: float, n_iter: int) -> float:
@@ -472,8 +474,12 @@ def run_kmeans_dask(work: Workload, backend: str = "auto") -> RunResult:
     RunResult
         ``seconds_per_iter`` is the median of ``history_`` seconds.
     """
+    from distributed import default_client
+
     from kmeans_dask import KMeans
 
+    client = default_client()
+    client.run(_reset_peak_rss)
     model = KMeans(
         n_clusters=work.init.shape[0],
         init=work.init,
@@ -496,9 +502,25 @@ def run_kmeans_dask(work: Workload, backend: str = "auto") -> RunResult:
         iteration_seconds,
         float(model.inertia_),
         centers=np.asarray(model.cluster_centers_),
+        peak_worker_rss=max(client.run(_peak_rss).values()),
     )
     del model
     return result
+
+
+def _reset_peak_rss() -> None:
+    """Reset this process's peak resident memory (Linux >= 4.0; else a no-op)."""
+    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
+def _peak_rss() -> int:
+    """This process's peak resident memory in bytes (VmHWM)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def run_faiss(work: Workload, seed: int = 0) -> RunResult:
@@ -1356,6 +1378,14 @@ def run(args: argparse.Namespace) -> int:
         f"{_fmt_seconds(overhead)} s/iter "
         f"({_fmt_fraction(overhead / ours.median_seconds_per_iter)} of ours)",
     ]
+    peaks = [r.peak_worker_rss for r in results if r.name == OURS and r.peak_worker_rss]
+    if peaks:
+        data_per_worker = X.nbytes / max(args.workers, 1)
+        extra.append(
+            f"kmeans_dask peak worker RSS during fit: {max(peaks) / 2**20:,.0f} MiB for "
+            f"{data_per_worker / 2**20:,.0f} MiB of data per worker "
+            f"(includes the Python/NumPy/Numba baseline of the worker process)"
+        )
     print()
     print(
         f"Results: {n} x {d} {dtype}, k={k}, {iters} iterations, median/min over "
