@@ -15,7 +15,7 @@ import numpy as np
 
 from kmeans_dask._kernels import accumulate, squared_distances
 from kmeans_dask._rng import row_uniforms
-from kmeans_dask._threads import limit_worker_threads
+from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
 
 #: How many offending positions an error message quotes.
@@ -231,13 +231,19 @@ def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, count
 def nearest(data: np.ndarray, centers: np.ndarray, backend_name: str):
     """Nearest centre and exact squared distance of every row of ``data``.
 
+    Outside a Dask worker the rows are split over the cores (threads).
+
     Returns
     -------
     labels : (n,) int32
     sq_dist : (n,) float64
     """
-    labels, sq_dist, _ = _nearest_with_sq_dist(data, None, centers, backend_name)
-    return labels, sq_dist
+    parts = map_row_blocks(
+        lambda block: _nearest_with_sq_dist(block, None, centers, backend_name)[:2], data
+    )
+    if len(parts) == 1:
+        return parts[0]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
 def statistics_and_labels(
@@ -247,9 +253,10 @@ def statistics_and_labels(
     n_clusters, n_features = centers.shape
     sums = np.zeros((n_clusters, n_features))
     counts = np.zeros(n_clusters)
-    labels, sq_dist, inertia = _nearest_with_sq_dist(
-        data, weights, centers, backend_name, sums, counts
-    )
+    with single_threaded_native():
+        labels, sq_dist, inertia = _nearest_with_sq_dist(
+            data, weights, centers, backend_name, sums, counts
+        )
     return ClusterStats(sums, counts, inertia), labels, sq_dist
 
 

@@ -124,6 +124,7 @@ def lloyd(
     max_iter: int,
     tol: float,
     backend: str,
+    final_backend: str | None = None,
     keep_labels: bool = True,
     history: Sequence[IterationRecord] = (),
     on_iteration: Callable[[np.ndarray, list[IterationRecord]], None] | None = None,
@@ -135,6 +136,12 @@ def lloyd(
     tol : float
         Absolute threshold on :func:`center_shift` (already scaled by the
         data's mean variance, as scikit-learn does).
+    backend : str
+        Search spec of the iterations (see :func:`kmeans_dask.backends.get_backend`).
+    final_backend : str, optional
+        Search spec of the final pass; an exact one when the iterations are
+        approximate, so labels and inertia are those of the nearest centres.
+        Defaults to ``backend``.
     keep_labels : bool
         Keep the final labels in worker memory (as futures in the result);
         streamed out-of-core fits skip this and compute labels lazily.
@@ -154,8 +161,10 @@ def lloyd(
     history = list(history)
     chunks = data.chunks
 
+    final_backend = final_backend or backend
+
     def find_far(count: int) -> RankedRows:
-        return farthest(client, chunks, centers_future, backend, count)
+        return farthest(client, chunks, centers_future, final_backend, count)
 
     converged = bool(history) and history[-1].center_shift <= tol
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
@@ -181,7 +190,7 @@ def lloyd(
     labels: list[Future] = []
     if keep_labels:
         pairs = map_chunks(
-            client, chunk_labels, chunks, centers_future, backend, name="kmeans-label"
+            client, chunk_labels, chunks, centers_future, final_backend, name="kmeans-label"
         )
         labels = [
             client.submit(operator.getitem, pair, 0, key=key)
@@ -193,7 +202,7 @@ def lloyd(
         ]
     else:
         stats_parts = map_chunks(
-            client, chunk_stats, chunks, centers_future, backend, name="kmeans-final-stats"
+            client, chunk_stats, chunks, centers_future, final_backend, name="kmeans-final-stats"
         )
     final = tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce")
     return LloydResult(

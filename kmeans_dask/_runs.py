@@ -65,6 +65,9 @@ class RunPlan:
     tol: float
     """Absolute tolerance on the summed squared centre shift."""
     backend: str
+    """Exact search: the final pass (labels, inertia)."""
+    search: str
+    """Search of the Lloyd iterations (exact, or approximate for large k)."""
     fingerprint: str
     """Identifies the fit, so a checkpoint of another fit is refused."""
     checkpoint: str | os.PathLike | None = None
@@ -168,7 +171,8 @@ def run_all(
                 progress["centers"],
                 max_iter=plan.max_iter,
                 tol=plan.tol,
-                backend=plan.backend,
+                backend=plan.search,
+                final_backend=plan.backend,
                 keep_labels=data.persisted,
                 history=progress["history"],
                 on_iteration=after_iteration,

@@ -14,10 +14,9 @@ from typing import Any
 import numpy as np
 
 from kmeans_dask._chunks import ChunkSummary
-from kmeans_dask.backends import check_backend_name
+from kmeans_dask.backends import ASSIGN_MODES, check_backend_name
 
 INIT_METHODS = ("k-means||", "k-means++", "random")
-ASSIGN_MODES = ("exact",)
 
 
 def _integer(name: str, value: Any, minimum: int) -> None:
@@ -72,6 +71,9 @@ def validate_params(params: dict[str, Any]) -> None:
         raise TypeError(f"persist must be True, False or None, got {params['persist']!r}")
     check_backend_name(params["backend"])
     _choice("assign", params["assign"], ASSIGN_MODES)
+    options = params["assign_options"]
+    if options is not None and not isinstance(options, dict):
+        raise TypeError(f"assign_options must be a dict or None, got {type(options).__name__}")
 
 
 def check_init_array(init: Any, n_clusters: int, n_features: int, dtype) -> np.ndarray:

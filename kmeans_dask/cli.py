@@ -109,6 +109,7 @@ def _fit(args: argparse.Namespace) -> int:
         tol=args.tol,
         random_state=args.random_state,
         backend=args.backend,
+        assign=args.assign,
         persist={"auto": None, "yes": True, "no": False}[args.persist],
         verbose=0 if args.json else 1,
     )
@@ -180,6 +181,67 @@ def _make_data(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.n_samples:,} x {args.n_features} {args.dtype} rows ({size / 2**20:,.1f} MiB "
         f"uncompressed) to {args.output} in {time.perf_counter() - started:.2f} s"
+    )
+    return 0
+
+
+def _read_sample(path: str, n_rows: int, seed: int) -> np.ndarray:
+    """Up to ``n_rows`` random rows (in storage order) of a Zarr array or .npy file."""
+    if path.endswith(".npy"):
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"input file {path!r} does not exist")
+        array = np.load(path, mmap_mode="r")
+    else:
+        from kmeans_dask._inputs import open_zarr
+
+        array = open_zarr(path)
+    if array.ndim != 2:
+        raise ValueError(f"{path!r} holds a {array.ndim}-D array; expected rows x features")
+    if array.shape[0] <= n_rows:
+        return np.asarray(array[:])
+    rows = np.sort(np.random.default_rng(seed).choice(array.shape[0], n_rows, replace=False))
+    return np.asarray(array[rows] if path.endswith(".npy") else array.oindex[rows, :])
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from kmeans_dask.tuning import as_rows, tune
+
+    sample = _read_sample(args.input, args.sample, args.seed)
+    if sample.dtype.kind != "f":
+        sample = sample.astype(np.float64)
+    results, best = tune(
+        sample,
+        args.n_clusters,
+        iterations=args.iterations,
+        max_inertia_gap=args.max_gap,
+        random_state=args.seed,
+    )
+    if args.json:
+        print(json.dumps({"results": as_rows(results), "recommended": as_rows([best])[0]}))
+        return 0
+    table = Table(
+        title=f"{len(sample):,} sampled rows, k={args.n_clusters}, "
+        f"{args.iterations} Lloyd iterations from the same k-means++ centres"
+    )
+    for column in ("assign", "options", "s/iter", "speed-up", "inertia gap", "recall"):
+        table.add_column(column, justify="left" if column in ("assign", "options") else "right")
+    for r in results:
+        table.add_row(
+            r.assign,
+            str(r.assign_options or ""),
+            f"{r.seconds_per_iteration:.4f}",
+            f"{r.speedup:.2f}x",
+            f"{r.inertia_gap:+.3%}",
+            f"{r.recall:.4f}",
+        )
+    Console().print(table)
+    options = f", assign_options={best.assign_options}" if best.assign_options else ""
+    print(
+        f"recommended (fastest within {args.max_gap:.2%} inertia): "
+        f"KMeans(..., assign={best.assign!r}{options})"
     )
     return 0
 
@@ -291,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kmeans-dask`` and its subcommands."""
     from kmeans_dask import benchmark
     from kmeans_dask._validation import INIT_METHODS
-    from kmeans_dask.backends import BACKEND_NAMES
+    from kmeans_dask.backends import ASSIGN_MODES, BACKEND_NAMES
 
     formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
@@ -310,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--tol", type=float, default=1e-4, help="relative tolerance (scikit-learn's)")
     fit.add_argument("--random-state", type=int, default=0, help="seed")
     fit.add_argument("--backend", default="auto", choices=BACKEND_NAMES, help="assignment backend")
+    fit.add_argument(
+        "--assign", default="exact", choices=ASSIGN_MODES, help="exact or approximate (large k)"
+    )
     fit.add_argument(
         "--persist",
         default="auto",
@@ -357,6 +422,22 @@ def build_parser() -> argparse.ArgumentParser:
     make_data.add_argument("--seed", type=int, default=0, help="random seed")
     make_data.add_argument("--overwrite", action="store_true", help="replace an existing array")
     make_data.set_defaults(run=_make_data)
+
+    tune = commands.add_parser(
+        "tune",
+        help="measure exact vs approximate assignment on a sample and recommend one",
+        formatter_class=formatter,
+    )
+    tune.add_argument("input", help="Zarr array path/URL or .npy file")
+    tune.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
+    tune.add_argument("--sample", type=int, default=100_000, help="rows to sample")
+    tune.add_argument("--iterations", type=int, default=5, help="Lloyd iterations per setting")
+    tune.add_argument(
+        "--max-gap", type=float, default=0.001, help="largest acceptable relative inertia gap"
+    )
+    tune.add_argument("--seed", type=int, default=0, help="random seed")
+    tune.add_argument("--json", action="store_true", help="print JSON")
+    tune.set_defaults(run=_tune)
 
     info = commands.add_parser("info", help="show a saved model", formatter_class=formatter)
     info.add_argument("model", help="model file")

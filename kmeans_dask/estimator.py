@@ -54,7 +54,7 @@ from kmeans_dask._validation import (
     raise_for_summary,
     validate_params,
 )
-from kmeans_dask.backends import get_backend, resolve_auto
+from kmeans_dask.backends import get_backend, resolve_auto, resolve_search
 
 
 class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
@@ -104,8 +104,17 @@ default="k-means||"
         Nearest-centroid search: "numpy" (BLAS GEMM + compiled argmin),
         "faiss-cpu" (``faiss.IndexFlatL2``); "auto" picks the fastest
         available, currently "numpy" on CPU.
-    assign : {"exact"}, default="exact"
-        Assignment mode; "exact" searches all centres.
+    assign : {"exact", "ivf", "hnsw", "auto"}, default="exact"
+        How each Lloyd iteration finds the nearest centre: "exact" searches
+        all centres with ``backend``; "ivf" and "hnsw" search a Faiss index
+        built over the *centres* each iteration (approximate: a row may get
+        a centre that is not its nearest, measured in benchmarks/RESULTS.md);
+        "auto" uses IVF only where it measured faster (k >= 4096). The
+        k-means|| initialisation, the final pass (``labels_``, ``inertia_``)
+        and ``predict`` are always exact.
+    assign_options : dict, optional
+        Options of the approximate search: ``nlist``, ``nprobe`` for "ivf"
+        (defaults ``sqrt(k)`` and 8), ``m``, ``ef_search`` for "hnsw".
     oversampling_factor : float, default=2.0
         k-means|| draws about ``oversampling_factor * n_clusters`` candidates
         per round.
@@ -179,6 +188,7 @@ default="k-means||"
         random_state: int | np.random.RandomState | None = None,
         backend: str = "auto",
         assign: str = "exact",
+        assign_options: dict | None = None,
         oversampling_factor: float = 2.0,
         init_rounds: int = 5,
         persist: bool | None = None,
@@ -195,6 +205,7 @@ default="k-means||"
         self.random_state = random_state
         self.backend = backend
         self.assign = assign
+        self.assign_options = assign_options
         self.oversampling_factor = oversampling_factor
         self.init_rounds = init_rounds
         self.persist = persist
@@ -254,6 +265,9 @@ default="k-means||"
                     )
             backend = resolve_auto() if self.backend == "auto" else self.backend
             get_backend(backend)  # fail early if its dependency is missing
+            search = resolve_search(
+                backend, self.assign, self.assign_options, self.n_clusters, X.shape[1]
+            )
             seeds = init_seeds(self.random_state, self.n_init)
             user_client = active_client()
             with client_for_fit() as client:
@@ -261,7 +275,9 @@ default="k-means||"
                 data = distribute(client, X, weights, stream_from=stream_from)
                 try:
                     raise_for_summary(data.summary)
-                    plan = self._plan(data, seeds, backend, init_centers, checkpoint, client)
+                    plan = self._plan(
+                        data, seeds, backend, search, init_centers, checkpoint, client
+                    )
                     best = run_all(
                         client,
                         data,
@@ -428,6 +444,7 @@ default="k-means||"
         data: DistributedData,
         seeds: list[int],
         backend: str,
+        search: str,
         init_centers: np.ndarray | None,
         checkpoint,
         client,
@@ -460,6 +477,7 @@ default="k-means||"
             max_iter=self.max_iter,
             tol=mean_variance * self.tol,
             backend=backend,
+            search=search,
             fingerprint=fingerprint,
             checkpoint=checkpoint,
         )

@@ -99,7 +99,21 @@ def test_unanswering_scheduler_fails_in_bounded_time_naming_it(data_path, capsys
     assert f"no Dask scheduler answered at '{address}' within 2.0 s" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("command", ["fit", "predict", "make-data", "info", "demo", "bench"])
+def test_tune_recommends_a_search(data_path, capsys):
+    assert (
+        main(["tune", data_path, "-k", "64", "--sample", "5000", "--iterations", "2", "--json"])
+        == 0
+    )
+    report = json.loads(capsys.readouterr().out)
+    assigns = [row["assign"] for row in report["results"]]
+    assert assigns[0] == "exact" and "ivf" in assigns and "hnsw" in assigns
+    assert report["results"][0]["inertia_gap"] == 0.0
+    assert report["recommended"]["inertia_gap"] <= 0.001
+
+
+@pytest.mark.parametrize(
+    "command", ["fit", "predict", "make-data", "info", "demo", "bench", "tune"]
+)
 def test_every_command_has_help_with_defaults(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])

@@ -188,7 +188,7 @@ BAD_PARAMS = [
     (
         {"assign": "approx"},
         ValueError,
-        lit("assign='approx' is not supported; expected one of ['exact']"),
+        lit("assign='approx' is not supported; expected one of ['exact', 'ivf', 'hnsw', 'auto']"),
     ),
     # init arrays
     (

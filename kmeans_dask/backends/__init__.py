@@ -20,6 +20,9 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
     # name: (module, class, pip extra that provides it)
     "numpy": ("kmeans_dask.backends.numpy_blas", "NumpyBackend", ""),
     "faiss-cpu": ("kmeans_dask.backends.faiss_cpu", "FaissCPUBackend", "faiss-cpu"),
+    # Approximate searches over the centres, for large k (assign="ivf"/"hnsw").
+    "ivf": ("kmeans_dask.backends.approximate", "IVFBackend", "faiss-cpu"),
+    "hnsw": ("kmeans_dask.backends.approximate", "HNSWBackend", "faiss-cpu"),
 }
 
 #: Order in which ``backend="auto"`` tries backends for NumPy chunks. The
@@ -27,7 +30,10 @@ _REGISTRY: dict[str, tuple[str, str, str]] = {
 #: search on every shape we benchmark (see benchmarks/RESULTS.md).
 _AUTO_ORDER_CPU = ("numpy", "faiss-cpu")
 
-BACKEND_NAMES = ("auto", *_REGISTRY)
+#: Exact backends a user chooses with ``backend=``.
+BACKEND_NAMES = ("auto", "numpy", "faiss-cpu")
+#: Assignment modes a user chooses with ``assign=``.
+ASSIGN_MODES = ("exact", "ivf", "hnsw", "auto")
 
 
 class Searcher(Protocol):
@@ -49,16 +55,36 @@ class Backend(Protocol):
         """Prepare a searcher for ``centers`` (k, d), in the data's dtype."""
 
 
-def get_backend(name: str) -> Backend:
-    """Return the backend registered as ``name`` ("auto" picks one).
+def search_spec(name: str, options: dict | None = None) -> str:
+    """A backend name with options, as one picklable string: ``"ivf:nlist=64,nprobe=8"``."""
+    if not options:
+        return name
+    return name + ":" + ",".join(f"{key}={value}" for key, value in sorted(options.items()))
+
+
+def _parse_spec(spec: str) -> tuple[str, dict]:
+    name, _, text = spec.partition(":")
+    options = {}
+    for item in filter(None, text.split(",")):
+        key, _, value = item.partition("=")
+        options[key] = int(value) if value.lstrip("-").isdigit() else value
+    return name, options
+
+
+def get_backend(spec: str) -> Backend:
+    """Return the backend for ``spec``: a registered name, optionally with options.
+
+    ``"auto"`` picks the fastest exact backend; ``"ivf:nprobe=16"`` passes
+    ``nprobe=16`` to the IVF backend (see :func:`search_spec`).
 
     Raises
     ------
     ValueError
-        If ``name`` is not a known backend.
+        If the name is not a known backend, or an option is not one it takes.
     ImportError
         If the backend's optional dependency is not installed.
     """
+    name, options = _parse_spec(spec)
     if name == "auto":
         name = resolve_auto()
     try:
@@ -74,7 +100,10 @@ def get_backend(name: str) -> Backend:
             f"backend={name!r} needs the package {extra!r}, which could not be imported "
             f"({exc}); install it with `pip install {extra}` or choose backend='numpy'"
         ) from exc
-    return getattr(module, class_name)()
+    try:
+        return getattr(module, class_name)(**options)
+    except TypeError as exc:
+        raise ValueError(f"{name!r} does not take the options {options}: {exc}") from None
 
 
 def resolve_auto() -> str:
@@ -87,6 +116,28 @@ def resolve_auto() -> str:
             continue
         return name
     raise ImportError("no assignment backend could be imported")  # numpy always can
+
+
+def resolve_search(
+    backend: str, assign: str, options: dict | None, n_clusters: int, n_features: int
+) -> str:
+    """The search spec the Lloyd iterations use for ``backend`` and ``assign``.
+
+    ``assign="exact"`` is the exact ``backend``; "ivf" and "hnsw" are the
+    approximate searches over the centres, with ``options``; "auto" takes IVF
+    only where it measured faster (large k, see
+    :func:`kmeans_dask.backends.approximate.choose_assign_mode`).
+    """
+    exact = resolve_auto() if backend == "auto" else backend
+    if assign == "auto":
+        from kmeans_dask.backends.approximate import choose_assign_mode
+
+        assign = choose_assign_mode(n_clusters, n_features)
+    if assign == "exact":
+        return exact
+    spec = search_spec(assign, options)
+    get_backend(spec)  # unknown options fail here, before any work
+    return spec
 
 
 def check_backend_name(name: object) -> str:

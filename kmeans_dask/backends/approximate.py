@@ -1,0 +1,521 @@
+"""Approximate nearest-centre search for large ``k``: IVF and HNSW over the centres.
+
+With thousands of centres the exact assignment (one GEMM against every
+centre, :mod:`kmeans_dask.backends.numpy_blas`) dominates a Lloyd iteration.
+The searchers here index the *centres* (never the data), once per iteration,
+and look only at the centres near each row:
+
+* :class:`IVFSearcher` partitions the centres with a Faiss ``IndexIVFFlat``
+  (an ``IndexFlatL2`` coarse quantizer trained on the centres themselves) and
+  returns, for each row, the nearest centre among the ``nprobe`` lists whose
+  coarse centroids are nearest to the row. By default the lists are scanned
+  with one BLAS GEMM per list over all the rows that probe it
+  (``scan="gemm"``), which gives the same answer as ``IndexIVFFlat.search``
+  at GEMM speed; ``scan="faiss"`` calls Faiss's own scanner instead.
+* :class:`HNSWSearcher` searches a Faiss ``IndexHNSWFlat`` graph over the
+  centres.
+
+Rows for which a search finds no centre (every probed list empty, or a graph
+search that returns ``-1``) are assigned by exact search, so every label is a
+valid centre index. Both searchers are deterministic for given centres and
+block: the HNSW graph is built with one OpenMP thread, and the IVF lists and
+scans were found (and are tested) not to depend on the thread count.
+
+On CPU, only the IVF searcher with the GEMM scan measured faster than the
+exact BLAS search; Faiss's own IVF scan and HNSW were slower at every shape
+benchmarked (k <= 16384, d in {64, 128}, one thread).
+
+:func:`choose_assign_mode` says when approximation pays (``assign="auto"``);
+the thresholds and defaults come from ``scripts/bench_approximate.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import faiss
+import numba
+import numpy as np
+
+from kmeans_dask.backends.numpy_blas import NumpySearcher
+
+#: Smallest number of clusters for which ``assign="auto"`` picks the IVF
+#: searcher. Measured with one thread (scripts/bench_approximate.py): at
+#: k=1024 IVF ran at 0.4-0.6x the speed of exact search, at k=4096 at
+#: 1.4-2.3x, at k=16384 at 3.2-4.8x.
+AUTO_IVF_MIN_CLUSTERS = 4096
+
+#: Below this many features exact search is cheap (argmin-bound, not
+#: GEMM-bound) and IVF hardly pays: 1.1x at k=4096, d=4 against 1.8x at d=16.
+AUTO_IVF_MIN_FEATURES = 8
+
+#: Lloyd iterations of the Faiss k-means that trains the coarse quantizer on
+#: the centres. More iterations barely change recall but cost build time.
+DEFAULT_TRAIN_ITERATIONS = 5
+
+#: Rows per call of :meth:`IVFSearcher.nearest` / :meth:`HNSWSearcher.nearest`.
+_BLOCK_ROWS = 32768
+
+#: Elements of the coarse score buffer (rows x lists) computed at once.
+_COARSE_BUFFER_ELEMENTS = 1 << 20
+
+#: HNSW build parameter (candidate list size while inserting).
+DEFAULT_EF_CONSTRUCTION = 40
+
+
+def default_nlist(n_clusters: int) -> int:
+    """Number of IVF lists used when ``nlist`` is not given.
+
+    ``round(sqrt(k))``, clipped to ``[1, k]``: it balances the coarse step
+    (``nlist`` distances per row) against the list scans (``nprobe * k /
+    nlist`` distances per row) and keeps training fast (about ``sqrt(k)``
+    centres per list).
+
+    Parameters
+    ----------
+    n_clusters : int
+        Number of centres ``k``.
+
+    Returns
+    -------
+    int
+    """
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters must be positive, got {n_clusters}")
+    return int(min(n_clusters, max(1, round(math.sqrt(n_clusters)))))
+
+
+def default_nprobe(nlist: int) -> int:
+    """Number of IVF lists probed per row when ``nprobe`` is not given: ``min(nlist, 8)``.
+
+    On the benchmark data (scripts/bench_approximate.py) the inertia lost to
+    approximation depends mostly on ``nprobe`` itself, hardly on
+    ``nprobe / nlist``: after 5 Lloyd iterations on overlapping blobs, 8
+    probes cost 0.09-0.11% of inertia at k=4096, d=128 and 0.24% at
+    k=16384, d=128 (0.23-0.52% at d=64), while 16 probes cost 0.01-0.14%
+    at about half the speed-up. With ``nlist = sqrt(k)`` a row then scans
+    about ``9 sqrt(k)`` centres instead of ``k``.
+
+    Parameters
+    ----------
+    nlist : int
+        Number of IVF lists.
+
+    Returns
+    -------
+    int
+    """
+    if nlist < 1:
+        raise ValueError(f"nlist must be positive, got {nlist}")
+    return int(min(nlist, 8))
+
+
+def default_ef_search(n_clusters: int) -> int:
+    """HNSW ``efSearch`` used when ``ef_search`` is not given: 64.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Number of centres (kept for a future size-dependent rule).
+
+    Returns
+    -------
+    int
+    """
+    del n_clusters
+    return 64
+
+
+def choose_assign_mode(n_clusters: int, n_features: int) -> str:
+    """Assignment mode that ``assign="auto"`` stands for.
+
+    Approximate (IVF, default ``nlist``/``nprobe``) search only where it
+    measured faster than exact search: ``k >= AUTO_IVF_MIN_CLUSTERS`` and
+    ``d >= AUTO_IVF_MIN_FEATURES``. The price there was a final inertia
+    0.0-0.5% above exact Lloyd's after 5 iterations on the benchmark data.
+
+    Parameters
+    ----------
+    n_clusters : int
+        Number of centres ``k``.
+    n_features : int
+        Number of features ``d``.
+
+    Returns
+    -------
+    {"exact", "ivf"}
+    """
+    if n_clusters < 1 or n_features < 1:
+        raise ValueError(
+            f"n_clusters and n_features must be positive, got {n_clusters} and {n_features}"
+        )
+    if n_clusters >= AUTO_IVF_MIN_CLUSTERS and n_features >= AUTO_IVF_MIN_FEATURES:
+        return "ivf"
+    return "exact"
+
+
+@contextmanager
+def _omp_threads(n_threads: int) -> Iterator[None]:
+    """Run the block with ``n_threads`` OpenMP threads in Faiss, then restore."""
+    previous = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n_threads)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(previous)
+
+
+def _as_centers(centers: np.ndarray) -> np.ndarray:
+    centers = np.asarray(centers)
+    if centers.ndim != 2 or centers.shape[0] < 1 or centers.shape[1] < 1:
+        raise ValueError(f"centers must be a non-empty 2-D array, got shape {centers.shape}")
+    if centers.dtype not in (np.float32, np.float64):
+        centers = centers.astype(np.float64)
+    return np.ascontiguousarray(centers)
+
+
+def _float32(array: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(array, dtype=np.float32)
+
+
+@numba.njit(nogil=True, cache=True)
+def _update_nearest(scores, bias, ids, rows, best_score, best_label):
+    """Fold one list's scores into the running nearest centre of each row.
+
+    ``scores[i, j] + bias[j]`` is the score (squared distance minus the
+    row's squared norm) of row ``rows[i]`` to centre ``ids[j]``; a centre
+    replaces the current best only if strictly better.
+    """
+    n_rows, n_candidates = scores.shape
+    for i in range(n_rows):
+        row = rows[i]
+        best = best_score[row]
+        label = best_label[row]
+        for j in range(n_candidates):
+            value = scores[i, j] + bias[j]
+            if value < best:
+                best = value
+                label = ids[j]
+        best_score[row] = best
+        best_label[row] = label
+
+
+class _ExactFallback:
+    """Exact search for the few rows an approximate search left unassigned."""
+
+    def __init__(self, centers: np.ndarray) -> None:
+        self._centers = centers
+        self._searcher: NumpySearcher | None = None
+
+    def fill(self, block: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """Replace every negative label by the exact nearest centre."""
+        missing = np.flatnonzero(labels < 0)
+        if missing.size:
+            if self._searcher is None:
+                self._searcher = NumpySearcher(self._centers)
+            rows = np.ascontiguousarray(block[missing], dtype=self._centers.dtype)
+            labels[missing] = self._searcher.nearest(rows)
+        return labels
+
+
+class IVFSearcher:
+    """Nearest centre among the centres of the ``nprobe`` nearest IVF lists.
+
+    Parameters
+    ----------
+    centers : ndarray of shape (k, d)
+        Current centres, in the data's dtype (float32 or float64).
+    nlist : int, optional
+        Number of inverted lists (coarse centroids), between 1 and ``k``.
+        Default :func:`default_nlist` (``round(sqrt(k))``).
+    nprobe : int, optional
+        Lists searched per row, between 1 and ``nlist``. Default
+        :func:`default_nprobe` (``min(nlist, 8)``).
+    scan : {"gemm", "faiss"}, default="gemm"
+        How probed lists are searched. ``"gemm"`` gathers the rows that probe
+        each list and scores them with one GEMM in the data's dtype;
+        ``"faiss"`` calls ``IndexIVFFlat.search`` (float32). Both return the
+        nearest centre among the probed lists (up to rounding and ties).
+    train_iterations : int, default=DEFAULT_TRAIN_ITERATIONS
+        Iterations of the Faiss k-means that trains the coarse quantizer.
+    seed : int, default=1234
+        Seed of that k-means (Faiss's default), for reproducible lists.
+
+    Attributes
+    ----------
+    block_rows : int
+        Rows per :meth:`nearest` call that keep scratch memory bounded.
+    nlist, nprobe : int
+        The values in use.
+    index : faiss.IndexIVFFlat
+        The index over the centres (float32).
+
+    Notes
+    -----
+    The quantizer is trained on the ``k`` centres themselves; Faiss's warning
+    about fewer than 39 training points per list is switched off
+    (``min_points_per_centroid = 1``), as ``k / nlist`` is typically far
+    below 39 and the partition only has to group nearby centres.
+    """
+
+    def __init__(
+        self,
+        centers: np.ndarray,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        *,
+        scan: Literal["gemm", "faiss"] = "gemm",
+        train_iterations: int = DEFAULT_TRAIN_ITERATIONS,
+        seed: int = 1234,
+    ) -> None:
+        centers = _as_centers(centers)
+        n_clusters, n_features = centers.shape
+        nlist = default_nlist(n_clusters) if nlist is None else int(nlist)
+        if not 1 <= nlist <= n_clusters:
+            raise ValueError(
+                f"nlist must be in [1, {n_clusters}] (the number of centres), got {nlist}"
+            )
+        nprobe = default_nprobe(nlist) if nprobe is None else int(nprobe)
+        if not 1 <= nprobe <= nlist:
+            raise ValueError(f"nprobe must be in [1, nlist={nlist}], got {nprobe}")
+        if scan not in ("gemm", "faiss"):
+            raise ValueError(f"scan must be 'gemm' or 'faiss', got {scan!r}")
+        if train_iterations < 1:
+            raise ValueError(f"train_iterations must be positive, got {train_iterations}")
+
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.scan = scan
+        self.block_rows = _BLOCK_ROWS
+        self._dtype = centers.dtype
+        self._fallback = _ExactFallback(centers)
+
+        centers32 = _float32(centers)
+        quantizer = faiss.IndexFlatL2(n_features)
+        index = faiss.IndexIVFFlat(quantizer, n_features, nlist)
+        index.cp.min_points_per_centroid = 1  # k / nlist is far below 39: no warning
+        index.cp.niter = int(train_iterations)
+        index.cp.seed = int(seed)
+        index.train(centers32)
+        index.add(centers32)
+        index.nprobe = nprobe
+        self.index = index
+        self._quantizer = quantizer  # the index does not own it: keep it alive
+
+        if scan == "gemm":
+            self._prepare_gemm(centers)
+
+    def _prepare_gemm(self, centers: np.ndarray) -> None:
+        """Lay the centres out list by list for the GEMM scan."""
+        dtype = centers.dtype
+        coarse = self._quantizer.reconstruct_n(0, self.nlist).astype(np.float64)
+        self._coarse_minus_two = np.ascontiguousarray(-2.0 * coarse, dtype=dtype)
+        self._coarse_sq_norms = np.einsum("ij,ij->i", coarse, coarse).astype(dtype)
+        invlists = self.index.invlists
+        ids = []
+        for list_no in range(self.nlist):
+            size = invlists.list_size(list_no)
+            ids.append(
+                faiss.rev_swig_ptr(invlists.get_ids(list_no), size).astype(np.int32)
+                if size
+                else np.empty(0, dtype=np.int32)
+            )
+        self._list_bounds = np.concatenate([[0], np.cumsum([len(i) for i in ids])]).astype(
+            np.int64
+        )
+        self._list_ids = np.concatenate(ids)
+        ordered = centers[self._list_ids]
+        # Scaling by -2 is exact in floating point, so no float64 detour is needed.
+        self._list_minus_two = np.multiply(ordered, -2, dtype=dtype)
+        self._list_sq_norms = np.einsum("ij,ij->i", ordered, ordered, dtype=np.float64).astype(
+            dtype
+        )
+        self._coarse_rows = max(1, _COARSE_BUFFER_ELEMENTS // self.nlist)
+
+    def _probes(self, block: np.ndarray) -> np.ndarray:
+        """(b, nprobe) indices of the lists nearest to each row (unordered)."""
+        n_rows = block.shape[0]
+        if self.nprobe == self.nlist:
+            return np.broadcast_to(np.arange(self.nlist), (n_rows, self.nlist))
+        probes = np.empty((n_rows, self.nprobe), dtype=np.int64)
+        for start in range(0, n_rows, self._coarse_rows):
+            rows = block[start : start + self._coarse_rows]
+            scores = rows @ self._coarse_minus_two.T
+            scores += self._coarse_sq_norms
+            if self.nprobe == 1:
+                probes[start : start + rows.shape[0], 0] = np.argmin(scores, axis=1)
+            else:
+                probes[start : start + rows.shape[0]] = np.argpartition(
+                    scores, self.nprobe - 1, axis=1
+                )[:, : self.nprobe]
+        return probes
+
+    def _nearest_gemm(self, block: np.ndarray) -> np.ndarray:
+        block = np.ascontiguousarray(block, dtype=self._dtype)
+        n_rows = block.shape[0]
+        probes = self._probes(block).ravel()
+        order = np.argsort(probes, kind="stable")
+        row_of = order // self.nprobe  # rows probing each list, ascending
+        row_bounds = np.concatenate([[0], np.cumsum(np.bincount(probes, minlength=self.nlist))])
+        best_score = np.full(n_rows, np.inf, dtype=self._dtype)
+        labels = np.full(n_rows, -1, dtype=np.int32)
+        for list_no in range(self.nlist):
+            first, last = self._list_bounds[list_no], self._list_bounds[list_no + 1]
+            if first == last or row_bounds[list_no] == row_bounds[list_no + 1]:
+                continue
+            rows = row_of[row_bounds[list_no] : row_bounds[list_no + 1]]
+            scores = block[rows] @ self._list_minus_two[first:last].T
+            _update_nearest(
+                scores,
+                self._list_sq_norms[first:last],
+                self._list_ids[first:last],
+                rows,
+                best_score,
+                labels,
+            )
+        return labels
+
+    def _nearest_faiss(self, block: np.ndarray) -> np.ndarray:
+        _, indices = self.index.search(_float32(block), 1)
+        return indices[:, 0].astype(np.int32)
+
+    def nearest(self, block: np.ndarray) -> np.ndarray:
+        """Index of the (approximately) nearest centre for each row of ``block``.
+
+        Parameters
+        ----------
+        block : ndarray of shape (b, d)
+
+        Returns
+        -------
+        ndarray of shape (b,), int32
+            Valid centre indices: rows that no probed list could answer are
+            searched exactly.
+        """
+        if block.shape[0] == 0:
+            return np.empty(0, dtype=np.int32)
+        scan = self._nearest_gemm if self.scan == "gemm" else self._nearest_faiss
+        return self._fallback.fill(block, scan(block))
+
+
+class HNSWSearcher:
+    """Nearest centre by greedy search of an HNSW graph over the centres.
+
+    Parameters
+    ----------
+    centers : ndarray of shape (k, d)
+        Current centres, in the data's dtype (searched in float32).
+    m : int, default=32
+        Graph degree (``IndexHNSWFlat``'s ``M``).
+    ef_search : int, optional
+        Candidate list size of a search; larger is slower and more accurate.
+        Default :func:`default_ef_search`.
+    ef_construction : int, default=DEFAULT_EF_CONSTRUCTION
+        Candidate list size while building the graph.
+
+    Attributes
+    ----------
+    block_rows : int
+    m, ef_search : int
+    index : faiss.IndexHNSWFlat
+
+    Notes
+    -----
+    The graph is built with a single OpenMP thread: a parallel build depends
+    on thread timing, and the assignment must not. Greedy graph search can
+    get stuck in one group of centres (recall 0.92 at k=1024, d=128 on the
+    benchmark blobs), and on CPU it measured 0.04-0.85x the speed of exact
+    search; prefer :class:`IVFSearcher`.
+    """
+
+    def __init__(
+        self,
+        centers: np.ndarray,
+        m: int = 32,
+        ef_search: int | None = None,
+        *,
+        ef_construction: int = DEFAULT_EF_CONSTRUCTION,
+    ) -> None:
+        centers = _as_centers(centers)
+        n_clusters, n_features = centers.shape
+        ef_search = default_ef_search(n_clusters) if ef_search is None else int(ef_search)
+        if m < 2:
+            raise ValueError(f"m must be at least 2, got {m}")
+        if ef_search < 1 or ef_construction < 1:
+            raise ValueError("ef_search and ef_construction must be positive")
+        self.m = int(m)
+        self.ef_search = ef_search
+        self.block_rows = _BLOCK_ROWS
+        self._fallback = _ExactFallback(centers)
+        index = faiss.IndexHNSWFlat(n_features, self.m)
+        index.hnsw.efConstruction = int(ef_construction)
+        with _omp_threads(1):
+            index.add(_float32(centers))
+        index.hnsw.efSearch = ef_search
+        self.index = index
+
+    def nearest(self, block: np.ndarray) -> np.ndarray:
+        """Index of the (approximately) nearest centre for each row of ``block``.
+
+        Parameters
+        ----------
+        block : ndarray of shape (b, d)
+
+        Returns
+        -------
+        ndarray of shape (b,), int32
+        """
+        if block.shape[0] == 0:
+            return np.empty(0, dtype=np.int32)
+        _, indices = self.index.search(_float32(block), 1)
+        return self._fallback.fill(block, indices[:, 0].astype(np.int32))
+
+
+class IVFBackend:
+    """Builds :class:`IVFSearcher` objects (registry name ``"ivf"``).
+
+    Parameters
+    ----------
+    nlist, nprobe : int, optional
+        Passed to every searcher; ``None`` picks the defaults from ``k``.
+    scan : {"gemm", "faiss"}, default="gemm"
+    """
+
+    name = "ivf"
+
+    def __init__(
+        self,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+        scan: Literal["gemm", "faiss"] = "gemm",
+    ) -> None:
+        self.nlist = nlist
+        self.nprobe = nprobe
+        self.scan = scan
+
+    def searcher(self, centers: np.ndarray) -> IVFSearcher:
+        """Index ``centers`` (k, d), in the data's dtype."""
+        return IVFSearcher(centers, self.nlist, self.nprobe, scan=self.scan)
+
+
+class HNSWBackend:
+    """Builds :class:`HNSWSearcher` objects (registry name ``"hnsw"``).
+
+    Parameters
+    ----------
+    m : int, default=32
+    ef_search : int, optional
+    """
+
+    name = "hnsw"
+
+    def __init__(self, m: int = 32, ef_search: int | None = None) -> None:
+        self.m = m
+        self.ef_search = ef_search
+
+    def searcher(self, centers: np.ndarray) -> HNSWSearcher:
+        """Index ``centers`` (k, d), in the data's dtype."""
+        return HNSWSearcher(centers, self.m, self.ef_search)

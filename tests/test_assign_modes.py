@@ -1,0 +1,56 @@
+"""KMeans(assign=...): approximate Lloyd iterations, exact final pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+from sklearn.datasets import make_blobs
+
+from kmeans_dask import KMeans
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    X, _ = make_blobs(n_samples=20_000, n_features=16, centers=300, random_state=0)
+    X = X.astype(np.float32)
+    return X, X[np.random.default_rng(0).choice(len(X), 256, replace=False)]
+
+
+@pytest.mark.parametrize(
+    ("assign", "options"),
+    [("ivf", None), ("ivf", {"nlist": 16, "nprobe": 8}), ("hnsw", {"ef_search": 64})],
+)
+def test_approximate_iterations_stay_within_one_percent_of_exact(
+    client, clustered, assign, options
+):
+    X, init = clustered
+    exact = KMeans(256, init=init, max_iter=8, tol=0).fit(X)
+    approx = KMeans(256, init=init, max_iter=8, tol=0, assign=assign, assign_options=options)
+    approx.fit(X)
+    assert approx.inertia_ <= 1.01 * exact.inertia_
+    # the final pass is exact: labels are the nearest final centres
+    assert_array_equal(approx.labels_, approx.predict(X))
+    distances = ((X[:, None, :] - approx.cluster_centers_[None]) ** 2).sum(-1)
+    assert approx.inertia_ == pytest.approx(distances.min(axis=1).sum(), rel=1e-4)
+
+
+def test_auto_is_exact_for_small_k(client, clustered):
+    X, init = clustered
+    exact = KMeans(256, init=init, max_iter=3, tol=0).fit(X)
+    auto = KMeans(256, init=init, max_iter=3, tol=0, assign="auto").fit(X)
+    assert_array_equal(auto.cluster_centers_, exact.cluster_centers_)
+
+
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [
+        ({"assign": "lsh"}, ValueError, r"assign='lsh' is not supported"),
+        ({"assign": "ivf", "assign_options": {"nprobes": 4}}, ValueError, "nprobes"),
+        ({"assign": "ivf", "assign_options": [("nprobe", 4)]}, TypeError, "assign_options"),
+    ],
+)
+def test_bad_assign_parameters(client, clustered, params, error, match):
+    X, _ = clustered
+    with pytest.raises(error, match=match):
+        KMeans(8, **params).fit(X[:500])
