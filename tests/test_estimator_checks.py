@@ -10,16 +10,6 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from kmeans_dask import KMeans
 
-EXPECTED_FAILED_CHECKS = {
-    # Weights of 2 equal duplicated rows for the Lloyd step (tested in
-    # test_weights.py), but the random initialisation draws rows by global
-    # index, and duplicating rows shifts those indices. scikit-learn's own
-    # KMeans marks this check the same way.
-    "check_sample_weight_equivalence_on_dense_data": (
-        "initialisation samples rows by index; duplicating rows changes the draw"
-    ),
-}
-
 
 @pytest.fixture(autouse=True)
 def _active_client(client):
@@ -27,10 +17,7 @@ def _active_client(client):
     yield
 
 
-@parametrize_with_checks(
-    [KMeans(n_clusters=3, random_state=0, max_iter=20)],
-    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
-)
+@parametrize_with_checks([KMeans(n_clusters=3, random_state=0, max_iter=20)])
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
