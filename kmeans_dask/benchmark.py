@@ -55,6 +55,8 @@ from typing import Any
 
 import numpy as np
 
+from kmeans_dask._memory import peak_rss, reset_peak_rss
+
 OURS = "kmeans_dask"
 #: Peers that ``--peers`` accepts (``spark`` is also added by ``--with-spark``).
 KNOWN_PEERS = ("faiss", "sklearn", "dask-ml", "spark")
@@ -479,7 +481,7 @@ def run_kmeans_dask(work: Workload, backend: str = "auto") -> RunResult:
     from kmeans_dask import KMeans
 
     client = default_client()
-    client.run(_reset_peak_rss)
+    client.run(reset_peak_rss)
     model = KMeans(
         n_clusters=work.init.shape[0],
         init=work.init,
@@ -502,25 +504,10 @@ def run_kmeans_dask(work: Workload, backend: str = "auto") -> RunResult:
         iteration_seconds,
         float(model.inertia_),
         centers=np.asarray(model.cluster_centers_),
-        peak_worker_rss=max(client.run(_peak_rss).values()),
+        peak_worker_rss=max(client.run(peak_rss).values()),
     )
     del model
     return result
-
-
-def _reset_peak_rss() -> None:
-    """Reset this process's peak resident memory (Linux >= 4.0; else a no-op)."""
-    with contextlib.suppress(OSError), open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-
-
-def _peak_rss() -> int:
-    """This process's peak resident memory in bytes (VmHWM)."""
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return 0
 
 
 def run_faiss(work: Workload, seed: int = 0) -> RunResult:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -30,11 +29,8 @@ from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 
 from kmeans_dask import KMeans
+from kmeans_dask._memory import peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
-
-
-def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def read_rate(path: str, threads: int) -> float:
@@ -97,7 +93,7 @@ def main() -> None:
         started = time.perf_counter()
         model.fit(args.path)
         seconds = time.perf_counter() - started
-        peak = max(client.run(_peak_rss).values())
+        peak = max(client.run(peak_rss).values())
     passes = 2 + model.n_iter_ + 1
     streamed = array.nbytes * passes / seconds
     per_iteration = np.median([r.seconds for r in model.history_])

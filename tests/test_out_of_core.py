@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import resource
-
 import numpy as np
 import pytest
 import zarr
@@ -11,6 +9,7 @@ from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
+from kmeans_dask._memory import peak_rss, reset_peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
 
 MEMORY_LIMIT = 480 * 2**20
@@ -18,20 +17,6 @@ N_FEATURES = 32
 CHUNK_ROWS = 50_000
 N_SAMPLES = 250 * CHUNK_ROWS  # 3.1 x the memory limit
 MAX_ITER = 3
-
-
-def _reset_peak_rss() -> None:
-    """Reset the kernel's high-water mark of this process (Linux >= 4.0)."""
-    with open("/proc/self/clear_refs", "w") as refs:
-        refs.write("5")
-
-
-def _peak_rss() -> int:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def _spilled(dask_worker) -> int:
@@ -78,10 +63,10 @@ def test_larger_than_memory_zarr_streams_to_the_in_memory_result(cluster, big_st
         # Compile the kernels first (Numba's compiler needs memory once per
         # process), then measure the fit alone.
         KMeans(10, init=init, max_iter=1).fit(array[: 2 * CHUNK_ROWS])
-        client.run(_reset_peak_rss)
+        client.run(reset_peak_rss)
         workers_before = set(client.scheduler_info()["workers"])
         model = KMeans(10, init=init, max_iter=MAX_ITER).fit(big_store)  # persist decided: no
-        peaks = client.run(_peak_rss)
+        peaks = client.run(peak_rss)
         spilled = client.run(_spilled)
         assert set(client.scheduler_info()["workers"]) == workers_before  # none restarted
 
