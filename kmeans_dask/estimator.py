@@ -405,6 +405,7 @@ default="k-means||"
         """
         if is_zarr_source(batches):
             array = open_zarr(batches)
+            check_dask_array(zarr_as_dask(array))  # shape and dtype before any batch
             batches = (
                 array[start : start + self.batch_size]
                 for start in range(0, array.shape[0], self.batch_size)

@@ -685,3 +685,153 @@ def test_score_bad_sample_weight(fitted, make_X, make_weights, error, match):
         fitted.score(make_X(), sample_weight=make_weights())
     assert type(info.value) is error
     assert_unchanged(fitted, before)
+
+
+# --- other entry points: Zarr, model files, cluster specs, streams, the CLI -----------
+
+
+def _zarr_input(tmp_path, kind: str) -> str:
+    import zarr
+
+    path = str(tmp_path / f"{kind}.zarr")
+    if kind == "group":
+        zarr.open_group(path, mode="w").create_array("points", shape=(10, 3), dtype="f8")
+    elif kind == "flat":
+        zarr.create_array(path, shape=(40,), dtype="f4")
+    elif kind == "text":
+        zarr.create_array(path, shape=(40, 3), dtype=str)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "error", "match"),
+    [
+        ("missing", FileNotFoundError, r"Zarr input '.*missing\.zarr' does not exist"),
+        ("group", ValueError, r"is a Zarr group, not an array.*\['points'\]"),
+        ("flat", ValueError, r"Expected a 2-D array for X, got a 1-D Dask array of shape \(40,\)"),
+        ("text", TypeError, r"X has dtype .*; expected a real numeric dtype"),
+    ],
+)
+@pytest.mark.parametrize("method", ["fit", "predict", "fit_stream"])
+def test_bad_zarr_input(fitted, tmp_path, kind, error, match, method):
+    path = _zarr_input(tmp_path, kind)
+    before = snapshot(fitted)
+    with pytest.raises(error, match=match):
+        getattr(fitted, method)(path)
+    assert_unchanged(fitted, before)
+
+
+def _model_file(tmp_path, fitted, damage: str):
+    path = tmp_path / "model.npz"
+    fitted.save(path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "garbage":
+        path.write_bytes(b"\x93NUMPY not really" * 10)
+    elif damage == "extra-key":
+        with np.load(path, allow_pickle=False) as archive:
+            entries = dict(archive)
+        np.savez(path, **entries, surprise=np.zeros(3))
+    elif damage == "missing-key":
+        with np.load(path, allow_pickle=False) as archive:
+            entries = {k: v for k, v in archive.items() if k != "cluster_centers_"}
+        np.savez(path, **entries)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        ("truncated", r"model\.npz"),
+        ("garbage", r"model\.npz"),
+        ("extra-key", r"surprise"),
+        ("missing-key", r"cluster_centers_"),
+    ],
+)
+def test_damaged_model_file_is_refused_and_left_as_is(fitted, tmp_path, damage, match):
+    import kmeans_dask
+
+    path = _model_file(tmp_path, fitted, damage)
+    content = path.read_bytes()
+    with pytest.raises(ValueError, match=match):
+        kmeans_dask.load(path)
+    assert path.read_bytes() == content
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        ("kind: local\nn_wrokers: 2\n", r"unknown key 'n_wrokers'.*n_workers"),
+        ("kind: nowhere\n", r"kind"),
+    ],
+)
+def test_cluster_spec_with_a_bad_key_starts_nothing(tmp_path, text, match):
+    from kmeans_dask.clusters import from_spec
+
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        from_spec(spec)
+
+
+def test_unanswering_scheduler_is_named_within_the_timeout(tmp_path, capsys):
+    import socket
+    import time
+
+    from kmeans_dask.cli import EXIT_FAILURE, main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{probe.getsockname()[1]}"
+    np.save(tmp_path / "x.npy", good())
+    started = time.monotonic()
+    status = main(
+        ["fit", str(tmp_path / "x.npy"), "-k", "2", "--scheduler", address, "--timeout", "1"]
+    )
+    assert status == EXIT_FAILURE and time.monotonic() - started < 30
+    assert address in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "match"),
+    [
+        (
+            lambda: with_values(good(), (3, 1, np.nan)),
+            ValueError,
+            r"non-finite.*\(row 3, column 1\)",
+        ),
+        (lambda: good()[:0], ValueError, "0 sample"),
+        (lambda: good(n_features=N_FEATURES + 1), ValueError, "features"),
+    ],
+    ids=["nan", "empty", "width"],
+)
+def test_bad_stream_batch_changes_nothing(fitted, batch, error, match):
+    fitted.partial_fit(good())  # a stream in progress
+    before = snapshot(fitted)
+    weights_before = fitted.cluster_weights_.copy()
+    with pytest.raises(error, match=match):
+        fitted.partial_fit(batch())
+    assert_unchanged(fitted, before)
+    assert_array_equal(fitted.cluster_weights_, weights_before)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, bool])
+def test_integer_and_boolean_data_fit_as_float64(client, dtype):
+    X = (good() * 3).astype(dtype) if dtype is not bool else good() > np.median(good(), axis=0)
+    as_int = KMeans(N_CLUSTERS, random_state=SEED).fit(X)
+    as_float = KMeans(N_CLUSTERS, random_state=SEED).fit(X.astype(np.float64))
+    assert as_int.cluster_centers_.dtype == np.float64
+    assert_array_equal(as_int.cluster_centers_, as_float.cluster_centers_)
+
+
+def test_zero_variance_data_fits_and_warns_when_k_exceeds_distinct_rows(client):
+    from sklearn.exceptions import ConvergenceWarning
+
+    constant = np.full((50, N_FEATURES), 7.0)
+    single = KMeans(1, random_state=SEED).fit(constant)
+    assert single.inertia_ == 0.0
+    assert_array_equal(single.cluster_centers_, np.full((1, N_FEATURES), 7.0))
+    with pytest.warns(ConvergenceWarning, match=r"distinct clusters \(1\)"):
+        several = KMeans(3, random_state=SEED).fit(constant)
+    assert np.isfinite(several.cluster_centers_).all()
