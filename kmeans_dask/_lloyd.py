@@ -12,7 +12,7 @@ from __future__ import annotations
 import operator
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from distributed import Client, Future
@@ -46,6 +46,49 @@ class IterationRecord:
     """Clusters that received no weight and were relocated."""
     seconds: float
     """Wall time of the iteration."""
+
+
+class History(list):
+    """The :class:`IterationRecord` of every iteration, shown as a table.
+
+    A plain list otherwise; ``to_pandas()`` gives a DataFrame, and notebooks
+    render it as an HTML table.
+    """
+
+    _COLUMNS = ("iteration", "inertia", "center_shift", "n_empty", "seconds")
+
+    def to_pandas(self):
+        """The history as a ``pandas.DataFrame`` indexed by iteration."""
+        import pandas
+
+        frame = pandas.DataFrame([asdict(record) for record in self], columns=self._COLUMNS)
+        return frame.set_index("iteration")
+
+    def _rows(self) -> list[tuple[str, ...]]:
+        return [
+            (
+                str(r.iteration),
+                f"{r.inertia:.6g}",
+                f"{r.center_shift:.3g}",
+                str(r.n_empty),
+                f"{r.seconds:.4f}",
+            )
+            for r in self
+        ]
+
+    def __str__(self) -> str:
+        rows = [self._COLUMNS, *self._rows()]
+        widths = [max(len(row[i]) for row in rows) for i in range(len(self._COLUMNS))]
+        return "\n".join(
+            "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows
+        )
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<th>{c}</th>" for c in self._COLUMNS)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in self._rows()
+        )
+        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 @dataclass

@@ -48,7 +48,7 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     if args.cluster:
         from kmeans_dask.clusters import from_spec
 
-        handle = from_spec(args.cluster)
+        handle = from_spec(args.cluster, **_overrides(args.set))
         with handle as client:
             _print_err(f"cluster from {args.cluster}; dashboard: {client.dashboard_link}")
             handle.wait_for_workers(timeout=args.timeout)
@@ -76,6 +76,20 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     ):
         _print_err(f"dashboard: {client.dashboard_link}")
         yield client
+
+
+def _overrides(items: list[str]) -> dict[str, Any]:
+    """``["jobs=4", "walltime=01:00:00"]`` as keyword overrides, values read as YAML."""
+    import yaml
+
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
+        parsed = yaml.safe_load(value)
+        overrides[key.replace("-", "_")] = value if key == "walltime" else parsed
+    return overrides
 
 
 def _summary(model: Any, seconds: float) -> dict[str, Any]:
@@ -336,6 +350,13 @@ def _add_cluster_options(parser: argparse.ArgumentParser, workers: int, threads:
     )
     where.add_argument(
         "--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port)"
+    )
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a key of the --cluster spec (cores, memory, jobs, walltime, ...); repeat",
     )
     group.add_argument(
         "--timeout",

@@ -13,7 +13,7 @@ import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import reduce
 from typing import Any
 
@@ -41,9 +41,10 @@ from kmeans_dask._inputs import (
     open_zarr,
     zarr_as_dask,
 )
-from kmeans_dask._lloyd import IterationRecord, LloydResult
+from kmeans_dask._lloyd import History, LloydResult
 from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._persistence import save_estimator
+from kmeans_dask._progress import LloydProgress
 from kmeans_dask._rng import init_seeds
 from kmeans_dask._runs import RunPlan, run_all
 from kmeans_dask._streaming import StreamState, init_stream_state, minibatch_update
@@ -152,9 +153,10 @@ default="k-means||"
         ``max_iter`` ends the run).
     n_iter_ : int
         Lloyd iterations run by the kept initialisation.
-    history_ : list of IterationRecord
+    history_ : History (a list of IterationRecord)
         Per-iteration inertia, centre shift, relocated empty clusters and
-        seconds of the kept run.
+        seconds of the kept run; prints and renders in notebooks as a table,
+        ``history_.to_pandas()`` gives a DataFrame.
     cluster_weights_ : ndarray of shape (n_clusters,)
         Total weight assigned to each centre (after :meth:`partial_fit`: the
         accumulated, possibly decayed, counts of the stream).
@@ -278,13 +280,14 @@ default="k-means||"
                     plan = self._plan(
                         data, seeds, backend, search, init_centers, checkpoint, client
                     )
-                    best = run_all(
-                        client,
-                        data,
-                        plan,
-                        report=self._report,
-                        on_iteration=self._report_iteration if self.verbose else None,
-                    )
+                    with LloydProgress(self.max_iter) if self.verbose else nullcontext() as bar:
+                        best = run_all(
+                            client,
+                            data,
+                            plan,
+                            report=self._report,
+                            on_iteration=bar.update if self.verbose else None,
+                        )
                     if data.persisted:
                         labels = self._labels_from(
                             best, X, data, keep_lazy=user_client is not None
@@ -303,7 +306,7 @@ default="k-means||"
         self.labels_ = labels if data.persisted else self.predict(X)
         self.inertia_ = best.inertia
         self.n_iter_ = best.n_iter
-        self.history_ = best.history
+        self.history_ = History(best.history)
         self.cluster_weights_ = best.cluster_weights
         self.n_steps_ = 0
         self.__dict__.pop("_stream", None)
@@ -515,12 +518,6 @@ default="k-means||"
     def _report(self, message: str) -> None:
         if self.verbose:
             print(f"[kmeans_dask] {message}", flush=True)
-
-    def _report_iteration(self, record: IterationRecord) -> None:
-        self._report(
-            f"iteration {record.iteration:4d}  inertia {record.inertia:.6g}  "
-            f"shift {record.center_shift:.3g}  empty {record.n_empty}  {record.seconds:.3f} s"
-        )
 
     @contextmanager
     def _unchanged_on_error(self) -> Iterator[None]:

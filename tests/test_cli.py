@@ -130,3 +130,24 @@ def test_fit_on_a_cluster_spec(data_path, capsys):
     captured = capsys.readouterr()
     assert f"cluster from {spec}" in captured.err
     assert json.loads(captured.out)["n_clusters"] == 5
+
+
+def test_cluster_spec_overrides_from_the_command_line(data_path, capsys):
+    spec = str(Path(__file__).parents[1] / "cluster_specs" / "local.yaml")
+    args = [
+        "fit",
+        data_path,
+        "-k",
+        "5",
+        "--json",
+        "--cluster",
+        spec,
+        "--set",
+        "n_workers=1",
+        "--set",
+        "threads_per_worker=1",
+    ]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["n_clusters"] == 5
+    assert main([*args[:-2], "--set", "n_wrokers=1"]) == EXIT_BAD_INPUT
+    assert "n_wrokers" in capsys.readouterr().err

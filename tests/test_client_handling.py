@@ -39,3 +39,23 @@ def test_dask_labels_stay_on_the_cluster_with_an_active_client(client):
     assert isinstance(model.labels_, da.Array)
     assert model.labels_.chunks == ((1000, 1000, 1000),)
     assert len(client.who_has()) > 0  # the label futures are held in worker memory
+
+
+def test_verbose_fit_prints_progress_and_history_is_a_table(client, capsys):
+    X = np.random.default_rng(2).normal(size=(3000, 2))
+    model = KMeans(4, random_state=0, verbose=1, tol=0, max_iter=5).fit(X)
+    printed = capsys.readouterr().out
+    assert printed.count("[kmeans_dask] iteration") == model.n_iter_ == 5
+    table = str(model.history_)
+    assert table.splitlines()[0].split() == [
+        "iteration",
+        "inertia",
+        "center_shift",
+        "n_empty",
+        "seconds",
+    ]
+    assert len(table.splitlines()) == 6
+    assert "<table>" in model.history_._repr_html_()
+    frame = model.history_.to_pandas()
+    assert list(frame.index) == [1, 2, 3, 4, 5]
+    assert frame["inertia"].is_monotonic_decreasing
