@@ -8,7 +8,6 @@ whatever the chunking, the worker count or the order tasks run in.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils import check_random_state
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
@@ -33,5 +32,7 @@ def row_uniforms(seed: int, stream: int, start: int, stop: int) -> np.ndarray:
 
 def init_seeds(random_state, n_init: int) -> list[int]:
     """One independent 31-bit seed per initialisation, from ``random_state``."""
+    from sklearn.utils import check_random_state  # not needed on the workers
+
     rng = check_random_state(random_state)
     return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n_init)]
