@@ -1,7 +1,7 @@
 """The ``kmeans-dask`` command line.
 
-Subcommands: ``demo``, ``fit``, ``predict``, ``make-data``, ``info`` and
-``bench``. Every option shows its default in ``--help``. Exit status: 0 on
+Subcommands: ``demo``, ``fit``, ``predict``, ``make-data``, ``elbow``,
+``tune``, ``info`` and ``bench``. Every option shows its default in ``--help``. Exit status: 0 on
 success, 2 when the input is refused (bad arguments, files or data), 1 when
 something fails while running (e.g. a scheduler that does not answer).
 """
@@ -342,6 +342,65 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _parse_ks(text: str) -> list[int]:
+    """``--ks 2,4,8,16`` -> [2, 4, 8, 16]."""
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers such as 2,4,8,16, got {text!r}"
+        ) from None
+
+
+def _elbow(args: argparse.Namespace) -> int:
+    from kmeans_dask.elbow import elbow
+
+    if args.png:  # refuse before fitting anything
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ValueError("--png needs matplotlib: pip install matplotlib") from None
+    X = _open_input(args.input)
+    with _client(args):
+        result = elbow(
+            X,
+            args.ks,
+            random_state=args.random_state,
+            scale=args.scale,
+            init=args.init,
+            max_iter=args.max_iter,
+            verbose=0,
+        )
+    if args.png:
+        from kmeans_dask.plotting import plot_elbow
+
+        plot_elbow(result).figure.savefig(args.png, dpi=120)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "suggested_k": result.suggested_k,
+                    "scale": result.scale,
+                    "png": args.png,
+                    "results": result.to_rows(),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    for row in result.to_rows():
+        mark = "  <- elbow" if row["suggested"] else ""
+        print(f"k={row['k']:>5}  inertia {row['inertia']:.6g}  {row['seconds']:.2f} s{mark}")
+    print(
+        f"suggested k: {result.suggested_k}"
+        if result.suggested_k is not None
+        else "no elbow found (try more or wider --ks)"
+    )
+    if args.png:
+        print(f"plot written to {args.png}")
+    return 0
+
+
 def _add_cluster_options(parser: argparse.ArgumentParser, workers: int, threads: int) -> None:
     group = parser.add_argument_group("cluster")
     where = group.add_mutually_exclusive_group()
@@ -459,6 +518,29 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seed", type=int, default=0, help="random seed")
     tune.add_argument("--json", action="store_true", help="print JSON")
     tune.set_defaults(run=_tune)
+
+    elbow_cmd = commands.add_parser(
+        "elbow",
+        help="fit several k on the same data and suggest one (kneedle elbow)",
+        formatter_class=formatter,
+    )
+    elbow_cmd.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
+    elbow_cmd.add_argument(
+        "--ks", type=_parse_ks, default=[2, 4, 8, 16, 32], help="comma-separated k to fit"
+    )
+    elbow_cmd.add_argument("--png", default=None, help="write the elbow plot to this PNG")
+    elbow_cmd.add_argument(
+        "--scale",
+        default="log",
+        choices=("log", "linear"),
+        help="inertia scale on which the elbow is sought",
+    )
+    elbow_cmd.add_argument("--init", default="k-means||", choices=INIT_METHODS, help="init")
+    elbow_cmd.add_argument("--max-iter", type=int, default=300, help="Lloyd iterations per fit")
+    elbow_cmd.add_argument("--random-state", type=int, default=0, help="seed of every fit")
+    elbow_cmd.add_argument("--json", action="store_true", help="print JSON only")
+    _add_cluster_options(elbow_cmd, workers=1, threads=2)
+    elbow_cmd.set_defaults(run=_elbow)
 
     info = commands.add_parser("info", help="show a saved model", formatter_class=formatter)
     info.add_argument("model", help="model file")

@@ -111,8 +111,22 @@ def test_tune_recommends_a_search(data_path, capsys):
     assert report["recommended"]["inertia_gap"] <= 0.001
 
 
+def test_elbow_writes_a_png_and_suggests_k(tmp_path, on_cluster, capsys):
+    path = str(tmp_path / "four.zarr")
+    assert (
+        main(["make-data", path, "-n", "4000", "-d", "2", "-k", "4", "--cluster-std", "0.3"]) == 0
+    )
+    png = tmp_path / "elbow.png"
+    capsys.readouterr()
+    args = ["elbow", path, "--ks", "1,2,3,4,5,6,8", "--png", str(png), "--json", *on_cluster]
+    assert main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["suggested_k"] == 4
+    assert png.stat().st_size > 10_000
+
+
 @pytest.mark.parametrize(
-    "command", ["fit", "predict", "make-data", "info", "demo", "bench", "tune"]
+    "command", ["fit", "predict", "make-data", "info", "demo", "bench", "tune", "elbow"]
 )
 def test_every_command_has_help_with_defaults(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

@@ -1,0 +1,416 @@
+"""Diagnostic plots of a fitted :class:`~kmeans_dask.KMeans` (matplotlib).
+
+matplotlib is imported only when a function here is called (``pip install
+matplotlib`` if it is missing). Without a display (Linux with neither
+``DISPLAY`` nor ``WAYLAND_DISPLAY``) and with no backend chosen by the user
+(``MPLBACKEND`` or an imported ``matplotlib.pyplot``), the non-interactive Agg
+backend is selected, so the functions work on cluster nodes and in CI; save
+the figures with ``ax.figure.savefig(...)``.
+
+Functions that look at the data (:func:`silhouette_on_sample`,
+:func:`plot_silhouette`, :func:`plot_clusters_2d`) work on a uniform random
+sample of rows: for a Dask array only the sampled rows are computed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+    from kmeans_dask.elbow import ElbowResult
+
+__all__ = [
+    "plot_clusters_2d",
+    "plot_convergence",
+    "plot_elbow",
+    "plot_silhouette",
+    "silhouette_on_sample",
+]
+
+RandomState = int | np.random.Generator | None
+
+
+def _pyplot() -> Any:
+    """``matplotlib.pyplot``, with the Agg backend when there is no display."""
+    try:
+        import matplotlib
+    except ImportError as exc:
+        raise ImportError(
+            "kmeans_dask.plotting needs matplotlib, which is not installed: pip install matplotlib"
+        ) from exc
+    no_display = sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    )
+    if no_display and "MPLBACKEND" not in os.environ and "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.8)) -> Axes:
+    if ax is not None:
+        return ax
+    _, ax = _pyplot().subplots(figsize=figsize, layout="constrained")
+    return ax
+
+
+def _sample_rows(X: Any, n_samples: int, random_state: RandomState) -> np.ndarray:
+    """Up to ``n_samples`` distinct random rows of X (in row order) as a NumPy array.
+
+    X is a NumPy-like array or a Dask array; of a Dask array only the chunks
+    holding sampled rows are computed.
+    """
+    if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer):
+        raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+    if n_samples < 2:
+        raise ValueError(f"n_samples must be an integer >= 2, got {n_samples}")
+    if not hasattr(X, "shape") or not hasattr(X, "__getitem__"):
+        X = np.asarray(X)
+    if len(X.shape) != 2:
+        raise ValueError(f"X must be 2-D (n_samples, n_features), got shape {X.shape}")
+    n_rows = X.shape[0]
+    if isinstance(n_rows, float) and np.isnan(n_rows):
+        raise ValueError("X has unknown chunk sizes: call X.compute_chunk_sizes() first")
+    if n_rows > n_samples:
+        rng = np.random.default_rng(random_state)
+        rows = np.sort(rng.choice(n_rows, size=n_samples, replace=False))
+        X = X[rows]
+    if hasattr(X, "compute"):
+        X = X.compute()
+    return np.asarray(X)
+
+
+def _sample_and_labels(
+    model: Any, X: Any, n_samples: int, random_state: RandomState
+) -> tuple[np.ndarray, np.ndarray]:
+    check_is_fitted(model)
+    sample = _sample_rows(X, n_samples, random_state)
+    labels = np.asarray(model.predict(sample))
+    return sample, labels
+
+
+def _check_two_labels(labels: np.ndarray, n_rows: int) -> None:
+    n_labels = np.unique(labels).size
+    if not 2 <= n_labels <= n_rows - 1:
+        raise ValueError(
+            f"the silhouette needs 2 to n_samples - 1 distinct clusters in the sample; the "
+            f"{n_rows} sampled rows fall in {n_labels} cluster(s)"
+        )
+
+
+def plot_convergence(model: Any, ax: Axes | None = None) -> Axes:
+    """Inertia and centre shift per Lloyd iteration, from ``model.history_``.
+
+    The inertia (of the assignment to the centres entering each iteration)
+    is drawn on a log y axis with the final ``inertia_`` as a dashed line;
+    the centre shift (sum of squared centre moves) on a second, log-scaled
+    y axis sharing x (``ax.get_shared_x_axes().get_siblings(ax)``).
+    Iterations whose shift is exactly 0 have no point on the log axis.
+
+    Parameters
+    ----------
+    model : KMeans
+        A model fitted with :meth:`KMeans.fit` (models from ``partial_fit``
+        or loaded from a file keep no history).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure is made when None.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        The inertia axes.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If the model is not fitted.
+    ValueError
+        If the model has no iteration history.
+
+    Examples
+    --------
+    >>> from kmeans_dask import KMeans
+    >>> from kmeans_dask.plotting import plot_convergence
+    >>> model = KMeans(8, random_state=0).fit(X)  # doctest: +SKIP
+    >>> plot_convergence(model).figure.savefig("convergence.png")  # doctest: +SKIP
+    """
+    check_is_fitted(model)
+    history = list(getattr(model, "history_", None) or [])
+    if not history:
+        raise ValueError(
+            "the model has no iteration history (history_): plot_convergence needs a model "
+            "fitted with KMeans.fit; partial_fit and loaded models keep none"
+        )
+    iterations = [r.iteration for r in history]
+    ax = _axes(ax)
+    (inertia_line,) = ax.plot(
+        iterations, [r.inertia for r in history], "o-", color="C0", label="inertia"
+    )
+    final = ax.axhline(
+        model.inertia_, color="C0", linestyle="--", linewidth=1, label="final inertia"
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("inertia")
+    shift_ax = ax.twinx()
+    shifts = np.array([r.center_shift for r in history], dtype=np.float64)
+    (shift_line,) = shift_ax.plot(
+        iterations, np.where(shifts > 0, shifts, np.nan), "s-", color="C1", label="centre shift"
+    )
+    if np.any(shifts > 0):
+        shift_ax.set_yscale("log")
+    shift_ax.set_ylabel("centre shift (sum of squared moves)")
+    ax.legend(handles=[inertia_line, final, shift_line], loc="upper right")
+    ax.set_title(f"k={model.n_clusters}: {len(history)} iteration(s)")
+    return ax
+
+
+def plot_elbow(result: ElbowResult, ax: Axes | None = None) -> Axes:
+    """Inertia against k, with the suggested elbow marked.
+
+    Draws the (k, inertia) curve, the chord from its first to its last point
+    (the kneedle rule picks the point farthest below it) and, when there is
+    one, the suggested ``k`` as a red marker and a vertical line. The y axis
+    is logarithmic when the elbow was sought on log(inertia)
+    (``result.scale == "log"``, the default), so the chord drawn is the one
+    the rule used.
+
+    Parameters
+    ----------
+    result : ElbowResult
+        What :func:`kmeans_dask.elbow.elbow` returned.
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure is made when None.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from kmeans_dask.elbow import elbow
+    >>> from kmeans_dask.plotting import plot_elbow
+    >>> result = elbow(X, range(1, 11))  # doctest: +SKIP
+    >>> plot_elbow(result).figure.savefig("elbow.png")  # doctest: +SKIP
+    """
+    if not result.ks:
+        raise ValueError("the ElbowResult is empty: nothing to plot")
+    ax = _axes(ax)
+    ax.plot(result.ks, result.inertias, "o-", color="C0", label="inertia")
+    if len(result.ks) >= 2:
+        ax.plot(
+            [result.ks[0], result.ks[-1]],
+            [result.inertias[0], result.inertias[-1]],
+            linestyle=":",
+            color="0.5",
+            label="chord",
+        )
+    if result.suggested_k is not None:
+        k = result.suggested_k
+        inertia = result.inertias[result.ks.index(k)]
+        ax.axvline(k, color="C3", linestyle="--", linewidth=1)
+        ax.plot([k], [inertia], "o", color="C3", markersize=12, label=f"elbow: k={k}")
+        ax.set_title(f"elbow at k={k}")
+    else:
+        ax.set_title("no elbow found")
+    if getattr(result, "scale", "linear") == "log" and min(result.inertias) > 0:
+        ax.set_yscale("log")
+    ax.set_xlabel("number of clusters k")
+    ax.set_ylabel("inertia")
+    ax.legend()
+    return ax
+
+
+def silhouette_on_sample(
+    model: Any, X: Any, n_samples: int = 10_000, random_state: RandomState = 0
+) -> float:
+    """Mean silhouette coefficient of a random sample of rows.
+
+    The silhouette costs O(n²) in the number of rows, so it is computed
+    (with :func:`sklearn.metrics.silhouette_score`) on up to ``n_samples``
+    rows drawn uniformly without replacement, labelled by ``model.predict``.
+
+    Parameters
+    ----------
+    model : KMeans
+        A fitted model.
+    X : array-like or dask.array of shape (n_samples, n_features)
+        The data; of a Dask array only the sampled rows are computed.
+    n_samples : int, default=10000
+        Rows in the sample (all rows if X has fewer).
+    random_state : int, numpy.random.Generator or None, default=0
+        Seed of the sample.
+
+    Returns
+    -------
+    score : float
+        In [-1, 1]; near 1 for compact, well-separated clusters.
+
+    Raises
+    ------
+    sklearn.exceptions.NotFittedError
+        If the model is not fitted.
+    ValueError
+        If the sample falls in fewer than two clusters.
+
+    Examples
+    --------
+    >>> from kmeans_dask.plotting import silhouette_on_sample
+    >>> silhouette_on_sample(model, X, n_samples=5_000)  # doctest: +SKIP
+    0.79...
+    """
+    from sklearn.metrics import silhouette_score
+
+    sample, labels = _sample_and_labels(model, X, n_samples, random_state)
+    _check_two_labels(labels, sample.shape[0])
+    return float(silhouette_score(sample, labels))
+
+
+def plot_silhouette(
+    model: Any,
+    X: Any,
+    n_samples: int = 10_000,
+    ax: Axes | None = None,
+    random_state: RandomState = 0,
+) -> Axes:
+    """Per-cluster silhouette profile of a random sample of rows.
+
+    For each cluster present in the sample, its rows' silhouette values are
+    sorted and drawn as one filled band, labelled with the cluster index; a
+    dashed vertical line marks the mean (:func:`silhouette_on_sample` with
+    the same arguments gives the same value).
+
+    Parameters
+    ----------
+    model : KMeans
+        A fitted model.
+    X : array-like or dask.array of shape (n_samples, n_features)
+        The data; of a Dask array only the sampled rows are computed.
+    n_samples : int, default=10000
+        Rows in the sample (all rows if X has fewer).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure is made when None.
+    random_state : int, numpy.random.Generator or None, default=0
+        Seed of the sample.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> from kmeans_dask.plotting import plot_silhouette
+    >>> plot_silhouette(model, X).figure.savefig("silhouette.png")  # doctest: +SKIP
+    """
+    from sklearn.metrics import silhouette_samples
+
+    sample, labels = _sample_and_labels(model, X, n_samples, random_state)
+    _check_two_labels(labels, sample.shape[0])
+    values = silhouette_samples(sample, labels)
+    mean = float(values.mean())
+    ax = _axes(ax, figsize=(6.4, max(4.8, 0.25 * np.unique(labels).size)))
+    cmap = _pyplot().get_cmap("tab20" if model.n_clusters > 10 else "tab10")
+    gap = max(1, sample.shape[0] // 100)
+    bottom = gap
+    for cluster in np.unique(labels):
+        band = np.sort(values[labels == cluster])
+        rows = np.arange(bottom, bottom + band.size)
+        ax.fill_betweenx(rows, 0, band, color=cmap(int(cluster) % cmap.N), alpha=0.8)
+        ax.text(-0.05, bottom + band.size / 2, str(cluster), ha="right", va="center")
+        bottom += band.size + gap
+    ax.axvline(mean, color="C3", linestyle="--", label=f"mean {mean:.3f}")
+    ax.set_xlim(min(-0.1, float(values.min()) - 0.05), 1.0)
+    ax.set_ylim(0, bottom)
+    ax.set_yticks([])
+    ax.set_xlabel("silhouette coefficient")
+    ax.set_ylabel("cluster")
+    ax.set_title(f"silhouette of {sample.shape[0]:,} sampled rows")
+    ax.legend(loc="lower right")
+    return ax
+
+
+def plot_clusters_2d(
+    model: Any,
+    X: Any,
+    n_samples: int = 5_000,
+    ax: Axes | None = None,
+    random_state: RandomState = 0,
+) -> Axes:
+    """Scatter of a row sample on its first two principal components.
+
+    A PCA (:class:`sklearn.decomposition.PCA`) is fitted on up to
+    ``n_samples`` random rows; the rows are coloured by ``model.predict``
+    and the projected ``cluster_centers_`` drawn as black crosses. With a
+    single feature the second coordinate is 0.
+
+    Parameters
+    ----------
+    model : KMeans
+        A fitted model.
+    X : array-like or dask.array of shape (n_samples, n_features)
+        The data; of a Dask array only the sampled rows are computed.
+    n_samples : int, default=5000
+        Rows in the sample (all rows if X has fewer).
+    ax : matplotlib.axes.Axes, optional
+        Where to draw; a new figure is made when None.
+    random_state : int, numpy.random.Generator or None, default=0
+        Seed of the sample.
+
+    Returns
+    -------
+    ax : matplotlib.axes.Axes
+        ``ax.collections[0]`` holds the rows, ``ax.collections[1]`` the centres.
+
+    Examples
+    --------
+    >>> from kmeans_dask.plotting import plot_clusters_2d
+    >>> plot_clusters_2d(model, X).figure.savefig("clusters.png")  # doctest: +SKIP
+    """
+    from sklearn.decomposition import PCA
+
+    sample, labels = _sample_and_labels(model, X, n_samples, random_state)
+    centers = np.asarray(model.cluster_centers_, dtype=np.float64)
+    sample = sample.astype(np.float64, copy=False)
+    n_components = min(2, sample.shape[1])
+    pca = PCA(n_components=n_components).fit(sample)
+    points, projected = pca.transform(sample), pca.transform(centers)
+    if n_components == 1:
+        points = np.column_stack([points, np.zeros(len(points))])
+        projected = np.column_stack([projected, np.zeros(len(projected))])
+    ax = _axes(ax)
+    cmap = "tab20" if model.n_clusters > 10 else "tab10"
+    ax.scatter(
+        points[:, 0],
+        points[:, 1],
+        c=labels % 20,
+        cmap=cmap,
+        vmin=0,
+        vmax=19 if model.n_clusters > 10 else 9,
+        s=4,
+        alpha=0.6,
+        linewidths=0,
+        label="rows",
+    )
+    ax.scatter(
+        projected[:, 0],
+        projected[:, 1],
+        marker="X",
+        s=120,
+        c="black",
+        edgecolors="white",
+        label="centres",
+    )
+    ratios = [*pca.explained_variance_ratio_, 0.0]
+    ax.set_xlabel(f"PC1 ({ratios[0]:.0%} of variance)")
+    ax.set_ylabel(f"PC2 ({ratios[1]:.0%} of variance)" if n_components == 2 else "(1 feature)")
+    ax.set_title(f"{sample.shape[0]:,} sampled rows, k={model.n_clusters}")
+    ax.legend(loc="best")
+    return ax
