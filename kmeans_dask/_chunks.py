@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
 from kmeans_dask._kernels import accumulate, squared_distances
 from kmeans_dask._rng import row_uniforms
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
@@ -260,17 +261,51 @@ def statistics_and_labels(
     return ClusterStats(sums, counts, inertia), labels, sq_dist
 
 
-def chunk_stats(chunk: RowSource, centers: np.ndarray, backend_name: str) -> ClusterStats:
-    """Map task of a Lloyd iteration: the chunk's partial statistics."""
+def bounded_statistics(
+    source: RowSource, centers: np.ndarray, backend_name: str, ticket: BoundsTicket
+) -> tuple[ClusterStats, np.ndarray]:
+    """Statistics and labels of a chunk, skipping rows whose Hamerly bounds allow.
+
+    The bounds left by the previous iteration of the same run are taken from
+    this process's memo (when the chunk has them) and, if ``ticket.keep``,
+    this iteration's are left there for the next one.
+    """
+    chunk = _start_task(source)
+    previous = MEMO.take(source, ticket.run, ticket.iteration - 1)
+    n_clusters, n_features = centers.shape
+    sums = np.zeros((n_clusters, n_features))
+    counts = np.zeros(n_clusters)
+    searcher = get_backend(backend_name).searcher(centers.astype(chunk.data.dtype, copy=False))
+    with single_threaded_native():
+        bounds, _, inertia = bounded_assign(
+            chunk.data, chunk.weights, centers, searcher, previous, ticket.movement, sums, counts
+        )
+    if ticket.keep:
+        MEMO.put(source, ticket.run, ticket.iteration, bounds)
+    return ClusterStats(sums, counts, inertia), bounds.labels
+
+
+def chunk_stats(
+    chunk: RowSource, centers: np.ndarray, backend_name: str, ticket: BoundsTicket | None = None
+) -> ClusterStats:
+    """Map task of a Lloyd iteration: the chunk's partial statistics.
+
+    With a ``ticket`` the rows' Hamerly bounds are used and kept on the worker.
+    """
+    if ticket is not None:
+        return bounded_statistics(chunk, centers, backend_name, ticket)[0]
     chunk = _start_task(chunk)
     stats, _, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
     return stats
 
 
 def chunk_labels(
-    chunk: RowSource, centers: np.ndarray, backend_name: str
+    chunk: RowSource, centers: np.ndarray, backend_name: str, ticket: BoundsTicket | None = None
 ) -> tuple[np.ndarray, ClusterStats]:
     """Final pass: labels of the chunk's rows and its statistics."""
+    if ticket is not None:
+        stats, labels = bounded_statistics(chunk, centers, backend_name, ticket)
+        return labels, stats
     chunk = _start_task(chunk)
     stats, labels, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
     return labels, stats

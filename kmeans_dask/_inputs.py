@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 import os
+from concurrent.futures import CancelledError
 from dataclasses import dataclass
 from functools import reduce
 from typing import Any
@@ -24,7 +25,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from distributed import Client, Future
+from distributed import Client, Future, wait
 
 from kmeans_dask._chunks import Chunk, ChunkSummary, ZarrBlock, make_chunk, settle, summarize
 from kmeans_dask._mapreduce import map_chunks, task_keys
@@ -210,15 +211,22 @@ class DistributedData:
         RuntimeError
             If a chunk was lost that cannot be re-sent.
         """
+        futures = [c for c in self.chunks if isinstance(c, Future)]
+        if self.client_copy is None:
+            # The scheduler recomputes lost chunks from their graph; wait for them.
+            try:
+                with client.as_current():
+                    wait(futures)
+            except CancelledError as exc:
+                raise RuntimeError(
+                    "data chunk(s) were lost with a worker and cannot be recomputed"
+                ) from exc
+            return 0
         lost = [
             i
             for i, c in enumerate(self.chunks)
             if isinstance(c, Future) and c.status != "finished"
         ]
-        if lost and self.client_copy is None:
-            raise RuntimeError(
-                f"{len(lost)} data chunk(s) were lost with a worker and cannot be recomputed"
-            )
         if lost:
             scattered = client.scatter([self.client_copy[i] for i in lost], hash=False)
             for i, future in zip(

@@ -40,6 +40,49 @@ def argmin_columns(scores_t, center_bias, labels):
                 labels[i] = j
 
 
+@numba.njit(nogil=True, cache=True)
+def argmin2_columns(scores_t, center_bias, labels, second):
+    """Like :func:`argmin_columns`, also writing the runner-up score to ``second``.
+
+    ``second[i]`` is ``min_{j != labels[i]}(scores_t[j, i] + center_bias[j])``,
+    or ``inf`` when there is a single centre.
+    """
+    n_centers, n_points = scores_t.shape
+    best = np.empty(n_points, dtype=scores_t.dtype)
+    bias0 = center_bias[0]
+    for i in range(n_points):
+        best[i] = scores_t[0, i] + bias0
+        second[i] = np.inf
+        labels[i] = 0
+    for j in range(1, n_centers):
+        bias = center_bias[j]
+        for i in range(n_points):
+            # Branch-free (selects, min, max) so the loop vectorises.
+            value = scores_t[j, i] + bias
+            current = best[i]
+            second[i] = min(second[i], max(current, value))
+            labels[i] = j if value < current else labels[i]
+            best[i] = min(current, value)
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
+def runner_up_distances(block, second, error_scale, max_center_sq_norm, out):
+    """Lower bounds on each row's distance to its runner-up centre.
+
+    ``second[i]`` is the row's runner-up GEMM score ``||c||^2 - 2 c.x``;
+    ``error_scale * (||x||^2 + max ||c||^2)`` bounds its rounding error,
+    which is subtracted before the square root.
+    """
+    n_points, n_features = block.shape
+    for i in range(n_points):
+        sq_norm = 0.0
+        for f in range(n_features):
+            x = np.float64(block[i, f])
+            sq_norm += x * x
+        value = sq_norm + second[i] - error_scale * (sq_norm + max_center_sq_norm)
+        out[i] = np.sqrt(max(value, 0.0))
+
+
 @numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
 def accumulate(block, labels, weights, centers, sums, counts, sq_dist):
     """Add one block's points into per-cluster ``sums`` and ``counts``.
@@ -88,3 +131,72 @@ def squared_distances(block, labels, centers, out):
             diff = np.float64(block[i, f]) - centers[label, f]
             dist += diff * diff
         out[i] = dist
+
+
+@numba.njit(nogil=True, cache=True)
+def loosen_bounds(
+    labels,
+    upper,
+    lower,
+    shift,
+    largest_shift,
+    largest_center,
+    runner_up_shift,
+    half_gap,
+    candidates,
+):
+    """Move Hamerly bounds to new centres and list the rows that fail the test.
+
+    ``upper[i]`` bounds the distance from row ``i`` to its centre
+    ``labels[i]`` from above, ``lower[i]`` the distance to every other
+    centre from below, both for the previous centres. Each centre ``j``
+    moved by at most ``shift[j]``; the largest move is ``largest_shift``
+    (by centre ``largest_center``), the next largest ``runner_up_shift``.
+    ``half_gap[j]`` is at most half the distance from centre ``j`` to its
+    nearest other centre. A row passes when its upper bound is at most
+    ``max(lower, half_gap)``: its centre is still the nearest. The bounds
+    are updated in place; the rows that fail are written to ``candidates``.
+
+    Returns
+    -------
+    int
+        How many rows were written to ``candidates``.
+    """
+    n_candidates = 0
+    for i in range(labels.shape[0]):
+        label = labels[i]
+        bound_upper = upper[i] + shift[label]
+        bound_lower = lower[i] - (runner_up_shift if label == largest_center else largest_shift)
+        upper[i] = bound_upper
+        lower[i] = bound_lower
+        if bound_upper > max(bound_lower, half_gap[label]):
+            candidates[n_candidates] = i
+            n_candidates += 1
+    return n_candidates
+
+
+@numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
+def tighten_bounds(block, labels, upper, lower, centers, half_gap, candidates, n_candidates):
+    """Replace the candidates' upper bounds by their exact distances and test again.
+
+    The rows that still fail stay at the front of ``candidates``.
+
+    Returns
+    -------
+    int
+        How many rows still fail.
+    """
+    n_features = block.shape[1]
+    n_pending = 0
+    for position in range(n_candidates):
+        i = candidates[position]
+        label = labels[i]
+        dist = 0.0
+        for f in range(n_features):
+            diff = np.float64(block[i, f]) - centers[label, f]
+            dist += diff * diff
+        upper[i] = np.sqrt(dist)
+        if upper[i] > max(lower[i], half_gap[label]):
+            candidates[n_pending] = i
+            n_pending += 1
+    return n_pending

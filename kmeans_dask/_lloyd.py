@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import operator
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from distributed import Client, Future
 
+from kmeans_dask._bounds import BoundsTicket, center_movement
 from kmeans_dask._chunks import (
     Chunk,
     ClusterStats,
@@ -28,6 +30,7 @@ from kmeans_dask._chunks import (
     merge_top,
     statistics_and_labels,
 )
+from kmeans_dask._hosts import ChunkHosts, combine_in_tree
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
@@ -168,6 +171,8 @@ def lloyd(
     tol: float,
     backend: str,
     final_backend: str | None = None,
+    bounds: bool = False,
+    hosts: bool = False,
     keep_labels: bool = True,
     history: Sequence[IterationRecord] = (),
     on_iteration: Callable[[np.ndarray, list[IterationRecord]], None] | None = None,
@@ -185,6 +190,14 @@ def lloyd(
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
         Defaults to ``backend``.
+    bounds : bool
+        Keep Hamerly bounds next to the chunks (:mod:`kmeans_dask._bounds`)
+        so rows whose centre cannot change skip the search. Needs an exact
+        ``backend`` that provides them ("numpy") and worker-resident chunks.
+    hosts : bool
+        Run the iterations through one actor per worker
+        (:mod:`kmeans_dask._hosts`) instead of tasks: same result, less
+        latency per iteration. Needs worker-resident chunks.
     keep_labels : bool
         Keep the final labels in worker memory (as futures in the result);
         streamed out-of-core fits skip this and compute labels lazily.
@@ -209,31 +222,67 @@ def lloyd(
     def find_far(count: int) -> RankedRows:
         return farthest(client, chunks, centers_future, final_backend, count)
 
+    run = uuid.uuid4().hex
+    bounded_centers: np.ndarray | None = None  # the centres the chunks' bounds refer to
+
+    def ticket(iteration: int, keep: bool = True) -> BoundsTicket | None:
+        if not bounds:
+            return None
+        movement = None
+        if bounded_centers is not None:
+            movement = center_movement(bounded_centers, centers)
+        return BoundsTicket(run, iteration, movement, keep)
+
     converged = bool(history) and history[-1].center_shift <= tol
-    for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
-        start = time.perf_counter()
-        centers_future = send(client, centers, "kmeans-centers")
-        parts = map_chunks(
-            client, chunk_stats, chunks, centers_future, backend, name="kmeans-assign"
-        )
-        stats = tree_reduce(client, combine_stats, parts, name="kmeans-reduce")
-        updated, n_empty = _update(stats, centers, find_far)
-        shift = center_shift(centers, updated)
-        centers = updated
-        record = IterationRecord(
-            iteration, stats.inertia, shift, n_empty, time.perf_counter() - start
-        )
-        history.append(record)
-        if on_iteration is not None:
-            on_iteration(centers, history)
-        if shift <= tol:
-            break
+    iteration = len(history)
+    engine = ChunkHosts(client, chunks) if hosts and not converged and max_iter > 0 else None
+    try:
+        for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
+            start = time.perf_counter()
+            if engine is not None:
+                centers_future = centers
+                parts = engine.map(chunk_stats, centers, backend, ticket(iteration))
+                stats = combine_in_tree(combine_stats, parts)
+            else:
+                centers_future = send(client, centers, "kmeans-centers")
+                futures = map_chunks(
+                    client,
+                    chunk_stats,
+                    chunks,
+                    centers_future,
+                    backend,
+                    ticket(iteration),
+                    name="kmeans-assign",
+                )
+                stats = tree_reduce(client, combine_stats, futures, name="kmeans-reduce")
+            bounded_centers = centers
+            updated, n_empty = _update(stats, centers, find_far)
+            shift = center_shift(centers, updated)
+            centers = updated
+            record = IterationRecord(
+                iteration, stats.inertia, shift, n_empty, time.perf_counter() - start
+            )
+            history.append(record)
+            if on_iteration is not None:
+                on_iteration(centers, history)
+            if shift <= tol:
+                break
+    finally:
+        if engine is not None:
+            engine.close()
 
     centers_future = send(client, centers, "kmeans-centers")
+    final_ticket = ticket(iteration + 1, keep=False) if final_backend == backend else None
     labels: list[Future] = []
     if keep_labels:
         pairs = map_chunks(
-            client, chunk_labels, chunks, centers_future, final_backend, name="kmeans-label"
+            client,
+            chunk_labels,
+            chunks,
+            centers_future,
+            final_backend,
+            final_ticket,
+            name="kmeans-label",
         )
         labels = [
             client.submit(operator.getitem, pair, 0, key=key)
@@ -245,7 +294,13 @@ def lloyd(
         ]
     else:
         stats_parts = map_chunks(
-            client, chunk_stats, chunks, centers_future, final_backend, name="kmeans-final-stats"
+            client,
+            chunk_stats,
+            chunks,
+            centers_future,
+            final_backend,
+            final_ticket,
+            name="kmeans-final-stats",
         )
     final = tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce")
     return LloydResult(

@@ -71,6 +71,10 @@ class RunPlan:
     fingerprint: str
     """Identifies the fit, so a checkpoint of another fit is refused."""
     checkpoint: str | os.PathLike | None = None
+    bounds: bool = False
+    """Keep Hamerly bounds with the chunks (exact search on resident data)."""
+    hosts: bool = False
+    """Run the iterations through one actor per worker (resident data)."""
 
 
 def _resume_state(plan: RunPlan) -> CheckpointState | None:
@@ -173,6 +177,8 @@ def run_all(
                 tol=plan.tol,
                 backend=plan.search,
                 final_backend=plan.backend,
+                bounds=plan.bounds,
+                hosts=plan.hosts,
                 keep_labels=data.persisted,
                 history=progress["history"],
                 on_iteration=after_iteration,

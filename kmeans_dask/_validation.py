@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kmeans_dask._chunks import ChunkSummary
-from kmeans_dask.backends import ASSIGN_MODES, check_backend_name
+from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, ENGINES, check_backend_name
 
 INIT_METHODS = ("k-means||", "k-means++", "random")
 
@@ -71,6 +71,8 @@ def validate_params(params: dict[str, Any]) -> None:
         raise TypeError(f"persist must be True, False or None, got {params['persist']!r}")
     check_backend_name(params["backend"])
     _choice("assign", params["assign"], ASSIGN_MODES)
+    _choice("algorithm", params["algorithm"], ALGORITHMS)
+    _choice("engine", params["engine"], ENGINES)
     options = params["assign_options"]
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"assign_options must be a dict or None, got {type(options).__name__}")

@@ -61,6 +61,7 @@ OURS = "kmeans_dask"
 #: Peers that ``--peers`` accepts (``spark`` is also added by ``--with-spark``).
 KNOWN_PEERS = ("faiss", "sklearn", "dask-ml", "spark")
 DEFAULT_PEERS = "faiss,sklearn,dask-ml"
+DEFAULT_VARIANTS = "lloyd/tasks,lloyd/actors"
 #: Inertia gaps are reported against this implementation when it ran.
 REFERENCE = "sklearn"
 #: SGEMM shapes: (M, K) x (K, N).
@@ -162,6 +163,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         help="kmeans_dask assignment backend (default: %(default)s)",
     )
     add(
+        "--algorithm",
+        choices=("auto", "lloyd", "hamerly"),
+        default="auto",
+        help="kmeans_dask algorithm (default: %(default)s)",
+    )
+    add(
+        "--engine",
+        choices=("auto", "tasks", "actors"),
+        default="auto",
+        help="kmeans_dask iteration engine (default: %(default)s)",
+    )
+    add(
+        "--variants",
+        default=DEFAULT_VARIANTS,
+        help="extra kmeans_dask rows as comma-separated ALGORITHM/ENGINE pairs, e.g. "
+        "'lloyd/tasks' (plain Lloyd through tasks, what --algorithm/--engine improve on); "
+        "'none' for none (default: %(default)s)",
+    )
+    add(
         "--peers",
         default=DEFAULT_PEERS,
         help=f"comma-separated peers out of {', '.join(KNOWN_PEERS)}; 'none' for none "
@@ -261,6 +281,45 @@ def parse_peers(text: str, with_spark: bool) -> list[str]:
     if with_spark and "spark" not in peers:
         peers.append("spark")
     return peers
+
+
+def parse_variants(text: str) -> list[tuple[str, str]]:
+    """``(algorithm, engine)`` pairs from ``--variants``.
+
+    Parameters
+    ----------
+    text : str
+        Comma-separated ``ALGORITHM/ENGINE`` pairs, or "none" / "".
+
+    Returns
+    -------
+    list of (str, str)
+
+    Raises
+    ------
+    ValueError
+        For a malformed pair or an unknown algorithm or engine.
+    """
+    from kmeans_dask.backends import ALGORITHMS, ENGINES
+
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if items == ["none"]:
+        return []
+    variants = []
+    for item in items:
+        algorithm, _, engine = item.partition("/")
+        if algorithm not in ALGORITHMS or engine not in ENGINES:
+            raise ValueError(
+                f"variant {item!r} is not ALGORITHM/ENGINE with ALGORITHM in "
+                f"{', '.join(ALGORITHMS)} and ENGINE in {', '.join(ENGINES)}"
+            )
+        variants.append((algorithm, engine))
+    return variants
+
+
+def variant_name(algorithm: str, engine: str) -> str:
+    """Row name of a kmeans_dask variant."""
+    return f"{OURS}[{algorithm},{engine}]"
 
 
 # --- data ----------------------------------------------------------------------------------
@@ -463,13 +522,22 @@ def _median_or_total(iteration_seconds: list[float], total: float, n_iter: int) 
     return total / max(n_iter, 1)
 
 
-def run_kmeans_dask(work: Workload, backend: str = "auto") -> RunResult:
+def run_kmeans_dask(
+    work: Workload,
+    backend: str = "auto",
+    algorithm: str = "auto",
+    engine: str = "auto",
+    name: str = OURS,
+) -> RunResult:
     """Fit :class:`kmeans_dask.KMeans` on the persisted Dask array.
 
     Parameters
     ----------
     work : Workload
-    backend : str, default="auto"
+    backend, algorithm, engine : str, default="auto"
+        The estimator's parameters of those names.
+    name : str, default="kmeans_dask"
+        Row name of the result.
 
     Returns
     -------
@@ -489,13 +557,15 @@ def run_kmeans_dask(work: Workload, backend: str = "auto") -> RunResult:
         max_iter=work.iterations,
         tol=0.0,
         backend=backend,
+        algorithm=algorithm,
+        engine=engine,
     )
     start = time.perf_counter()
     model.fit(work.X_dask)
     fit_seconds = time.perf_counter() - start
     iteration_seconds = [record.seconds for record in model.history_]
     result = RunResult(
-        OURS,
+        name,
         0,
         _median_or_total(iteration_seconds, fit_seconds, model.n_iter_),
         fit_seconds,
@@ -825,6 +895,96 @@ def compute_only_seconds(X: np.ndarray, init: np.ndarray, backend: str, n_thread
         if faiss_threads is not None:
             faiss.omp_set_num_threads(faiss_threads)
     return seconds / n_threads
+
+
+def warm_bounds_kernels(dtype: str) -> None:
+    """Compile (or load from Numba's cache) the Hamerly kernels in this process.
+
+    A short warm-up fit may never reach the pruning kernels; this calls each
+    on a tiny input so no timed iteration pays for their first call.
+    """
+    from kmeans_dask._bounds import bounded_assign, center_movement
+    from kmeans_dask.backends import get_backend
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4096, 4)).astype(dtype)
+    centers = X[:8].copy()
+    moved = centers + np.asarray(1e-3, dtype=dtype)
+    previous, _, _ = bounded_assign(
+        X,
+        None,
+        centers,
+        get_backend("numpy").searcher(centers),
+        None,
+        None,
+        np.zeros((8, 4)),
+        np.zeros(8),
+    )
+    bounded_assign(
+        X,
+        None,
+        moved,
+        get_backend("numpy").searcher(moved),
+        previous,
+        center_movement(centers, moved),
+        np.zeros((8, 4)),
+        np.zeros(8),
+    )
+
+
+def _empty_statistics(chunk: Any, centers: np.ndarray) -> Any:
+    """A chunk task that does no work but returns statistics of the real size."""
+    from kmeans_dask._chunks import ClusterStats
+
+    return ClusterStats(np.zeros(centers.shape), np.zeros(centers.shape[0]), 0.0)
+
+
+def iteration_overhead_seconds(
+    client: Any, chunks: Sequence[Any], centers: np.ndarray, engine: str, iterations: int = 20
+) -> float:
+    """Median wall time of an empty Lloyd iteration: the Dask part of an iteration.
+
+    Sends ``centers`` and maps a do-nothing task over the chunk futures
+    (through tasks or through per-worker actors, as ``engine`` says), then
+    combines the per-chunk statistics the way the Lloyd loop does.
+
+    Parameters
+    ----------
+    client : distributed.Client
+    chunks : sequence of Future
+        The data's chunks on the workers.
+    centers : ndarray
+        Centres of the real size, shipped every iteration as the loop does.
+    engine : {"tasks", "actors"}
+    iterations : int, default=20
+
+    Returns
+    -------
+    float
+        Seconds.
+    """
+    from kmeans_dask._chunks import combine_stats
+    from kmeans_dask._hosts import ChunkHosts, combine_in_tree
+    from kmeans_dask._mapreduce import map_chunks, send, tree_reduce
+
+    seconds = []
+    if engine == "actors":
+        hosts = ChunkHosts(client, chunks)
+        try:
+            for _ in range(iterations):
+                start = time.perf_counter()
+                combine_in_tree(combine_stats, hosts.map(_empty_statistics, centers))
+                seconds.append(time.perf_counter() - start)
+        finally:
+            hosts.close()
+    else:
+        for _ in range(iterations):
+            start = time.perf_counter()
+            sent = send(client, centers, "bench-centers")
+            parts = map_chunks(client, _empty_statistics, chunks, sent, name="bench-empty")
+            tree_reduce(client, combine_stats, parts, name="bench-reduce")
+            seconds.append(time.perf_counter() - start)
+    return float(statistics.median(seconds))
 
 
 # --- summary -------------------------------------------------------------------------------
@@ -1230,8 +1390,14 @@ def run(args: argparse.Namespace) -> int:
             "OPENBLAS_L2_SIZE python scripts/bench.py ...`.",
             flush=True,
         )
+    try:
+        variants = parse_variants(args.variants)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     peers = _available(peers, dtype)
-    names = [OURS, *peers]
+    variant_names = [variant_name(*variant) for variant in variants]
+    names = [OURS, *variant_names, *peers]
     backend = resolve_auto() if args.backend == "auto" else args.backend
     n, d, k, iters = args.n_samples, args.n_features, args.n_clusters, args.iterations
     n_threads = args.workers * args.threads_per_worker
@@ -1249,6 +1415,7 @@ def run(args: argparse.Namespace) -> int:
 
     results: list[RunResult] = []
     compute_only: list[float] = []
+    overheads: dict[str, list[float]] = {"tasks": [], "actors": []}
     sgemm = SgemmResult(SGEMM_SHAPE)
     failed: set[str] = set()
     sc = None
@@ -1286,7 +1453,11 @@ def run(args: argparse.Namespace) -> int:
                 names.remove("spark")
         try:
             runners: dict[str, Callable[[Workload], RunResult]] = {
-                OURS: lambda w: run_kmeans_dask(w, backend),
+                OURS: lambda w: run_kmeans_dask(w, backend, args.algorithm, args.engine),
+                **{
+                    name: lambda w, a=a, e=e, name=name: run_kmeans_dask(w, backend, a, e, name)
+                    for name, (a, e) in zip(variant_names, variants, strict=True)
+                },
                 "faiss": lambda w: run_faiss(w, args.seed),
                 "sklearn": run_sklearn,
                 "dask-ml": run_dask_ml,
@@ -1306,6 +1477,7 @@ def run(args: argparse.Namespace) -> int:
                         print(f"{name} failed in the warm-up: {exc!r}", flush=True)
                         failed.add(name)
                 compute_only_seconds(X[:rows], init, backend, n_threads)
+                client.run(warm_bounds_kernels, str(dtype))
                 if warm_rdd is not None:
                     warm_rdd.unpersist()
                 print("warm-up done", flush=True)
@@ -1333,9 +1505,13 @@ def run(args: argparse.Namespace) -> int:
                     results.append(result)
                     print("  " + _describe(result), flush=True)
                 compute_only.append(compute_only_seconds(X, init, backend, n_threads))
+                for engine, seconds in overheads.items():
+                    seconds.append(iteration_overhead_seconds(client, _futures, init, engine))
                 measure_sgemm(sgemm)
                 print(
-                    f"  compute-only kernel {_fmt_seconds(compute_only[-1])} s/iter; SGEMM "
+                    f"  empty iteration: tasks {_fmt_seconds(overheads['tasks'][-1])} s, "
+                    f"actors {_fmt_seconds(overheads['actors'][-1])} s; "
+                    f"compute-only kernel {_fmt_seconds(compute_only[-1])} s/iter; SGEMM "
                     f"{sgemm.gflops:.1f} GFLOP/s ({sgemm.gflops_one_thread:.1f} per thread)",
                     flush=True,
                 )
@@ -1349,21 +1525,31 @@ def run(args: argparse.Namespace) -> int:
     summaries = summarize(results, names, flops_per_iter, sgemm.gflops, iters)
     ours = next(s for s in summaries if s.name == OURS)
     lower = min(compute_only)
-    overhead = ours.median_seconds_per_iter - lower
     thread_sgemm = sgemm.gflops_one_thread * n_threads
+    ours_engine = "tasks" if args.engine == "tasks" else "actors"
+    overhead = float(statistics.median(overheads[ours_engine]))
     extra = [
         f"SGEMM ({SGEMM_SHAPE[0]}x{SGEMM_SHAPE[1]}) @ ({SGEMM_SHAPE[1]}x{SGEMM_SHAPE[2]}) "
         f"float32: {sgemm.gflops:.1f} GFLOP/s with {sgemm.threads} BLAS thread(s), "
         f"{sgemm.gflops_one_thread:.1f} GFLOP/s on one thread",
-        f"kmeans_dask assignment step: 2*n*d*k / s_iter = {ours.gflops:.1f} GFLOP/s = "
-        f"{_fmt_fraction(ours.sgemm_fraction)} of SGEMM "
-        f"({_fmt_fraction(ours.gflops / thread_sgemm if thread_sgemm else None)} of "
-        f"{n_threads} x the one-thread SGEMM)",
-        f"kmeans_dask compute-only lower bound (per-chunk kernel on all rows, one thread, "
-        f"/ {n_threads} threads): {_fmt_seconds(lower)} s/iter; Dask overhead = "
-        f"{_fmt_seconds(ours.median_seconds_per_iter)} - {_fmt_seconds(lower)} = "
-        f"{_fmt_seconds(overhead)} s/iter "
-        f"({_fmt_fraction(overhead / ours.median_seconds_per_iter)} of ours)",
+    ]
+    for summary in summaries:
+        if summary.name.startswith(OURS):
+            extra.append(
+                f"{summary.name} assignment step: 2*n*d*k / s_iter = {summary.gflops:.1f} "
+                f"GFLOP/s = {_fmt_fraction(summary.sgemm_fraction)} of SGEMM "
+                f"({_fmt_fraction(summary.gflops / thread_sgemm if thread_sgemm else None)} of "
+                f"{n_threads} x the one-thread SGEMM)"
+            )
+    extra += [
+        "Dask part of an iteration (median wall time of an empty iteration over the same "
+        f"chunks: centres out, do-nothing map, statistics reduced): tasks "
+        f"{_fmt_seconds(statistics.median(overheads['tasks']))} s, actors "
+        f"{_fmt_seconds(statistics.median(overheads['actors']))} s; kmeans_dask "
+        f"({ours_engine}): {_fmt_fraction(overhead / ours.median_seconds_per_iter)} of its "
+        f"{_fmt_seconds(ours.median_seconds_per_iter)} s/iter",
+        f"Plain-Lloyd compute-only bound (per-chunk kernel on all rows, one thread, "
+        f"/ {n_threads} threads): {_fmt_seconds(lower)} s/iter",
     ]
     peaks = [r.peak_worker_rss for r in results if r.name == OURS and r.peak_worker_rss]
     if peaks:
@@ -1405,6 +1591,9 @@ def run(args: argparse.Namespace) -> int:
         "threads_per_worker": args.threads_per_worker,
         "chunk_rows": list(X_dask.chunks[0]),
         "backend": backend,
+        "algorithm": args.algorithm,
+        "engine": args.engine,
+        "variants": [list(v) for v in variants],
         "seed": args.seed,
         "peers": peers,
         "argv": " ".join(sys.argv[1:]),
@@ -1418,6 +1607,7 @@ def run(args: argparse.Namespace) -> int:
             "environment": env,
             "sgemm": asdict(sgemm),
             "compute_only_seconds_per_iter": compute_only,
+            "empty_iteration_seconds": overheads,
             "dask_overhead_seconds_per_iter": overhead,
             "summaries": [asdict(s) for s in summaries],
             "runs": [{k: v for k, v in asdict(r).items() if k != "centers"} for r in results],

@@ -124,6 +124,8 @@ def _fit(args: argparse.Namespace) -> int:
         random_state=args.random_state,
         backend=args.backend,
         assign=args.assign,
+        algorithm=args.algorithm,
+        engine=args.engine,
         persist={"auto": None, "yes": True, "no": False}[args.persist],
         verbose=0 if args.json else 1,
     )
@@ -433,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``kmeans-dask`` and its subcommands."""
     from kmeans_dask import benchmark
     from kmeans_dask._validation import INIT_METHODS
-    from kmeans_dask.backends import ASSIGN_MODES, BACKEND_NAMES
+    from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, BACKEND_NAMES, ENGINES
 
     formatter = argparse.ArgumentDefaultsHelpFormatter
     parser = argparse.ArgumentParser(
@@ -454,6 +456,18 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--backend", default="auto", choices=BACKEND_NAMES, help="assignment backend")
     fit.add_argument(
         "--assign", default="exact", choices=ASSIGN_MODES, help="exact or approximate (large k)"
+    )
+    fit.add_argument(
+        "--algorithm",
+        default="auto",
+        choices=ALGORITHMS,
+        help="'hamerly' skips rows whose centre cannot change; 'lloyd' searches every row",
+    )
+    fit.add_argument(
+        "--engine",
+        default="auto",
+        choices=ENGINES,
+        help="iterations through per-worker actors (low latency) or tasks (task stream)",
     )
     fit.add_argument(
         "--persist",

@@ -72,6 +72,18 @@ def test_fit_npy_input_with_checkpoint(tmp_path, on_cluster, capsys):
     assert json.loads(capsys.readouterr().out)["inertia"] == first["inertia"]
 
 
+def test_fit_algorithm_and_engine_options_give_the_same_model(tmp_path, on_cluster, capsys):
+    rows = np.random.default_rng(1).normal(size=(3000, 3))
+    np.save(tmp_path / "rows.npy", rows)
+    results = []
+    for algorithm, engine in [("lloyd", "tasks"), ("hamerly", "actors")]:
+        argv = ["fit", str(tmp_path / "rows.npy"), "-k", "4", "--json", *on_cluster]
+        assert main([*argv, "--algorithm", algorithm, "--engine", engine]) == 0
+        results.append(json.loads(capsys.readouterr().out))
+    assert results[0]["inertia"] == results[1]["inertia"]
+    assert results[0]["n_iter"] == results[1]["n_iter"]
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

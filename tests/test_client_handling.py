@@ -24,11 +24,13 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(capsys):
 
 def test_the_active_client_is_used(client, capsys):
     before = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_prefixes))
-    KMeans(3, random_state=0).fit(np.random.default_rng(0).normal(size=(2000, 3)))
+    X = np.random.default_rng(0).normal(size=(2000, 3))
+    KMeans(3, random_state=0).fit(X)  # iterations through per-worker actors
+    KMeans(3, random_state=0, engine="tasks").fit(X)  # iterations as tasks
     assert "started a LocalCluster" not in capsys.readouterr().out
     prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
     assert len(prefixes) >= before
-    for name in ["kmeans-load", "kmeans-check", "kmeans-assign", "kmeans-label"]:
+    for name in ["kmeans-load", "kmeans-check", "kmeans-hosts", "kmeans-assign", "kmeans-label"]:
         assert name in prefixes, prefixes
     assert any(p.startswith("kmeans||") for p in prefixes), prefixes
 

@@ -44,10 +44,12 @@ def _kill_a_worker_during(client, fit):
     def killer():
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not fit_done.is_set():
+            # Lloyd iterations run as "kmeans-assign" tasks or through "kmeans-hosts" actors.
             processing = client.processing()
-            if sum(len(tasks) for tasks in processing.values()) and any(
+            held = client.has_what()
+            if any(
                 "kmeans-assign" in str(key) for tasks in processing.values() for key in tasks
-            ):
+            ) or any("kmeans-hosts" in str(key) for keys in held.values() for key in keys):
                 time.sleep(0.3)  # a few iterations in
                 pids = client.run(os.getpid)
                 address = sorted(pids)[0]
@@ -69,8 +71,9 @@ def _kill_a_worker_during(client, fit):
     return model
 
 
+@pytest.mark.parametrize("engine", ["tasks", "actors"])
 @pytest.mark.parametrize("kind", ["numpy", "dask", "zarr"])
-def test_fit_survives_a_killed_worker(fragile_cluster, rows, tmp_path, kind):
+def test_fit_survives_a_killed_worker(fragile_cluster, rows, tmp_path, kind, engine):
     if kind == "numpy":
         data = rows
     elif kind == "dask":
@@ -78,8 +81,10 @@ def test_fit_survives_a_killed_worker(fragile_cluster, rows, tmp_path, kind):
     else:
         data = str(tmp_path / "rows.zarr")
         zarr.create_array(data, shape=rows.shape, chunks=(15_000, 8), dtype=rows.dtype)[:] = rows
-    undisturbed = KMeans(**PARAMS).fit(data)
-    disturbed = _kill_a_worker_during(fragile_cluster, lambda: KMeans(**PARAMS).fit(data))
+    undisturbed = KMeans(**PARAMS, engine=engine).fit(data)
+    disturbed = _kill_a_worker_during(
+        fragile_cluster, lambda: KMeans(**PARAMS, engine=engine).fit(data)
+    )
     assert_array_equal(disturbed.cluster_centers_, undisturbed.cluster_centers_)
     assert disturbed.inertia_ == undisturbed.inertia_
     assert disturbed.n_iter_ == undisturbed.n_iter_

@@ -34,6 +34,12 @@ _AUTO_ORDER_CPU = ("numpy", "faiss-cpu")
 BACKEND_NAMES = ("auto", "numpy", "faiss-cpu")
 #: Assignment modes a user chooses with ``assign=``.
 ASSIGN_MODES = ("exact", "ivf", "hnsw", "auto")
+#: Lloyd variants a user chooses with ``algorithm=``.
+ALGORITHMS = ("auto", "lloyd", "hamerly")
+#: How iterations reach the workers, chosen with ``engine=``.
+ENGINES = ("auto", "tasks", "actors")
+#: Search specs whose searchers give the runner-up bound Hamerly's test needs.
+_BOUNDED_SEARCHES = ("numpy",)
 
 
 class Searcher(Protocol):
@@ -138,6 +144,30 @@ def resolve_search(
     spec = search_spec(assign, options)
     get_backend(spec)  # unknown options fail here, before any work
     return spec
+
+
+def resolve_algorithm(algorithm: str, search: str) -> bool:
+    """Whether the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._bounds`).
+
+    "auto" and "hamerly" use them with the exact BLAS search; "lloyd" never does.
+
+    Raises
+    ------
+    ValueError
+        If ``algorithm="hamerly"`` is asked for with a search that cannot
+        provide the bounds (Faiss or an approximate assignment).
+    """
+    if algorithm == "lloyd":
+        return False
+    if search in _BOUNDED_SEARCHES:
+        return True
+    if algorithm == "hamerly":
+        raise ValueError(
+            f"algorithm='hamerly' needs the exact BLAS search (backend='numpy', "
+            f"assign='exact'), but the iterations would use {search!r}; use "
+            "algorithm='lloyd' or 'auto' with this backend and assign mode"
+        )
+    return False
 
 
 def check_backend_name(name: object) -> str:

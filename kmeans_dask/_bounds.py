@@ -1,0 +1,254 @@
+"""Hamerly bounds: skip the nearest-centre search where the answer cannot change.
+
+Late in a fit most rows keep their centre, yet a plain Lloyd iteration
+searches all ``k`` centres for every row. Hamerly's algorithm (SDM 2010)
+keeps, per row, an upper bound on the distance to its centre and a lower
+bound on the distance to every other centre. When the centres move, the
+bounds move by at most the centres' shifts (triangle inequality); a row
+whose upper bound stays below its lower bound, or below half the gap from
+its centre to the nearest other centre, keeps its centre without a search.
+Only the remaining rows go through the GEMM search.
+
+The result is exact: a skipped row provably keeps its nearest centre, and
+the statistics are accumulated by the same kernel, over the same blocks, as
+in a plain iteration, so both give identical sums whenever they give the
+same labels (they can differ only on rows equidistant from two centres to
+within float rounding, where the bounds, computed in float64, are the more
+exact of the two).
+
+The bounds of a chunk live in the memory of the worker that holds the chunk,
+in a :class:`BoundsMemo`, between the tasks of consecutive iterations: they
+never cross the network. The memo is only an accelerator: a task that finds
+no bounds for the previous iteration (first iteration, a retried task, a
+chunk recomputed after a worker died) searches every row and starts over.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from dataclasses import dataclass
+
+import numpy as np
+
+from kmeans_dask._kernels import accumulate, loosen_bounds, tighten_bounds
+
+#: Above this many centres the half-gaps (a k x k distance matrix per
+#: iteration) cost more than they save, and only the per-row bounds are used.
+MAX_CLUSTERS_FOR_HALF_GAPS = 4096
+
+#: Share of a block's rows above which the whole block is searched: gathering
+#: the rows that need a search stops paying off.
+DENSE_SEARCH_FRACTION = 0.5
+
+#: Relative slack added to the centre shifts, so that rounding in the float64
+#: distance computations can never make a bound too tight.
+_SHIFT_SLACK = 1e-12
+
+
+@dataclass
+class RowBounds:
+    """The Hamerly state of one chunk's rows, for one set of centres."""
+
+    labels: np.ndarray
+    """(n,) int32 assigned centre of each row."""
+    upper: np.ndarray
+    """(n,) float64, at least the distance from each row to its centre."""
+    lower: np.ndarray
+    """(n,) float64, at most the distance from each row to any other centre."""
+
+
+@dataclass(frozen=True)
+class CenterMovement:
+    """How the centres moved between two iterations, in the bounds' terms."""
+
+    shift: np.ndarray
+    """(k,) float64, at least the distance each centre moved."""
+    half_gap: np.ndarray
+    """(k,) float64, at most half the distance from each centre to its nearest
+    other centre (zeros when ``k`` is above :data:`MAX_CLUSTERS_FOR_HALF_GAPS`)."""
+
+    @property
+    def largest(self) -> tuple[float, int, float]:
+        """The largest shift, the centre that made it, and the runner-up shift."""
+        if self.shift.size == 1:
+            return float(self.shift[0]), 0, 0.0
+        order = np.argpartition(-self.shift, 1)[:2]
+        first, second = order if self.shift[order[0]] >= self.shift[order[1]] else order[::-1]
+        return float(self.shift[first]), int(first), float(self.shift[second])
+
+
+def half_gaps(centers: np.ndarray) -> np.ndarray:
+    """Half the distance from each centre to its nearest other centre, rounded down.
+
+    Computed by the GEMM expansion in float64 with its rounding error
+    subtracted, so the result never exceeds the true half-gap.
+    """
+    n_clusters, n_features = centers.shape
+    if n_clusters == 1 or n_clusters > MAX_CLUSTERS_FOR_HALF_GAPS:
+        return np.full(n_clusters, np.inf if n_clusters == 1 else 0.0)
+    centers64 = np.asarray(centers, dtype=np.float64)
+    sq_norms = np.einsum("ij,ij->i", centers64, centers64)
+    norm_sums = sq_norms[:, None] + sq_norms[None, :]
+    sq_dist = norm_sums - 2.0 * (centers64 @ centers64.T)
+    sq_dist -= 4.0 * (n_features + 4) * np.finfo(np.float64).eps * norm_sums
+    np.fill_diagonal(sq_dist, np.inf)
+    return 0.5 * np.sqrt(np.maximum(sq_dist.min(axis=1), 0.0))
+
+
+def center_movement(old: np.ndarray, new: np.ndarray) -> CenterMovement:
+    """The :class:`CenterMovement` from centres ``old`` to ``new`` (both k x d)."""
+    diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
+    shift = np.sqrt(np.einsum("ij,ij->i", diff, diff)) * (1.0 + _SHIFT_SLACK)
+    return CenterMovement(shift=shift, half_gap=half_gaps(new))
+
+
+@dataclass(frozen=True)
+class BoundsTicket:
+    """What a chunk task needs to use and keep its rows' bounds.
+
+    The task for ``iteration`` of ``run`` looks for the bounds left by
+    ``iteration - 1`` and, if it finds them, moves them by ``movement``;
+    it leaves its own bounds behind if ``keep``.
+    """
+
+    run: str
+    iteration: int
+    movement: CenterMovement | None
+    keep: bool = True
+
+
+class BoundsMemo:
+    """Row bounds of the chunks held by this process, between iterations.
+
+    Entries are keyed by the chunk object itself (held weakly: an entry
+    disappears with its chunk) and tagged with the run and iteration that
+    made them. :meth:`take` removes the entry it returns, so a failed task
+    leaves nothing stale behind.
+    """
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref, str, int, RowBounds]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, chunk: object, run: str, iteration: int) -> RowBounds | None:
+        """The bounds ``chunk`` kept after ``iteration`` of ``run``, if any."""
+        with self._lock:
+            entry = self._entries.pop(id(chunk), None)
+        if entry is None:
+            return None
+        ref, entry_run, entry_iteration, bounds = entry
+        if ref() is not chunk or entry_run != run or entry_iteration != iteration:
+            return None
+        return bounds
+
+    def put(self, chunk: object, run: str, iteration: int, bounds: RowBounds) -> None:
+        """Keep ``bounds`` for ``chunk`` until the next iteration takes them."""
+        key = id(chunk)
+        ref = weakref.ref(chunk, lambda _, key=key: self._discard(key))
+        with self._lock:
+            self._entries[key] = (ref, run, iteration, bounds)
+
+    def _discard(self, key: int) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+#: The memo of this process (one per Dask worker).
+MEMO = BoundsMemo()
+
+
+def bounded_assign(
+    data: np.ndarray,
+    weights: np.ndarray | None,
+    centers: np.ndarray,
+    searcher,
+    previous: RowBounds | None,
+    movement: CenterMovement | None,
+    sums: np.ndarray,
+    counts: np.ndarray,
+) -> tuple[RowBounds, np.ndarray, float]:
+    """Assign the rows of ``data`` using (and renewing) their bounds.
+
+    Parameters
+    ----------
+    data : (n, d) rows
+    weights : (n,) float64 or None
+    centers : (k, d) centres of this iteration
+    searcher : a searcher with ``nearest_two`` over ``centers``
+    previous : RowBounds or None
+        Bounds for the previous centres; None searches every row.
+    movement : CenterMovement or None
+        How the centres moved since ``previous`` was computed.
+    sums, counts : (k, d) and (k,) float64
+        Statistics, updated in place.
+
+    Returns
+    -------
+    bounds : RowBounds
+        Bounds for ``centers`` (the upper bounds are the exact distances).
+    sq_dist : (n,) float64
+        Exact squared distance of each row to its centre.
+    inertia : float
+        Weighted inertia of the rows.
+    """
+    n_rows = data.shape[0]
+    centers64 = np.asarray(centers, dtype=np.float64)
+    if previous is None or movement is None:
+        labels = np.empty(n_rows, dtype=np.int32)
+        lower = np.empty(n_rows)
+        upper = np.empty(n_rows)
+    else:
+        labels, lower, upper = previous.labels, previous.lower, previous.upper
+        largest, largest_center, runner_up = movement.largest
+        pending = np.empty(searcher.block_rows, dtype=np.int64)
+    sq_dist = np.empty(n_rows)
+    inertia = 0.0
+    # Block by block, so each block is read from memory once, and with the
+    # blocks of a plain iteration, so the sums are added in the same order.
+    for start in range(0, n_rows, searcher.block_rows):
+        stop = min(start + searcher.block_rows, n_rows)
+        block = data[start:stop]
+        if previous is None or movement is None:
+            labels[start:stop], lower[start:stop] = searcher.nearest_two(block)
+        else:
+            n_pending = loosen_bounds(
+                labels[start:stop],
+                upper[start:stop],
+                lower[start:stop],
+                movement.shift,
+                largest,
+                largest_center,
+                runner_up,
+                movement.half_gap,
+                pending,
+            )
+            if n_pending > DENSE_SEARCH_FRACTION * (stop - start):
+                labels[start:stop], lower[start:stop] = searcher.nearest_two(block)
+            elif n_pending:
+                n_pending = tighten_bounds(
+                    block,
+                    labels[start:stop],
+                    upper[start:stop],
+                    lower[start:stop],
+                    centers64,
+                    movement.half_gap,
+                    pending,
+                    n_pending,
+                )
+                rows = pending[:n_pending] + start
+                labels[rows], lower[rows] = searcher.nearest_two(data[rows])
+        inertia += accumulate(
+            block,
+            labels[start:stop],
+            None if weights is None else weights[start:stop],
+            centers64,
+            sums,
+            counts,
+            sq_dist[start:stop],
+        )
+        np.sqrt(sq_dist[start:stop], out=upper[start:stop])
+    return RowBounds(labels, upper, lower), sq_dist, inertia

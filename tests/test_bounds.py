@@ -1,0 +1,233 @@
+"""Hamerly bounds: they are valid, they skip work, and they never change the answer."""
+
+from __future__ import annotations
+
+import gc
+
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from numpy.testing import assert_array_equal
+
+import kmeans_dask._bounds as bounds_module
+from kmeans_dask import KMeans
+from kmeans_dask._bounds import (
+    BoundsMemo,
+    CenterMovement,
+    RowBounds,
+    bounded_assign,
+    center_movement,
+    half_gaps,
+)
+from kmeans_dask._chunks import statistics_and_labels
+from kmeans_dask.backends import get_backend, resolve_algorithm
+
+
+def _distances(X, centers):
+    diff = X[:, None, :].astype(np.float64) - centers[None].astype(np.float64)
+    return np.sqrt((diff**2).sum(-1))
+
+
+class CountingSearcher:
+    """Wraps the BLAS searcher and counts the rows it is asked to search."""
+
+    def __init__(self, centers):
+        self._inner = get_backend("numpy").searcher(centers)
+        self.block_rows = self._inner.block_rows
+        self.searched = 0
+
+    def nearest_two(self, block):
+        self.searched += block.shape[0]
+        return self._inner.nearest_two(block)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("offset", [0.0, 1e3])
+@pytest.mark.parametrize(("n", "d", "k"), [(500, 3, 1), (2000, 8, 2), (3000, 17, 40)])
+def test_nearest_two_gives_the_nearest_and_a_true_lower_bound(dtype, offset, n, d, k):
+    rng = np.random.default_rng(n + d + k)
+    X = (rng.normal(size=(n, d)) + offset).astype(dtype)
+    centers = (rng.normal(size=(k, d)) + offset).astype(dtype)
+    labels, runner_up = get_backend("numpy").searcher(centers).nearest_two(X)
+    distances = _distances(X, centers)
+    rows = np.arange(n)
+    if offset == 0.0:
+        # The chosen centre is the nearest up to float rounding of the GEMM
+        # (far from the origin float32 GEMM distances cancel: only the bound holds).
+        assert np.all(distances[rows, labels] <= distances.min(axis=1) * (1 + 1e-5) + 1e-5)
+    others = distances.copy()
+    others[rows, labels] = np.inf
+    assert np.all(runner_up <= others.min(axis=1))
+    if k == 1:
+        assert np.all(np.isinf(runner_up))
+    elif offset == 0.0:
+        # Not uselessly loose either: the rounding slack is tiny near the origin.
+        assert np.all(runner_up >= others.min(axis=1) - 1e-2)
+
+
+def test_half_gaps_are_lower_bounds_and_tight():
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(50, 6))
+    distances = _distances(centers, centers)
+    np.fill_diagonal(distances, np.inf)
+    gaps = half_gaps(centers)
+    assert np.all(gaps <= distances.min(axis=1) / 2)
+    np.testing.assert_allclose(gaps, distances.min(axis=1) / 2, rtol=1e-9)
+    assert np.isinf(half_gaps(centers[:1])).all()
+
+
+def test_center_movement_reports_the_two_largest_shifts():
+    old = np.zeros((4, 2))
+    new = np.array([[0.0, 1.0], [3.0, 4.0], [0.0, 2.0], [0.0, 0.0]])
+    movement = center_movement(old, new)
+    assert np.all(movement.shift >= [1.0, 5.0, 2.0, 0.0])
+    np.testing.assert_allclose(movement.shift, [1.0, 5.0, 2.0, 0.0], rtol=1e-9)
+    largest, center, runner_up = movement.largest
+    assert center == 1
+    assert largest == pytest.approx(5.0) and runner_up == pytest.approx(2.0)
+    single = CenterMovement(shift=np.array([0.5]), half_gap=np.array([np.inf]))
+    assert single.largest == (0.5, 0, 0.0)
+
+
+def _lloyd_steps(X, weights, centers, n_steps):
+    """Lloyd steps with bounds, each also done plainly: yields both, and the centres."""
+    previous, movement = None, None
+    for _ in range(n_steps):
+        searcher = CountingSearcher(centers)
+        sums, counts = np.zeros(centers.shape), np.zeros(len(centers))
+        bounds, sq_dist, inertia = bounded_assign(
+            X, weights, centers, searcher, previous, movement, sums, counts
+        )
+        plain, labels, plain_sq = statistics_and_labels(X, weights, centers, "numpy")
+        yield (
+            centers,
+            bounds,
+            (sums, counts, inertia, sq_dist),
+            (plain, labels, plain_sq),
+            searcher,
+        )
+        new = (sums / np.maximum(counts, 1e-300)[:, None]).astype(centers.dtype)
+        new[counts == 0] = centers[counts == 0]
+        movement = center_movement(centers, new)
+        previous, centers = bounds, new
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_bounded_iterations_equal_plain_ones_and_skip_most_rows(dtype):
+    rng = np.random.default_rng(1)
+    true_centers = rng.uniform(-10, 10, size=(12, 5))
+    X = true_centers[rng.integers(0, 12, 4000)] + rng.normal(scale=0.5, size=(4000, 5))
+    X = X.astype(dtype)
+    weights = rng.uniform(0.5, 2.0, 4000)
+    searched = []
+    steps = _lloyd_steps(X, weights, X[:12].copy(), 20)
+    for _, bounds, (sums, counts, inertia, sq_dist), (plain, labels, plain_sq), searcher in steps:
+        assert_array_equal(bounds.labels, labels)
+        # Same labels, same kernel, same blocks: bit-identical statistics.
+        assert_array_equal(sums, plain.sums)
+        assert_array_equal(counts, plain.counts)
+        assert inertia == plain.inertia
+        assert_array_equal(sq_dist, plain_sq)
+        searched.append(searcher.searched)
+    assert searched[0] == len(X)
+    # Once the centres settle, almost no row needs a search.
+    assert searched[-1] < 0.01 * len(X)
+    assert sum(searched) < 0.3 * len(searched) * len(X)
+
+
+def test_bounds_stay_valid_through_iterations():
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(3000, 4))
+    for centers, bounds, _, _, _ in _lloyd_steps(X, None, X[:25].copy(), 8):
+        distances = _distances(X, centers)
+        rows = np.arange(len(X))
+        own = distances[rows, bounds.labels]
+        others = distances.copy()
+        others[rows, bounds.labels] = np.inf
+        assert np.all(bounds.upper >= own * (1 - 1e-12))
+        assert np.all(bounds.lower <= others.min(axis=1) * (1 + 1e-12))
+        # The label is the true nearest centre.
+        assert np.all(own <= others.min(axis=1) * (1 + 1e-12))
+
+
+def test_memo_returns_only_the_matching_iteration_once():
+    memo = BoundsMemo()
+
+    class Owner:  # stands in for a worker-resident chunk
+        pass
+
+    chunk, other = Owner(), Owner()
+    state = RowBounds(np.zeros(3, np.int32), np.zeros(3), np.zeros(3))
+    memo.put(chunk, "run", 4, state)
+    assert memo.take(other, "run", 4) is None
+    assert memo.take(chunk, "other-run", 4) is None  # a mismatch drops the entry
+    memo.put(chunk, "run", 4, state)
+    assert memo.take(chunk, "run", 3) is None
+    memo.put(chunk, "run", 4, state)
+    assert memo.take(chunk, "run", 4) is state
+    assert memo.take(chunk, "run", 4) is None  # taken, not copied
+    memo.put(chunk, "run", 5, state)
+    assert len(memo) == 1
+    del chunk
+    gc.collect()
+    assert len(memo) == 0  # the entry dies with its chunk
+
+
+def test_algorithm_needs_a_search_that_gives_bounds():
+    assert resolve_algorithm("auto", "numpy") is True
+    assert resolve_algorithm("lloyd", "numpy") is False
+    assert resolve_algorithm("auto", "ivf:nprobe=8") is False
+    with pytest.raises(ValueError, match=r"algorithm='hamerly' needs .*'ivf:nprobe=8'"):
+        resolve_algorithm("hamerly", "ivf:nprobe=8")
+    X = np.random.default_rng(0).normal(size=(100, 2))
+    for bad, match in [
+        ({"algorithm": "elkan"}, r"algorithm='elkan'.*expected one of"),
+        ({"algorithm": "hamerly", "backend": "faiss-cpu"}, r"algorithm='hamerly' needs"),
+    ]:
+        model = KMeans(n_clusters=3, **bad)
+        with pytest.raises(ValueError, match=match):
+            model.fit(X)
+        assert not hasattr(model, "cluster_centers_")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fit_with_bounds_equals_plain_lloyd_and_uses_them(client, blobs, dtype):
+    X = blobs[0].astype(dtype)
+    init = X[np.random.default_rng(3).choice(len(X), 6, replace=False)]
+    fits = {
+        algorithm: KMeans(6, init=init, max_iter=40, tol=0.0, algorithm=algorithm).fit(X)
+        for algorithm in ("lloyd", "hamerly")
+    }
+    plain, bounded = fits["lloyd"], fits["hamerly"]
+    assert_array_equal(bounded.labels_, plain.labels_)
+    assert_array_equal(bounded.cluster_centers_, plain.cluster_centers_)
+    assert bounded.inertia_ == plain.inertia_
+    assert bounded.n_iter_ == plain.n_iter_
+    assert [r.inertia for r in bounded.history_] == [r.inertia for r in plain.history_]
+
+
+@pytest.mark.parametrize("engine", ["tasks", "actors"])
+def test_workers_reuse_bounds_and_free_them(blobs, monkeypatch, engine):
+    hits = []
+    take = bounds_module.MEMO.take
+
+    def counting_take(chunk, run, iteration):
+        found = take(chunk, run, iteration)
+        hits.append(found is not None)
+        return found
+
+    monkeypatch.setattr(bounds_module.MEMO, "take", counting_take)
+    X = blobs[0]
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        model = KMeans(6, init=X[:6], max_iter=5, tol=0.0, engine=engine).fit(X)
+    n_chunks = len(hits) // (model.n_iter_ + 1)
+    # The first iteration searches everything; every later task (and the
+    # final pass) finds the bounds its chunk left in the previous one.
+    assert hits == [False] * n_chunks + [True] * (len(hits) - n_chunks)
+    gc.collect()
+    assert len(bounds_module.MEMO) == 0
