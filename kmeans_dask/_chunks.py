@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
-from kmeans_dask._kernels import accumulate, squared_distances
+from kmeans_dask._kernels import accumulate, largest, squared_distances
 from kmeans_dask._rng import row_uniforms
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
@@ -177,6 +177,12 @@ def summarize(chunk: RowSource) -> ChunkSummary:
     )
 
 
+#: Rows farthest from their centre that a chunk task reports with its
+#: statistics: an iteration that empties up to this many clusters relocates
+#: them onto these rows without another pass over the data.
+FAR_ROWS = 32
+
+
 @dataclass
 class ClusterStats:
     """Partial Lloyd statistics: per-cluster weighted sums and counts, inertia."""
@@ -187,6 +193,8 @@ class ClusterStats:
     """(k,) float64 total weight assigned to each cluster."""
     inertia: float
     """Weighted sum of squared distances to the assigned centres."""
+    farthest: RankedRows | None = None
+    """The (at most :data:`FAR_ROWS`) rows farthest from their assigned centre."""
 
 
 def combine_stats(*parts: ClusterStats) -> ClusterStats:
@@ -198,7 +206,17 @@ def combine_stats(*parts: ClusterStats) -> ClusterStats:
         sums += part.sums
         counts += part.counts
         inertia += part.inertia
-    return ClusterStats(sums, counts, inertia)
+    farthest = None
+    if all(part.farthest is not None for part in parts):
+        farthest = merge_top(FAR_ROWS, *(part.farthest for part in parts))
+    return ClusterStats(sums, counts, inertia, farthest)
+
+
+def _with_farthest(
+    stats: ClusterStats, chunk: Chunk, labels: np.ndarray, sq_dist: np.ndarray
+) -> ClusterStats:
+    stats.farthest = _top_rows(chunk, sq_dist, labels, FAR_ROWS)
+    return stats
 
 
 def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, counts=None):
@@ -277,12 +295,13 @@ def bounded_statistics(
     counts = np.zeros(n_clusters)
     searcher = get_backend(backend_name).searcher(centers.astype(chunk.data.dtype, copy=False))
     with single_threaded_native():
-        bounds, _, inertia = bounded_assign(
+        bounds, sq_dist, inertia = bounded_assign(
             chunk.data, chunk.weights, centers, searcher, previous, ticket.movement, sums, counts
         )
     if ticket.keep:
         MEMO.put(source, ticket.run, ticket.iteration, bounds)
-    return ClusterStats(sums, counts, inertia), bounds.labels
+    stats = _with_farthest(ClusterStats(sums, counts, inertia), chunk, bounds.labels, sq_dist)
+    return stats, bounds.labels
 
 
 def chunk_stats(
@@ -292,23 +311,21 @@ def chunk_stats(
 
     With a ``ticket`` the rows' Hamerly bounds are used and kept on the worker.
     """
-    if ticket is not None:
-        return bounded_statistics(chunk, centers, backend_name, ticket)[0]
-    chunk = _start_task(chunk)
-    stats, _, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
-    return stats
+    return chunk_labels(chunk, centers, backend_name, ticket)[1]
 
 
 def chunk_labels(
     chunk: RowSource, centers: np.ndarray, backend_name: str, ticket: BoundsTicket | None = None
 ) -> tuple[np.ndarray, ClusterStats]:
-    """Final pass: labels of the chunk's rows and its statistics."""
+    """Labels of the chunk's rows and its statistics (with its farthest rows)."""
     if ticket is not None:
         stats, labels = bounded_statistics(chunk, centers, backend_name, ticket)
         return labels, stats
     chunk = _start_task(chunk)
-    stats, labels, _ = statistics_and_labels(chunk.data, chunk.weights, centers, backend_name)
-    return labels, stats
+    stats, labels, sq_dist = statistics_and_labels(
+        chunk.data, chunk.weights, centers, backend_name
+    )
+    return labels, _with_farthest(stats, chunk, labels, sq_dist)
 
 
 @dataclass
@@ -325,12 +342,8 @@ class RankedRows:
 
 
 def _top_rows(chunk: Chunk, score: np.ndarray, labels: np.ndarray, count: int) -> RankedRows:
-    local = np.arange(chunk.n_rows)
-    if count < chunk.n_rows:
-        # Only rows scoring at least the count-th best can be kept (ties too).
-        threshold = np.partition(score, chunk.n_rows - count)[chunk.n_rows - count]
-        local = local[score >= threshold]
-    local = local[np.lexsort((local, -score[local]))][:count]
+    local = np.empty(min(count, chunk.n_rows), dtype=np.int64)
+    largest(score, count, local)
     weights = weights_or_ones(chunk)
     return RankedRows(
         score[local], local + chunk.offset, chunk.data[local], weights[local], labels[local]

@@ -200,3 +200,31 @@ def tighten_bounds(block, labels, upper, lower, centers, half_gap, candidates, n
             candidates[n_pending] = i
             n_pending += 1
     return n_pending
+
+
+@numba.njit(nogil=True, cache=True)
+def largest(values, count, out):
+    """Indices of the ``count`` largest ``values``, largest first, ties by lower index.
+
+    One pass with a small sorted buffer: after the first rows, almost every
+    value is rejected by a single comparison. Writes into ``out`` and returns
+    how many indices it wrote (``min(count, len(values))``).
+    """
+    size = 0
+    best = np.empty(count, dtype=np.float64)
+    for i in range(values.shape[0]):
+        value = values[i]
+        if size == count and not value > best[size - 1]:
+            continue
+        # Insert after every kept value >= value (earlier rows win ties).
+        position = size if size < count else count - 1
+        while position > 0 and best[position - 1] < value:
+            if position < count:
+                best[position] = best[position - 1]
+                out[position] = out[position - 1]
+            position -= 1
+        best[position] = value
+        out[position] = i
+        if size < count:
+            size += 1
+    return size

@@ -220,6 +220,11 @@ def lloyd(
     final_backend = final_backend or backend
 
     def find_far(count: int) -> RankedRows:
+        # The rows the chunks reported are those farthest from their nearest
+        # centre when the iterations search exactly; otherwise search again.
+        reported = stats.farthest
+        if final_backend == backend and reported is not None and len(reported.index) >= count:
+            return merge_top(count, reported)
         return farthest(client, chunks, centers_future, final_backend, count)
 
     run = uuid.uuid4().hex

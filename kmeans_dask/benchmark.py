@@ -869,58 +869,6 @@ def run_spark(work: Workload, seed: int = 0) -> RunResult:
     )
 
 
-def compute_only_seconds(
-    X: np.ndarray, init: np.ndarray, backend: str, chunk_rows: Sequence[int], n_threads: int
-) -> float:
-    """A plain Lloyd iteration's kernels over the same chunks, on ``n_threads`` threads.
-
-    Every chunk's statistics are computed in this process by a pool of
-    ``n_threads`` threads, one single-threaded chunk task per thread at a
-    time, as on the workers: the compute part of an iteration, with no Dask.
-
-    Parameters
-    ----------
-    X : ndarray
-    init : ndarray
-        Centres to assign to.
-    backend : str
-        Resolved backend name ("numpy" or "faiss-cpu").
-    chunk_rows : sequence of int
-        Rows of each chunk, as the Dask array is chunked.
-    n_threads : int
-        Worker threads of the LocalCluster.
-
-    Returns
-    -------
-    float
-        Seconds.
-    """
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    from kmeans_dask._chunks import statistics_and_labels
-
-    bounds = np.cumsum([0, *chunk_rows])
-    chunks = [X[a:b] for a, b in itertools.pairwise(bounds)]
-    faiss_threads = None
-    if backend == "faiss-cpu":
-        import faiss
-
-        faiss_threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1), ThreadPoolExecutor(n_threads) as pool:
-            statistics_and_labels(X[:1024], None, init, backend)  # compile / warm up
-            start = time.perf_counter()
-            list(pool.map(lambda chunk: statistics_and_labels(chunk, None, init, backend), chunks))
-            seconds = time.perf_counter() - start
-    finally:
-        if faiss_threads is not None:
-            faiss.omp_set_num_threads(faiss_threads)
-    return seconds
-
-
 def warm_bounds_kernels(dtype: str) -> None:
     """Compile (or load from Numba's cache) the Hamerly kernels in this process.
 
@@ -1439,7 +1387,6 @@ def run(args: argparse.Namespace) -> int:
     )
 
     results: list[RunResult] = []
-    compute_only: list[float] = []
     overheads: dict[str, list[float]] = {"tasks": [], "actors": []}
     sgemm = SgemmResult(SGEMM_SHAPE)
     failed: set[str] = set()
@@ -1501,7 +1448,6 @@ def run(args: argparse.Namespace) -> int:
                     except Exception as exc:
                         print(f"{name} failed in the warm-up: {exc!r}", flush=True)
                         failed.add(name)
-                compute_only_seconds(X[:rows], init, backend, [rows], n_threads)
                 client.run(warm_bounds_kernels, str(dtype))
                 if warm_rdd is not None:
                     warm_rdd.unpersist()
@@ -1529,16 +1475,12 @@ def run(args: argparse.Namespace) -> int:
                         )
                     results.append(result)
                     print("  " + _describe(result), flush=True)
-                compute_only.append(
-                    compute_only_seconds(X, init, backend, X_dask.chunks[0], n_threads)
-                )
                 for engine, seconds in overheads.items():
                     seconds.append(iteration_overhead_seconds(client, _futures, init, engine))
                 measure_sgemm(sgemm)
                 print(
                     f"  empty iteration: tasks {_fmt_seconds(overheads['tasks'][-1])} s, "
-                    f"actors {_fmt_seconds(overheads['actors'][-1])} s; "
-                    f"plain compute {_fmt_seconds(compute_only[-1])} s/iter; SGEMM "
+                    f"actors {_fmt_seconds(overheads['actors'][-1])} s; SGEMM "
                     f"{sgemm.gflops:.1f} GFLOP/s ({sgemm.gflops_one_thread:.1f} per thread)",
                     flush=True,
                 )
@@ -1574,9 +1516,6 @@ def run(args: argparse.Namespace) -> int:
         f"{_fmt_seconds(statistics.median(overheads['actors']))} s; kmeans_dask "
         f"({ours_engine}): {_fmt_fraction(overhead / ours.median_seconds_per_iter)} of its "
         f"{_fmt_seconds(ours.median_seconds_per_iter)} s/iter",
-        f"Compute part of a plain Lloyd iteration (the chunk kernels on {n_threads} threads "
-        f"in one process, no Dask; median): {_fmt_seconds(statistics.median(compute_only))} "
-        f"s/iter",
     ]
     peaks = [r.peak_worker_rss for r in results if r.name == OURS and r.peak_worker_rss]
     if peaks:
@@ -1634,7 +1573,6 @@ def run(args: argparse.Namespace) -> int:
             "parameters": params,
             "environment": env,
             "sgemm": asdict(sgemm),
-            "compute_only_seconds_per_iter": compute_only,
             "empty_iteration_seconds": overheads,
             "dask_overhead_seconds_per_iter": overhead,
             "summaries": [asdict(s) for s in summaries],

@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
+from sklearn.cluster import KMeans as SKKMeans
 
 import kmeans_dask._bounds as bounds_module
+import kmeans_dask._lloyd as lloyd_module
 from kmeans_dask import KMeans
 from kmeans_dask._bounds import (
     BoundsMemo,
@@ -231,3 +233,26 @@ def test_workers_reuse_bounds_and_free_them(blobs, monkeypatch, engine):
     assert hits == [False] * n_chunks + [True] * (len(hits) - n_chunks)
     gc.collect()
     assert len(bounds_module.MEMO) == 0
+
+
+def test_empty_clusters_move_to_the_rows_the_pass_reported(client, blobs, monkeypatch):
+    """Relocation uses the farthest rows each chunk reports: no extra pass, same result."""
+    X = blobs[0]
+    # Three centres far from every row: they attract nothing in the first iteration.
+    init = np.vstack([X[:3], X[:3] + 1e3])
+    searched_again = []
+    extra_pass = lloyd_module.farthest
+    monkeypatch.setattr(
+        lloyd_module,
+        "farthest",
+        lambda *args, **kwargs: searched_again.append(1) or extra_pass(*args, **kwargs),
+    )
+    model = KMeans(6, init=init, max_iter=30, tol=0.0, engine="tasks").fit(X)
+    assert model.history_[0].n_empty == 3
+    assert not searched_again
+    approximate = KMeans(6, init=init, max_iter=30, tol=0.0, assign="ivf").fit(X)
+    assert searched_again  # approximate iterations: the rows are searched for exactly
+    reference = SKKMeans(6, init=init, n_init=1, max_iter=30, tol=0.0, algorithm="lloyd").fit(X)
+    np.testing.assert_allclose(model.cluster_centers_, reference.cluster_centers_, rtol=1e-10)
+    assert model.inertia_ == pytest.approx(reference.inertia_, rel=1e-10)
+    assert approximate.inertia_ == pytest.approx(reference.inertia_, rel=1e-2)

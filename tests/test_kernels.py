@@ -7,15 +7,19 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
 from kmeans_dask._chunks import (
+    FAR_ROWS,
     Chunk,
     ChunkSummary,
+    chunk_stats,
     combine_stats,
+    farthest_rows,
     merge_top,
     nearest,
     random_rows,
     statistics_and_labels,
     summarize,
 )
+from kmeans_dask._kernels import largest
 from kmeans_dask._rng import row_uniforms
 from kmeans_dask.backends import get_backend
 
@@ -121,3 +125,31 @@ def test_unknown_backend_and_auto():
     with pytest.raises(ValueError, match="backend='nope' is not a known backend"):
         get_backend("nope")
     assert get_backend("auto").name == "numpy"
+
+
+def test_largest_matches_a_full_sort_with_ties_and_infinities():
+    rng = np.random.default_rng(5)
+    for trial in range(200):
+        n, count = int(rng.integers(1, 200)), int(rng.integers(1, 50))
+        values = rng.integers(0, 5, n).astype(float) if trial % 2 else rng.random(n)
+        if trial % 3 == 0:
+            values[rng.random(n) < 0.3] = -np.inf
+        out = np.empty(min(count, n), dtype=np.int64)
+        written = largest(values, count, out)
+        rows = np.arange(n)
+        expected = rows[np.lexsort((rows, -values))][:count]
+        assert written == len(expected)
+        assert_array_equal(out, expected)
+
+
+def test_chunk_statistics_report_the_rows_farthest_from_their_centre():
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(3000, 4))
+    centers = X[:7].copy()
+    parts = [
+        chunk_stats(Chunk(X[a:b], None, a), centers, "numpy") for a, b in [(0, 1200), (1200, 3000)]
+    ]
+    combined = combine_stats(*parts)
+    expected = merge_top(FAR_ROWS, farthest_rows(Chunk(X, None, 0), centers, "numpy", FAR_ROWS))
+    assert_array_equal(combined.farthest.index, expected.index)
+    assert_array_equal(combined.farthest.rows, X[expected.index])
