@@ -171,7 +171,7 @@ def lloyd(
     tol: float,
     backend: str,
     final_backend: str | None = None,
-    bounds: bool = False,
+    bounds: str = "off",
     hosts: bool = False,
     keep_labels: bool = True,
     history: Sequence[IterationRecord] = (),
@@ -190,10 +190,12 @@ def lloyd(
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
         Defaults to ``backend``.
-    bounds : bool
-        Keep Hamerly bounds next to the chunks (:mod:`kmeans_dask._bounds`)
-        so rows whose centre cannot change skip the search. Needs an exact
-        ``backend`` that provides them ("numpy") and worker-resident chunks.
+    bounds : {"off", "always", "settled"}
+        When to keep Hamerly bounds next to the chunks
+        (:mod:`kmeans_dask._bounds`) so rows whose centre cannot change skip
+        the search: never, in every iteration, or once the centres settle.
+        Needs an exact ``backend`` that provides them ("numpy") and
+        worker-resident chunks.
     hosts : bool
         Run the iterations through one actor per worker
         (:mod:`kmeans_dask._hosts`) instead of tasks: same result, less
@@ -228,15 +230,17 @@ def lloyd(
         return farthest(client, chunks, centers_future, final_backend, count)
 
     run = uuid.uuid4().hex
-    bounded_centers: np.ndarray | None = None  # the centres the chunks' bounds refer to
+    previous: np.ndarray | None = None  # the centres of the last iteration run
+    bounded = False  # whether that iteration left bounds with the chunks
 
     def ticket(iteration: int, keep: bool = True) -> BoundsTicket | None:
-        if not bounds:
+        """Bounds for this iteration (seeded afresh if the last one had none), or None."""
+        if bounds == "off":
             return None
-        movement = None
-        if bounded_centers is not None:
-            movement = center_movement(bounded_centers, centers)
-        return BoundsTicket(run, iteration, movement, keep)
+        movement = None if previous is None else center_movement(previous, centers)
+        if bounds == "settled" and (movement is None or not movement.settled):
+            return None
+        return BoundsTicket(run, iteration, movement if bounded else None, keep)
 
     converged = bool(history) and history[-1].center_shift <= tol
     iteration = len(history)
@@ -244,9 +248,10 @@ def lloyd(
     try:
         for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
             start = time.perf_counter()
+            iteration_ticket = ticket(iteration)
             if engine is not None:
                 centers_future = centers
-                parts = engine.map(chunk_stats, centers, backend, ticket(iteration))
+                parts = engine.map(chunk_stats, centers, backend, iteration_ticket)
                 stats = combine_in_tree(combine_stats, parts)
             else:
                 centers_future = send(client, centers, "kmeans-centers")
@@ -256,11 +261,11 @@ def lloyd(
                     chunks,
                     centers_future,
                     backend,
-                    ticket(iteration),
+                    iteration_ticket,
                     name="kmeans-assign",
                 )
                 stats = tree_reduce(client, combine_stats, futures, name="kmeans-reduce")
-            bounded_centers = centers
+            previous, bounded = centers, iteration_ticket is not None
             updated, n_empty = _update(stats, centers, find_far)
             shift = center_shift(centers, updated)
             centers = updated
@@ -277,7 +282,10 @@ def lloyd(
             engine.close()
 
     centers_future = send(client, centers, "kmeans-centers")
-    final_ticket = ticket(iteration + 1, keep=False) if final_backend == backend else None
+    # The final pass uses bounds the last iteration left; it never seeds them.
+    final_ticket = None
+    if final_backend == backend and bounded:
+        final_ticket = ticket(iteration + 1, keep=False)
     labels: list[Future] = []
     if keep_labels:
         pairs = map_chunks(

@@ -71,8 +71,8 @@ class RunPlan:
     fingerprint: str
     """Identifies the fit, so a checkpoint of another fit is refused."""
     checkpoint: str | os.PathLike | None = None
-    bounds: bool = False
-    """Keep Hamerly bounds with the chunks (exact search on resident data)."""
+    bounds: str = "off"
+    """When to keep Hamerly bounds with the chunks: "off", "always", "settled"."""
     hosts: bool = False
     """Run the iterations through one actor per worker (resident data)."""
 

@@ -122,10 +122,13 @@ default="k-means||"
         on the distances to the nearest and the second-nearest centre
         (Hamerly 2010), so rows whose centre provably cannot change skip the
         search; the result is that of "lloyd" (exact nearest centres), at a
-        cost of 20 bytes of worker memory per row. "auto" uses the bounds
-        with the exact "numpy" search; "lloyd" searches every row in every
-        iteration. Data streamed from Zarr (``persist=False``) always runs
-        "lloyd": there is no resident chunk to keep bounds with.
+        cost of 20 bytes of worker memory per row. "auto" (with the exact
+        "numpy" search) runs plain iterations while the centres still move
+        by a good share of the gaps between them, where bounds would skip
+        almost nothing, and keeps bounds from the first iteration in which
+        they settle; "lloyd" searches every row in every iteration. Data
+        streamed from Zarr (``persist=False``) always runs "lloyd": there is
+        no resident chunk to keep bounds with.
     engine : {"auto", "tasks", "actors"}, default="auto"
         How the Lloyd iterations reach the workers. "tasks": one Dask task
         per chunk and iteration, visible in the dashboard's task stream.
@@ -474,7 +477,7 @@ default="k-means||"
         seeds: list[int],
         backend: str,
         search: str,
-        bounds: bool,
+        bounds: str,
         init_centers: np.ndarray | None,
         checkpoint,
         client,
@@ -508,7 +511,7 @@ default="k-means||"
             tol=mean_variance * self.tol,
             backend=backend,
             search=search,
-            bounds=bounds and data.persisted,
+            bounds=bounds if data.persisted else "off",
             hosts=self._use_hosts(data),
             fingerprint=fingerprint,
             checkpoint=checkpoint,

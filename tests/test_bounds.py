@@ -78,6 +78,19 @@ def test_half_gaps_are_lower_bounds_and_tight():
     assert np.isinf(half_gaps(centers[:1])).all()
 
 
+def test_centres_count_as_settled_when_they_move_little_against_their_gaps():
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])  # half-gaps 5
+    all_moved = centers.copy()
+    all_moved[:, 0] += 0.9  # below 0.2 x the median half-gap
+    assert center_movement(centers, all_moved).settled
+    one_moved = centers.copy()
+    one_moved[2, 1] += 1.1  # above it
+    assert not center_movement(centers, one_moved).settled
+    # Without half-gaps (too many centres to compute them) only no movement is settled.
+    no_gaps = CenterMovement(shift=np.array([0.0, 0.1]), half_gap=np.zeros(2))
+    assert not no_gaps.settled
+
+
 def test_center_movement_reports_the_two_largest_shifts():
     old = np.zeros((4, 2))
     new = np.array([[0.0, 1.0], [3.0, 4.0], [0.0, 2.0], [0.0, 0.0]])
@@ -176,9 +189,10 @@ def test_memo_returns_only_the_matching_iteration_once():
 
 
 def test_algorithm_needs_a_search_that_gives_bounds():
-    assert resolve_algorithm("auto", "numpy") is True
-    assert resolve_algorithm("lloyd", "numpy") is False
-    assert resolve_algorithm("auto", "ivf:nprobe=8") is False
+    assert resolve_algorithm("auto", "numpy") == "settled"
+    assert resolve_algorithm("hamerly", "numpy") == "always"
+    assert resolve_algorithm("lloyd", "numpy") == "off"
+    assert resolve_algorithm("auto", "ivf:nprobe=8") == "off"
     with pytest.raises(ValueError, match=r"algorithm='hamerly' needs .*'ivf:nprobe=8'"):
         resolve_algorithm("hamerly", "ivf:nprobe=8")
     X = np.random.default_rng(0).normal(size=(100, 2))
@@ -198,14 +212,15 @@ def test_fit_with_bounds_equals_plain_lloyd_and_uses_them(client, blobs, dtype):
     init = X[np.random.default_rng(3).choice(len(X), 6, replace=False)]
     fits = {
         algorithm: KMeans(6, init=init, max_iter=40, tol=0.0, algorithm=algorithm).fit(X)
-        for algorithm in ("lloyd", "hamerly")
+        for algorithm in ("lloyd", "hamerly", "auto")
     }
-    plain, bounded = fits["lloyd"], fits["hamerly"]
-    assert_array_equal(bounded.labels_, plain.labels_)
-    assert_array_equal(bounded.cluster_centers_, plain.cluster_centers_)
-    assert bounded.inertia_ == plain.inertia_
-    assert bounded.n_iter_ == plain.n_iter_
-    assert [r.inertia for r in bounded.history_] == [r.inertia for r in plain.history_]
+    plain = fits["lloyd"]
+    for bounded in (fits["hamerly"], fits["auto"]):
+        assert_array_equal(bounded.labels_, plain.labels_)
+        assert_array_equal(bounded.cluster_centers_, plain.cluster_centers_)
+        assert bounded.inertia_ == plain.inertia_
+        assert bounded.n_iter_ == plain.n_iter_
+        assert [r.inertia for r in bounded.history_] == [r.inertia for r in plain.history_]
 
 
 @pytest.mark.parametrize("engine", ["tasks", "actors"])
@@ -219,14 +234,17 @@ def test_workers_reuse_bounds_and_free_them(blobs, monkeypatch, engine):
         return found
 
     monkeypatch.setattr(bounds_module.MEMO, "take", counting_take)
-    X = blobs[0]
+    X, y = blobs
+    # Start near the blob centres, so the bounds skip most rows from the start.
+    init = np.array([X[y == label].mean(axis=0) + 0.3 for label in range(6)])
     with (
         LocalCluster(
             n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
         ) as cluster,
         Client(cluster),
     ):
-        model = KMeans(6, init=X[:6], max_iter=5, tol=0.0, engine=engine).fit(X)
+        model = KMeans(6, init=init, max_iter=5, tol=0.0, algorithm="hamerly", engine=engine)
+        model.fit(X)
     n_chunks = len(hits) // (model.n_iter_ + 1)
     # The first iteration searches everything; every later task (and the
     # final pass) finds the bounds its chunk left in the previous one.

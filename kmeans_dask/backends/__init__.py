@@ -146,10 +146,15 @@ def resolve_search(
     return spec
 
 
-def resolve_algorithm(algorithm: str, search: str) -> bool:
-    """Whether the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._bounds`).
+def resolve_algorithm(algorithm: str, search: str) -> str:
+    """When the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._bounds`).
 
-    "auto" and "hamerly" use them with the exact BLAS search; "lloyd" never does.
+    Returns
+    -------
+    str
+        "off" (plain Lloyd), "always" (``algorithm="hamerly"``) or "settled"
+        (``algorithm="auto"`` with the exact BLAS search: bounds once the
+        centres move little).
 
     Raises
     ------
@@ -158,16 +163,16 @@ def resolve_algorithm(algorithm: str, search: str) -> bool:
         provide the bounds (Faiss or an approximate assignment).
     """
     if algorithm == "lloyd":
-        return False
+        return "off"
     if search in _BOUNDED_SEARCHES:
-        return True
+        return "always" if algorithm == "hamerly" else "settled"
     if algorithm == "hamerly":
         raise ValueError(
             f"algorithm='hamerly' needs the exact BLAS search (backend='numpy', "
             f"assign='exact'), but the iterations would use {search!r}; use "
             "algorithm='lloyd' or 'auto' with this backend and assign mode"
         )
-    return False
+    return "off"
 
 
 def check_backend_name(name: object) -> str:
