@@ -20,7 +20,7 @@ Bounds only pay once the centres settle: while they still move by a good
 share of the gaps between them, almost every row fails the test and the
 bounds add the runner-up search to a full search. So ``algorithm="auto"``
 runs plain iterations until an iteration's centre movement is small
-(:attr:`CenterMovement.settled`), then seeds bounds and keeps them while the
+(:func:`centers_settled`), then seeds bounds and keeps them while the
 movement stays small; ``algorithm="hamerly"`` keeps them throughout.
 
 The bounds of a chunk live in the memory of the worker that holds the chunk,
@@ -41,8 +41,12 @@ import numpy as np
 from kmeans_dask._kernels import accumulate, loosen_bounds, tighten_bounds
 
 #: Above this many centres the half-gaps (a k x k distance matrix per
-#: iteration) cost more than they save, and only the per-row bounds are used.
-MAX_CLUSTERS_FOR_HALF_GAPS = 4096
+#: iteration, computed by the client) cost more than they save, and only the
+#: per-row bounds are used.
+MAX_CLUSTERS_FOR_HALF_GAPS = 1024
+
+#: Centres whose half-gaps estimate the median half-gap in :func:`centers_settled`.
+SETTLED_SAMPLE = 256
 
 #: Share of a block's rows above which the whole block is searched: gathering
 #: the rows that need a search stops paying off.
@@ -83,15 +87,6 @@ class CenterMovement:
     other centre (zeros when ``k`` is above :data:`MAX_CLUSTERS_FOR_HALF_GAPS`)."""
 
     @property
-    def settled(self) -> bool:
-        """Whether the centres moved little enough for bounds to skip most rows.
-
-        True when the largest shift is at most :data:`SETTLED_RATIO` times
-        the median half-gap (never when the half-gaps were not computed).
-        """
-        return bool(self.shift.max() <= SETTLED_RATIO * np.median(self.half_gap))
-
-    @property
     def largest(self) -> tuple[float, int, float]:
         """The largest shift, the centre that made it, and the runner-up shift."""
         if self.shift.size == 1:
@@ -101,28 +96,45 @@ class CenterMovement:
         return float(self.shift[first]), int(first), float(self.shift[second])
 
 
-def half_gaps(centers: np.ndarray) -> np.ndarray:
+def half_gaps(centers: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
     """Half the distance from each centre to its nearest other centre, rounded down.
 
     Computed by the GEMM expansion in float64 with its rounding error
-    subtracted, so the result never exceeds the true half-gap.
+    subtracted, so the result never exceeds the true half-gap. ``rows``
+    restricts the result to those centres (still against all of them).
     """
     n_clusters, n_features = centers.shape
-    if n_clusters == 1 or n_clusters > MAX_CLUSTERS_FOR_HALF_GAPS:
-        return np.full(n_clusters, np.inf if n_clusters == 1 else 0.0)
+    rows = np.arange(n_clusters) if rows is None else rows
+    if n_clusters == 1:
+        return np.full(rows.size, np.inf)
     centers64 = np.asarray(centers, dtype=np.float64)
     sq_norms = np.einsum("ij,ij->i", centers64, centers64)
-    norm_sums = sq_norms[:, None] + sq_norms[None, :]
-    sq_dist = norm_sums - 2.0 * (centers64 @ centers64.T)
+    norm_sums = sq_norms[rows, None] + sq_norms[None, :]
+    sq_dist = norm_sums - 2.0 * (centers64[rows] @ centers64.T)
     sq_dist -= 4.0 * (n_features + 4) * np.finfo(np.float64).eps * norm_sums
-    np.fill_diagonal(sq_dist, np.inf)
+    sq_dist[np.arange(rows.size), rows] = np.inf
     return 0.5 * np.sqrt(np.maximum(sq_dist.min(axis=1), 0.0))
+
+
+def centers_settled(old: np.ndarray, new: np.ndarray) -> bool:
+    """Whether the centres moved little enough for bounds to skip most rows.
+
+    True when the largest shift from ``old`` to ``new`` is at most
+    :data:`SETTLED_RATIO` times the median half-gap of ``new``, estimated
+    from :data:`SETTLED_SAMPLE` evenly spaced centres (cheap for any k).
+    """
+    diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
+    largest = np.sqrt(np.einsum("ij,ij->i", diff, diff).max())
+    sample = np.unique(np.linspace(0, len(new) - 1, SETTLED_SAMPLE).astype(np.intp))
+    return bool(largest <= SETTLED_RATIO * np.median(half_gaps(new, sample)))
 
 
 def center_movement(old: np.ndarray, new: np.ndarray) -> CenterMovement:
     """The :class:`CenterMovement` from centres ``old`` to ``new`` (both k x d)."""
     diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
     shift = np.sqrt(np.einsum("ij,ij->i", diff, diff)) * (1.0 + _SHIFT_SLACK)
+    if len(new) > MAX_CLUSTERS_FOR_HALF_GAPS:
+        return CenterMovement(shift=shift, half_gap=np.zeros(len(new)))
     return CenterMovement(shift=shift, half_gap=half_gaps(new))
 
 

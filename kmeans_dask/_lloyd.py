@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from distributed import Client, Future
 
-from kmeans_dask._bounds import BoundsTicket, center_movement
+from kmeans_dask._bounds import BoundsTicket, center_movement, centers_settled
 from kmeans_dask._chunks import (
     Chunk,
     ClusterStats,
@@ -151,6 +151,29 @@ def _update(
     return new_centers(stats, centers, far, empty), int(empty.size)
 
 
+def _iteration_stats(
+    client: Client,
+    engine: ChunkHosts | None,
+    chunks,
+    centers: np.ndarray,
+    backend: str,
+    ticket: BoundsTicket | None,
+) -> tuple[ClusterStats, np.ndarray | Future]:
+    """The combined statistics of one iteration, through the actors or as tasks.
+
+    Also returns the centres as the cluster holds them, for any further
+    pass over the chunks in the same iteration.
+    """
+    if engine is not None:
+        parts = engine.map(chunk_stats, centers, backend, ticket)
+        return combine_in_tree(combine_stats, parts), centers
+    centers_future = send(client, centers, "kmeans-centers")
+    futures = map_chunks(
+        client, chunk_stats, chunks, centers_future, backend, ticket, name="kmeans-assign"
+    )
+    return tree_reduce(client, combine_stats, futures, name="kmeans-reduce"), centers_future
+
+
 def farthest(client: Client, chunks, centers, backend: str, count: int) -> RankedRows:
     """The ``count`` rows of the distributed data farthest from their nearest centre."""
     parts = map_chunks(client, farthest_rows, chunks, centers, backend, count, name="kmeans-far")
@@ -237,10 +260,10 @@ def lloyd(
         """Bounds for this iteration (seeded afresh if the last one had none), or None."""
         if bounds == "off":
             return None
-        movement = None if previous is None else center_movement(previous, centers)
-        if bounds == "settled" and (movement is None or not movement.settled):
+        if bounds == "settled" and (previous is None or not centers_settled(previous, centers)):
             return None
-        return BoundsTicket(run, iteration, movement if bounded else None, keep)
+        movement = center_movement(previous, centers) if bounded else None
+        return BoundsTicket(run, iteration, movement, keep)
 
     converged = bool(history) and history[-1].center_shift <= tol
     iteration = len(history)
@@ -249,22 +272,9 @@ def lloyd(
         for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
             start = time.perf_counter()
             iteration_ticket = ticket(iteration)
-            if engine is not None:
-                centers_future = centers
-                parts = engine.map(chunk_stats, centers, backend, iteration_ticket)
-                stats = combine_in_tree(combine_stats, parts)
-            else:
-                centers_future = send(client, centers, "kmeans-centers")
-                futures = map_chunks(
-                    client,
-                    chunk_stats,
-                    chunks,
-                    centers_future,
-                    backend,
-                    iteration_ticket,
-                    name="kmeans-assign",
-                )
-                stats = tree_reduce(client, combine_stats, futures, name="kmeans-reduce")
+            stats, centers_future = _iteration_stats(
+                client, engine, chunks, centers, backend, iteration_ticket
+            )
             previous, bounded = centers, iteration_ticket is not None
             updated, n_empty = _update(stats, centers, find_far)
             shift = center_shift(centers, updated)

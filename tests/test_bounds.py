@@ -19,6 +19,7 @@ from kmeans_dask._bounds import (
     RowBounds,
     bounded_assign,
     center_movement,
+    centers_settled,
     half_gaps,
 )
 from kmeans_dask._chunks import statistics_and_labels
@@ -76,19 +77,23 @@ def test_half_gaps_are_lower_bounds_and_tight():
     assert np.all(gaps <= distances.min(axis=1) / 2)
     np.testing.assert_allclose(gaps, distances.min(axis=1) / 2, rtol=1e-9)
     assert np.isinf(half_gaps(centers[:1])).all()
+    rows = np.array([3, 17, 40])
+    np.testing.assert_allclose(half_gaps(centers, rows), gaps[rows], rtol=1e-12)
 
 
 def test_centres_count_as_settled_when_they_move_little_against_their_gaps():
     centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])  # half-gaps 5
     all_moved = centers.copy()
     all_moved[:, 0] += 0.9  # below 0.2 x the median half-gap
-    assert center_movement(centers, all_moved).settled
+    assert centers_settled(centers, all_moved)
     one_moved = centers.copy()
     one_moved[2, 1] += 1.1  # above it
-    assert not center_movement(centers, one_moved).settled
-    # Without half-gaps (too many centres to compute them) only no movement is settled.
-    no_gaps = CenterMovement(shift=np.array([0.0, 0.1]), half_gap=np.zeros(2))
-    assert not no_gaps.settled
+    assert not centers_settled(centers, one_moved)
+    # Many centres: the median half-gap comes from a sample, and is close.
+    rng = np.random.default_rng(4)
+    many = rng.normal(size=(3000, 3))
+    sampled = np.median(half_gaps(many, np.linspace(0, 2999, 256).astype(np.intp)))
+    assert sampled == pytest.approx(np.median(half_gaps(many)), rel=0.2)
 
 
 def test_center_movement_reports_the_two_largest_shifts():
