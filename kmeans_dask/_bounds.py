@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kmeans_dask._kernels import accumulate, loosen_bounds, tighten_bounds
+from kmeans_dask._threads import single_threaded_native
 
 #: Above this many centres the half-gaps (a k x k distance matrix per
 #: iteration, computed by the client) cost more than they save, and only the
@@ -101,7 +102,10 @@ def half_gaps(centers: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray
 
     Computed by the GEMM expansion in float64 with its rounding error
     subtracted, so the result never exceeds the true half-gap. ``rows``
-    restricts the result to those centres (still against all of them).
+    restricts the result to those centres (still against all of them). The
+    GEMM runs on one thread: this runs in the client between iterations, and
+    multi-threaded OpenBLAS keeps its threads spinning afterwards, which took
+    15-20% off the workers' next iteration on a 2-core machine.
     """
     n_clusters, n_features = centers.shape
     rows = np.arange(n_clusters) if rows is None else rows
@@ -110,7 +114,8 @@ def half_gaps(centers: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray
     centers64 = np.asarray(centers, dtype=np.float64)
     sq_norms = np.einsum("ij,ij->i", centers64, centers64)
     norm_sums = sq_norms[rows, None] + sq_norms[None, :]
-    sq_dist = norm_sums - 2.0 * (centers64[rows] @ centers64.T)
+    with single_threaded_native():
+        sq_dist = norm_sums - 2.0 * (centers64[rows] @ centers64.T)
     sq_dist -= 4.0 * (n_features + 4) * np.finfo(np.float64).eps * norm_sums
     sq_dist[np.arange(rows.size), rows] = np.inf
     return 0.5 * np.sqrt(np.maximum(sq_dist.min(axis=1), 0.0))
