@@ -190,6 +190,21 @@ BAD_PARAMS = [
         ValueError,
         lit("assign='approx' is not supported; expected one of ['exact', 'ivf', 'hnsw', 'auto']"),
     ),
+    (
+        {"algorithm": "elkan"},
+        ValueError,
+        lit("algorithm='elkan' is not supported; expected one of ['auto', 'lloyd', 'hamerly']"),
+    ),
+    (
+        {"engine": "threads"},
+        ValueError,
+        lit("engine='threads' is not supported; expected one of ['auto', 'tasks', 'actors']"),
+    ),
+    (
+        {"algorithm": "hamerly", "assign": "ivf"},
+        ValueError,
+        r"algorithm='hamerly' needs the exact BLAS search .* would use 'ivf'",
+    ),
     # init arrays
     (
         {"init": INIT_CENTERS[:2]},
