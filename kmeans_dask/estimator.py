@@ -494,7 +494,9 @@ default="k-means||"
             return centers
 
         params = self.get_params()
-        del params["verbose"]
+        # Neither changes the result (the engines are bit-identical), so a
+        # fit may resume its checkpoint with other settings of these.
+        del params["verbose"], params["engine"]
         if not isinstance(params["random_state"], int | type(None)):
             params["random_state"] = "seeded"  # the seeds themselves are compared
         fingerprint = fit_fingerprint(
