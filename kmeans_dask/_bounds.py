@@ -121,6 +121,12 @@ def half_gaps(centers: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray
     return 0.5 * np.sqrt(np.maximum(sq_dist.min(axis=1), 0.0))
 
 
+def _shifts(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """Distance each centre moved from ``old`` to ``new``, in float64."""
+    diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
+    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
+
+
 def centers_settled(old: np.ndarray, new: np.ndarray) -> bool:
     """Whether the centres moved little enough for bounds to skip most rows.
 
@@ -128,16 +134,14 @@ def centers_settled(old: np.ndarray, new: np.ndarray) -> bool:
     :data:`SETTLED_RATIO` times the median half-gap of ``new``, estimated
     from :data:`SETTLED_SAMPLE` evenly spaced centres (cheap for any k).
     """
-    diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
-    largest = np.sqrt(np.einsum("ij,ij->i", diff, diff).max())
+    largest = _shifts(old, new).max()
     sample = np.unique(np.linspace(0, len(new) - 1, SETTLED_SAMPLE).astype(np.intp))
     return bool(largest <= SETTLED_RATIO * np.median(half_gaps(new, sample)))
 
 
 def center_movement(old: np.ndarray, new: np.ndarray) -> CenterMovement:
     """The :class:`CenterMovement` from centres ``old`` to ``new`` (both k x d)."""
-    diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
-    shift = np.sqrt(np.einsum("ij,ij->i", diff, diff)) * (1.0 + _SHIFT_SLACK)
+    shift = _shifts(old, new) * (1.0 + _SHIFT_SLACK)
     if len(new) > MAX_CLUSTERS_FOR_HALF_GAPS:
         return CenterMovement(shift=shift, half_gap=np.zeros(len(new)))
     return CenterMovement(shift=shift, half_gap=half_gaps(new))

@@ -211,12 +211,11 @@ class DistributedData:
         RuntimeError
             If a chunk was lost that cannot be re-sent.
         """
-        futures = [c for c in self.chunks if isinstance(c, Future)]
         if self.client_copy is None:
             # The scheduler recomputes lost chunks from their graph; wait for them.
             try:
                 with client.as_current():
-                    wait(futures)
+                    wait([c for c in self.chunks if isinstance(c, Future)])
             except CancelledError as exc:
                 raise RuntimeError(
                     "data chunk(s) were lost with a worker and cannot be recomputed"
