@@ -36,6 +36,11 @@ logger = logging.getLogger(__name__)
 TARGET_CHUNK_BYTES = 64 * 2**20
 #: Smallest block worth a task of its own.
 MIN_CHUNK_ROWS = 1024
+#: Blocks per worker thread (when there are rows enough): a worker's threads
+#: take the next block as they finish one, so a core that runs slower for a
+#: while (another process, frequency changes) delays the iteration by at most
+#: one small block instead of holding half of it.
+BLOCKS_PER_THREAD = 4
 
 
 #: Share of the workers' total memory limit that persisted data may use.
@@ -164,9 +169,9 @@ def check_sample_weight(
 
 
 def numpy_row_chunks(n_samples: int, n_features: int, itemsize: int, n_threads: int) -> tuple:
-    """Row block sizes for NumPy input: ~64 MiB, and at least one per worker thread."""
+    """Row block sizes for NumPy input: at most ~64 MiB, and a few per worker thread."""
     by_size = math.ceil(n_samples * n_features * itemsize / TARGET_CHUNK_BYTES)
-    n_blocks = max(by_size, n_threads, 1)
+    n_blocks = max(by_size, BLOCKS_PER_THREAD * n_threads, 1)
     n_blocks = min(n_blocks, max(1, n_samples // MIN_CHUNK_ROWS))
     base, extra = divmod(n_samples, n_blocks)
     return tuple(base + (i < extra) for i in range(n_blocks))

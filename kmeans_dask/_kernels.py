@@ -1,4 +1,4 @@
-"""Compiled per-block kernels: column argmin, fused statistics, exact distances.
+"""Compiled per-block kernels: nearest-centre search, fused statistics, exact distances.
 
 These are pure functions over NumPy arrays, compiled with Numba and run
 without the GIL, so several Dask worker threads can run them at once.
@@ -11,6 +11,13 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+# The GEMMs inside the row-layout kernels (``np.dot`` in nopython mode) call
+# SciPy's BLAS. Load it now, before any thread pool is capped, so that
+# threadpoolctl sees and caps it along with NumPy's.
+import scipy.linalg.cython_blas  # noqa: F401
+from numba.core import types
+from numba.extending import intrinsic
 
 # Reassociation lets LLVM vectorise the per-row sum of squared differences.
 # It changes the order of additions, not which values are added, and the
@@ -63,6 +70,145 @@ def argmin2_columns(scores_t, center_bias, labels, second):
             second[i] = min(second[i], max(current, value))
             labels[i] = j if value < current else labels[i]
             best[i] = min(current, value)
+
+
+# --- Row layout: scores (b, k) from one GEMM per tile of rows -----------------------
+#
+# For a small number of centres the GEMM is thin (k and d small), and BLAS runs
+# it fastest with the rows as the long dimension and no transposition: tiles of
+# a few hundred rows hit OpenBLAS's small-matrix kernels. The argmin then runs
+# along each row of the (rows, k) tile. A float comparison loop does not
+# vectorise there (LLVM keeps the scalar select), an integer one does: each
+# score is mapped to an integer of the same order (its IEEE bits, with the
+# magnitude bits flipped for negatives), and for float32 the centre index is
+# packed below it, so one int64 min gives the smallest score and, among equal
+# scores, the lowest index.
+
+_INT32_MAGNITUDE = 0x7FFFFFFF
+_INT64_MAGNITUDE = 0x7FFFFFFFFFFFFFFF
+_LOW_32_BITS = 0xFFFFFFFF
+
+
+@intrinsic
+def _float_bits(typingctx, value):
+    """The IEEE bits of a float32 (float64) as an int32 (int64)."""
+    int_type = {types.float32: types.int32, types.float64: types.int64}.get(value)
+    if int_type is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+
+    return int_type(value), codegen
+
+
+@intrinsic
+def _bits_float(typingctx, value):
+    """The float32 (float64) whose IEEE bits are the int32 (int64) ``value``."""
+    float_type = {types.int32: types.float32, types.int64: types.float64}.get(value)
+    if float_type is None:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+
+    return float_type(value), codegen
+
+
+@numba.njit(inline="always")
+def _ordered32(score):
+    """An int64 holding an int32 that orders like the float32 ``score``."""
+    bits = np.int64(_float_bits(score))
+    return bits ^ ((bits >> 31) & _INT32_MAGNITUDE)
+
+
+@numba.njit(inline="always")
+def _ordered64(score):
+    """An int64 that orders like the float64 ``score``."""
+    bits = _float_bits(score)
+    return bits ^ ((bits >> 63) & _INT64_MAGNITUDE)
+
+
+@numba.njit(inline="always")
+def _score32(ordered):
+    """The float32 score that :func:`_ordered32` mapped to ``ordered``."""
+    return _bits_float(np.int32(ordered ^ ((ordered >> 31) & _INT32_MAGNITUDE)))
+
+
+@numba.njit(inline="always")
+def _score64(ordered):
+    """The float64 score that :func:`_ordered64` mapped to ``ordered``."""
+    return _bits_float(ordered ^ ((ordered >> 63) & _INT64_MAGNITUDE))
+
+
+@numba.njit(inline="always")
+def _smallest_key32(scores, i, center_bias):
+    """The smallest packed (score, index) key of row ``i``, scores biased."""
+    best = np.int64(_INT64_MAGNITUDE)
+    for j in range(scores.shape[1]):
+        best = min(best, (_ordered32(scores[i, j] + center_bias[j]) << 32) | j)
+    return best
+
+
+@numba.njit(inline="always")
+def _smallest_ordered64(scores, i, center_bias):
+    """The smallest ordered float64 score of row ``i``, scores biased."""
+    best = np.int64(_INT64_MAGNITUDE)
+    for j in range(scores.shape[1]):
+        best = min(best, _ordered64(scores[i, j] + center_bias[j]))
+    return best
+
+
+@numba.njit(nogil=True, cache=True)
+def argmin_rows32(block, minus_two_centers_t, center_bias, tile, labels, second=None):
+    """Nearest centre of each float32 row: ``argmin_j(center_bias[j] - 2 c_j . x)``.
+
+    Parameters
+    ----------
+    block : (n, d) float32, C-contiguous rows
+    minus_two_centers_t : (d, k) float32, ``-2 * centers.T``, C-contiguous
+    center_bias : (k,) float32, ``||c_j||^2``
+    tile : (t, k) float32 scratch; ``t`` rows are scored per GEMM
+    labels : (n,) int32, receives the nearest centre (ties: lowest index)
+    second : (n,) float32 or None
+        If given, receives each row's runner-up score
+        ``min_{j != labels[i]}(center_bias[j] - 2 c_j . x_i)`` (``inf`` for a
+        single centre). The best score is overwritten with ``inf`` and the
+        reduction run again: one loop carrying both minima would not vectorise.
+    """
+    n_rows = block.shape[0]
+    tile_rows = tile.shape[0]
+    for start in range(0, n_rows, tile_rows):
+        stop = min(start + tile_rows, n_rows)
+        scores = tile[: stop - start]
+        np.dot(block[start:stop], minus_two_centers_t, scores)
+        for i in range(stop - start):
+            label = _smallest_key32(scores, i, center_bias) & _LOW_32_BITS
+            labels[start + i] = label
+            if second is not None:
+                scores[i, label] = np.inf
+                second[start + i] = _score32(_smallest_key32(scores, i, center_bias) >> 32)
+
+
+@numba.njit(nogil=True, cache=True)
+def argmin_rows64(block, minus_two_centers_t, center_bias, tile, labels, second=None):
+    """:func:`argmin_rows32` for float64 rows: the smallest score, then its first index."""
+    n_rows = block.shape[0]
+    tile_rows, n_centers = tile.shape
+    for start in range(0, n_rows, tile_rows):
+        stop = min(start + tile_rows, n_rows)
+        scores = tile[: stop - start]
+        np.dot(block[start:stop], minus_two_centers_t, scores)
+        for i in range(stop - start):
+            best = _smallest_ordered64(scores, i, center_bias)
+            label = n_centers
+            for j in range(n_centers):
+                ordered = _ordered64(scores[i, j] + center_bias[j])
+                label = min(label, j if ordered == best else n_centers)
+            labels[start + i] = label
+            if second is not None:
+                scores[i, label] = np.inf
+                second[start + i] = _score64(_smallest_ordered64(scores, i, center_bias))
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_REASSOC)

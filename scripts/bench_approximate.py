@@ -61,7 +61,7 @@ from kmeans_dask.backends.approximate import (
     default_nprobe,
 )
 from kmeans_dask.backends.faiss_cpu import FaissSearcher
-from kmeans_dask.backends.numpy_blas import NumpySearcher
+from kmeans_dask.backends.numpy_blas import exact_searcher
 from kmeans_dask.benchmark import initial_centers, make_blobs
 
 SearcherFactory = Callable[[np.ndarray], object]
@@ -186,7 +186,7 @@ def _warm_up(X: np.ndarray, init: np.ndarray, make_searcher: SearcherFactory) ->
 
 def exact_labels(X: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """True nearest centre of every row (the ``numpy`` backend)."""
-    searcher = NumpySearcher(np.ascontiguousarray(centers, dtype=X.dtype))
+    searcher = exact_searcher(np.ascontiguousarray(centers, dtype=X.dtype))
     labels = np.empty(X.shape[0], dtype=np.int32)
     for first in range(0, X.shape[0], searcher.block_rows):
         labels[first : first + searcher.block_rows] = searcher.nearest(
@@ -256,7 +256,7 @@ def bench_shape(args: argparse.Namespace, k: int, d: int, log: Callable[[str], N
     ]
 
     variants: list[tuple[str, str, SearcherFactory, int]] = [
-        ("exact (numpy)", "", NumpySearcher, n_iter),
+        ("exact (numpy)", "", exact_searcher, n_iter),
         ("exact (faiss-cpu)", "", FaissSearcher, min(n_iter, args.slow_iterations)),
     ]
     twins = {

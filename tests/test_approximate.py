@@ -19,7 +19,7 @@ from kmeans_dask.backends.approximate import (
     default_nlist,
     default_nprobe,
 )
-from kmeans_dask.backends.numpy_blas import NumpySearcher
+from kmeans_dask.backends.numpy_blas import exact_searcher
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def _lloyd(X: np.ndarray, init: np.ndarray, make_searcher, n_iter: int) -> np.nd
 
 
 def _inertia(X: np.ndarray, centers: np.ndarray) -> float:
-    labels = _labels(NumpySearcher(centers.astype(X.dtype)), X)
+    labels = _labels(exact_searcher(centers.astype(X.dtype)), X)
     centers = np.asarray(centers, dtype=np.float64)
     sums = np.zeros_like(centers)
     return accumulate(X, labels, None, centers, sums, np.zeros(len(centers)), np.empty(len(X)))
@@ -69,7 +69,7 @@ SEARCHERS = {
 @pytest.mark.parametrize("k", [256, 1024])
 def test_recall_on_clustered_data(clustered, name, k):
     centers = _initial(clustered, k)
-    truth = _labels(NumpySearcher(centers), clustered)
+    truth = _labels(exact_searcher(centers), clustered)
     labels = _labels(SEARCHERS[name](centers), clustered)
     assert np.mean(labels == truth) >= 0.95
 
@@ -101,7 +101,7 @@ def test_empty_probed_lists_fall_back_to_exact(scan):
     assert (raw < 0).any(), "the set-up should leave some rows unanswered"
     labels = searcher.nearest(X)
     assert labels.min() >= 0
-    truth = NumpySearcher(centers).nearest(X)
+    truth = exact_searcher(centers).nearest(X)
     # Duplicated centres tie: compare the distances, not the indices.
     np.testing.assert_allclose(
         ((X - centers[labels]) ** 2).sum(1)[raw < 0],
@@ -118,7 +118,7 @@ def test_hnsw_unanswered_rows_fall_back_to_exact(clustered):
         np.full((len(x), k), -1, dtype=np.int64),
     )
     X = clustered[:500]
-    np.testing.assert_array_equal(searcher.nearest(X), NumpySearcher(centers).nearest(X))
+    np.testing.assert_array_equal(searcher.nearest(X), exact_searcher(centers).nearest(X))
 
 
 def test_ivf_overrides_are_respected(clustered):
@@ -164,7 +164,7 @@ def test_defaults_stay_in_range():
     X = np.random.default_rng(1).normal(size=(50, 5)).astype(np.float32)
     for k in (1, 2, 3):  # tiny k: every list is probed, so the search is exact
         centers = np.random.default_rng(k).normal(size=(k, 5)).astype(np.float32)
-        exact = NumpySearcher(centers).nearest(X)
+        exact = exact_searcher(centers).nearest(X)
         np.testing.assert_array_equal(IVFSearcher(centers).nearest(X), exact)
         np.testing.assert_array_equal(HNSWSearcher(centers).nearest(X), exact)
 
@@ -173,7 +173,7 @@ def test_probing_every_list_is_exact(clustered):
     X = clustered[:4000].astype(np.float64)
     centers = _initial(X, 400)
     searcher = IVFSearcher(centers, nlist=20, nprobe=20)
-    np.testing.assert_array_equal(searcher.nearest(X), NumpySearcher(centers).nearest(X))
+    np.testing.assert_array_equal(searcher.nearest(X), exact_searcher(centers).nearest(X))
 
 
 def test_gemm_scan_matches_faiss_scan(clustered):
@@ -200,7 +200,7 @@ def test_deterministic_across_builds_and_threads(clustered, name):
 @pytest.mark.parametrize("name", sorted(SEARCHERS))
 def test_lloyd_inertia_close_to_exact(clustered, name):
     init = _initial(clustered, 512, seed=3)
-    exact = _inertia(clustered, _lloyd(clustered, init, NumpySearcher, 4))
+    exact = _inertia(clustered, _lloyd(clustered, init, exact_searcher, 4))
     approximate = _inertia(clustered, _lloyd(clustered, init, SEARCHERS[name], 4))
     assert abs(approximate - exact) <= 0.01 * exact
 

@@ -153,3 +153,41 @@ def test_chunk_statistics_report_the_rows_farthest_from_their_centre():
     expected = merge_top(FAR_ROWS, farthest_rows(Chunk(X, None, 0), centers, "numpy", FAR_ROWS))
     assert_array_equal(combined.farthest.index, expected.index)
     assert_array_equal(combined.farthest.rows, X[expected.index])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 64, 256, 257])
+def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
+    """Both layouts: the exact argmin of the scores (ties to the lowest index), runner-up."""
+    from kmeans_dask.backends.numpy_blas import ColumnSearcher, RowSearcher, exact_searcher
+
+    rng = np.random.default_rng(k)
+    # Integer-valued data: every score is exact, so ties are real ties.
+    X = rng.integers(-3, 4, size=(1500, 6)).astype(dtype)
+    centers = rng.integers(-3, 4, size=(k, 6)).astype(dtype)
+    centers[k // 2 :] = centers[: k - k // 2]  # duplicated centres tie for every row
+    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
+    expected = scores.argmin(axis=1)
+    ranked = np.sort(scores, axis=1)
+    expected_second = ranked[:, 1] if k > 1 else np.full(len(X), np.inf)
+    sq_norms = (X.astype(np.float64) ** 2).sum(1)
+    for searcher in (RowSearcher(centers), ColumnSearcher(centers)):
+        assert_array_equal(searcher.nearest(X), expected)
+        labels, runner_up = searcher.nearest_two(X)
+        assert_array_equal(labels, expected)
+        true_runner_up = np.sqrt(np.maximum(sq_norms + expected_second, 0.0))
+        assert np.all(runner_up <= true_runner_up)
+        assert_allclose(runner_up, true_runner_up, rtol=1e-3, atol=1e-2)
+    layout = RowSearcher if k <= 256 else ColumnSearcher
+    assert isinstance(exact_searcher(centers), layout)
+
+
+def test_row_layout_handles_strided_blocks_and_partial_tiles():
+    from kmeans_dask.backends.numpy_blas import RowSearcher
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(1000, 9)).astype(np.float32)
+    centers = X[:13].copy()
+    expected = RowSearcher(centers).nearest(np.ascontiguousarray(X[::3]))
+    assert_array_equal(RowSearcher(centers).nearest(X[::3]), expected)
+    assert_array_equal(_brute_force(X[::3], centers)[0], expected)

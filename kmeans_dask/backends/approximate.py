@@ -40,7 +40,7 @@ import faiss
 import numba
 import numpy as np
 
-from kmeans_dask.backends.numpy_blas import NumpySearcher
+from kmeans_dask.backends.numpy_blas import ExactSearcher, exact_searcher
 
 #: Smallest number of clusters for which ``assign="auto"`` picks the IVF
 #: searcher. Measured with one thread (scripts/bench_approximate.py): at
@@ -208,14 +208,14 @@ class _ExactFallback:
 
     def __init__(self, centers: np.ndarray) -> None:
         self._centers = centers
-        self._searcher: NumpySearcher | None = None
+        self._searcher: ExactSearcher | None = None
 
     def fill(self, block: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """Replace every negative label by the exact nearest centre."""
         missing = np.flatnonzero(labels < 0)
         if missing.size:
             if self._searcher is None:
-                self._searcher = NumpySearcher(self._centers)
+                self._searcher = exact_searcher(self._centers)
             rows = np.ascontiguousarray(block[missing], dtype=self._centers.dtype)
             labels[missing] = self._searcher.nearest(rows)
         return labels
