@@ -160,8 +160,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--chunk-rows",
         type=int,
         default=0,
-        help="rows per Dask chunk; 0 picks ~64 MiB chunks, at least one per worker "
-        "thread (default: %(default)s)",
+        help="rows per Dask chunk; 0 splits as a fit on the NumPy array does: at most "
+        "~64 MiB, 4 per worker thread while the per-chunk sums stay small, else one "
+        "(default: %(default)s)",
     )
     add(
         "--backend",
@@ -1293,8 +1294,13 @@ def _available(peers: list[str], dtype: np.dtype) -> list[str]:
     return keep
 
 
-def _dask_workload(client: Any, X: np.ndarray, chunk_rows: int, n_threads: int) -> Any:
-    """Scatter row blocks of X to the workers and wrap them as one Dask array."""
+def _dask_workload(
+    client: Any, X: np.ndarray, chunk_rows: int, n_threads: int, n_clusters: int
+) -> Any:
+    """Scatter row blocks of X to the workers and wrap them as one Dask array.
+
+    Without ``chunk_rows`` the blocks are those a fit on the NumPy array makes.
+    """
     import dask.array as da
 
     from kmeans_dask._inputs import numpy_row_chunks
@@ -1303,7 +1309,7 @@ def _dask_workload(client: Any, X: np.ndarray, chunk_rows: int, n_threads: int) 
     if chunk_rows > 0:
         sizes = [min(chunk_rows, n - s) for s in range(0, n, chunk_rows)]
     else:
-        sizes = list(numpy_row_chunks(n, d, X.dtype.itemsize, n_threads))
+        sizes = list(numpy_row_chunks(n, d, X.dtype.itemsize, n_threads, n_clusters * d * 8))
     bounds = np.cumsum([0, *sizes])
     futures = client.scatter([X[a:b] for a, b in itertools.pairwise(bounds)], hash=False)
     blocks = [
@@ -1404,7 +1410,7 @@ def run(args: argparse.Namespace) -> int:
         Client(cluster) as client,
     ):
         warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
-        X_dask, _futures = _dask_workload(client, X, args.chunk_rows, n_threads)
+        X_dask, _futures = _dask_workload(client, X, args.chunk_rows, n_threads, args.n_clusters)
         print(
             f"LocalCluster: {args.workers} worker(s) x {args.threads_per_worker} thread(s); "
             f"{X_dask.numblocks[0]} chunk(s) of ~{X_dask.chunks[0][0]} rows persisted",

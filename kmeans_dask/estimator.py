@@ -302,7 +302,13 @@ default="k-means||"
             user_client = active_client()
             with client_for_fit() as client:
                 stream_from = self._stream_source(client, X, zarr_array)
-                data = distribute(client, X, weights, stream_from=stream_from)
+                data = distribute(
+                    client,
+                    X,
+                    weights,
+                    stream_from=stream_from,
+                    statistics_bytes=self.n_clusters * X.shape[1] * 8,
+                )
                 try:
                     raise_for_summary(data.summary)
                     plan = self._plan(

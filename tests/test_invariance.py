@@ -66,3 +66,19 @@ def test_n_init_keeps_the_best_run(client, data):
     best_of_five = KMeans(12, init="random", random_state=11, n_init=5).fit(data)
     assert best_of_five.inertia_ <= single.inertia_
     assert best_of_five.inertia_ < 0.999 * single.inertia_  # random init on 12 blobs is poor
+
+
+def test_numpy_input_splits_finer_only_while_the_statistics_stay_small():
+    from kmeans_dask._inputs import BLOCKS_PER_THREAD, numpy_row_chunks
+
+    # 1M x 32 float32, k = 64: 16 KiB of sums per block, 4 blocks per thread.
+    blocks = numpy_row_chunks(1_000_000, 32, 4, n_threads=2, statistics_bytes=64 * 32 * 8)
+    assert len(blocks) == 2 * BLOCKS_PER_THREAD and sum(blocks) == 1_000_000
+    assert max(blocks) - min(blocks) <= 1
+    # 200k x 128, k = 2048: 2 MiB of sums per block, one block per thread.
+    blocks = numpy_row_chunks(200_000, 128, 4, n_threads=2, statistics_bytes=2048 * 128 * 8)
+    assert blocks == (100_000, 100_000)
+    # Large data: blocks of at most ~64 MiB whatever the statistics.
+    assert len(numpy_row_chunks(10_000_000, 32, 8, n_threads=2)) == 39
+    # Few rows: no block below the minimum size.
+    assert numpy_row_chunks(3000, 4, 8, n_threads=8) == (1500, 1500)
