@@ -344,10 +344,9 @@ class RankedRows:
 def _top_rows(chunk: Chunk, score: np.ndarray, labels: np.ndarray, count: int) -> RankedRows:
     local = np.empty(min(count, chunk.n_rows), dtype=np.int64)
     largest(score, count, local)
-    weights = weights_or_ones(chunk)
-    return RankedRows(
-        score[local], local + chunk.offset, chunk.data[local], weights[local], labels[local]
-    )
+    weights = np.ones(local.size) if chunk.weights is None else chunk.weights[local]
+    rows = chunk.data[local]
+    return RankedRows(score[local], local + chunk.offset, rows, weights, labels[local])
 
 
 def merge_top(count: int, *parts: RankedRows) -> RankedRows:

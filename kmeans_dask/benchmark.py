@@ -975,6 +975,9 @@ class Summary:
     inertia_gap: float | None
     speed_ratio: float | None
     """This implementation's s/iter over kmeans_dask's (> 1: kmeans_dask is faster)."""
+    paired_speed_ratio: float | None
+    """The median over repeats of the same ratio taken within each repeat, where
+    both ran minutes apart at most: robust to the machine's speed drifting."""
     fit_speed_ratio: float | None
     gflops: float
     sgemm_fraction: float | None
@@ -1031,6 +1034,7 @@ def summarize(
                 inertia=inertia,
                 inertia_gap=None,
                 speed_ratio=None,
+                paired_speed_ratio=None,
                 fit_speed_ratio=None,
                 gflops=gflops,
                 sgemm_fraction=gflops / sgemm_gflops if sgemm_gflops > 0 else None,
@@ -1044,7 +1048,15 @@ def summarize(
         (s for s in out if s.name == OURS), None
     )
     ours = rows.get(OURS)
+    ours_by_repeat = {r.repeat: r.seconds_per_iter for r in results if r.name == OURS}
     for summary in out:
+        paired = [
+            r.seconds_per_iter / ours_by_repeat[r.repeat]
+            for r in results
+            if r.name == summary.name and ours_by_repeat.get(r.repeat, 0) > 0
+        ]
+        if paired:
+            summary.paired_speed_ratio = float(statistics.median(paired))
         if reference is not None and reference.inertia:
             summary.inertia_gap = (summary.inertia - reference.inertia) / reference.inertia
         if ours and ours["median"] > 0:
@@ -1082,6 +1094,7 @@ TABLE_HEADER = (
     "final inertia",
     "gap vs {ref}",
     "peer/ours s/iter",
+    "paired peer/ours",
     "peer/ours fit",
     "% of SGEMM",
 )
@@ -1110,6 +1123,7 @@ def table_rows(summaries: Sequence[Summary]) -> tuple[list[str], list[list[str]]
             f"{s.inertia:.8e}",
             _fmt_gap(s.inertia_gap),
             _fmt_ratio(s.speed_ratio),
+            _fmt_ratio(s.paired_speed_ratio),
             _fmt_ratio(s.fit_speed_ratio),
             _fmt_fraction(s.sgemm_fraction),
         ]
@@ -1534,7 +1548,8 @@ def run(args: argparse.Namespace) -> int:
     print()
     print(
         f"Results: {n} x {d} {dtype}, k={k}, {iters} iterations, median/min over "
-        f"{args.repeats} interleaved repeat(s). peer/ours > 1 means kmeans_dask is faster."
+        f"{args.repeats} interleaved repeat(s). peer/ours > 1 means kmeans_dask is faster; "
+        "'paired' is the median of the ratios taken within each repeat."
     )
     print(format_table(summaries))
     print()

@@ -26,6 +26,10 @@ def test_small_benchmark_reports_ratios_overheads_and_equal_inertias(tmp_path, c
     inertias = [s["inertia"] for s in summaries.values()]
     assert max(inertias) == pytest.approx(min(inertias), rel=1e-6)
     assert summaries["kmeans_dask"]["speed_ratio"] == 1.0
+    assert summaries["kmeans_dask"]["paired_speed_ratio"] == 1.0
+    # One repeat: the paired ratio is the ratio of that repeat's figures.
+    sklearn = summaries["sklearn"]
+    assert sklearn["paired_speed_ratio"] == pytest.approx(sklearn["speed_ratio"])
     for engine in ("tasks", "actors"):
         assert all(seconds > 0 for seconds in result["empty_iteration_seconds"][engine])
     assert result["parameters"]["spread"] == 10.0
