@@ -17,7 +17,7 @@ import numpy as np
 # threadpoolctl sees and caps it along with NumPy's.
 import scipy.linalg.cython_blas  # noqa: F401
 from numba.core import types
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 # Reassociation lets LLVM vectorise the per-row sum of squared differences.
 # It changes the order of additions, not which values are added, and the
@@ -263,6 +263,66 @@ def accumulate(block, labels, weights, centers, sums, counts, sq_dist):
             dist += diff * diff
         sq_dist[i] = dist
         inertia += weight * dist
+    return inertia
+
+
+def _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels):
+    """:func:`argmin_rows32` or :func:`argmin_rows64` by dtype, for compiled callers."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(_argmin_rows)
+def _argmin_rows_by_dtype(block, minus_two_centers_t, center_bias, tile, labels):
+    kernel = argmin_rows32 if block.dtype == types.float32 else argmin_rows64
+
+    def implementation(block, minus_two_centers_t, center_bias, tile, labels):
+        kernel(block, minus_two_centers_t, center_bias, tile, labels)
+
+    return implementation
+
+
+@numba.njit(nogil=True, cache=True)
+def assign_and_accumulate_rows(
+    data,
+    weights,
+    minus_two_centers_t,
+    center_bias,
+    tile,
+    centers,
+    block_rows,
+    labels,
+    sums,
+    counts,
+    sq_dist,
+):
+    """Row-layout search and :func:`accumulate`, block by block, in one call.
+
+    The same blocks and the same order of additions as calling the two from
+    Python block by block, so the same results, without a Python round trip
+    (and a GIL hand-over between worker threads) per block. Arguments as for
+    :func:`argmin_rows32` and :func:`accumulate`; ``block_rows`` rows are
+    searched and then accumulated while they are still in cache.
+
+    Returns
+    -------
+    float
+        The weighted inertia of ``data``.
+    """
+    n_rows = data.shape[0]
+    inertia = 0.0
+    for start in range(0, n_rows, block_rows):
+        stop = min(start + block_rows, n_rows)
+        block = data[start:stop]
+        _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels[start:stop])
+        inertia += accumulate(
+            block,
+            labels[start:stop],
+            None if weights is None else weights[start:stop],
+            centers,
+            sums,
+            counts,
+            sq_dist[start:stop],
+        )
     return inertia
 
 

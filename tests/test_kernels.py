@@ -191,3 +191,36 @@ def test_row_layout_handles_strided_blocks_and_partial_tiles():
     expected = RowSearcher(centers).nearest(np.ascontiguousarray(X[::3]))
     assert_array_equal(RowSearcher(centers).nearest(X[::3]), expected)
     assert_array_equal(_brute_force(X[::3], centers)[0], expected)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_fused_row_pass_equals_search_then_accumulate_block_by_block(dtype, weighted):
+    from kmeans_dask._kernels import accumulate
+    from kmeans_dask.backends.numpy_blas import RowSearcher
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(10_000, 7)).astype(dtype)
+    weights = rng.uniform(0, 2, size=len(X)) if weighted else None
+    centers = X[:20].astype(np.float64)
+    searcher = RowSearcher(centers.astype(dtype))
+    labels, sq_dist = np.empty(len(X), np.int32), np.empty(len(X))
+    sums, counts = np.zeros((20, 7)), np.zeros(20)
+    inertia = searcher.assign_and_accumulate(X, weights, centers, labels, sums, counts, sq_dist)
+    expected_sums, expected_counts, expected_inertia = np.zeros((20, 7)), np.zeros(20), 0.0
+    for start in range(0, len(X), searcher.block_rows):
+        rows = slice(start, start + searcher.block_rows)
+        block_labels = searcher.nearest(X[rows])
+        assert_array_equal(labels[rows], block_labels)
+        expected_inertia += accumulate(
+            X[rows],
+            block_labels,
+            None if weights is None else weights[rows],
+            centers,
+            expected_sums,
+            expected_counts,
+            np.empty(len(block_labels)),
+        )
+    assert_array_equal(sums, expected_sums)  # bit for bit
+    assert_array_equal(counts, expected_counts)
+    assert inertia == expected_inertia

@@ -30,6 +30,7 @@ from kmeans_dask._kernels import (
     argmin_columns,
     argmin_rows32,
     argmin_rows64,
+    assign_and_accumulate_rows,
     runner_up_distances,
 )
 
@@ -85,6 +86,37 @@ class RowSearcher(_GemmSearcher):
             labels,
         )
         return labels
+
+    def assign_and_accumulate(
+        self,
+        data: np.ndarray,
+        weights: np.ndarray | None,
+        centers: np.ndarray,
+        labels: np.ndarray,
+        sums: np.ndarray,
+        counts: np.ndarray,
+        sq_dist: np.ndarray,
+    ) -> float:
+        """Label every row and add it into ``sums`` and ``counts``, in one compiled pass.
+
+        The same result as :meth:`nearest` and :func:`~kmeans_dask._kernels.accumulate`
+        over blocks of :attr:`block_rows` rows. ``centers`` is the float64 copy
+        of the centres, ``labels`` and ``sq_dist`` receive each row's centre and
+        exact squared distance; returns the weighted inertia.
+        """
+        return assign_and_accumulate_rows(
+            np.ascontiguousarray(data),
+            weights,
+            self._minus_two_centers_t,
+            self._center_sq_norms,
+            self._tile,
+            centers,
+            self.block_rows,
+            labels,
+            sums,
+            counts,
+            sq_dist,
+        )
 
     def nearest_two(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Nearest centre of each row and a lower bound on the distance to any other.
