@@ -43,7 +43,13 @@ _BOUNDED_SEARCHES = ("numpy",)
 
 
 class Searcher(Protocol):
-    """Finds the nearest centre of each row, for one fixed set of centres."""
+    """Finds the nearest centre of each row, for one fixed set of centres.
+
+    A searcher may also offer ``assign_and_accumulate`` (see
+    :meth:`~kmeans_dask.backends.numpy_blas.RowSearcher.assign_and_accumulate`),
+    which the Lloyd pass then uses instead of searching and accumulating
+    block by block itself.
+    """
 
     #: Rows per call of :meth:`nearest` that keep scratch memory cache-sized.
     block_rows: int

@@ -10,7 +10,8 @@ buffer, in one of two layouts, whichever BLAS runs faster for the shape
   tiles of 256 rows, scored and reduced inside one compiled call
   (:class:`RowSearcher`). OpenBLAS runs these thin GEMMs without transposing
   the rows and with its small-matrix kernels: search measured 1.1-1.9x faster
-  than the column layout for k <= 128 (d = 8-128), on par at k = 256;
+  than the column layout for k <= 128 (d = 8-128), on par at k = 256. A
+  Lloyd pass searches and accumulates a whole chunk in one compiled call;
 * above that, ``-2 C B^T`` as a (k, b) matrix reduced over contiguous points
   (:class:`ColumnSearcher`), 1.1-1.25x faster from k = 1024.
 
