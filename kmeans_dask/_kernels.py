@@ -89,30 +89,27 @@ _INT64_MAGNITUDE = 0x7FFFFFFFFFFFFFFF
 _LOW_32_BITS = 0xFFFFFFFF
 
 
+_INT_OF_FLOAT = {types.float32: types.int32, types.float64: types.int64}
+_FLOAT_OF_INT = {int_type: float_type for float_type, int_type in _INT_OF_FLOAT.items()}
+
+
+def _bitcast(context, builder, signature, args):
+    """Code for reading the argument's bits as the (same-width) return type."""
+    return builder.bitcast(args[0], context.get_value_type(signature.return_type))
+
+
 @intrinsic
 def _float_bits(typingctx, value):
     """The IEEE bits of a float32 (float64) as an int32 (int64)."""
-    int_type = {types.float32: types.int32, types.float64: types.int64}.get(value)
-    if int_type is None:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
-
-    return int_type(value), codegen
+    int_type = _INT_OF_FLOAT.get(value)
+    return None if int_type is None else (int_type(value), _bitcast)
 
 
 @intrinsic
 def _bits_float(typingctx, value):
     """The float32 (float64) whose IEEE bits are the int32 (int64) ``value``."""
-    float_type = {types.int32: types.float32, types.int64: types.float64}.get(value)
-    if float_type is None:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(signature.return_type))
-
-    return float_type(value), codegen
+    float_type = _FLOAT_OF_INT.get(value)
+    return None if float_type is None else (float_type(value), _bitcast)
 
 
 @numba.njit(inline="always")
