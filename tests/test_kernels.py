@@ -178,7 +178,7 @@ def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
         true_runner_up = np.sqrt(np.maximum(sq_norms + expected_second, 0.0))
         assert np.all(runner_up <= true_runner_up)
         assert_allclose(runner_up, true_runner_up, rtol=1e-3, atol=1e-2)
-    layout = RowSearcher if k <= 256 else ColumnSearcher
+    layout = RowSearcher if k * 6 >= 16 and k <= 256 else ColumnSearcher
     assert isinstance(exact_searcher(centers), layout)
 
 

@@ -6,7 +6,8 @@ every ``j``). The scores come from SGEMM/DGEMM into a reused, cache-sized
 buffer, in one of two layouts, whichever BLAS runs faster for the shape
 (measured on every shape we benchmark; see ``scripts/bench.py``):
 
-* up to :data:`ROW_LAYOUT_MAX_CENTERS` centres, ``B @ (-2 C^T)`` as (rows, k)
+* up to :data:`ROW_LAYOUT_MAX_CENTERS` centres (and for all but the tiniest
+  ``k * d``), ``B @ (-2 C^T)`` as (rows, k)
   tiles of 256 rows, scored and reduced inside one compiled call
   (:class:`RowSearcher`). OpenBLAS runs these thin GEMMs without transposing
   the rows and with its small-matrix kernels: search measured 1.1-1.9x faster
@@ -37,6 +38,10 @@ from kmeans_dask._kernels import (
 
 #: Largest number of centres scored in the row layout.
 ROW_LAYOUT_MAX_CENTERS = 256
+#: Smallest ``k * d`` scored in the row layout: below it each row's reduction
+#: is too short to vectorise and the column argmin wins (measured 0.6-0.86x
+#: at d = 2, k <= 4; 1.4-2.8x for the row layout from k * d = 16 up).
+ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
 #: Rows per GEMM in the row layout (tiles of at most 256 x 256 scores).
 _TILE_ROWS = 256
 # The caller's blocks hold about 2 MiB of scores: big enough for GEMM, small
@@ -183,7 +188,11 @@ ExactSearcher = RowSearcher | ColumnSearcher
 
 def exact_searcher(centers: np.ndarray) -> ExactSearcher:
     """The faster layout's searcher for ``centers`` (k, d), in the data's dtype."""
-    if centers.shape[0] <= ROW_LAYOUT_MAX_CENTERS:
+    n_centers, n_features = centers.shape
+    if (
+        n_centers <= ROW_LAYOUT_MAX_CENTERS
+        and n_centers * n_features >= ROW_LAYOUT_MIN_CENTERS_X_FEATURES
+    ):
         return RowSearcher(centers)
     return ColumnSearcher(centers)
 
