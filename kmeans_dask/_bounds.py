@@ -251,8 +251,22 @@ def bounded_assign(
     else:
         labels, lower, upper = previous.labels, previous.lower, previous.upper
         largest, largest_center, runner_up = movement.largest
-        pending = np.empty(searcher.block_rows, dtype=np.int64)
     sq_dist = np.empty(n_rows)
+    if hasattr(searcher, "bounded_pass"):
+        moved = None
+        if previous is not None and movement is not None:
+            moved = (movement.shift, largest, largest_center, runner_up, movement.half_gap)
+        inertia = searcher.bounded_pass(
+            data,
+            weights,
+            centers64,
+            DENSE_SEARCH_FRACTION,
+            (labels, upper, lower),
+            moved,
+            (sums, counts, sq_dist),
+        )
+        return RowBounds(labels, upper, lower), sq_dist, inertia
+    pending = np.empty(searcher.block_rows, dtype=np.int64)
     inertia = 0.0
     # Block by block, so each block is read from memory once, and with the
     # blocks of a plain iteration, so the sums are added in the same order.

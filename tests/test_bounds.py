@@ -155,6 +155,39 @@ def test_bounded_iterations_equal_plain_ones_and_skip_most_rows(dtype):
     assert sum(searched) < 0.3 * len(searched) * len(X)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_compiled_bounded_pass_equals_the_block_loop(dtype, weighted):
+    """The row searcher's one-call pass: same labels, bounds and sums, bit for bit."""
+    from kmeans_dask.backends.numpy_blas import RowSearcher
+
+    rng = np.random.default_rng(3)
+    true_centers = rng.uniform(-4, 4, size=(20, 6))
+    X = true_centers[rng.integers(0, 20, 9000)] + rng.normal(size=(9000, 6))
+    X = X.astype(dtype)
+    weights = rng.uniform(0.5, 2.0, len(X)) if weighted else None
+    steps = _lloyd_steps(X, weights, X[:20].copy(), 12)
+    previous, movement, last_centers = None, None, None
+    for centers, bounds, (sums, counts, inertia, sq_dist), _, _ in steps:
+        if last_centers is not None:
+            movement = center_movement(last_centers, centers)
+        compiled = RowSearcher(centers)
+        assert hasattr(compiled, "bounded_pass")
+        got_sums, got_counts = np.zeros(centers.shape), np.zeros(len(centers))
+        got, got_sq, got_inertia = bounded_assign(
+            X, weights, centers, compiled, previous, movement, got_sums, got_counts
+        )
+        assert_array_equal(got.labels, bounds.labels)
+        assert_array_equal(got.upper, bounds.upper)
+        assert_array_equal(got.lower, bounds.lower)
+        assert_array_equal(got_sums, sums)
+        assert_array_equal(got_counts, counts)
+        assert_array_equal(got_sq, sq_dist)
+        assert got_inertia == inertia
+        previous = RowBounds(got.labels.copy(), got.upper.copy(), got.lower.copy())
+        last_centers = centers
+
+
 def test_bounds_stay_valid_through_iterations():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(3000, 4))

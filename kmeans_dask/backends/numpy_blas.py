@@ -33,6 +33,7 @@ from kmeans_dask._kernels import (
     argmin_rows32,
     argmin_rows64,
     assign_and_accumulate_rows,
+    bounded_pass_rows,
     runner_up_distances,
 )
 
@@ -122,6 +123,37 @@ class RowSearcher(_GemmSearcher):
             sums,
             counts,
             sq_dist,
+        )
+
+    def bounded_pass(
+        self,
+        data: np.ndarray,
+        weights: np.ndarray | None,
+        centers: np.ndarray,
+        dense_fraction: float,
+        bounds: tuple[np.ndarray, np.ndarray, np.ndarray],
+        movement: tuple | None,
+        statistics: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ) -> float:
+        """One Hamerly pass in a single compiled call (see ``bounded_pass_rows``).
+
+        ``bounds`` is ``(labels, upper, lower)``, updated in place;
+        ``statistics`` is ``(sums, counts, sq_dist)``; returns the inertia.
+        """
+        return bounded_pass_rows(
+            np.ascontiguousarray(data),
+            weights,
+            self._minus_two_centers_t,
+            self._center_sq_norms,
+            self._tile,
+            self._error_scale,
+            self._max_center_sq_norm,
+            centers,
+            self.block_rows,
+            dense_fraction,
+            *bounds,
+            movement,
+            *statistics,
         )
 
     def nearest_two(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
