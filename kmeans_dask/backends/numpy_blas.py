@@ -7,12 +7,12 @@ buffer, in one of two layouts, whichever BLAS runs faster for the shape
 (measured on every shape we benchmark; see ``scripts/bench.py``):
 
 * up to :data:`ROW_LAYOUT_MAX_CENTERS` centres (and for all but the tiniest
-  ``k * d``), ``B @ (-2 C^T)`` as (rows, k)
-  tiles of 256 rows, scored and reduced inside one compiled call
-  (:class:`RowSearcher`). OpenBLAS runs these thin GEMMs without transposing
-  the rows and with its small-matrix kernels: search measured 1.1-1.9x faster
-  than the column layout for k <= 128 (d = 8-128), on par at k = 256. A
-  Lloyd pass searches and accumulates a whole chunk in one compiled call;
+  ``k * d``), ``B @ (-2 C^T)`` as (rows, k) tiles of 256 rows, scored and
+  reduced inside one compiled call (:class:`RowSearcher`). OpenBLAS runs
+  these thin GEMMs without transposing the rows and with its small-matrix
+  kernels: search measured 1.1-1.9x faster than the column layout for
+  k <= 128 (d = 8-128), on par at k = 256. A plain or Hamerly Lloyd pass
+  over a whole chunk is one compiled call as well;
 * above that, ``-2 C B^T`` as a (k, b) matrix reduced over contiguous points
   (:class:`ColumnSearcher`), 1.1-1.25x faster from k = 1024.
 
