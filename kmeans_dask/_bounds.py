@@ -248,14 +248,14 @@ def bounded_assign(
         labels = np.empty(n_rows, dtype=np.int32)
         lower = np.empty(n_rows)
         upper = np.empty(n_rows)
+        # Without bounds to move, every row is searched.
+        moved = None
     else:
         labels, lower, upper = previous.labels, previous.lower, previous.upper
-        largest, largest_center, runner_up = movement.largest
+        # The movement as loosen_bounds takes it: shifts, the two largest, half-gaps.
+        moved = (movement.shift, *movement.largest, movement.half_gap)
     sq_dist = np.empty(n_rows)
     if hasattr(searcher, "bounded_pass"):
-        moved = None
-        if previous is not None and movement is not None:
-            moved = (movement.shift, largest, largest_center, runner_up, movement.half_gap)
         inertia = searcher.bounded_pass(
             data,
             weights,
@@ -273,19 +273,11 @@ def bounded_assign(
     for start in range(0, n_rows, searcher.block_rows):
         stop = min(start + searcher.block_rows, n_rows)
         block = data[start:stop]
-        if previous is None or movement is None:
+        if moved is None:
             labels[start:stop], lower[start:stop] = searcher.nearest_two(block)
         else:
             n_pending = loosen_bounds(
-                labels[start:stop],
-                upper[start:stop],
-                lower[start:stop],
-                movement.shift,
-                largest,
-                largest_center,
-                runner_up,
-                movement.half_gap,
-                pending,
+                labels[start:stop], upper[start:stop], lower[start:stop], *moved, pending
             )
             if n_pending > DENSE_SEARCH_FRACTION * (stop - start):
                 labels[start:stop], lower[start:stop] = searcher.nearest_two(block)
