@@ -197,6 +197,11 @@ class ClusterStats:
     """The (at most :data:`FAR_ROWS`) rows farthest from their assigned centre."""
 
 
+def statistics_nbytes(n_clusters: int, n_features: int) -> int:
+    """Bytes of one chunk's partial sums and counts (what every iteration moves)."""
+    return 8 * n_clusters * (n_features + 1)
+
+
 def combine_stats(*parts: ClusterStats) -> ClusterStats:
     """Add partial statistics, in the order given (fixed, so reproducible)."""
     sums = parts[0].sums.copy()

@@ -99,6 +99,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     argparse.ArgumentParser
         The same parser.
     """
+    from kmeans_dask.backends import ALGORITHMS, BACKEND_NAMES, ENGINES
+
     add = parser.add_argument
     add(
         "--n-samples",
@@ -166,19 +168,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     )
     add(
         "--backend",
-        choices=("auto", "numpy", "faiss-cpu"),
+        choices=BACKEND_NAMES,
         default="auto",
         help="kmeans_dask assignment backend (default: %(default)s)",
     )
     add(
         "--algorithm",
-        choices=("auto", "lloyd", "hamerly"),
+        choices=ALGORITHMS,
         default="auto",
         help="kmeans_dask algorithm (default: %(default)s)",
     )
     add(
         "--engine",
-        choices=("auto", "tasks", "actors"),
+        choices=ENGINES,
         default="auto",
         help="kmeans_dask iteration engine (default: %(default)s)",
     )
@@ -1317,13 +1319,15 @@ def _dask_workload(
     """
     import dask.array as da
 
+    from kmeans_dask._chunks import statistics_nbytes
     from kmeans_dask._inputs import numpy_row_chunks
 
     n, d = X.shape
     if chunk_rows > 0:
         sizes = [min(chunk_rows, n - s) for s in range(0, n, chunk_rows)]
     else:
-        sizes = list(numpy_row_chunks(n, d, X.dtype.itemsize, n_threads, n_clusters * d * 8))
+        stats_bytes = statistics_nbytes(n_clusters, d)
+        sizes = list(numpy_row_chunks(n, d, X.dtype.itemsize, n_threads, stats_bytes))
     bounds = np.cumsum([0, *sizes])
     futures = client.scatter([X[a:b] for a, b in itertools.pairwise(bounds)], hash=False)
     blocks = [

@@ -26,7 +26,14 @@ from sklearn.metrics import euclidean_distances
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from kmeans_dask._chunks import ChunkSummary, make_chunk, nearest, nonfinite_positions, summarize
+from kmeans_dask._chunks import (
+    ChunkSummary,
+    make_chunk,
+    nearest,
+    nonfinite_positions,
+    statistics_nbytes,
+    summarize,
+)
 from kmeans_dask._client import active_client, client_for_fit
 from kmeans_dask._hosts import fits_hosts
 from kmeans_dask._initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
@@ -307,7 +314,7 @@ default="k-means||"
                     X,
                     weights,
                     stream_from=stream_from,
-                    statistics_bytes=self.n_clusters * X.shape[1] * 8,
+                    statistics_bytes=statistics_nbytes(self.n_clusters, X.shape[1]),
                 )
                 try:
                     raise_for_summary(data.summary)
@@ -528,7 +535,7 @@ default="k-means||"
     def _use_hosts(self, data: DistributedData) -> bool:
         if self.engine == "tasks" or not data.persisted:
             return False
-        stats_bytes = 8 * self.n_clusters * (data.n_features + 1)
+        stats_bytes = statistics_nbytes(self.n_clusters, data.n_features)
         return self.engine == "actors" or fits_hosts(len(data.chunks), stats_bytes)
 
     def _initial_centers(self, client, data: DistributedData, seed: int, backend: str):
