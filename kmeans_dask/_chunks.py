@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
-from kmeans_dask._kernels import accumulate, largest, squared_distances
+from kmeans_dask._kernels import accumulate, column_moments, largest, squared_distances
 from kmeans_dask._rng import row_uniforms
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
@@ -150,13 +150,16 @@ def summarize(chunk: RowSource) -> ChunkSummary:
     """Finiteness, column mean/M2 (for ``tol``) and weight checks of a chunk."""
     chunk = _start_task(chunk)
     data = chunk.data
-    count, positions = nonfinite_positions(data, chunk.offset)
-    if count:
-        mean = np.zeros(data.shape[1])
-        m2 = np.zeros(data.shape[1])
-    else:
-        mean = data.mean(axis=0, dtype=np.float64)
-        m2 = ((data - mean) ** 2).sum(axis=0, dtype=np.float64)
+    mean = np.empty(data.shape[1])
+    m2 = np.empty(data.shape[1])
+    column_moments(data, mean, m2)
+    count, positions = 0, []
+    if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
+        # A non-finite value, or float64 data whose M2 overflows.
+        count, positions = nonfinite_positions(data, chunk.offset)
+        if count:
+            mean[:] = 0.0
+            m2[:] = 0.0
     if chunk.weights is None:
         weight_sum, bad_count, bad_rows = float(chunk.n_rows), 0, []
     else:

@@ -1,4 +1,5 @@
-"""Compiled per-block kernels: nearest-centre search, fused statistics, exact distances.
+"""Compiled per-block kernels: nearest-centre search, fused statistics, exact distances,
+column moments.
 
 These are pure functions over NumPy arrays, compiled with Numba and run
 without the GIL, so several Dask worker threads can run them at once.
@@ -548,3 +549,52 @@ def largest(values, count, out):
         if size < count:
             size += 1
     return size
+
+
+# --- Column moments for the data summary -------------------------------------------
+
+#: Rows per block of :func:`column_moments`: small enough to stay in L1/L2
+#: between the block's two passes (mean, then squared deviations).
+_MOMENT_BLOCK_ROWS = 512
+
+
+@numba.njit(nogil=True, cache=True)
+def column_moments(data, mean, m2):
+    """Column means and sums of squared deviations of ``data``, in one pass over memory.
+
+    Each block of rows gets an exact two-pass mean and M2 while it is in
+    cache; the blocks are merged with Chan et al.'s update, all in float64.
+    A non-finite value in ``data`` leaves a non-finite value in ``mean`` or
+    ``m2`` (as does an M2 beyond the float64 range).
+
+    Parameters
+    ----------
+    data : (n, d) float32 or float64
+    mean, m2 : (d,) float64
+        Receive the column means and sums of squared deviations.
+    """
+    n_rows, n_features = data.shape
+    mean[:] = 0.0
+    m2[:] = 0.0
+    block_mean = np.empty(n_features)
+    block_m2 = np.empty(n_features)
+    merged = 0
+    for start in range(0, n_rows, _MOMENT_BLOCK_ROWS):
+        stop = min(start + _MOMENT_BLOCK_ROWS, n_rows)
+        size = stop - start
+        block_mean[:] = 0.0
+        for i in range(start, stop):
+            for f in range(n_features):
+                block_mean[f] += data[i, f]
+        block_mean /= size
+        block_m2[:] = 0.0
+        for i in range(start, stop):
+            for f in range(n_features):
+                diff = data[i, f] - block_mean[f]
+                block_m2[f] += diff * diff
+        total = merged + size
+        for f in range(n_features):
+            delta = block_mean[f] - mean[f]
+            mean[f] += delta * (size / total)
+            m2[f] += block_m2[f] + delta * delta * (merged * size / total)
+        merged = total

@@ -19,7 +19,7 @@ from kmeans_dask._chunks import (
     statistics_and_labels,
     summarize,
 )
-from kmeans_dask._kernels import largest
+from kmeans_dask._kernels import column_moments, largest
 from kmeans_dask._rng import row_uniforms
 from kmeans_dask.backends import get_backend
 
@@ -89,6 +89,36 @@ def test_summary_merge_gives_column_variance_and_nonfinite_positions():
     bad = summarize(Chunk(X[600:], None, 600))
     assert bad.nonfinite_count == 1
     assert bad.nonfinite_positions == [(650, 2)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [1, 511, 512, 1300])
+def test_column_moments_match_two_pass_float64(dtype, n_rows):
+    rng = np.random.default_rng(n_rows)
+    # A large offset: a one-pass sum of squares would lose the variance.
+    X = (rng.normal(size=(n_rows, 5)) * [1.0, 1e-3, 10.0, 2.0, 0.5] + 1e4).astype(dtype)
+    mean, m2 = np.empty(5), np.empty(5)
+    column_moments(X, mean, m2)
+    X64 = X.astype(np.float64)
+    assert_allclose(mean, X64.mean(axis=0), rtol=1e-14)
+    assert_allclose(m2, ((X64 - X64.mean(axis=0)) ** 2).sum(axis=0), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_column_moments_flag_nonfinite_values(value):
+    X = np.ones((1300, 3))
+    X[900, 1] = value
+    mean, m2 = np.empty(3), np.empty(3)
+    column_moments(X, mean, m2)
+    assert not (np.isfinite(mean).all() and np.isfinite(m2).all())
+
+
+def test_summary_of_finite_data_too_large_to_square_is_not_reported_nonfinite():
+    X = np.full((10, 2), 1e200)
+    X[::2] *= -1
+    summary = summarize(Chunk(X, None, 0))
+    assert summary.nonfinite_count == 0
+    assert summary.nonfinite_positions == []
 
 
 def test_row_uniforms_depend_only_on_global_rows():
