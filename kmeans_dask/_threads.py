@@ -91,9 +91,13 @@ def map_row_blocks(func: Callable[[np.ndarray], Any], data: np.ndarray) -> list[
     """``func`` over contiguous row blocks of ``data``, one per core, in threads.
 
     The functions used here release the GIL (BLAS and Numba ``nogil``
-    kernels); results come back in row order.
+    kernels); results come back in row order. Inside a Dask worker, whose
+    threads already run one task per core, ``func`` runs once on all of
+    ``data`` in the calling thread.
     """
     n_threads = max(1, min(os.cpu_count() or 1, len(data) // MIN_ROWS_PER_THREAD))
+    if _in_dask_worker():
+        n_threads = 1
     bounds = np.linspace(0, len(data), n_threads + 1).astype(int)
     blocks = [data[a:b] for a, b in itertools.pairwise(bounds)]
     with single_threaded_native():

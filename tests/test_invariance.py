@@ -82,3 +82,20 @@ def test_numpy_input_splits_finer_only_while_the_statistics_stay_small():
     assert len(numpy_row_chunks(10_000_000, 32, 8, n_threads=2)) == 39
     # Few rows: no block below the minimum size.
     assert numpy_row_chunks(3000, 4, 8, n_threads=8) == (1500, 1500)
+
+
+def _row_block_count(n_rows: int) -> int:
+    from kmeans_dask._threads import map_row_blocks
+
+    return len(map_row_blocks(len, np.zeros((n_rows, 2))))
+
+
+def test_row_blocks_split_over_threads_only_outside_workers(client):
+    """A worker already runs one task per thread: a task's search must not add threads."""
+    import os
+
+    from kmeans_dask._threads import MIN_ROWS_PER_THREAD
+
+    n_rows = 4 * MIN_ROWS_PER_THREAD
+    assert client.submit(_row_block_count, n_rows, pure=False).result() == 1
+    assert _row_block_count(n_rows) == min(os.cpu_count() or 1, 4)
