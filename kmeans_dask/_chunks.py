@@ -15,7 +15,7 @@ import numpy as np
 
 from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
 from kmeans_dask._kernels import accumulate, column_moments, largest, squared_distances
-from kmeans_dask._rng import row_uniforms
+from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
 
@@ -439,9 +439,12 @@ def update_nearest_candidate(
     """Fold this round's candidates into each row's nearest-candidate state.
 
     Only the new candidates are searched; ``first_index`` is the position of
-    the first of them in the full candidate list.
+    the first of them in the full candidate list. A round that drew no
+    candidates leaves ``previous`` as it is.
     """
     chunk = _start_task(chunk)
+    if previous is not None and not len(new_candidates):
+        return previous
     labels, sq_dist = nearest(chunk.data, new_candidates, backend_name)
     index = labels.astype(np.int64) + first_index
     if previous is None:
@@ -474,17 +477,25 @@ def weighted_cost(chunk: RowSource, state: CandidateState, backend_name: str) ->
 def sample_by_cost(
     chunk: RowSource,
     state: CandidateState,
-    scale: float,
+    oversampling: float,
+    cost: float,
     seed: int,
     stream: int,
     backend_name: str,
 ) -> np.ndarray:
-    """Keep each row independently with probability ``min(1, scale * w * d^2)``."""
+    """Keep each row independently with probability ``min(1, l * w * d^2 / phi)``.
+
+    ``l`` is ``oversampling`` and ``phi`` the total ``cost``; when the cost
+    is 0 (every row coincides with a candidate) no row is kept.
+    """
     chunk = _start_task(chunk)
+    if cost <= 0:
+        return chunk.data[:0]
     sq_dist = _resolve(chunk, state, backend_name).sq_dist
-    probability = scale * weights_or_ones(chunk) * sq_dist
-    uniforms = row_uniforms(seed, stream, chunk.offset, chunk.offset + chunk.n_rows)
-    return chunk.data[uniforms < probability]
+    kept = rows_kept_with_probability(
+        oversampling / cost, chunk.weights, sq_dist, seed, stream, chunk.offset
+    )
+    return chunk.data[kept]
 
 
 def candidate_weights(
@@ -507,3 +518,13 @@ def add_arrays(*arrays: np.ndarray) -> np.ndarray:
 def add_floats(*values: float) -> float:
     """Sum floats in the order given."""
     return float(sum(values))
+
+
+def stack_rows(*blocks: np.ndarray) -> np.ndarray:
+    """The rows of ``blocks``, one after the other."""
+    return np.concatenate(blocks)
+
+
+def count_after(count: int, rows: np.ndarray) -> int:
+    """``count`` plus the number of ``rows``."""
+    return count + len(rows)

@@ -17,7 +17,7 @@ worker count or task order.
 from __future__ import annotations
 
 import numpy as np
-from distributed import Client
+from distributed import Client, Future
 from sklearn.cluster import kmeans_plusplus
 
 from kmeans_dask._chunks import (
@@ -25,15 +25,24 @@ from kmeans_dask._chunks import (
     add_arrays,
     add_floats,
     candidate_weights,
+    count_after,
     merge_top,
     random_rows,
     sample_by_cost,
+    stack_rows,
     update_nearest_candidate,
     weighted_cost,
 )
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._lloyd import farthest, local_lloyd
-from kmeans_dask._mapreduce import map_chunks, map_pairs, send, tree_reduce
+from kmeans_dask._mapreduce import (
+    map_chunks,
+    map_pairs,
+    send,
+    task_keys,
+    tree_reduce,
+    tree_reduce_future,
+)
 
 # Independent random streams of one seed.
 _STREAM_RANDOM = 1
@@ -91,11 +100,18 @@ def init_kmeans_parallel(
     rounds: int,
     backend: str,
 ) -> np.ndarray:
-    """k-means|| (scalable k-means++) over the distributed chunks."""
+    """k-means|| (scalable k-means++) over the distributed chunks.
+
+    All rounds are submitted at once as one graph: the cost ``phi``, the
+    candidates a round draws and their count stay on the cluster as the
+    inputs of the next round's tasks, so the rounds run back to back without
+    waiting for the client (one round trip for the first candidate, one to
+    collect the candidates and their weights).
+    """
     chunks = data.chunks
     first = sample_rows(client, data, 1, seed, _STREAM_FIRST, weighted=True).rows
-    candidates = [first]
-    n_candidates = 1
+    first_sent = send(client, first, "kmeans||-candidates")
+    n_candidates: int | Future = 1
     # Persisted data keeps each row's nearest candidate on its worker and only
     # searches the new candidates; streamed data keeps nothing and searches
     # all candidates in every pass, so worker memory stays bounded.
@@ -105,61 +121,67 @@ def init_kmeans_parallel(
             update_nearest_candidate,
             chunks,
             [None] * len(chunks),
-            send(client, first, "kmeans||-candidates"),
+            first_sent,
             0,
             backend,
             name="kmeans||-cost",
         )
     else:
-        states = [send(client, first, "kmeans||-candidates")] * len(chunks)
+        all_candidates = first_sent
+        states = [all_candidates] * len(chunks)
     oversampling = oversampling_factor * n_clusters
+    drawn: list[Future] = []
     for round_index in range(rounds):
         cost_parts = map_pairs(client, weighted_cost, chunks, states, backend, name="kmeans||-phi")
-        phi = tree_reduce(client, add_floats, cost_parts, name="kmeans||-phi-sum")
-        if phi <= 0:
-            break  # every row coincides with a candidate
-        sampled = client.gather(
-            map_pairs(
-                client,
-                sample_by_cost,
-                chunks,
-                states,
-                oversampling / phi,
-                seed,
-                _STREAM_ROUNDS + round_index,
-                backend,
-                name="kmeans||-sample",
-            )
+        phi = tree_reduce_future(client, add_floats, cost_parts, name="kmeans||-phi-sum")
+        # A round whose phi is 0 (every row is a candidate) draws nothing.
+        samples = map_pairs(
+            client,
+            sample_by_cost,
+            chunks,
+            states,
+            oversampling,
+            phi,
+            seed,
+            _STREAM_ROUNDS + round_index,
+            backend,
+            name="kmeans||-sample",
         )
-        new = np.concatenate(sampled)
-        if not len(new):
-            continue
-        candidates.append(new)
+        new = client.submit(stack_rows, *samples, key=task_keys("kmeans||-drawn", 1)[0])
+        drawn.append(new)
         if data.persisted:
             states = map_pairs(
                 client,
                 update_nearest_candidate,
                 chunks,
                 states,
-                send(client, new, "kmeans||-candidates"),
+                new,
                 n_candidates,
                 backend,
                 name="kmeans||-cost",
             )
         else:
-            states = [send(client, np.concatenate(candidates), "kmeans||-candidates")] * len(
-                chunks
+            all_candidates = client.submit(
+                stack_rows, all_candidates, new, key=task_keys("kmeans||-candidates", 1)[0]
             )
-        n_candidates += len(new)
-    # Copies of a repeated row can be sampled together: merge equal candidates
-    # (and their weights) so k-means++ sees only distinct points.
-    points, inverse = np.unique(np.concatenate(candidates), axis=0, return_inverse=True)
-    if len(points) <= n_clusters:
-        return _top_up_with_distinct_rows(client, data, points, n_clusters, backend)
+            states = [all_candidates] * len(chunks)
+        n_candidates = client.submit(
+            count_after, n_candidates, new, key=task_keys("kmeans||-count", 1)[0]
+        )
     weight_parts = map_pairs(
         client, candidate_weights, chunks, states, n_candidates, backend, name="kmeans||-weights"
     )
-    weights = tree_reduce(client, add_arrays, weight_parts, name="kmeans||-weights-sum")
+    weights_sent = tree_reduce_future(
+        client, add_arrays, weight_parts, name="kmeans||-weights-sum"
+    )
+    *rounds_drawn, weights = client.gather([*drawn, weights_sent])
+    # Copies of a repeated row can be sampled together: merge equal candidates
+    # (and their weights) so k-means++ sees only distinct points.
+    points, inverse = np.unique(
+        np.concatenate([first, *rounds_drawn]), axis=0, return_inverse=True
+    )
+    if len(points) <= n_clusters:
+        return _top_up_with_distinct_rows(client, data, points, n_clusters, backend)
     weights = np.bincount(inverse.ravel(), weights=weights, minlength=len(points))
     centers = _plusplus(points, weights, n_clusters, seed)
     return local_lloyd(

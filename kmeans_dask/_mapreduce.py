@@ -95,6 +95,36 @@ def tree_reduce(
     -------
     The combined value (not a future).
     """
+    level = _reduce_to_last_group(client, combine, parts, name, split_every, leading)
+    return combine(*leading, *client.gather(level))
+
+
+def tree_reduce_future(
+    client: Client,
+    combine: Callable[..., Any],
+    parts: Sequence[Future],
+    *,
+    name: str,
+    split_every: int = SPLIT_EVERY,
+) -> Future:
+    """:func:`tree_reduce` left on the cluster: the same tree, its root a task.
+
+    For a value that only further tasks need, so the client does not wait
+    for it.
+    """
+    level = _reduce_to_last_group(client, combine, parts, name, split_every, ())
+    return client.submit(combine, *level, key=task_keys(name, 1)[0], pure=False)
+
+
+def _reduce_to_last_group(
+    client: Client,
+    combine: Callable[..., Any],
+    parts: Sequence[Future],
+    name: str,
+    split_every: int,
+    leading: tuple,
+) -> list[Future]:
+    """Combine ``parts`` in tasks, ``split_every`` at a time, until one group is left."""
     level = list(parts)
     depth = 0
     while len(level) > split_every:
@@ -105,4 +135,4 @@ def tree_reduce(
             for group, key in zip(groups, keys, strict=True)
         ]
         depth += 1
-    return combine(*leading, *client.gather(level))
+    return level

@@ -6,10 +6,11 @@ import time
 
 import numpy as np
 import pytest
+from distributed import Future
 
 from kmeans_dask._chunks import ClusterStats, combine_stats
 from kmeans_dask._hosts import ChunkHosts, combine_in_tree, fits_hosts
-from kmeans_dask._mapreduce import tree_reduce
+from kmeans_dask._mapreduce import tree_reduce, tree_reduce_future
 
 
 def _first_value_and_worker(chunk):
@@ -57,6 +58,11 @@ def test_combining_on_the_client_follows_the_tree_of_tree_reduce(client):
     np.testing.assert_array_equal(local.sums, remote.sums)
     np.testing.assert_array_equal(local.counts, remote.counts)
     assert local.inertia == remote.inertia
+    scattered = client.scatter(parts, hash=False)  # held: scattered data has no recipe
+    left = tree_reduce_future(client, combine_stats, scattered, name="t")
+    assert isinstance(left, Future)
+    np.testing.assert_array_equal(left.result().sums, remote.sums)
+    assert left.result().inertia == remote.inertia
 
 
 def test_hosts_only_when_the_gathered_statistics_stay_small():

@@ -16,11 +16,14 @@ from kmeans_dask._chunks import (
     merge_top,
     nearest,
     random_rows,
+    sample_by_cost,
     statistics_and_labels,
     summarize,
+    update_nearest_candidate,
+    weighted_cost,
 )
 from kmeans_dask._kernels import column_moments, largest
-from kmeans_dask._rng import row_uniforms
+from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask.backends import get_backend
 
 
@@ -130,6 +133,29 @@ def test_row_uniforms_depend_only_on_global_rows():
     assert whole.min() >= 0.0 and whole.max() < 1.0
     assert abs(whole.mean() - 0.5) < 0.05
     assert not np.array_equal(whole, row_uniforms(5, 3, 0, 1000))
+
+
+def test_rows_kept_with_probability_follow_the_row_uniforms():
+    rng = np.random.default_rng(4)
+    sq_dist = rng.uniform(0, 2, size=2000)
+    weights = rng.uniform(0, 1, size=2000)
+    uniforms = row_uniforms(3, 7, 100, 2100)
+    for w in (None, weights):
+        probability = 0.8 * (1.0 if w is None else w) * sq_dist
+        kept = rows_kept_with_probability(0.8, w, sq_dist, 3, 7, 100)
+        assert_array_equal(kept, np.flatnonzero(uniforms < probability))
+    assert len(rows_kept_with_probability(0.0, None, sq_dist, 3, 7, 100)) == 0
+    assert len(rows_kept_with_probability(1e9, None, sq_dist + 1e-3, 3, 7, 100)) == 2000
+
+
+def test_kmeans_parallel_tasks_when_every_row_is_a_candidate():
+    X = np.arange(12.0).reshape(6, 2)
+    chunk = Chunk(X, None, 0)
+    state = update_nearest_candidate(chunk, None, X, 0, "numpy")
+    assert weighted_cost(chunk, state, "numpy") == 0.0
+    assert sample_by_cost(chunk, state, 10.0, 0.0, 1, 2, "numpy").shape == (0, 2)
+    # A round that drew nothing leaves the state as it was.
+    assert update_nearest_candidate(chunk, state, X[:0], 6, "numpy") is state
 
 
 def test_weighted_sampling_is_chunking_invariant_and_skips_zero_weights():
