@@ -233,7 +233,7 @@ def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, count
     centers64 = np.asarray(centers, dtype=np.float64)
     labels = np.empty(data.shape[0], dtype=np.int32)
     sq_dist = np.empty(data.shape[0], dtype=np.float64)
-    if sums is not None and hasattr(searcher, "assign_and_accumulate"):
+    if hasattr(searcher, "assign_and_accumulate"):
         inertia = searcher.assign_and_accumulate(
             data, weights, centers64, labels, sums, counts, sq_dist
         )

@@ -327,12 +327,13 @@ def assign_and_accumulate_rows(
     Python block by block, so the same results, without a Python round trip
     (and a GIL hand-over between worker threads) per block. Arguments as for
     :func:`argmin_rows32` and :func:`accumulate`; ``block_rows`` rows are
-    searched and then accumulated while they are still in cache.
+    searched and then accumulated while they are still in cache. With
+    ``sums`` None only the labels and :func:`squared_distances` are written.
 
     Returns
     -------
     float
-        The weighted inertia of ``data``.
+        The weighted inertia of ``data`` (0 with ``sums`` None).
     """
     n_rows = data.shape[0]
     inertia = 0.0
@@ -340,6 +341,9 @@ def assign_and_accumulate_rows(
         stop = min(start + block_rows, n_rows)
         block = data[start:stop]
         _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels[start:stop], None)
+        if sums is None:
+            squared_distances(block, labels[start:stop], centers, sq_dist[start:stop])
+            continue
         inertia += accumulate(
             block,
             labels[start:stop],

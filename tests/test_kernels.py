@@ -259,6 +259,31 @@ def test_row_kernel_runner_up_score_is_exact_for_exact_scores(k):
     assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(np.float32))
 
 
+def test_tile_heights_keep_thin_products_on_small_gemm_kernels():
+    from kmeans_dask.backends.numpy_blas import RowSearcher, tile_rows
+
+    assert [tile_rows(k, 32) for k in (1, 64, 128, 256)] == [256, 256, 128, 64]
+    assert tile_rows(128, 128) == tile_rows(256, 64) == 256  # blocked GEMM from here
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(1000, 32)).astype(np.float32)  # not a multiple of any height
+    for k in (128, 256):
+        centers = rng.normal(size=(k, 32)).astype(np.float32)
+        assert_array_equal(RowSearcher(centers).nearest(X), _brute_force(X, centers)[0])
+
+
+def test_compiled_search_gives_the_exact_distances_of_the_block_loop():
+    from kmeans_dask._kernels import squared_distances
+
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(5000, 7)).astype(np.float32)
+    centers = rng.normal(size=(20, 7)).astype(np.float32)
+    labels, sq_dist = nearest(X, centers, "numpy")
+    expected = np.empty(len(X))
+    squared_distances(X, labels, centers.astype(np.float64), expected)
+    assert_array_equal(sq_dist, expected)
+    assert_array_equal(labels, _brute_force(X, centers)[0])
+
+
 def test_row_layout_handles_strided_blocks_and_partial_tiles():
     from kmeans_dask.backends.numpy_blas import RowSearcher
 

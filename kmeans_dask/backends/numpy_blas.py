@@ -7,12 +7,13 @@ buffer, in one of two layouts, whichever BLAS runs faster for the shape
 (measured on every shape we benchmark; see ``scripts/bench.py``):
 
 * up to :data:`ROW_LAYOUT_MAX_CENTERS` centres (and for all but the tiniest
-  ``k * d``), ``B @ (-2 C^T)`` as (rows, k) tiles of 256 rows, scored and
-  reduced inside one compiled call (:class:`RowSearcher`). OpenBLAS runs
-  these thin GEMMs without transposing the rows and with its small-matrix
-  kernels: search measured 1.1-1.9x faster than the column layout for
-  k <= 128 (d = 8-128), on par at k = 256. A plain or Hamerly Lloyd pass
-  over a whole chunk is one compiled call as well;
+  ``k * d``), ``B @ (-2 C^T)`` as (rows, k) tiles of up to 256 rows
+  (:func:`tile_rows`), scored and reduced inside one compiled call
+  (:class:`RowSearcher`). OpenBLAS runs these thin GEMMs without
+  transposing the rows and with its small-matrix kernels: search measured
+  1.1-1.9x faster than the column layout for k <= 128 (d = 8-128), on par
+  at k = 256. A plain or Hamerly Lloyd pass over a whole chunk is one
+  compiled call as well;
 * above that, ``-2 C B^T`` as a (k, b) matrix reduced over contiguous points
   (:class:`ColumnSearcher`), 1.1-1.25x faster from k = 1024.
 
@@ -43,13 +44,35 @@ ROW_LAYOUT_MAX_CENTERS = 256
 #: is too short to vectorise and the column argmin wins (measured 0.6-0.86x
 #: at d = 2, k <= 4; 1.4-2.8x for the row layout from k * d = 16 up).
 ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
-#: Rows per GEMM in the row layout (tiles of at most 256 x 256 scores).
-_TILE_ROWS = 256
+#: Most rows per GEMM in the row layout.
+_MAX_TILE_ROWS = 256
+#: OpenBLAS hands a product of at most this many multiply-adds (rows x k x d)
+#: to its small-matrix kernels, which skip packing the operands. For thin
+#: products that is much faster than its blocked GEMM (k = 128, d = 32: 1.7x;
+#: k = 256: 1.6x), so their tiles are cut to fit; from d = 128 or
+#: k * d = 16384 the blocked GEMM over 256 rows wins (1.2-1.6x, measured).
+_SMALL_GEMM_MULTIPLY_ADDS = 1_000_000
+_SMALL_GEMM_MAX_FEATURES = 128
+_SMALL_GEMM_MAX_CENTERS_X_FEATURES = 16384
+_MIN_TILE_ROWS = 8
 # The caller's blocks hold about 2 MiB of scores: big enough for GEMM, small
 # enough that the rows stay in L2 for the statistics computed after the search.
 _BUFFER_ELEMENTS = 1 << 19
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 4096
+
+
+def tile_rows(n_centers: int, n_features: int) -> int:
+    """Rows scored per GEMM by :class:`RowSearcher` for ``n_centers`` x ``n_features`` centres."""
+    rows = _MAX_TILE_ROWS
+    if (
+        n_features >= _SMALL_GEMM_MAX_FEATURES
+        or n_centers * n_features >= _SMALL_GEMM_MAX_CENTERS_X_FEATURES
+    ):
+        return rows
+    while rows > _MIN_TILE_ROWS and rows * n_centers * n_features > _SMALL_GEMM_MULTIPLY_ADDS:
+        rows //= 2
+    return rows
 
 
 class _GemmSearcher:
@@ -79,7 +102,7 @@ class RowSearcher(_GemmSearcher):
     def __init__(self, centers: np.ndarray) -> None:
         super().__init__(centers)
         self._minus_two_centers_t = np.ascontiguousarray(-2.0 * centers.T, dtype=self._dtype)
-        self._tile = np.empty((_TILE_ROWS, centers.shape[0]), dtype=self._dtype)
+        self._tile = np.empty((tile_rows(*centers.shape), centers.shape[0]), dtype=self._dtype)
         self._argmin = argmin_rows32 if self._dtype == np.float32 else argmin_rows64
 
     def nearest(self, block: np.ndarray) -> np.ndarray:
@@ -100,8 +123,8 @@ class RowSearcher(_GemmSearcher):
         weights: np.ndarray | None,
         centers: np.ndarray,
         labels: np.ndarray,
-        sums: np.ndarray,
-        counts: np.ndarray,
+        sums: np.ndarray | None,
+        counts: np.ndarray | None,
         sq_dist: np.ndarray,
     ) -> float:
         """Label every row and add it into ``sums`` and ``counts``, in one compiled pass.
@@ -109,7 +132,8 @@ class RowSearcher(_GemmSearcher):
         The same result as :meth:`nearest` and :func:`~kmeans_dask._kernels.accumulate`
         over blocks of :attr:`block_rows` rows. ``centers`` is the float64 copy
         of the centres, ``labels`` and ``sq_dist`` receive each row's centre and
-        exact squared distance; returns the weighted inertia.
+        exact squared distance; returns the weighted inertia. With ``sums``
+        (and ``counts``) None nothing is accumulated.
         """
         return assign_and_accumulate_rows(
             np.ascontiguousarray(data),
