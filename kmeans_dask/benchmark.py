@@ -3,9 +3,12 @@
 Every implementation clusters the same deterministic float32 blobs, starts
 from the same ``k`` randomly chosen rows and runs a fixed number of Lloyd
 iterations with no early stop. Runs are interleaved: repeat ``r`` runs every
-implementation once (in an order rotated by ``r``) before repeat ``r + 1``
-starts, so slow drifts of the machine hit every implementation alike. The
-machine's SGEMM throughput is measured in the same slots.
+implementation once (in an order rotated by ``r``, and reversed in odd
+repeats, so that no implementation always follows the same one) before
+repeat ``r + 1`` starts, so slow drifts of the machine hit every
+implementation alike; each run waits for the machine to be idle first
+(:func:`wait_until_idle`). The machine's SGEMM throughput is measured in
+the same slots.
 
 Peers:
 
@@ -72,6 +75,13 @@ OPENBLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 INERTIA_BLOCK_ROWS = 65536
 #: Rows of the untimed warm-up workload (JIT compilation, imports, pools).
 WARMUP_ROWS = 20000
+#: Before each timed run, wait (up to the timeout) until the machine's CPU use
+#: over one sampling window is below this percentage, so no run starts while
+#: the previous one's processes finish their work (a JVM after a Spark fit
+#: ran at over one core for its first 0.25 s).
+IDLE_CPU_PERCENT = 15.0
+IDLE_SAMPLE_SECONDS = 0.2
+IDLE_TIMEOUT_SECONDS = 5.0
 
 logger = logging.getLogger(__name__)
 
@@ -450,6 +460,38 @@ def _best_seconds(fn: Callable[[], Any], repeats: int) -> float:
         fn()
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def run_order(names: Sequence[str], repeat: int) -> list[str]:
+    """The order of the implementations in repeat ``repeat``.
+
+    Rotated by ``repeat`` and reversed when it is odd: over the repeats every
+    implementation runs in several positions and after different ones.
+    """
+    shift = repeat % len(names)
+    order = [*names[shift:], *names[:shift]]
+    return order[::-1] if repeat % 2 else order
+
+
+def wait_until_idle(
+    threshold: float = IDLE_CPU_PERCENT,
+    sample_seconds: float = IDLE_SAMPLE_SECONDS,
+    timeout: float = IDLE_TIMEOUT_SECONDS,
+) -> float:
+    """Block until system-wide CPU use over ``sample_seconds`` is below ``threshold`` %.
+
+    Returns
+    -------
+    float
+        The last sample (above ``threshold`` only when ``timeout`` ran out).
+    """
+    import psutil  # a dependency of distributed
+
+    deadline = time.monotonic() + timeout
+    while True:
+        busy = psutil.cpu_percent(interval=sample_seconds)
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
 
 
 def measure_sgemm(result: SgemmResult, repeats: int = 3) -> SgemmResult:
@@ -1477,11 +1519,12 @@ def run(args: argparse.Namespace) -> int:
                     warm_rdd.unpersist()
                 print("warm-up done", flush=True)
             for repeat in range(args.repeats):
-                order = names[repeat % len(names) :] + names[: repeat % len(names)]
+                order = run_order(names, repeat)
                 print(f"repeat {repeat + 1}/{args.repeats}", flush=True)
                 for name in order:
                     if name in failed:
                         continue
+                    wait_until_idle()
                     try:
                         result = runners[name](work)
                     except Exception as exc:

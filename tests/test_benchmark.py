@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
-from kmeans_dask.benchmark import main, parse_variants
+from kmeans_dask.benchmark import main, parse_variants, run_order, wait_until_idle
 
 
 def test_small_benchmark_reports_ratios_overheads_and_equal_inertias(tmp_path, capsys):
@@ -43,3 +44,19 @@ def test_variants_are_checked():
     assert parse_variants("none") == []
     with pytest.raises(ValueError, match="variant 'elkan/tasks' is not ALGORITHM/ENGINE"):
         parse_variants("elkan/tasks")
+
+
+def test_run_order_varies_position_and_predecessor():
+    names = ["kmeans_dask", "faiss", "sklearn", "dask-ml", "spark"]
+    orders = [run_order(names, repeat) for repeat in range(4)]
+    assert all(sorted(order) == sorted(names) for order in orders)
+    for name in names:
+        predecessors = {order[order.index(name) - 1] for order in orders if order[0] != name}
+        assert len(predecessors) >= 2, (name, orders)
+
+
+def test_wait_until_idle_gives_up_after_its_timeout():
+    start = time.monotonic()
+    busy = wait_until_idle(threshold=-1.0, sample_seconds=0.05, timeout=0.2)
+    assert busy >= 0.0
+    assert 0.2 <= time.monotonic() - start < 2.0
