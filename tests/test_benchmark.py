@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +63,16 @@ def test_wait_until_idle_gives_up_after_its_timeout():
     busy = wait_until_idle(threshold=-1.0, sample_seconds=0.05, timeout=0.2)
     assert busy >= 0.0
     assert 0.2 <= time.monotonic() - start < 2.0
+
+
+def test_initialisation_benchmark_runs_and_reports_all_three(tmp_path):
+    pytest.importorskip("dask_ml", reason="dask-ml is not installed")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_init.py"
+    argv = ["--n-samples", "4000", "--n-features", "3", "--n-clusters", "4", "--repeats", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0] for row in rows[1:]] == ["| kmeans_dask", "| dask-ml", "| sklearn"]
+    assert "| kmeans_dask | " in done.stdout and "| 1.00x |" in done.stdout
