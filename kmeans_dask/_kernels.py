@@ -167,22 +167,27 @@ def _smallest_key32(scores, i, center_bias):
     return best
 
 
-@numba.njit(inline="always")
-def _smallest_ordered32(scores, i, center_bias):
-    """The smallest ordered float32 score of row ``i``, scores biased, as an int32."""
-    best = np.int32(_INT32_MAGNITUDE)
-    for j in range(scores.shape[1]):
-        best = min(best, _ordered_int32(scores[i, j] + center_bias[j]))
-    return best
+def _smallest_ordered(ordered, largest):
+    """A compiled ``(scores, i, center_bias) -> min_j ordered(scores[i, j] + center_bias[j])``.
+
+    ``ordered`` maps a score to an integer of the same order; ``largest`` is
+    the largest such integer (the start of the reduction).
+    """
+
+    @numba.njit(inline="always")
+    def smallest(scores, i, center_bias):
+        best = largest
+        for j in range(scores.shape[1]):
+            best = min(best, ordered(scores[i, j] + center_bias[j]))
+        return best
+
+    return smallest
 
 
-@numba.njit(inline="always")
-def _smallest_ordered64(scores, i, center_bias):
-    """The smallest ordered float64 score of row ``i``, scores biased."""
-    best = np.int64(_INT64_MAGNITUDE)
-    for j in range(scores.shape[1]):
-        best = min(best, _ordered64(scores[i, j] + center_bias[j]))
-    return best
+#: The smallest ordered float32 score of a row, scores biased, as an int32.
+_smallest_ordered32 = _smallest_ordered(_ordered_int32, np.int32(_INT32_MAGNITUDE))
+#: The smallest ordered float64 score of a row, scores biased.
+_smallest_ordered64 = _smallest_ordered(_ordered64, np.int64(_INT64_MAGNITUDE))
 
 
 @numba.njit(nogil=True, cache=True)
