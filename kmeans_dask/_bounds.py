@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kmeans_dask._kernels import accumulate, loosen_bounds, tighten_bounds
+from kmeans_dask._kernels import accumulate_rows, loosen_bounds, tighten_bounds
 from kmeans_dask._threads import single_threaded_native
 
 #: Above this many centres the half-gaps (a k x k distance matrix per
@@ -294,14 +294,8 @@ def bounded_assign(
                 )
                 rows = pending[:n_pending] + start
                 labels[rows], lower[rows] = searcher.nearest_two(data[rows])
-        inertia += accumulate(
-            block,
-            labels[start:stop],
-            None if weights is None else weights[start:stop],
-            centers64,
-            sums,
-            counts,
-            sq_dist[start:stop],
+        inertia += accumulate_rows(
+            data, start, stop, labels, weights, centers64, sums, counts, sq_dist
         )
         np.sqrt(sq_dist[start:stop], out=upper[start:stop])
     return RowBounds(labels, upper, lower), sq_dist, inertia

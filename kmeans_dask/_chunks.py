@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
-from kmeans_dask._kernels import accumulate, column_moments, largest, squared_distances
+from kmeans_dask._kernels import accumulate_rows, column_moments, largest, squared_distances
 from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
@@ -247,15 +247,8 @@ def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, count
         if sums is None:
             squared_distances(block, labels[start:stop], centers64, sq_dist[start:stop])
         else:
-            block_weights = None if weights is None else weights[start:stop]
-            inertia += accumulate(
-                block,
-                labels[start:stop],
-                block_weights,
-                centers64,
-                sums,
-                counts,
-                sq_dist[start:stop],
+            inertia += accumulate_rows(
+                data, start, stop, labels, weights, centers64, sums, counts, sq_dist
             )
     return labels, sq_dist, inertia
 

@@ -297,6 +297,24 @@ def accumulate(block, labels, weights, centers, sums, counts, sq_dist):
     return inertia
 
 
+@numba.njit(nogil=True, cache=True)
+def accumulate_rows(data, start, stop, labels, weights, centers, sums, counts, sq_dist):
+    """:func:`accumulate` over rows ``start:stop`` of ``data``.
+
+    ``labels``, ``weights`` (or None) and ``sq_dist`` are indexed like the rows
+    of ``data``; the passes over a chunk call this block by block.
+    """
+    return accumulate(
+        data[start:stop],
+        labels[start:stop],
+        None if weights is None else weights[start:stop],
+        centers,
+        sums,
+        counts,
+        sq_dist[start:stop],
+    )
+
+
 def _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels, second):
     """:func:`argmin_rows32` or :func:`argmin_rows64` by dtype, for compiled callers."""
     raise NotImplementedError("only callable from compiled code")
@@ -349,14 +367,8 @@ def assign_and_accumulate_rows(
         if sums is None:
             squared_distances(block, labels[start:stop], centers, sq_dist[start:stop])
             continue
-        inertia += accumulate(
-            block,
-            labels[start:stop],
-            None if weights is None else weights[start:stop],
-            centers,
-            sums,
-            counts,
-            sq_dist[start:stop],
+        inertia += accumulate_rows(
+            data, start, stop, labels, weights, centers, sums, counts, sq_dist
         )
     return inertia
 
@@ -546,14 +558,8 @@ def bounded_pass_rows(
         if n_pending:
             _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels[start:stop], second)
             runner_up_distances(block, second, error_scale, max_center_sq_norm, lower[start:stop])
-        inertia += accumulate(
-            block,
-            labels[start:stop],
-            None if weights is None else weights[start:stop],
-            centers,
-            sums,
-            counts,
-            sq_dist[start:stop],
+        inertia += accumulate_rows(
+            data, start, stop, labels, weights, centers, sums, counts, sq_dist
         )
         for i in range(start, stop):
             upper[i] = np.sqrt(sq_dist[i])
