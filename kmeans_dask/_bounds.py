@@ -7,7 +7,7 @@ bound on the distance to every other centre. When the centres move, the
 bounds move by at most the centres' shifts (triangle inequality); a row
 whose upper bound stays below its lower bound, or below half the gap from
 its centre to the nearest other centre, keeps its centre without a search.
-Only the remaining rows go through the GEMM search.
+Only the remaining rows are searched.
 
 The result is exact: a skipped row provably keeps its nearest centre, and
 the statistics are accumulated by the same kernel, over the same blocks, as

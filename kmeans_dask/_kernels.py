@@ -1,5 +1,5 @@
-"""Compiled per-block kernels: nearest-centre search, fused statistics, exact distances,
-column moments.
+"""Compiled per-block kernels: the column-layout argmin, fused search-and-statistics
+passes, exact distances, Hamerly bounds, column moments.
 
 These are pure functions over NumPy arrays, compiled with Numba and run
 without the GIL, so several Dask worker threads can run them at once.
@@ -13,13 +13,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-# The GEMMs inside the row-layout kernels (``np.dot`` in nopython mode) call
-# SciPy's BLAS. Load it now, before any thread pool is capped, so that
-# threadpoolctl sees and caps it along with NumPy's.
-import scipy.linalg.cython_blas  # noqa: F401
-from llvmlite import ir
-from numba.core import types
-from numba.extending import intrinsic, overload
+from kmeans_dask._fused_search import search_rows
 
 # Reassociation lets LLVM vectorise the per-row sum of squared differences.
 # It changes the order of additions, not which values are added, and the
@@ -72,174 +66,6 @@ def argmin2_columns(scores_t, center_bias, labels, second):
             second[i] = min(second[i], max(current, value))
             labels[i] = j if value < current else labels[i]
             best[i] = min(current, value)
-
-
-# --- Row layout: scores (b, k) from one GEMM per tile of rows -----------------------
-#
-# For a small number of centres the GEMM is thin (k and d small), and BLAS runs
-# it fastest with the rows as the long dimension and no transposition: tiles of
-# a few hundred rows hit OpenBLAS's small-matrix kernels. The argmin then runs
-# along each row of the (rows, k) tile. A float comparison loop does not
-# vectorise there (LLVM keeps the scalar select), an integer one does: each
-# score is mapped to an integer of the same order (its IEEE bits, with the
-# magnitude bits flipped for negatives), and for float32 the centre index is
-# packed below it, so one int64 min gives the smallest score and, among equal
-# scores, the lowest index. The runner-up score needs no index, so its
-# reduction stays in int32 (twice the lanes per vector: measured 2x faster).
-
-_INT32_MAGNITUDE = 0x7FFFFFFF
-_INT64_MAGNITUDE = 0x7FFFFFFFFFFFFFFF
-_LOW_32_BITS = 0xFFFFFFFF
-
-
-_INT_OF_FLOAT = {types.float32: types.int32, types.float64: types.int64}
-_FLOAT_OF_INT = {int_type: float_type for float_type, int_type in _INT_OF_FLOAT.items()}
-
-
-def _bitcast(context, builder, signature, args):
-    """Code for reading the argument's bits as the (same-width) return type."""
-    return builder.bitcast(args[0], context.get_value_type(signature.return_type))
-
-
-@intrinsic
-def _float_bits(typingctx, value):
-    """The IEEE bits of a float32 (float64) as an int32 (int64)."""
-    int_type = _INT_OF_FLOAT.get(value)
-    return None if int_type is None else (int_type(value), _bitcast)
-
-
-@intrinsic
-def _bits_float(typingctx, value):
-    """The float32 (float64) whose IEEE bits are the int32 (int64) ``value``."""
-    float_type = _FLOAT_OF_INT.get(value)
-    return None if float_type is None else (float_type(value), _bitcast)
-
-
-def _ordered_bits(context, builder, signature, args):
-    """Code for the float32 argument's bits as an int32 of the same order."""
-    bits = builder.bitcast(args[0], ir.IntType(32))
-    sign = builder.ashr(bits, ir.Constant(ir.IntType(32), 31))
-    return builder.xor(bits, builder.and_(sign, ir.Constant(ir.IntType(32), _INT32_MAGNITUDE)))
-
-
-@intrinsic
-def _ordered_int32(typingctx, score):
-    """An int32 that orders like the float32 ``score`` (the low half of :func:`_ordered32`).
-
-    Written as LLVM code because Numba widens integer arithmetic to int64,
-    which halves the lanes of the vectorised reduction over these values.
-    """
-    return (types.int32(score), _ordered_bits) if score == types.float32 else None
-
-
-@numba.njit(inline="always")
-def _ordered32(score):
-    """An int64 holding an int32 that orders like the float32 ``score``."""
-    bits = np.int64(_float_bits(score))
-    return bits ^ ((bits >> 31) & _INT32_MAGNITUDE)
-
-
-@numba.njit(inline="always")
-def _ordered64(score):
-    """An int64 that orders like the float64 ``score``."""
-    bits = _float_bits(score)
-    return bits ^ ((bits >> 63) & _INT64_MAGNITUDE)
-
-
-@numba.njit(inline="always")
-def _score32(ordered):
-    """The float32 score that :func:`_ordered32` mapped to ``ordered``."""
-    return _bits_float(np.int32(ordered ^ ((ordered >> 31) & _INT32_MAGNITUDE)))
-
-
-@numba.njit(inline="always")
-def _score64(ordered):
-    """The float64 score that :func:`_ordered64` mapped to ``ordered``."""
-    return _bits_float(ordered ^ ((ordered >> 63) & _INT64_MAGNITUDE))
-
-
-@numba.njit(inline="always")
-def _smallest_key32(scores, i, center_bias):
-    """The smallest packed (score, index) key of row ``i``, scores biased."""
-    best = np.int64(_INT64_MAGNITUDE)
-    for j in range(scores.shape[1]):
-        best = min(best, (_ordered32(scores[i, j] + center_bias[j]) << 32) | j)
-    return best
-
-
-def _smallest_ordered(ordered, largest):
-    """A compiled ``(scores, i, center_bias) -> min_j ordered(scores[i, j] + center_bias[j])``.
-
-    ``ordered`` maps a score to an integer of the same order; ``largest`` is
-    the largest such integer (the start of the reduction).
-    """
-
-    @numba.njit(inline="always")
-    def smallest(scores, i, center_bias):
-        best = largest
-        for j in range(scores.shape[1]):
-            best = min(best, ordered(scores[i, j] + center_bias[j]))
-        return best
-
-    return smallest
-
-
-#: The smallest ordered float32 score of a row, scores biased, as an int32.
-_smallest_ordered32 = _smallest_ordered(_ordered_int32, np.int32(_INT32_MAGNITUDE))
-#: The smallest ordered float64 score of a row, scores biased.
-_smallest_ordered64 = _smallest_ordered(_ordered64, np.int64(_INT64_MAGNITUDE))
-
-
-@numba.njit(nogil=True, cache=True)
-def argmin_rows32(block, minus_two_centers_t, center_bias, tile, labels, second=None):
-    """Nearest centre of each float32 row: ``argmin_j(center_bias[j] - 2 c_j . x)``.
-
-    Parameters
-    ----------
-    block : (n, d) float32, C-contiguous rows
-    minus_two_centers_t : (d, k) float32, ``-2 * centers.T``, C-contiguous
-    center_bias : (k,) float32, ``||c_j||^2``
-    tile : (t, k) float32 scratch; ``t`` rows are scored per GEMM
-    labels : (n,) int32, receives the nearest centre (ties: lowest index)
-    second : (n,) float32 or None
-        If given, receives each row's runner-up score
-        ``min_{j != labels[i]}(center_bias[j] - 2 c_j . x_i)`` (``inf`` for a
-        single centre). The best score is overwritten with ``inf`` and the
-        reduction run again: one loop carrying both minima would not vectorise.
-    """
-    n_rows = block.shape[0]
-    tile_rows = tile.shape[0]
-    for start in range(0, n_rows, tile_rows):
-        stop = min(start + tile_rows, n_rows)
-        scores = tile[: stop - start]
-        np.dot(block[start:stop], minus_two_centers_t, scores)
-        for i in range(stop - start):
-            label = _smallest_key32(scores, i, center_bias) & _LOW_32_BITS
-            labels[start + i] = label
-            if second is not None:
-                scores[i, label] = np.inf
-                second[start + i] = _score32(np.int64(_smallest_ordered32(scores, i, center_bias)))
-
-
-@numba.njit(nogil=True, cache=True)
-def argmin_rows64(block, minus_two_centers_t, center_bias, tile, labels, second=None):
-    """:func:`argmin_rows32` for float64 rows: the smallest score, then its first index."""
-    n_rows = block.shape[0]
-    tile_rows, n_centers = tile.shape
-    for start in range(0, n_rows, tile_rows):
-        stop = min(start + tile_rows, n_rows)
-        scores = tile[: stop - start]
-        np.dot(block[start:stop], minus_two_centers_t, scores)
-        for i in range(stop - start):
-            best = _smallest_ordered64(scores, i, center_bias)
-            label = n_centers
-            for j in range(n_centers):
-                ordered = _ordered64(scores[i, j] + center_bias[j])
-                label = min(label, j if ordered == best else n_centers)
-            labels[start + i] = label
-            if second is not None:
-                scores[i, label] = np.inf
-                second[start + i] = _score64(_smallest_ordered64(scores, i, center_bias))
 
 
 @numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
@@ -315,28 +141,12 @@ def accumulate_rows(data, start, stop, labels, weights, centers, sums, counts, s
     )
 
 
-def _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels, second):
-    """:func:`argmin_rows32` or :func:`argmin_rows64` by dtype, for compiled callers."""
-    raise NotImplementedError("only callable from compiled code")
-
-
-@overload(_argmin_rows)
-def _argmin_rows_by_dtype(block, minus_two_centers_t, center_bias, tile, labels, second):
-    kernel = argmin_rows32 if block.dtype == types.float32 else argmin_rows64
-
-    def implementation(block, minus_two_centers_t, center_bias, tile, labels, second):
-        kernel(block, minus_two_centers_t, center_bias, tile, labels, second)
-
-    return implementation
-
-
 @numba.njit(nogil=True, cache=True)
 def assign_and_accumulate_rows(
     data,
     weights,
-    minus_two_centers_t,
+    center_weights,
     center_bias,
-    tile,
     centers,
     block_rows,
     labels,
@@ -349,7 +159,9 @@ def assign_and_accumulate_rows(
     The same blocks and the same order of additions as calling the two from
     Python block by block, so the same results, without a Python round trip
     (and a GIL hand-over between worker threads) per block. Arguments as for
-    :func:`argmin_rows32` and :func:`accumulate`; ``block_rows`` rows are
+    :func:`~kmeans_dask._fused_search.search_rows` (``center_weights`` and
+    ``center_bias`` from :func:`~kmeans_dask._fused_search.pack_centers`) and
+    :func:`accumulate`; ``block_rows`` rows are
     searched and then accumulated while they are still in cache. With
     ``sums`` None only the labels and :func:`squared_distances` are written.
 
@@ -363,7 +175,7 @@ def assign_and_accumulate_rows(
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
         block = data[start:stop]
-        _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels[start:stop], None)
+        search_rows(block, center_weights, center_bias, labels[start:stop], None)
         if sums is None:
             squared_distances(block, labels[start:stop], centers, sq_dist[start:stop])
             continue
@@ -459,9 +271,8 @@ def tighten_bounds(block, labels, upper, lower, centers, half_gap, candidates, n
 def bounded_pass_rows(
     data,
     weights,
-    minus_two_centers_t,
+    center_weights,
     center_bias,
-    tile,
     error_scale,
     max_center_sq_norm,
     centers,
@@ -487,8 +298,8 @@ def bounded_pass_rows(
     ----------
     data, weights, centers, sums, counts, sq_dist
         As for :func:`accumulate` (``centers`` in float64).
-    minus_two_centers_t, center_bias, tile
-        As for :func:`argmin_rows32`.
+    center_weights, center_bias
+        The centres as :func:`~kmeans_dask._fused_search.pack_centers` packs them.
     error_scale, max_center_sq_norm
         As for :func:`runner_up_distances`.
     block_rows : int
@@ -547,7 +358,9 @@ def bounded_pass_rows(
                     for position in range(n_pending):
                         gathered[position] = block[pending[position]]
                     rows = gathered[:n_pending]
-                    _argmin_rows(rows, minus_two_centers_t, center_bias, tile, found, second)
+                    search_rows(
+                        rows, center_weights, center_bias, found[:n_pending], second[:n_pending]
+                    )
                     runner_up_distances(
                         rows, second, error_scale, max_center_sq_norm, runner_up[:n_pending]
                     )
@@ -556,7 +369,7 @@ def bounded_pass_rows(
                         lower[start + pending[position]] = runner_up[position]
                 n_pending = 0
         if n_pending:
-            _argmin_rows(block, minus_two_centers_t, center_bias, tile, labels[start:stop], second)
+            search_rows(block, center_weights, center_bias, labels[start:stop], second[:n_block])
             runner_up_distances(block, second, error_scale, max_center_sq_norm, lower[start:stop])
         inertia += accumulate_rows(
             data, start, stop, labels, weights, centers, sums, counts, sq_dist

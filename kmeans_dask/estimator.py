@@ -70,7 +70,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     """K-means clustering by a distributed Lloyd loop on Dask.
 
     Each iteration broadcasts the centres to the workers, assigns every
-    worker-resident chunk of rows to its nearest centre (BLAS GEMM or Faiss)
+    worker-resident chunk of rows to its nearest centre (compiled or Faiss search)
     and tree-reduces per-cluster sums, weights and inertia in a fixed order,
     so the result does not depend on the number of workers. With an active
     ``distributed.Client`` the fit runs on that cluster; without one, a
@@ -80,7 +80,7 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     Precision: distances are computed in the data's dtype (float32 input
     stays float32; integers and booleans become float64); per-cluster sums,
     weights and inertia are accumulated in float64, and the distance of a
-    point to its assigned centre is computed exactly, not by the GEMM
+    point to its assigned centre is computed exactly, not by the score
     expansion. ``cluster_centers_`` has the data's dtype.
 
     Parameters
@@ -110,7 +110,8 @@ default="k-means||"
         indices, so a fixed seed gives the same result for any chunking and
         any number of workers.
     backend : {"auto", "numpy", "faiss-cpu"}, default="auto"
-        Nearest-centroid search: "numpy" (BLAS GEMM + compiled argmin),
+        Nearest-centroid search: "numpy" (compiled kernels that keep the
+        scores in vector registers, BLAS GEMM + compiled argmin for large k*d),
         "faiss-cpu" (``faiss.IndexFlatL2``); "auto" picks the fastest
         available, currently "numpy" on CPU.
     assign : {"exact", "ivf", "hnsw", "auto"}, default="exact"

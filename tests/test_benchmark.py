@@ -76,3 +76,23 @@ def test_initialisation_benchmark_runs_and_reports_all_three(tmp_path):
     rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
     assert [row.split(" | ")[0] for row in rows[1:]] == ["| kmeans_dask", "| dask-ml", "| sklearn"]
     assert "| kmeans_dask | " in done.stdout and "| 1.00x |" in done.stdout
+
+
+def test_search_benchmark_times_every_searcher_on_each_shape():
+    pytest.importorskip("faiss", reason="faiss is not installed")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_search.py"
+    argv = ["--centers", "3,64", "--features", "2,8", "--max-rows", "3000", "--repeats", "1"]
+    done = subprocess.run(
+        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")]
+    body = rows[1:]
+    assert [(row[0], row[1]) for row in body] == [
+        ("| 3", "2"),
+        ("| 64", "2"),
+        ("| 3", "8"),
+        ("| 64", "8"),
+    ]
+    assert all(cell.endswith("x") for row in body for cell in row[5:8])  # all agree, no "(!)"
+    assert [row[8] for row in body] == ["column |", "fused |", "fused |", "fused |"]

@@ -212,7 +212,7 @@ def test_chunk_statistics_report_the_rows_farthest_from_their_centre():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k", [1, 2, 64, 256, 257])
+@pytest.mark.parametrize("k", [1, 2, 64, 256, 1025])
 def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
     """Both layouts: the exact argmin of the scores (ties to the lowest index), runner-up."""
     from kmeans_dask.backends.numpy_blas import ColumnSearcher, RowSearcher, exact_searcher
@@ -234,41 +234,61 @@ def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
         true_runner_up = np.sqrt(np.maximum(sq_norms + expected_second, 0.0))
         assert np.all(runner_up <= true_runner_up)
         assert_allclose(runner_up, true_runner_up, rtol=1e-3, atol=1e-2)
-    layout = RowSearcher if k * 6 >= 16 and k <= 256 else ColumnSearcher
+    layout = RowSearcher if 16 <= k * 6 <= 32768 and k <= 1024 else ColumnSearcher
     assert isinstance(exact_searcher(centers), layout)
 
 
-@pytest.mark.parametrize("k", [2, 64, 256])
-def test_row_kernel_runner_up_score_is_exact_for_exact_scores(k):
-    """The int32 runner-up reduction returns the second smallest score itself, any sign."""
-    from kmeans_dask._kernels import argmin_rows32
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 7, 16, 17, 33, 64, 65, 100, 129, 256])
+@pytest.mark.parametrize("d", [1, 3, 32])
+def test_fused_kernels_find_exact_minimum_index_and_runner_up(dtype, k, d):
+    """Every centre count (partial vectors, several blocks) and row count (partial row groups).
 
-    rng = np.random.default_rng(k)
-    X = rng.integers(-3, 4, size=(700, 6)).astype(np.float32)
-    centers = rng.integers(-3, 4, size=(k, 6)).astype(np.float32)
-    bias = (centers.astype(np.float64) ** 2).sum(1)
-    scores = bias - 2.0 * X.astype(np.float64) @ centers.T
-    assert (scores < 0).any() and (scores > 0).any()
+    With integer-valued data every score is exact, so the kernels must return
+    the true argmin (ties to the lowest index) and the runner-up score itself.
+    """
+    from kmeans_dask._fused_search import nearest_rows, pack_centers
+
+    rng = np.random.default_rng(k * 100 + d)
+    X = rng.integers(-3, 4, size=(1003, d)).astype(dtype)
+    centers = rng.integers(-3, 4, size=(k, d)).astype(dtype)
+    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
     labels = np.empty(len(X), dtype=np.int32)
-    second = np.empty(len(X), dtype=np.float32)
-    tile = np.empty((256, k), dtype=np.float32)
-    argmin_rows32(
-        X, np.ascontiguousarray(-2.0 * centers.T), bias.astype(np.float32), tile, labels, second
-    )
+    second = np.empty(len(X), dtype=dtype)
+    nearest_rows(X, *pack_centers(centers), labels, second)
     assert_array_equal(labels, scores.argmin(axis=1))
-    assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(np.float32))
+    expected_second = np.sort(scores, axis=1)[:, 1] if k > 1 else np.full(len(X), np.inf)
+    assert_array_equal(second, expected_second.astype(dtype))
+    labels_only = np.empty(len(X), dtype=np.int32)
+    nearest_rows(X, *pack_centers(centers), labels_only)
+    assert_array_equal(labels_only, labels)
 
 
-def test_tile_heights_keep_thin_products_on_small_gemm_kernels():
-    from kmeans_dask.backends.numpy_blas import RowSearcher, tile_rows
+def test_packed_centres_pad_with_scores_that_never_win():
+    from kmeans_dask._fused_search import pack_centers
 
-    assert [tile_rows(k, 32) for k in (1, 64, 128, 256)] == [256, 256, 128, 64]
-    assert tile_rows(128, 128) == tile_rows(256, 64) == 256  # blocked GEMM from here
-    rng = np.random.default_rng(6)
-    X = rng.normal(size=(1000, 32)).astype(np.float32)  # not a multiple of any height
-    for k in (128, 256):
-        centers = rng.normal(size=(k, 32)).astype(np.float32)
-        assert_array_equal(RowSearcher(centers).nearest(X), _brute_force(X, centers)[0])
+    centers = np.arange(70 * 3, dtype=np.float32).reshape(70, 3)
+    weights, bias = pack_centers(centers)
+    assert weights.shape == (2, 3, 64) and bias.shape == (2, 64)
+    assert_array_equal(weights[1, :, 5], -2.0 * centers[69])
+    assert_array_equal(weights[1, :, 6:], 0.0)
+    assert np.isinf(bias[1, 6:]).all() and np.isfinite(bias[1, :6]).all()
+    assert pack_centers(centers[:5])[0].shape == (1, 3, 16)  # one vector for a few centres
+    assert pack_centers(centers[:20].astype(np.float64))[0].shape == (1, 3, 24)
+
+
+def test_fused_kernels_refuse_rows_they_cannot_read():
+    from kmeans_dask._fused_search import nearest_rows, pack_centers
+
+    X = np.zeros((10, 4), dtype=np.float32)
+    packed = pack_centers(X[:3].copy())
+    message = "C-contiguous rows and matching labels"
+    with pytest.raises(ValueError, match=message):
+        nearest_rows(X[:, :2], *pack_centers(X[:3, :2].copy()), np.empty(10, dtype=np.int32))
+    with pytest.raises(ValueError, match=message):
+        nearest_rows(X, *packed, np.empty(9, dtype=np.int32))
+    with pytest.raises(ValueError, match=message):
+        nearest_rows(X, *packed, np.empty(10, dtype=np.int32), np.empty(9, dtype=np.float32))
 
 
 def test_compiled_search_gives_the_exact_distances_of_the_block_loop():

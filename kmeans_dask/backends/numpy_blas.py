@@ -1,26 +1,25 @@
-"""Exact assignment with a BLAS GEMM and a compiled argmin.
+"""Exact assignment: nearest centres from ``||c_j||^2 - 2 c_j . x_i``.
 
 For a block ``B`` (b, d) and centres ``C`` (k, d) the nearest centre of row
 ``i`` minimises ``||c_j||^2 - 2 c_j . x_i`` (``||x_i||^2`` is the same for
-every ``j``). The scores come from SGEMM/DGEMM into a reused, cache-sized
-buffer, in one of two layouts, whichever BLAS runs faster for the shape
-(measured on every shape we benchmark; see ``scripts/bench.py``):
+every ``j``). Two searchers compute these scores, whichever is faster for
+the shape (measured; see ``scripts/bench.py``):
 
-* up to :data:`ROW_LAYOUT_MAX_CENTERS` centres (and for all but the tiniest
-  ``k * d``), ``B @ (-2 C^T)`` as (rows, k) tiles of up to 256 rows
-  (:func:`tile_rows`), scored and reduced inside one compiled call
-  (:class:`RowSearcher`). OpenBLAS runs these thin GEMMs without
-  transposing the rows and with its small-matrix kernels: search measured
-  1.1-1.9x faster than the column layout for k <= 128 (d = 8-128), on par
-  at k = 256. A plain or Hamerly Lloyd pass over a whole chunk is one
-  compiled call as well;
-* above that, ``-2 C B^T`` as a (k, b) matrix reduced over contiguous points
-  (:class:`ColumnSearcher`), 1.1-1.25x faster from k = 1024.
+* up to :data:`ROW_LAYOUT_MAX_CENTERS` centres and ``k * d`` up to
+  :data:`ROW_LAYOUT_MAX_CENTERS_X_FEATURES`, the fused kernels of
+  :mod:`kmeans_dask._fused_search` keep a few rows' scores in vector
+  registers and reduce them there, with no score matrix in memory
+  (:class:`RowSearcher`): at d = 32, k = 64 1.5x faster than the BLAS GEMM
+  and integer-key argmin it replaced, 2.2x faster than the column layout. A
+  plain or Hamerly Lloyd pass over a whole chunk is one compiled call;
+* above that, BLAS computes ``-2 C B^T`` as a (k, b) matrix, reduced over
+  contiguous points (:class:`ColumnSearcher`): GEMM's cache blocking wins
+  once the centres outgrow the vector registers and the L1 cache.
 
 ``nearest_two`` also returns a guaranteed lower bound on the distance to the
 runner-up centre, which seeds the Hamerly bounds of :mod:`kmeans_dask._bounds`.
-The GEMM expansion is inexact, so the bound subtracts the worst-case rounding
-error of a ``d``-term dot product:
+The expansion is inexact, so the bound subtracts the worst-case rounding
+error of a ``d``-term dot product (in any order of summation):
 ``|fl(score) - score| <= (d + 4) * eps * (||c||^2 + ||x||^2)``.
 """
 
@@ -28,33 +27,24 @@ from __future__ import annotations
 
 import numpy as np
 
+from kmeans_dask._fused_search import nearest_rows, pack_centers
 from kmeans_dask._kernels import (
     argmin2_columns,
     argmin_columns,
-    argmin_rows32,
-    argmin_rows64,
     assign_and_accumulate_rows,
     bounded_pass_rows,
     runner_up_distances,
 )
 
-#: Largest number of centres scored in the row layout.
-ROW_LAYOUT_MAX_CENTERS = 256
-#: Smallest ``k * d`` scored in the row layout: below it each row's reduction
-#: is too short to vectorise and the column argmin wins (measured 0.6-0.86x
-#: at d = 2, k <= 4; 1.4-2.8x for the row layout from k * d = 16 up).
+#: Most centres searched by the fused kernels.
+ROW_LAYOUT_MAX_CENTERS = 1024
+#: Largest ``k * d`` searched by the fused kernels: beyond it BLAS's blocked
+#: GEMM in the column layout is as fast (measured 0.97-1.11x at 65536, 1.1-1.3x
+#: faster fused at 32768, 1.8-4.7x below 8192).
+ROW_LAYOUT_MAX_CENTERS_X_FEATURES = 32768
+#: Smallest ``k * d`` searched by the fused kernels: below it most of their
+#: vector lanes would score padding (column layout 1.1-1.5x faster at d = 2, k <= 4).
 ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
-#: Most rows per GEMM in the row layout.
-_MAX_TILE_ROWS = 256
-#: OpenBLAS hands a product of at most this many multiply-adds (rows x k x d)
-#: to its small-matrix kernels, which skip packing the operands. For thin
-#: products that is much faster than its blocked GEMM (k = 128, d = 32: 1.7x;
-#: k = 256: 1.6x), so their tiles are cut to fit; from d = 128 or
-#: k * d = 16384 the blocked GEMM over 256 rows wins (1.2-1.6x, measured).
-_SMALL_GEMM_MULTIPLY_ADDS = 1_000_000
-_SMALL_GEMM_MAX_FEATURES = 128
-_SMALL_GEMM_MAX_CENTERS_X_FEATURES = 16384
-_MIN_TILE_ROWS = 8
 # The caller's blocks hold about 2 MiB of scores: big enough for GEMM, small
 # enough that the rows stay in L2 for the statistics computed after the search.
 _BUFFER_ELEMENTS = 1 << 19
@@ -62,20 +52,7 @@ _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 4096
 
 
-def tile_rows(n_centers: int, n_features: int) -> int:
-    """Rows scored per GEMM by :class:`RowSearcher` for ``n_centers`` x ``n_features`` centres."""
-    rows = _MAX_TILE_ROWS
-    if (
-        n_features >= _SMALL_GEMM_MAX_FEATURES
-        or n_centers * n_features >= _SMALL_GEMM_MAX_CENTERS_X_FEATURES
-    ):
-        return rows
-    while rows > _MIN_TILE_ROWS and rows * n_centers * n_features > _SMALL_GEMM_MULTIPLY_ADDS:
-        rows //= 2
-    return rows
-
-
-class _GemmSearcher:
+class _ScoreSearcher:
     """What both layouts share: the scaled centres, their norms, the error bound."""
 
     def __init__(self, centers: np.ndarray) -> None:
@@ -96,25 +73,17 @@ class _GemmSearcher:
         return runner_up
 
 
-class RowSearcher(_GemmSearcher):
-    """Nearest-centre search with (rows, k) score tiles, for up to a few hundred centres."""
+class RowSearcher(_ScoreSearcher):
+    """Nearest-centre search by the fused register kernels, for up to about a thousand centres."""
 
     def __init__(self, centers: np.ndarray) -> None:
         super().__init__(centers)
-        self._minus_two_centers_t = np.ascontiguousarray(-2.0 * centers.T, dtype=self._dtype)
-        self._tile = np.empty((tile_rows(*centers.shape), centers.shape[0]), dtype=self._dtype)
-        self._argmin = argmin_rows32 if self._dtype == np.float32 else argmin_rows64
+        self._packed = pack_centers(np.asarray(centers, dtype=self._dtype))
 
     def nearest(self, block: np.ndarray) -> np.ndarray:
         """Index of the nearest centre for each row of ``block``."""
         labels = np.empty(block.shape[0], dtype=np.int32)
-        self._argmin(
-            np.ascontiguousarray(block),
-            self._minus_two_centers_t,
-            self._center_sq_norms,
-            self._tile,
-            labels,
-        )
+        nearest_rows(np.ascontiguousarray(block, dtype=self._dtype), *self._packed, labels)
         return labels
 
     def assign_and_accumulate(
@@ -138,9 +107,7 @@ class RowSearcher(_GemmSearcher):
         return assign_and_accumulate_rows(
             np.ascontiguousarray(data),
             weights,
-            self._minus_two_centers_t,
-            self._center_sq_norms,
-            self._tile,
+            *self._packed,
             centers,
             self.block_rows,
             labels,
@@ -167,9 +134,7 @@ class RowSearcher(_GemmSearcher):
         return bounded_pass_rows(
             np.ascontiguousarray(data),
             weights,
-            self._minus_two_centers_t,
-            self._center_sq_norms,
-            self._tile,
+            *self._packed,
             self._error_scale,
             self._max_center_sq_norm,
             centers,
@@ -190,21 +155,14 @@ class RowSearcher(_GemmSearcher):
             For each row, a number no larger than its (unsquared) distance to
             every centre but ``labels[i]``: ``inf`` when there is one centre.
         """
-        block = np.ascontiguousarray(block)
+        block = np.ascontiguousarray(block, dtype=self._dtype)
         labels = np.empty(block.shape[0], dtype=np.int32)
         second = np.empty(block.shape[0], dtype=self._dtype)
-        self._argmin(
-            block,
-            self._minus_two_centers_t,
-            self._center_sq_norms,
-            self._tile,
-            labels,
-            second,
-        )
+        nearest_rows(block, *self._packed, labels, second)
         return labels, self._runner_up_distances(block, second)
 
 
-class ColumnSearcher(_GemmSearcher):
+class ColumnSearcher(_ScoreSearcher):
     """Nearest-centre search with a (k, b) score matrix, for many centres."""
 
     def __init__(self, centers: np.ndarray) -> None:
@@ -247,14 +205,16 @@ def exact_searcher(centers: np.ndarray) -> ExactSearcher:
     n_centers, n_features = centers.shape
     if (
         n_centers <= ROW_LAYOUT_MAX_CENTERS
-        and n_centers * n_features >= ROW_LAYOUT_MIN_CENTERS_X_FEATURES
+        and ROW_LAYOUT_MIN_CENTERS_X_FEATURES
+        <= n_centers * n_features
+        <= ROW_LAYOUT_MAX_CENTERS_X_FEATURES
     ):
         return RowSearcher(centers)
     return ColumnSearcher(centers)
 
 
 class NumpyBackend:
-    """BLAS GEMM distances with a compiled argmin (always available)."""
+    """Exact search by compiled register kernels, or BLAS GEMM for large k * d (always there)."""
 
     name = "numpy"
 
