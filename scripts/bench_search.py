@@ -33,7 +33,7 @@ from threadpoolctl import threadpool_limits
 from kmeans_dask.backends.numpy_blas import ColumnSearcher, RowSearcher, exact_searcher
 
 #: Multiply-adds per timed call: rows are scaled to keep each call near this size.
-MULTIPLY_ADDS_PER_CALL = 4e8
+MULTIPLY_ADDS_PER_CALL = 2e9
 
 
 def searchers(X: np.ndarray, centers: np.ndarray) -> dict[str, Callable[[], np.ndarray]]:
@@ -54,8 +54,10 @@ def searchers(X: np.ndarray, centers: np.ndarray) -> dict[str, Callable[[], np.n
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--centers", default="4,16,64,256,1024", help="k values, comma-separated")
-    parser.add_argument("--features", default="8,32,128", help="d values, comma-separated")
+    parser.add_argument(
+        "--centers", default="4,16,64,256,1024,2048", help="k values, comma-separated"
+    )
+    parser.add_argument("--features", default="8,32,64,128", help="d values, comma-separated")
     parser.add_argument("--max-rows", type=int, default=125_000, help="rows per call at most")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args(argv)

@@ -212,7 +212,7 @@ def test_chunk_statistics_report_the_rows_farthest_from_their_centre():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k", [1, 2, 64, 256, 1025])
+@pytest.mark.parametrize("k", [1, 2, 64, 256, 2049])
 def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
     """Both layouts: the exact argmin of the scores (ties to the lowest index), runner-up."""
     from kmeans_dask.backends.numpy_blas import ColumnSearcher, RowSearcher, exact_searcher
@@ -234,7 +234,7 @@ def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
         true_runner_up = np.sqrt(np.maximum(sq_norms + expected_second, 0.0))
         assert np.all(runner_up <= true_runner_up)
         assert_allclose(runner_up, true_runner_up, rtol=1e-3, atol=1e-2)
-    layout = RowSearcher if 16 <= k * 6 <= 32768 and k <= 1024 else ColumnSearcher
+    layout = RowSearcher if 16 <= k * 6 <= 65536 and k <= 2048 else ColumnSearcher
     assert isinstance(exact_searcher(centers), layout)
 
 
