@@ -40,8 +40,8 @@ from kmeans_dask._kernels import (
 #: Most centres searched by the fused kernels.
 ROW_LAYOUT_MAX_CENTERS = 2048
 #: Largest ``k * d`` searched by the fused kernels. ``scripts/bench_search.py``
-#: on one thread: fused 1.3-3.5x faster than the column layout up to k*d = 16384,
-#: 1.1-1.5x up to 65536, as fast (0.98-1.26x, varying between runs) above.
+#: on one thread: fused 1.1-3.5x faster than the column layout up to k*d = 16384,
+#: 1.1-1.8x up to 65536, level above (0.96-1.35x, varying between runs).
 ROW_LAYOUT_MAX_CENTERS_X_FEATURES = 65536
 #: Smallest ``k * d`` searched by the fused kernels: below it most of their
 #: vector lanes would score padding (column layout 1.1-1.5x faster at d = 2, k <= 4).
