@@ -32,10 +32,6 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-#: Vectors of centres scored together (per row: ``Q`` accumulators).
-MAX_VECTORS_PER_BLOCK = 4
-
-_HOST_HAS_32_VECTOR_REGISTERS = binding.get_host_cpu_features().get("avx512f", False)
 #: Vector lanes per element type: one 512-bit register's worth.
 _LANES = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
 _I1 = ir.IntType(1)
@@ -43,15 +39,31 @@ _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
 
+def _target_has_avx512() -> bool:
+    """Whether Numba compiles for AVX-512 (32 vector registers of 512 bits)."""
+    if numba.config.CPU_NAME:  # a fixed target, e.g. for portable caches
+        return "+avx512f" in (numba.config.CPU_FEATURES or "")
+    return bool(binding.get_host_cpu_features().get("avx512f", False))
+
+
+_AVX512 = _target_has_avx512()
+#: Vectors of 512 bits of centres scored together (per row: that many
+#: accumulators); half as many for 256-bit registers, which hold half a vector.
+MAX_VECTORS_PER_BLOCK = 4 if _AVX512 else 2
+
+
 def rows_per_kernel(vectors: int) -> int:
     """Rows scored together: enough independent accumulators to fill the FMA pipes.
 
-    Eight or more chains of ``vectors`` accumulators per row hide the
-    multiply-add latency; 16 accumulators (of 32 vector registers with
-    AVX-512, 16 without) leave room for the centres and the row values.
+    Eight or more independent multiply-add chains hide the latency. With
+    AVX-512 each of a row's ``vectors`` accumulators is one of 32 registers:
+    16 of them (4 rows of 4 vectors, 8 rows of one) leave room for the
+    centres and the row values. With 256-bit registers (16 of them) each
+    accumulator takes two, so about 12 registers' worth of rows.
     """
-    rows = 8 if vectors == 1 else 4
-    return rows if _HOST_HAS_32_VECTOR_REGISTERS else max(1, rows // 2)
+    if _AVX512:
+        return 8 if vectors == 1 else 4
+    return max(1, 12 // (2 * vectors))
 
 
 def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -369,8 +381,9 @@ def _search_rows_for_types(block, weights, bias, labels, second):
         or (runner_up and second.dtype != element_type)
     ):
         return None
+    # One sweep per block width pack_centers can choose (up to 4 vectors).
     sweep1, sweep2, sweep3, sweep4 = (
-        _sweep(element_type, vectors, runner_up) for vectors in range(1, MAX_VECTORS_PER_BLOCK + 1)
+        _sweep(element_type, vectors, runner_up) for vectors in (1, 2, 3, 4)
     )
     lanes = _LANES[as_dtype(element_type)]
     item = as_dtype(element_type).itemsize

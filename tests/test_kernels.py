@@ -265,16 +265,17 @@ def test_fused_kernels_find_exact_minimum_index_and_runner_up(dtype, k, d):
 
 
 def test_packed_centres_pad_with_scores_that_never_win():
-    from kmeans_dask._fused_search import pack_centers
+    from kmeans_dask._fused_search import MAX_VECTORS_PER_BLOCK, pack_centers
 
-    centers = np.arange(70 * 3, dtype=np.float32).reshape(70, 3)
+    width = 16 * MAX_VECTORS_PER_BLOCK  # float32 centres per block (64 with AVX-512)
+    centers = np.arange((width + 6) * 3, dtype=np.float32).reshape(width + 6, 3)
     weights, bias = pack_centers(centers)
-    assert weights.shape == (2, 3, 64) and bias.shape == (2, 64)
-    assert_array_equal(weights[1, :, 5], -2.0 * centers[69])
+    assert weights.shape == (2, 3, width) and bias.shape == (2, width)
+    assert_array_equal(weights[1, :, 5], -2.0 * centers[width + 5])
     assert_array_equal(weights[1, :, 6:], 0.0)
     assert np.isinf(bias[1, 6:]).all() and np.isfinite(bias[1, :6]).all()
     assert pack_centers(centers[:5])[0].shape == (1, 3, 16)  # one vector for a few centres
-    assert pack_centers(centers[:20].astype(np.float64))[0].shape == (1, 3, 24)
+    assert pack_centers(centers[:12].astype(np.float64))[0].shape == (1, 3, 16)  # 8 lanes
 
 
 def test_fused_kernels_refuse_rows_they_cannot_read():
