@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import platform
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from llvmlite import binding
 from numpy.testing import assert_allclose, assert_array_equal
 
 from kmeans_dask._chunks import (
@@ -347,3 +353,37 @@ def test_fused_row_pass_equals_search_then_accumulate_block_by_block(dtype, weig
     assert_array_equal(sums, expected_sums)  # bit for bit
     assert_array_equal(counts, expected_counts)
     assert inertia == expected_inertia
+
+
+_AVX2_TARGET_CHECK = """
+import os
+
+import numpy as np
+from kmeans_dask._fused_search import MAX_VECTORS_PER_BLOCK, nearest_rows, pack_centers
+
+assert MAX_VECTORS_PER_BLOCK == 2
+rng = np.random.default_rng(0)
+for dtype in (np.float32, np.float64):
+    for k in (3, 40, 100):
+        X = rng.integers(-3, 4, size=(501, 5)).astype(dtype)
+        centers = rng.integers(-3, 4, size=(k, 5)).astype(dtype)
+        scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
+        labels = np.empty(len(X), dtype=np.int32)
+        second = np.empty(len(X), dtype=dtype)
+        nearest_rows(X, *pack_centers(centers), labels, second)
+        assert (labels == scores.argmin(axis=1)).all()
+        assert (second == np.sort(scores, axis=1)[:, 1].astype(dtype)).all()
+"""
+
+
+def test_fused_kernels_compiled_for_256_bit_vector_registers(tmp_path):
+    """The narrower blocks and row groups chosen when Numba targets a CPU without AVX-512."""
+    if platform.machine() not in ("x86_64", "AMD64") or not binding.get_host_cpu_features().get(
+        "avx2", False
+    ):
+        pytest.skip("needs an x86-64 CPU with AVX2 to run code compiled for Haswell")
+    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", _AVX2_TARGET_CHECK], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
