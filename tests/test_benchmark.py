@@ -65,29 +65,28 @@ def test_wait_until_idle_gives_up_after_its_timeout():
     assert 0.2 <= time.monotonic() - start < 2.0
 
 
-def test_initialisation_benchmark_runs_and_reports_all_three(tmp_path):
-    pytest.importorskip("dask_ml", reason="dask-ml is not installed")
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_init.py"
-    argv = ["--n-samples", "4000", "--n-features", "3", "--n-clusters", "4", "--repeats", "1"]
+def _table_rows(script_name: str, argv: list[str]) -> list[list[str]]:
+    """Run a benchmark script; the cells of its Markdown table rows (header included)."""
+    script = Path(__file__).resolve().parents[1] / "scripts" / script_name
     done = subprocess.run(
         [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")]
-    assert [row.split(" | ")[0] for row in rows[1:]] == ["| kmeans_dask", "| dask-ml", "| sklearn"]
-    assert "| kmeans_dask | " in done.stdout and "| 1.00x |" in done.stdout
+    return [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")]
+
+
+def test_initialisation_benchmark_runs_and_reports_all_three():
+    pytest.importorskip("dask_ml", reason="dask-ml is not installed")
+    argv = ["--n-samples", "4000", "--n-features", "3", "--n-clusters", "4", "--repeats", "1"]
+    body = _table_rows("bench_init.py", argv)[1:]
+    assert [row[0] for row in body] == ["| kmeans_dask", "| dask-ml", "| sklearn"]
+    assert body[0][2] == "1.00x"
 
 
 def test_search_benchmark_times_every_searcher_on_each_shape():
     pytest.importorskip("faiss", reason="faiss is not installed")
-    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_search.py"
     argv = ["--centers", "3,64", "--features", "2,8", "--max-rows", "3000", "--repeats", "1"]
-    done = subprocess.run(
-        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")]
-    body = rows[1:]
+    body = _table_rows("bench_search.py", argv)[1:]
     assert [(row[0], row[1]) for row in body] == [
         ("| 3", "2"),
         ("| 64", "2"),
