@@ -149,7 +149,8 @@ class _KernelCode:
         count_zeros = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(_I64, [_I64, _I1]), "llvm.cttz.i64"
         )
-        return builder.call(count_zeros, [bits, _I1(1)])
+        # No lane equal (a NaN score): 64, a defined value the caller never selects.
+        return builder.call(count_zeros, [bits, _I1(0)])
 
     def without(self, vectors, index):
         """``vectors`` with the element at ``index`` replaced by ``+inf``."""

@@ -284,6 +284,23 @@ def test_packed_centres_pad_with_scores_that_never_win():
     assert pack_centers(centers[:12].astype(np.float64))[0].shape == (1, 3, 16)  # 8 lanes
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+@pytest.mark.parametrize("k", [3, 70, 200])
+def test_fused_kernels_return_real_centres_when_scores_overflow(k):
+    """Scores that overflow to inf or NaN must still give labels of real centres.
+
+    The compiled passes index the per-cluster sums by these labels unchecked.
+    """
+    from kmeans_dask._fused_search import nearest_rows, pack_centers
+
+    rng = np.random.default_rng(k)
+    X = (rng.standard_normal((1001, 5)) * 1e19).astype(np.float32)
+    centers = (rng.standard_normal((k, 5)) * 1e19).astype(np.float32)
+    labels = np.empty(len(X), dtype=np.int32)
+    nearest_rows(X, *pack_centers(centers), labels, np.empty(len(X), dtype=np.float32))
+    assert labels.min() >= 0 and labels.max() < k
+
+
 def test_fused_kernels_refuse_rows_they_cannot_read():
     from kmeans_dask._fused_search import nearest_rows, pack_centers
 
