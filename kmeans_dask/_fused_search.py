@@ -166,13 +166,17 @@ class _KernelCode:
         return result
 
 
-def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool):
+def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool, folded: bool):
     """An intrinsic scoring ``n_rows`` rows against every block of centres.
 
-    Its arguments (all ``intp``): the rows' address and the index of the
+    Its arguments (all ``intp``): the rows' address, the position of the
     first row, ``n_features``, the packed weights' and bias' addresses,
-    ``n_blocks``, and the addresses of the labels (int32) and runner-up
-    scores (element type) of the first row.
+    ``n_blocks``, the addresses of the labels (int32) and of the runner-up
+    (``runner_up``) or best (``folded``) scores, of the row ids and the
+    label offset. Rows are ``first, first + 1, ...``, their results written
+    at those positions; ``folded``, the rows are ``row_ids[first + r]``, and
+    each row's label and best score so far are read at its id and replaced
+    where a centre of this call (label ``label_base + j``) scores strictly lower.
     """
     dtype = as_dtype(element_type)
     element = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
@@ -181,21 +185,48 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool):
     fmuladd_name = f"llvm.fmuladd.v{lanes}f{dtype.itemsize * 8}"
 
     @intrinsic
-    def kernel(typingctx, rows, first_row, n_features, weights, bias, n_blocks, labels, second):
-        signature = types.void(*([types.intp] * 8))
+    def kernel(
+        typingctx,
+        rows,
+        first_row,
+        n_features,
+        weights,
+        bias,
+        n_blocks,
+        labels,
+        scores_out,
+        row_ids,
+        label_base,
+    ):
+        signature = types.void(*([types.intp] * 10))
 
         def codegen(context, builder, signature, args):
-            rows, first_row, n_features, weights, bias, n_blocks, labels, second = args
+            (rows, first_row, n_features, weights, bias, n_blocks) = args[:6]
+            labels, scores_out, row_ids, label_base = args[6:]
             code = _KernelCode(builder, element, lanes)
             fmuladd = cgutils.get_or_insert_function(
                 builder.module,
                 ir.FunctionType(code.vector, [code.vector] * 3),
                 fmuladd_name,
             )
-            row_base = builder.mul(first_row, n_features)
             rows = builder.inttoptr(rows, element.as_pointer())
             weights = builder.inttoptr(weights, element.as_pointer())
             bias = builder.inttoptr(bias, element.as_pointer())
+            labels = builder.inttoptr(labels, _I32.as_pointer())
+            scores_out = builder.inttoptr(scores_out, element.as_pointer())
+            # Where each row's values are read from and its results written to.
+            positions = [builder.add(first_row, _I64(r)) for r in range(n_rows)]
+            if folded:
+                ids = builder.inttoptr(row_ids, _I64.as_pointer())
+                positions = [builder.load(builder.gep(ids, [at])) for at in positions]
+                start_best = [builder.load(builder.gep(scores_out, [at])) for at in positions]
+                start_label = [
+                    builder.sext(builder.load(builder.gep(labels, [at])), _I64) for at in positions
+                ]
+            else:
+                start_best = [code.infinity] * n_rows
+                start_label = [_I64(0)] * n_rows
+            row_starts = [builder.mul(at, n_features) for at in positions]
             entry = builder.basic_block
             block_loop = builder.append_basic_block("block")
             feature_loop = builder.append_basic_block("feature")
@@ -211,8 +242,8 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool):
             label = [builder.phi(_I64) for _ in range(n_rows)]
             runner = [builder.phi(element) for _ in range(n_rows)]
             for r in range(n_rows):
-                best[r].add_incoming(code.infinity, entry)
-                label[r].add_incoming(_I64(0), entry)
+                best[r].add_incoming(start_best[r], entry)
+                label[r].add_incoming(start_label[r], entry)
                 runner[r].add_incoming(code.infinity, entry)
             block_weights = builder.mul(builder.mul(block, n_features), _I64(width))
             builder.branch(feature_loop)
@@ -235,8 +266,7 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool):
             ]
             updated = []
             for r in range(n_rows):
-                row_start = builder.add(row_base, builder.mul(_I64(r), n_features))
-                position = builder.add(row_start, feature)
+                position = builder.add(row_starts[r], feature)
                 value = code.splat(builder.load(builder.gep(rows, [position])))
                 updated.append(
                     [
@@ -266,7 +296,10 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool):
                 index = code.first_equal(scores, low)
                 better = builder.fcmp_ordered("<", low, best[r])
                 new_best.append(builder.select(better, low, best[r]))
-                new_label.append(builder.select(better, builder.add(bias_offset, index), label[r]))
+                found = builder.add(bias_offset, index)
+                if folded:
+                    found = builder.add(label_base, found)
+                new_label.append(builder.select(better, found, label[r]))
                 if runner_up:
                     second_low = code.smallest(code.without(scores, index))
                     new_runner.append(
@@ -287,13 +320,12 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool):
             builder.cbranch(builder.icmp_signed("<", next_block, n_blocks), block_loop, done)
 
             builder.position_at_end(done)
-            labels = builder.inttoptr(labels, _I32.as_pointer())
-            seconds = builder.inttoptr(second, element.as_pointer())
-            for r in range(n_rows):
-                at = builder.add(first_row, _I64(r))
+            for r, at in enumerate(positions):
                 builder.store(builder.trunc(new_label[r], _I32), builder.gep(labels, [at]))
                 if runner_up:
-                    builder.store(new_runner[r], builder.gep(seconds, [at]))
+                    builder.store(new_runner[r], builder.gep(scores_out, [at]))
+                elif folded:
+                    builder.store(new_best[r], builder.gep(scores_out, [at]))
             return context.get_dummy_value()
 
         return signature, codegen
@@ -311,22 +343,90 @@ def _variant_name(function, element_type, *details) -> None:
     function.__qualname__ = "_".join([function.__name__, str(element_type), *map(str, details)])
 
 
-def _sweep(element_type, vectors: int, runner_up: bool):
-    """A compiled loop over all rows: many rows per kernel call, then the rest one by one."""
+@intrinsic
+def _prefetch(typingctx, address):
+    """Ask the CPU to bring the cache line at ``address`` in (no fault if invalid)."""
+
+    def codegen(context, builder, signature, args):
+        pointer_type = ir.IntType(8).as_pointer()
+        prefetch = cgutils.get_or_insert_function(
+            builder.module,
+            ir.FunctionType(ir.VoidType(), [pointer_type, _I32, _I32, _I32]),
+            "llvm.prefetch.p0",
+        )
+        # Read, keep in all cache levels, data cache.
+        builder.call(
+            prefetch, [builder.inttoptr(args[0], pointer_type), _I32(0), _I32(3), _I32(1)]
+        )
+        return context.get_dummy_value()
+
+    return types.void(types.intp), codegen
+
+
+#: Bytes per cache line, the step of the prefetches.
+_CACHE_LINE = 64
+
+
+def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
+    """A compiled loop over all rows: many rows per kernel call, then the rest one by one.
+
+    Listed rows (``folded``) lie anywhere in the block; the next group's rows
+    are prefetched while the kernel scores the current one.
+    """
     step = rows_per_kernel(vectors)
-    many = _search_kernel(element_type, step, vectors, runner_up)
-    one = _search_kernel(element_type, 1, vectors, runner_up)
+    many = _search_kernel(element_type, step, vectors, runner_up, folded)
+    one = _search_kernel(element_type, 1, vectors, runner_up, folded)
+    item = as_dtype(element_type).itemsize
 
-    def sweep(arguments):
-        rows, n_rows, n_features, weights, bias, n_blocks, labels, second = arguments
+    def sweep(arguments, row_ids):
+        rows, n_rows, n_features, weights, bias, n_blocks, labels, scores, ids, base = arguments
         whole = n_rows - n_rows % step
+        row_bytes = n_features * item
         for start in range(0, whole, step):
-            many(rows, start, n_features, weights, bias, n_blocks, labels, second)
+            if folded:
+                for position in range(start + step, min(start + 2 * step, n_rows)):
+                    address = rows + row_ids[position] * row_bytes
+                    for offset in range(0, row_bytes, _CACHE_LINE):
+                        _prefetch(address + offset)
+            many(rows, start, n_features, weights, bias, n_blocks, labels, scores, ids, base)
         for start in range(whole, n_rows):
-            one(rows, start, n_features, weights, bias, n_blocks, labels, second)
+            one(rows, start, n_features, weights, bias, n_blocks, labels, scores, ids, base)
 
-    _variant_name(sweep, element_type, vectors, runner_up)
+    _variant_name(sweep, element_type, vectors, runner_up, folded)
     return numba.njit(nogil=True)(sweep)
+
+
+def _dispatch(element_type, runner_up: bool, folded: bool):
+    """A compiled ``(vectors, arguments)`` call of the sweep for that block width."""
+    # One sweep per block width pack_centers can choose (up to 4 vectors).
+    sweep1, sweep2, sweep3, sweep4 = (
+        _sweep(element_type, vectors, runner_up, folded) for vectors in (1, 2, 3, 4)
+    )
+
+    def run(vectors, arguments, row_ids):
+        if vectors == 1:
+            sweep1(arguments, row_ids)
+        elif vectors == 2:
+            sweep2(arguments, row_ids)
+        elif vectors == 3:
+            sweep3(arguments, row_ids)
+        else:
+            sweep4(arguments, row_ids)
+
+    _variant_name(run, element_type, runner_up, folded)
+    return numba.njit(nogil=True)(run)
+
+
+def _types_match(block, weights, bias, labels, scores) -> bool:
+    """Whether the arrays' Numba types suit the kernels (``scores`` may be None)."""
+    element_type = block.dtype
+    return (
+        as_dtype(element_type) in _LANES
+        and weights.dtype == element_type
+        and bias.dtype == element_type
+        and labels.dtype == types.int32
+        and (isinstance(scores, types.NoneType) or scores.dtype == element_type)
+    )
 
 
 def _fits(second, n_rows):
@@ -354,6 +454,28 @@ def _address_for_type(second, labels):
     return lambda second, labels: second.ctypes.data
 
 
+def _readable(block, weights, labels, n_labels) -> bool:
+    """C-contiguous rows, centres of the rows' width, ``n_labels`` contiguous labels."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(_readable, inline="always")
+def _readable_for_types(block, weights, labels, n_labels):
+    item = as_dtype(block.dtype).itemsize
+
+    def readable(block, weights, labels, n_labels):
+        n_features = block.shape[1]
+        return (
+            block.strides[1] == item
+            and block.strides[0] == n_features * item
+            and labels.strides[0] == 4
+            and labels.shape[0] == n_labels
+            and weights.shape[1] == n_features
+        )
+
+    return readable
+
+
 def search_rows(block, weights, bias, labels, second):
     """Nearest centre (and optionally runner-up score) of every row, from compiled code.
 
@@ -372,34 +494,16 @@ def search_rows(block, weights, bias, labels, second):
 
 @overload(search_rows)
 def _search_rows_for_types(block, weights, bias, labels, second):
-    element_type = block.dtype
-    runner_up = not isinstance(second, types.NoneType)
-    if (
-        as_dtype(element_type) not in _LANES
-        or weights.dtype != element_type
-        or bias.dtype != element_type
-        or labels.dtype != types.int32
-        or (runner_up and second.dtype != element_type)
-    ):
+    if not _types_match(block, weights, bias, labels, second):
         return None
-    # One sweep per block width pack_centers can choose (up to 4 vectors).
-    sweep1, sweep2, sweep3, sweep4 = (
-        _sweep(element_type, vectors, runner_up) for vectors in (1, 2, 3, 4)
-    )
-    lanes = _LANES[as_dtype(element_type)]
-    item = as_dtype(element_type).itemsize
+    runner_up = not isinstance(second, types.NoneType)
+    run = _dispatch(block.dtype, runner_up, folded=False)
+    lanes = _LANES[as_dtype(block.dtype)]
 
     def implementation(block, weights, bias, labels, second):
         n_rows, n_features = block.shape
         n_blocks, _, width = weights.shape
-        if (
-            block.strides[1] != item
-            or block.strides[0] != n_features * item
-            or labels.strides[0] != 4
-            or labels.shape[0] != n_rows
-            or weights.shape[1] != n_features
-            or not _fits(second, n_rows)
-        ):
+        if not _readable(block, weights, labels, n_rows) or not _fits(second, n_rows):
             raise ValueError("search_rows needs C-contiguous rows and matching labels")
         arguments = (
             block.ctypes.data,
@@ -410,18 +514,12 @@ def _search_rows_for_types(block, weights, bias, labels, second):
             n_blocks,
             labels.ctypes.data,
             _address(second, labels),
+            0,
+            0,
         )
-        vectors = width // lanes
-        if vectors == 1:
-            sweep1(arguments)
-        elif vectors == 2:
-            sweep2(arguments)
-        elif vectors == 3:
-            sweep3(arguments)
-        else:
-            sweep4(arguments)
+        run(width // lanes, arguments, None)
 
-    _variant_name(implementation, element_type, runner_up)
+    _variant_name(implementation, block.dtype, runner_up)
     return implementation
 
 
@@ -429,3 +527,67 @@ def _search_rows_for_types(block, weights, bias, labels, second):
 def nearest_rows(block, weights, bias, labels, second=None):
     """:func:`search_rows`, callable from Python."""
     search_rows(block, weights, bias, labels, second)
+
+
+def fold_rows(block, row_ids, weights, bias, label_base, labels, best):
+    """Fold some centres into the nearest centre found so far of some rows.
+
+    For each ``i`` in ``row_ids``, where one of the packed centres scores
+    strictly below ``best[i]``, ``best[i]`` becomes that score and
+    ``labels[i]`` becomes ``label_base + j`` for the first such best centre
+    ``j``. Calling it for successive groups of centres (with increasing
+    ``label_base``) therefore leaves every row's nearest centre among all
+    groups it was searched against, ties to the earliest group.
+
+    Parameters
+    ----------
+    block : (n, d) float32 or float64, C-contiguous
+    row_ids : (m,) int64, C-contiguous, each in ``[0, n)``
+    weights, bias : arrays from :func:`pack_centers`
+    label_base : int
+    labels : (n,) int32, C-contiguous
+    best : (n,) array of ``block``'s dtype (``inf`` for a row not searched yet)
+    """
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(fold_rows)
+def _fold_rows_for_types(block, row_ids, weights, bias, label_base, labels, best):
+    if not _types_match(block, weights, bias, labels, best) or row_ids.dtype != types.int64:
+        return None
+    run = _dispatch(block.dtype, runner_up=False, folded=True)
+    lanes = _LANES[as_dtype(block.dtype)]
+
+    def implementation(block, row_ids, weights, bias, label_base, labels, best):
+        n_rows, n_features = block.shape
+        n_blocks, _, width = weights.shape
+        in_range = row_ids.size == 0 or (row_ids.min() >= 0 and row_ids.max() < n_rows)
+        if (
+            not _readable(block, weights, labels, n_rows)
+            or not _fits(best, n_rows)
+            or row_ids.strides[0] != 8
+            or not in_range
+        ):
+            raise ValueError("fold_rows needs C-contiguous rows, labels, scores and row ids")
+        arguments = (
+            block.ctypes.data,
+            row_ids.shape[0],
+            n_features,
+            weights.ctypes.data,
+            bias.ctypes.data,
+            n_blocks,
+            labels.ctypes.data,
+            best.ctypes.data,
+            row_ids.ctypes.data,
+            label_base,
+        )
+        run(width // lanes, arguments, row_ids)
+
+    _variant_name(implementation, block.dtype, "fold")
+    return implementation
+
+
+@numba.njit(nogil=True, cache=True)
+def fold_nearest(block, row_ids, weights, bias, label_base, labels, best):
+    """:func:`fold_rows`, callable from Python."""
+    fold_rows(block, row_ids, weights, bias, label_base, labels, best)

@@ -4,12 +4,12 @@ For every (k, d) configuration the script generates one data set, draws k
 random rows as the initial centres, and runs the same fixed number of Lloyd
 iterations with each assignment searcher, in one process and without Dask:
 
-* ``exact``: the package's ``numpy`` backend (BLAS GEMM + compiled argmin),
+* ``exact``: the package's ``numpy`` backend (fused kernels or BLAS GEMM + argmin),
   the reference for speed-up, inertia gap and recall;
 * ``faiss-cpu``: the package's exact Faiss ``IndexFlatL2`` backend (its labels
   are the exact ones, so by default only its first iteration is timed);
 * ``ivf``: :class:`~kmeans_dask.backends.approximate.IVFSearcher` with its
-  default ``nlist``/``nprobe`` and the GEMM list scan (plus any
+  default ``nlist``/``nprobe`` and the fused list scan (plus any
   ``--ivf-params``);
 * ``ivf-faiss-scan``: the same index searched by ``IndexIVFFlat.search``
   (same lists, so only its first iteration is timed by default);

@@ -89,7 +89,7 @@ def test_labels_are_int32_and_in_range(clustered, name, dtype):
     assert empty.dtype == np.int32 and empty.shape == (0,)
 
 
-@pytest.mark.parametrize("scan", ["gemm", "faiss"])
+@pytest.mark.parametrize("scan", ["fused", "faiss"])
 def test_empty_probed_lists_fall_back_to_exact(scan):
     # 64 centres with only 4 distinct values: most of the 16 lists are empty,
     # so with nprobe=1 many rows probe an empty list and the scan finds nothing.
@@ -97,7 +97,7 @@ def test_empty_probed_lists_fall_back_to_exact(scan):
     centers = np.repeat(rng.normal(size=(4, 8)), 16, axis=0).astype(np.float32)
     X = (3.0 * rng.normal(size=(4000, 8))).astype(np.float32)
     searcher = IVFSearcher(centers, nlist=16, nprobe=1, scan=scan)
-    raw = searcher._nearest_gemm(X) if scan == "gemm" else searcher._nearest_faiss(X)
+    raw = searcher._nearest_fused(X) if scan == "fused" else searcher._nearest_faiss(X)
     assert (raw < 0).any(), "the set-up should leave some rows unanswered"
     labels = searcher.nearest(X)
     assert labels.min() >= 0
@@ -176,11 +176,11 @@ def test_probing_every_list_is_exact(clustered):
     np.testing.assert_array_equal(searcher.nearest(X), exact_searcher(centers).nearest(X))
 
 
-def test_gemm_scan_matches_faiss_scan(clustered):
+def test_fused_scan_matches_faiss_scan(clustered):
     centers = _initial(clustered, 1000)
-    gemm = _labels(IVFSearcher(centers, nlist=32, nprobe=4), clustered)
+    fused = _labels(IVFSearcher(centers, nlist=32, nprobe=4), clustered)
     scan = _labels(IVFSearcher(centers, nlist=32, nprobe=4, scan="faiss"), clustered)
-    assert np.mean(gemm == scan) >= 0.999
+    assert np.mean(fused == scan) >= 0.999
 
 
 @pytest.mark.parametrize("name", sorted(SEARCHERS))

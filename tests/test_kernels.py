@@ -301,6 +301,29 @@ def test_fused_kernels_return_real_centres_when_scores_overflow(k):
     assert labels.min() >= 0 and labels.max() < k
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_folding_groups_of_centres_over_listed_rows_finds_their_nearest(dtype):
+    """Groups folded in turn over some rows: the nearest of all groups, ties to the earliest."""
+    from kmeans_dask._fused_search import fold_nearest, pack_centers
+
+    rng = np.random.default_rng(4)
+    X = rng.integers(-3, 4, size=(777, 6)).astype(dtype)
+    centers = rng.integers(-3, 4, size=(150, 6)).astype(dtype)
+    centers[120:] = centers[:30]  # later duplicates: the earlier group must keep the row
+    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
+    listed = np.sort(rng.choice(len(X), size=500, replace=False)).astype(np.int64)
+    labels = np.full(len(X), -1, dtype=np.int32)
+    best = np.full(len(X), np.inf, dtype=dtype)
+    for first, last in [(0, 7), (7, 90), (90, 150)]:
+        fold_nearest(X, listed, *pack_centers(centers[first:last]), first, labels, best)
+    assert_array_equal(labels[listed], scores[listed].argmin(axis=1))
+    assert_array_equal(best[listed], scores[listed].min(axis=1).astype(dtype))
+    untouched = np.setdiff1d(np.arange(len(X)), listed)
+    assert (labels[untouched] == -1).all() and np.isinf(best[untouched]).all()
+    with pytest.raises(ValueError, match="row ids"):
+        fold_nearest(X, np.array([0, len(X)]), *pack_centers(centers), 0, labels, best)
+
+
 def test_fused_kernels_refuse_rows_they_cannot_read():
     from kmeans_dask._fused_search import nearest_rows, pack_centers
 

@@ -1,17 +1,19 @@
 """Approximate nearest-centre search for large ``k``: IVF and HNSW over the centres.
 
-With thousands of centres the exact assignment (one GEMM against every
-centre, :mod:`kmeans_dask.backends.numpy_blas`) dominates a Lloyd iteration.
+With thousands of centres the exact assignment (every row scored against
+every centre, :mod:`kmeans_dask.backends.numpy_blas`) dominates a Lloyd
+iteration.
 The searchers here index the *centres* (never the data), once per iteration,
 and look only at the centres near each row:
 
 * :class:`IVFSearcher` partitions the centres with a Faiss ``IndexIVFFlat``
   (an ``IndexFlatL2`` coarse quantizer trained on the centres themselves) and
   returns, for each row, the nearest centre among the ``nprobe`` lists whose
-  coarse centroids are nearest to the row. By default the lists are scanned
-  with one BLAS GEMM per list over all the rows that probe it
-  (``scan="gemm"``), which gives the same answer as ``IndexIVFFlat.search``
-  at GEMM speed; ``scan="faiss"`` calls Faiss's own scanner instead.
+  coarse centroids are nearest to the row. By default each list is scanned
+  by the fused register kernels of :mod:`kmeans_dask._fused_search` over the
+  rows that probe it, read in place, each row's best carried from list to
+  list (``scan="fused"``); this gives the same answer as
+  ``IndexIVFFlat.search``, faster; ``scan="faiss"`` calls Faiss's own scanner.
 * :class:`HNSWSearcher` searches a Faiss ``IndexHNSWFlat`` graph over the
   centres.
 
@@ -21,8 +23,8 @@ valid centre index. Both searchers are deterministic for given centres and
 block: the HNSW graph is built with one OpenMP thread, and the IVF lists and
 scans were found (and are tested) not to depend on the thread count.
 
-On CPU, only the IVF searcher with the GEMM scan measured faster than the
-exact BLAS search; Faiss's own IVF scan and HNSW were slower at every shape
+On CPU, only the IVF searcher with the fused scan measured faster than the
+exact search; Faiss's own IVF scan and HNSW were slower at every shape
 benchmarked (k <= 16384, d in {64, 128}, one thread).
 
 :func:`choose_assign_mode` says when approximation pays (``assign="auto"``);
@@ -31,15 +33,16 @@ the thresholds and defaults come from ``scripts/bench_approximate.py``.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
 import faiss
-import numba
 import numpy as np
 
+from kmeans_dask._fused_search import fold_nearest, pack_centers
 from kmeans_dask.backends.numpy_blas import ExactSearcher, exact_searcher
 
 #: Smallest number of clusters for which ``assign="auto"`` picks the IVF
@@ -181,28 +184,6 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-@numba.njit(nogil=True, cache=True)
-def _update_nearest(scores, bias, ids, rows, best_score, best_label):
-    """Fold one list's scores into the running nearest centre of each row.
-
-    ``scores[i, j] + bias[j]`` is the score (squared distance minus the
-    row's squared norm) of row ``rows[i]`` to centre ``ids[j]``; a centre
-    replaces the current best only if strictly better.
-    """
-    n_rows, n_candidates = scores.shape
-    for i in range(n_rows):
-        row = rows[i]
-        best = best_score[row]
-        label = best_label[row]
-        for j in range(n_candidates):
-            value = scores[i, j] + bias[j]
-            if value < best:
-                best = value
-                label = ids[j]
-        best_score[row] = best
-        best_label[row] = label
-
-
 class _ExactFallback:
     """Exact search for the few rows an approximate search left unassigned."""
 
@@ -234,9 +215,9 @@ class IVFSearcher:
     nprobe : int, optional
         Lists searched per row, between 1 and ``nlist``. Default
         :func:`default_nprobe` (``min(nlist, 8)``).
-    scan : {"gemm", "faiss"}, default="gemm"
-        How probed lists are searched. ``"gemm"`` gathers the rows that probe
-        each list and scores them with one GEMM in the data's dtype;
+    scan : {"fused", "faiss"}, default="fused"
+        How probed lists are searched. ``"fused"`` scores the rows that probe
+        each list against its centres with the fused kernels, in the data's dtype;
         ``"faiss"`` calls ``IndexIVFFlat.search`` (float32). Both return the
         nearest centre among the probed lists (up to rounding and ties).
     train_iterations : int, default=DEFAULT_TRAIN_ITERATIONS
@@ -267,7 +248,7 @@ class IVFSearcher:
         nlist: int | None = None,
         nprobe: int | None = None,
         *,
-        scan: Literal["gemm", "faiss"] = "gemm",
+        scan: Literal["fused", "faiss"] = "fused",
         train_iterations: int = DEFAULT_TRAIN_ITERATIONS,
         seed: int = 1234,
     ) -> None:
@@ -281,8 +262,8 @@ class IVFSearcher:
         nprobe = default_nprobe(nlist) if nprobe is None else int(nprobe)
         if not 1 <= nprobe <= nlist:
             raise ValueError(f"nprobe must be in [1, nlist={nlist}], got {nprobe}")
-        if scan not in ("gemm", "faiss"):
-            raise ValueError(f"scan must be 'gemm' or 'faiss', got {scan!r}")
+        if scan not in ("fused", "faiss"):
+            raise ValueError(f"scan must be 'fused' or 'faiss', got {scan!r}")
         if train_iterations < 1:
             raise ValueError(f"train_iterations must be positive, got {train_iterations}")
 
@@ -305,11 +286,11 @@ class IVFSearcher:
         self.index = index
         self._quantizer = quantizer  # the index does not own it: keep it alive
 
-        if scan == "gemm":
-            self._prepare_gemm(centers)
+        if scan == "fused":
+            self._prepare_lists(centers)
 
-    def _prepare_gemm(self, centers: np.ndarray) -> None:
-        """Lay the centres out list by list for the GEMM scan."""
+    def _prepare_lists(self, centers: np.ndarray) -> None:
+        """Pack the centres list by list for the fused scan."""
         dtype = centers.dtype
         coarse = self._quantizer.reconstruct_n(0, self.nlist).astype(np.float64)
         self._coarse_minus_two = np.ascontiguousarray(-2.0 * coarse, dtype=dtype)
@@ -328,11 +309,11 @@ class IVFSearcher:
         )
         self._list_ids = np.concatenate(ids)
         ordered = centers[self._list_ids]
-        # Scaling by -2 is exact in floating point, so no float64 detour is needed.
-        self._list_minus_two = np.multiply(ordered, -2, dtype=dtype)
-        self._list_sq_norms = np.einsum("ij,ij->i", ordered, ordered, dtype=np.float64).astype(
-            dtype
-        )
+        self._list_packed = [
+            (list_no, pack_centers(ordered[first:last]))
+            for list_no, (first, last) in enumerate(itertools.pairwise(self._list_bounds))
+            if last > first
+        ]
         self._coarse_rows = max(1, _COARSE_BUFFER_ELEMENTS // self.nlist)
 
     def _probes(self, block: np.ndarray) -> np.ndarray:
@@ -353,7 +334,7 @@ class IVFSearcher:
                 )[:, : self.nprobe]
         return probes
 
-    def _nearest_gemm(self, block: np.ndarray) -> np.ndarray:
+    def _nearest_fused(self, block: np.ndarray) -> np.ndarray:
         block = np.ascontiguousarray(block, dtype=self._dtype)
         n_rows = block.shape[0]
         probes = self._probes(block).ravel()
@@ -362,20 +343,12 @@ class IVFSearcher:
         row_bounds = np.concatenate([[0], np.cumsum(np.bincount(probes, minlength=self.nlist))])
         best_score = np.full(n_rows, np.inf, dtype=self._dtype)
         labels = np.full(n_rows, -1, dtype=np.int32)
-        for list_no in range(self.nlist):
-            first, last = self._list_bounds[list_no], self._list_bounds[list_no + 1]
-            if first == last or row_bounds[list_no] == row_bounds[list_no + 1]:
-                continue
+        for list_no, packed in self._list_packed:
             rows = row_of[row_bounds[list_no] : row_bounds[list_no + 1]]
-            scores = block[rows] @ self._list_minus_two[first:last].T
-            _update_nearest(
-                scores,
-                self._list_sq_norms[first:last],
-                self._list_ids[first:last],
-                rows,
-                best_score,
-                labels,
-            )
+            if rows.size:
+                fold_nearest(block, rows, *packed, self._list_bounds[list_no], labels, best_score)
+        found = labels >= 0
+        labels[found] = self._list_ids[labels[found]]
         return labels
 
     def _nearest_faiss(self, block: np.ndarray) -> np.ndarray:
@@ -397,7 +370,7 @@ class IVFSearcher:
         """
         if block.shape[0] == 0:
             return np.empty(0, dtype=np.int32)
-        scan = self._nearest_gemm if self.scan == "gemm" else self._nearest_faiss
+        scan = self._nearest_fused if self.scan == "fused" else self._nearest_faiss
         return self._fallback.fill(block, scan(block))
 
 
@@ -481,7 +454,7 @@ class IVFBackend:
     ----------
     nlist, nprobe : int, optional
         Passed to every searcher; ``None`` picks the defaults from ``k``.
-    scan : {"gemm", "faiss"}, default="gemm"
+    scan : {"fused", "faiss"}, default="fused"
     """
 
     name = "ivf"
@@ -490,7 +463,7 @@ class IVFBackend:
         self,
         nlist: int | None = None,
         nprobe: int | None = None,
-        scan: Literal["gemm", "faiss"] = "gemm",
+        scan: Literal["fused", "faiss"] = "fused",
     ) -> None:
         self.nlist = nlist
         self.nprobe = nprobe
