@@ -15,10 +15,12 @@ BLAS path, Faiss and scikit-learn over many shapes).
 
 The kernels are LLVM code generated here (Numba's own loops cannot keep an
 array of accumulators in registers) and called from Numba through
-:func:`search_rows`. Centres are packed by :func:`pack_centers` into blocks of
-``Q`` vectors (64 float32 or 32 float64 centres at most); missing centres
-have score ``+inf`` and are never chosen. Ties go to the lowest centre index,
-as with ``argmin``.
+:func:`search_rows` (every row of a block) and :func:`fold_rows` (listed
+rows, folding a group of centres into each row's best so far: the IVF list
+scan). Centres are packed by :func:`pack_centers` into blocks of up to
+:data:`MAX_VECTORS_PER_BLOCK` vectors (64 float32 or 32 float64 centres with
+AVX-512); missing centres have score ``+inf`` and are never chosen. Ties go
+to the lowest centre index, as with ``argmin``.
 """
 
 from __future__ import annotations
