@@ -68,7 +68,7 @@ def rows_per_kernel(vectors: int) -> int:
     return max(1, 12 // (2 * vectors))
 
 
-def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """``-2 C^T`` and ``||c||^2`` in the blocks the kernels read.
 
     Parameters
@@ -82,6 +82,9 @@ def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     bias : ndarray of shape (n_blocks, block_width)
         The centres' squared norms (computed in float64, then rounded), ``+inf``
         past ``k``.
+    vectors : tuple of int
+        One zero per vector of a block: its length, part of its Numba type,
+        makes Numba compile only the kernels for this block width.
     """
     dtype = centers.dtype
     n_centers, n_features = centers.shape
@@ -95,7 +98,7 @@ def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     centers64 = centers.astype(np.float64)
     bias = np.full(n_blocks * width, np.inf, dtype=dtype)
     bias[:n_centers] = np.einsum("ij,ij->i", centers64, centers64)
-    return weights, bias.reshape(n_blocks, width)
+    return weights, bias.reshape(n_blocks, width), (0,) * vectors
 
 
 class _KernelCode:
@@ -398,32 +401,13 @@ def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
     return numba.njit(nogil=True)(sweep)
 
 
-def _dispatch(element_type, runner_up: bool, folded: bool):
-    """A compiled ``(vectors, arguments)`` call of the sweep for that block width."""
-    # One sweep per block width pack_centers can choose (up to 4 vectors).
-    sweep1, sweep2, sweep3, sweep4 = (
-        _sweep(element_type, vectors, runner_up, folded) for vectors in (1, 2, 3, 4)
-    )
-
-    def run(vectors, arguments, row_ids):
-        if vectors == 1:
-            sweep1(arguments, row_ids)
-        elif vectors == 2:
-            sweep2(arguments, row_ids)
-        elif vectors == 3:
-            sweep3(arguments, row_ids)
-        else:
-            sweep4(arguments, row_ids)
-
-    _variant_name(run, element_type, runner_up, folded)
-    return numba.njit(nogil=True)(run)
-
-
-def _types_match(block, weights, bias, labels, scores) -> bool:
-    """Whether the arrays' Numba types suit the kernels (``scores`` may be None)."""
+def _types_match(block, weights, bias, vectors, labels, scores) -> bool:
+    """Whether the arguments' Numba types suit the kernels (``scores`` may be None)."""
     element_type = block.dtype
     return (
-        as_dtype(element_type) in _LANES
+        isinstance(vectors, types.UniTuple)
+        and 1 <= vectors.count <= 4
+        and as_dtype(element_type) in _LANES
         and weights.dtype == element_type
         and bias.dtype == element_type
         and labels.dtype == types.int32
@@ -457,7 +441,7 @@ def _address_for_type(second, labels):
 
 
 def _readable(block, weights, labels, n_labels) -> bool:
-    """C-contiguous rows, centres of the rows' width, ``n_labels`` contiguous labels."""
+    """C-contiguous rows, centres packed for the rows' width, ``n_labels`` contiguous labels."""
     raise NotImplementedError("only callable from compiled code")
 
 
@@ -478,13 +462,13 @@ def _readable_for_types(block, weights, labels, n_labels):
     return readable
 
 
-def search_rows(block, weights, bias, labels, second):
+def search_rows(block, weights, bias, vectors, labels, second):
     """Nearest centre (and optionally runner-up score) of every row, from compiled code.
 
     Parameters
     ----------
     block : (n, d) float32 or float64, C-contiguous
-    weights, bias : arrays from :func:`pack_centers` for centres of ``block``'s dtype
+    weights, bias, vectors : :func:`pack_centers` of centres of ``block``'s dtype
     labels : (n,) int32, C-contiguous; receives ``argmin_j(||c_j||^2 - 2 c_j . x_i)``
         (ties: the lowest ``j``)
     second : (n,) array of ``block``'s dtype, or None
@@ -495,17 +479,20 @@ def search_rows(block, weights, bias, labels, second):
 
 
 @overload(search_rows)
-def _search_rows_for_types(block, weights, bias, labels, second):
-    if not _types_match(block, weights, bias, labels, second):
+def _search_rows_for_types(block, weights, bias, vectors, labels, second):
+    if not _types_match(block, weights, bias, vectors, labels, second):
         return None
     runner_up = not isinstance(second, types.NoneType)
-    run = _dispatch(block.dtype, runner_up, folded=False)
-    lanes = _LANES[as_dtype(block.dtype)]
+    sweep = _sweep(block.dtype, vectors.count, runner_up, folded=False)
+    width = vectors.count * _LANES[as_dtype(block.dtype)]
 
-    def implementation(block, weights, bias, labels, second):
+    def implementation(block, weights, bias, vectors, labels, second):
         n_rows, n_features = block.shape
-        n_blocks, _, width = weights.shape
-        if not _readable(block, weights, labels, n_rows) or not _fits(second, n_rows):
+        if (
+            not _readable(block, weights, labels, n_rows)
+            or weights.shape[2] != width
+            or not _fits(second, n_rows)
+        ):
             raise ValueError("search_rows needs C-contiguous rows and matching labels")
         arguments = (
             block.ctypes.data,
@@ -513,25 +500,25 @@ def _search_rows_for_types(block, weights, bias, labels, second):
             n_features,
             weights.ctypes.data,
             bias.ctypes.data,
-            n_blocks,
+            weights.shape[0],
             labels.ctypes.data,
             _address(second, labels),
             0,
             0,
         )
-        run(width // lanes, arguments, None)
+        sweep(arguments, None)
 
-    _variant_name(implementation, block.dtype, runner_up)
+    _variant_name(implementation, block.dtype, vectors.count, runner_up)
     return implementation
 
 
 @numba.njit(nogil=True, cache=True)
-def nearest_rows(block, weights, bias, labels, second=None):
+def nearest_rows(block, weights, bias, vectors, labels, second=None):
     """:func:`search_rows`, callable from Python."""
-    search_rows(block, weights, bias, labels, second)
+    search_rows(block, weights, bias, vectors, labels, second)
 
 
-def fold_rows(block, row_ids, weights, bias, label_base, labels, best):
+def fold_rows(block, row_ids, weights, bias, vectors, label_base, labels, best):
     """Fold some centres into the nearest centre found so far of some rows.
 
     For each ``i`` in ``row_ids``, where one of the packed centres scores
@@ -545,7 +532,7 @@ def fold_rows(block, row_ids, weights, bias, label_base, labels, best):
     ----------
     block : (n, d) float32 or float64, C-contiguous
     row_ids : (m,) int64, C-contiguous, each in ``[0, n)``
-    weights, bias : arrays from :func:`pack_centers`
+    weights, bias, vectors : :func:`pack_centers` of the group's centres
     label_base : int
     labels : (n,) int32, C-contiguous
     best : (n,) array of ``block``'s dtype (``inf`` for a row not searched yet)
@@ -554,18 +541,21 @@ def fold_rows(block, row_ids, weights, bias, label_base, labels, best):
 
 
 @overload(fold_rows)
-def _fold_rows_for_types(block, row_ids, weights, bias, label_base, labels, best):
-    if not _types_match(block, weights, bias, labels, best) or row_ids.dtype != types.int64:
+def _fold_rows_for_types(block, row_ids, weights, bias, vectors, label_base, labels, best):
+    if (
+        not _types_match(block, weights, bias, vectors, labels, best)
+        or row_ids.dtype != types.int64
+    ):
         return None
-    run = _dispatch(block.dtype, runner_up=False, folded=True)
-    lanes = _LANES[as_dtype(block.dtype)]
+    sweep = _sweep(block.dtype, vectors.count, runner_up=False, folded=True)
+    width = vectors.count * _LANES[as_dtype(block.dtype)]
 
-    def implementation(block, row_ids, weights, bias, label_base, labels, best):
+    def implementation(block, row_ids, weights, bias, vectors, label_base, labels, best):
         n_rows, n_features = block.shape
-        n_blocks, _, width = weights.shape
         in_range = row_ids.size == 0 or (row_ids.min() >= 0 and row_ids.max() < n_rows)
         if (
             not _readable(block, weights, labels, n_rows)
+            or weights.shape[2] != width
             or not _fits(best, n_rows)
             or row_ids.strides[0] != 8
             or not in_range
@@ -577,19 +567,19 @@ def _fold_rows_for_types(block, row_ids, weights, bias, label_base, labels, best
             n_features,
             weights.ctypes.data,
             bias.ctypes.data,
-            n_blocks,
+            weights.shape[0],
             labels.ctypes.data,
             best.ctypes.data,
             row_ids.ctypes.data,
             label_base,
         )
-        run(width // lanes, arguments, row_ids)
+        sweep(arguments, row_ids)
 
-    _variant_name(implementation, block.dtype, "fold")
+    _variant_name(implementation, block.dtype, vectors.count, "fold")
     return implementation
 
 
 @numba.njit(nogil=True, cache=True)
-def fold_nearest(block, row_ids, weights, bias, label_base, labels, best):
+def fold_nearest(block, row_ids, weights, bias, vectors, label_base, labels, best):
     """:func:`fold_rows`, callable from Python."""
-    fold_rows(block, row_ids, weights, bias, label_base, labels, best)
+    fold_rows(block, row_ids, weights, bias, vectors, label_base, labels, best)

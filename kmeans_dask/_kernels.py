@@ -147,6 +147,7 @@ def assign_and_accumulate_rows(
     weights,
     center_weights,
     center_bias,
+    center_vectors,
     centers,
     block_rows,
     labels,
@@ -159,8 +160,9 @@ def assign_and_accumulate_rows(
     The same blocks and the same order of additions as calling the two from
     Python block by block, so the same results, without a Python round trip
     (and a GIL hand-over between worker threads) per block. Arguments as for
-    :func:`~kmeans_dask._fused_search.search_rows` (``center_weights`` and
-    ``center_bias`` from :func:`~kmeans_dask._fused_search.pack_centers`) and
+    :func:`~kmeans_dask._fused_search.search_rows` (``center_weights``,
+    ``center_bias`` and ``center_vectors`` from
+    :func:`~kmeans_dask._fused_search.pack_centers`) and
     :func:`accumulate`; ``block_rows`` rows are
     searched and then accumulated while they are still in cache. With
     ``sums`` None only the labels and :func:`squared_distances` are written.
@@ -175,7 +177,7 @@ def assign_and_accumulate_rows(
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
         block = data[start:stop]
-        search_rows(block, center_weights, center_bias, labels[start:stop], None)
+        search_rows(block, center_weights, center_bias, center_vectors, labels[start:stop], None)
         if sums is None:
             squared_distances(block, labels[start:stop], centers, sq_dist[start:stop])
             continue
@@ -273,6 +275,7 @@ def bounded_pass_rows(
     weights,
     center_weights,
     center_bias,
+    center_vectors,
     error_scale,
     max_center_sq_norm,
     centers,
@@ -298,7 +301,7 @@ def bounded_pass_rows(
     ----------
     data, weights, centers, sums, counts, sq_dist
         As for :func:`accumulate` (``centers`` in float64).
-    center_weights, center_bias
+    center_weights, center_bias, center_vectors
         The centres as :func:`~kmeans_dask._fused_search.pack_centers` packs them.
     error_scale, max_center_sq_norm
         As for :func:`runner_up_distances`.
@@ -359,7 +362,12 @@ def bounded_pass_rows(
                         gathered[position] = block[pending[position]]
                     rows = gathered[:n_pending]
                     search_rows(
-                        rows, center_weights, center_bias, found[:n_pending], second[:n_pending]
+                        rows,
+                        center_weights,
+                        center_bias,
+                        center_vectors,
+                        found[:n_pending],
+                        second[:n_pending],
                     )
                     runner_up_distances(
                         rows, second, error_scale, max_center_sq_norm, runner_up[:n_pending]
@@ -369,7 +377,14 @@ def bounded_pass_rows(
                         lower[start + pending[position]] = runner_up[position]
                 n_pending = 0
         if n_pending:
-            search_rows(block, center_weights, center_bias, labels[start:stop], second[:n_block])
+            search_rows(
+                block,
+                center_weights,
+                center_bias,
+                center_vectors,
+                labels[start:stop],
+                second[:n_block],
+            )
             runner_up_distances(block, second, error_scale, max_center_sq_norm, lower[start:stop])
         inertia += accumulate_rows(
             data, start, stop, labels, weights, centers, sums, counts, sq_dist

@@ -275,8 +275,9 @@ def test_packed_centres_pad_with_scores_that_never_win():
 
     width = 16 * MAX_VECTORS_PER_BLOCK  # float32 centres per block (64 with AVX-512)
     centers = np.arange((width + 6) * 3, dtype=np.float32).reshape(width + 6, 3)
-    weights, bias = pack_centers(centers)
+    weights, bias, vectors = pack_centers(centers)
     assert weights.shape == (2, 3, width) and bias.shape == (2, width)
+    assert vectors == (0,) * MAX_VECTORS_PER_BLOCK
     assert_array_equal(weights[1, :, 5], -2.0 * centers[width + 5])
     assert_array_equal(weights[1, :, 6:], 0.0)
     assert np.isinf(bias[1, 6:]).all() and np.isfinite(bias[1, :6]).all()
