@@ -46,15 +46,16 @@ ROW_LAYOUT_MAX_CENTERS_X_FEATURES = 65536
 #: Smallest ``k * d`` searched by the fused kernels: below it most of their
 #: vector lanes would score padding (column layout 1.1-1.5x faster at d = 2, k <= 4).
 ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
-# The caller's blocks hold about 2 MiB of scores: big enough for GEMM, small
-# enough that the rows stay in L2 for the statistics computed after the search.
+# The column layout's blocks hold about 2 MiB of scores: big enough for GEMM,
+# small enough that the rows stay in L2 for the statistics computed after the
+# search (the fused passes, which store no scores, use the same heights).
 _BUFFER_ELEMENTS = 1 << 19
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 4096
 
 
 class _ScoreSearcher:
-    """What both layouts share: the scaled centres, their norms, the error bound."""
+    """What both layouts share: the centres' norms, the runner-up error bound, the block height."""
 
     def __init__(self, centers: np.ndarray) -> None:
         centers64 = np.asarray(centers, dtype=np.float64)
