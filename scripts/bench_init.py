@@ -35,7 +35,13 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 from kmeans_dask._inputs import distribute
-from kmeans_dask.benchmark import _dask_workload, exact_inertia, make_blobs, wait_until_idle
+from kmeans_dask.benchmark import (
+    _dask_workload,
+    exact_inertia,
+    make_blobs,
+    run_order,
+    wait_until_idle,
+)
 
 #: ``KMeans``'s defaults for k-means||.
 ROUNDS = 5
@@ -107,8 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         seconds: dict[str, list[float]] = {name: [] for name in runners}
         inertia: dict[str, list[float]] = {name: [] for name in runners}
         for repeat in range(args.repeats):
-            order = list(runners)[repeat % 3 :] + list(runners)[: repeat % 3]
-            for name in order:
+            for name in run_order(list(runners), repeat):
                 wait_until_idle()
                 start = time.perf_counter()
                 centers = runners[name](repeat + 1)

@@ -31,6 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from kmeans_dask.backends.numpy_blas import ColumnSearcher, RowSearcher, exact_searcher
+from kmeans_dask.benchmark import run_order
 
 #: Multiply-adds per timed call: rows are scaled to keep each call near this size.
 MULTIPLY_ADDS_PER_CALL = 2e9
@@ -78,8 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                 agree = {name: float(np.mean(call() == expected)) for name, call in calls.items()}
                 seconds: dict[str, list[float]] = {name: [] for name in calls}
                 for repeat in range(args.repeats):
-                    names = list(calls)[repeat % len(calls) :] + list(calls)[: repeat % len(calls)]
-                    for name in names:
+                    for name in run_order(list(calls), repeat):
                         start = time.perf_counter()
                         calls[name]()
                         seconds[name].append(time.perf_counter() - start)

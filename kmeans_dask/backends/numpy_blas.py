@@ -60,11 +60,10 @@ class _ScoreSearcher:
     def __init__(self, centers: np.ndarray) -> None:
         centers64 = np.asarray(centers, dtype=np.float64)
         self._dtype = centers.dtype
-        center_sq_norms = np.einsum("ij,ij->i", centers64, centers64)
-        self._center_sq_norms = center_sq_norms.astype(self._dtype)
+        self._center_sq_norms = np.einsum("ij,ij->i", centers64, centers64)
         # Worst-case rounding error of a score, per unit of ||c||^2 + ||x||^2.
         self._error_scale = 2.0 * (centers.shape[1] + 4) * float(np.finfo(self._dtype).eps)
-        self._max_center_sq_norm = float(center_sq_norms.max(initial=0.0))
+        self._max_center_sq_norm = float(self._center_sq_norms.max(initial=0.0))
         self.block_rows = int(
             np.clip(_BUFFER_ELEMENTS // max(centers.shape[0], 1), _MIN_BLOCK_ROWS, _MAX_BLOCK_ROWS)
         )
@@ -170,6 +169,7 @@ class ColumnSearcher(_ScoreSearcher):
     def __init__(self, centers: np.ndarray) -> None:
         super().__init__(centers)
         self._minus_two_centers = np.ascontiguousarray(-2.0 * centers, dtype=self._dtype)
+        self._bias = self._center_sq_norms.astype(self._dtype)
         self._scores = np.empty((centers.shape[0], self.block_rows), dtype=self._dtype)
 
     def nearest(self, block: np.ndarray) -> np.ndarray:
@@ -179,7 +179,7 @@ class ColumnSearcher(_ScoreSearcher):
             rows = block[start : start + self.block_rows]
             scores = self._scores[:, : rows.shape[0]]
             np.matmul(self._minus_two_centers, rows.T, out=scores)
-            argmin_columns(scores, self._center_sq_norms, labels[start : start + rows.shape[0]])
+            argmin_columns(scores, self._bias, labels[start : start + rows.shape[0]])
         return labels
 
     def nearest_two(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -194,7 +194,7 @@ class ColumnSearcher(_ScoreSearcher):
             stop = start + rows.shape[0]
             scores = self._scores[:, : rows.shape[0]]
             np.matmul(self._minus_two_centers, rows.T, out=scores)
-            argmin2_columns(scores, self._center_sq_norms, labels[start:stop], second[start:stop])
+            argmin2_columns(scores, self._bias, labels[start:stop], second[start:stop])
         return labels, self._runner_up_distances(block, second)
 
 
