@@ -243,7 +243,7 @@ def bounded_assign(
         Weighted inertia of the rows.
     """
     n_rows = data.shape[0]
-    centers64 = np.asarray(centers, dtype=np.float64)
+    centers64 = np.ascontiguousarray(centers, dtype=np.float64)
     if previous is None or movement is None:
         labels = np.empty(n_rows, dtype=np.int32)
         lower = np.empty(n_rows)

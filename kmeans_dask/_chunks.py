@@ -229,8 +229,10 @@ def _with_farthest(
 
 def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, counts=None):
     """Labels, exact squared distances and (optionally) accumulated statistics."""
+    # The compiled statistics read rows and centres as contiguous memory.
+    data = np.ascontiguousarray(data)
     searcher = get_backend(backend_name).searcher(centers.astype(data.dtype, copy=False))
-    centers64 = np.asarray(centers, dtype=np.float64)
+    centers64 = np.ascontiguousarray(centers, dtype=np.float64)
     labels = np.empty(data.shape[0], dtype=np.int32)
     sq_dist = np.empty(data.shape[0], dtype=np.float64)
     if hasattr(searcher, "assign_and_accumulate"):

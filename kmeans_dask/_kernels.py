@@ -14,8 +14,9 @@ import numba
 import numpy as np
 
 from kmeans_dask._fused_search import search_rows
+from kmeans_dask._row_statistics import add_row, row_distance, statistics_buffers_ok
 
-# Reassociation lets LLVM vectorise the per-row sum of squared differences.
+# Reassociation lets LLVM vectorise the per-row sum of squares of the runner-up bounds.
 # It changes the order of additions, not which values are added, and the
 # compiled order is fixed, so results stay deterministic.
 _REASSOC = {"reassoc", "contract", "nsz"}
@@ -86,40 +87,41 @@ def runner_up_distances(block, second, error_scale, max_center_sq_norm, out):
         out[i] = np.sqrt(max(value, 0.0))
 
 
-@numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
+@numba.njit(nogil=True, cache=True)
 def accumulate(block, labels, weights, centers, sums, counts, sq_dist):
     """Add one block's points into per-cluster ``sums`` and ``counts``.
 
     Parameters
     ----------
-    block : (b, d) float32 or float64
+    block : (b, d) float32 or float64, C-contiguous
     labels : (b,) integer cluster index of each row
     weights : (b,) float64 or None for unit weights
-    centers : (k, d) float64, the centres the labels refer to
-    sums : (k, d) float64, updated in place
+    centers : (k, d) float64, C-contiguous, the centres the labels refer to
+    sums : (k, d) float64, C-contiguous, updated in place
     counts : (k,) float64 total weight per cluster, updated in place
     sq_dist : (b,) float64, receives the squared distance of each row to
-        its assigned centre (unweighted)
+        its assigned centre (unweighted; see :mod:`kmeans_dask._row_statistics`)
 
     Returns
     -------
     float
         The weighted inertia of the block.
     """
-    n_points, n_features = block.shape
+    if not statistics_buffers_ok(block, centers, sums):
+        raise ValueError("accumulate needs C-contiguous rows and float64 centres and sums")
     inertia = 0.0
-    for i in range(n_points):
+    for i in range(block.shape[0]):
         label = labels[i]
-        weight = 1.0 if weights is None else weights[i]
-        counts[label] += weight
-        dist = 0.0
-        for f in range(n_features):
-            x = np.float64(block[i, f])
-            sums[label, f] += weight * x
-            diff = x - centers[label, f]
-            dist += diff * diff
+        if weights is None:
+            counts[label] += 1.0
+            dist = add_row(block, i, sums, centers, label, None)
+            inertia += dist
+        else:
+            weight = weights[i]
+            counts[label] += weight
+            dist = add_row(block, i, sums, centers, label, weight)
+            inertia += weight * dist
         sq_dist[i] = dist
-        inertia += weight * dist
     return inertia
 
 
@@ -187,17 +189,16 @@ def assign_and_accumulate_rows(
     return inertia
 
 
-@numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
+@numba.njit(nogil=True, cache=True)
 def squared_distances(block, labels, centers, out):
-    """Exact squared distance of each row of ``block`` to ``centers[labels]``."""
-    n_points, n_features = block.shape
-    for i in range(n_points):
-        label = labels[i]
-        dist = 0.0
-        for f in range(n_features):
-            diff = np.float64(block[i, f]) - centers[label, f]
-            dist += diff * diff
-        out[i] = dist
+    """Exact squared distance of each row of ``block`` to ``centers[labels]``.
+
+    ``block`` and the float64 ``centers`` C-contiguous, as for :func:`accumulate`.
+    """
+    if not statistics_buffers_ok(block, centers, None):
+        raise ValueError("squared_distances needs C-contiguous rows and float64 centres")
+    for i in range(block.shape[0]):
+        out[i] = row_distance(block, i, centers, labels[i])
 
 
 @numba.njit(nogil=True, cache=True)
@@ -242,27 +243,25 @@ def loosen_bounds(
     return n_candidates
 
 
-@numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
+@numba.njit(nogil=True, cache=True)
 def tighten_bounds(block, labels, upper, lower, centers, half_gap, candidates, n_candidates):
     """Replace the candidates' upper bounds by their exact distances and test again.
 
-    The rows that still fail stay at the front of ``candidates``.
+    The rows that still fail stay at the front of ``candidates``. ``block``
+    and the float64 ``centers`` C-contiguous, as for :func:`accumulate`.
 
     Returns
     -------
     int
         How many rows still fail.
     """
-    n_features = block.shape[1]
+    if not statistics_buffers_ok(block, centers, None):
+        raise ValueError("tighten_bounds needs C-contiguous rows and float64 centres")
     n_pending = 0
     for position in range(n_candidates):
         i = candidates[position]
         label = labels[i]
-        dist = 0.0
-        for f in range(n_features):
-            diff = np.float64(block[i, f]) - centers[label, f]
-            dist += diff * diff
-        upper[i] = np.sqrt(dist)
+        upper[i] = np.sqrt(row_distance(block, i, centers, label))
         if upper[i] > max(lower[i], half_gap[label]):
             candidates[n_pending] = i
             n_pending += 1

@@ -396,11 +396,79 @@ def test_fused_row_pass_equals_search_then_accumulate_block_by_block(dtype, weig
     assert inertia == expected_inertia
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("d", [1, 5, 8, 13, 16, 40])
+def test_statistics_add_rows_in_row_order_with_exact_distances(dtype, weighted, d):
+    from kmeans_dask._kernels import accumulate, squared_distances
+
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(700, d)).astype(dtype)
+    labels = rng.integers(6, size=len(X)).astype(np.int32)
+    weights = rng.uniform(0, 2, size=len(X)) if weighted else None
+    centers = rng.normal(size=(6, d))
+    sums, counts, sq_dist = np.zeros((6, d)), np.zeros(6), np.empty(len(X))
+    inertia = accumulate(X, labels, weights, centers, sums, counts, sq_dist)
+    # Row by row, as a plain float64 loop adds them: the same bits.
+    shares = X.astype(np.float64) * (1.0 if weights is None else weights[:, None])
+    expected_sums = np.zeros((6, d))
+    np.add.at(expected_sums, labels, shares)
+    assert_array_equal(sums, expected_sums)
+    expected_sq = ((X.astype(np.float64) - centers[labels]) ** 2).sum(1)
+    assert_allclose(sq_dist, expected_sq, rtol=1e-14)
+    unit = np.ones(len(X)) if weights is None else weights
+    assert_array_equal(counts, np.bincount(labels, weights=unit, minlength=6))
+    assert inertia == pytest.approx(np.dot(unit, sq_dist), rel=1e-14)
+    # The distances alone are the same numbers.
+    alone = np.empty(len(X))
+    squared_distances(X, labels, centers, alone)
+    assert_array_equal(alone, sq_dist)
+
+
+def test_statistics_of_integer_rows_are_exact_and_leave_other_clusters_alone():
+    from kmeans_dask._kernels import accumulate
+
+    rng = np.random.default_rng(3)
+    X = rng.integers(-50, 50, size=(300, 11)).astype(np.float32)
+    centers = rng.integers(-50, 50, size=(4, 11)).astype(np.float64)
+    labels = np.full(len(X), 2, dtype=np.int32)
+    sums, counts, sq_dist = np.zeros((4, 11)), np.zeros(4), np.empty(len(X))
+    accumulate(X, labels, None, centers, sums, counts, sq_dist)
+    assert_array_equal(sums[[0, 1, 3]], 0.0)  # the masked last lanes wrote nowhere else
+    assert_array_equal(sums[2], X.astype(np.float64).sum(0))
+    assert_array_equal(sq_dist, ((X - centers[2]) ** 2).sum(1))
+
+
+def test_statistics_kernels_refuse_arrays_they_cannot_read():
+    from kmeans_dask._kernels import accumulate, squared_distances
+
+    X = np.zeros((10, 4))
+    labels = np.zeros(10, dtype=np.int32)
+    centers = np.zeros((3, 4))
+    with pytest.raises(ValueError, match="C-contiguous rows and float64 centres and sums"):
+        accumulate(
+            np.asfortranarray(X),
+            labels,
+            None,
+            centers,
+            np.zeros((3, 4)),
+            np.zeros(3),
+            np.empty(10),
+        )
+    with pytest.raises(ValueError, match="C-contiguous rows and float64 centres and sums"):
+        accumulate(X, labels, None, centers, np.zeros((3, 5)), np.zeros(3), np.empty(10))
+    with pytest.raises(ValueError, match="C-contiguous rows and float64 centres"):
+        squared_distances(X, labels, np.zeros((3, 5)), np.empty(10))
+    with pytest.raises(ValueError, match="C-contiguous rows and float64 centres"):
+        squared_distances(X, labels, np.asfortranarray(np.zeros((3, 4))), np.empty(10))
+
+
 _AVX2_TARGET_CHECK = """
 import os
 
 import numpy as np
 from kmeans_dask._fused_search import MAX_VECTORS_PER_BLOCK, nearest_rows, pack_centers
+from kmeans_dask._kernels import accumulate
 
 assert MAX_VECTORS_PER_BLOCK == 2
 rng = np.random.default_rng(0)
@@ -414,11 +482,22 @@ for dtype in (np.float32, np.float64):
         nearest_rows(X, *pack_centers(centers), labels, second)
         assert (labels == scores.argmin(axis=1)).all()
         assert (second == np.sort(scores, axis=1)[:, 1].astype(dtype)).all()
+        # The float64 statistics, in four-lane halves and a masked tail.
+        for d in (3, 13):
+            rows = rng.integers(-9, 10, size=(200, d)).astype(dtype)
+            sums, counts, sq_dist = np.zeros((2, d)), np.zeros(2), np.empty(200)
+            accumulate(rows, np.ones(200, dtype=np.int32), None, np.zeros((2, d)), sums, counts,
+                       sq_dist)
+            assert (sums[0] == 0).all() and (sums[1] == rows.sum(0)).all()
+            assert (sq_dist == (rows.astype(np.float64) ** 2).sum(1)).all()
 """
 
 
 def test_fused_kernels_compiled_for_256_bit_vector_registers(tmp_path):
-    """The narrower blocks and row groups chosen when Numba targets a CPU without AVX-512."""
+    """The narrower blocks and row groups chosen when Numba targets a CPU without AVX-512.
+
+    Also the 512-bit vectors of the statistics, which LLVM splits in halves there.
+    """
     if platform.machine() not in ("x86_64", "AMD64") or not binding.get_host_cpu_features().get(
         "avx2", False
     ):
