@@ -39,6 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from kmeans_dask._kernels import accumulate_rows, loosen_bounds, tighten_bounds
+from kmeans_dask._row_statistics import aligned_float64
 from kmeans_dask._threads import single_threaded_native
 
 #: Above this many centres the half-gaps (a k x k distance matrix per
@@ -243,7 +244,7 @@ def bounded_assign(
         Weighted inertia of the rows.
     """
     n_rows = data.shape[0]
-    centers64 = np.ascontiguousarray(centers, dtype=np.float64)
+    centers64 = aligned_float64(centers)
     if previous is None or movement is None:
         labels = np.empty(n_rows, dtype=np.int32)
         lower = np.empty(n_rows)

@@ -16,6 +16,7 @@ import numpy as np
 from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
 from kmeans_dask._kernels import accumulate_rows, column_moments, largest, squared_distances
 from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
+from kmeans_dask._row_statistics import aligned_float64
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
 
@@ -232,7 +233,7 @@ def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, count
     # The compiled statistics read rows and centres as contiguous memory.
     data = np.ascontiguousarray(data)
     searcher = get_backend(backend_name).searcher(centers.astype(data.dtype, copy=False))
-    centers64 = np.ascontiguousarray(centers, dtype=np.float64)
+    centers64 = aligned_float64(centers)
     labels = np.empty(data.shape[0], dtype=np.int32)
     sq_dist = np.empty(data.shape[0], dtype=np.float64)
     if hasattr(searcher, "assign_and_accumulate"):
@@ -278,7 +279,7 @@ def statistics_and_labels(
 ) -> tuple[ClusterStats, np.ndarray, np.ndarray]:
     """Assign rows and accumulate their statistics, in one pass per block."""
     n_clusters, n_features = centers.shape
-    sums = np.zeros((n_clusters, n_features))
+    sums = aligned_float64(np.zeros((n_clusters, n_features)))
     counts = np.zeros(n_clusters)
     with single_threaded_native():
         labels, sq_dist, inertia = _nearest_with_sq_dist(
@@ -299,7 +300,7 @@ def bounded_statistics(
     chunk = _start_task(source)
     previous = MEMO.take(source, ticket.run, ticket.iteration - 1)
     n_clusters, n_features = centers.shape
-    sums = np.zeros((n_clusters, n_features))
+    sums = aligned_float64(np.zeros((n_clusters, n_features)))
     counts = np.zeros(n_clusters)
     searcher = get_backend(backend_name).searcher(centers.astype(chunk.data.dtype, copy=False))
     with single_threaded_native():

@@ -83,6 +83,24 @@ def test_initialisation_benchmark_runs_and_reports_all_three():
     assert body[0][2] == "1.00x"
 
 
+def test_statistics_benchmark_times_both_settings_with_equal_sums():
+    argv = ["--features", "3,16", "--rows", "600", "--block-rows", "256", "--calls", "1",
+            "--repeats", "1", "--offset", "8"]  # fmt: skip
+    body = _table_rows("bench_statistics.py", argv)[1:]
+    assert [row[0] for row in body] == ["| 3", "| 16"]
+    assert all(cell.endswith("x") for row in body for cell in (row[2], row[3], row[5], row[6]))
+    assert all(row[7] == "ours, loop, numpy |" for row in body)  # the same sums, bit for bit
+
+
+def test_statistics_benchmark_refuses_an_offset_that_splits_a_float():
+    script = Path(__file__).parents[1] / "scripts" / "bench_statistics.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--offset", "4"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "--offset must be a multiple of 8 bytes, got 4" in done.stderr
+
+
 def test_search_benchmark_times_every_searcher_on_each_shape():
     pytest.importorskip("faiss", reason="faiss is not installed")
     argv = ["--centers", "3,64", "--features", "2,8", "--max-rows", "3000", "--repeats", "1"]

@@ -439,6 +439,20 @@ def test_statistics_of_integer_rows_are_exact_and_leave_other_clusters_alone():
     assert_array_equal(sq_dist, ((X - centers[2]) ** 2).sum(1))
 
 
+@pytest.mark.parametrize("source", [np.arange(30.0).reshape(5, 6), np.ones((4, 3), np.float32)])
+def test_aligned_float64_copies_only_what_it_must(source):
+    from kmeans_dask._row_statistics import VECTOR_BYTES, aligned_float64
+
+    aligned = aligned_float64(source)
+    assert aligned.dtype == np.float64 and aligned.flags.c_contiguous
+    assert aligned.ctypes.data % VECTOR_BYTES == 0
+    assert_array_equal(aligned, source)
+    assert aligned_float64(aligned) is aligned
+    # An unaligned float64 array is copied to an aligned one.
+    offset = aligned_float64(np.zeros(source.size + 1))[1:].reshape(source.shape)
+    assert aligned_float64(offset).ctypes.data % VECTOR_BYTES == 0
+
+
 def test_statistics_kernels_refuse_arrays_they_cannot_read():
     from kmeans_dask._kernels import accumulate, squared_distances
 
