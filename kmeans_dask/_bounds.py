@@ -23,22 +23,21 @@ runs plain iterations until an iteration's centre movement is small
 (:func:`centers_settled`), then seeds bounds and keeps them while the
 movement stays small; ``algorithm="hamerly"`` keeps them throughout.
 
-The bounds of a chunk live in the memory of the worker that holds the chunk,
-in a :class:`BoundsMemo`, between the tasks of consecutive iterations: they
-never cross the network. The memo is only an accelerator: a task that finds
+The bounds of a chunk live in the memory of the worker that holds the chunk
+(:data:`MEMO`) between the tasks of consecutive iterations: they never
+cross the network. The memo is only an accelerator: a task that finds
 no bounds for the previous iteration (first iteration, a retried task, a
 chunk recomputed after a worker died) searches every row and starts over.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 
 from kmeans_dask._kernels import accumulate_rows, loosen_bounds, tighten_bounds
+from kmeans_dask._memo import ChunkMemo
 from kmeans_dask._row_statistics import aligned_float64
 from kmeans_dask._threads import single_threaded_native
 
@@ -166,47 +165,9 @@ class BoundsTicket:
     keep: bool = True
 
 
-class BoundsMemo:
-    """Row bounds of the chunks held by this process, between iterations.
-
-    Entries are keyed by the chunk object itself (held weakly: an entry
-    disappears with its chunk) and tagged with the run and iteration that
-    made them. :meth:`take` removes the entry it returns, so a failed task
-    leaves nothing stale behind.
-    """
-
-    def __init__(self) -> None:
-        self._entries: dict[int, tuple[weakref.ref, str, int, RowBounds]] = {}
-        self._lock = threading.Lock()
-
-    def take(self, chunk: object, run: str, iteration: int) -> RowBounds | None:
-        """The bounds ``chunk`` kept after ``iteration`` of ``run``, if any."""
-        with self._lock:
-            entry = self._entries.pop(id(chunk), None)
-        if entry is None:
-            return None
-        ref, entry_run, entry_iteration, bounds = entry
-        if ref() is not chunk or entry_run != run or entry_iteration != iteration:
-            return None
-        return bounds
-
-    def put(self, chunk: object, run: str, iteration: int, bounds: RowBounds) -> None:
-        """Keep ``bounds`` for ``chunk`` until the next iteration takes them."""
-        key = id(chunk)
-        ref = weakref.ref(chunk, lambda _, key=key: self._discard(key))
-        with self._lock:
-            self._entries[key] = (ref, run, iteration, bounds)
-
-    def _discard(self, key: int) -> None:
-        with self._lock:
-            self._entries.pop(key, None)
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-
-#: The memo of this process (one per Dask worker).
-MEMO = BoundsMemo()
+#: The bounds of the chunks held by this process (one memo per Dask worker),
+#: tagged with the run and the iteration that left them.
+MEMO: ChunkMemo[RowBounds] = ChunkMemo()
 
 
 def bounded_assign(

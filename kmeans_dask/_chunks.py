@@ -15,6 +15,7 @@ import numpy as np
 
 from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
 from kmeans_dask._kernels import accumulate_rows, column_moments, largest, squared_distances
+from kmeans_dask._memo import ChunkMemo
 from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._row_statistics import aligned_float64
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
@@ -298,7 +299,7 @@ def bounded_statistics(
     this iteration's are left there for the next one.
     """
     chunk = _start_task(source)
-    previous = MEMO.take(source, ticket.run, ticket.iteration - 1)
+    previous = MEMO.take(source, (ticket.run, ticket.iteration - 1))
     n_clusters, n_features = centers.shape
     sums = aligned_float64(np.zeros((n_clusters, n_features)))
     counts = np.zeros(n_clusters)
@@ -308,7 +309,7 @@ def bounded_statistics(
             chunk.data, chunk.weights, centers, searcher, previous, ticket.movement, sums, counts
         )
     if ticket.keep:
-        MEMO.put(source, ticket.run, ticket.iteration, bounds)
+        MEMO.put(source, (ticket.run, ticket.iteration), bounds)
     stats = _with_farthest(ClusterStats(sums, counts, inertia), chunk, bounds.labels, sq_dist)
     return stats, bounds.labels
 
@@ -335,6 +336,32 @@ def chunk_labels(
         chunk.data, chunk.weights, centers, backend_name
     )
     return labels, _with_farthest(stats, chunk, labels, sq_dist)
+
+
+#: Labels of a final pass made through the actors, kept on the worker that
+#: holds their chunk until :func:`kept_labels` hands them over as a task result.
+LABELS: ChunkMemo[np.ndarray] = ChunkMemo()
+
+
+def stats_keeping_labels(
+    chunk: Chunk, centers: np.ndarray, backend_name: str, ticket: BoundsTicket | None, tag: str
+) -> ClusterStats:
+    """:func:`chunk_stats`, keeping the rows' labels on the worker under ``tag``."""
+    labels, stats = chunk_labels(chunk, centers, backend_name, ticket)
+    LABELS.put(chunk, tag, labels)
+    return stats
+
+
+def kept_labels(chunk: Chunk, centers: np.ndarray, backend_name: str, tag: str) -> np.ndarray:
+    """The labels :func:`stats_keeping_labels` kept under ``tag``, or the labels afresh.
+
+    Computed afresh (without bounds) only when the memo has lost them: the
+    task runs on another worker, or after its chunk was recomputed.
+    """
+    labels = LABELS.take(chunk, tag)
+    if labels is None:
+        labels = chunk_labels(chunk, centers, backend_name)[0]
+    return labels
 
 
 @dataclass

@@ -27,8 +27,10 @@ from kmeans_dask._chunks import (
     chunk_stats,
     combine_stats,
     farthest_rows,
+    kept_labels,
     merge_top,
     statistics_and_labels,
+    stats_keeping_labels,
 )
 from kmeans_dask._hosts import ChunkHosts, combine_in_tree
 from kmeans_dask._inputs import DistributedData
@@ -287,45 +289,16 @@ def lloyd(
                 on_iteration(centers, history)
             if shift <= tol:
                 break
+        # The final pass uses bounds the last iteration left; it never seeds them.
+        final_ticket = None
+        if final_backend == backend and bounded:
+            final_ticket = ticket(iteration + 1, keep=False)
+        final, labels = _final_pass(
+            client, engine, chunks, centers, final_backend, final_ticket, keep_labels
+        )
     finally:
         if engine is not None:
             engine.close()
-
-    centers_future = send(client, centers, "kmeans-centers")
-    # The final pass uses bounds the last iteration left; it never seeds them.
-    final_ticket = None
-    if final_backend == backend and bounded:
-        final_ticket = ticket(iteration + 1, keep=False)
-    labels: list[Future] = []
-    if keep_labels:
-        pairs = map_chunks(
-            client,
-            chunk_labels,
-            chunks,
-            centers_future,
-            final_backend,
-            final_ticket,
-            name="kmeans-label",
-        )
-        labels = [
-            client.submit(operator.getitem, pair, 0, key=key)
-            for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=True)
-        ]
-        stats_parts = [
-            client.submit(operator.getitem, pair, 1, key=key)
-            for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
-        ]
-    else:
-        stats_parts = map_chunks(
-            client,
-            chunk_stats,
-            chunks,
-            centers_future,
-            final_backend,
-            final_ticket,
-            name="kmeans-final-stats",
-        )
-    final = tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce")
     return LloydResult(
         centers=centers,
         inertia=final.inertia,
@@ -334,6 +307,57 @@ def lloyd(
         cluster_weights=final.counts,
         labels=labels,
     )
+
+
+def _final_pass(
+    client: Client,
+    engine: ChunkHosts | None,
+    chunks,
+    centers: np.ndarray,
+    backend: str,
+    ticket: BoundsTicket | None,
+    keep_labels: bool,
+) -> tuple[ClusterStats, list[Future]]:
+    """Statistics of the final centres and, if ``keep_labels``, per-chunk label futures.
+
+    Through the actors, the labels stay on the workers until one task per
+    chunk hands them over; the fit need not wait for those tasks.
+    """
+    if engine is not None:
+        if not keep_labels:
+            return combine_in_tree(
+                combine_stats, engine.map(chunk_stats, centers, backend, ticket)
+            ), []
+        tag = uuid.uuid4().hex
+        parts = engine.map(stats_keeping_labels, centers, backend, ticket, tag)
+        labels = map_chunks(
+            client,
+            kept_labels,
+            chunks,
+            send(client, centers, "kmeans-centers"),
+            backend,
+            tag,
+            name="kmeans-labels",
+        )
+        return combine_in_tree(combine_stats, parts), labels
+    centers_future = send(client, centers, "kmeans-centers")
+    if not keep_labels:
+        stats_parts = map_chunks(
+            client, chunk_stats, chunks, centers_future, backend, ticket, name="kmeans-final-stats"
+        )
+        return tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce"), []
+    pairs = map_chunks(
+        client, chunk_labels, chunks, centers_future, backend, ticket, name="kmeans-label"
+    )
+    labels = [
+        client.submit(operator.getitem, pair, 0, key=key)
+        for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=True)
+    ]
+    stats_parts = [
+        client.submit(operator.getitem, pair, 1, key=key)
+        for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
+    ]
+    return tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce"), labels
 
 
 def local_lloyd(

@@ -14,7 +14,6 @@ import kmeans_dask._bounds as bounds_module
 import kmeans_dask._lloyd as lloyd_module
 from kmeans_dask import KMeans
 from kmeans_dask._bounds import (
-    BoundsMemo,
     CenterMovement,
     RowBounds,
     bounded_assign,
@@ -23,6 +22,7 @@ from kmeans_dask._bounds import (
     half_gaps,
 )
 from kmeans_dask._chunks import statistics_and_labels
+from kmeans_dask._memo import ChunkMemo
 from kmeans_dask.backends import get_backend, resolve_algorithm
 
 
@@ -203,24 +203,27 @@ def test_bounds_stay_valid_through_iterations():
         assert np.all(own <= others.min(axis=1) * (1 + 1e-12))
 
 
-def test_memo_returns_only_the_matching_iteration_once():
-    memo = BoundsMemo()
+def test_memo_returns_only_the_matching_tag_once():
+    memo = ChunkMemo()
 
     class Owner:  # stands in for a worker-resident chunk
         pass
 
     chunk, other = Owner(), Owner()
     state = RowBounds(np.zeros(3, np.int32), np.zeros(3), np.zeros(3))
-    memo.put(chunk, "run", 4, state)
-    assert memo.take(other, "run", 4) is None
-    assert memo.take(chunk, "other-run", 4) is None  # a mismatch drops the entry
-    memo.put(chunk, "run", 4, state)
-    assert memo.take(chunk, "run", 3) is None
-    memo.put(chunk, "run", 4, state)
-    assert memo.take(chunk, "run", 4) is state
-    assert memo.take(chunk, "run", 4) is None  # taken, not copied
-    memo.put(chunk, "run", 5, state)
-    assert len(memo) == 1
+    memo.put(chunk, ("run", 4), state)
+    assert memo.take(other, ("run", 4)) is None
+    assert memo.take(chunk, ("other-run", 4)) is None  # a mismatch drops the entry
+    memo.put(chunk, ("run", 4), state)
+    assert memo.take(chunk, ("run", 3)) is None
+    memo.put(chunk, ("run", 4), state)
+    assert memo.take(chunk, ("run", 4)) is state
+    assert memo.take(chunk, ("run", 4)) is None  # taken, not copied
+    memo.put(chunk, ("run", 4), state)
+    memo.put(chunk, ("run", 5), state)
+    assert len(memo) == 1  # one entry per chunk: the newest
+    assert memo.take(chunk, ("run", 4)) is None
+    memo.put(chunk, ("run", 5), state)
     del chunk
     gc.collect()
     assert len(memo) == 0  # the entry dies with its chunk
@@ -266,8 +269,8 @@ def test_workers_reuse_bounds_and_free_them(blobs, monkeypatch, engine):
     hits = []
     take = bounds_module.MEMO.take
 
-    def counting_take(chunk, run, iteration):
-        found = take(chunk, run, iteration)
+    def counting_take(chunk, tag):
+        found = take(chunk, tag)
         hits.append(found is not None)
         return found
 

@@ -1,14 +1,27 @@
-"""Per-worker actors: results in chunk order, the tree of tree_reduce, errors as raised."""
+"""Per-worker actors: results in chunk order, the tree of tree_reduce, errors as raised,
+the final labels handed over from worker memory."""
 
 from __future__ import annotations
 
+import gc
 import time
 
+import dask.array as da
 import numpy as np
 import pytest
-from distributed import Future
+from distributed import Client, Future, LocalCluster
+from numpy.testing import assert_array_equal
 
-from kmeans_dask._chunks import ClusterStats, combine_stats
+import kmeans_dask._chunks as chunks_module
+from kmeans_dask import KMeans
+from kmeans_dask._chunks import (
+    ClusterStats,
+    chunk_labels,
+    combine_stats,
+    kept_labels,
+    make_chunk,
+    stats_keeping_labels,
+)
 from kmeans_dask._hosts import ChunkHosts, combine_in_tree, fits_hosts
 from kmeans_dask._mapreduce import tree_reduce, tree_reduce_future
 
@@ -68,3 +81,52 @@ def test_combining_on_the_client_follows_the_tree_of_tree_reduce(client):
 def test_hosts_only_when_the_gathered_statistics_stay_small():
     assert fits_hosts(8, 8 * 64 * 33)
     assert not fits_hosts(10_000, 8 * 1000 * 101)
+
+
+def test_kept_labels_are_handed_over_once_then_computed_afresh():
+    rng = np.random.default_rng(0)
+    chunk = make_chunk(rng.normal(size=(500, 3)), None, 0, np.float64)
+    centers = rng.normal(size=(4, 3))
+    expected_labels, expected_stats = chunk_labels(chunk, centers, "numpy")
+    stats = stats_keeping_labels(chunk, centers, "numpy", None, "fit-1")
+    assert_array_equal(stats.sums, expected_stats.sums)
+    kept = chunks_module.LABELS.take(chunk, "fit-1")
+    assert_array_equal(kept, expected_labels)
+    chunks_module.LABELS.put(chunk, "fit-1", kept)
+    assert kept_labels(chunk, centers, "numpy", "fit-1") is kept  # handed over, not recomputed
+    # Nothing kept (or kept by another fit): the labels are computed afresh.
+    assert_array_equal(kept_labels(chunk, centers, "numpy", "fit-1"), expected_labels)
+    stats_keeping_labels(chunk, centers, "numpy", None, "fit-2")
+    assert_array_equal(kept_labels(chunk, centers, "numpy", "fit-1"), expected_labels)
+    assert len(chunks_module.LABELS) == 0
+
+
+def test_final_pass_through_the_actors_keeps_the_labels_on_the_workers(blobs, monkeypatch):
+    handed_over = []
+    take = chunks_module.LABELS.take
+
+    def counting_take(chunk, tag):
+        found = take(chunk, tag)
+        handed_over.append(found is not None)
+        return found
+
+    monkeypatch.setattr(chunks_module.LABELS, "take", counting_take)
+    X = da.from_array(blobs[0], chunks=600)
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        fits = {
+            engine: KMeans(6, random_state=0, max_iter=5, tol=0.0, engine=engine).fit(X)
+            for engine in ("actors", "tasks")
+        }
+        labels = {engine: model.labels_.compute() for engine, model in fits.items()}
+        predicted = fits["actors"].predict(X).compute()
+    assert handed_over == [True] * X.numblocks[0]  # the tasks path keeps nothing
+    assert_array_equal(labels["actors"], labels["tasks"])
+    assert_array_equal(labels["actors"], predicted)
+    assert fits["actors"].inertia_ == fits["tasks"].inertia_
+    gc.collect()
+    assert len(chunks_module.LABELS) == 0
