@@ -8,16 +8,17 @@ do-nothing iteration of two tasks measured 18 ms, a quarter of a whole
 iteration at n=1M, d=32, k=64. A direct call to a Dask actor costs one
 client-to-worker round trip (3 ms there).
 
-So for data held in worker memory, the iterations go through one
+So for data held in worker memory, the passes of a fit (the data check,
+the Lloyd iterations, the final labelling pass) go through one
 :class:`ChunkHost` actor per worker, created next to the chunks that worker
-holds (nothing is copied). Each iteration the client calls every host at
-once; a host runs the same task function as the task path,
-:func:`~kmeans_dask._chunks.chunk_stats`, over its chunks on the worker's
-thread pool and returns one result per chunk; the client then combines them
-in the fixed tree of :func:`~kmeans_dask._mapreduce.tree_reduce`. The result
-is therefore bit for bit that of the task path, for any placement.
+holds (nothing is copied) and kept for the whole fit. Each pass the client
+calls every host at once; a host runs the same task function as the task
+path (e.g. :func:`~kmeans_dask._chunks.chunk_stats`) over its chunks on the
+worker's thread pool and returns one result per chunk; the client then
+combines them in the fixed tree of :func:`~kmeans_dask._mapreduce.tree_reduce`.
+The result is therefore bit for bit that of the task path, for any placement.
 
-The price: the iterations do not appear in the dashboard's task stream (the
+The price: these passes do not appear in the dashboard's task stream (the
 workers' CPU and memory panels still show them), and a worker lost mid-call
 surfaces as :class:`HostLost`, after which the caller restores the data and
 repeats the step, exactly as when a task loses its data.

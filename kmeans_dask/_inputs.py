@@ -8,7 +8,8 @@ memory, so its chunks can be recomputed from their source if a worker dies.
 Zarr input (an array, or a path/URL to one) is read as a Dask array whose
 row chunks are the store's; when it does not fit in the workers' memory it is
 not persisted at all, and every pass streams the blocks from the store.
-Finiteness and weights are checked in the same pass that persists the data.
+Finiteness and weights are checked in one pass over the chunks once they are
+on the workers (:meth:`DistributedData.check`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import math
 import os
 from concurrent.futures import CancelledError
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import reduce
 from typing import Any
 
@@ -28,6 +29,7 @@ import numpy as np
 from distributed import Client, Future, wait
 
 from kmeans_dask._chunks import Chunk, ChunkSummary, ZarrBlock, make_chunk, settle, summarize
+from kmeans_dask._hosts import ChunkHosts, fits_hosts
 from kmeans_dask._mapreduce import map_chunks, task_keys
 
 logger = logging.getLogger(__name__)
@@ -194,29 +196,52 @@ def numpy_row_chunks(
 
 @dataclass
 class DistributedData:
-    """Row chunks persisted on the workers, with what the first pass learnt."""
+    """Row chunks persisted on the workers (or Zarr blocks streamed by every pass)."""
 
     chunks: list[Future] | list[ZarrBlock]
     row_chunks: tuple[int, ...]
     n_features: int
     dtype: np.dtype
-    summary: ChunkSummary
     client_copy: list[Chunk] | None = None
     """For NumPy input, the chunks as built on the client, to re-send lost ones."""
+    use_hosts: bool = False
+    """Whether passes go through one actor per worker (:mod:`kmeans_dask._hosts`)."""
+    _hosts: ChunkHosts | None = field(default=None, init=False, repr=False)
 
     @property
     def n_samples(self) -> int:
-        return self.summary.n_rows
+        return sum(self.row_chunks)
 
     @property
     def persisted(self) -> bool:
         """Whether the rows live in worker memory (else they stream from Zarr)."""
         return not self.chunks or isinstance(self.chunks[0], Future)
 
+    def hosts(self, client: Client) -> ChunkHosts | None:
+        """The actors over the chunks, started on first use; None without ``use_hosts``."""
+        if self.use_hosts and self._hosts is None:
+            self._hosts = ChunkHosts(client, self.chunks)
+        return self._hosts
+
+    def check(self, client: Client) -> ChunkSummary:
+        """One pass learning finiteness, column moments and weight sums of all rows."""
+        hosts = self.hosts(client)
+        if hosts is not None:
+            parts = hosts.map(summarize)
+        else:
+            parts = client.gather(map_chunks(client, summarize, self.chunks, name="kmeans-check"))
+        return reduce(ChunkSummary.merge, parts)
+
     def release(self) -> None:
+        self._close_hosts()
         for chunk in self.chunks:
             if isinstance(chunk, Future):
                 chunk.release()
+
+    def _close_hosts(self) -> None:
+        if self._hosts is not None:
+            self._hosts.close()
+            self._hosts = None
 
     def recover(self, client: Client) -> int:
         """Re-send the chunks that died with a worker; return how many.
@@ -231,6 +256,8 @@ class DistributedData:
         RuntimeError
             If a chunk was lost that cannot be re-sent.
         """
+        # An actor may have died with its worker: they start again on next use.
+        self._close_hosts()
         if self.client_copy is None:
             # The scheduler recomputes lost chunks from their graph; wait for them.
             try:
@@ -275,13 +302,16 @@ def distribute(
     *,
     stream_from=None,
     statistics_bytes: int = 0,
+    engine: str = "auto",
 ) -> DistributedData:
     """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures.
 
     With ``stream_from`` (the Zarr array behind ``X``) nothing is persisted:
     the "chunks" are :class:`ZarrBlock` references that every task reads.
     NumPy input is split by :func:`numpy_row_chunks`, given the size of one
-    block's partial statistics, ``statistics_bytes``.
+    block's partial statistics, ``statistics_bytes``. Persisted chunks are
+    served by actors (``use_hosts``) with ``engine="actors"``, or with
+    ``"auto"`` while gathering one result per chunk stays cheap.
     """
     dtype = np.dtype(X.dtype)
     client_copy = None
@@ -328,12 +358,13 @@ def distribute(
         scattered = client.scatter(local, hash=False)
         chunks = map_chunks(client, settle, scattered, name="kmeans-load")
         del scattered
-    summaries = client.gather(map_chunks(client, summarize, chunks, name="kmeans-check"))
+    small_results = fits_hosts(len(chunks), statistics_bytes)
     return DistributedData(
         chunks=chunks,
         row_chunks=row_chunks,
         n_features=int(X.shape[1]),
         dtype=dtype,
-        summary=reduce(ChunkSummary.merge, summaries),
         client_copy=client_copy,
+        use_hosts=stream_from is None
+        and (engine == "actors" or (engine == "auto" and small_results)),
     )

@@ -197,7 +197,6 @@ def lloyd(
     backend: str,
     final_backend: str | None = None,
     bounds: str = "off",
-    hosts: bool = False,
     keep_labels: bool = True,
     history: Sequence[IterationRecord] = (),
     on_iteration: Callable[[np.ndarray, list[IterationRecord]], None] | None = None,
@@ -221,10 +220,6 @@ def lloyd(
         the search: never, in every iteration, or once the centres settle.
         Needs an exact ``backend`` that provides them ("numpy") and
         worker-resident chunks.
-    hosts : bool
-        Run the iterations through one actor per worker
-        (:mod:`kmeans_dask._hosts`) instead of tasks: same result, less
-        latency per iteration. Needs worker-resident chunks.
     keep_labels : bool
         Keep the final labels in worker memory (as futures in the result);
         streamed out-of-core fits skip this and compute labels lazily.
@@ -269,36 +264,33 @@ def lloyd(
 
     converged = bool(history) and history[-1].center_shift <= tol
     iteration = len(history)
-    engine = ChunkHosts(client, chunks) if hosts and not converged and max_iter > 0 else None
-    try:
-        for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
-            start = time.perf_counter()
-            iteration_ticket = ticket(iteration)
-            stats, centers_future = _iteration_stats(
-                client, engine, chunks, centers, backend, iteration_ticket
-            )
-            previous, bounded = centers, iteration_ticket is not None
-            updated, n_empty = _update(stats, centers, find_far)
-            shift = center_shift(centers, updated)
-            centers = updated
-            record = IterationRecord(
-                iteration, stats.inertia, shift, n_empty, time.perf_counter() - start
-            )
-            history.append(record)
-            if on_iteration is not None:
-                on_iteration(centers, history)
-            if shift <= tol:
-                break
-        # The final pass uses bounds the last iteration left; it never seeds them.
-        final_ticket = None
-        if final_backend == backend and bounded:
-            final_ticket = ticket(iteration + 1, keep=False)
-        final, labels = _final_pass(
-            client, engine, chunks, centers, final_backend, final_ticket, keep_labels
+    # Through one actor per worker when the data has them (less latency per pass).
+    engine = data.hosts(client)
+    for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
+        start = time.perf_counter()
+        iteration_ticket = ticket(iteration)
+        stats, centers_future = _iteration_stats(
+            client, engine, chunks, centers, backend, iteration_ticket
         )
-    finally:
-        if engine is not None:
-            engine.close()
+        previous, bounded = centers, iteration_ticket is not None
+        updated, n_empty = _update(stats, centers, find_far)
+        shift = center_shift(centers, updated)
+        centers = updated
+        record = IterationRecord(
+            iteration, stats.inertia, shift, n_empty, time.perf_counter() - start
+        )
+        history.append(record)
+        if on_iteration is not None:
+            on_iteration(centers, history)
+        if shift <= tol:
+            break
+    # The final pass uses bounds the last iteration left; it never seeds them.
+    final_ticket = None
+    if final_backend == backend and bounded:
+        final_ticket = ticket(iteration + 1, keep=False)
+    final, labels = _final_pass(
+        client, engine, chunks, centers, final_backend, final_ticket, keep_labels
+    )
     return LloydResult(
         centers=centers,
         inertia=final.inertia,

@@ -37,7 +37,7 @@ T = TypeVar("T")
 MAX_RECOVERIES = 5
 
 
-def _surviving_worker_loss(
+def surviving_worker_loss(
     client: Client, data: DistributedData, step: Callable[[], T], report: Callable[[str], None]
 ) -> T:
     """Run ``step``; if a worker died with data it needed, restore the data and rerun it."""
@@ -73,8 +73,6 @@ class RunPlan:
     checkpoint: str | os.PathLike | None = None
     bounds: str = "off"
     """When to keep Hamerly bounds with the chunks: "off", "always", "settled"."""
-    hosts: bool = False
-    """Run the iterations through one actor per worker (resident data)."""
 
 
 def _resume_state(plan: RunPlan) -> CheckpointState | None:
@@ -152,7 +150,7 @@ def run_all(
             progress["history"] = [IterationRecord(**record) for record in state.history]
         else:
             seed = plan.seeds[run]
-            centers = _surviving_worker_loss(
+            centers = surviving_worker_loss(
                 client, data, lambda seed=seed: plan.initialize(seed), report
             )
             progress = {"centers": centers, "history": []}
@@ -178,13 +176,12 @@ def run_all(
                 backend=plan.search,
                 final_backend=plan.backend,
                 bounds=plan.bounds,
-                hosts=plan.hosts,
                 keep_labels=data.persisted,
                 history=progress["history"],
                 on_iteration=after_iteration,
             )
 
-        result = _surviving_worker_loss(client, data, iterate, report)
+        result = surviving_worker_loss(client, data, iterate, report)
         report(
             f"run {run + 1}/{n_runs}: inertia {result.inertia:.6g} after "
             f"{result.n_iter} iteration(s)"
@@ -197,7 +194,7 @@ def run_all(
     if best is not None and best_centers is best.centers:
         return best
     # The best run finished before the resume: one pass gives its labels.
-    final = _surviving_worker_loss(
+    final = surviving_worker_loss(
         client,
         data,
         lambda: lloyd(

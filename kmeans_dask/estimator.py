@@ -35,7 +35,6 @@ from kmeans_dask._chunks import (
     summarize,
 )
 from kmeans_dask._client import active_client, client_for_fit
-from kmeans_dask._hosts import fits_hosts
 from kmeans_dask._initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
 from kmeans_dask._inputs import (
     DistributedData,
@@ -54,7 +53,7 @@ from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._persistence import save_estimator
 from kmeans_dask._progress import LloydProgress
 from kmeans_dask._rng import init_seeds
-from kmeans_dask._runs import RunPlan, run_all
+from kmeans_dask._runs import RunPlan, run_all, surviving_worker_loss
 from kmeans_dask._streaming import StreamState, init_stream_state, minibatch_update
 from kmeans_dask._validation import (
     check_finite,
@@ -316,11 +315,23 @@ default="k-means||"
                     weights,
                     stream_from=stream_from,
                     statistics_bytes=statistics_nbytes(self.n_clusters, X.shape[1]),
+                    engine=self.engine,
                 )
                 try:
-                    raise_for_summary(data.summary)
+                    summary = surviving_worker_loss(
+                        client, data, lambda: data.check(client), self._report
+                    )
+                    raise_for_summary(summary)
                     plan = self._plan(
-                        data, seeds, backend, search, bounds, init_centers, checkpoint, client
+                        data,
+                        summary,
+                        seeds,
+                        backend,
+                        search,
+                        bounds,
+                        init_centers,
+                        checkpoint,
+                        client,
                     )
                     with LloydProgress(self.max_iter) if self.verbose else nullcontext() as bar:
                         best = run_all(
@@ -488,6 +499,7 @@ default="k-means||"
     def _plan(
         self,
         data: DistributedData,
+        summary: ChunkSummary,
         seeds: list[int],
         backend: str,
         search: str,
@@ -496,7 +508,6 @@ default="k-means||"
         checkpoint,
         client,
     ) -> RunPlan:
-        summary = data.summary
         mean_variance = float(np.mean(summary.column_m2 / summary.n_rows))
 
         def initialize(seed: int) -> np.ndarray:
@@ -528,16 +539,9 @@ default="k-means||"
             backend=backend,
             search=search,
             bounds=bounds if data.persisted else "off",
-            hosts=self._use_hosts(data),
             fingerprint=fingerprint,
             checkpoint=checkpoint,
         )
-
-    def _use_hosts(self, data: DistributedData) -> bool:
-        if self.engine == "tasks" or not data.persisted:
-            return False
-        stats_bytes = statistics_nbytes(self.n_clusters, data.n_features)
-        return self.engine == "actors" or fits_hosts(len(data.chunks), stats_bytes)
 
     def _initial_centers(self, client, data: DistributedData, seed: int, backend: str):
         if self.init == "k-means||":
