@@ -530,6 +530,58 @@ def candidate_weights(
     return np.bincount(index, weights=weights_or_ones(chunk), minlength=n_candidates)
 
 
+#: Each row's nearest k-means|| candidate, kept next to its chunk between the
+#: rounds when they run through the actors (the task path keeps it as futures).
+NEAREST_CANDIDATES: ChunkMemo[NearestCandidate] = ChunkMemo()
+
+
+def _kept_candidate_state(chunk: Chunk, tag: str) -> NearestCandidate:
+    state = NEAREST_CANDIDATES.get(chunk, tag)
+    if state is None:
+        raise RuntimeError(
+            f"the k-means|| state of the chunk at row {chunk.offset} is missing from its "
+            "worker's memory"
+        )
+    return state
+
+
+def fold_candidates_kept(
+    chunk: Chunk, new_candidates: np.ndarray, first_index: int, backend_name: str, tag: str
+) -> float:
+    """:func:`update_nearest_candidate` on the state kept under ``tag``; the new cost.
+
+    ``first_index`` 0 starts a new state. Returns the chunk's share of the
+    cost after the update (:func:`weighted_cost`).
+    """
+    previous = None if first_index == 0 else _kept_candidate_state(chunk, tag)
+    state = update_nearest_candidate(chunk, previous, new_candidates, first_index, backend_name)
+    NEAREST_CANDIDATES.put(chunk, tag, state)
+    return weighted_cost(chunk, state, backend_name)
+
+
+def sample_by_cost_kept(
+    chunk: Chunk,
+    oversampling: float,
+    cost: float,
+    seed: int,
+    stream: int,
+    backend_name: str,
+    tag: str,
+) -> np.ndarray:
+    """:func:`sample_by_cost` on the state kept under ``tag``."""
+    state = _kept_candidate_state(chunk, tag)
+    return sample_by_cost(chunk, state, oversampling, cost, seed, stream, backend_name)
+
+
+def candidate_weights_kept(
+    chunk: Chunk, n_candidates: int, backend_name: str, tag: str
+) -> np.ndarray:
+    """:func:`candidate_weights` on the state kept under ``tag``, which it releases."""
+    state = _kept_candidate_state(chunk, tag)
+    NEAREST_CANDIDATES.take(chunk, tag)
+    return candidate_weights(chunk, state, n_candidates, backend_name)
+
+
 def add_arrays(*arrays: np.ndarray) -> np.ndarray:
     """Sum arrays in the order given."""
     total = arrays[0].copy()

@@ -16,6 +16,8 @@ worker count or task order.
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 from distributed import Client, Future
 from sklearn.cluster import kmeans_plusplus
@@ -25,24 +27,21 @@ from kmeans_dask._chunks import (
     add_arrays,
     add_floats,
     candidate_weights,
+    candidate_weights_kept,
     count_after,
+    fold_candidates_kept,
     merge_top,
     random_rows,
     sample_by_cost,
+    sample_by_cost_kept,
     stack_rows,
     update_nearest_candidate,
     weighted_cost,
 )
+from kmeans_dask._hosts import ChunkHosts, combine_in_tree
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._lloyd import farthest, local_lloyd
-from kmeans_dask._mapreduce import (
-    map_chunks,
-    map_pairs,
-    send,
-    task_keys,
-    tree_reduce,
-    tree_reduce_future,
-)
+from kmeans_dask._mapreduce import map_pairs, send, task_keys, tree_reduce_future
 
 # Independent random streams of one seed.
 _STREAM_RANDOM = 1
@@ -61,10 +60,17 @@ def sample_rows(
     client: Client, data: DistributedData, count: int, seed: int, stream: int, weighted: bool
 ) -> RankedRows:
     """``count`` distinct random rows of the distributed data (see ``random_rows``)."""
-    parts = map_chunks(
-        client, random_rows, data.chunks, count, seed, stream, weighted, name="kmeans-sample"
+    return data.map_reduce(
+        client,
+        random_rows,
+        merge_top,
+        count,
+        seed,
+        stream,
+        weighted,
+        name="kmeans-sample",
+        leading=(count,),
     )
-    return tree_reduce(client, merge_top, parts, name="kmeans-sample-merge", leading=(count,))
 
 
 def init_random(client: Client, data: DistributedData, n_clusters: int, seed: int) -> np.ndarray:
@@ -102,16 +108,80 @@ def init_kmeans_parallel(
 ) -> np.ndarray:
     """k-means|| (scalable k-means++) over the distributed chunks.
 
-    All rounds are submitted at once as one graph: the cost ``phi``, the
-    candidates a round draws and their count stay on the cluster as the
-    inputs of the next round's tasks, so the rounds run back to back without
-    waiting for the client (one round trip for the first candidate, one to
-    collect the candidates and their weights).
+    Each row's nearest candidate stays on its worker. Through the actors, a
+    round is two calls: fold in the new candidates and return the cost;
+    draw the next candidates. Otherwise all rounds are submitted at once as
+    one task graph (:func:`_candidates_as_tasks`). Both draw the same
+    candidates.
+    """
+    first = sample_rows(client, data, 1, seed, _STREAM_FIRST, weighted=True).rows
+    oversampling = oversampling_factor * n_clusters
+    hosts = data.hosts(client)
+    if hosts is not None:
+        drawn, weights = _candidates_on_hosts(hosts, first, oversampling, rounds, seed, backend)
+    else:
+        drawn, weights = _candidates_as_tasks(
+            client, data, first, oversampling, rounds, seed, backend
+        )
+    # Copies of a repeated row can be sampled together: merge equal candidates
+    # (and their weights) so k-means++ sees only distinct points.
+    points, inverse = np.unique(np.concatenate([first, *drawn]), axis=0, return_inverse=True)
+    if len(points) <= n_clusters:
+        return _top_up_with_distinct_rows(client, data, points, n_clusters, backend)
+    weights = np.bincount(inverse.ravel(), weights=weights, minlength=len(points))
+    centers = _plusplus(points, weights, n_clusters, seed)
+    return local_lloyd(
+        points, weights, centers, max_iter=CANDIDATE_LLOYD_ITER, tol=0.0, backend=backend
+    )
+
+
+def _candidates_on_hosts(
+    hosts: ChunkHosts,
+    first: np.ndarray,
+    oversampling: float,
+    rounds: int,
+    seed: int,
+    backend: str,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The rounds' candidates and the weights of all, through the actors."""
+    tag = uuid.uuid4().hex
+    phi = combine_in_tree(add_floats, hosts.map(fold_candidates_kept, first, 0, backend, tag))
+    n_candidates = len(first)
+    drawn: list[np.ndarray] = []
+    for round_index in range(rounds):
+        stream = _STREAM_ROUNDS + round_index
+        new = stack_rows(
+            *hosts.map(sample_by_cost_kept, oversampling, phi, seed, stream, backend, tag)
+        )
+        drawn.append(new)
+        phi = combine_in_tree(
+            add_floats, hosts.map(fold_candidates_kept, new, n_candidates, backend, tag)
+        )
+        n_candidates += len(new)
+    weights = combine_in_tree(
+        add_arrays, hosts.map(candidate_weights_kept, n_candidates, backend, tag)
+    )
+    return drawn, weights
+
+
+def _candidates_as_tasks(
+    client: Client,
+    data: DistributedData,
+    first: np.ndarray,
+    oversampling: float,
+    rounds: int,
+    seed: int,
+    backend: str,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The rounds' candidates and the weights of all, as one task graph.
+
+    The cost ``phi``, the candidates a round draws and their count stay on
+    the cluster as the inputs of the next round's tasks, so the rounds run
+    back to back without waiting for the client.
     """
     chunks = data.chunks
-    first = sample_rows(client, data, 1, seed, _STREAM_FIRST, weighted=True).rows
     first_sent = send(client, first, "kmeans||-candidates")
-    n_candidates: int | Future = 1
+    n_candidates: int | Future = len(first)
     # Persisted data keeps each row's nearest candidate on its worker and only
     # searches the new candidates; streamed data keeps nothing and searches
     # all candidates in every pass, so worker memory stays bounded.
@@ -129,7 +199,6 @@ def init_kmeans_parallel(
     else:
         all_candidates = first_sent
         states = [all_candidates] * len(chunks)
-    oversampling = oversampling_factor * n_clusters
     drawn: list[Future] = []
     for round_index in range(rounds):
         cost_parts = map_pairs(client, weighted_cost, chunks, states, backend, name="kmeans||-phi")
@@ -175,18 +244,7 @@ def init_kmeans_parallel(
         client, add_arrays, weight_parts, name="kmeans||-weights-sum"
     )
     *rounds_drawn, weights = client.gather([*drawn, weights_sent])
-    # Copies of a repeated row can be sampled together: merge equal candidates
-    # (and their weights) so k-means++ sees only distinct points.
-    points, inverse = np.unique(
-        np.concatenate([first, *rounds_drawn]), axis=0, return_inverse=True
-    )
-    if len(points) <= n_clusters:
-        return _top_up_with_distinct_rows(client, data, points, n_clusters, backend)
-    weights = np.bincount(inverse.ravel(), weights=weights, minlength=len(points))
-    centers = _plusplus(points, weights, n_clusters, seed)
-    return local_lloyd(
-        points, weights, centers, max_iter=CANDIDATE_LLOYD_ITER, tol=0.0, backend=backend
-    )
+    return rounds_drawn, weights
 
 
 def _top_up_with_distinct_rows(
@@ -201,9 +259,7 @@ def _top_up_with_distinct_rows(
     chosen = list(points)
     while len(chosen) < n_clusters:
         centers = np.array(chosen, dtype=points.dtype)
-        far = farthest(
-            client, data.chunks, send(client, centers, "kmeans||-candidates"), backend, 1
-        )
+        far = farthest(client, data, centers, backend, 1)
         if far.score[0] <= 0:
             break  # every row equals a chosen centre
         chosen.append(far.rows[0])

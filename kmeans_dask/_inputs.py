@@ -18,9 +18,10 @@ import itertools
 import logging
 import math
 import os
+from collections.abc import Callable
 from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
-from functools import reduce
+from functools import partial, reduce
 from typing import Any
 
 import dask
@@ -29,8 +30,8 @@ import numpy as np
 from distributed import Client, Future, wait
 
 from kmeans_dask._chunks import Chunk, ChunkSummary, ZarrBlock, make_chunk, settle, summarize
-from kmeans_dask._hosts import ChunkHosts, fits_hosts
-from kmeans_dask._mapreduce import map_chunks, task_keys
+from kmeans_dask._hosts import ChunkHosts, combine_in_tree, fits_hosts
+from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
 logger = logging.getLogger(__name__)
 
@@ -222,6 +223,29 @@ class DistributedData:
         if self.use_hosts and self._hosts is None:
             self._hosts = ChunkHosts(client, self.chunks)
         return self._hosts
+
+    def map_reduce(
+        self,
+        client: Client,
+        func: Callable,
+        combine: Callable,
+        *args: Any,
+        name: str,
+        leading: tuple = (),
+    ) -> Any:
+        """``func(chunk, *args)`` on every chunk, combined by ``combine(*leading, *parts)``.
+
+        Through the actors when the data has them, else as tasks named
+        ``name`` (array arguments sent as :func:`~kmeans_dask._mapreduce.send`
+        sends them); either way in the tree of
+        :func:`~kmeans_dask._mapreduce.tree_reduce`, so with the same result.
+        """
+        hosts = self.hosts(client)
+        if hosts is not None:
+            return combine_in_tree(partial(combine, *leading), hosts.map(func, *args))
+        sent = [send(client, a, name) if isinstance(a, np.ndarray) else a for a in args]
+        parts = map_chunks(client, func, self.chunks, *sent, name=name)
+        return tree_reduce(client, combine, parts, name=f"{name}-merge", leading=leading)
 
     def check(self, client: Client) -> ChunkSummary:
         """One pass learning finiteness, column moments and weight sums of all rows."""

@@ -160,26 +160,32 @@ def _iteration_stats(
     centers: np.ndarray,
     backend: str,
     ticket: BoundsTicket | None,
-) -> tuple[ClusterStats, np.ndarray | Future]:
-    """The combined statistics of one iteration, through the actors or as tasks.
-
-    Also returns the centres as the cluster holds them, for any further
-    pass over the chunks in the same iteration.
-    """
+) -> ClusterStats:
+    """The combined statistics of one iteration, through the actors or as tasks."""
     if engine is not None:
         parts = engine.map(chunk_stats, centers, backend, ticket)
-        return combine_in_tree(combine_stats, parts), centers
+        return combine_in_tree(combine_stats, parts)
     centers_future = send(client, centers, "kmeans-centers")
     futures = map_chunks(
         client, chunk_stats, chunks, centers_future, backend, ticket, name="kmeans-assign"
     )
-    return tree_reduce(client, combine_stats, futures, name="kmeans-reduce"), centers_future
+    return tree_reduce(client, combine_stats, futures, name="kmeans-reduce")
 
 
-def farthest(client: Client, chunks, centers, backend: str, count: int) -> RankedRows:
+def farthest(
+    client: Client, data: DistributedData, centers: np.ndarray, backend: str, count: int
+) -> RankedRows:
     """The ``count`` rows of the distributed data farthest from their nearest centre."""
-    parts = map_chunks(client, farthest_rows, chunks, centers, backend, count, name="kmeans-far")
-    return tree_reduce(client, merge_top, parts, name="kmeans-far-merge", leading=(count,))
+    return data.map_reduce(
+        client,
+        farthest_rows,
+        merge_top,
+        centers,
+        backend,
+        count,
+        name="kmeans-far",
+        leading=(count,),
+    )
 
 
 def center_shift(old: np.ndarray, new: np.ndarray) -> float:
@@ -243,11 +249,12 @@ def lloyd(
 
     def find_far(count: int) -> RankedRows:
         # The rows the chunks reported are those farthest from their nearest
-        # centre when the iterations search exactly; otherwise search again.
+        # centre when the iterations search exactly; otherwise search again
+        # (``centers`` are still those the iteration searched).
         reported = stats.farthest
         if final_backend == backend and reported is not None and len(reported.index) >= count:
             return merge_top(count, reported)
-        return farthest(client, chunks, centers_future, final_backend, count)
+        return farthest(client, data, centers, final_backend, count)
 
     run = uuid.uuid4().hex
     previous: np.ndarray | None = None  # the centres of the last iteration run
@@ -269,9 +276,7 @@ def lloyd(
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         iteration_ticket = ticket(iteration)
-        stats, centers_future = _iteration_stats(
-            client, engine, chunks, centers, backend, iteration_ticket
-        )
+        stats = _iteration_stats(client, engine, chunks, centers, backend, iteration_ticket)
         previous, bounded = centers, iteration_ticket is not None
         updated, n_empty = _update(stats, centers, find_far)
         shift = center_shift(centers, updated)

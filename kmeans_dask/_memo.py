@@ -45,6 +45,14 @@ class ChunkMemo(Generic[Value]):
             return None
         return value
 
+    def get(self, chunk: object, tag: Hashable) -> Value | None:
+        """The value kept for ``chunk`` under ``tag``, if any (and keep it)."""
+        with self._lock:
+            entry = self._entries.get(id(chunk))
+        if entry is None or entry[0]() is not chunk or entry[1] != tag:
+            return None
+        return entry[2]
+
     def put(self, chunk: object, tag: Hashable, value: Value) -> None:
         """Keep ``value`` for ``chunk`` under ``tag``, replacing what it had."""
         key = id(chunk)

@@ -137,12 +137,14 @@ default="k-means||"
         streamed from Zarr (``persist=False``) always runs "lloyd": there is
         no resident chunk to keep bounds with.
     engine : {"auto", "tasks", "actors"}, default="auto"
-        How the Lloyd iterations reach the workers. "tasks": one Dask task
-        per chunk and iteration, visible in the dashboard's task stream.
-        "actors": one Dask actor per worker, called directly by the client,
-        which skips the scheduler's round trip (about 15 ms per iteration on
-        a small machine; same result bit for bit); the iterations then show
-        in the workers' panels but not in the task stream. "auto" takes
+        How the passes over the data (the data check, k-means||, the Lloyd
+        iterations, the final labelling) reach the workers. "tasks": one
+        Dask task per chunk and pass, visible in the dashboard's task stream.
+        "actors": one Dask actor per worker for the whole fit, called
+        directly by the client, which skips the scheduler's round trip
+        (about 15 ms per pass on a small machine; same result bit for bit);
+        the passes then show in the workers' panels but not in the task
+        stream. "auto" takes
         actors when the data is held in worker memory and the per-chunk
         statistics gathered each iteration stay under 64 MiB. Streamed Zarr
         data always uses tasks.

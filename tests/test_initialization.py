@@ -72,3 +72,26 @@ def test_empty_clusters_are_repaired_not_nan(client, init):
     assert len(np.unique(model.labels_)) == 6
     # and every built-in init gives finite centres on the same data
     assert np.isfinite(KMeans(6, init=init, random_state=0).fit(X).cluster_centers_).all()
+
+
+@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
+def test_actors_and_tasks_pick_the_same_initial_centres(client, init):
+    import kmeans_dask._chunks as chunks_module
+
+    X, _ = make_blobs(n_samples=12_000, n_features=5, centers=9, random_state=3)
+    fits = {
+        engine: KMeans(9, init=init, random_state=4, max_iter=1, engine=engine).fit(X)
+        for engine in ("tasks", "actors")
+    }
+    np.testing.assert_array_equal(fits["actors"].cluster_centers_, fits["tasks"].cluster_centers_)
+    assert fits["actors"].inertia_ == fits["tasks"].inertia_
+    # The rounds' per-row state is released with the last round.
+    assert set(client.run(lambda: len(chunks_module.NEAREST_CANDIDATES)).values()) == {0}
+
+
+def test_lost_kmeans_parallel_state_is_an_error_not_a_silent_restart():
+    from kmeans_dask._chunks import make_chunk, sample_by_cost_kept
+
+    chunk = make_chunk(np.zeros((10, 2)), None, 30, np.float64)
+    with pytest.raises(RuntimeError, match=r"k-means\|\| state of the chunk at row 30 is missing"):
+        sample_by_cost_kept(chunk, 2.0, 1.0, 0, 16, "numpy", "no-such-run")
