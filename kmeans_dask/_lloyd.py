@@ -1,8 +1,9 @@
 """The distributed Lloyd loop: map partial statistics, tree-reduce, update.
 
 Each iteration sends the centres (k x d) once, maps
-:func:`~kmeans_dask._chunks.chunk_stats` over the worker-resident chunks and
-tree-reduces the (sums, counts, inertia) triples in a fixed order. Only
+:func:`~kmeans_dask._chunks.chunk_stats` over the worker-resident chunks
+(through the fit's actors, or as tasks) and reduces the (sums, counts,
+inertia) triples in a fixed tree. Only
 those small arrays cross the network. The same update rule also drives a
 local loop over an in-memory array (used to refine k-means|| candidates).
 """
@@ -32,7 +33,7 @@ from kmeans_dask._chunks import (
     statistics_and_labels,
     stats_keeping_labels,
 )
-from kmeans_dask._hosts import ChunkHosts, combine_in_tree
+from kmeans_dask._hosts import combine_in_tree
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
@@ -153,25 +154,6 @@ def _update(
     return new_centers(stats, centers, far, empty), int(empty.size)
 
 
-def _iteration_stats(
-    client: Client,
-    engine: ChunkHosts | None,
-    chunks,
-    centers: np.ndarray,
-    backend: str,
-    ticket: BoundsTicket | None,
-) -> ClusterStats:
-    """The combined statistics of one iteration, through the actors or as tasks."""
-    if engine is not None:
-        parts = engine.map(chunk_stats, centers, backend, ticket)
-        return combine_in_tree(combine_stats, parts)
-    centers_future = send(client, centers, "kmeans-centers")
-    futures = map_chunks(
-        client, chunk_stats, chunks, centers_future, backend, ticket, name="kmeans-assign"
-    )
-    return tree_reduce(client, combine_stats, futures, name="kmeans-reduce")
-
-
 def farthest(
     client: Client, data: DistributedData, centers: np.ndarray, backend: str, count: int
 ) -> RankedRows:
@@ -203,7 +185,6 @@ def lloyd(
     backend: str,
     final_backend: str | None = None,
     bounds: str = "off",
-    keep_labels: bool = True,
     history: Sequence[IterationRecord] = (),
     on_iteration: Callable[[np.ndarray, list[IterationRecord]], None] | None = None,
 ) -> LloydResult:
@@ -226,9 +207,6 @@ def lloyd(
         the search: never, in every iteration, or once the centres settle.
         Needs an exact ``backend`` that provides them ("numpy") and
         worker-resident chunks.
-    keep_labels : bool
-        Keep the final labels in worker memory (as futures in the result);
-        streamed out-of-core fits skip this and compute labels lazily.
     history : sequence of IterationRecord
         Iterations already done (when resuming from a checkpoint): ``centers``
         are the centres after the last of them, and the loop continues as if
@@ -240,11 +218,11 @@ def lloyd(
     -------
     LloydResult
         Final centres, the inertia and labels *of those centres* (one more
-        assignment pass after the last update), and the history.
+        assignment pass after the last update), and the history. The labels
+        stay in worker memory, as futures; streamed (out-of-core) data keeps
+        none, and its labels are computed lazily.
     """
     history = list(history)
-    chunks = data.chunks
-
     final_backend = final_backend or backend
 
     def find_far(count: int) -> RankedRows:
@@ -271,12 +249,18 @@ def lloyd(
 
     converged = bool(history) and history[-1].center_shift <= tol
     iteration = len(history)
-    # Through one actor per worker when the data has them (less latency per pass).
-    engine = data.hosts(client)
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         iteration_ticket = ticket(iteration)
-        stats = _iteration_stats(client, engine, chunks, centers, backend, iteration_ticket)
+        stats = data.map_reduce(
+            client,
+            chunk_stats,
+            combine_stats,
+            centers,
+            backend,
+            iteration_ticket,
+            name="kmeans-assign",
+        )
         previous, bounded = centers, iteration_ticket is not None
         updated, n_empty = _update(stats, centers, find_far)
         shift = center_shift(centers, updated)
@@ -293,9 +277,7 @@ def lloyd(
     final_ticket = None
     if final_backend == backend and bounded:
         final_ticket = ticket(iteration + 1, keep=False)
-    final, labels = _final_pass(
-        client, engine, chunks, centers, final_backend, final_ticket, keep_labels
-    )
+    final, labels = _final_pass(client, data, centers, final_backend, final_ticket)
     return LloydResult(
         centers=centers,
         inertia=final.inertia,
@@ -308,23 +290,19 @@ def lloyd(
 
 def _final_pass(
     client: Client,
-    engine: ChunkHosts | None,
-    chunks,
+    data: DistributedData,
     centers: np.ndarray,
     backend: str,
     ticket: BoundsTicket | None,
-    keep_labels: bool,
 ) -> tuple[ClusterStats, list[Future]]:
-    """Statistics of the final centres and, if ``keep_labels``, per-chunk label futures.
+    """Statistics of the final centres and per-chunk label futures (none if streamed).
 
     Through the actors, the labels stay on the workers until one task per
     chunk hands them over; the fit need not wait for those tasks.
     """
+    chunks = data.chunks
+    engine = data.hosts(client)
     if engine is not None:
-        if not keep_labels:
-            return combine_in_tree(
-                combine_stats, engine.map(chunk_stats, centers, backend, ticket)
-            ), []
         tag = uuid.uuid4().hex
         parts = engine.map(stats_keeping_labels, centers, backend, ticket, tag)
         labels = map_chunks(
@@ -338,7 +316,7 @@ def _final_pass(
         )
         return combine_in_tree(combine_stats, parts), labels
     centers_future = send(client, centers, "kmeans-centers")
-    if not keep_labels:
+    if not data.persisted:
         stats_parts = map_chunks(
             client, chunk_stats, chunks, centers_future, backend, ticket, name="kmeans-final-stats"
         )

@@ -176,7 +176,6 @@ def run_all(
                 backend=plan.search,
                 final_backend=plan.backend,
                 bounds=plan.bounds,
-                keep_labels=data.persisted,
                 history=progress["history"],
                 on_iteration=after_iteration,
             )
@@ -204,7 +203,6 @@ def run_all(
             max_iter=0,
             tol=plan.tol,
             backend=plan.backend,
-            keep_labels=data.persisted,
         ),
         report,
     )
