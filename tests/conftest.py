@@ -38,3 +38,22 @@ def blobs():
     """3,000 rows, 5 features, 6 well separated clusters (float64)."""
     X, y = make_blobs(n_samples=3000, n_features=5, centers=6, cluster_std=1.0, random_state=0)
     return X, y
+
+
+@pytest.fixture
+def memo_hits(monkeypatch):
+    """``memo_hits(memo)``: from now on, record whether each ``memo.take`` found a value."""
+
+    def record(memo):
+        hits = []
+        take = memo.take
+
+        def counting_take(chunk, tag):
+            found = take(chunk, tag)
+            hits.append(found is not None)
+            return found
+
+        monkeypatch.setattr(memo, "take", counting_take)
+        return hits
+
+    return record

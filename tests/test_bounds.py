@@ -265,16 +265,8 @@ def test_fit_with_bounds_equals_plain_lloyd_and_uses_them(client, blobs, dtype):
 
 
 @pytest.mark.parametrize("engine", ["tasks", "actors"])
-def test_workers_reuse_bounds_and_free_them(blobs, monkeypatch, engine):
-    hits = []
-    take = bounds_module.MEMO.take
-
-    def counting_take(chunk, tag):
-        found = take(chunk, tag)
-        hits.append(found is not None)
-        return found
-
-    monkeypatch.setattr(bounds_module.MEMO, "take", counting_take)
+def test_workers_reuse_bounds_and_free_them(blobs, memo_hits, engine):
+    hits = memo_hits(bounds_module.MEMO)
     X, y = blobs
     # Start near the blob centres, so the bounds skip most rows from the start.
     init = np.array([X[y == label].mean(axis=0) + 0.3 for label in range(6)])

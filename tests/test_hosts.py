@@ -101,16 +101,8 @@ def test_kept_labels_are_handed_over_once_then_computed_afresh():
     assert len(chunks_module.LABELS) == 0
 
 
-def test_final_pass_through_the_actors_keeps_the_labels_on_the_workers(blobs, monkeypatch):
-    handed_over = []
-    take = chunks_module.LABELS.take
-
-    def counting_take(chunk, tag):
-        found = take(chunk, tag)
-        handed_over.append(found is not None)
-        return found
-
-    monkeypatch.setattr(chunks_module.LABELS, "take", counting_take)
+def test_final_pass_through_the_actors_keeps_the_labels_on_the_workers(blobs, memo_hits):
+    handed_over = memo_hits(chunks_module.LABELS)
     X = da.from_array(blobs[0], chunks=600)
     with (
         LocalCluster(
