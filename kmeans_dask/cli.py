@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--engine",
         default="auto",
         choices=ENGINES,
-        help="iterations through per-worker actors (low latency) or tasks (task stream)",
+        help="passes over the data through per-worker actors (low latency) or tasks (task stream)",
     )
     fit.add_argument(
         "--persist",
