@@ -38,7 +38,7 @@ from kmeans_dask._chunks import (
     update_nearest_candidate,
     weighted_cost,
 )
-from kmeans_dask._hosts import ChunkHosts, combine_in_tree
+from kmeans_dask._hosts import ChunkHosts
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._lloyd import farthest, local_lloyd
 from kmeans_dask._mapreduce import map_pairs, send, task_keys, tree_reduce_future
@@ -145,7 +145,7 @@ def _candidates_on_hosts(
 ) -> tuple[list[np.ndarray], np.ndarray]:
     """The rounds' candidates and the weights of all, through the actors."""
     tag = uuid.uuid4().hex
-    phi = combine_in_tree(add_floats, hosts.map(fold_candidates_kept, first, 0, backend, tag))
+    phi = hosts.map_reduce(fold_candidates_kept, add_floats, first, 0, backend, tag)
     n_candidates = len(first)
     drawn: list[np.ndarray] = []
     for round_index in range(rounds):
@@ -154,13 +154,9 @@ def _candidates_on_hosts(
             *hosts.map(sample_by_cost_kept, oversampling, phi, seed, stream, backend, tag)
         )
         drawn.append(new)
-        phi = combine_in_tree(
-            add_floats, hosts.map(fold_candidates_kept, new, n_candidates, backend, tag)
-        )
+        phi = hosts.map_reduce(fold_candidates_kept, add_floats, new, n_candidates, backend, tag)
         n_candidates += len(new)
-    weights = combine_in_tree(
-        add_arrays, hosts.map(candidate_weights_kept, n_candidates, backend, tag)
-    )
+    weights = hosts.map_reduce(candidate_weights_kept, add_arrays, n_candidates, backend, tag)
     return drawn, weights
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from distributed import Client, Future, wait
 
 from kmeans_dask._chunks import Chunk, ChunkSummary, ZarrBlock, make_chunk, settle, summarize
-from kmeans_dask._hosts import ChunkHosts, combine_in_tree, fits_hosts
+from kmeans_dask._hosts import ChunkHosts, fits_hosts
 from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
 logger = logging.getLogger(__name__)
@@ -235,14 +235,15 @@ class DistributedData:
     ) -> Any:
         """``func(chunk, *args)`` on every chunk, combined by ``combine(*leading, *parts)``.
 
-        Through the actors when the data has them, else as tasks named
-        ``name`` (array arguments sent as :func:`~kmeans_dask._mapreduce.send`
-        sends them); either way in the tree of
-        :func:`~kmeans_dask._mapreduce.tree_reduce`, so with the same result.
+        Through the actors when the data has them (which combine what they
+        can before answering), else as tasks named ``name`` (array arguments
+        sent as :func:`~kmeans_dask._mapreduce.send` sends them); either way
+        in the tree of :func:`~kmeans_dask._mapreduce.tree_reduce`, so with
+        the same result.
         """
         hosts = self.hosts(client)
         if hosts is not None:
-            return combine_in_tree(partial(combine, *leading), hosts.map(func, *args))
+            return hosts.map_reduce(func, partial(combine, *leading), *args)
         sent = [send(client, a, name) if isinstance(a, np.ndarray) else a for a in args]
         parts = map_chunks(client, func, self.chunks, *sent, name=name)
         return tree_reduce(client, combine, parts, name=f"{name}-merge", leading=leading)

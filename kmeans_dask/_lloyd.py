@@ -33,7 +33,6 @@ from kmeans_dask._chunks import (
     statistics_and_labels,
     stats_keeping_labels,
 )
-from kmeans_dask._hosts import combine_in_tree
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
@@ -304,7 +303,9 @@ def _final_pass(
     engine = data.hosts(client)
     if engine is not None:
         tag = uuid.uuid4().hex
-        parts = engine.map(stats_keeping_labels, centers, backend, ticket, tag)
+        final = engine.map_reduce(
+            stats_keeping_labels, combine_stats, centers, backend, ticket, tag
+        )
         labels = map_chunks(
             client,
             kept_labels,
@@ -314,7 +315,7 @@ def _final_pass(
             tag,
             name="kmeans-labels",
         )
-        return combine_in_tree(combine_stats, parts), labels
+        return final, labels
     centers_future = send(client, centers, "kmeans-centers")
     if not data.persisted:
         stats_parts = map_chunks(

@@ -981,7 +981,7 @@ def iteration_overhead_seconds(
         Seconds.
     """
     from kmeans_dask._chunks import combine_stats
-    from kmeans_dask._hosts import ChunkHosts, combine_in_tree
+    from kmeans_dask._hosts import ChunkHosts
     from kmeans_dask._mapreduce import map_chunks, send, tree_reduce
 
     seconds = []
@@ -990,7 +990,7 @@ def iteration_overhead_seconds(
         try:
             for _ in range(iterations):
                 start = time.perf_counter()
-                combine_in_tree(combine_stats, hosts.map(_empty_statistics, centers))
+                hosts.map_reduce(_empty_statistics, combine_stats, centers)
                 seconds.append(time.perf_counter() - start)
         finally:
             hosts.close()

@@ -122,3 +122,43 @@ def test_final_pass_through_the_actors_keeps_the_labels_on_the_workers(blobs, me
     assert fits["actors"].inertia_ == fits["tasks"].inertia_
     gc.collect()
     assert len(chunks_module.LABELS) == 0
+
+
+def _stats_of(chunk):
+    """Statistics that depend on the chunk, with magnitudes that make the summation order show."""
+    return ClusterStats(
+        chunk[:12].reshape(4, 3) * 10.0 ** chunk[12], chunk[13:17].copy(), chunk[17]
+    )
+
+
+@pytest.mark.parametrize("placement", ["one worker", "alternating"])
+@pytest.mark.parametrize("n_chunks", [1, 5, 8, 9, 21])
+def test_hosts_combine_on_the_workers_in_the_tree_of_tree_reduce(client, n_chunks, placement):
+    rng = np.random.default_rng(n_chunks)
+    workers = sorted(client.scheduler_info()["workers"])
+    arrays = [
+        np.concatenate([rng.normal(size=12), [rng.integers(-8, 8)], rng.random(5)])
+        for _ in range(n_chunks)
+    ]
+    chunks = [
+        client.scatter(a, workers=[workers[0 if placement == "one worker" else i % 2]])
+        for i, a in enumerate(arrays)
+    ]
+    hosts = ChunkHosts(client, chunks)
+    answers = []
+    call = hosts._call
+    hosts._call = lambda *args, **kwargs: answers.append(call(*args, **kwargs)) or answers[-1]
+    try:
+        combined = hosts.map_reduce(_stats_of, combine_stats)
+    finally:
+        hosts.close()
+    parts = [client.submit(_stats_of, chunk) for chunk in chunks]
+    expected = tree_reduce(client, combine_stats, parts, name="t")
+    assert_array_equal(combined.sums, expected.sums)
+    assert_array_equal(combined.counts, expected.counts)
+    assert combined.inertia == expected.inertia
+    n_values = sum(len(per_host) for per_host in answers[0])
+    if placement == "one worker":  # one value per group of the tree's first level
+        assert n_values == (1 if n_chunks <= 8 else -(-n_chunks // 8))
+    else:  # no group lives on one worker: every chunk's value crosses
+        assert n_values == n_chunks
