@@ -9,12 +9,12 @@ iteration at n=1M, d=32, k=64. A direct call to a Dask actor costs one
 client-to-worker round trip (3 ms there).
 
 So for data held in worker memory, the passes of a fit (the data check,
-the Lloyd iterations, the final labelling pass) go through one
-:class:`ChunkHost` actor per worker, created next to the chunks that worker
-holds (nothing is copied) and kept for the whole fit. Each pass the client
-calls every host at once; a host runs the same task function as the task
-path (e.g. :func:`~kmeans_dask._chunks.chunk_stats`) over its chunks on the
-worker's thread pool. The results are combined in the fixed tree of
+the k-means|| rounds, the Lloyd iterations, the final labelling pass) go
+through one :class:`ChunkHost` actor per worker, created next to the chunks
+that worker holds (nothing is copied) and kept for the whole fit. Each pass
+the client calls every host at once; a host runs the same task function as
+the task path (e.g. :func:`~kmeans_dask._chunks.chunk_stats`) over its
+chunks on the worker's thread pool. The results are combined in the fixed tree of
 :func:`~kmeans_dask._mapreduce.tree_reduce`: a host combines each group of
 the tree's first level whose chunks it holds (on one worker, the whole
 tree), the client the rest. The result is therefore bit for bit that of the
