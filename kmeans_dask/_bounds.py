@@ -179,6 +179,7 @@ def bounded_assign(
     movement: CenterMovement | None,
     sums: np.ndarray,
     counts: np.ndarray,
+    sq_dist: np.ndarray | None = None,
 ) -> tuple[RowBounds, np.ndarray, float]:
     """Assign the rows of ``data`` using (and renewing) their bounds.
 
@@ -194,6 +195,8 @@ def bounded_assign(
         How the centres moved since ``previous`` was computed.
     sums, counts : (k, d) and (k,) float64
         Statistics, updated in place.
+    sq_dist : (n,) float64, optional
+        Receives the squared distances (a new array when None).
 
     Returns
     -------
@@ -216,7 +219,7 @@ def bounded_assign(
         labels, lower, upper = previous.labels, previous.lower, previous.upper
         # The movement as loosen_bounds takes it: shifts, the two largest, half-gaps.
         moved = (movement.shift, *movement.largest, movement.half_gap)
-    sq_dist = np.empty(n_rows)
+    sq_dist = np.empty(n_rows) if sq_dist is None else sq_dist
     if hasattr(searcher, "bounded_pass"):
         inertia = searcher.bounded_pass(
             data,

@@ -18,6 +18,7 @@ from kmeans_dask._kernels import accumulate_rows, column_moments, largest, squar
 from kmeans_dask._memo import ChunkMemo
 from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._row_statistics import aligned_float64
+from kmeans_dask._scratch import scratch
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
 
@@ -229,14 +230,18 @@ def _with_farthest(
     return stats
 
 
-def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, counts=None):
-    """Labels, exact squared distances and (optionally) accumulated statistics."""
+def _nearest_with_sq_dist(data, weights, centers, backend_name, sums=None, counts=None, out=None):
+    """Labels, exact squared distances and (optionally) accumulated statistics.
+
+    ``out``: the (labels, sq_dist) arrays to fill, else new ones.
+    """
     # The compiled statistics read rows and centres as contiguous memory.
     data = np.ascontiguousarray(data)
     searcher = get_backend(backend_name).searcher(centers.astype(data.dtype, copy=False))
     centers64 = aligned_float64(centers)
-    labels = np.empty(data.shape[0], dtype=np.int32)
-    sq_dist = np.empty(data.shape[0], dtype=np.float64)
+    if out is None:
+        out = (np.empty(data.shape[0], dtype=np.int32), np.empty(data.shape[0]))
+    labels, sq_dist = out
     if hasattr(searcher, "assign_and_accumulate"):
         inertia = searcher.assign_and_accumulate(
             data, weights, centers64, labels, sums, counts, sq_dist
@@ -276,15 +281,23 @@ def nearest(data: np.ndarray, centers: np.ndarray, backend_name: str):
 
 
 def statistics_and_labels(
-    data: np.ndarray, weights: np.ndarray | None, centers: np.ndarray, backend_name: str
+    data: np.ndarray,
+    weights: np.ndarray | None,
+    centers: np.ndarray,
+    backend_name: str,
+    out: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[ClusterStats, np.ndarray, np.ndarray]:
-    """Assign rows and accumulate their statistics, in one pass per block."""
+    """Assign rows and accumulate their statistics, in one pass per block.
+
+    Returns the statistics, each row's label (int32) and exact squared
+    distance (float64), the latter two in ``out`` when given.
+    """
     n_clusters, n_features = centers.shape
     sums = aligned_float64(np.zeros((n_clusters, n_features)))
     counts = np.zeros(n_clusters)
     with single_threaded_native():
         labels, sq_dist, inertia = _nearest_with_sq_dist(
-            data, weights, centers, backend_name, sums, counts
+            data, weights, centers, backend_name, sums, counts, out
         )
     return ClusterStats(sums, counts, inertia), labels, sq_dist
 
@@ -306,7 +319,15 @@ def bounded_statistics(
     searcher = get_backend(backend_name).searcher(centers.astype(chunk.data.dtype, copy=False))
     with single_threaded_native():
         bounds, sq_dist, inertia = bounded_assign(
-            chunk.data, chunk.weights, centers, searcher, previous, ticket.movement, sums, counts
+            chunk.data,
+            chunk.weights,
+            centers,
+            searcher,
+            previous,
+            ticket.movement,
+            sums,
+            counts,
+            sq_dist=scratch("sq_dist", chunk.n_rows, np.float64),
         )
     if ticket.keep:
         MEMO.put(source, (ticket.run, ticket.iteration), bounds)
@@ -321,19 +342,36 @@ def chunk_stats(
 
     With a ``ticket`` the rows' Hamerly bounds are used and kept on the worker.
     """
-    return chunk_labels(chunk, centers, backend_name, ticket)[1]
+    return _assign(chunk, centers, backend_name, ticket, keep_labels=False)[1]
 
 
 def chunk_labels(
     chunk: RowSource, centers: np.ndarray, backend_name: str, ticket: BoundsTicket | None = None
 ) -> tuple[np.ndarray, ClusterStats]:
     """Labels of the chunk's rows and its statistics (with its farthest rows)."""
+    return _assign(chunk, centers, backend_name, ticket, keep_labels=True)
+
+
+def _assign(
+    source: RowSource,
+    centers: np.ndarray,
+    backend_name: str,
+    ticket: BoundsTicket | None,
+    keep_labels: bool,
+) -> tuple[np.ndarray, ClusterStats]:
+    """Labels and statistics of a chunk; labels not kept live in this thread's scratch."""
     if ticket is not None:
-        stats, labels = bounded_statistics(chunk, centers, backend_name, ticket)
+        stats, labels = bounded_statistics(source, centers, backend_name, ticket)
         return labels, stats
-    chunk = _start_task(chunk)
+    chunk = _start_task(source)
+    n_rows = chunk.n_rows
+    labels = np.empty(n_rows, np.int32) if keep_labels else scratch("labels", n_rows, np.int32)
     stats, labels, sq_dist = statistics_and_labels(
-        chunk.data, chunk.weights, centers, backend_name
+        chunk.data,
+        chunk.weights,
+        centers,
+        backend_name,
+        out=(labels, scratch("sq_dist", n_rows, np.float64)),
     )
     return labels, _with_farthest(stats, chunk, labels, sq_dist)
 
