@@ -477,7 +477,12 @@ def random_rows(
 
 
 def weights_or_ones(chunk: RowSource) -> np.ndarray:
-    return np.ones(chunk.n_rows) if chunk.weights is None else chunk.weights
+    """The chunk's weights; unit weights in this thread's scratch memory."""
+    if chunk.weights is not None:
+        return chunk.weights
+    ones = scratch("ones", chunk.n_rows, np.float64)
+    ones.fill(1.0)
+    return ones
 
 
 @dataclass
@@ -591,10 +596,39 @@ def fold_candidates_kept(
     ``first_index`` 0 starts a new state. Returns the chunk's share of the
     cost after the update (:func:`weighted_cost`).
     """
-    previous = None if first_index == 0 else _kept_candidate_state(chunk, tag)
-    state = update_nearest_candidate(chunk, previous, new_candidates, first_index, backend_name)
-    NEAREST_CANDIDATES.put(chunk, tag, state)
+    if first_index == 0:
+        state = update_nearest_candidate(chunk, None, new_candidates, 0, backend_name)
+        NEAREST_CANDIDATES.put(chunk, tag, state)
+    else:
+        state = _kept_candidate_state(chunk, tag)
+        if len(new_candidates):
+            _fold_in_place(_start_task(chunk), state, new_candidates, first_index, backend_name)
     return weighted_cost(chunk, state, backend_name)
+
+
+def _fold_in_place(
+    chunk: Chunk,
+    state: NearestCandidate,
+    new_candidates: np.ndarray,
+    first_index: int,
+    backend_name: str,
+) -> None:
+    """:func:`update_nearest_candidate`'s result, written over ``state``.
+
+    Only for a state no one else holds (a kept one); the search's
+    temporaries live in this thread's scratch.
+    """
+    n_rows = chunk.n_rows
+    labels = scratch("labels", n_rows, np.int32)
+    sq_dist = scratch("sq_dist", n_rows, np.float64)
+    with single_threaded_native():
+        _nearest_with_sq_dist(
+            chunk.data, None, new_candidates, backend_name, out=(labels, sq_dist)
+        )
+    index = np.add(labels, first_index, out=scratch("index", n_rows, np.int64), dtype=np.int64)
+    closer = sq_dist < state.sq_dist
+    np.copyto(state.sq_dist, sq_dist, where=closer)
+    np.copyto(state.index, index, where=closer)
 
 
 def sample_by_cost_kept(
