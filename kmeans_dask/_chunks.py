@@ -511,14 +511,36 @@ def update_nearest_candidate(
     chunk = _start_task(chunk)
     if previous is not None and not len(new_candidates):
         return previous
-    labels, sq_dist = nearest(chunk.data, new_candidates, backend_name)
-    index = labels.astype(np.int64) + first_index
     if previous is None:
-        return NearestCandidate(sq_dist, index)
-    closer = sq_dist < previous.sq_dist
-    return NearestCandidate(
-        np.where(closer, sq_dist, previous.sq_dist), np.where(closer, index, previous.index)
-    )
+        labels, sq_dist = nearest(chunk.data, new_candidates, backend_name)
+        return NearestCandidate(sq_dist, labels.astype(np.int64) + first_index)
+    state = NearestCandidate(previous.sq_dist.copy(), previous.index.copy())
+    _fold_in_place(chunk, state, new_candidates, first_index, backend_name)
+    return state
+
+
+def _fold_in_place(
+    chunk: Chunk,
+    state: NearestCandidate,
+    new_candidates: np.ndarray,
+    first_index: int,
+    backend_name: str,
+) -> None:
+    """Fold new candidates into ``state``, overwriting it (see :func:`update_nearest_candidate`).
+
+    The search's temporaries live in this thread's scratch.
+    """
+    n_rows = chunk.n_rows
+    labels = scratch("labels", n_rows, np.int32)
+    sq_dist = scratch("sq_dist", n_rows, np.float64)
+    with single_threaded_native():
+        _nearest_with_sq_dist(
+            chunk.data, None, new_candidates, backend_name, out=(labels, sq_dist)
+        )
+    index = np.add(labels, first_index, out=scratch("index", n_rows, np.int64), dtype=np.int64)
+    closer = sq_dist < state.sq_dist
+    np.copyto(state.sq_dist, sq_dist, where=closer)
+    np.copyto(state.index, index, where=closer)
 
 
 #: What a k-means|| task is given about the candidates: each row's nearest
@@ -604,31 +626,6 @@ def fold_candidates_kept(
         if len(new_candidates):
             _fold_in_place(_start_task(chunk), state, new_candidates, first_index, backend_name)
     return weighted_cost(chunk, state, backend_name)
-
-
-def _fold_in_place(
-    chunk: Chunk,
-    state: NearestCandidate,
-    new_candidates: np.ndarray,
-    first_index: int,
-    backend_name: str,
-) -> None:
-    """:func:`update_nearest_candidate`'s result, written over ``state``.
-
-    Only for a state no one else holds (a kept one); the search's
-    temporaries live in this thread's scratch.
-    """
-    n_rows = chunk.n_rows
-    labels = scratch("labels", n_rows, np.int32)
-    sq_dist = scratch("sq_dist", n_rows, np.float64)
-    with single_threaded_native():
-        _nearest_with_sq_dist(
-            chunk.data, None, new_candidates, backend_name, out=(labels, sq_dist)
-        )
-    index = np.add(labels, first_index, out=scratch("index", n_rows, np.int64), dtype=np.int64)
-    closer = sq_dist < state.sq_dist
-    np.copyto(state.sq_dist, sq_dist, where=closer)
-    np.copyto(state.index, index, where=closer)
 
 
 def sample_by_cost_kept(
