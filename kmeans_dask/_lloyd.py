@@ -299,6 +299,17 @@ def _final_pass(
     Through the actors, the labels stay on the workers until one task per
     chunk hands them over; the fit need not wait for those tasks.
     """
+    if not data.persisted:  # streamed chunks keep no labels
+        stats = data.map_reduce(
+            client,
+            chunk_stats,
+            combine_stats,
+            centers,
+            backend,
+            ticket,
+            name="kmeans-final-stats",
+        )
+        return stats, []
     chunks = data.chunks
     engine = data.hosts(client)
     if engine is not None:
@@ -317,11 +328,6 @@ def _final_pass(
         )
         return final, labels
     centers_future = send(client, centers, "kmeans-centers")
-    if not data.persisted:
-        stats_parts = map_chunks(
-            client, chunk_stats, chunks, centers_future, backend, ticket, name="kmeans-final-stats"
-        )
-        return tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce"), []
     pairs = map_chunks(
         client, chunk_labels, chunks, centers_future, backend, ticket, name="kmeans-label"
     )
