@@ -62,7 +62,7 @@ from kmeans_dask.backends.approximate import (
 )
 from kmeans_dask.backends.faiss_cpu import FaissSearcher
 from kmeans_dask.backends.numpy_blas import exact_searcher
-from kmeans_dask.benchmark import initial_centers, make_blobs
+from kmeans_dask.benchmark.data import initial_centers, make_blobs
 
 SearcherFactory = Callable[[np.ndarray], object]
 

@@ -35,13 +35,8 @@ import numpy as np
 from distributed import Client, LocalCluster
 
 from kmeans_dask._inputs import distribute
-from kmeans_dask.benchmark import (
-    _dask_workload,
-    exact_inertia,
-    make_blobs,
-    run_order,
-    wait_until_idle,
-)
+from kmeans_dask.benchmark.data import exact_inertia, make_blobs, persisted_blocks
+from kmeans_dask.benchmark.schedule import run_order, wait_until_idle
 
 #: ``KMeans``'s defaults for k-means||.
 ROUNDS = 5
@@ -98,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
-        X_dask, _futures = _dask_workload(client, X, 0, args.threads, k)
+        X_dask, _futures = persisted_blocks(client, X, 0, args.threads, k)
         # The chunks a fit hands to its initialisation (the data check is not timed).
         data = distribute(client, X_dask, None)
         runners: dict[str, Callable[[int], np.ndarray]] = {

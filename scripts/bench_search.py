@@ -31,7 +31,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from kmeans_dask.backends.numpy_blas import ColumnSearcher, RowSearcher, exact_searcher
-from kmeans_dask.benchmark import run_order
+from kmeans_dask.benchmark.schedule import run_order
 
 #: Multiply-adds per timed call: rows are scaled to keep each call near this size.
 MULTIPLY_ADDS_PER_CALL = 2e9

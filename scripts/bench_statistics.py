@@ -44,7 +44,7 @@ import numpy as np
 
 from kmeans_dask._kernels import accumulate
 from kmeans_dask._row_statistics import aligned_float64
-from kmeans_dask.benchmark import run_order
+from kmeans_dask.benchmark.schedule import run_order
 
 N_CLUSTERS = 64
 

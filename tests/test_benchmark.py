@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from kmeans_dask.benchmark import main, parse_variants, run_order, wait_until_idle
+from kmeans_dask.benchmark import main
+from kmeans_dask.benchmark.options import parse_variants
+from kmeans_dask.benchmark.schedule import run_order, wait_until_idle
 
 
 def test_small_benchmark_reports_ratios_overheads_and_equal_inertias(tmp_path, capsys):
