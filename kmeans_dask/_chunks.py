@@ -17,7 +17,7 @@ from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
 from kmeans_dask._kernels import accumulate_rows, column_moments, largest, squared_distances
 from kmeans_dask._memo import ChunkMemo
 from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
-from kmeans_dask._row_statistics import aligned_float64
+from kmeans_dask._row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._scratch import scratch
 from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
 from kmeans_dask.backends import get_backend
@@ -293,7 +293,7 @@ def statistics_and_labels(
     distance (float64), the latter two in ``out`` when given.
     """
     n_clusters, n_features = centers.shape
-    sums = aligned_float64(np.zeros((n_clusters, n_features)))
+    sums = aligned_zeros((n_clusters, n_features))
     counts = np.zeros(n_clusters)
     with single_threaded_native():
         labels, sq_dist, inertia = _nearest_with_sq_dist(
@@ -314,7 +314,7 @@ def bounded_statistics(
     chunk = _start_task(source)
     previous = MEMO.take(source, (ticket.run, ticket.iteration - 1))
     n_clusters, n_features = centers.shape
-    sums = aligned_float64(np.zeros((n_clusters, n_features)))
+    sums = aligned_zeros((n_clusters, n_features))
     counts = np.zeros(n_clusters)
     searcher = get_backend(backend_name).searcher(centers.astype(chunk.data.dtype, copy=False))
     with single_threaded_native():
@@ -600,8 +600,9 @@ def candidate_weights(
 NEAREST_CANDIDATES: ChunkMemo[NearestCandidate] = ChunkMemo()
 
 
-def _kept_candidate_state(chunk: Chunk, tag: str) -> NearestCandidate:
-    state = NEAREST_CANDIDATES.get(chunk, tag)
+def _kept_candidate_state(chunk: Chunk, tag: str, *, release: bool = False) -> NearestCandidate:
+    """The state kept under ``tag`` (forgotten with ``release``); missing, an error."""
+    state = (NEAREST_CANDIDATES.take if release else NEAREST_CANDIDATES.get)(chunk, tag)
     if state is None:
         raise RuntimeError(
             f"the k-means|| state of the chunk at row {chunk.offset} is missing from its "
@@ -646,8 +647,7 @@ def candidate_weights_kept(
     chunk: Chunk, n_candidates: int, backend_name: str, tag: str
 ) -> np.ndarray:
     """:func:`candidate_weights` on the state kept under ``tag``, which it releases."""
-    state = _kept_candidate_state(chunk, tag)
-    NEAREST_CANDIDATES.take(chunk, tag)
+    state = _kept_candidate_state(chunk, tag, release=True)
     return candidate_weights(chunk, state, n_candidates, backend_name)
 
 

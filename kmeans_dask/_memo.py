@@ -38,20 +38,13 @@ class ChunkMemo(Generic[Value]):
         """The value kept for ``chunk`` under ``tag``, if any (and forget it)."""
         with self._lock:
             entry = self._entries.pop(id(chunk), None)
-        if entry is None:
-            return None
-        ref, entry_tag, value = entry
-        if ref() is not chunk or entry_tag != tag:
-            return None
-        return value
+        return _value_for(entry, chunk, tag)
 
     def get(self, chunk: object, tag: Hashable) -> Value | None:
         """The value kept for ``chunk`` under ``tag``, if any (and keep it)."""
         with self._lock:
             entry = self._entries.get(id(chunk))
-        if entry is None or entry[0]() is not chunk or entry[1] != tag:
-            return None
-        return entry[2]
+        return _value_for(entry, chunk, tag)
 
     def put(self, chunk: object, tag: Hashable, value: Value) -> None:
         """Keep ``value`` for ``chunk`` under ``tag``, replacing what it had."""
@@ -66,3 +59,13 @@ class ChunkMemo(Generic[Value]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _value_for(entry: tuple[weakref.ref, Hashable, Value] | None, chunk: object, tag: Hashable):
+    """The value of ``entry`` if it was kept for ``chunk`` (this very object) under ``tag``."""
+    if entry is None:
+        return None
+    ref, entry_tag, value = entry
+    if ref() is not chunk or entry_tag != tag:
+        return None
+    return value

@@ -22,6 +22,8 @@ row's values in row order, as before.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
@@ -43,6 +45,21 @@ _WIDE = ir.VectorType(_DOUBLE, _LANES)
 _MASK = ir.VectorType(_I1, _LANES)
 
 
+def aligned_empty(shape: tuple[int, ...]) -> np.ndarray:
+    """An uninitialised C-contiguous float64 array at a multiple of :data:`VECTOR_BYTES`."""
+    size = math.prod(shape)
+    buffer = np.empty(size + VECTOR_BYTES // 8)
+    start = (-buffer.ctypes.data % VECTOR_BYTES) // 8
+    return buffer[start : start + size].reshape(shape)
+
+
+def aligned_zeros(shape: tuple[int, ...]) -> np.ndarray:
+    """Float64 zeros laid out as :func:`aligned_empty` lays them out."""
+    zeros = aligned_empty(shape)
+    zeros.fill(0.0)
+    return zeros
+
+
 def aligned_float64(array) -> np.ndarray:
     """A C-contiguous float64 copy of ``array`` starting at a multiple of :data:`VECTOR_BYTES`.
 
@@ -55,10 +72,7 @@ def aligned_float64(array) -> np.ndarray:
         and array.ctypes.data % VECTOR_BYTES == 0
     ):
         return array
-    spare = VECTOR_BYTES // 8
-    buffer = np.empty(array.size + spare)
-    start = (-buffer.ctypes.data % VECTOR_BYTES) // 8
-    aligned = buffer[start : start + array.size].reshape(array.shape)
+    aligned = aligned_empty(array.shape)
     aligned[...] = array
     return aligned
 

@@ -43,7 +43,7 @@ import numba
 import numpy as np
 
 from kmeans_dask._kernels import accumulate
-from kmeans_dask._row_statistics import aligned_float64
+from kmeans_dask._row_statistics import aligned_zeros
 from kmeans_dask.benchmark.schedule import run_order
 
 N_CLUSTERS = 64
@@ -84,7 +84,7 @@ def ours(block, labels, centers, sums, counts, sq_dist):
 def float64_at(shape: tuple[int, int], offset: int) -> np.ndarray:
     """Zeros of ``shape`` starting ``offset`` bytes past a multiple of 64."""
     size = shape[0] * shape[1]
-    buffer = aligned_float64(np.zeros(size + offset // 8))
+    buffer = aligned_zeros((size + offset // 8,))
     return buffer[offset // 8 :].reshape(shape)
 
 

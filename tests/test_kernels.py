@@ -453,6 +453,16 @@ def test_aligned_float64_copies_only_what_it_must(source):
     assert aligned_float64(offset).ctypes.data % VECTOR_BYTES == 0
 
 
+@pytest.mark.parametrize("shape", [(5, 6), (1, 1), (64, 32)])
+def test_aligned_zeros_are_aligned_contiguous_float64_zeros(shape):
+    from kmeans_dask._row_statistics import VECTOR_BYTES, aligned_zeros
+
+    zeros = aligned_zeros(shape)
+    assert zeros.shape == shape and zeros.dtype == np.float64 and zeros.flags.c_contiguous
+    assert zeros.ctypes.data % VECTOR_BYTES == 0
+    assert not zeros.any()
+
+
 def test_statistics_kernels_refuse_arrays_they_cannot_read():
     from kmeans_dask._kernels import accumulate, squared_distances
 
