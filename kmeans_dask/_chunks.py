@@ -414,6 +414,16 @@ class RankedRows:
     labels: np.ndarray
     """Assigned centre of each row, or -1 where no assignment was made."""
 
+    def head(self, count: int) -> RankedRows:
+        """The ``count`` best rows."""
+        return RankedRows(
+            self.score[:count],
+            self.index[:count],
+            self.rows[:count],
+            self.weights[:count],
+            self.labels[:count],
+        )
+
 
 def _top_rows(chunk: Chunk, score: np.ndarray, labels: np.ndarray, count: int) -> RankedRows:
     local = np.empty(min(count, chunk.n_rows), dtype=np.int64)

@@ -112,6 +112,47 @@ class LloydResult:
         return int((self.cluster_weights > 0).sum())
 
 
+#: A row closer to its centre than this share of their norms sits on the
+#: centre up to rounding: the float64 mean of ``n`` equal rows can differ
+#: from them by about ``n * 2**-53`` of their size (typically ``sqrt(n)``
+#: times that), so up to 2**21 equal rows summed in one chunk stay within it.
+#: (Float32 rows are summed exactly, so their mean is exact.)
+ON_CENTER_RELATIVE_DISTANCE = 2.0**-32
+
+
+def off_center(far: RankedRows, centers: np.ndarray) -> RankedRows:
+    """The leading rows of ``far`` that are farther than rounding from their centre.
+
+    ``far`` is ranked farthest first, so the rows kept are a prefix. When the
+    farthest row sits on its centre, every row does (more clusters than
+    distinct rows), and relocating an empty cluster would only swap equal
+    points back and forth: scikit-learn skips it then too (its #28055).
+    """
+    rows = far.rows.astype(np.float64)
+    assigned = centers[np.maximum(far.labels, 0)].astype(np.float64)
+    squared_norms = np.einsum("ij,ij->i", rows, rows) + np.einsum("ij,ij->i", assigned, assigned)
+    on_center = far.score <= ON_CENTER_RELATIVE_DISTANCE**2 * squared_norms
+    return far.head(int(np.argmax(on_center)) if on_center.any() else len(on_center))
+
+
+def relocation_pays(history: Sequence[IterationRecord], inertia: float) -> bool:
+    """Whether empty clusters may still be relocated in this iteration.
+
+    Moving an empty cluster onto a row at distance ``d > 0`` lowers the
+    inertia by at least that row's ``w * d``, and a Lloyd step never raises
+    it, so after an iteration that relocated, the next inertia is strictly
+    lower. Once it is not (rounding, rows of weight 0, an approximate
+    search), relocating makes no progress and could cycle until
+    ``max_iter``: from then on the run leaves empty clusters where they are.
+    Derived from the history alone, so a resumed run decides the same.
+    """
+    inertias = [record.inertia for record in history] + [inertia]
+    return not any(
+        record.n_empty and later >= record.inertia
+        for record, later in zip(history, inertias[1:], strict=True)
+    )
+
+
 def relocate_empty_clusters(stats: ClusterStats, far: RankedRows, empty: np.ndarray) -> None:
     """Move each empty cluster onto one of the rows farthest from its centre.
 
@@ -127,7 +168,7 @@ def relocate_empty_clusters(stats: ClusterStats, far: RankedRows, empty: np.ndar
 
 
 def new_centers(stats: ClusterStats, old_centers: np.ndarray, far: RankedRows | None, empty):
-    """Weighted means of the clusters; a cluster left with no weight keeps a point.
+    """Weighted means of the clusters; a cluster left with no weight keeps its centre.
 
     A relocated cluster whose farthest row has weight 0 is placed on that row.
     """
@@ -142,14 +183,20 @@ def new_centers(stats: ClusterStats, old_centers: np.ndarray, far: RankedRows | 
 
 
 def _update(
-    stats: ClusterStats, centers: np.ndarray, find_far: Callable[[int], RankedRows]
+    stats: ClusterStats,
+    centers: np.ndarray,
+    find_far: Callable[[int], RankedRows],
+    relocate: bool = True,
 ) -> tuple[np.ndarray, int]:
+    """New centres from an iteration's statistics; also how many clusters were relocated."""
     empty = np.flatnonzero(stats.counts <= 0)
     far = None
-    if empty.size:
-        far = find_far(empty.size)
+    if empty.size and relocate:
+        far = off_center(find_far(empty.size), centers)
         empty = empty[: len(far.rows)]
         relocate_empty_clusters(stats, far, empty)
+    else:
+        empty = empty[:0]
     return new_centers(stats, centers, far, empty), int(empty.size)
 
 
@@ -261,7 +308,8 @@ def lloyd(
             name="kmeans-assign",
         )
         previous, bounded = centers, iteration_ticket is not None
-        updated, n_empty = _update(stats, centers, find_far)
+        relocate = relocation_pays(history, stats.inertia)
+        updated, n_empty = _update(stats, centers, find_far, relocate)
         shift = center_shift(centers, updated)
         centers = updated
         record = IterationRecord(
@@ -356,11 +404,15 @@ def local_lloyd(
     def find_far(count: int) -> RankedRows:
         return farthest_rows(Chunk(points, weights, 0), centers, backend, count)
 
-    for _ in range(max_iter):
+    history: list[IterationRecord] = []
+    for iteration in range(1, max_iter + 1):
         stats, _, _ = statistics_and_labels(points, weights, centers, backend)
-        updated, _ = _update(stats, centers, find_far)
+        updated, n_empty = _update(
+            stats, centers, find_far, relocation_pays(history, stats.inertia)
+        )
         shift = center_shift(centers, updated)
         centers = updated
         if shift <= tol:
             break
+        history.append(IterationRecord(iteration, stats.inertia, shift, n_empty, 0.0))
     return centers
