@@ -602,7 +602,8 @@ def candidate_weights(
     """Total weight of the rows nearest to each candidate."""
     chunk = _start_task(chunk)
     index = _resolve(chunk, state, backend_name).index
-    return np.bincount(index, weights=weights_or_ones(chunk), minlength=n_candidates)
+    weights = np.bincount(index, weights=weights_or_ones(chunk), minlength=n_candidates)
+    return weights.astype(np.float64, copy=False)  # NumPy counts no rows as int64
 
 
 #: Each row's nearest k-means|| candidate, kept next to its chunk between the

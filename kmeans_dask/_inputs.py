@@ -352,21 +352,30 @@ def distribute(
             for a, b in itertools.pairwise(bounds)
         ]
     elif is_dask_array(X):
-        row_chunks = tuple(int(c) for c in X.chunks[0])
+        all_row_chunks = tuple(int(c) for c in X.chunks[0])
         blocks = X.to_delayed().ravel()
         if weights is None:
             weight_blocks = [None] * len(blocks)
         elif is_dask_array(weights):
-            weight_blocks = list(weights.rechunk((row_chunks,)).to_delayed().ravel())
+            weight_blocks = list(weights.rechunk((all_row_chunks,)).to_delayed().ravel())
         else:
-            bounds = np.cumsum((0, *row_chunks))
+            bounds = np.cumsum((0, *all_row_chunks))
             weight_blocks = [weights[a:b] for a, b in itertools.pairwise(bounds)]
-        keys = task_keys("kmeans-load", len(blocks))
+        # Empty blocks (common after filtering) hold nothing to fit: leaving
+        # them out spares every pass a task and gives the reduction the same
+        # tree as the same rows without them.
+        kept = [
+            (block, w, offset, rows)
+            for block, w, offset, rows in zip(
+                blocks, weight_blocks, _offsets(all_row_chunks), all_row_chunks, strict=True
+            )
+            if rows
+        ]
+        row_chunks = tuple(rows for *_, rows in kept)
+        keys = task_keys("kmeans-load", len(kept))
         tasks = [
             dask.delayed(make_chunk, pure=True)(block, w, offset, dtype, dask_key_name=key)
-            for block, w, offset, key in zip(
-                blocks, weight_blocks, _offsets(row_chunks), keys, strict=False
-            )
+            for (block, w, offset, _), key in zip(kept, keys, strict=True)
         ]
         chunks = client.compute(tasks)
     else:

@@ -562,16 +562,19 @@ default="k-means||"
 
     @staticmethod
     def _labels_from(result: LloydResult, X, data: DistributedData, keep_lazy: bool):
+        """``labels_``: NumPy for NumPy input, else a Dask array chunked as X's rows."""
         if is_dask_array(X) and keep_lazy:
-            return da.concatenate(
+            labels = da.concatenate(
                 [
                     da.from_delayed(future, shape=(rows,), dtype=np.int32)
-                    for future, rows in zip(result.labels, data.row_chunks, strict=False)
+                    for future, rows in zip(result.labels, data.row_chunks, strict=True)
                 ]
             )
+            # The fit left out X's empty blocks; give them back.
+            return labels if labels.chunks == X.chunks[:1] else labels.rechunk(X.chunks[:1])
         labels = np.concatenate(result.labels[0].client.gather(result.labels))
         if is_dask_array(X):
-            return da.from_array(labels, chunks=(data.row_chunks,))
+            return da.from_array(labels, chunks=X.chunks[:1])
         return labels
 
     def _report(self, message: str) -> None:
@@ -752,4 +755,6 @@ def _predict_block(block, centers, backend, block_info=None):
 
 def _transform_block(block, centers, block_info=None):
     _raise_if_nonfinite(block, _block_offset(block_info))
+    if not len(block):  # scikit-learn refuses empty arrays
+        return np.empty((0, len(centers)), dtype=block.dtype)
     return euclidean_distances(block, centers)
