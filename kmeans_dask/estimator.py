@@ -20,7 +20,12 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
-from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    ClusterMixin,
+    TransformerMixin,
+)
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import euclidean_distances
 from sklearn.utils import check_random_state
@@ -65,7 +70,7 @@ from kmeans_dask._validation import (
 from kmeans_dask.backends import get_backend, resolve_algorithm, resolve_auto, resolve_search
 
 
-class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
+class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
     """K-means clustering by a distributed Lloyd loop on Dask.
 
     Each iteration broadcasts the centres to the workers, assigns every
@@ -720,6 +725,11 @@ default="k-means||"
         summary = reduce(ChunkSummary.merge, (part[1] for part in parts))
         raise_for_summary(summary)
         return -math.fsum(part[0] for part in parts)
+
+    @property
+    def _n_features_out(self) -> int:
+        """Columns of :meth:`transform`: one per centre, named ``kmeans0``, ``kmeans1``, ..."""
+        return self.cluster_centers_.shape[0]
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -32,3 +32,22 @@ def test_clone_and_pipeline(client, blobs):
     assert labels.shape == (len(X),)
     assert len(set(labels.tolist())) == 6
     assert pipeline.transform(X).shape == (len(X), 6)
+
+
+def test_feature_names_out_name_one_column_per_centre(client, blobs):
+    import pandas as pd
+
+    X, _ = blobs
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    pipeline = make_pipeline(StandardScaler(), KMeans(3, random_state=0))
+    pipeline.set_output(transform="pandas").fit(frame)
+    expected = ["kmeans0", "kmeans1", "kmeans2"]
+    assert pipeline.get_feature_names_out().tolist() == expected
+    distances = pipeline.transform(frame)
+    assert isinstance(distances, pd.DataFrame)
+    assert distances.columns.tolist() == expected
+    assert distances.index.equals(frame.index)
+    model = pipeline[-1]
+    assert model.get_feature_names_out().tolist() == expected
+    with pytest.raises(ValueError, match="input_features is not equal to feature_names_in_"):
+        model.get_feature_names_out(["a", "b", "c", "d", "e"])
