@@ -67,6 +67,11 @@ def validate_params(params: dict[str, Any]) -> None:
             f"init must be one of {list(INIT_METHODS)} or an array of shape "
             f"(n_clusters, n_features), got {type(init).__name__}"
         )
+    elif params["n_init"] != 1:
+        raise ValueError(
+            f"n_init={params['n_init']} but init is an array of centres: with explicit "
+            "initial centres only n_init=1 makes sense"
+        )
     if params["persist"] not in (None, True, False):
         raise TypeError(f"persist must be True, False or None, got {params['persist']!r}")
     check_backend_name(params["backend"])

@@ -301,17 +301,7 @@ default="k-means||"
             init_centers = None
             if not isinstance(self.init, str):
                 init_centers = check_init_array(self.init, self.n_clusters, X.shape[1], X.dtype)
-                if self.n_init != 1:
-                    raise ValueError(
-                        f"n_init={self.n_init} but init is an array of centres: with explicit "
-                        "initial centres only n_init=1 makes sense"
-                    )
-            backend = resolve_auto() if self.backend == "auto" else self.backend
-            get_backend(backend)  # fail early if its dependency is missing
-            search = resolve_search(
-                backend, self.assign, self.assign_options, self.n_clusters, X.shape[1]
-            )
-            bounds = resolve_algorithm(self.algorithm, search)
+            backend, search, bounds = self._searches(X.shape[1])
             seeds = init_seeds(self.random_state, self.n_init)
             user_client = active_client()
             with client_for_fit() as client:
@@ -415,7 +405,7 @@ default="k-means||"
             batch, _ = self._check_data(as_local_array(X), reset=not fitted)
             batch = as_local_array(batch)  # a Zarr batch comes back as a Dask array
             weights = check_sample_weight(as_local_array(sample_weight), batch.shape[0])
-            backend = self._backend_name()
+            backend, _, _ = self._searches(batch.shape[1])  # the rules fit applies
             stream = self.__dict__.get("_stream")
             if stream is None and fitted:
                 counts = getattr(self, "cluster_weights_", np.zeros(self.n_clusters))
@@ -638,6 +628,19 @@ default="k-means||"
         return X
 
     # --- using the model -------------------------------------------------------------
+
+    def _searches(self, n_features: int) -> tuple[str, str, str]:
+        """The exact search, the iterations' search and when to keep bounds.
+
+        Raises where the parameters contradict each other, and where the
+        backend's dependency is missing, before any work.
+        """
+        backend = self._backend_name()
+        get_backend(backend)
+        search = resolve_search(
+            backend, self.assign, self.assign_options, self.n_clusters, n_features
+        )
+        return backend, search, resolve_algorithm(self.algorithm, search)
 
     def _backend_name(self) -> str:
         return resolve_auto() if self.backend == "auto" else self.backend

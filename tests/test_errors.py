@@ -268,6 +268,19 @@ def test_fit_bad_params(fitted, params, error, match):
     assert_unchanged(fitted, before)
 
 
+@pytest.mark.parametrize(
+    ("params", "error", "match"),
+    [pytest.param(*row, id=_params_id(row[0])) for row in BAD_PARAMS],
+)
+def test_partial_fit_refuses_what_fit_refuses(params, error, match):
+    """One rule for both: a first partial_fit call checks the parameters as fit does."""
+    model = KMeans(N_CLUSTERS, init=INIT_CENTERS.copy(), random_state=SEED).set_params(**params)
+    with pytest.raises(error, match=match) as info:
+        model.partial_fit(good())
+    assert type(info.value) is error
+    assert not hasattr(model, "cluster_centers_")
+
+
 TOO_FEW_SAMPLES = [
     pytest.param(lambda: good(5), id="numpy"),
     pytest.param(lambda: dask(good(5), chunks=(2, 3)), id="dask"),
