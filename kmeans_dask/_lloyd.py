@@ -106,6 +106,8 @@ class LloydResult:
     """(k,) total weight assigned to each final centre."""
     labels: list[Future] = field(default_factory=list)
     """Per-chunk label futures from the final pass (distributed runs only)."""
+    converged: bool = True
+    """Whether the last centre shift was within the tolerance (else ``max_iter`` ended it)."""
 
     @property
     def n_nonempty(self) -> int:
@@ -221,6 +223,24 @@ def center_shift(old: np.ndarray, new: np.ndarray) -> float:
     return float(np.einsum("ij,ij->", diff, diff))
 
 
+def stopping_message(history: Sequence[IterationRecord], tol: float, max_iter: int) -> str:
+    """Why a run stopped, worded as scikit-learn's verbose output."""
+    if not history:
+        return "No iteration run."
+    last = history[-1]
+    if last.center_shift == 0:
+        return f"Converged at iteration {last.iteration}: strict convergence."
+    if last.center_shift <= tol:
+        return (
+            f"Converged at iteration {last.iteration}: center shift {last.center_shift:.6g} "
+            f"within tolerance {tol:.6g}."
+        )
+    return (
+        f"Stopped at max_iter={max_iter} without converging: center shift "
+        f"{last.center_shift:.6g} above tolerance {tol:.6g}."
+    )
+
+
 def lloyd(
     client: Client,
     data: DistributedData,
@@ -332,6 +352,7 @@ def lloyd(
         history=history,
         cluster_weights=final.counts,
         labels=labels,
+        converged=bool(history) and history[-1].center_shift <= tol,
     )
 
 

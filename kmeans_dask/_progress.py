@@ -52,8 +52,8 @@ class LloydProgress:
             )
             return
         self.console.print(
-            f"[kmeans_dask] iteration {record.iteration:4d}  inertia {record.inertia:.6g}  "
-            f"shift {record.center_shift:.3g}  empty {record.n_empty}  {record.seconds:.3f} s",
+            f"[kmeans_dask] Iteration {record.iteration}, inertia {record.inertia:.6g}, "
+            f"shift {record.center_shift:.3g}, empty {record.n_empty}, {record.seconds:.3f} s",
             markup=False,
             highlight=False,
             soft_wrap=True,

@@ -27,7 +27,7 @@ import numpy as np
 from distributed import Client
 
 from kmeans_dask._inputs import DistributedData
-from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd
+from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd, stopping_message
 from kmeans_dask._model_io import CheckpointState, read_checkpoint, write_checkpoint
 
 logger = logging.getLogger(__name__)
@@ -181,6 +181,7 @@ def run_all(
             )
 
         result = surviving_worker_loss(client, data, iterate, report)
+        report(stopping_message(result.history, plan.tol, plan.max_iter))
         report(
             f"run {run + 1}/{n_runs}: inertia {result.inertia:.6g} after "
             f"{result.n_iter} iteration(s)"
@@ -207,4 +208,6 @@ def run_all(
         report,
     )
     final.n_iter = best_n_iter
+    # A run ends early only by converging; one that ran to max_iter is taken as not.
+    final.converged = best_n_iter < plan.max_iter
     return final

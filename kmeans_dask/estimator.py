@@ -344,6 +344,14 @@ default="k-means||"
                         )
                 finally:
                     data.release()
+        if not best.converged:
+            warnings.warn(
+                f"KMeans stopped at max_iter={self.max_iter} before converging: in the last "
+                f"iteration the centres moved more than tol={self.tol} (times the data's mean "
+                "variance) allows. Increase max_iter or tol; verbose=1 shows the shifts.",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
         if best.n_nonempty < self.n_clusters:
             warnings.warn(
                 f"Number of distinct clusters ({best.n_nonempty}) found smaller than "
@@ -512,7 +520,9 @@ default="k-means||"
                 return init_centers
             start = time.perf_counter()
             centers = self._initial_centers(client, data, seed, backend)
-            self._report(f"{self.init} initialisation took {time.perf_counter() - start:.3f} s")
+            self._report(
+                f"Initialization complete: {self.init} in {time.perf_counter() - start:.3f} s"
+            )
             return centers
 
         params = self.get_params()
