@@ -39,3 +39,17 @@ def client_for_fit() -> Iterator[Client]:
         )
         logger.info("LocalCluster %s started for this fit", cluster.scheduler_address)
         yield client
+
+
+def worker_info(client: Client) -> dict[str, dict]:
+    """What the scheduler knows of every worker (memory limit, threads...), by address.
+
+    ``Client.scheduler_info()`` lists at most five workers by default in the
+    distributed releases of 2025 to mid-2026; older releases have no
+    ``n_workers`` argument and list them all.
+    """
+    try:
+        info = client.scheduler_info(n_workers=-1)
+    except TypeError:  # distributed before 2025.4
+        info = client.scheduler_info()
+    return info["workers"]

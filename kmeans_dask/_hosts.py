@@ -43,6 +43,7 @@ from typing import Any
 from distributed import Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
+from kmeans_dask._client import worker_info
 from kmeans_dask._mapreduce import SPLIT_EVERY, task_keys
 
 #: Largest total size of the per-chunk results gathered by the client in one
@@ -254,7 +255,7 @@ class ChunkHosts:
         addresses = {address for address, _ in self._groups}
         deadline = time.monotonic() + timeout
         while True:
-            alive = set(self._client.scheduler_info(n_workers=-1)["workers"])
+            alive = set(worker_info(self._client))
             if not addresses <= alive or any(f.status != "finished" for f in self._futures):
                 return True
             if time.monotonic() >= deadline:

@@ -30,6 +30,7 @@ import numpy as np
 from distributed import Client, Future, wait
 
 from kmeans_dask._chunks import Chunk, ChunkSummary, ZarrBlock, make_chunk, settle, summarize
+from kmeans_dask._client import worker_info
 from kmeans_dask._hosts import ChunkHosts, fits_hosts
 from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
@@ -314,7 +315,7 @@ def _offsets(row_chunks: tuple[int, ...]) -> list[int]:
 
 def fits_in_memory(client: Client, nbytes: int) -> bool:
     """Whether ``nbytes`` of data can be persisted on the client's workers."""
-    limits = [w.get("memory_limit") or 0 for w in client.scheduler_info()["workers"].values()]
+    limits = [w.get("memory_limit") or 0 for w in worker_info(client).values()]
     if not limits or min(limits) == 0:
         return True  # no limit set
     return nbytes <= PERSIST_MEMORY_FRACTION * sum(limits)
