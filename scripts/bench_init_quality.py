@@ -59,12 +59,12 @@ def final_inertias(X: np.ndarray, k: int, seeds: range) -> dict[str, np.ndarray]
     """Final inertia of one fit per seed and method."""
     fits: dict[str, Callable[[int], float]] = {
         "kmeans_dask k-means||": lambda seed: KMeans(k, random_state=seed).fit(X).inertia_,
-        "kmeans_dask k-means++": lambda seed: KMeans(k, init="k-means++", random_state=seed)
-        .fit(X)
-        .inertia_,
-        "scikit-learn k-means++": lambda seed: SKLearnKMeans(k, n_init=1, random_state=seed)
-        .fit(X)
-        .inertia_,
+        "kmeans_dask k-means++": lambda seed: (
+            KMeans(k, init="k-means++", random_state=seed).fit(X).inertia_
+        ),
+        "scikit-learn k-means++": lambda seed: (
+            SKLearnKMeans(k, n_init=1, random_state=seed).fit(X).inertia_
+        ),
     }
     return {name: np.array([fit(seed) for seed in seeds]) for name, fit in fits.items()}
 
@@ -79,9 +79,9 @@ def wilson_interval(successes: int, trials: int, z: float = 1.96) -> tuple[float
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def report(name: str, inertias: dict[str, np.ndarray], margin: float) -> list[str]:
+def report(data_name: str, inertias: dict[str, np.ndarray], margin: float) -> list[str]:
     best = min(values.min() for values in inertias.values())
-    poor = {method: int((values > (1 + margin) * best).sum()) for method, values in inertias.items()}
+    poor = {name: int((values > (1 + margin) * best).sum()) for name, values in inertias.items()}
     n_seeds = len(next(iter(inertias.values())))
     reference = poor["scikit-learn k-means++"]
     lines = []
@@ -89,7 +89,7 @@ def report(name: str, inertias: dict[str, np.ndarray], margin: float) -> list[st
         low, high = wilson_interval(count, n_seeds)
         p_value = fisher_exact([[count, n_seeds - count], [reference, n_seeds - reference]])[1]
         lines.append(
-            f"| {name} | {method} | {count}/{n_seeds} | {100 * count / n_seeds:.1f}% "
+            f"| {data_name} | {method} | {count}/{n_seeds} | {100 * count / n_seeds:.1f}% "
             f"({100 * low:.1f}-{100 * high:.1f}%) | {p_value:.2f} | {best:.6g} |"
         )
     return lines
