@@ -6,14 +6,20 @@ entry: a 1-D ``uint8`` array holding UTF-8 JSON with the format marker and
 version, the library version, the scalar fields and the expected shape and
 dtype of every other entry.
 
-Reading opens the archive with ``np.load(path, allow_pickle=False)``, checks
-the format marker and version, checks that the archive holds exactly the
-entries the metadata lists, and compares each entry's ``.npy`` header (shape
-and dtype) with the metadata *before* reading its data. A crafted file can
-therefore never make NumPy unpickle anything, and every problem is reported
-as a :class:`ValueError` whose message names the file and the problem (a
-missing file gives :class:`FileNotFoundError` for a model, ``None`` for a
-checkpoint).
+Reading first bounds what the file can cost: the ZIP end record must
+declare at most :data:`MAX_ENTRIES` entries (read without parsing the
+directory), and every entry must be stored uncompressed within the file, so
+no entry can expand beyond the file's own size. It then opens the archive
+with ``np.load(path, allow_pickle=False)``, checks the format marker and
+version, derives every entry the format declares and its shape from the
+metadata (a model holds only its centres, their weights and an ``init``
+array, each sized by ``n_clusters`` and ``n_features_in_``), checks that
+the archive holds exactly those, and compares each entry's ``.npy`` header
+(shape and dtype) with them *before* reading its data. A crafted file can
+therefore never make NumPy unpickle anything nor allocate more than its
+own size, and every problem is reported as a :class:`ValueError` whose
+message names the file and the problem (a missing file gives
+:class:`FileNotFoundError` for a model, ``None`` for a checkpoint).
 
 Writing is atomic: the archive is written to a temporary file in the
 target's directory, flushed and fsync'ed, then renamed over the target with
@@ -33,6 +39,9 @@ import json
 import math
 import os
 import secrets
+import struct
+import zipfile
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
@@ -68,14 +77,20 @@ METADATA_KEY = "__metadata__"
 """Archive entry holding the UTF-8 JSON metadata as a 1-D uint8 array."""
 CENTERS_KEY = "cluster_centers_"
 """Archive entry of a model file holding the fitted centres."""
+WEIGHTS_KEY = "cluster_weights_"
+"""Optional archive entry of a model file: the weight of each centre (float64)."""
 PARAM_ARRAY_PREFIX = "params."
 """Prefix of the archive entries holding array-valued estimator parameters."""
+ARRAY_PARAMS = ("init",)
+"""Parameters that may be stored as arrays (of shape ``(n_clusters, n_features_in_)``)."""
+MAX_ENTRIES = 16
+"""Most entries an archive may declare before anything else is read (a valid file
+holds the metadata and at most three arrays; a few more are named in the refusal)."""
 
 _KNOWN_FORMATS = {MODEL_FORMAT: "model", CHECKPOINT_FORMAT: "checkpoint"}
 _MAX_METADATA_BYTES = 64 * 2**20
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 # Keyword names np.savez itself takes: an entry so named would clash with them.
-_RESERVED_NAMES = frozenset({"file", "args", "kwds", "allow_pickle"})
 _CENTER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _MODEL_ATTRIBUTES = ("inertia_", "n_iter_", "n_features_in_")
 _OPTIONAL_MODEL_ATTRIBUTES = ("feature_names_in_",)
@@ -226,16 +241,17 @@ def save_model(
         replaced atomically.
     params : mapping of str to object
         Estimator parameters (``get_params()``). Values must be None, bool,
-        int, float (finite), str or real numeric arrays (lists and tuples are
-        converted to arrays); an array value such as an ``init`` array is
-        stored as the archive entry ``"params.<name>"``, not in the JSON.
-        Must contain ``n_clusters``. A ``RandomState`` cannot be stored:
-        replace it by an int seed or None first.
+        int, float (finite), str, a dict of those with str keys (such as
+        ``assign_options``), or, for the parameters in :data:`ARRAY_PARAMS`
+        (``init``), a real numeric array-like of shape ``(n_clusters,
+        n_features_in_)``, stored as the archive entry ``"params.init"``, not
+        in the JSON. Must contain ``n_clusters``. A ``RandomState`` cannot be
+        stored: replace it by an int seed or None first.
     arrays : mapping of str to ndarray
-        Fitted arrays; must contain ``"cluster_centers_"`` (2-D float32 or
-        float64, finite, shape ``(n_clusters, n_features_in_)``). Names must
-        be Python identifiers not starting with ``"__"``; dtypes must be real
-        numeric (integer or floating point).
+        Fitted arrays: ``"cluster_centers_"`` (2-D float32 or float64,
+        finite, shape ``(n_clusters, n_features_in_)``) and optionally
+        ``"cluster_weights_"`` (float64, finite, >= 0, shape
+        ``(n_clusters,)``); nothing else.
     attributes : mapping of str to object
         ``inertia_`` (finite float >= 0), ``n_iter_`` (int >= 0),
         ``n_features_in_`` (int >= 1) and optionally ``feature_names_in_``
@@ -280,12 +296,14 @@ def load_model(path: PathLike) -> ModelFile:
     ValueError
         If the file is not a valid model file of a supported version: not a
         ZIP archive, truncated or corrupted, a checkpoint or other file, a
-        newer ``format_version``, entries missing or extra, an entry whose
-        shape or dtype differs from the metadata or is not real numeric (an
-        object array is refused without being unpickled), centres that are
-        not finite 2-D float32/float64 of shape ``(n_clusters,
-        n_features_in_)``, or metadata fields of the wrong type. The message
-        names the file and the problem.
+        newer ``format_version``, more than :data:`MAX_ENTRIES` entries or a
+        compressed one, entries missing or other than the format declares,
+        an entry whose shape or dtype differs from the metadata or is not
+        real numeric (an object array is refused without being unpickled),
+        centres that are not finite 2-D float32/float64 of shape
+        ``(n_clusters, n_features_in_)``, centre weights that are not finite,
+        non-negative float64 of shape ``(n_clusters,)``, or metadata fields
+        of the wrong type. The message names the file and the problem.
     """
     target = os.fspath(path)
     if not os.path.exists(target):
@@ -472,20 +490,25 @@ def _model_payload(
         raise _SchemaError(f"arrays must be a mapping, got {type(arrays).__name__}")
     if not isinstance(attributes, Mapping):
         raise _SchemaError(f"attributes must be a mapping, got {type(attributes).__name__}")
-    payload: dict[str, np.ndarray] = {}
-    for name, value in arrays.items():
-        _check_array_name(name)
-        payload[name] = _numeric_array(value, f"array {name!r}")
+    payload = {
+        str(name): _numeric_array(value, f"array {name!r}") for name, value in arrays.items()
+    }
     json_params: dict[str, Any] = {}
     array_params: list[str] = []
     for name, value in params.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise _SchemaError(f"parameter name {name!r} is not a Python identifier")
-        if isinstance(value, np.ndarray | list | tuple):
-            payload[PARAM_ARRAY_PREFIX + name] = _numeric_array(value, f"parameter {name!r}")
+        what = f"parameter {name!r}"
+        if name in ARRAY_PARAMS and _is_array_like(value):
+            payload[PARAM_ARRAY_PREFIX + name] = _numeric_array(value, what)
             array_params.append(name)
+        elif isinstance(value, Mapping):
+            json_params[name] = {
+                _option_name(key, what): _json_scalar(item, f"{what}[{key!r}]")
+                for key, item in value.items()
+            }
         else:
-            json_params[name] = _json_scalar(value, f"parameter {name!r}")
+            json_params[name] = _json_scalar(value, what)
     _exact_keys(attributes, _MODEL_ATTRIBUTES, _OPTIONAL_MODEL_ATTRIBUTES, "attributes")
     stored: dict[str, Any] = {
         name: _json_scalar(attributes[name], f"attribute {name!r}") for name in _MODEL_ATTRIBUTES
@@ -571,17 +594,17 @@ def _as_list(value: Any, what: str) -> list[Any]:
     return list(value)
 
 
-def _check_array_name(name: Any) -> None:
-    if (
-        not isinstance(name, str)
-        or not name.isidentifier()
-        or name.startswith("__")
-        or name in _RESERVED_NAMES
-    ):
-        raise _SchemaError(
-            f"array name {name!r} is not allowed: use a Python identifier not starting "
-            f"with '__' and not one of {sorted(_RESERVED_NAMES)}"
-        )
+def _is_array_like(value: Any) -> bool:
+    """Lists, tuples and objects NumPy converts to arrays, but not NumPy scalars."""
+    if isinstance(value, np.generic | str):
+        return False
+    return isinstance(value, list | tuple) or hasattr(value, "__array__")
+
+
+def _option_name(key: Any, what: str) -> str:
+    if not isinstance(key, str):
+        raise _SchemaError(f"{what} has the key {key!r} of type {type(key).__name__}; only str")
+    return key
 
 
 def _numeric_array(value: Any, what: str) -> np.ndarray:
@@ -597,6 +620,13 @@ def _numeric_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def _check_json_scalar(value: Any, what: str) -> None:
+    if not (value is None or isinstance(value, bool | int | float | str)):
+        raise _SchemaError(f"{what} must be a JSON scalar, got {_json_type(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _SchemaError(f"{what} is {value!r}, not a finite number")
+
+
 def _json_scalar(value: Any, what: str) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
@@ -608,7 +638,7 @@ def _json_scalar(value: Any, what: str) -> Any:
         return value
     raise _SchemaError(
         f"{what} is of type {type(value).__name__}; only None, bool, int, finite float, str "
-        "(or, for parameters, numeric arrays) can be stored without pickle"
+        "(or, for parameters, dicts of those and an init array) can be stored without pickle"
     )
 
 
@@ -671,13 +701,15 @@ def _read_archive(
         raise _SchemaError("it is a directory, not a file")
     with open(target, "rb") as handle:
         head = handle.read(4)
-    if not head:
-        raise _SchemaError("the file is empty")
-    if not head.startswith(_ZIP_SIGNATURES):
-        raise _SchemaError(
-            "not an .npz archive (it does not start with a ZIP signature); the file is "
-            "corrupted or of another kind"
-        )
+        if not head:
+            raise _SchemaError("the file is empty")
+        if not head.startswith(_ZIP_SIGNATURES):
+            raise _SchemaError(
+                "not an .npz archive (it does not start with a ZIP signature); the file is "
+                "corrupted or of another kind"
+            )
+        _check_entry_count(_declared_entry_count(handle))
+        file_size = os.fstat(handle.fileno()).st_size
     try:
         archive = np.load(target, allow_pickle=False)
     except Exception as exc:
@@ -686,11 +718,41 @@ def _read_archive(
         raise _SchemaError("not an .npz archive")
     with archive:
         try:
-            return _read_entries(archive, expected_format, newest_version, schema)
+            return _read_entries(archive, file_size, expected_format, newest_version, schema)
         except _SchemaError:
             raise
         except Exception as exc:
             raise _SchemaError(_unreadable(exc)) from None
+
+
+def _declared_entry_count(handle: Any) -> int:
+    """The entry count in a ZIP archive's end record, read without parsing its directory.
+
+    ZIP64 archives record 0xFFFF there, which is over any limit we set.
+    """
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    # The end record closes the file, followed by a comment of at most 0xFFFF bytes.
+    tail_size = min(size, zipfile.sizeEndCentDir + 0xFFFF)
+    handle.seek(size - tail_size)
+    tail = handle.read(tail_size)
+    start = tail.rfind(zipfile.stringEndArchive)
+    if start < 0 or len(tail) - start < zipfile.sizeEndCentDir:
+        raise _SchemaError(
+            "not a readable .npz archive (truncated or corrupted?): no ZIP end record"
+        )
+    _signature, _disk, _first_disk, _on_disk, total, _size, _offset, _comment = struct.unpack(
+        zipfile.structEndArchive, tail[start : start + zipfile.sizeEndCentDir]
+    )
+    return int(total)
+
+
+def _check_entry_count(count: int) -> None:
+    if count > MAX_ENTRIES:
+        raise _SchemaError(
+            f"the archive declares {count} entries, more than the {MAX_ENTRIES} a kmeans_dask "
+            "file may hold"
+        )
 
 
 def _unreadable(exc: BaseException) -> str:
@@ -698,15 +760,18 @@ def _unreadable(exc: BaseException) -> str:
 
 
 def _read_entries(
-    archive: Any, expected_format: str, newest_version: int, schema: Schema
+    archive: Any, file_size: int, expected_format: str, newest_version: int, schema: Schema
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    names = archive.zip.namelist()
-    duplicated = sorted({name for name in names if names.count(name) > 1})
+    infos = archive.zip.infolist()
+    _check_entry_count(len(infos))  # the end record may have said otherwise
+    names = [info.filename for info in infos]
+    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicated:
         raise _SchemaError(f"the archive holds duplicated entries {duplicated}")
     foreign = sorted(name for name in names if not name.endswith(".npy"))
     if foreign:
         raise _SchemaError(f"the archive holds entries that are not .npy arrays: {foreign}")
+    _check_stored_within(infos, file_size)
     keys = {name[: -len(".npy")] for name in names}
     if METADATA_KEY not in keys:
         raise _SchemaError(
@@ -731,6 +796,23 @@ def _read_entries(
         _check_entry(key, array.shape, array.dtype, specs[key])
         arrays[key] = array
     return metadata, arrays
+
+
+def _check_stored_within(infos: list[zipfile.ZipInfo], file_size: int) -> None:
+    """Every entry stored uncompressed within the file, so none expands beyond it."""
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise _SchemaError(
+                f"entry {info.filename!r} is compressed: kmeans_dask stores entries "
+                "uncompressed and reads no others (a small compressed file could expand "
+                "into a large allocation)"
+            )
+    declared = sum(info.file_size for info in infos)
+    if declared > file_size:
+        raise _SchemaError(
+            f"the entries declare {declared} bytes, more than the file's {file_size} "
+            "(truncated or corrupted?)"
+        )
 
 
 def _read_header(archive: Any, key: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -826,16 +908,22 @@ def _validate_payload(
         _check_entry(key, payload[key].shape, payload[key].dtype, spec)
 
 
-def _check_key_set(present: set[str], specs: Mapping[str, _Spec]) -> None:
-    missing = sorted(set(specs) - present)
-    extra = sorted(present - set(specs))
+def _check_key_set(
+    present: set[str],
+    expected: Mapping[str, Any],
+    *,
+    optional: frozenset[str] = frozenset(),
+    source: str = "the metadata lists exactly",
+) -> None:
+    missing = sorted(set(expected) - optional - present)
+    extra = sorted(present - set(expected))
     problems = []
     if missing:
         problems.append(f"missing array entries {missing}")
     if extra:
         problems.append(f"unexpected array entries {extra}")
     if problems:
-        raise _SchemaError("; ".join(problems) + f" (the metadata lists exactly {sorted(specs)})")
+        raise _SchemaError("; ".join(problems) + f" ({source} {sorted(expected)})")
 
 
 def _check_entry(key: str, shape: tuple[int, ...], dtype: np.dtype, spec: _Spec) -> None:
@@ -886,7 +974,11 @@ def _parse_specs(value: Any) -> dict[str, _Spec]:
 
 
 def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
-    """Validate model metadata; return the expected shape and dtype of every entry."""
+    """Validate model metadata; return the expected shape and dtype of every entry.
+
+    The entries are those the format declares, sized by ``n_clusters`` and
+    ``n_features_in_``: the file may leave out only the optional ones.
+    """
     _exact_keys(metadata, _MODEL_METADATA_FIELDS, (), "metadata")
     _expect(metadata["library_version"], str, "metadata field 'library_version'")
     params = metadata["params"]
@@ -894,12 +986,11 @@ def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
     for name, value in params.items():
         if not name.isidentifier():
             raise _SchemaError(f"parameter name {name!r} is not a Python identifier")
-        if not (value is None or isinstance(value, bool | int | float | str)):
-            raise _SchemaError(
-                f"parameter {name!r} must be a JSON scalar, got {_json_type(value)}"
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _SchemaError(f"parameter {name!r} is {value!r}, not a finite number")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_json_scalar(item, f"parameter {name!r}[{key!r}]")
+        else:
+            _check_json_scalar(value, f"parameter {name!r}")
     array_params = metadata["array_params"]
     if not isinstance(array_params, list) or not all(isinstance(n, str) for n in array_params):
         raise _SchemaError(
@@ -907,6 +998,12 @@ def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
         )
     if len(set(array_params)) != len(array_params):
         raise _SchemaError(f"metadata field 'array_params' repeats names: {array_params}")
+    unknown = sorted(set(array_params) - set(ARRAY_PARAMS))
+    if unknown:
+        raise _SchemaError(
+            f"metadata field 'array_params' lists {unknown}; only {list(ARRAY_PARAMS)} may be "
+            "arrays"
+        )
     both = sorted(set(array_params) & set(params))
     if both:
         raise _SchemaError(f"parameters {both} are stored both as arrays and in the JSON")
@@ -915,35 +1012,27 @@ def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
         raise _SchemaError(f"parameter 'n_clusters' must be an integer >= 1, got {n_clusters!r}")
     n_features = _check_model_attributes(metadata["attributes"])
     specs = _parse_specs(metadata["arrays"])
-    expected_params = {PARAM_ARRAY_PREFIX + name for name in array_params}
-    for key in specs:
-        if key.startswith(PARAM_ARRAY_PREFIX):
-            if key not in expected_params:
-                raise _SchemaError(
-                    f"array entry {key!r} is not listed in metadata field 'array_params'"
-                )
-        else:
-            _check_array_name(key)
-    missing = sorted(expected_params - set(specs))
-    if missing:
-        raise _SchemaError(f"array parameters {missing} have no entry in metadata field 'arrays'")
-    if CENTERS_KEY not in specs:
-        raise _SchemaError(f"metadata field 'arrays' does not list {CENTERS_KEY!r}")
-    expected_shape = (n_clusters, n_features)
+    centers_shape = (n_clusters, n_features)
+    declared = {CENTERS_KEY: centers_shape, WEIGHTS_KEY: (n_clusters,)}
+    declared.update({PARAM_ARRAY_PREFIX + name: centers_shape for name in array_params})
+    _check_key_set(
+        set(specs),
+        declared,
+        optional=frozenset({WEIGHTS_KEY}),
+        source="a model file with these parameters holds",
+    )
     centers = specs[CENTERS_KEY]
     if centers.dtype not in _CENTER_DTYPES:
         raise _SchemaError(f"{CENTERS_KEY} must be float32 or float64, got dtype {centers.dtype}")
-    if centers.shape != expected_shape:
-        raise _SchemaError(
-            f"{CENTERS_KEY} has shape {centers.shape}, but (n_clusters, n_features_in_) is "
-            f"{expected_shape}"
-        )
-    init = specs.get(PARAM_ARRAY_PREFIX + "init")
-    if init is not None and init.shape != expected_shape:
-        raise _SchemaError(
-            f"the init array has shape {init.shape}, but (n_clusters, n_features_in_) is "
-            f"{expected_shape}"
-        )
+    weights = specs.get(WEIGHTS_KEY)
+    if weights is not None and weights.dtype != np.float64:
+        raise _SchemaError(f"{WEIGHTS_KEY} must be float64, got dtype {weights.dtype}")
+    for key, spec in specs.items():
+        if spec.shape != declared[key]:
+            raise _SchemaError(
+                f"{key} has shape {spec.shape}, but n_clusters={n_clusters} and "
+                f"n_features_in_={n_features} make it {declared[key]}"
+            )
     return specs
 
 
@@ -979,6 +1068,12 @@ def _check_model_content(metadata: Mapping[str, Any], arrays: Mapping[str, np.nd
     _check_finite(CENTERS_KEY, arrays[CENTERS_KEY])
     if "init" in metadata["array_params"]:
         _check_finite("the init array", arrays[PARAM_ARRAY_PREFIX + "init"])
+    if WEIGHTS_KEY in arrays:
+        weights = arrays[WEIGHTS_KEY]
+        _check_finite(WEIGHTS_KEY, weights)
+        negative = int((weights < 0).sum())
+        if negative:
+            raise _SchemaError(f"{WEIGHTS_KEY} contains {negative} negative value(s)")
 
 
 def _checkpoint_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -457,7 +458,8 @@ def test_load_refuses_non_npy_entry(tmp_path):
         ("params", "n_clusters", "3", "n_clusters"),
         ("params", "n_clusters", 3.0, "n_clusters"),
         ("params", "tol", [1e-4], "tol"),
-        ("params", "tol", {"value": 1e-4}, "tol"),
+        ("params", "tol", {"value": {"nested": 1e-4}}, "tol"),
+        ("params", "assign_options", {"nprobe": [4]}, "assign_options"),
         ("params", "not an identifier", 1, "identifier"),
     ],
 )
@@ -530,6 +532,87 @@ def test_load_refuses_entry_declaring_more_data_than_it_holds(tmp_path):
         for name, content in members.items():
             archive.writestr(name, content)
     refused(path, "cluster_centers_", "holds only", "truncated")
+
+
+# --- bounds: what a file may make us read and allocate -------------------------------
+
+
+def _zeros_model(path: Path, n_clusters: int, n_features: int, compressed: bool) -> None:
+    """A model file of zeros whose metadata agrees with its (large) centres."""
+    kwargs = model_kwargs()
+    kwargs["params"]["n_clusters"] = n_clusters
+    kwargs["attributes"]["n_features_in_"] = n_features
+    metadata, payload = _model_io._model_payload(
+        kwargs["params"],
+        {"cluster_centers_": np.zeros((n_clusters, n_features))},
+        {**kwargs["attributes"]},
+    )
+    raw = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
+    (np.savez_compressed if compressed else np.savez)(path, **{META: raw}, **payload)
+
+
+def test_load_refuses_a_compressed_file_before_allocating(tmp_path):
+    """160 MB of zeros in a file of a few hundred KB: refused without expanding it."""
+    import tracemalloc
+
+    path = tmp_path / "bomb.npz"
+    _zeros_model(path, 20_000, 1000, compressed=True)
+    assert path.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        refused(path, "is compressed", "uncompressed")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+    # Control: stored uncompressed, the same model loads.
+    _zeros_model(path, 200, 10, compressed=False)
+    assert load_model(path).arrays["cluster_centers_"].shape == (200, 10)
+
+
+def _patch_central_directory(path: Path, name: str, size: int) -> None:
+    """Make the ZIP directory declare ``size`` bytes (stored and expanded) for ``name``."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"PK\x01\x02")
+    while True:
+        name_length = int.from_bytes(data[start + 28 : start + 30], "little")
+        if data[start + 46 : start + 46 + name_length] == name.encode():
+            break
+        start = data.index(b"PK\x01\x02", start + 1)
+    data[start + 20 : start + 28] = size.to_bytes(4, "little") * 2
+    path.write_bytes(bytes(data))
+
+
+def test_load_refuses_entries_declaring_more_than_the_file_holds(tmp_path):
+    path = saved_model(tmp_path)
+    _patch_central_directory(path, "cluster_centers_.npy", 2**31)
+    refused(path, "declare", "more than the file")
+
+
+def test_load_refuses_many_entries_before_reading_the_directory(tmp_path, monkeypatch):
+    """The entry count comes from the ZIP end record: refused in constant time."""
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(3000):
+            archive.writestr(f"a{i}.npy", b"")
+
+    def not_parsed(*args, **kwargs):
+        raise AssertionError("the archive's directory was parsed")
+
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", not_parsed)
+    refused(path, "declares 3000 entries", "more than the 16")
+
+
+def test_load_refuses_duplicated_entries(tmp_path):
+    path = saved_model(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        members = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, content in [*members[:2], members[1]]:
+                archive.writestr(name, content)
+    refused(path, "duplicated entries")
 
 
 # --- no pickle, ever -----------------------------------------------------------------
@@ -605,13 +688,21 @@ def test_save_refuses_object_arrays(tmp_path):
         (lambda kw: kw["params"].update(tol=float("nan")), "finite"),
         (lambda kw: kw["params"].pop("n_clusters"), "n_clusters"),
         (lambda kw: kw["params"].update(init=np.array(["a", "b"])), "'init'"),
-        (lambda kw: kw["params"].update(init=np.zeros((2, 2))), "init array has shape"),
+        (lambda kw: kw["params"].update(init=np.zeros((2, 2))), "params.init has shape"),
         (lambda kw: kw["arrays"].pop("cluster_centers_"), "cluster_centers_"),
         (lambda kw: kw["arrays"].update(cluster_centers_=np.zeros((2, 2))), "n_clusters"),
         (lambda kw: kw["arrays"].update(cluster_centers_=np.zeros((3, 2), "i8")), "float32"),
         (lambda kw: kw["arrays"].update(cluster_centers_=np.full((3, 2), np.inf)), "non-finite"),
         (lambda kw: kw["arrays"].update(__metadata__=np.zeros(1)), "__metadata__"),
         (lambda kw: kw["arrays"].update(file=np.zeros(1)), "'file'"),
+        (lambda kw: kw["arrays"].update(predict=np.zeros(3)), "unexpected array entries"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.ones(2)), "cluster_weights_"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.ones(3, "f4")), "float64"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.array([1.0, -1, 2])), "negative"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.array([1.0, np.nan, 2])), "finite"),
+        (lambda kw: kw["params"].update(tol=[1e-4]), "'tol' is of type list"),
+        (lambda kw: kw["params"].update(assign_options={1: 2}), "assign_options"),
+        (lambda kw: kw["params"].update(assign_options={"a": {"b": 1}}), "assign_options"),
         (lambda kw: kw["attributes"].update(history_=[]), "history_"),
         (lambda kw: kw["attributes"].pop("inertia_"), "inertia_"),
         (lambda kw: kw["attributes"].update(feature_names_in_=["a", 1]), "feature_names_in_"),
