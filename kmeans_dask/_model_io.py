@@ -57,6 +57,7 @@ __all__ = [
     "MODEL_FORMAT_VERSION",
     "CheckpointState",
     "ModelFile",
+    "RunProgress",
     "fit_fingerprint",
     "load_model",
     "read_checkpoint",
@@ -70,8 +71,9 @@ MODEL_FORMAT_VERSION = 1
 """Newest model file layout this version writes and reads."""
 CHECKPOINT_FORMAT = "kmeans_dask.checkpoint"
 """Value of the ``"format"`` field of a checkpoint file."""
-CHECKPOINT_FORMAT_VERSION = 1
-"""Newest checkpoint layout this version writes and reads."""
+CHECKPOINT_FORMAT_VERSION = 2
+"""The checkpoint layout this version writes and reads (2: every run kept, so a fit can
+go further; 1, which kept only the best finished run, is refused)."""
 
 METADATA_KEY = "__metadata__"
 """Archive entry holding the UTF-8 JSON metadata as a 1-D uint8 array."""
@@ -108,15 +110,12 @@ _CHECKPOINT_METADATA_FIELDS = (
     "format_version",
     "library_version",
     "fingerprint",
-    "run",
-    "iteration",
-    "best_inertia",
-    "best_n_iter",
-    "history",
     "seeds",
+    "runs",
     "completed",
     "arrays",
 )
+_RUN_FIELDS = ("history", "inertia")
 _HISTORY_FIELDS: dict[str, type] = {
     "iteration": int,
     "inertia": float,
@@ -162,48 +161,52 @@ class ModelFile:
 
 
 @dataclass
+class RunProgress:
+    """One of the ``n_init`` runs of a fit, as a checkpoint keeps it.
+
+    Attributes
+    ----------
+    centers : ndarray of shape (n_clusters, n_features)
+        The run's centres after its last iteration (float32 or float64, finite).
+    history : list of dict
+        One dict per iteration done, at least one, with the keys
+        ``iteration`` (int), ``inertia`` (float), ``center_shift`` (float),
+        ``n_empty`` (int) and ``seconds`` (float); ``dataclasses.asdict`` of an
+        :class:`~kmeans_dask._lloyd.IterationRecord` gives one (writing
+        accepts the records themselves too).
+    inertia : float or None
+        The inertia of ``centers`` once the run finished (its final pass
+        done); None while it is in progress.
+    """
+
+    centers: np.ndarray
+    history: list[dict[str, Any]]
+    inertia: float | None = None
+
+
+@dataclass
 class CheckpointState:
-    """Where a long fit stands, enough to resume it.
+    """Where a long fit stands, enough to resume it or to take it further.
 
     Attributes
     ----------
     fingerprint : str
         Identifies the fit (see :func:`fit_fingerprint`); compare it with the
         fingerprint of the fit being resumed and refuse a mismatch.
-    run : int
-        Which of the ``n_init`` runs is in progress (the caller's numbering).
-    iteration : int
-        Lloyd iterations completed in that run.
-    centers : ndarray of shape (n_clusters, n_features)
-        Current centres of that run (float32 or float64, finite).
-    best_centers : ndarray of shape (n_clusters, n_features) or None
-        Centres of the best finished run so far (same shape and dtype as
-        ``centers``); None before any run finished.
-    best_inertia : float or None
-        Inertia of ``best_centers``; None exactly when ``best_centers`` is.
-    best_n_iter : int or None
-        Lloyd iterations of that best run; None exactly when ``best_centers`` is.
-    history : list of dict
-        One dict per iteration of the current run with the keys
-        ``iteration`` (int), ``inertia`` (float), ``center_shift`` (float),
-        ``n_empty`` (int) and ``seconds`` (float); ``dataclasses.asdict`` of an
-        :class:`~kmeans_dask._lloyd.IterationRecord` gives one (writing
-        accepts the records themselves too).
     seeds : list of int
         The seed of every run.
+    runs : list of RunProgress
+        The runs started so far, in order, at most one per seed, each
+        finished or in progress. A finished run is kept with its history,
+        so a fit with a larger ``max_iter`` or a smaller ``tol`` can take it
+        further.
     completed : bool
-        True once the whole fit finished.
+        True once every run finished.
     """
 
     fingerprint: str
-    run: int
-    iteration: int
-    centers: np.ndarray
-    best_centers: np.ndarray | None = None
-    best_inertia: float | None = None
-    best_n_iter: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
+    seeds: list[int]
+    runs: list[RunProgress] = field(default_factory=list)
     completed: bool = False
 
 
@@ -352,8 +355,8 @@ def write_checkpoint(path: PathLike, state: CheckpointState) -> None:
         If ``state`` is not a :class:`CheckpointState`.
     ValueError
         If the state cannot be stored faithfully (wrong types, non-finite
-        centres, ``best_centers`` and ``best_inertia`` not both set or both
-        None, ...); nothing is written then.
+        centres, runs of other shapes, an unfinished run before the last,
+        more runs than seeds, ...); nothing is written then.
     OSError
         If writing fails; the previous checkpoint is left intact.
     """
@@ -386,8 +389,8 @@ def read_checkpoint(path: PathLike) -> CheckpointState | None:
     Raises
     ------
     ValueError
-        If the file exists but is not a valid checkpoint of a supported
-        version (corrupted or truncated, a model file, a newer
+        If the file exists but is not a valid checkpoint of this version's
+        layout (corrupted or truncated, a model file, another
         ``format_version``, entries missing or extra or of the wrong shape or
         dtype, fields of the wrong type). The message names the file and the
         problem.
@@ -402,20 +405,21 @@ def read_checkpoint(path: PathLike) -> CheckpointState | None:
         _check_checkpoint_content(arrays)
     except _SchemaError as exc:
         raise ValueError(f"cannot read checkpoint '{target}': {exc}") from None
-    best = metadata["best_inertia"]
+    runs = [
+        RunProgress(
+            centers=centers,
+            history=[
+                {name: kind(entry[name]) for name, kind in _HISTORY_FIELDS.items()}
+                for entry in run["history"]
+            ],
+            inertia=None if run["inertia"] is None else float(run["inertia"]),
+        )
+        for centers, run in zip(arrays["centers"], metadata["runs"], strict=True)
+    ]
     return CheckpointState(
         fingerprint=metadata["fingerprint"],
-        run=metadata["run"],
-        iteration=metadata["iteration"],
-        centers=arrays["centers"],
-        best_centers=arrays.get("best_centers"),
-        best_inertia=None if best is None else float(best),
-        best_n_iter=metadata["best_n_iter"],
-        history=[
-            {name: kind(entry[name]) for name, kind in _HISTORY_FIELDS.items()}
-            for entry in metadata["history"]
-        ],
         seeds=list(metadata["seeds"]),
+        runs=runs,
         completed=metadata["completed"],
     )
 
@@ -543,42 +547,57 @@ def _model_payload(
 
 
 def _checkpoint_payload(state: CheckpointState) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    payload = {"centers": _numeric_array(state.centers, "centers")}
-    if state.best_centers is not None:
-        payload["best_centers"] = _numeric_array(state.best_centers, "best_centers")
-    history = []
-    for position, entry in enumerate(_as_list(state.history, "history")):
+    runs = _as_list(state.runs, "runs")
+    for position, run in enumerate(runs):
+        if not isinstance(run, RunProgress):
+            raise _SchemaError(f"runs[{position}] must be a RunProgress, got {type(run).__name__}")
+    centers = [_numeric_array(run.centers, f"runs[{i}].centers") for i, run in enumerate(runs)]
+    shapes = {(array.shape, array.dtype) for array in centers}
+    if len(shapes) > 1:
+        raise _SchemaError(
+            "the runs' centres must share one shape and dtype, got "
+            + ", ".join(f"{shape} {dtype}" for shape, dtype in sorted(shapes, key=str))
+        )
+    payload = {"centers": np.stack(centers) if centers else np.zeros((0, 0, 0))}
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "library_version": __version__,
+        "fingerprint": state.fingerprint,
+        "seeds": [
+            _json_scalar(seed, f"seeds[{i}]")
+            for i, seed in enumerate(_as_list(state.seeds, "seeds"))
+        ],
+        "runs": [
+            {
+                "history": _history_payload(run.history, f"runs[{i}].history"),
+                "inertia": _json_scalar(run.inertia, f"runs[{i}].inertia"),
+            }
+            for i, run in enumerate(runs)
+        ],
+        "completed": _json_scalar(state.completed, "completed"),
+        "arrays": _specs_of(payload),
+    }
+    return metadata, payload
+
+
+def _history_payload(history: Any, what: str) -> list[dict[str, Any]]:
+    records = []
+    for position, entry in enumerate(_as_list(history, what)):
         if is_dataclass(entry) and not isinstance(entry, type):
             entry = asdict(entry)
         if not isinstance(entry, Mapping):
-            raise _SchemaError(f"history[{position}] must be a dict, got {type(entry).__name__}")
+            raise _SchemaError(f"{what}[{position}] must be a dict, got {type(entry).__name__}")
         record = {
-            name: _json_scalar(value, f"history[{position}][{name!r}]")
+            name: _json_scalar(value, f"{what}[{position}][{name!r}]")
             for name, value in entry.items()
         }
         for name, kind in _HISTORY_FIELDS.items():
             value = record.get(name)
             if kind is float and _is_int(value):
                 record[name] = float(value)
-        history.append(record)
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "library_version": __version__,
-        "fingerprint": state.fingerprint,
-        "run": _json_scalar(state.run, "run"),
-        "iteration": _json_scalar(state.iteration, "iteration"),
-        "best_inertia": _json_scalar(state.best_inertia, "best_inertia"),
-        "best_n_iter": _json_scalar(state.best_n_iter, "best_n_iter"),
-        "history": history,
-        "seeds": [
-            _json_scalar(seed, f"seeds[{i}]")
-            for i, seed in enumerate(_as_list(state.seeds, "seeds"))
-        ],
-        "completed": _json_scalar(state.completed, "completed"),
-        "arrays": _specs_of(payload),
-    }
-    return metadata, payload
+        records.append(record)
+    return records
 
 
 def _specs_of(payload: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
@@ -1078,79 +1097,75 @@ def _check_model_content(metadata: Mapping[str, Any], arrays: Mapping[str, np.nd
 
 def _checkpoint_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
     """Validate checkpoint metadata; return the expected shape and dtype of every entry."""
+    version = metadata["format_version"]
+    if version < CHECKPOINT_FORMAT_VERSION:
+        raise _SchemaError(
+            f"it has format_version {version}, written by an older kmeans_dask "
+            f"({metadata.get('library_version')!r}), which this version cannot resume: delete "
+            "it to start the fit over"
+        )
     _exact_keys(metadata, _CHECKPOINT_METADATA_FIELDS, (), "metadata")
     _expect(metadata["library_version"], str, "metadata field 'library_version'")
     fingerprint = metadata["fingerprint"]
     if not isinstance(fingerprint, str) or not fingerprint:
         raise _SchemaError(f"fingerprint must be a non-empty str, got {fingerprint!r}")
-    for name in ("run", "iteration"):
-        value = metadata[name]
-        if not _is_int(value) or value < 0:
-            raise _SchemaError(f"{name} must be an integer >= 0, got {value!r}")
-    best_inertia = metadata["best_inertia"]
-    if best_inertia is not None and (
-        not _is_real(best_inertia) or not math.isfinite(best_inertia) or best_inertia < 0
-    ):
-        raise _SchemaError(
-            f"best_inertia must be None or a finite number >= 0, got {best_inertia!r}"
-        )
     if not isinstance(metadata["completed"], bool):
         raise _SchemaError(f"completed must be a bool, got {metadata['completed']!r}")
     seeds = metadata["seeds"]
     if not isinstance(seeds, list) or not all(_is_int(seed) for seed in seeds):
         raise _SchemaError(f"seeds must be a list of integers, got {seeds!r}")
-    history = metadata["history"]
-    _expect(history, list, "history")
+    runs = metadata["runs"]
+    _expect(runs, list, "runs")
+    if len(runs) > len(seeds):
+        raise _SchemaError(f"there are {len(runs)} runs but only {len(seeds)} seeds")
+    for position, run in enumerate(runs):
+        what = f"runs[{position}]"
+        _expect(run, dict, what)
+        _exact_keys(run, _RUN_FIELDS, (), what)
+        _check_history(run["history"], f"{what}['history']")
+        inertia = run["inertia"]
+        if inertia is not None and (
+            not _is_real(inertia) or not math.isfinite(inertia) or inertia < 0
+        ):
+            raise _SchemaError(
+                f"{what}['inertia'] must be null or a finite number >= 0, got {inertia!r}"
+            )
+    finished = all(run["inertia"] is not None for run in runs)
+    if metadata["completed"] and not (finished and len(runs) == len(seeds)):
+        raise _SchemaError("completed is true, but not every run finished")
+    specs = _parse_specs(metadata["arrays"])
+    _check_key_set(set(specs), {"centers": None}, source="a checkpoint holds")
+    centers = specs["centers"]
+    if centers.dtype not in _CENTER_DTYPES or len(centers.shape) != 3:
+        raise _SchemaError(
+            "centers must be a 3-D float32 or float64 array (run, cluster, feature), got "
+            f"dtype {centers.dtype} and shape {centers.shape}"
+        )
+    if centers.shape[0] != len(runs):
+        raise _SchemaError(
+            f"centers holds {centers.shape[0]} runs' centres but runs lists {len(runs)}"
+        )
+    return specs
+
+
+def _check_history(history: Any, what: str) -> None:
+    _expect(history, list, what)
+    if not history:
+        raise _SchemaError(f"{what} is empty; a run is kept from its first iteration on")
     for position, entry in enumerate(history):
-        what = f"history[{position}]"
-        _expect(entry, dict, what)
-        _exact_keys(entry, tuple(_HISTORY_FIELDS), (), what)
+        where = f"{what}[{position}]"
+        _expect(entry, dict, where)
+        _exact_keys(entry, tuple(_HISTORY_FIELDS), (), where)
         for name, kind in _HISTORY_FIELDS.items():
             value = entry[name]
             valid = _is_int(value) if kind is int else _is_real(value) and math.isfinite(value)
             if not valid:
                 expected = "an integer" if kind is int else "a finite number"
-                raise _SchemaError(f"{what}[{name!r}] must be {expected}, got {value!r}")
-    specs = _parse_specs(metadata["arrays"])
-    allowed = {"centers", "best_centers"}
-    unknown = sorted(set(specs) - allowed)
-    if unknown:
-        raise _SchemaError(f"metadata field 'arrays' lists unknown entries {unknown}")
-    if "centers" not in specs:
-        raise _SchemaError("metadata field 'arrays' does not list 'centers'")
-    centers = specs["centers"]
-    if centers.dtype not in _CENTER_DTYPES or len(centers.shape) != 2:
-        raise _SchemaError(
-            f"centers must be a 2-D float32 or float64 array, got dtype {centers.dtype} and "
-            f"shape {centers.shape}"
-        )
-    best = specs.get("best_centers")
-    if (best is None) != (best_inertia is None):
-        raise _SchemaError(
-            "best_centers and best_inertia must both be set or both be None, got "
-            f"best_centers {'set' if best is not None else 'None'} and best_inertia "
-            f"{best_inertia!r}"
-        )
-    if best is not None and best != centers:
-        raise _SchemaError(
-            f"best_centers (dtype {best.dtype}, shape {best.shape}) must have the dtype and "
-            f"shape of centers (dtype {centers.dtype}, shape {centers.shape})"
-        )
-    best_n_iter = metadata["best_n_iter"]
-    if (best_n_iter is None) != (best_inertia is None) or (
-        best_n_iter is not None and (not _is_int(best_n_iter) or best_n_iter < 0)
-    ):
-        raise _SchemaError(
-            "best_n_iter must be an integer >= 0 when best_inertia is set and None otherwise, "
-            f"got {best_n_iter!r} with best_inertia {best_inertia!r}"
-        )
-    return specs
+                raise _SchemaError(f"{where}[{name!r}] must be {expected}, got {value!r}")
 
 
 def _check_checkpoint_content(arrays: Mapping[str, np.ndarray]) -> None:
-    for key in ("centers", "best_centers"):
-        if key in arrays:
-            _check_finite(key, arrays[key])
+    _check_finite("centers", arrays["centers"])
 
 
 # --- small helpers -------------------------------------------------------------------

@@ -521,14 +521,15 @@ default="k-means||"
             return centers
 
         params = self.get_params()
-        # Neither changes the result (the engines are bit-identical), so a
-        # fit may resume its checkpoint with other settings of these.
-        del params["verbose"], params["engine"]
+        # The engines are bit-identical and max_iter and tol only say where
+        # the runs stop (a checkpoint goes on to the new stop), so a fit may
+        # resume its checkpoint with other settings of these.
+        for name in ("verbose", "engine", "max_iter", "tol"):
+            del params[name]
         if not isinstance(params["random_state"], int | type(None)):
             params["random_state"] = "seeded"  # the seeds themselves are compared
         fingerprint = fit_fingerprint(
-            # column means and total weight stand in for the data's content
-            {**params, "data_mean": summary.column_mean, "data_weight": summary.weight_sum},
+            {**params, "data_digest": f"{summary.digest:016x}"},
             summary.n_rows,
             data.n_features,
             data.dtype,
@@ -735,7 +736,7 @@ def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:
 def _score_block(block, weights, offset: int, centers, backend) -> tuple[float, ChunkSummary]:
     """Weighted inertia of a block, and what it found wrong with the block."""
     chunk = make_chunk(block, weights, offset, block.dtype)
-    summary = summarize(chunk)
+    summary = summarize(chunk, with_digest=False)
     if summary.nonfinite_count or summary.bad_weight_count:
         return 0.0, summary
     return float(np.dot(chunk.weights, nearest(chunk.data, centers, backend)[1])), summary

@@ -17,6 +17,7 @@ from kmeans_dask import _model_io
 from kmeans_dask._model_io import (
     CheckpointState,
     ModelFile,
+    RunProgress,
     fit_fingerprint,
     load_model,
     read_checkpoint,
@@ -90,45 +91,43 @@ def refused(path: Path, *fragments: str, loader=load_model) -> str:
     return message
 
 
-def checkpoint_state(dtype=np.float64, best: bool = True) -> CheckpointState:
+def _history(*shifts: float) -> list[dict]:
+    return [
+        {
+            "iteration": i,
+            "inertia": 50.25 - i,
+            "center_shift": shift,
+            "n_empty": i % 2,
+            "seconds": 0.01 * i,
+        }
+        for i, shift in enumerate(shifts, start=1)
+    ]
+
+
+def checkpoint_state(dtype=np.float64, finished: bool = False) -> CheckpointState:
+    """Two runs of 2 x 3 centres: the first finished, the second finished or in progress."""
     centers = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 7.0]], dtype=dtype)
     return CheckpointState(
         fingerprint=fit_fingerprint({"n_clusters": 2}, 100, 3, dtype),
-        run=1,
-        iteration=2,
-        centers=centers,
-        best_centers=centers[::-1].copy() if best else None,
-        best_inertia=41.5 if best else None,
-        best_n_iter=4 if best else None,
-        history=[
-            {"iteration": 1, "inertia": 50.25, "center_shift": 3.5, "n_empty": 1, "seconds": 0.01},
-            {
-                "iteration": 2,
-                "inertia": 45.0,
-                "center_shift": 0.125,
-                "n_empty": 0,
-                "seconds": 0.02,
-            },
-        ],
         seeds=[12345, 2147483646],
-        completed=False,
+        runs=[
+            RunProgress(centers[::-1].copy(), _history(3.5, 0.125, 0.0), inertia=41.5),
+            RunProgress(centers, _history(2.0, 0.5), inertia=40.25 if finished else None),
+        ],
+        completed=finished,
     )
 
 
 def assert_same_state(loaded: CheckpointState, expected: CheckpointState) -> None:
     assert loaded.fingerprint == expected.fingerprint
-    assert (loaded.run, loaded.iteration) == (expected.run, expected.iteration)
-    assert loaded.centers.dtype == expected.centers.dtype
-    np.testing.assert_array_equal(loaded.centers, expected.centers)
-    if expected.best_centers is None:
-        assert loaded.best_centers is None
-    else:
-        assert loaded.best_centers.dtype == expected.best_centers.dtype
-        np.testing.assert_array_equal(loaded.best_centers, expected.best_centers)
-    assert loaded.best_inertia == expected.best_inertia
-    assert loaded.history == expected.history
     assert loaded.seeds == expected.seeds
     assert loaded.completed is expected.completed
+    assert len(loaded.runs) == len(expected.runs)
+    for got, run in zip(loaded.runs, expected.runs, strict=True):
+        assert got.centers.dtype == run.centers.dtype
+        np.testing.assert_array_equal(got.centers, run.centers)
+        assert got.history == run.history
+        assert got.inertia == run.inertia
 
 
 def directory_listing(path: Path) -> list[str]:
@@ -750,8 +749,7 @@ def test_checkpoint_crash_before_replace_keeps_previous_checkpoint(tmp_path, mon
     path = tmp_path / "checkpoint.npz"
     old = checkpoint_state()
     write_checkpoint(path, old)
-    new = checkpoint_state()
-    new.iteration = 3
+    new = checkpoint_state(finished=True)
     monkeypatch.setattr(os, "replace", _fail)
     with pytest.raises(OSError, match="simulated crash"):
         write_checkpoint(path, new)
@@ -771,7 +769,7 @@ def test_checkpoint_crash_while_writing_keeps_previous_checkpoint(tmp_path, monk
 
     monkeypatch.setattr(np, "savez", half_written)
     with pytest.raises(KeyboardInterrupt):
-        write_checkpoint(path, checkpoint_state(best=False))
+        write_checkpoint(path, checkpoint_state(finished=True))
     monkeypatch.undo()
     assert_same_state(read_checkpoint(path), old)
     assert directory_listing(tmp_path) == ["checkpoint.npz"]
@@ -812,27 +810,33 @@ def test_refused_save_leaves_previous_file_untouched(tmp_path):
 # --- checkpoints ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("best", [True, False], ids=["with-best", "no-best"])
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "in-progress"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_checkpoint_round_trip(tmp_path, dtype, best):
+def test_checkpoint_round_trip(tmp_path, dtype, finished):
     path = tmp_path / "checkpoint.npz"
-    state = checkpoint_state(dtype=dtype, best=best)
+    state = checkpoint_state(dtype=dtype, finished=finished)
     write_checkpoint(path, state)
     loaded = read_checkpoint(path)
     assert isinstance(loaded, CheckpointState)
     assert_same_state(loaded, state)
     metadata, entries = read_raw(path)
     assert metadata["format"] == "kmeans_dask.checkpoint"
-    assert metadata["format_version"] == 1
-    assert set(entries) == ({"centers", "best_centers"} if best else {"centers"})
+    assert metadata["format_version"] == 2
+    assert set(entries) == {"centers"} and entries["centers"].shape == (2, 2, 3)
+
+
+def test_checkpoint_of_no_run_round_trips(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    state = CheckpointState(fingerprint="f", seeds=[1])
+    write_checkpoint(path, state)
+    assert_same_state(read_checkpoint(path), state)
 
 
 def test_checkpoint_overwrite_and_completed(tmp_path):
     path = tmp_path / "checkpoint.npz"
     write_checkpoint(path, checkpoint_state())
-    final = checkpoint_state()
-    final.completed = True
-    final.run, final.iteration = 3, 17
+    final = checkpoint_state(finished=True)
+    final.runs[1].history.append(_history(2.0, 0.5, 0.25)[-1])
     write_checkpoint(path, final)
     assert_same_state(read_checkpoint(path), final)
     assert directory_listing(tmp_path) == ["checkpoint.npz"]
@@ -848,17 +852,17 @@ def test_checkpoint_accepts_iteration_records_and_numpy_scalars(tmp_path):
         seconds: float
 
     state = checkpoint_state()
-    state.history = [Record(1, 3, np.float64(0.5), np.int64(0), 0.25)]
-    state.seeds = [np.int64(7)]
-    state.best_inertia = np.float32(41.5)
+    state.runs[0].history = [Record(1, 3, np.float64(0.5), np.int64(0), 0.25)]
+    state.runs[0].inertia = np.float32(41.5)
+    state.seeds = [np.int64(7), 8]
     path = tmp_path / "checkpoint.npz"
     write_checkpoint(path, state)
     loaded = read_checkpoint(path)
-    assert loaded.history == [
+    assert loaded.runs[0].history == [
         {"iteration": 1, "inertia": 3.0, "center_shift": 0.5, "n_empty": 0, "seconds": 0.25}
     ]
-    assert type(loaded.history[0]["inertia"]) is float
-    assert loaded.seeds == [7] and loaded.best_inertia == 41.5
+    assert type(loaded.runs[0].history[0]["inertia"]) is float
+    assert loaded.seeds == [7, 8] and loaded.runs[0].inertia == 41.5
 
 
 def test_read_checkpoint_missing_file_gives_none(tmp_path):
@@ -874,28 +878,34 @@ def test_checkpoint_fingerprint_mismatch_is_detectable(tmp_path):
     assert stored != fit_fingerprint({"n_clusters": 2}, 101, 3, np.float64)
 
 
+def _run(s: CheckpointState, position: int = 0) -> RunProgress:
+    return s.runs[position]
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        (lambda s: setattr(s, "best_inertia", None), "best_centers and best_inertia"),
-        (lambda s: setattr(s, "best_n_iter", None), "best_n_iter"),
-        (lambda s: setattr(s, "best_n_iter", -1), "best_n_iter"),
-        (lambda s: setattr(s, "best_centers", None), "best_centers and best_inertia"),
-        (lambda s: setattr(s, "best_centers", np.zeros((3, 3))), "best_centers"),
-        (lambda s: setattr(s, "best_centers", np.zeros((2, 3), "f4")), "best_centers"),
-        (lambda s: setattr(s, "centers", np.zeros(3)), "2-D"),
-        (lambda s: setattr(s, "centers", np.full((2, 3), np.nan)), "non-finite"),
-        (lambda s: setattr(s, "centers", None), "dtype object"),
+        (lambda s: setattr(_run(s), "centers", np.zeros((3, 3))), "share one shape"),
+        (lambda s: setattr(_run(s), "centers", np.zeros((2, 3), "f4")), "share one shape"),
+        (lambda s: [setattr(r, "centers", np.zeros((2, 3), "i8")) for r in s.runs], "float32"),
+        (lambda s: [setattr(r, "centers", np.zeros(3)) for r in s.runs], "3-D"),
+        (lambda s: setattr(_run(s), "centers", np.full((2, 3), np.nan)), "non-finite"),
+        (lambda s: setattr(_run(s), "centers", None), "dtype object"),
+        (lambda s: setattr(_run(s), "inertia", -1.0), "runs[0]['inertia']"),
+        (lambda s: setattr(_run(s), "inertia", float("nan")), "runs[0].inertia"),
+        (lambda s: setattr(_run(s), "history", []), "empty"),
+        (lambda s: s.runs.append(s.runs[0]), "3 runs but only 2 seeds"),
+        (lambda s: s.runs.append("run"), "runs[2] must be a RunProgress"),
+        (lambda s: setattr(s, "runs", None), "runs must be a list"),
+        (lambda s: setattr(s, "completed", True), "not every run finished"),
         (lambda s: setattr(s, "fingerprint", ""), "fingerprint"),
-        (lambda s: setattr(s, "run", -1), "run"),
-        (lambda s: setattr(s, "iteration", 1.5), "iteration"),
         (lambda s: setattr(s, "completed", "yes"), "completed"),
-        (lambda s: setattr(s, "seeds", [1.5]), "seeds"),
+        (lambda s: setattr(s, "seeds", [1.5, 2]), "seeds"),
         (lambda s: setattr(s, "seeds", "12"), "seeds"),
-        (lambda s: s.history.append({"iteration": 3}), "history[2]"),
-        (lambda s: s.history[0].update(inertia=float("inf")), "history[0]"),
-        (lambda s: s.history[0].update(extra=1), "history[0]"),
-        (lambda s: s.history.append([1, 2]), "history[2]"),
+        (lambda s: _run(s).history.append({"iteration": 3}), "history'][3]"),
+        (lambda s: _run(s).history[0].update(inertia=float("inf")), "runs[0].history[0]"),
+        (lambda s: _run(s).history[0].update(extra=1), "history'][0]"),
+        (lambda s: _run(s, 1).history.append([1, 2]), "runs[1].history[2]"),
     ],
 )
 def test_write_checkpoint_refuses_bad_state(tmp_path, change, fragment):
@@ -922,7 +932,14 @@ def test_read_checkpoint_refuses_newer_version(tmp_path):
     path = tmp_path / "checkpoint.npz"
     write_checkpoint(path, checkpoint_state())
     rewrite(path, lambda meta, entries: meta.update(format_version=5))
-    refused(path, "format_version 5", "format_version 1", loader=read_checkpoint)
+    refused(path, "format_version 5", "format_version 2", loader=read_checkpoint)
+
+
+def test_read_checkpoint_refuses_the_older_layout(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    rewrite(path, lambda meta, entries: meta.update(format_version=1))
+    refused(path, "format_version 1", "older kmeans_dask", "delete", loader=read_checkpoint)
 
 
 def test_read_checkpoint_refuses_truncated_and_random_files(tmp_path):
@@ -939,10 +956,12 @@ def test_read_checkpoint_refuses_truncated_and_random_files(tmp_path):
     "mutate",
     [
         lambda meta, entries: entries.update(extra=np.zeros(1)),
-        lambda meta, entries: entries.pop("best_centers"),
-        lambda meta, entries: entries.update(centers=np.zeros((2, 4))),
-        lambda meta, entries: meta.update(history=[{"iteration": "1"}]),
-        lambda meta, entries: meta.update(best_inertia="41.5"),
+        lambda meta, entries: entries.pop("centers"),
+        lambda meta, entries: entries.update(centers=np.zeros((2, 2, 4))),
+        lambda meta, entries: entries.update(centers=np.zeros((1, 2, 3))),
+        lambda meta, entries: meta["runs"][0].update(history=[{"iteration": "1"}]),
+        lambda meta, entries: meta["runs"][0].update(inertia="41.5"),
+        lambda meta, entries: meta["runs"][0].pop("inertia"),
         lambda meta, entries: meta.update(completed=1),
         lambda meta, entries: meta.pop("seeds"),
     ],
@@ -950,8 +969,10 @@ def test_read_checkpoint_refuses_truncated_and_random_files(tmp_path):
         "extra-key",
         "missing-key",
         "wrong-shape",
+        "fewer-centres-than-runs",
         "bad-history",
-        "bad-best-inertia",
+        "bad-inertia",
+        "missing-inertia",
         "bad-completed",
         "missing-field",
     ],
