@@ -126,9 +126,11 @@ class ChunkSummary:
             return self
         if n_a == 0:
             return other
-        delta = other.column_mean - self.column_mean
-        mean = self.column_mean + delta * (n_b / n)
-        m2 = self.column_m2 + other.column_m2 + delta**2 * (n_a * n_b / n)
+        # Overflowing values are refused from the merged summary (raise_for_summary).
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = other.column_mean - self.column_mean
+            mean = self.column_mean + delta * (n_b / n)
+            m2 = self.column_m2 + other.column_m2 + delta**2 * (n_a * n_b / n)
         return ChunkSummary(
             n_rows=n,
             nonfinite_count=self.nonfinite_count + other.nonfinite_count,
@@ -183,7 +185,8 @@ def summarize(chunk: RowSource, with_digest: bool = True) -> ChunkSummary:
         bad = ~np.isfinite(weights) | (weights < 0)
         bad_count = int(bad.sum())
         bad_rows = [int(i) + chunk.offset for i in np.flatnonzero(bad)[:N_REPORTED_POSITIONS]]
-        weight_sum = float(weights[~bad].sum())
+        with np.errstate(over="ignore"):  # refused with the data check's summary
+            weight_sum = float(weights[~bad].sum())
     return ChunkSummary(
         n_rows=chunk.n_rows,
         nonfinite_count=count,
