@@ -259,17 +259,7 @@ def minibatch_update(
     data = _check_batch(batch, n_features, centers.dtype, first_row)
     n_rows = data.shape[0]
     row_weights = _check_weights(weights, n_rows, first_row)
-    with np.errstate(over="ignore"):  # an overflow is refused just below
-        batch_weight = float(n_rows) if row_weights is None else float(row_weights.sum())
-    # Centres lie within the range of the rows seen, which bounds every sum below.
-    largest = np.maximum(np.abs(data).max(axis=0), np.abs(centers).max(axis=0))
-    check_magnitudes(
-        largest,
-        float(np.sum(state.counts)) + batch_weight,
-        data.dtype,
-        "batch",
-        "the largest in the batch and the centres",
-    )
+    batch_weight = _check_magnitudes(data, row_weights, state)
 
     stats, _, _ = statistics_and_labels(data, row_weights, centers, backend)
 
@@ -379,6 +369,7 @@ default="k-means++"
         )
     data = _check_batch(raw, n_features, dtype, first_row)
     row_weights = _check_weights(weights, n_rows, first_row)
+    _check_magnitudes(data, row_weights, None)  # before the initialisation computes with them
 
     if isinstance(init, str):
         if init not in STREAM_INIT_METHODS:
@@ -467,6 +458,25 @@ def _check_weights(weights: Any, n_rows: int, first_row: int) -> np.ndarray | No
     rows = [first_row + int(r) for r in bad[:N_REPORTED_POSITIONS]]
     check_weights_valid(bad.size, rows, name="weights")
     return values
+
+
+def _check_magnitudes(
+    data: np.ndarray, weights: np.ndarray | None, state: StreamState | None
+) -> float:
+    """Refuse a batch whose update could overflow (with the model's state, if any);
+    return the batch's weight."""
+    with np.errstate(over="ignore"):  # an overflow is refused below
+        batch_weight = float(data.shape[0]) if weights is None else float(weights.sum())
+    # Centres lie within the range of the rows seen, which bounds every sum.
+    largest = np.abs(data).max(axis=0)
+    total_weight = batch_weight
+    if state is not None:
+        largest = np.maximum(largest, np.abs(state.centers).max(axis=0))
+        total_weight += float(np.sum(state.counts))
+    check_magnitudes(
+        largest, total_weight, data.dtype, "batch", "the largest in the batch and the centres"
+    )
+    return batch_weight
 
 
 def _reassign(
