@@ -355,8 +355,8 @@ def write_checkpoint(path: PathLike, state: CheckpointState) -> None:
         If ``state`` is not a :class:`CheckpointState`.
     ValueError
         If the state cannot be stored faithfully (wrong types, non-finite
-        centres, runs of other shapes, an unfinished run before the last,
-        more runs than seeds, ...); nothing is written then.
+        centres, runs with centres of other shapes, more runs than seeds,
+        ``completed`` with a run unfinished, ...); nothing is written then.
     OSError
         If writing fails; the previous checkpoint is left intact.
     """

@@ -20,6 +20,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from sklearn.base import BaseEstimator, ClusterMixin, TransformerMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import euclidean_distances
@@ -710,7 +711,8 @@ default="k-means||"
                 backend,
                 drop_axis=1,
                 dtype=np.int32,
-                name="kmeans-predict",
+                # A name fixes the output keys: unique per input, readable in the dashboard.
+                name=f"kmeans-predict-{tokenize(X, centers, backend)}",
             )
         return nearest(X, centers, backend)[0]
 
@@ -734,7 +736,7 @@ default="k-means||"
                 centers,
                 chunks=(X.chunks[0], (centers.shape[0],)),
                 dtype=X.dtype,
-                name="kmeans-transform",
+                name=f"kmeans-transform-{tokenize(X, centers)}",
             )
         return euclidean_distances(X, centers)
 

@@ -265,6 +265,20 @@ def test_predict_refuses_bad_data(client, fitted_model, X):
     _assert_same(model, before)
 
 
+def test_lazy_results_of_two_inputs_are_their_own(client, fitted_model):
+    """Found by the fuzzing: predict named its output keys "kmeans-predict" for every
+    input, so two predictions computed together (or a key still held) shared results."""
+    import dask
+
+    X, Y = GOOD, GOOD[::-1].copy()
+    lazy = [da.from_array(data, chunks=(10, -1)) for data in (X, Y)]
+    labels = dask.compute(*(fitted_model.predict(data) for data in lazy))
+    distances = dask.compute(*(fitted_model.transform(data) for data in lazy))
+    for data, got, far in zip((X, Y), labels, distances, strict=True):
+        assert_array_equal(got, fitted_model.predict(data))
+        assert_array_equal(far, fitted_model.transform(data))
+
+
 @st.composite
 def streaming_model(draw, min_batches: int = 0) -> KMeans:
     """Unfitted, fitted, or streaming already (a generator in use)."""
