@@ -14,7 +14,13 @@ from typing import Any
 import numpy as np
 
 from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
-from kmeans_dask._kernels import accumulate_rows, column_moments, largest, squared_distances
+from kmeans_dask._kernels import (
+    accumulate_rows,
+    column_moments,
+    content_digest,
+    largest,
+    squared_distances,
+)
 from kmeans_dask._memo import ChunkMemo
 from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._row_statistics import aligned_float64, aligned_zeros
@@ -108,6 +114,9 @@ class ChunkSummary:
     weight_sum: float
     bad_weight_count: int = 0
     bad_weight_rows: list[int] = field(default_factory=list)
+    digest: int = 0
+    """:func:`~kmeans_dask._kernels.content_digest` of the rows and weights: the
+    same for any chunking, so it identifies the data for checkpoints."""
 
     def merge(self, other: ChunkSummary) -> ChunkSummary:
         """Combine two summaries (Chan et al.'s parallel variance update)."""
@@ -117,9 +126,11 @@ class ChunkSummary:
             return self
         if n_a == 0:
             return other
-        delta = other.column_mean - self.column_mean
-        mean = self.column_mean + delta * (n_b / n)
-        m2 = self.column_m2 + other.column_m2 + delta**2 * (n_a * n_b / n)
+        # Overflowing values are refused from the merged summary (raise_for_summary).
+        with np.errstate(over="ignore", invalid="ignore"):
+            delta = other.column_mean - self.column_mean
+            mean = self.column_mean + delta * (n_b / n)
+            m2 = self.column_m2 + other.column_m2 + delta**2 * (n_a * n_b / n)
         return ChunkSummary(
             n_rows=n,
             nonfinite_count=self.nonfinite_count + other.nonfinite_count,
@@ -131,6 +142,7 @@ class ChunkSummary:
             weight_sum=self.weight_sum + other.weight_sum,
             bad_weight_count=self.bad_weight_count + other.bad_weight_count,
             bad_weight_rows=(self.bad_weight_rows + other.bad_weight_rows)[:N_REPORTED_POSITIONS],
+            digest=(self.digest + other.digest) % 2**64,
         )
 
 
@@ -149,8 +161,11 @@ def nonfinite_positions(data: np.ndarray, offset: int = 0) -> tuple[int, list[tu
     return int(bad_rows.size), positions
 
 
-def summarize(chunk: RowSource) -> ChunkSummary:
-    """Finiteness, column mean/M2 (for ``tol``) and weight checks of a chunk."""
+def summarize(chunk: RowSource, with_digest: bool = True) -> ChunkSummary:
+    """Finiteness, column mean/M2 (for ``tol``), weight checks and digest of a chunk.
+
+    ``with_digest=False`` leaves ``digest`` at 0, for checks that only validate.
+    """
     chunk = _start_task(chunk)
     data = chunk.data
     mean = np.empty(data.shape[1])
@@ -170,7 +185,8 @@ def summarize(chunk: RowSource) -> ChunkSummary:
         bad = ~np.isfinite(weights) | (weights < 0)
         bad_count = int(bad.sum())
         bad_rows = [int(i) + chunk.offset for i in np.flatnonzero(bad)[:N_REPORTED_POSITIONS]]
-        weight_sum = float(weights[~bad].sum())
+        with np.errstate(over="ignore"):  # refused with the data check's summary
+            weight_sum = float(weights[~bad].sum())
     return ChunkSummary(
         n_rows=chunk.n_rows,
         nonfinite_count=count,
@@ -180,7 +196,23 @@ def summarize(chunk: RowSource) -> ChunkSummary:
         weight_sum=weight_sum,
         bad_weight_count=bad_count,
         bad_weight_rows=bad_rows,
+        digest=_digest(chunk) if with_digest else 0,
     )
+
+
+#: Bits of a unit weight, hashed for the rows of chunks without weights.
+_UNIT_WEIGHT_BITS = np.float64(1.0).view(np.uint64)
+
+
+def _digest(chunk: Chunk) -> int:
+    """The chunk's :func:`~kmeans_dask._kernels.content_digest`; no weights hash as 1.0."""
+    data = chunk.data
+    bits = data.view(np.uint32 if data.dtype == np.float32 else np.uint64)
+    if chunk.weights is None:
+        weight_bits = np.broadcast_to(_UNIT_WEIGHT_BITS, (chunk.n_rows,))
+    else:
+        weight_bits = chunk.weights.view(np.uint64)
+    return int(content_digest(bits, weight_bits, chunk.offset))
 
 
 #: Rows farthest from their centre that a chunk task reports with its

@@ -40,15 +40,18 @@ logger = logging.getLogger(__name__)
 TARGET_CHUNK_BYTES = 64 * 2**20
 #: Smallest block worth a task of its own.
 MIN_CHUNK_ROWS = 1024
-#: Blocks per worker thread (when there are rows enough): a worker's threads
-#: take the next block as they finish one, so a core that runs slower for a
-#: while (another process, frequency changes) delays the iteration by at most
-#: one small block instead of holding half of it.
-BLOCKS_PER_THREAD = 4
-#: ... but only while every block's partial statistics, which travel each
-#: iteration, stay at most this fraction of the block's own size: at
-#: 200k x 128, k = 2048, eight blocks sent 16 MiB of sums per iteration
-#: (63 ms, 9% of it) where two send 4 MiB.
+#: Blocks NumPy input is split into at least, when there are rows enough: a
+#: worker's threads take the next block as they finish one, so several
+#: blocks per thread keep a core that runs slower for a while (another
+#: process, frequency changes) from holding up the iteration, and 16 keep 8
+#: threads busy. A constant, not the cluster's thread count: the reduction
+#: tree, and so the result bit for bit, depends on the number of blocks, so
+#: it must be the same on any cluster (and a checkpoint resumes on any).
+PARALLEL_BLOCKS = 16
+#: ... halved (down to 2) while the blocks' partial statistics, which travel
+#: each iteration, exceed this fraction of the data: at 200k x 128, k = 2048,
+#: eight blocks sent 16 MiB of sums per iteration (63 ms, 9% of it) where two
+#: send 4 MiB.
 MAX_STATISTICS_SHARE = 1 / 16
 
 
@@ -178,18 +181,21 @@ def check_sample_weight(
 
 
 def numpy_row_chunks(
-    n_samples: int, n_features: int, itemsize: int, n_threads: int, statistics_bytes: int = 0
+    n_samples: int, n_features: int, itemsize: int, statistics_bytes: int = 0
 ) -> tuple:
-    """Row block sizes for NumPy input: at most ~64 MiB, and a few per worker thread.
+    """Row block sizes for NumPy input: at most ~64 MiB, and :data:`PARALLEL_BLOCKS`.
 
-    ``statistics_bytes`` is the size of one block's partial statistics; blocks
-    are split finer than one per thread only while those stay small.
+    ``statistics_bytes`` is the size of one block's partial statistics; the
+    blocks are fewer (powers of two from :data:`PARALLEL_BLOCKS` down to 2)
+    where those would travel more than :data:`MAX_STATISTICS_SHARE` of the
+    data. Nothing here depends on the cluster, so NumPy input gives the same
+    blocks, and the same result, on any cluster.
     """
     data_bytes = n_samples * n_features * itemsize
     by_size = math.ceil(data_bytes / TARGET_CHUNK_BYTES)
-    fine = BLOCKS_PER_THREAD * n_threads
-    if fine * statistics_bytes > MAX_STATISTICS_SHARE * data_bytes:
-        fine = n_threads
+    fine = PARALLEL_BLOCKS
+    while fine > 2 and fine * statistics_bytes > MAX_STATISTICS_SHARE * data_bytes:
+        fine //= 2
     n_blocks = max(by_size, fine, 1)
     n_blocks = min(n_blocks, max(1, n_samples // MIN_CHUNK_ROWS))
     base, extra = divmod(n_samples, n_blocks)
@@ -380,10 +386,7 @@ def distribute(
         ]
         chunks = client.compute(tasks)
     else:
-        n_threads = sum(client.nthreads().values())
-        row_chunks = numpy_row_chunks(
-            X.shape[0], X.shape[1], dtype.itemsize, n_threads, statistics_bytes
-        )
+        row_chunks = numpy_row_chunks(X.shape[0], X.shape[1], dtype.itemsize, statistics_bytes)
         bounds = np.cumsum((0, *row_chunks))
         local = [
             make_chunk(X[a:b], None if weights is None else weights[a:b], a, dtype)

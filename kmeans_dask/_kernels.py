@@ -468,3 +468,55 @@ def column_moments(data, mean, m2):
             mean[f] += delta * (size / total)
             m2[f] += block_m2[f] + delta * delta * (merged * size / total)
         merged = total
+
+
+# --- Content digest for checkpoints -------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def _mix64(x):
+    """MurmurHash3's 64-bit finaliser: a bijection that spreads every input bit."""
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xFF51AFD7ED558CCD)
+    x ^= x >> np.uint64(33)
+    x *= np.uint64(0xC4CEB9FE1A85EC53)
+    x ^= x >> np.uint64(33)
+    return x
+
+
+@numba.njit(nogil=True, cache=True)
+def content_digest(bits, weight_bits, first_row):
+    """Sum, modulo 2**64, of a hash of every value keyed by its global position.
+
+    Row ``i`` of the block is global row ``first_row + i``; its values and
+    its weight are hashed as the ``n_features + 1`` entries of that row, each
+    mixed with a key of its global position. The sum of the hashes is the
+    same whichever blocks the rows are split into and in whichever order the
+    blocks' digests are added, and changing, moving or swapping any value
+    changes it (each hash is a bijection of the value for a given position).
+
+    Parameters
+    ----------
+    bits : (n, d) uint32 or uint64
+        The bits of the rows' values (a view of float32 or float64 data).
+    weight_bits : (n,) uint64
+        The bits of the rows' float64 weights.
+    first_row : int
+        Global index of the block's first row.
+
+    Returns
+    -------
+    numpy.uint64
+    """
+    n_rows, n_features = bits.shape
+    width = np.uint64(n_features + 1)
+    total = np.uint64(0)
+    for i in range(n_rows):
+        key = (np.uint64(first_row) + np.uint64(i)) * width * _GOLDEN
+        for f in range(n_features):
+            total += _mix64(np.uint64(bits[i, f]) ^ key)
+            key += _GOLDEN
+        total += _mix64(np.uint64(weight_bits[i]) ^ key)
+    return total

@@ -6,14 +6,20 @@ entry: a 1-D ``uint8`` array holding UTF-8 JSON with the format marker and
 version, the library version, the scalar fields and the expected shape and
 dtype of every other entry.
 
-Reading opens the archive with ``np.load(path, allow_pickle=False)``, checks
-the format marker and version, checks that the archive holds exactly the
-entries the metadata lists, and compares each entry's ``.npy`` header (shape
-and dtype) with the metadata *before* reading its data. A crafted file can
-therefore never make NumPy unpickle anything, and every problem is reported
-as a :class:`ValueError` whose message names the file and the problem (a
-missing file gives :class:`FileNotFoundError` for a model, ``None`` for a
-checkpoint).
+Reading first bounds what the file can cost: the ZIP end record must
+declare at most :data:`MAX_ENTRIES` entries (read without parsing the
+directory), and every entry must be stored uncompressed within the file, so
+no entry can expand beyond the file's own size. It then opens the archive
+with ``np.load(path, allow_pickle=False)``, checks the format marker and
+version, derives every entry the format declares and its shape from the
+metadata (a model holds only its centres, their weights and an ``init``
+array, each sized by ``n_clusters`` and ``n_features_in_``), checks that
+the archive holds exactly those, and compares each entry's ``.npy`` header
+(shape and dtype) with them *before* reading its data. A crafted file can
+therefore never make NumPy unpickle anything nor allocate more than its
+own size, and every problem is reported as a :class:`ValueError` whose
+message names the file and the problem (a missing file gives
+:class:`FileNotFoundError` for a model, ``None`` for a checkpoint).
 
 Writing is atomic: the archive is written to a temporary file in the
 target's directory, flushed and fsync'ed, then renamed over the target with
@@ -33,6 +39,9 @@ import json
 import math
 import os
 import secrets
+import struct
+import zipfile
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
@@ -48,6 +57,7 @@ __all__ = [
     "MODEL_FORMAT_VERSION",
     "CheckpointState",
     "ModelFile",
+    "RunProgress",
     "fit_fingerprint",
     "load_model",
     "read_checkpoint",
@@ -61,21 +71,28 @@ MODEL_FORMAT_VERSION = 1
 """Newest model file layout this version writes and reads."""
 CHECKPOINT_FORMAT = "kmeans_dask.checkpoint"
 """Value of the ``"format"`` field of a checkpoint file."""
-CHECKPOINT_FORMAT_VERSION = 1
-"""Newest checkpoint layout this version writes and reads."""
+CHECKPOINT_FORMAT_VERSION = 2
+"""The checkpoint layout this version writes and reads (2: every run kept, so a fit can
+go further; 1, which kept only the best finished run, is refused)."""
 
 METADATA_KEY = "__metadata__"
 """Archive entry holding the UTF-8 JSON metadata as a 1-D uint8 array."""
 CENTERS_KEY = "cluster_centers_"
 """Archive entry of a model file holding the fitted centres."""
+WEIGHTS_KEY = "cluster_weights_"
+"""Optional archive entry of a model file: the weight of each centre (float64)."""
 PARAM_ARRAY_PREFIX = "params."
 """Prefix of the archive entries holding array-valued estimator parameters."""
+ARRAY_PARAMS = ("init",)
+"""Parameters that may be stored as arrays (of shape ``(n_clusters, n_features_in_)``)."""
+MAX_ENTRIES = 16
+"""Most entries an archive may declare before anything else is read (a valid file
+holds the metadata and at most three arrays; a few more are named in the refusal)."""
 
 _KNOWN_FORMATS = {MODEL_FORMAT: "model", CHECKPOINT_FORMAT: "checkpoint"}
 _MAX_METADATA_BYTES = 64 * 2**20
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 # Keyword names np.savez itself takes: an entry so named would clash with them.
-_RESERVED_NAMES = frozenset({"file", "args", "kwds", "allow_pickle"})
 _CENTER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _MODEL_ATTRIBUTES = ("inertia_", "n_iter_", "n_features_in_")
 _OPTIONAL_MODEL_ATTRIBUTES = ("feature_names_in_",)
@@ -93,15 +110,12 @@ _CHECKPOINT_METADATA_FIELDS = (
     "format_version",
     "library_version",
     "fingerprint",
-    "run",
-    "iteration",
-    "best_inertia",
-    "best_n_iter",
-    "history",
     "seeds",
+    "runs",
     "completed",
     "arrays",
 )
+_RUN_FIELDS = ("history", "inertia")
 _HISTORY_FIELDS: dict[str, type] = {
     "iteration": int,
     "inertia": float,
@@ -147,48 +161,52 @@ class ModelFile:
 
 
 @dataclass
+class RunProgress:
+    """One of the ``n_init`` runs of a fit, as a checkpoint keeps it.
+
+    Attributes
+    ----------
+    centers : ndarray of shape (n_clusters, n_features)
+        The run's centres after its last iteration (float32 or float64, finite).
+    history : list of dict
+        One dict per iteration done, at least one, with the keys
+        ``iteration`` (int), ``inertia`` (float), ``center_shift`` (float),
+        ``n_empty`` (int) and ``seconds`` (float); ``dataclasses.asdict`` of an
+        :class:`~kmeans_dask._lloyd.IterationRecord` gives one (writing
+        accepts the records themselves too).
+    inertia : float or None
+        The inertia of ``centers`` once the run finished (its final pass
+        done); None while it is in progress.
+    """
+
+    centers: np.ndarray
+    history: list[dict[str, Any]]
+    inertia: float | None = None
+
+
+@dataclass
 class CheckpointState:
-    """Where a long fit stands, enough to resume it.
+    """Where a long fit stands, enough to resume it or to take it further.
 
     Attributes
     ----------
     fingerprint : str
         Identifies the fit (see :func:`fit_fingerprint`); compare it with the
         fingerprint of the fit being resumed and refuse a mismatch.
-    run : int
-        Which of the ``n_init`` runs is in progress (the caller's numbering).
-    iteration : int
-        Lloyd iterations completed in that run.
-    centers : ndarray of shape (n_clusters, n_features)
-        Current centres of that run (float32 or float64, finite).
-    best_centers : ndarray of shape (n_clusters, n_features) or None
-        Centres of the best finished run so far (same shape and dtype as
-        ``centers``); None before any run finished.
-    best_inertia : float or None
-        Inertia of ``best_centers``; None exactly when ``best_centers`` is.
-    best_n_iter : int or None
-        Lloyd iterations of that best run; None exactly when ``best_centers`` is.
-    history : list of dict
-        One dict per iteration of the current run with the keys
-        ``iteration`` (int), ``inertia`` (float), ``center_shift`` (float),
-        ``n_empty`` (int) and ``seconds`` (float); ``dataclasses.asdict`` of an
-        :class:`~kmeans_dask._lloyd.IterationRecord` gives one (writing
-        accepts the records themselves too).
     seeds : list of int
         The seed of every run.
+    runs : list of RunProgress
+        The runs started so far, in order, at most one per seed, each
+        finished or in progress. A finished run is kept with its history,
+        so a fit with a larger ``max_iter`` or a smaller ``tol`` can take it
+        further.
     completed : bool
-        True once the whole fit finished.
+        True once every run finished.
     """
 
     fingerprint: str
-    run: int
-    iteration: int
-    centers: np.ndarray
-    best_centers: np.ndarray | None = None
-    best_inertia: float | None = None
-    best_n_iter: int | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=list)
+    seeds: list[int]
+    runs: list[RunProgress] = field(default_factory=list)
     completed: bool = False
 
 
@@ -226,16 +244,17 @@ def save_model(
         replaced atomically.
     params : mapping of str to object
         Estimator parameters (``get_params()``). Values must be None, bool,
-        int, float (finite), str or real numeric arrays (lists and tuples are
-        converted to arrays); an array value such as an ``init`` array is
-        stored as the archive entry ``"params.<name>"``, not in the JSON.
-        Must contain ``n_clusters``. A ``RandomState`` cannot be stored:
-        replace it by an int seed or None first.
+        int, float (finite), str, a dict of those with str keys (such as
+        ``assign_options``), or, for the parameters in :data:`ARRAY_PARAMS`
+        (``init``), a real numeric array-like of shape ``(n_clusters,
+        n_features_in_)``, stored as the archive entry ``"params.init"``, not
+        in the JSON. Must contain ``n_clusters``. A ``RandomState`` cannot be
+        stored: replace it by an int seed or None first.
     arrays : mapping of str to ndarray
-        Fitted arrays; must contain ``"cluster_centers_"`` (2-D float32 or
-        float64, finite, shape ``(n_clusters, n_features_in_)``). Names must
-        be Python identifiers not starting with ``"__"``; dtypes must be real
-        numeric (integer or floating point).
+        Fitted arrays: ``"cluster_centers_"`` (2-D float32 or float64,
+        finite, shape ``(n_clusters, n_features_in_)``) and optionally
+        ``"cluster_weights_"`` (float64, finite, >= 0, shape
+        ``(n_clusters,)``); nothing else.
     attributes : mapping of str to object
         ``inertia_`` (finite float >= 0), ``n_iter_`` (int >= 0),
         ``n_features_in_`` (int >= 1) and optionally ``feature_names_in_``
@@ -280,12 +299,14 @@ def load_model(path: PathLike) -> ModelFile:
     ValueError
         If the file is not a valid model file of a supported version: not a
         ZIP archive, truncated or corrupted, a checkpoint or other file, a
-        newer ``format_version``, entries missing or extra, an entry whose
-        shape or dtype differs from the metadata or is not real numeric (an
-        object array is refused without being unpickled), centres that are
-        not finite 2-D float32/float64 of shape ``(n_clusters,
-        n_features_in_)``, or metadata fields of the wrong type. The message
-        names the file and the problem.
+        newer ``format_version``, more than :data:`MAX_ENTRIES` entries or a
+        compressed one, entries missing or other than the format declares,
+        an entry whose shape or dtype differs from the metadata or is not
+        real numeric (an object array is refused without being unpickled),
+        centres that are not finite 2-D float32/float64 of shape
+        ``(n_clusters, n_features_in_)``, centre weights that are not finite,
+        non-negative float64 of shape ``(n_clusters,)``, or metadata fields
+        of the wrong type. The message names the file and the problem.
     """
     target = os.fspath(path)
     if not os.path.exists(target):
@@ -334,8 +355,8 @@ def write_checkpoint(path: PathLike, state: CheckpointState) -> None:
         If ``state`` is not a :class:`CheckpointState`.
     ValueError
         If the state cannot be stored faithfully (wrong types, non-finite
-        centres, ``best_centers`` and ``best_inertia`` not both set or both
-        None, ...); nothing is written then.
+        centres, runs with centres of other shapes, more runs than seeds,
+        ``completed`` with a run unfinished, ...); nothing is written then.
     OSError
         If writing fails; the previous checkpoint is left intact.
     """
@@ -368,8 +389,8 @@ def read_checkpoint(path: PathLike) -> CheckpointState | None:
     Raises
     ------
     ValueError
-        If the file exists but is not a valid checkpoint of a supported
-        version (corrupted or truncated, a model file, a newer
+        If the file exists but is not a valid checkpoint of this version's
+        layout (corrupted or truncated, a model file, another
         ``format_version``, entries missing or extra or of the wrong shape or
         dtype, fields of the wrong type). The message names the file and the
         problem.
@@ -384,20 +405,21 @@ def read_checkpoint(path: PathLike) -> CheckpointState | None:
         _check_checkpoint_content(arrays)
     except _SchemaError as exc:
         raise ValueError(f"cannot read checkpoint '{target}': {exc}") from None
-    best = metadata["best_inertia"]
+    runs = [
+        RunProgress(
+            centers=centers,
+            history=[
+                {name: kind(entry[name]) for name, kind in _HISTORY_FIELDS.items()}
+                for entry in run["history"]
+            ],
+            inertia=None if run["inertia"] is None else float(run["inertia"]),
+        )
+        for centers, run in zip(arrays["centers"], metadata["runs"], strict=True)
+    ]
     return CheckpointState(
         fingerprint=metadata["fingerprint"],
-        run=metadata["run"],
-        iteration=metadata["iteration"],
-        centers=arrays["centers"],
-        best_centers=arrays.get("best_centers"),
-        best_inertia=None if best is None else float(best),
-        best_n_iter=metadata["best_n_iter"],
-        history=[
-            {name: kind(entry[name]) for name, kind in _HISTORY_FIELDS.items()}
-            for entry in metadata["history"]
-        ],
         seeds=list(metadata["seeds"]),
+        runs=runs,
         completed=metadata["completed"],
     )
 
@@ -472,20 +494,25 @@ def _model_payload(
         raise _SchemaError(f"arrays must be a mapping, got {type(arrays).__name__}")
     if not isinstance(attributes, Mapping):
         raise _SchemaError(f"attributes must be a mapping, got {type(attributes).__name__}")
-    payload: dict[str, np.ndarray] = {}
-    for name, value in arrays.items():
-        _check_array_name(name)
-        payload[name] = _numeric_array(value, f"array {name!r}")
+    payload = {
+        str(name): _numeric_array(value, f"array {name!r}") for name, value in arrays.items()
+    }
     json_params: dict[str, Any] = {}
     array_params: list[str] = []
     for name, value in params.items():
         if not isinstance(name, str) or not name.isidentifier():
             raise _SchemaError(f"parameter name {name!r} is not a Python identifier")
-        if isinstance(value, np.ndarray | list | tuple):
-            payload[PARAM_ARRAY_PREFIX + name] = _numeric_array(value, f"parameter {name!r}")
+        what = f"parameter {name!r}"
+        if name in ARRAY_PARAMS and _is_array_like(value):
+            payload[PARAM_ARRAY_PREFIX + name] = _numeric_array(value, what)
             array_params.append(name)
+        elif isinstance(value, Mapping):
+            json_params[name] = {
+                _option_name(key, what): _json_scalar(item, f"{what}[{key!r}]")
+                for key, item in value.items()
+            }
         else:
-            json_params[name] = _json_scalar(value, f"parameter {name!r}")
+            json_params[name] = _json_scalar(value, what)
     _exact_keys(attributes, _MODEL_ATTRIBUTES, _OPTIONAL_MODEL_ATTRIBUTES, "attributes")
     stored: dict[str, Any] = {
         name: _json_scalar(attributes[name], f"attribute {name!r}") for name in _MODEL_ATTRIBUTES
@@ -520,42 +547,57 @@ def _model_payload(
 
 
 def _checkpoint_payload(state: CheckpointState) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    payload = {"centers": _numeric_array(state.centers, "centers")}
-    if state.best_centers is not None:
-        payload["best_centers"] = _numeric_array(state.best_centers, "best_centers")
-    history = []
-    for position, entry in enumerate(_as_list(state.history, "history")):
+    runs = _as_list(state.runs, "runs")
+    for position, run in enumerate(runs):
+        if not isinstance(run, RunProgress):
+            raise _SchemaError(f"runs[{position}] must be a RunProgress, got {type(run).__name__}")
+    centers = [_numeric_array(run.centers, f"runs[{i}].centers") for i, run in enumerate(runs)]
+    shapes = {(array.shape, array.dtype) for array in centers}
+    if len(shapes) > 1:
+        raise _SchemaError(
+            "the runs' centres must share one shape and dtype, got "
+            + ", ".join(f"{shape} {dtype}" for shape, dtype in sorted(shapes, key=str))
+        )
+    payload = {"centers": np.stack(centers) if centers else np.zeros((0, 0, 0))}
+    metadata = {
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "library_version": __version__,
+        "fingerprint": state.fingerprint,
+        "seeds": [
+            _json_scalar(seed, f"seeds[{i}]")
+            for i, seed in enumerate(_as_list(state.seeds, "seeds"))
+        ],
+        "runs": [
+            {
+                "history": _history_payload(run.history, f"runs[{i}].history"),
+                "inertia": _json_scalar(run.inertia, f"runs[{i}].inertia"),
+            }
+            for i, run in enumerate(runs)
+        ],
+        "completed": _json_scalar(state.completed, "completed"),
+        "arrays": _specs_of(payload),
+    }
+    return metadata, payload
+
+
+def _history_payload(history: Any, what: str) -> list[dict[str, Any]]:
+    records = []
+    for position, entry in enumerate(_as_list(history, what)):
         if is_dataclass(entry) and not isinstance(entry, type):
             entry = asdict(entry)
         if not isinstance(entry, Mapping):
-            raise _SchemaError(f"history[{position}] must be a dict, got {type(entry).__name__}")
+            raise _SchemaError(f"{what}[{position}] must be a dict, got {type(entry).__name__}")
         record = {
-            name: _json_scalar(value, f"history[{position}][{name!r}]")
+            name: _json_scalar(value, f"{what}[{position}][{name!r}]")
             for name, value in entry.items()
         }
         for name, kind in _HISTORY_FIELDS.items():
             value = record.get(name)
             if kind is float and _is_int(value):
                 record[name] = float(value)
-        history.append(record)
-    metadata = {
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "library_version": __version__,
-        "fingerprint": state.fingerprint,
-        "run": _json_scalar(state.run, "run"),
-        "iteration": _json_scalar(state.iteration, "iteration"),
-        "best_inertia": _json_scalar(state.best_inertia, "best_inertia"),
-        "best_n_iter": _json_scalar(state.best_n_iter, "best_n_iter"),
-        "history": history,
-        "seeds": [
-            _json_scalar(seed, f"seeds[{i}]")
-            for i, seed in enumerate(_as_list(state.seeds, "seeds"))
-        ],
-        "completed": _json_scalar(state.completed, "completed"),
-        "arrays": _specs_of(payload),
-    }
-    return metadata, payload
+        records.append(record)
+    return records
 
 
 def _specs_of(payload: Mapping[str, np.ndarray]) -> dict[str, dict[str, Any]]:
@@ -571,17 +613,17 @@ def _as_list(value: Any, what: str) -> list[Any]:
     return list(value)
 
 
-def _check_array_name(name: Any) -> None:
-    if (
-        not isinstance(name, str)
-        or not name.isidentifier()
-        or name.startswith("__")
-        or name in _RESERVED_NAMES
-    ):
-        raise _SchemaError(
-            f"array name {name!r} is not allowed: use a Python identifier not starting "
-            f"with '__' and not one of {sorted(_RESERVED_NAMES)}"
-        )
+def _is_array_like(value: Any) -> bool:
+    """Lists, tuples and objects NumPy converts to arrays, but not NumPy scalars."""
+    if isinstance(value, np.generic | str):
+        return False
+    return isinstance(value, list | tuple) or hasattr(value, "__array__")
+
+
+def _option_name(key: Any, what: str) -> str:
+    if not isinstance(key, str):
+        raise _SchemaError(f"{what} has the key {key!r} of type {type(key).__name__}; only str")
+    return key
 
 
 def _numeric_array(value: Any, what: str) -> np.ndarray:
@@ -597,6 +639,13 @@ def _numeric_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def _check_json_scalar(value: Any, what: str) -> None:
+    if not (value is None or isinstance(value, bool | int | float | str)):
+        raise _SchemaError(f"{what} must be a JSON scalar, got {_json_type(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _SchemaError(f"{what} is {value!r}, not a finite number")
+
+
 def _json_scalar(value: Any, what: str) -> Any:
     if isinstance(value, np.generic):
         value = value.item()
@@ -608,7 +657,7 @@ def _json_scalar(value: Any, what: str) -> Any:
         return value
     raise _SchemaError(
         f"{what} is of type {type(value).__name__}; only None, bool, int, finite float, str "
-        "(or, for parameters, numeric arrays) can be stored without pickle"
+        "(or, for parameters, dicts of those and an init array) can be stored without pickle"
     )
 
 
@@ -671,13 +720,15 @@ def _read_archive(
         raise _SchemaError("it is a directory, not a file")
     with open(target, "rb") as handle:
         head = handle.read(4)
-    if not head:
-        raise _SchemaError("the file is empty")
-    if not head.startswith(_ZIP_SIGNATURES):
-        raise _SchemaError(
-            "not an .npz archive (it does not start with a ZIP signature); the file is "
-            "corrupted or of another kind"
-        )
+        if not head:
+            raise _SchemaError("the file is empty")
+        if not head.startswith(_ZIP_SIGNATURES):
+            raise _SchemaError(
+                "not an .npz archive (it does not start with a ZIP signature); the file is "
+                "corrupted or of another kind"
+            )
+        _check_entry_count(_declared_entry_count(handle))
+        file_size = os.fstat(handle.fileno()).st_size
     try:
         archive = np.load(target, allow_pickle=False)
     except Exception as exc:
@@ -686,11 +737,41 @@ def _read_archive(
         raise _SchemaError("not an .npz archive")
     with archive:
         try:
-            return _read_entries(archive, expected_format, newest_version, schema)
+            return _read_entries(archive, file_size, expected_format, newest_version, schema)
         except _SchemaError:
             raise
         except Exception as exc:
             raise _SchemaError(_unreadable(exc)) from None
+
+
+def _declared_entry_count(handle: Any) -> int:
+    """The entry count in a ZIP archive's end record, read without parsing its directory.
+
+    ZIP64 archives record 0xFFFF there, which is over any limit we set.
+    """
+    handle.seek(0, os.SEEK_END)
+    size = handle.tell()
+    # The end record closes the file, followed by a comment of at most 0xFFFF bytes.
+    tail_size = min(size, zipfile.sizeEndCentDir + 0xFFFF)
+    handle.seek(size - tail_size)
+    tail = handle.read(tail_size)
+    start = tail.rfind(zipfile.stringEndArchive)
+    if start < 0 or len(tail) - start < zipfile.sizeEndCentDir:
+        raise _SchemaError(
+            "not a readable .npz archive (truncated or corrupted?): no ZIP end record"
+        )
+    _signature, _disk, _first_disk, _on_disk, total, _size, _offset, _comment = struct.unpack(
+        zipfile.structEndArchive, tail[start : start + zipfile.sizeEndCentDir]
+    )
+    return int(total)
+
+
+def _check_entry_count(count: int) -> None:
+    if count > MAX_ENTRIES:
+        raise _SchemaError(
+            f"the archive declares {count} entries, more than the {MAX_ENTRIES} a kmeans_dask "
+            "file may hold"
+        )
 
 
 def _unreadable(exc: BaseException) -> str:
@@ -698,15 +779,18 @@ def _unreadable(exc: BaseException) -> str:
 
 
 def _read_entries(
-    archive: Any, expected_format: str, newest_version: int, schema: Schema
+    archive: Any, file_size: int, expected_format: str, newest_version: int, schema: Schema
 ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    names = archive.zip.namelist()
-    duplicated = sorted({name for name in names if names.count(name) > 1})
+    infos = archive.zip.infolist()
+    _check_entry_count(len(infos))  # the end record may have said otherwise
+    names = [info.filename for info in infos]
+    duplicated = sorted(name for name, count in Counter(names).items() if count > 1)
     if duplicated:
         raise _SchemaError(f"the archive holds duplicated entries {duplicated}")
     foreign = sorted(name for name in names if not name.endswith(".npy"))
     if foreign:
         raise _SchemaError(f"the archive holds entries that are not .npy arrays: {foreign}")
+    _check_stored_within(infos, file_size)
     keys = {name[: -len(".npy")] for name in names}
     if METADATA_KEY not in keys:
         raise _SchemaError(
@@ -731,6 +815,23 @@ def _read_entries(
         _check_entry(key, array.shape, array.dtype, specs[key])
         arrays[key] = array
     return metadata, arrays
+
+
+def _check_stored_within(infos: list[zipfile.ZipInfo], file_size: int) -> None:
+    """Every entry stored uncompressed within the file, so none expands beyond it."""
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise _SchemaError(
+                f"entry {info.filename!r} is compressed: kmeans_dask stores entries "
+                "uncompressed and reads no others (a small compressed file could expand "
+                "into a large allocation)"
+            )
+    declared = sum(info.file_size for info in infos)
+    if declared > file_size:
+        raise _SchemaError(
+            f"the entries declare {declared} bytes, more than the file's {file_size} "
+            "(truncated or corrupted?)"
+        )
 
 
 def _read_header(archive: Any, key: str) -> tuple[tuple[int, ...], np.dtype]:
@@ -826,16 +927,22 @@ def _validate_payload(
         _check_entry(key, payload[key].shape, payload[key].dtype, spec)
 
 
-def _check_key_set(present: set[str], specs: Mapping[str, _Spec]) -> None:
-    missing = sorted(set(specs) - present)
-    extra = sorted(present - set(specs))
+def _check_key_set(
+    present: set[str],
+    expected: Mapping[str, Any],
+    *,
+    optional: frozenset[str] = frozenset(),
+    source: str = "the metadata lists exactly",
+) -> None:
+    missing = sorted(set(expected) - optional - present)
+    extra = sorted(present - set(expected))
     problems = []
     if missing:
         problems.append(f"missing array entries {missing}")
     if extra:
         problems.append(f"unexpected array entries {extra}")
     if problems:
-        raise _SchemaError("; ".join(problems) + f" (the metadata lists exactly {sorted(specs)})")
+        raise _SchemaError("; ".join(problems) + f" ({source} {sorted(expected)})")
 
 
 def _check_entry(key: str, shape: tuple[int, ...], dtype: np.dtype, spec: _Spec) -> None:
@@ -886,7 +993,11 @@ def _parse_specs(value: Any) -> dict[str, _Spec]:
 
 
 def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
-    """Validate model metadata; return the expected shape and dtype of every entry."""
+    """Validate model metadata; return the expected shape and dtype of every entry.
+
+    The entries are those the format declares, sized by ``n_clusters`` and
+    ``n_features_in_``: the file may leave out only the optional ones.
+    """
     _exact_keys(metadata, _MODEL_METADATA_FIELDS, (), "metadata")
     _expect(metadata["library_version"], str, "metadata field 'library_version'")
     params = metadata["params"]
@@ -894,12 +1005,11 @@ def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
     for name, value in params.items():
         if not name.isidentifier():
             raise _SchemaError(f"parameter name {name!r} is not a Python identifier")
-        if not (value is None or isinstance(value, bool | int | float | str)):
-            raise _SchemaError(
-                f"parameter {name!r} must be a JSON scalar, got {_json_type(value)}"
-            )
-        if isinstance(value, float) and not math.isfinite(value):
-            raise _SchemaError(f"parameter {name!r} is {value!r}, not a finite number")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                _check_json_scalar(item, f"parameter {name!r}[{key!r}]")
+        else:
+            _check_json_scalar(value, f"parameter {name!r}")
     array_params = metadata["array_params"]
     if not isinstance(array_params, list) or not all(isinstance(n, str) for n in array_params):
         raise _SchemaError(
@@ -907,6 +1017,12 @@ def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
         )
     if len(set(array_params)) != len(array_params):
         raise _SchemaError(f"metadata field 'array_params' repeats names: {array_params}")
+    unknown = sorted(set(array_params) - set(ARRAY_PARAMS))
+    if unknown:
+        raise _SchemaError(
+            f"metadata field 'array_params' lists {unknown}; only {list(ARRAY_PARAMS)} may be "
+            "arrays"
+        )
     both = sorted(set(array_params) & set(params))
     if both:
         raise _SchemaError(f"parameters {both} are stored both as arrays and in the JSON")
@@ -915,35 +1031,27 @@ def _model_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
         raise _SchemaError(f"parameter 'n_clusters' must be an integer >= 1, got {n_clusters!r}")
     n_features = _check_model_attributes(metadata["attributes"])
     specs = _parse_specs(metadata["arrays"])
-    expected_params = {PARAM_ARRAY_PREFIX + name for name in array_params}
-    for key in specs:
-        if key.startswith(PARAM_ARRAY_PREFIX):
-            if key not in expected_params:
-                raise _SchemaError(
-                    f"array entry {key!r} is not listed in metadata field 'array_params'"
-                )
-        else:
-            _check_array_name(key)
-    missing = sorted(expected_params - set(specs))
-    if missing:
-        raise _SchemaError(f"array parameters {missing} have no entry in metadata field 'arrays'")
-    if CENTERS_KEY not in specs:
-        raise _SchemaError(f"metadata field 'arrays' does not list {CENTERS_KEY!r}")
-    expected_shape = (n_clusters, n_features)
+    centers_shape = (n_clusters, n_features)
+    declared = {CENTERS_KEY: centers_shape, WEIGHTS_KEY: (n_clusters,)}
+    declared.update({PARAM_ARRAY_PREFIX + name: centers_shape for name in array_params})
+    _check_key_set(
+        set(specs),
+        declared,
+        optional=frozenset({WEIGHTS_KEY}),
+        source="a model file with these parameters holds",
+    )
     centers = specs[CENTERS_KEY]
     if centers.dtype not in _CENTER_DTYPES:
         raise _SchemaError(f"{CENTERS_KEY} must be float32 or float64, got dtype {centers.dtype}")
-    if centers.shape != expected_shape:
-        raise _SchemaError(
-            f"{CENTERS_KEY} has shape {centers.shape}, but (n_clusters, n_features_in_) is "
-            f"{expected_shape}"
-        )
-    init = specs.get(PARAM_ARRAY_PREFIX + "init")
-    if init is not None and init.shape != expected_shape:
-        raise _SchemaError(
-            f"the init array has shape {init.shape}, but (n_clusters, n_features_in_) is "
-            f"{expected_shape}"
-        )
+    weights = specs.get(WEIGHTS_KEY)
+    if weights is not None and weights.dtype != np.float64:
+        raise _SchemaError(f"{WEIGHTS_KEY} must be float64, got dtype {weights.dtype}")
+    for key, spec in specs.items():
+        if spec.shape != declared[key]:
+            raise _SchemaError(
+                f"{key} has shape {spec.shape}, but n_clusters={n_clusters} and "
+                f"n_features_in_={n_features} make it {declared[key]}"
+            )
     return specs
 
 
@@ -979,83 +1087,85 @@ def _check_model_content(metadata: Mapping[str, Any], arrays: Mapping[str, np.nd
     _check_finite(CENTERS_KEY, arrays[CENTERS_KEY])
     if "init" in metadata["array_params"]:
         _check_finite("the init array", arrays[PARAM_ARRAY_PREFIX + "init"])
+    if WEIGHTS_KEY in arrays:
+        weights = arrays[WEIGHTS_KEY]
+        _check_finite(WEIGHTS_KEY, weights)
+        negative = int((weights < 0).sum())
+        if negative:
+            raise _SchemaError(f"{WEIGHTS_KEY} contains {negative} negative value(s)")
 
 
 def _checkpoint_schema(metadata: dict[str, Any]) -> dict[str, _Spec]:
     """Validate checkpoint metadata; return the expected shape and dtype of every entry."""
+    version = metadata["format_version"]
+    if version < CHECKPOINT_FORMAT_VERSION:
+        raise _SchemaError(
+            f"it has format_version {version}, written by an older kmeans_dask "
+            f"({metadata.get('library_version')!r}), which this version cannot resume: delete "
+            "it to start the fit over"
+        )
     _exact_keys(metadata, _CHECKPOINT_METADATA_FIELDS, (), "metadata")
     _expect(metadata["library_version"], str, "metadata field 'library_version'")
     fingerprint = metadata["fingerprint"]
     if not isinstance(fingerprint, str) or not fingerprint:
         raise _SchemaError(f"fingerprint must be a non-empty str, got {fingerprint!r}")
-    for name in ("run", "iteration"):
-        value = metadata[name]
-        if not _is_int(value) or value < 0:
-            raise _SchemaError(f"{name} must be an integer >= 0, got {value!r}")
-    best_inertia = metadata["best_inertia"]
-    if best_inertia is not None and (
-        not _is_real(best_inertia) or not math.isfinite(best_inertia) or best_inertia < 0
-    ):
-        raise _SchemaError(
-            f"best_inertia must be None or a finite number >= 0, got {best_inertia!r}"
-        )
     if not isinstance(metadata["completed"], bool):
         raise _SchemaError(f"completed must be a bool, got {metadata['completed']!r}")
     seeds = metadata["seeds"]
     if not isinstance(seeds, list) or not all(_is_int(seed) for seed in seeds):
         raise _SchemaError(f"seeds must be a list of integers, got {seeds!r}")
-    history = metadata["history"]
-    _expect(history, list, "history")
+    runs = metadata["runs"]
+    _expect(runs, list, "runs")
+    if len(runs) > len(seeds):
+        raise _SchemaError(f"there are {len(runs)} runs but only {len(seeds)} seeds")
+    for position, run in enumerate(runs):
+        what = f"runs[{position}]"
+        _expect(run, dict, what)
+        _exact_keys(run, _RUN_FIELDS, (), what)
+        _check_history(run["history"], f"{what}['history']")
+        inertia = run["inertia"]
+        if inertia is not None and (
+            not _is_real(inertia) or not math.isfinite(inertia) or inertia < 0
+        ):
+            raise _SchemaError(
+                f"{what}['inertia'] must be null or a finite number >= 0, got {inertia!r}"
+            )
+    finished = all(run["inertia"] is not None for run in runs)
+    if metadata["completed"] and not (finished and len(runs) == len(seeds)):
+        raise _SchemaError("completed is true, but not every run finished")
+    specs = _parse_specs(metadata["arrays"])
+    _check_key_set(set(specs), {"centers": None}, source="a checkpoint holds")
+    centers = specs["centers"]
+    if centers.dtype not in _CENTER_DTYPES or len(centers.shape) != 3:
+        raise _SchemaError(
+            "centers must be a 3-D float32 or float64 array (run, cluster, feature), got "
+            f"dtype {centers.dtype} and shape {centers.shape}"
+        )
+    if centers.shape[0] != len(runs):
+        raise _SchemaError(
+            f"centers holds {centers.shape[0]} runs' centres but runs lists {len(runs)}"
+        )
+    return specs
+
+
+def _check_history(history: Any, what: str) -> None:
+    _expect(history, list, what)
+    if not history:
+        raise _SchemaError(f"{what} is empty; a run is kept from its first iteration on")
     for position, entry in enumerate(history):
-        what = f"history[{position}]"
-        _expect(entry, dict, what)
-        _exact_keys(entry, tuple(_HISTORY_FIELDS), (), what)
+        where = f"{what}[{position}]"
+        _expect(entry, dict, where)
+        _exact_keys(entry, tuple(_HISTORY_FIELDS), (), where)
         for name, kind in _HISTORY_FIELDS.items():
             value = entry[name]
             valid = _is_int(value) if kind is int else _is_real(value) and math.isfinite(value)
             if not valid:
                 expected = "an integer" if kind is int else "a finite number"
-                raise _SchemaError(f"{what}[{name!r}] must be {expected}, got {value!r}")
-    specs = _parse_specs(metadata["arrays"])
-    allowed = {"centers", "best_centers"}
-    unknown = sorted(set(specs) - allowed)
-    if unknown:
-        raise _SchemaError(f"metadata field 'arrays' lists unknown entries {unknown}")
-    if "centers" not in specs:
-        raise _SchemaError("metadata field 'arrays' does not list 'centers'")
-    centers = specs["centers"]
-    if centers.dtype not in _CENTER_DTYPES or len(centers.shape) != 2:
-        raise _SchemaError(
-            f"centers must be a 2-D float32 or float64 array, got dtype {centers.dtype} and "
-            f"shape {centers.shape}"
-        )
-    best = specs.get("best_centers")
-    if (best is None) != (best_inertia is None):
-        raise _SchemaError(
-            "best_centers and best_inertia must both be set or both be None, got "
-            f"best_centers {'set' if best is not None else 'None'} and best_inertia "
-            f"{best_inertia!r}"
-        )
-    if best is not None and best != centers:
-        raise _SchemaError(
-            f"best_centers (dtype {best.dtype}, shape {best.shape}) must have the dtype and "
-            f"shape of centers (dtype {centers.dtype}, shape {centers.shape})"
-        )
-    best_n_iter = metadata["best_n_iter"]
-    if (best_n_iter is None) != (best_inertia is None) or (
-        best_n_iter is not None and (not _is_int(best_n_iter) or best_n_iter < 0)
-    ):
-        raise _SchemaError(
-            "best_n_iter must be an integer >= 0 when best_inertia is set and None otherwise, "
-            f"got {best_n_iter!r} with best_inertia {best_inertia!r}"
-        )
-    return specs
+                raise _SchemaError(f"{where}[{name!r}] must be {expected}, got {value!r}")
 
 
 def _check_checkpoint_content(arrays: Mapping[str, np.ndarray]) -> None:
-    for key in ("centers", "best_centers"):
-        if key in arrays:
-            _check_finite(key, arrays[key])
+    _check_finite("centers", arrays["centers"])
 
 
 # --- small helpers -------------------------------------------------------------------

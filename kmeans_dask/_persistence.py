@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from kmeans_dask._model_io import load_model, save_model
+from kmeans_dask._model_io import CENTERS_KEY, WEIGHTS_KEY, load_model, save_model
+from kmeans_dask._validation import validate_params
 
 if TYPE_CHECKING:
     from kmeans_dask.estimator import KMeans
-
-#: Fitted arrays stored besides the centres, when the model has them.
-_OPTIONAL_ARRAYS = ("cluster_weights_",)
 
 
 def save_estimator(model: KMeans, path: str | os.PathLike) -> None:
@@ -26,10 +24,9 @@ def save_estimator(model: KMeans, path: str | os.PathLike) -> None:
     params = model.get_params()
     if not isinstance(params["random_state"], Integral | type(None)):
         params["random_state"] = None
-    arrays = {"cluster_centers_": model.cluster_centers_}
-    arrays.update(
-        {name: getattr(model, name) for name in _OPTIONAL_ARRAYS if hasattr(model, name)}
-    )
+    arrays = {CENTERS_KEY: model.cluster_centers_}
+    if hasattr(model, WEIGHTS_KEY):
+        arrays[WEIGHTS_KEY] = model.cluster_weights_
     attributes = {
         "inertia_": float(model.inertia_),
         "n_iter_": int(model.n_iter_),
@@ -43,8 +40,9 @@ def save_estimator(model: KMeans, path: str | os.PathLike) -> None:
 def load(path: str | os.PathLike) -> KMeans:
     """Read a model written by :meth:`KMeans.save <kmeans_dask.KMeans.save>`.
 
-    The file is validated strictly (format, version, keys, shapes and
-    dtypes) and never unpickled, so a crafted file cannot run code.
+    The file is validated strictly (format, version, keys, shapes, dtypes,
+    values and the parameters) and never unpickled, so a crafted file cannot
+    run code; only the attributes the format declares are set.
 
     Parameters
     ----------
@@ -61,8 +59,8 @@ def load(path: str | os.PathLike) -> KMeans:
     FileNotFoundError
         If there is no file at ``path``.
     ValueError
-        If the file is not a valid model file; the message names the file
-        and the problem.
+        If the file is not a valid model file (including parameters that
+        ``fit`` would refuse); the message names the file and the problem.
 
     Examples
     --------
@@ -80,13 +78,18 @@ def load(path: str | os.PathLike) -> KMeans:
             f"kmeans_dask {stored.library_version or 'unknown version'}?)"
         )
     model = KMeans(**stored.params)
-    for name, value in stored.arrays.items():
-        setattr(model, name, value)
-    attributes = dict(stored.attributes)
-    names = attributes.pop("feature_names_in_", None)
-    if names is not None:
-        model.feature_names_in_ = np.asarray(names, dtype=object)
-    for name, value in attributes.items():
-        setattr(model, name, value)
+    try:
+        validate_params(model.get_params())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot load model '{os.fspath(path)}': {exc}") from None
+    model.cluster_centers_ = stored.arrays[CENTERS_KEY]
+    if WEIGHTS_KEY in stored.arrays:
+        model.cluster_weights_ = stored.arrays[WEIGHTS_KEY]
+    attributes = stored.attributes
+    model.inertia_ = attributes["inertia_"]
+    model.n_iter_ = attributes["n_iter_"]
+    model.n_features_in_ = attributes["n_features_in_"]
+    if "feature_names_in_" in attributes:
+        model.feature_names_in_ = np.asarray(attributes["feature_names_in_"], dtype=object)
     model.n_steps_ = 0
     return model

@@ -11,7 +11,10 @@ iteration and every finished run, so a fit killed at any moment (walltime, a
 lost scheduler, a crashed client) can be started again with the same
 arguments and reaches exactly the result of an uninterrupted fit:
 initialisations are deterministic given their seed, the centres are stored
-bit for bit, and the loop continues where it stopped.
+bit for bit, and the loop continues where it stopped. ``max_iter`` and
+``tol`` only say where runs stop, so the checkpoint keeps every run with its
+history, and a fit with a larger ``max_iter`` or a smaller ``tol`` takes the
+kept runs on to exactly the result of an uninterrupted fit with those.
 """
 
 from __future__ import annotations
@@ -28,7 +31,12 @@ from distributed import Client
 
 from kmeans_dask._inputs import DistributedData
 from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd, stopping_message
-from kmeans_dask._model_io import CheckpointState, read_checkpoint, write_checkpoint
+from kmeans_dask._model_io import (
+    CheckpointState,
+    RunProgress,
+    read_checkpoint,
+    write_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,18 +83,49 @@ class RunPlan:
     """When to keep Hamerly bounds with the chunks: "off", "always", "settled"."""
 
 
-def _resume_state(plan: RunPlan) -> CheckpointState | None:
+def _stop(history: list[IterationRecord], plan: RunPlan) -> int:
+    """The iteration at which the plan's ``max_iter`` and ``tol`` stop a run with this
+    history, or 0 if they let it go on after its last iteration."""
+    for iteration, record in enumerate(history, start=1):
+        if iteration >= plan.max_iter or record.center_shift <= plan.tol:
+            return iteration
+    return 0
+
+
+def _resume_state(plan: RunPlan) -> list[RunProgress]:
+    """The runs kept in the plan's checkpoint (none without one).
+
+    Raises
+    ------
+    ValueError
+        If the checkpoint belongs to another fit, or holds a run that went
+        on past where this fit's ``max_iter`` and ``tol`` stop it.
+    """
     if plan.checkpoint is None:
-        return None
+        return []
     state = read_checkpoint(plan.checkpoint)
     if state is None:
-        return None
+        return []
+    path = os.fspath(plan.checkpoint)
     if state.fingerprint != plan.fingerprint or state.seeds != plan.seeds:
         raise ValueError(
-            f"checkpoint {os.fspath(plan.checkpoint)!r} belongs to a different fit (other "
-            "parameters, random_state or data); delete it or choose another checkpoint path"
+            f"checkpoint {path!r} belongs to a different fit (other parameters, random_state "
+            "or data); delete it or choose another checkpoint path"
         )
-    return state
+    for run, progress in enumerate(state.runs):
+        stop = _stop(_records(progress), plan)
+        if 0 < stop < len(progress.history):
+            raise ValueError(
+                f"checkpoint {path!r} holds run {run + 1} after {len(progress.history)} "
+                f"iterations, but this fit's max_iter={plan.max_iter} and tol stop it at "
+                f"iteration {stop}, and a run cannot be taken back; delete the checkpoint, or "
+                "fit with a larger max_iter or a smaller tol"
+            )
+    return state.runs
+
+
+def _records(progress: RunProgress) -> list[IterationRecord]:
+    return [IterationRecord(**record) for record in progress.history]
 
 
 def run_all(
@@ -99,84 +138,79 @@ def run_all(
 ) -> LloydResult:
     """Run (or resume) every initialisation and return the best result.
 
-    The returned result always comes from a final assignment pass over the
-    data with its centres, so its inertia and labels are those of the
-    centres, also when the best run finished before a resume.
+    A run kept in the checkpoint goes on from its last iteration unless the
+    plan's ``max_iter`` and ``tol`` stop it there; a finished run that they
+    stop there is taken as it is. The returned result always comes from a
+    final assignment pass over the data with its centres, so its inertia and
+    labels are those of the centres, also when the best run finished before
+    a resume.
     """
-    state = _resume_state(plan)
-    best: LloydResult | None = None
-    best_from_checkpoint = None
-    first_run = 0
-    if state is not None:
-        first_run = state.run
-        if state.best_centers is not None:
-            best_from_checkpoint = (state.best_centers, state.best_inertia, state.best_n_iter)
+    runs = _resume_state(plan)
+    if runs:
         report(
-            f"resuming from checkpoint {os.fspath(plan.checkpoint)!r}: run "
-            f"{state.run + 1}, iteration {state.iteration}"
+            f"resuming from checkpoint {os.fspath(plan.checkpoint)!r}: "
+            + ", ".join(
+                f"run {run + 1} at iteration {len(progress.history)}"
+                + (" (finished)" if progress.inertia is not None else "")
+                for run, progress in enumerate(runs)
+            )
         )
+    n_runs = len(plan.seeds)
 
-    def best_so_far() -> tuple[np.ndarray | None, float | None, int | None]:
-        if best is not None and (
-            best_from_checkpoint is None or best.inertia < best_from_checkpoint[1]
-        ):
-            return best.centers, best.inertia, best.n_iter
-        return best_from_checkpoint or (None, None, None)
-
-    def save(run: int, centers: np.ndarray, history: list[IterationRecord], done: bool) -> None:
+    def save() -> None:
         if plan.checkpoint is None:
             return
-        best_centers, best_inertia, best_n_iter = best_so_far()
+        completed = len(runs) == n_runs and all(run.inertia is not None for run in runs)
         write_checkpoint(
-            plan.checkpoint,
-            CheckpointState(
-                fingerprint=plan.fingerprint,
-                run=run,
-                iteration=len(history),
-                centers=centers,
-                best_centers=best_centers,
-                best_inertia=best_inertia,
-                best_n_iter=best_n_iter,
-                history=[asdict(record) for record in history],
-                seeds=plan.seeds,
-                completed=done,
-            ),
+            plan.checkpoint, CheckpointState(plan.fingerprint, plan.seeds, runs, completed)
         )
 
-    n_runs = len(plan.seeds)
-    for run in range(first_run, n_runs):
-        if state is not None and run == state.run and state.iteration > 0:
-            progress = {"centers": state.centers}
-            progress["history"] = [IterationRecord(**record) for record in state.history]
+    def keep(run: int, progress: RunProgress) -> None:
+        if run < len(runs):
+            runs[run] = progress
+        else:
+            runs.append(progress)
+
+    # A run computed in this call (with labels), or a kept one that needs no iteration.
+    best: LloydResult | RunProgress | None = None
+    for run in range(n_runs):
+        kept = runs[run] if run < len(runs) else None
+        if kept is not None and kept.inertia is not None and _stop(_records(kept), plan):
+            if best is None or kept.inertia < best.inertia:
+                best = kept
+            continue
+        if kept is not None:
+            start = kept.centers, _records(kept)
         else:
             seed = plan.seeds[run]
             centers = surviving_worker_loss(
                 client, data, lambda seed=seed: plan.initialize(seed), report
             )
-            progress = {"centers": centers, "history": []}
+            start = centers, []
 
         def after_iteration(
-            centers: np.ndarray,
-            history: list[IterationRecord],
-            run: int = run,
-            progress: dict = progress,
+            centers: np.ndarray, history: list[IterationRecord], run: int = run
         ) -> None:
-            progress.update(centers=centers, history=list(history))
-            save(run, centers, history, done=False)
+            keep(run, RunProgress(centers, [asdict(record) for record in history]))
+            save()
             if on_iteration is not None:
                 on_iteration(history[-1])
 
-        def iterate(progress: dict = progress) -> LloydResult:
+        def iterate(run: int = run, start: tuple = start) -> LloydResult:
+            # After a lost worker, the step goes on from the last iteration kept.
+            centers, history = (
+                (runs[run].centers, _records(runs[run])) if run < len(runs) else start
+            )
             return lloyd(
                 client,
                 data,
-                progress["centers"],
+                centers,
                 max_iter=plan.max_iter,
                 tol=plan.tol,
                 backend=plan.search,
                 final_backend=plan.backend,
                 bounds=plan.bounds,
-                history=progress["history"],
+                history=history,
                 on_iteration=after_iteration,
             )
 
@@ -186,28 +220,26 @@ def run_all(
             f"run {run + 1}/{n_runs}: inertia {result.inertia:.6g} after "
             f"{result.n_iter} iteration(s)"
         )
+        keep(
+            run,
+            RunProgress(
+                result.centers, [asdict(record) for record in result.history], result.inertia
+            ),
+        )
+        save()
         if best is None or result.inertia < best.inertia:
             best = result
-        save(run + 1, best_so_far()[0], [], done=run + 1 == n_runs)
 
-    best_centers, _, best_n_iter = best_so_far()
-    if best is not None and best_centers is best.centers:
+    if isinstance(best, LloydResult):
         return best
-    # The best run finished before the resume: one pass gives its labels.
+    # The best run finished before this call: one pass gives its labels.
     final = surviving_worker_loss(
         client,
         data,
-        lambda: lloyd(
-            client,
-            data,
-            best_centers,
-            max_iter=0,
-            tol=plan.tol,
-            backend=plan.backend,
-        ),
+        lambda: lloyd(client, data, best.centers, max_iter=0, tol=plan.tol, backend=plan.backend),
         report,
     )
-    final.n_iter = best_n_iter
-    # A run ends early only by converging; one that ran to max_iter is taken as not.
-    final.converged = best_n_iter < plan.max_iter
+    final.history = _records(best)
+    final.n_iter = len(final.history)
+    final.converged = bool(final.history) and final.history[-1].center_shift <= plan.tol
     return final

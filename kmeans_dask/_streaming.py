@@ -99,7 +99,12 @@ from sklearn.cluster import kmeans_plusplus
 
 from kmeans_dask._chunks import N_REPORTED_POSITIONS, nonfinite_positions, statistics_and_labels
 from kmeans_dask._inputs import check_sample_weight
-from kmeans_dask._validation import check_finite, check_init_array, check_weights_valid
+from kmeans_dask._validation import (
+    check_finite,
+    check_init_array,
+    check_magnitudes,
+    check_weights_valid,
+)
 
 #: Rows seen between two reassignment checks, per cluster (scikit-learn's rule).
 ROWS_PER_REASSIGN_CHECK = 10
@@ -196,6 +201,7 @@ def minibatch_update(
     reassignment_ratio: float = 0.01,
     random_state: np.random.RandomState,
     backend: str = "numpy",
+    first_row: int = 0,
 ) -> tuple[StreamState, BatchReport]:
     """Apply one mini-batch to the model (see the module docstring for the rule).
 
@@ -219,6 +225,9 @@ def minibatch_update(
         for every batch of a stream. Only used when a centre is reassigned.
     backend : str, default="numpy"
         Nearest-centre search backend (see :mod:`kmeans_dask.backends`).
+    first_row : int, default=0
+        Index of the batch's first row in its stream: messages name rows by
+        it.
 
     Returns
     -------
@@ -233,9 +242,10 @@ def minibatch_update(
         If ``random_state`` is not a ``numpy.random.RandomState``.
     ValueError
         If the batch is empty, has the wrong number of features or
-        non-finite values, if a weight is negative or non-finite, or if
-        ``decay`` or ``reassignment_ratio`` is out of range. The state and
-        the random generator are then left untouched.
+        non-finite values, if a weight is negative or non-finite, if values
+        or weights are so large that the update's sums would overflow
+        float64, or if ``decay`` or ``reassignment_ratio`` is out of range.
+        The state and the random generator are then left untouched.
     """
     _check_decay(decay)
     _check_ratio(reassignment_ratio)
@@ -246,9 +256,10 @@ def minibatch_update(
         )
     centers = state.centers
     n_clusters, n_features = centers.shape
-    data = _check_batch(batch, n_features, centers.dtype)
+    data = _check_batch(batch, n_features, centers.dtype, first_row)
     n_rows = data.shape[0]
-    row_weights = _check_weights(weights, n_rows)
+    row_weights = _check_weights(weights, n_rows, first_row)
+    batch_weight = _check_magnitudes(data, row_weights, state)
 
     stats, _, _ = statistics_and_labels(data, row_weights, centers, backend)
 
@@ -272,7 +283,6 @@ def minibatch_update(
                 updated, counts, data, row_weights, reassignment_ratio, random_state
             )
 
-    batch_weight = float(n_rows) if row_weights is None else float(row_weights.sum())
     new_state = StreamState(
         centers=updated.astype(centers.dtype),
         counts=counts,
@@ -291,6 +301,7 @@ def init_stream_state(
     random_state: np.random.RandomState,
     init: str | np.ndarray = "k-means++",
     backend: str = "numpy",
+    first_row: int = 0,
 ) -> tuple[StreamState, BatchReport]:
     """Initialise the centres on the first batch, then apply that batch.
 
@@ -315,6 +326,8 @@ default="k-means++"
         ``init="random"``). An array gives the initial centres.
     backend : str, default="numpy"
         Nearest-centre search backend.
+    first_row : int, default=0
+        Index of the batch's first row in its stream, as messages name rows.
 
     Returns
     -------
@@ -354,8 +367,9 @@ default="k-means++"
             f"first batch has {n_rows} rows; partial_fit needs at least "
             f"n_clusters={n_clusters} rows to initialise"
         )
-    data = _check_batch(raw, n_features, dtype)
-    row_weights = _check_weights(weights, n_rows)
+    data = _check_batch(raw, n_features, dtype, first_row)
+    row_weights = _check_weights(weights, n_rows, first_row)
+    _check_magnitudes(data, row_weights, None)  # before the initialisation computes with them
 
     if isinstance(init, str):
         if init not in STREAM_INIT_METHODS:
@@ -387,7 +401,9 @@ default="k-means++"
         centers=np.array(centers, dtype=dtype, order="C"),
         counts=np.zeros(n_clusters, dtype=np.float64),
     )
-    return minibatch_update(start, data, row_weights, random_state=random_state, backend=backend)
+    return minibatch_update(
+        start, data, row_weights, random_state=random_state, backend=backend, first_row=first_row
+    )
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -410,8 +426,11 @@ def _check_ratio(ratio: float) -> None:
         raise ValueError(f"reassignment_ratio must be >= 0, got reassignment_ratio={ratio}")
 
 
-def _check_batch(batch: Any, n_features: int, dtype: np.dtype) -> np.ndarray:
-    """The batch as C-contiguous rows of ``dtype``, checked for shape and finiteness."""
+def _check_batch(batch: Any, n_features: int, dtype: np.dtype, first_row: int) -> np.ndarray:
+    """The batch as C-contiguous rows of ``dtype``, checked for shape and finiteness.
+
+    Rows are named in messages as ``first_row`` plus their index in the batch.
+    """
     data = np.asarray(batch)
     if data.dtype.kind not in "biuf":
         raise TypeError(f"batch must be numeric, got dtype {data.dtype}")
@@ -426,18 +445,38 @@ def _check_batch(batch: Any, n_features: int, dtype: np.dtype) -> np.ndarray:
             f"batch has {data.shape[1]} features, but the model has {n_features} features"
         )
     data = np.ascontiguousarray(data, dtype=dtype)
-    check_finite(*nonfinite_positions(data), name="batch")
+    check_finite(*nonfinite_positions(data, first_row), name="batch")
     return data
 
 
-def _check_weights(weights: Any, n_rows: int) -> np.ndarray | None:
+def _check_weights(weights: Any, n_rows: int, first_row: int) -> np.ndarray | None:
     """float64 weights of shape (n_rows,), finite and >= 0; None stays None."""
     values = check_sample_weight(weights, n_rows, rows_of="the batch", name="weights")
     if values is None:
         return None
     bad = np.flatnonzero(~np.isfinite(values) | (values < 0))
-    check_weights_valid(bad.size, [int(r) for r in bad[:N_REPORTED_POSITIONS]], name="weights")
+    rows = [first_row + int(r) for r in bad[:N_REPORTED_POSITIONS]]
+    check_weights_valid(bad.size, rows, name="weights")
     return values
+
+
+def _check_magnitudes(
+    data: np.ndarray, weights: np.ndarray | None, state: StreamState | None
+) -> float:
+    """Refuse a batch whose update could overflow (with the model's state, if any);
+    return the batch's weight."""
+    with np.errstate(over="ignore"):  # an overflow is refused below
+        batch_weight = float(data.shape[0]) if weights is None else float(weights.sum())
+    # Centres lie within the range of the rows seen, which bounds every sum.
+    largest = np.abs(data).max(axis=0)
+    total_weight = batch_weight
+    if state is not None:
+        largest = np.maximum(largest, np.abs(state.centers).max(axis=0))
+        total_weight += float(np.sum(state.counts))
+    check_magnitudes(
+        largest, total_weight, data.dtype, "batch", "the largest in the batch and the centres"
+    )
+    return batch_weight
 
 
 def _reassign(

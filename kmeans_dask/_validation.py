@@ -8,6 +8,7 @@ over the chunks (see :mod:`kmeans_dask._inputs`).
 
 from __future__ import annotations
 
+import math
 from numbers import Integral, Real
 from typing import Any
 
@@ -19,19 +20,21 @@ from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, ENGINES, check_backen
 INIT_METHODS = ("k-means||", "k-means++", "random")
 
 
-def _integer(name: str, value: Any, minimum: int) -> None:
+def _integer(name: str, value: Any, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise TypeError(f"{name} must be an integer, got {value!r} of type {type(value).__name__}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {name}={value}")
+    return int(value)
 
 
-def _real(name: str, value: Any, *, minimum: float, strict: bool = False) -> None:
+def _real(name: str, value: Any, *, minimum: float, strict: bool = False) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
         raise TypeError(f"{name} must be a finite real number, got {value!r}")
     if value < minimum or (strict and value == minimum):
         relation = ">" if strict else ">="
         raise ValueError(f"{name} must be {relation} {minimum}, got {name}={value}")
+    return float(value)
 
 
 def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
@@ -39,26 +42,37 @@ def _choice(name: str, value: Any, options: tuple[str, ...]) -> None:
         raise ValueError(f"{name}={value!r} is not supported; expected one of {list(options)}")
 
 
-def validate_params(params: dict[str, Any]) -> None:
+def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     """Check every constructor parameter of :class:`~kmeans_dask.KMeans`.
+
+    Returns
+    -------
+    dict
+        The parameters with the numbers as plain Python ``int`` and ``float``
+        (a NumPy ``uint8`` ``n_clusters`` would overflow in size arithmetic);
+        everything else as given.
 
     Raises
     ------
     TypeError, ValueError
         Naming the parameter, the expected values and the value seen.
     """
-    _integer("n_clusters", params["n_clusters"], 1)
-    _integer("n_init", params["n_init"], 1)
-    _integer("max_iter", params["max_iter"], 1)
-    _integer("init_rounds", params["init_rounds"], 1)
+    plain = dict(params)
+    for name in ("n_clusters", "n_init", "max_iter", "init_rounds", "batch_size"):
+        plain[name] = _integer(name, params[name], 1)
     _integer("verbose", int(params["verbose"]), 0)
-    _real("tol", params["tol"], minimum=0.0)
-    _real("oversampling_factor", params["oversampling_factor"], minimum=0.0, strict=True)
-    _integer("batch_size", params["batch_size"], 1)
-    _real("decay", params["decay"], minimum=0.0, strict=True)
+    plain["tol"] = _real("tol", params["tol"], minimum=0.0)
+    plain["oversampling_factor"] = _real(
+        "oversampling_factor", params["oversampling_factor"], minimum=0.0, strict=True
+    )
+    plain["decay"] = _real("decay", params["decay"], minimum=0.0, strict=True)
     if params["decay"] > 1:
         raise ValueError(f"decay must be <= 1 (1 never forgets), got decay={params['decay']}")
-    _real("reassignment_ratio", params["reassignment_ratio"], minimum=0.0)
+    plain["reassignment_ratio"] = _real(
+        "reassignment_ratio", params["reassignment_ratio"], minimum=0.0
+    )
+    if isinstance(params["random_state"], np.integer):
+        plain["random_state"] = int(params["random_state"])
     init = params["init"]
     if isinstance(init, str):
         _choice("init", init, INIT_METHODS)
@@ -81,6 +95,7 @@ def validate_params(params: dict[str, Any]) -> None:
     options = params["assign_options"]
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"assign_options must be a dict or None, got {type(options).__name__}")
+    return plain
 
 
 def check_init_array(init: Any, n_clusters: int, n_features: int, dtype) -> np.ndarray:
@@ -124,11 +139,74 @@ def check_weights_valid(count: int, rows: list[int], name: str = "sample_weight"
         )
 
 
-def raise_for_summary(summary: ChunkSummary, name: str = "X") -> None:
-    """Raise if a pass over the data found non-finite values or bad weights."""
+def raise_for_summary(summary: ChunkSummary, name: str = "X", dtype: Any = None) -> None:
+    """Raise if a pass over the data found non-finite values or bad weights.
+
+    With the data's ``dtype``, also if its values and weights are too large
+    for the fit's sums (see :func:`check_magnitudes`).
+    """
     check_finite(summary.nonfinite_count, summary.nonfinite_positions, name)
     check_weights_valid(summary.bad_weight_count, summary.bad_weight_rows)
     if summary.weight_sum <= 0:
         raise ValueError(
             "sample_weight: every weight is zero (they sum to 0); at least one must be positive."
+        )
+    if dtype is not None:
+        # No value lies further from its column's mean than the root of the column's M2.
+        with np.errstate(over="ignore", invalid="ignore"):
+            largest = np.abs(summary.column_mean) + np.sqrt(summary.column_m2)
+        check_magnitudes(
+            largest, summary.weight_sum, dtype, name, "a bound from the column means and variances"
+        )
+
+
+def check_magnitudes(
+    largest: np.ndarray, total_weight: float, dtype: Any, name: str, bound_from: str
+) -> None:
+    """Refuse finite data or weights whose sums in the fit would overflow.
+
+    A centre lies within the range of the rows, so no squared distance
+    between a row and a centre exceeds ``4 * sum(largest ** 2)``, and no
+    weighted sum of them ``total_weight`` times that.
+
+    Parameters
+    ----------
+    largest : ndarray of shape (n_features,)
+        Per column, a bound of the absolute values (of rows and centres).
+    total_weight : float
+        The sum of the weights (the number of rows when unweighted).
+    dtype : dtype-like
+        The data's dtype: distances are computed in it.
+    name : str
+        The data's name in messages.
+    bound_from : str
+        Where ``largest`` comes from, for messages.
+
+    Raises
+    ------
+    ValueError
+        Naming what is too large, what was seen and the limit.
+    """
+    if not math.isfinite(total_weight):
+        raise ValueError(
+            f"sample_weight: the weights sum to {total_weight}, beyond float64's largest "
+            f"value {np.finfo(np.float64).max:.3g}; rescale them"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        reach = 4.0 * float(np.sum(np.square(largest, dtype=np.float64)))
+        bound = total_weight * reach
+    seen = f"|values| <= {float(np.max(largest, initial=0.0)):.3g} ({bound_from})"
+    limit = float(np.finfo(np.float32).max)
+    if np.dtype(dtype) == np.float32 and not reach <= limit:
+        raise ValueError(
+            f"{name} is float32 and its {seen} give squared distances up to {reach:.3g}, "
+            f"beyond float32's largest value {limit:.3g}; convert {name} to float64 or "
+            "rescale it"
+        )
+    if not math.isfinite(bound):
+        raise ValueError(
+            f"{name} and sample_weight are too large for float64 sums: {seen} and a total "
+            f"weight of {total_weight:.3g} give weighted sums of squared distances up to "
+            f"{bound:.3g}, beyond float64's largest value {np.finfo(np.float64).max:.3g}; "
+            f"rescale {name} or the weights"
         )

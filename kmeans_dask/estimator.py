@@ -20,6 +20,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -292,8 +293,7 @@ default="k-means||"
         self : KMeans
             Fitted estimator.
         """
-        with self._unchanged_on_error():
-            validate_params(self.get_params())
+        with self._unchanged_on_error(), self._validated_params():
             X, zarr_array = self._check_data(X, reset=True)
             n_samples = X.shape[0]
             check_n_samples(n_samples, self.n_clusters)
@@ -318,7 +318,7 @@ default="k-means||"
                     summary = surviving_worker_loss(
                         client, data, lambda: data.check(client), self._report
                     )
-                    raise_for_summary(summary)
+                    raise_for_summary(summary, dtype=data.dtype)
                     plan = self._plan(
                         data,
                         summary,
@@ -407,8 +407,13 @@ default="k-means||"
             the model, NaN or infinity, or bad weights. The model is then
             left exactly as it was.
         """
-        with self._unchanged_on_error():
-            validate_params(self.get_params())
+        self._partial_fit(X, sample_weight, first_row=0)
+        return self
+
+    def _partial_fit(self, X: Any, sample_weight: Any, first_row: int) -> int:
+        """:meth:`partial_fit` on a batch whose first row is row ``first_row`` of its
+        stream (as messages name it); returns the batch's number of rows."""
+        with self._unchanged_on_error(), self._validated_params():
             fitted = hasattr(self, "cluster_centers_")
             batch, _ = self._check_data(as_local_array(X), reset=not fitted)
             batch = as_local_array(batch)  # a Zarr batch comes back as a Dask array
@@ -428,6 +433,7 @@ default="k-means||"
                     random_state=rng,
                     init="k-means++" if _is_name(self.init, "k-means||") else self.init,
                     backend=backend,
+                    first_row=first_row,
                 )
             else:
                 rng = self.__dict__.get("_stream_rng") or check_random_state(self.random_state)
@@ -439,6 +445,7 @@ default="k-means||"
                     reassignment_ratio=self.reassignment_ratio,
                     random_state=rng,
                     backend=backend,
+                    first_row=first_row,
                 )
         labels, sq_dist = nearest(batch, stream.centers.astype(batch.dtype), backend)
         self._stream, self._stream_rng = stream, rng
@@ -447,7 +454,7 @@ default="k-means||"
         self.n_steps_ = self.n_iter_ = stream.n_batches
         self.labels_ = labels
         self.inertia_ = float(sq_dist.sum() if weights is None else np.dot(weights, sq_dist))
-        return self
+        return batch.shape[0]
 
     def fit_stream(self, batches: Any, sample_weights: Iterable | None = None) -> KMeans:
         """Learn from a stream of batches with :meth:`partial_fit`.
@@ -463,17 +470,38 @@ default="k-means||"
         Returns
         -------
         self : KMeans
+
+        Raises
+        ------
+        ValueError, TypeError
+            For a batch or weights :meth:`partial_fit` refuses (a row is
+            named by its index in the whole stream), or a number of weight
+            arrays other than of batches. The model is then left exactly as
+            it was before the stream: the batches before the refused one are
+            undone.
         """
-        if is_zarr_source(batches):
-            array = open_zarr(batches)
-            check_dask_array(zarr_as_dask(array))  # shape and dtype before any batch
-            batches = (
-                array[start : start + self.batch_size]
-                for start in range(0, array.shape[0], self.batch_size)
-            )
-        weights = iter(sample_weights) if sample_weights is not None else None
-        for batch in batches:
-            self.partial_fit(batch, sample_weight=None if weights is None else next(weights))
+        with self._unchanged_on_error(), self._validated_params():
+            if is_zarr_source(batches):
+                array = open_zarr(batches)
+                check_dask_array(zarr_as_dask(array))  # shape and dtype before any batch
+                batches = (
+                    array[start : start + self.batch_size]
+                    for start in range(0, array.shape[0], self.batch_size)
+                )
+            weights = None if sample_weights is None else iter(sample_weights)
+            first_row = 0
+            for position, batch in enumerate(batches):
+                weight = None if weights is None else next(weights, _MISSING)
+                if weight is _MISSING:
+                    raise ValueError(
+                        f"sample_weights gave {position} arrays but batches more; give one "
+                        "weight array per batch"
+                    )
+                first_row += self._partial_fit(batch, weight, first_row)
+            if weights is not None and next(weights, _MISSING) is not _MISSING:
+                raise ValueError(
+                    "sample_weights gave more arrays than batches; give one weight array per batch"
+                )
         return self
 
     # --- model files -----------------------------------------------------------------
@@ -526,14 +554,15 @@ default="k-means||"
             return centers
 
         params = self.get_params()
-        # Neither changes the result (the engines are bit-identical), so a
-        # fit may resume its checkpoint with other settings of these.
-        del params["verbose"], params["engine"]
+        # The engines are bit-identical and max_iter and tol only say where
+        # the runs stop (a checkpoint goes on to the new stop), so a fit may
+        # resume its checkpoint with other settings of these.
+        for name in ("verbose", "engine", "max_iter", "tol"):
+            del params[name]
         if not isinstance(params["random_state"], int | type(None)):
             params["random_state"] = "seeded"  # the seeds themselves are compared
         fingerprint = fit_fingerprint(
-            # column means and total weight stand in for the data's content
-            {**params, "data_mean": summary.column_mean, "data_weight": summary.weight_sum},
+            {**params, "data_digest": f"{summary.digest:016x}"},
             summary.n_rows,
             data.n_features,
             data.dtype,
@@ -587,14 +616,40 @@ default="k-means||"
             print(f"[kmeans_dask] {message}", flush=True)
 
     @contextmanager
+    def _validated_params(self) -> Iterator[None]:
+        """Validate the parameters and hold them as plain Python numbers meanwhile.
+
+        A NumPy integer such as ``n_clusters=np.uint8(250)`` would overflow in
+        size arithmetic; the values as given are put back afterwards, so
+        ``get_params`` returns what was set.
+        """
+        given = self.get_params(deep=False)
+        self.__dict__.update(validate_params(given))
+        try:
+            yield
+        finally:
+            self.__dict__.update(given)
+
+    @contextmanager
     def _unchanged_on_error(self) -> Iterator[None]:
-        """Restore every attribute if fitting fails, so bad input loses nothing."""
+        """Restore every attribute if fitting fails, so bad input loses nothing.
+
+        Random generators the model holds are put back in their state, as
+        a draw changes them in place.
+        """
         saved = copy.copy(self.__dict__)
+        generators = [
+            (value, value.get_state())
+            for value in saved.values()
+            if isinstance(value, np.random.RandomState)
+        ]
         try:
             yield
         except BaseException:
             self.__dict__.clear()
             self.__dict__.update(saved)
+            for generator, state in generators:
+                generator.set_state(state)
             raise
 
     # --- data checks -----------------------------------------------------------------
@@ -677,7 +732,8 @@ default="k-means||"
                 backend,
                 drop_axis=1,
                 dtype=np.int32,
-                name="kmeans-predict",
+                # A name fixes the output keys: unique per input, readable in the dashboard.
+                name=f"kmeans-predict-{tokenize(X, centers, backend)}",
             )
         return nearest(X, centers, backend)[0]
 
@@ -701,7 +757,7 @@ default="k-means||"
                 centers,
                 chunks=(X.chunks[0], (centers.shape[0],)),
                 dtype=X.dtype,
-                name="kmeans-transform",
+                name=f"kmeans-transform-{tokenize(X, centers)}",
             )
         return euclidean_distances(X, centers)
 
@@ -750,6 +806,10 @@ default="k-means||"
         return tags
 
 
+#: Marks an exhausted iterator.
+_MISSING = object()
+
+
 def _is_name(init: Any, name: str) -> bool:
     return isinstance(init, str) and init == name
 
@@ -761,7 +821,7 @@ def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:
 def _score_block(block, weights, offset: int, centers, backend) -> tuple[float, ChunkSummary]:
     """Weighted inertia of a block, and what it found wrong with the block."""
     chunk = make_chunk(block, weights, offset, block.dtype)
-    summary = summarize(chunk)
+    summary = summarize(chunk, with_digest=False)
     if summary.nonfinite_count or summary.bad_weight_count:
         return 0.0, summary
     return float(np.dot(chunk.weights, nearest(chunk.data, centers, backend)[1])), summary

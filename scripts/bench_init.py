@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
-        X_dask, _futures = persisted_blocks(client, X, 0, args.threads, k)
+        X_dask, _futures = persisted_blocks(client, X, 0, k)
         # The chunks a fit hands to its initialisation (the data check is not timed).
         data = distribute(client, X_dask, None)
         runners: dict[str, Callable[[int], np.ndarray]] = {

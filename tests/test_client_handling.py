@@ -47,7 +47,7 @@ def test_verbose_fit_prints_progress_and_history_is_a_table(client, capsys):
     X = np.random.default_rng(2).normal(size=(3000, 2))
     model = KMeans(4, random_state=0, verbose=1, tol=0, max_iter=5).fit(X)
     printed = capsys.readouterr().out
-    assert printed.count("[kmeans_dask] iteration") == model.n_iter_ == 5
+    assert printed.count("[kmeans_dask] Iteration ") == model.n_iter_ == 5
     table = str(model.history_)
     assert table.splitlines()[0].split() == [
         "iteration",

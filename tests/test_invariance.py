@@ -69,19 +69,78 @@ def test_n_init_keeps_the_best_run(client, data):
 
 
 def test_numpy_input_splits_finer_only_while_the_statistics_stay_small():
-    from kmeans_dask._inputs import BLOCKS_PER_THREAD, numpy_row_chunks
+    from kmeans_dask._inputs import PARALLEL_BLOCKS, numpy_row_chunks
 
-    # 1M x 32 float32, k = 64: 16 KiB of sums per block, 4 blocks per thread.
-    blocks = numpy_row_chunks(1_000_000, 32, 4, n_threads=2, statistics_bytes=64 * 32 * 8)
-    assert len(blocks) == 2 * BLOCKS_PER_THREAD and sum(blocks) == 1_000_000
+    # 1M x 32 float32, k = 64: 16 KiB of sums per block, PARALLEL_BLOCKS blocks.
+    blocks = numpy_row_chunks(1_000_000, 32, 4, statistics_bytes=64 * 32 * 8)
+    assert len(blocks) == PARALLEL_BLOCKS and sum(blocks) == 1_000_000
     assert max(blocks) - min(blocks) <= 1
-    # 200k x 128, k = 2048: 2 MiB of sums per block, one block per thread.
-    blocks = numpy_row_chunks(200_000, 128, 4, n_threads=2, statistics_bytes=2048 * 128 * 8)
+    # 200k x 128, k = 2048: 2 MiB of sums per block, halved down to two blocks.
+    blocks = numpy_row_chunks(200_000, 128, 4, statistics_bytes=2048 * 128 * 8)
     assert blocks == (100_000, 100_000)
+    # 200k x 128, k = 512: a quarter of that, four blocks.
+    assert len(numpy_row_chunks(200_000, 128, 4, statistics_bytes=512 * 128 * 8)) == 8
     # Large data: blocks of at most ~64 MiB whatever the statistics.
-    assert len(numpy_row_chunks(10_000_000, 32, 8, n_threads=2)) == 39
+    assert len(numpy_row_chunks(10_000_000, 32, 8)) == 39
     # Few rows: no block below the minimum size.
-    assert numpy_row_chunks(3000, 4, 8, n_threads=8) == (1500, 1500)
+    assert numpy_row_chunks(3000, 4, 8) == (1500, 1500)
+
+
+CLUSTER_SHAPES = [(2, 1), (1, 2), (3, 1)]
+
+
+def _on_cluster(n_workers: int, threads: int, fit):
+    with (
+        LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=threads,
+            processes=False,
+            dashboard_address=":0",
+        ) as cluster,
+        Client(cluster),
+    ):
+        return fit()
+
+
+@pytest.fixture(scope="module")
+def wide_numpy():
+    """Enough rows for 16 blocks, with an offset that makes float sums order-sensitive."""
+    rng = np.random.default_rng(3)
+    centers = rng.uniform(-50, 50, size=(8, 6))
+    return 1e4 + centers[rng.integers(0, 8, 40_000)] + rng.normal(size=(40_000, 6)) * 30
+
+
+def test_numpy_input_identical_for_any_workers_and_threads(wide_numpy):
+    def fit():
+        model = KMeans(8, init="k-means||", random_state=2, max_iter=30, tol=0).fit(wide_numpy)
+        return model.cluster_centers_, model.labels_, model.inertia_
+
+    results = [_on_cluster(workers, threads, fit) for workers, threads in CLUSTER_SHAPES]
+    for centers, labels, inertia in results[1:]:
+        assert_array_equal(centers, results[0][0])  # bit for bit
+        assert_array_equal(labels, results[0][1])
+        assert inertia == results[0][2]
+
+
+def test_checkpoint_resumes_on_another_cluster(wide_numpy, tmp_path):
+    params = {"n_clusters": 8, "random_state": 2, "tol": 0}
+    path = tmp_path / "fit.ckpt"
+    _on_cluster(2, 1, lambda: KMeans(**params, max_iter=3).fit(wide_numpy, checkpoint=path))
+    started = path.read_bytes()
+    reference = _on_cluster(2, 1, lambda: KMeans(**params, max_iter=8).fit(wide_numpy))
+    assert reference.n_iter_ == 8  # the resumed fits have iterations left to run
+    for workers, threads in [(1, 2), (3, 1)]:
+        path.write_bytes(started)
+        resumed = _on_cluster(
+            workers,
+            threads,
+            lambda: KMeans(**params, max_iter=8).fit(wide_numpy, checkpoint=path),
+        )
+        assert_array_equal(resumed.cluster_centers_, reference.cluster_centers_)
+        assert resumed.inertia_ == reference.inertia_
+        assert [r.center_shift for r in resumed.history_] == [
+            r.center_shift for r in reference.history_
+        ]
 
 
 def _row_block_count(n_rows: int) -> int:

@@ -531,3 +531,53 @@ def test_fused_kernels_compiled_for_256_bit_vector_registers(tmp_path):
         [sys.executable, "-c", _AVX2_TARGET_CHECK], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+
+
+# --- the data check's content digest ------------------------------------------------
+
+
+def _digest(X, weights=None, cuts=()):
+    """The merged digest of X split into row blocks at ``cuts``, merged in reverse order."""
+    import itertools
+    from functools import reduce
+
+    from kmeans_dask._chunks import make_chunk
+
+    bounds = [0, *cuts, len(X)]
+    parts = [
+        summarize(make_chunk(X[a:b], None if weights is None else weights[a:b], a, X.dtype))
+        for a, b in itertools.pairwise(bounds)
+    ]
+    return reduce(ChunkSummary.merge, reversed(parts)).digest
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_content_digest_is_the_same_for_any_chunking_and_order(dtype):
+    X = np.random.default_rng(0).normal(size=(1000, 7)).astype(dtype)
+    whole = _digest(X)
+    assert 0 <= whole < 2**64
+    for cuts in [(1,), (500,), (3, 4, 999), tuple(range(10, 1000, 10))]:
+        assert _digest(X, cuts=cuts) == whole
+    # Unit weights are no weights.
+    assert _digest(X, np.ones(1000), cuts=(250,)) == whole
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda X, w: X.__setitem__((17, 3), np.nextafter(X[17, 3], np.inf)),  # one bit
+        lambda X, w: X.__setitem__((0, 0), -X[0, 0]),
+        lambda X, w: X.__setitem__(slice(None), X[::-1]),  # rows reordered
+        lambda X, w: X.__setitem__((slice(None), 2), X[::-1, 2]),  # one column permuted
+        lambda X, w: X.__setitem__(slice(None), X[:, ::-1]),  # columns reordered
+        lambda X, w: w.__setitem__(5, 2.0),  # one weight
+        lambda X, w: w.__setitem__(slice(None), 2.0),  # all weights scaled
+    ],
+    ids=["bit", "sign", "rows", "column", "columns", "weight", "scaled-weights"],
+)
+def test_content_digest_changes_with_any_value_position_or_weight(change):
+    X = np.random.default_rng(1).integers(0, 100, size=(1000, 5)).astype(np.float64)
+    weights = np.ones(1000)
+    before = _digest(X, weights)
+    change(X, weights)
+    assert _digest(X, weights, cuts=(300,)) != before

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from kmeans_dask import _model_io
 from kmeans_dask._model_io import (
     CheckpointState,
     ModelFile,
+    RunProgress,
     fit_fingerprint,
     load_model,
     read_checkpoint,
@@ -89,45 +91,43 @@ def refused(path: Path, *fragments: str, loader=load_model) -> str:
     return message
 
 
-def checkpoint_state(dtype=np.float64, best: bool = True) -> CheckpointState:
+def _history(*shifts: float) -> list[dict]:
+    return [
+        {
+            "iteration": i,
+            "inertia": 50.25 - i,
+            "center_shift": shift,
+            "n_empty": i % 2,
+            "seconds": 0.01 * i,
+        }
+        for i, shift in enumerate(shifts, start=1)
+    ]
+
+
+def checkpoint_state(dtype=np.float64, finished: bool = False) -> CheckpointState:
+    """Two runs of 2 x 3 centres: the first finished, the second finished or in progress."""
     centers = np.array([[1.0, 2.0, 3.0], [-1.0, 0.5, 7.0]], dtype=dtype)
     return CheckpointState(
         fingerprint=fit_fingerprint({"n_clusters": 2}, 100, 3, dtype),
-        run=1,
-        iteration=2,
-        centers=centers,
-        best_centers=centers[::-1].copy() if best else None,
-        best_inertia=41.5 if best else None,
-        best_n_iter=4 if best else None,
-        history=[
-            {"iteration": 1, "inertia": 50.25, "center_shift": 3.5, "n_empty": 1, "seconds": 0.01},
-            {
-                "iteration": 2,
-                "inertia": 45.0,
-                "center_shift": 0.125,
-                "n_empty": 0,
-                "seconds": 0.02,
-            },
-        ],
         seeds=[12345, 2147483646],
-        completed=False,
+        runs=[
+            RunProgress(centers[::-1].copy(), _history(3.5, 0.125, 0.0), inertia=41.5),
+            RunProgress(centers, _history(2.0, 0.5), inertia=40.25 if finished else None),
+        ],
+        completed=finished,
     )
 
 
 def assert_same_state(loaded: CheckpointState, expected: CheckpointState) -> None:
     assert loaded.fingerprint == expected.fingerprint
-    assert (loaded.run, loaded.iteration) == (expected.run, expected.iteration)
-    assert loaded.centers.dtype == expected.centers.dtype
-    np.testing.assert_array_equal(loaded.centers, expected.centers)
-    if expected.best_centers is None:
-        assert loaded.best_centers is None
-    else:
-        assert loaded.best_centers.dtype == expected.best_centers.dtype
-        np.testing.assert_array_equal(loaded.best_centers, expected.best_centers)
-    assert loaded.best_inertia == expected.best_inertia
-    assert loaded.history == expected.history
     assert loaded.seeds == expected.seeds
     assert loaded.completed is expected.completed
+    assert len(loaded.runs) == len(expected.runs)
+    for got, run in zip(loaded.runs, expected.runs, strict=True):
+        assert got.centers.dtype == run.centers.dtype
+        np.testing.assert_array_equal(got.centers, run.centers)
+        assert got.history == run.history
+        assert got.inertia == run.inertia
 
 
 def directory_listing(path: Path) -> list[str]:
@@ -457,7 +457,8 @@ def test_load_refuses_non_npy_entry(tmp_path):
         ("params", "n_clusters", "3", "n_clusters"),
         ("params", "n_clusters", 3.0, "n_clusters"),
         ("params", "tol", [1e-4], "tol"),
-        ("params", "tol", {"value": 1e-4}, "tol"),
+        ("params", "tol", {"value": {"nested": 1e-4}}, "tol"),
+        ("params", "assign_options", {"nprobe": [4]}, "assign_options"),
         ("params", "not an identifier", 1, "identifier"),
     ],
 )
@@ -530,6 +531,87 @@ def test_load_refuses_entry_declaring_more_data_than_it_holds(tmp_path):
         for name, content in members.items():
             archive.writestr(name, content)
     refused(path, "cluster_centers_", "holds only", "truncated")
+
+
+# --- bounds: what a file may make us read and allocate -------------------------------
+
+
+def _zeros_model(path: Path, n_clusters: int, n_features: int, compressed: bool) -> None:
+    """A model file of zeros whose metadata agrees with its (large) centres."""
+    kwargs = model_kwargs()
+    kwargs["params"]["n_clusters"] = n_clusters
+    kwargs["attributes"]["n_features_in_"] = n_features
+    metadata, payload = _model_io._model_payload(
+        kwargs["params"],
+        {"cluster_centers_": np.zeros((n_clusters, n_features))},
+        {**kwargs["attributes"]},
+    )
+    raw = np.frombuffer(json.dumps(metadata).encode("utf-8"), dtype=np.uint8)
+    (np.savez_compressed if compressed else np.savez)(path, **{META: raw}, **payload)
+
+
+def test_load_refuses_a_compressed_file_before_allocating(tmp_path):
+    """160 MB of zeros in a file of a few hundred KB: refused without expanding it."""
+    import tracemalloc
+
+    path = tmp_path / "bomb.npz"
+    _zeros_model(path, 20_000, 1000, compressed=True)
+    assert path.stat().st_size < 2**20
+    tracemalloc.start()
+    try:
+        refused(path, "is compressed", "uncompressed")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
+    # Control: stored uncompressed, the same model loads.
+    _zeros_model(path, 200, 10, compressed=False)
+    assert load_model(path).arrays["cluster_centers_"].shape == (200, 10)
+
+
+def _patch_central_directory(path: Path, name: str, size: int) -> None:
+    """Make the ZIP directory declare ``size`` bytes (stored and expanded) for ``name``."""
+    data = bytearray(path.read_bytes())
+    start = data.index(b"PK\x01\x02")
+    while True:
+        name_length = int.from_bytes(data[start + 28 : start + 30], "little")
+        if data[start + 46 : start + 46 + name_length] == name.encode():
+            break
+        start = data.index(b"PK\x01\x02", start + 1)
+    data[start + 20 : start + 28] = size.to_bytes(4, "little") * 2
+    path.write_bytes(bytes(data))
+
+
+def test_load_refuses_entries_declaring_more_than_the_file_holds(tmp_path):
+    path = saved_model(tmp_path)
+    _patch_central_directory(path, "cluster_centers_.npy", 2**31)
+    refused(path, "declare", "more than the file")
+
+
+def test_load_refuses_many_entries_before_reading_the_directory(tmp_path, monkeypatch):
+    """The entry count comes from the ZIP end record: refused in constant time."""
+    path = tmp_path / "many.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        for i in range(3000):
+            archive.writestr(f"a{i}.npy", b"")
+
+    def not_parsed(*args, **kwargs):
+        raise AssertionError("the archive's directory was parsed")
+
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", not_parsed)
+    refused(path, "declares 3000 entries", "more than the 16")
+
+
+def test_load_refuses_duplicated_entries(tmp_path):
+    path = saved_model(tmp_path)
+    with zipfile.ZipFile(path) as archive:
+        members = [(info.filename, archive.read(info)) for info in archive.infolist()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of the duplicate
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, content in [*members[:2], members[1]]:
+                archive.writestr(name, content)
+    refused(path, "duplicated entries")
 
 
 # --- no pickle, ever -----------------------------------------------------------------
@@ -605,13 +687,21 @@ def test_save_refuses_object_arrays(tmp_path):
         (lambda kw: kw["params"].update(tol=float("nan")), "finite"),
         (lambda kw: kw["params"].pop("n_clusters"), "n_clusters"),
         (lambda kw: kw["params"].update(init=np.array(["a", "b"])), "'init'"),
-        (lambda kw: kw["params"].update(init=np.zeros((2, 2))), "init array has shape"),
+        (lambda kw: kw["params"].update(init=np.zeros((2, 2))), "params.init has shape"),
         (lambda kw: kw["arrays"].pop("cluster_centers_"), "cluster_centers_"),
         (lambda kw: kw["arrays"].update(cluster_centers_=np.zeros((2, 2))), "n_clusters"),
         (lambda kw: kw["arrays"].update(cluster_centers_=np.zeros((3, 2), "i8")), "float32"),
         (lambda kw: kw["arrays"].update(cluster_centers_=np.full((3, 2), np.inf)), "non-finite"),
         (lambda kw: kw["arrays"].update(__metadata__=np.zeros(1)), "__metadata__"),
         (lambda kw: kw["arrays"].update(file=np.zeros(1)), "'file'"),
+        (lambda kw: kw["arrays"].update(predict=np.zeros(3)), "unexpected array entries"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.ones(2)), "cluster_weights_"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.ones(3, "f4")), "float64"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.array([1.0, -1, 2])), "negative"),
+        (lambda kw: kw["arrays"].update(cluster_weights_=np.array([1.0, np.nan, 2])), "finite"),
+        (lambda kw: kw["params"].update(tol=[1e-4]), "'tol' is of type list"),
+        (lambda kw: kw["params"].update(assign_options={1: 2}), "assign_options"),
+        (lambda kw: kw["params"].update(assign_options={"a": {"b": 1}}), "assign_options"),
         (lambda kw: kw["attributes"].update(history_=[]), "history_"),
         (lambda kw: kw["attributes"].pop("inertia_"), "inertia_"),
         (lambda kw: kw["attributes"].update(feature_names_in_=["a", 1]), "feature_names_in_"),
@@ -659,8 +749,7 @@ def test_checkpoint_crash_before_replace_keeps_previous_checkpoint(tmp_path, mon
     path = tmp_path / "checkpoint.npz"
     old = checkpoint_state()
     write_checkpoint(path, old)
-    new = checkpoint_state()
-    new.iteration = 3
+    new = checkpoint_state(finished=True)
     monkeypatch.setattr(os, "replace", _fail)
     with pytest.raises(OSError, match="simulated crash"):
         write_checkpoint(path, new)
@@ -680,7 +769,7 @@ def test_checkpoint_crash_while_writing_keeps_previous_checkpoint(tmp_path, monk
 
     monkeypatch.setattr(np, "savez", half_written)
     with pytest.raises(KeyboardInterrupt):
-        write_checkpoint(path, checkpoint_state(best=False))
+        write_checkpoint(path, checkpoint_state(finished=True))
     monkeypatch.undo()
     assert_same_state(read_checkpoint(path), old)
     assert directory_listing(tmp_path) == ["checkpoint.npz"]
@@ -721,27 +810,33 @@ def test_refused_save_leaves_previous_file_untouched(tmp_path):
 # --- checkpoints ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("best", [True, False], ids=["with-best", "no-best"])
+@pytest.mark.parametrize("finished", [True, False], ids=["finished", "in-progress"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_checkpoint_round_trip(tmp_path, dtype, best):
+def test_checkpoint_round_trip(tmp_path, dtype, finished):
     path = tmp_path / "checkpoint.npz"
-    state = checkpoint_state(dtype=dtype, best=best)
+    state = checkpoint_state(dtype=dtype, finished=finished)
     write_checkpoint(path, state)
     loaded = read_checkpoint(path)
     assert isinstance(loaded, CheckpointState)
     assert_same_state(loaded, state)
     metadata, entries = read_raw(path)
     assert metadata["format"] == "kmeans_dask.checkpoint"
-    assert metadata["format_version"] == 1
-    assert set(entries) == ({"centers", "best_centers"} if best else {"centers"})
+    assert metadata["format_version"] == 2
+    assert set(entries) == {"centers"} and entries["centers"].shape == (2, 2, 3)
+
+
+def test_checkpoint_of_no_run_round_trips(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    state = CheckpointState(fingerprint="f", seeds=[1])
+    write_checkpoint(path, state)
+    assert_same_state(read_checkpoint(path), state)
 
 
 def test_checkpoint_overwrite_and_completed(tmp_path):
     path = tmp_path / "checkpoint.npz"
     write_checkpoint(path, checkpoint_state())
-    final = checkpoint_state()
-    final.completed = True
-    final.run, final.iteration = 3, 17
+    final = checkpoint_state(finished=True)
+    final.runs[1].history.append(_history(2.0, 0.5, 0.25)[-1])
     write_checkpoint(path, final)
     assert_same_state(read_checkpoint(path), final)
     assert directory_listing(tmp_path) == ["checkpoint.npz"]
@@ -757,17 +852,17 @@ def test_checkpoint_accepts_iteration_records_and_numpy_scalars(tmp_path):
         seconds: float
 
     state = checkpoint_state()
-    state.history = [Record(1, 3, np.float64(0.5), np.int64(0), 0.25)]
-    state.seeds = [np.int64(7)]
-    state.best_inertia = np.float32(41.5)
+    state.runs[0].history = [Record(1, 3, np.float64(0.5), np.int64(0), 0.25)]
+    state.runs[0].inertia = np.float32(41.5)
+    state.seeds = [np.int64(7), 8]
     path = tmp_path / "checkpoint.npz"
     write_checkpoint(path, state)
     loaded = read_checkpoint(path)
-    assert loaded.history == [
+    assert loaded.runs[0].history == [
         {"iteration": 1, "inertia": 3.0, "center_shift": 0.5, "n_empty": 0, "seconds": 0.25}
     ]
-    assert type(loaded.history[0]["inertia"]) is float
-    assert loaded.seeds == [7] and loaded.best_inertia == 41.5
+    assert type(loaded.runs[0].history[0]["inertia"]) is float
+    assert loaded.seeds == [7, 8] and loaded.runs[0].inertia == 41.5
 
 
 def test_read_checkpoint_missing_file_gives_none(tmp_path):
@@ -783,28 +878,34 @@ def test_checkpoint_fingerprint_mismatch_is_detectable(tmp_path):
     assert stored != fit_fingerprint({"n_clusters": 2}, 101, 3, np.float64)
 
 
+def _run(s: CheckpointState, position: int = 0) -> RunProgress:
+    return s.runs[position]
+
+
 @pytest.mark.parametrize(
     ("change", "fragment"),
     [
-        (lambda s: setattr(s, "best_inertia", None), "best_centers and best_inertia"),
-        (lambda s: setattr(s, "best_n_iter", None), "best_n_iter"),
-        (lambda s: setattr(s, "best_n_iter", -1), "best_n_iter"),
-        (lambda s: setattr(s, "best_centers", None), "best_centers and best_inertia"),
-        (lambda s: setattr(s, "best_centers", np.zeros((3, 3))), "best_centers"),
-        (lambda s: setattr(s, "best_centers", np.zeros((2, 3), "f4")), "best_centers"),
-        (lambda s: setattr(s, "centers", np.zeros(3)), "2-D"),
-        (lambda s: setattr(s, "centers", np.full((2, 3), np.nan)), "non-finite"),
-        (lambda s: setattr(s, "centers", None), "dtype object"),
+        (lambda s: setattr(_run(s), "centers", np.zeros((3, 3))), "share one shape"),
+        (lambda s: setattr(_run(s), "centers", np.zeros((2, 3), "f4")), "share one shape"),
+        (lambda s: [setattr(r, "centers", np.zeros((2, 3), "i8")) for r in s.runs], "float32"),
+        (lambda s: [setattr(r, "centers", np.zeros(3)) for r in s.runs], "3-D"),
+        (lambda s: setattr(_run(s), "centers", np.full((2, 3), np.nan)), "non-finite"),
+        (lambda s: setattr(_run(s), "centers", None), "dtype object"),
+        (lambda s: setattr(_run(s), "inertia", -1.0), "runs[0]['inertia']"),
+        (lambda s: setattr(_run(s), "inertia", float("nan")), "runs[0].inertia"),
+        (lambda s: setattr(_run(s), "history", []), "empty"),
+        (lambda s: s.runs.append(s.runs[0]), "3 runs but only 2 seeds"),
+        (lambda s: s.runs.append("run"), "runs[2] must be a RunProgress"),
+        (lambda s: setattr(s, "runs", None), "runs must be a list"),
+        (lambda s: setattr(s, "completed", True), "not every run finished"),
         (lambda s: setattr(s, "fingerprint", ""), "fingerprint"),
-        (lambda s: setattr(s, "run", -1), "run"),
-        (lambda s: setattr(s, "iteration", 1.5), "iteration"),
         (lambda s: setattr(s, "completed", "yes"), "completed"),
-        (lambda s: setattr(s, "seeds", [1.5]), "seeds"),
+        (lambda s: setattr(s, "seeds", [1.5, 2]), "seeds"),
         (lambda s: setattr(s, "seeds", "12"), "seeds"),
-        (lambda s: s.history.append({"iteration": 3}), "history[2]"),
-        (lambda s: s.history[0].update(inertia=float("inf")), "history[0]"),
-        (lambda s: s.history[0].update(extra=1), "history[0]"),
-        (lambda s: s.history.append([1, 2]), "history[2]"),
+        (lambda s: _run(s).history.append({"iteration": 3}), "history'][3]"),
+        (lambda s: _run(s).history[0].update(inertia=float("inf")), "runs[0].history[0]"),
+        (lambda s: _run(s).history[0].update(extra=1), "history'][0]"),
+        (lambda s: _run(s, 1).history.append([1, 2]), "runs[1].history[2]"),
     ],
 )
 def test_write_checkpoint_refuses_bad_state(tmp_path, change, fragment):
@@ -831,7 +932,14 @@ def test_read_checkpoint_refuses_newer_version(tmp_path):
     path = tmp_path / "checkpoint.npz"
     write_checkpoint(path, checkpoint_state())
     rewrite(path, lambda meta, entries: meta.update(format_version=5))
-    refused(path, "format_version 5", "format_version 1", loader=read_checkpoint)
+    refused(path, "format_version 5", "format_version 2", loader=read_checkpoint)
+
+
+def test_read_checkpoint_refuses_the_older_layout(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    write_checkpoint(path, checkpoint_state())
+    rewrite(path, lambda meta, entries: meta.update(format_version=1))
+    refused(path, "format_version 1", "older kmeans_dask", "delete", loader=read_checkpoint)
 
 
 def test_read_checkpoint_refuses_truncated_and_random_files(tmp_path):
@@ -848,10 +956,12 @@ def test_read_checkpoint_refuses_truncated_and_random_files(tmp_path):
     "mutate",
     [
         lambda meta, entries: entries.update(extra=np.zeros(1)),
-        lambda meta, entries: entries.pop("best_centers"),
-        lambda meta, entries: entries.update(centers=np.zeros((2, 4))),
-        lambda meta, entries: meta.update(history=[{"iteration": "1"}]),
-        lambda meta, entries: meta.update(best_inertia="41.5"),
+        lambda meta, entries: entries.pop("centers"),
+        lambda meta, entries: entries.update(centers=np.zeros((2, 2, 4))),
+        lambda meta, entries: entries.update(centers=np.zeros((1, 2, 3))),
+        lambda meta, entries: meta["runs"][0].update(history=[{"iteration": "1"}]),
+        lambda meta, entries: meta["runs"][0].update(inertia="41.5"),
+        lambda meta, entries: meta["runs"][0].pop("inertia"),
         lambda meta, entries: meta.update(completed=1),
         lambda meta, entries: meta.pop("seeds"),
     ],
@@ -859,8 +969,10 @@ def test_read_checkpoint_refuses_truncated_and_random_files(tmp_path):
         "extra-key",
         "missing-key",
         "wrong-shape",
+        "fewer-centres-than-runs",
         "bad-history",
-        "bad-best-inertia",
+        "bad-inertia",
+        "missing-inertia",
         "bad-completed",
         "missing-field",
     ],

@@ -170,3 +170,96 @@ def test_cupy_batches_are_brought_to_the_host(batches):
         on_host.partial_fit(batch)
         from_device.partial_fit(_FakeCupyArray(batch))
     assert_array_equal(from_device.cluster_centers_, on_host.cluster_centers_)
+
+
+# --- a refused stream changes nothing ------------------------------------------------
+
+
+def _stream_state(model):
+    return (
+        model.cluster_centers_.copy(),
+        model.cluster_weights_.copy(),
+        model.n_steps_,
+        model.inertia_,
+        model.labels_.copy(),
+        model._stream,
+        model._stream_rng.get_state()[1].copy(),
+    )
+
+
+def _assert_same_stream_state(model, before):
+    got = _stream_state(model)
+    for value, expected in zip(got, before, strict=True):
+        if isinstance(expected, np.ndarray):
+            assert_array_equal(value, expected)
+        else:
+            assert value == expected
+
+
+def _streaming_model(batches):
+    # A high ratio reassigns centres, which draws from the model's generator.
+    model = KMeans(5, random_state=0, reassignment_ratio=0.5)
+    for batch in batches[:2]:
+        model.partial_fit(batch)
+    return model
+
+
+def test_refused_zarr_stream_leaves_the_model_as_it_was_and_names_the_global_row(
+    batches, tmp_path
+):
+    rows = np.concatenate(batches)  # 2400 rows
+    rows[1523, 1] = np.inf
+    path = str(tmp_path / "bad.zarr")
+    zarr.create_array(path, shape=rows.shape, chunks=(500, 3), dtype="f8")[:] = rows
+    model = _streaming_model(batches)
+    twin = _streaming_model(batches)
+    before = _stream_state(model)
+    model.set_params(batch_size=100)
+    with pytest.raises(ValueError, match=r"1 non-finite value.*\(row 1523, column 1\)"):
+        model.fit_stream(path)
+    model.set_params(batch_size=65_536)
+    _assert_same_stream_state(model, before)
+    # The stream goes on exactly as if the refused one had never come.
+    for batch in batches[2:4]:
+        model.partial_fit(batch)
+        twin.partial_fit(batch)
+    assert_array_equal(model.cluster_centers_, twin.cluster_centers_)
+    assert_array_equal(model.cluster_weights_, twin.cluster_weights_)
+
+
+@pytest.mark.parametrize(
+    ("make_stream", "match"),
+    [
+        (
+            lambda b: ([b[2], b[3], np.where(np.arange(400)[:, None] == 7, np.nan, b[4])], None),
+            r"\(row 807, column 0\)",
+        ),
+        (
+            lambda b: (b[2:5], [np.ones(400), np.ones(400), -np.ones(400)]),
+            r"weights contains 400 negative or non-finite value\(s\); first at rows 800, 801",
+        ),
+        (lambda b: (b[2:5], [np.ones(400)] * 2), "sample_weights gave 2 arrays but batches more"),
+        (lambda b: (b[2:4], [np.ones(400)] * 3), "sample_weights gave more arrays than batches"),
+        (lambda b: ([b[2], b[3][:, :2]], None), "X has 2 features"),
+        (lambda b: ([b[2], np.full((400, 3), 1e300)], None), "too large for float64 sums"),
+        (lambda b: (b[2:4], [np.ones(400), np.full(400, 1e308)]), "weights sum to inf"),
+    ],
+    ids=["nan", "weights", "fewer-weights", "more-weights", "width", "huge", "huge-weights"],
+)
+def test_refused_stream_of_batches_leaves_the_model_as_it_was(batches, make_stream, match):
+    model = _streaming_model(batches)
+    before = _stream_state(model)
+    stream, weights = make_stream(batches)
+    with pytest.raises(ValueError, match=match):
+        model.fit_stream(stream, sample_weights=weights)
+    _assert_same_stream_state(model, before)
+
+
+def test_refused_first_stream_leaves_the_model_unfitted(batches):
+    model = KMeans(5, random_state=np.random.RandomState(3))
+    state = model.random_state.get_state()[1].copy()
+    with pytest.raises(ValueError, match=r"\(row 400, column 2\)"):
+        model.fit_stream([batches[0], np.where(np.arange(400)[:, None] == 0, np.nan, batches[1])])
+    assert not hasattr(model, "cluster_centers_") and not hasattr(model, "_stream")
+    # The initialisation's draws from the given generator are undone too.
+    assert_array_equal(model.random_state.get_state()[1], state)

@@ -106,9 +106,7 @@ def exact_inertia(
     return total
 
 
-def persisted_blocks(
-    client: Any, X: np.ndarray, chunk_rows: int, n_threads: int, n_clusters: int
-) -> Any:
+def persisted_blocks(client: Any, X: np.ndarray, chunk_rows: int, n_clusters: int) -> Any:
     """Scatter row blocks of X to the workers and wrap them as one Dask array.
 
     Without ``chunk_rows`` the blocks are those a fit on the NumPy array makes.
@@ -123,7 +121,7 @@ def persisted_blocks(
         sizes = [min(chunk_rows, n - s) for s in range(0, n, chunk_rows)]
     else:
         stats_bytes = statistics_nbytes(n_clusters, d)
-        sizes = list(numpy_row_chunks(n, d, X.dtype.itemsize, n_threads, stats_bytes))
+        sizes = list(numpy_row_chunks(n, d, X.dtype.itemsize, stats_bytes))
     bounds = np.cumsum([0, *sizes])
     futures = client.scatter([X[a:b] for a, b in itertools.pairwise(bounds)], hash=False)
     blocks = [

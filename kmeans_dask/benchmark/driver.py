@@ -202,9 +202,7 @@ def _measure(
         Client(cluster) as client,
     ):
         warnings.filterwarnings("ignore", message=".*[Ll]arge graph.*")
-        X_dask, chunk_futures = persisted_blocks(
-            client, X, args.chunk_rows, n_threads, args.n_clusters
-        )
+        X_dask, chunk_futures = persisted_blocks(client, X, args.chunk_rows, args.n_clusters)
         measured.chunk_rows = list(X_dask.chunks[0])
         print(
             f"LocalCluster: {args.workers} worker(s) x {args.threads_per_worker} thread(s); "

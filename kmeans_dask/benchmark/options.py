@@ -100,7 +100,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         type=int,
         default=0,
         help="rows per Dask chunk; 0 splits as a fit on the NumPy array does: at most "
-        "~64 MiB, 4 per worker thread while the per-chunk sums stay small, else one "
+        "~64 MiB, 16 blocks, fewer (down to 2) where the per-chunk sums would be large "
         "(default: %(default)s)",
     )
     add(
