@@ -21,6 +21,7 @@ import dask
 import dask.array as da
 import numpy as np
 from dask.base import tokenize
+from distributed import wait
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -598,6 +599,10 @@ default="k-means||"
     def _labels_from(result: LloydResult, X, data: DistributedData, keep_lazy: bool):
         """``labels_``: NumPy for NumPy input, else a Dask array chunked as X's rows."""
         if is_dask_array(X) and keep_lazy:
+            # The labels stay on the workers, but no task of the fit may still
+            # run when it returns: a client closed right after would be sent
+            # their results (and the scheduler would log that it could not).
+            wait(result.labels)
             labels = da.concatenate(
                 [
                     da.from_delayed(future, shape=(rows,), dtype=np.int32)
