@@ -93,7 +93,7 @@ def open_zarr(source: Any):
         import zarr
     except ImportError as exc:
         raise ImportError(
-            "reading Zarr input needs the zarr package: pip install 'kmeans_dask[zarr]'"
+            "reading Zarr input needs the zarr package: pip install 'zarr>=3'"
         ) from exc
     if not isinstance(source, str | os.PathLike):
         return source

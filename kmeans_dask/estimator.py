@@ -50,9 +50,9 @@ from kmeans_dask._inputs import (
 )
 from kmeans_dask._lloyd import History, LloydResult
 from kmeans_dask._model_io import fit_fingerprint
+from kmeans_dask._output_paths import check_writable, fit_seeds, resume_hint
 from kmeans_dask._persistence import save_estimator
 from kmeans_dask._progress import LloydProgress
-from kmeans_dask._rng import init_seeds
 from kmeans_dask._runs import RunPlan, run_all, surviving_worker_loss
 from kmeans_dask._streaming import StreamState, init_stream_state, minibatch_update
 from kmeans_dask._validation import (
@@ -73,8 +73,8 @@ class KMeans(ClusterMixin, TransformerMixin, BaseEstimator):
     and tree-reduces per-cluster sums, weights and inertia in a fixed order,
     so the result does not depend on the number of workers. With an active
     ``distributed.Client`` the fit runs on that cluster; without one, a
-    ``LocalCluster`` is started for the fit, its dashboard link printed, and
-    closed afterwards.
+    ``LocalCluster`` is started for the fit (its dashboard link logged, and
+    printed with ``verbose``) and closed afterwards.
 
     Precision: distances are computed in the data's dtype (float32 input
     stays float32; integers and booleans become float64); per-cluster sums,
@@ -307,9 +307,13 @@ default="k-means||"
                 backend, self.assign, self.assign_options, self.n_clusters, X.shape[1]
             )
             bounds = resolve_algorithm(self.algorithm, search)
-            seeds = init_seeds(self.random_state, self.n_init)
+            if checkpoint is not None:
+                check_writable(checkpoint, "checkpoint")
+            seeds = fit_seeds(self.random_state, self.n_init, checkpoint)
             user_client = active_client()
-            with client_for_fit() as client:
+            with client_for_fit(
+                self._report, resume_hint=lambda: resume_hint(checkpoint)
+            ) as client:
                 stream_from = self._stream_source(client, X, zarr_array)
                 data = distribute(
                     client,
@@ -335,7 +339,8 @@ default="k-means||"
                         checkpoint,
                         client,
                     )
-                    with LloydProgress(self.max_iter) if self.verbose else nullcontext() as bar:
+                    progress = LloydProgress(self.max_iter, self.init)
+                    with progress if self.verbose else nullcontext() as bar:
                         best = run_all(
                             client,
                             data,
