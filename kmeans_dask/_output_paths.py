@@ -116,7 +116,7 @@ def same_or_nested(output: PathLike, source: PathLike) -> bool:
 
 
 @contextmanager
-def written_whole(path: PathLike, what: str, *, overwrite: bool) -> Iterator[str]:
+def written_whole(path: PathLike, what: str, *, overwrite: bool, store: bool) -> Iterator[str]:
     """Write ``path`` through a temporary sibling that replaces it only when complete.
 
     Yields the temporary path (a name in the same directory, with the same
@@ -124,14 +124,21 @@ def written_whole(path: PathLike, what: str, *, overwrite: bool) -> Iterator[str
     directory (a Zarr store) takes the place of ``path``; an existing output
     is moved aside first and deleted only after the new one is in place. If
     the block raises (or is interrupted), the temporary output is removed and
-    ``path`` is left as it was. URLs are written in place.
+    ``path`` is left as it was. URLs are written in place. ``store`` says
+    the output is a Zarr store: only an existing Zarr store (never another
+    directory) is then replaced; otherwise only a file is.
 
     Raises
     ------
     FileExistsError
         If ``path`` exists and ``overwrite`` is false.
+    IsADirectoryError
+        If ``path`` is a directory that is not to be replaced.
     """
     target = os.fspath(path)
+    if os.path.isdir(target) and not (store and _is_zarr_store(target)):
+        kind = "is a directory but not a Zarr store" if store else "is a directory"
+        raise IsADirectoryError(f"{what} {target!r} {kind}; refusing to replace it")
     if os.path.lexists(target) and not overwrite:
         raise FileExistsError(
             f"{what} {target!r} exists; pass --overwrite (overwrite=True) to replace it"
@@ -155,6 +162,12 @@ def written_whole(path: PathLike, what: str, *, overwrite: bool) -> Iterator[str
         _remove(aside)
     else:
         os.replace(temporary, target)
+
+
+def _is_zarr_store(path: str) -> bool:
+    return any(
+        os.path.exists(os.path.join(path, name)) for name in ("zarr.json", ".zarray", ".zgroup")
+    )
 
 
 def _remove(path: str) -> None:

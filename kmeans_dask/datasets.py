@@ -138,7 +138,7 @@ def write_blobs_zarr(
         dtype=dtype,
         random_state=random_state,
     )
-    with written_whole(path, "output", overwrite=overwrite) as temporary:
+    with written_whole(path, "output", overwrite=overwrite, store=True) as temporary:
         target = zarr.create_array(
             temporary,
             shape=X.shape,

@@ -77,7 +77,8 @@ def test_fit_algorithm_and_engine_options_give_the_same_model(tmp_path, on_clust
     np.save(tmp_path / "rows.npy", rows)
     results = []
     for algorithm, engine in [("lloyd", "tasks"), ("hamerly", "actors")]:
-        argv = ["fit", str(tmp_path / "rows.npy"), "-k", "4", "--json", *on_cluster]
+        argv = ["fit", str(tmp_path / "rows.npy"), "-k", "4", "--random-state", "0", "--json"]
+        argv += on_cluster
         assert main([*argv, "--algorithm", algorithm, "--engine", engine]) == 0
         results.append(json.loads(capsys.readouterr().out))
     assert results[0]["inertia"] == results[1]["inertia"]
@@ -87,7 +88,7 @@ def test_fit_algorithm_and_engine_options_give_the_same_model(tmp_path, on_clust
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["fit", "{data}", "-k", "0"], "n_clusters must be >= 1"),
+        (["fit", "{data}", "-k", "0"], "-k/--n-clusters: expected an integer >= 1, got '0'"),
         (["fit", "{tmp}/missing.zarr", "-k", "3"], "does not exist"),
         (["fit", "{tmp}/missing.npy", "-k", "3"], "does not exist"),
         (["info", "{tmp}/missing.npz"], "missing.npz"),
