@@ -250,11 +250,17 @@ class ChunkHosts:
         return [reply["result"] for reply in replies]
 
     def _lost_a_worker(self, timeout: float) -> bool:
-        """Whether the scheduler has dropped a host's worker (waiting up to ``timeout``)."""
+        """Whether the scheduler has dropped a host's worker (waiting up to ``timeout``).
+
+        False when the client has lost the scheduler itself: that is no
+        worker loss to recover from.
+        """
         addresses = {address for address, _ in self._groups}
         deadline = time.monotonic() + timeout
         while True:
-            alive = set(self._client.scheduler_info(n_workers=-1)["workers"])
+            if self._client.status != "running":
+                return False  # the scheduler is gone, not (only) a worker
+            alive = set(self._client.scheduler_info(n_workers=-1).get("workers", {}))
             if not addresses <= alive or any(f.status != "finished" for f in self._futures):
                 return True
             if time.monotonic() >= deadline:

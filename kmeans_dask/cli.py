@@ -11,10 +11,22 @@ what was saved and how to go on). Outputs are written whole or not at all.
 
 from __future__ import annotations
 
+import multiprocessing
+import signal
+
+if getattr(multiprocessing.current_process(), "_inheriting", False):
+    # A worker process of this command's cluster, importing the command as its
+    # main module while it starts (multiprocessing's own test for that case).
+    # Ctrl-C at a terminal reaches the whole process group; only the command
+    # itself takes it, and closes its cluster in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
 import argparse
 import contextlib
 import json
 import os
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -65,6 +77,44 @@ def _open_input(path: str) -> Any:
 
 
 @contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C while a cluster starts or closes, and raise it afterwards.
+
+    A cluster interrupted half-way through starting cannot be closed (its
+    workers' states are undefined), and one interrupted half-way through
+    closing leaves processes behind; both end in tracebacks at exit.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(number))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if received:
+            raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _opened(make: Callable[[], Any]) -> Iterator[Any]:
+    """``with make() as value``, yielding ``(make(), value)``; Ctrl-C held meanwhile."""
+    with _interrupts_held():
+        manager = make()
+        value = manager.__enter__()
+    try:
+        yield manager, value
+    except BaseException:
+        with _interrupts_held():
+            if not manager.__exit__(*sys.exc_info()):
+                raise
+    else:
+        with _interrupts_held():
+            manager.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
 def _client(args: argparse.Namespace) -> Iterator[Any]:
     """Connect to ``--scheduler``, or start a cluster; print the dashboard link."""
     from distributed import Client, LocalCluster
@@ -72,8 +122,8 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
     if args.cluster:
         from kmeans_dask.clusters import from_spec
 
-        handle = from_spec(args.cluster, **_overrides(args.set))
-        with handle as client:
+        overrides = _overrides(args.set)
+        with _opened(lambda: from_spec(args.cluster, **overrides)) as (handle, client):
             print_error(f"cluster from {args.cluster}; dashboard: {client.dashboard_link}")
             handle.wait_for_workers(timeout=args.timeout)
             yield client
@@ -85,18 +135,20 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
             raise ConnectionError(
                 f"no Dask scheduler answered at {args.scheduler!r} within {args.timeout} s ({exc})"
             ) from exc
-        with client:
+        with _opened(lambda: client):
             print_error(f"dashboard: {client.dashboard_link}")
             yield client
         return
     with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=args.threads_per_worker,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:8787",
-        ) as cluster,
-        Client(cluster) as client,
+        _opened(
+            lambda: LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=args.threads_per_worker,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:8787",
+            )
+        ) as (cluster, _),
+        _opened(lambda: Client(cluster)) as (client, _),
     ):
         print_error(f"dashboard: {client.dashboard_link}")
         yield client
