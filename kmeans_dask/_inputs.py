@@ -63,7 +63,7 @@ def is_zarr_source(X: Any) -> bool:
     """A ``zarr.Array``, or a path or URL that names one."""
     if isinstance(X, str | os.PathLike):
         return True
-    return type(X).__module__.startswith("zarr") and hasattr(X, "chunks")
+    return type(X).__module__.startswith("zarr")  # an array, or a group to refuse
 
 
 def as_local_array(X: Any) -> Any:
@@ -96,6 +96,8 @@ def open_zarr(source: Any):
             "reading Zarr input needs the zarr package: pip install 'zarr>=3'"
         ) from exc
     if not isinstance(source, str | os.PathLike):
+        if isinstance(source, zarr.Group):
+            raise _group_error(source, "X")
         return source
     location = os.fspath(source)
     if "://" not in location and not os.path.exists(location):
@@ -107,13 +109,21 @@ def open_zarr(source: Any):
     except Exception as exc:
         raise ValueError(f"{location!r} could not be read as a Zarr store: {exc}") from exc
     if isinstance(node, zarr.Group):
-        names = sorted(name for name, _ in node.arrays())
-        raise ValueError(
-            f"{location!r} is a Zarr group, not an array; name one of its arrays, e.g. "
-            f"{os.path.join(location, names[0]) if names else location + '/<array>'!r} "
-            f"(arrays in the group: {names})"
-        )
+        raise _group_error(node, repr(location), location)
     return node
+
+
+def _group_error(group, what: str, location: str | None = None) -> ValueError:
+    """The error for a Zarr group given where an array is expected; it lists the arrays."""
+    names = sorted(name for name, _ in group.arrays())
+    if location is None:
+        example = f"group[{names[0]!r}]" if names else "group['<array>']"
+    else:
+        example = repr(os.path.join(location, names[0]) if names else location + "/<array>")
+    return ValueError(
+        f"{what} is a Zarr group, not an array; name one of its arrays, e.g. {example} "
+        f"(arrays in the group: {names})"
+    )
 
 
 def zarr_as_dask(array) -> da.Array:

@@ -38,15 +38,19 @@ def check_writable(path: PathLike, what: str, *, directory_ok: bool = False) -> 
         If its directory does not exist, or is a file.
     PermissionError
         If its directory cannot be written.
+    ValueError
+        If ``path`` exists but is neither a file nor a directory (a FIFO).
     """
     target = os.fspath(path)
     if "://" in target:
         return
     if os.path.isdir(target) and not directory_ok:
         raise IsADirectoryError(
-            f"{what}={target!r} is a directory; expected a file path inside it, e.g. "
-            f"{os.path.join(target, 'model.npz')!r}"
+            f"{what}={target!r} is a directory; expected the path of a file (it may lie "
+            "inside that directory)"
         )
+    if os.path.exists(target) and not os.path.isfile(target) and not os.path.isdir(target):
+        raise ValueError(f"{what}={target!r} is not a regular file (a FIFO or a device)")
     directory = os.path.dirname(os.path.abspath(target))
     if not os.path.exists(directory):
         raise FileNotFoundError(

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kmeans_dask._model_io import load_model, save_model
+from kmeans_dask._validation import validate_params
 
 if TYPE_CHECKING:
     from kmeans_dask.estimator import KMeans
@@ -71,6 +72,11 @@ def load(path: str | os.PathLike) -> KMeans:
     """
     from kmeans_dask.estimator import KMeans
 
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(
+            f"cannot load model '{os.fspath(path)}': not a regular file (a directory, FIFO "
+            "or device)"
+        )
     stored = load_model(path)
     known = KMeans().get_params()
     unknown = sorted(set(stored.params) - set(known))
@@ -80,6 +86,10 @@ def load(path: str | os.PathLike) -> KMeans:
             f"kmeans_dask {stored.library_version or 'unknown version'}?)"
         )
     model = KMeans(**stored.params)
+    try:
+        validate_params(model.get_params())
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"cannot load model '{os.fspath(path)}': {exc}") from None
     for name, value in stored.arrays.items():
         setattr(model, name, value)
     attributes = dict(stored.attributes)
