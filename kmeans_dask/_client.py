@@ -110,21 +110,25 @@ def local_client(
     unguarded = unguarded_script_line()
     if unguarded is not None:
         script, line = unguarded
-        warnings.warn(
-            f"{script}, line {line} starts a Dask cluster at module level, outside "
+        warnings.warn_explicit(
+            "this line starts a Dask cluster at module level, outside "
             '`if __name__ == "__main__":`; worker processes would run the script again, so '
             "the workers run as threads of this process instead. Put the script's work under "
             '`if __name__ == "__main__":` to use worker processes.',
             RuntimeWarning,
-            stacklevel=4,
+            filename=script,
+            lineno=line,
         )
+    # Threads talk in-process (no network at all); processes over 127.0.0.1.
+    where = {"processes": False} if unguarded else {"host": "127.0.0.1"}
     with (
-        LocalCluster(
-            host="127.0.0.1", dashboard_address="127.0.0.1:0", processes=unguarded is None
-        ) as cluster,
+        LocalCluster(dashboard_address="127.0.0.1:0", **where) as cluster,
         Client(cluster, set_as_default=set_as_default) as client,
     ):
-        message = f"started a LocalCluster for {purpose}; dashboard: {client.dashboard_link}"
+        # The dashboard listens on 127.0.0.1 (the link of an in-process cluster would
+        # name the host's address).
+        dashboard = f"http://127.0.0.1:{cluster.scheduler.http_server.port}/status"
+        message = f"started a LocalCluster for {purpose}; dashboard: {dashboard}"
         logger.info(message)
         report(message)
         yield client

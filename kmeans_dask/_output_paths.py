@@ -69,6 +69,20 @@ def check_writable(path: PathLike, what: str, *, directory_ok: bool = False) -> 
     os.unlink(probe)
 
 
+def check_readable_file(path: PathLike, what: str) -> None:
+    """Refuse a path that exists but is no regular file: reading a FIFO would block forever.
+
+    Raises
+    ------
+    ValueError
+        Naming ``what`` and the kind of path seen.
+    """
+    target = os.fspath(path)
+    if os.path.exists(target) and not os.path.isfile(target):
+        kind = "a directory" if os.path.isdir(target) else "a FIFO, socket or device"
+        raise ValueError(f"{what} '{target}': not a regular file but {kind}")
+
+
 def resume_hint(checkpoint: PathLike | None, again: str = "run the same fit again") -> str:
     """One sentence: what ``checkpoint`` holds and how to go on from it."""
     if checkpoint is None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kmeans_dask._model_io import load_model, save_model
+from kmeans_dask._output_paths import check_readable_file
 from kmeans_dask._validation import validate_params
 
 if TYPE_CHECKING:
@@ -72,11 +73,7 @@ def load(path: str | os.PathLike) -> KMeans:
     """
     from kmeans_dask.estimator import KMeans
 
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise ValueError(
-            f"cannot load model '{os.fspath(path)}': not a regular file (a directory, FIFO "
-            "or device)"
-        )
+    check_readable_file(path, "cannot load model")
     stored = load_model(path)
     known = KMeans().get_params()
     unknown = sorted(set(stored.params) - set(known))

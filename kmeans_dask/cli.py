@@ -60,8 +60,15 @@ BAD_INPUT_ERRORS = (
 
 
 def _open_input(path: str) -> Any:
-    """A Zarr path stays a path (KMeans reads it); ``.npy`` is memory-mapped as Dask."""
+    """A Zarr path stays a path (KMeans reads it); ``.npy`` is memory-mapped as Dask.
+
+    Either is opened here, so that a missing or unreadable input is refused
+    before a cluster starts.
+    """
     if not path.endswith(".npy"):
+        from kmeans_dask._inputs import open_zarr
+
+        open_zarr(path)
         return path
     import dask.array as da
 
@@ -394,7 +401,9 @@ def _info(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from kmeans_dask._model_io import load_model
+    from kmeans_dask._output_paths import check_readable_file
 
+    check_readable_file(args.model, "model file")
     stored = load_model(args.model)
     info = {
         "file": args.model,
