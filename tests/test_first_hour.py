@@ -239,13 +239,13 @@ def test_a_lost_scheduler_is_named_with_the_checkpoint_to_resume(tmp_path):
             while not checkpoint.exists() and process.poll() is None:
                 time.sleep(0.01)
             process.kill()
-            print("KILLED", time.monotonic(), file=sys.__stderr__)
 
         with Client(address, timeout=30) as client:
             threading.Thread(target=kill_once_checkpointed, daemon=True).start()
             started = time.monotonic()
             with pytest.raises(SchedulerLostError) as lost:
                 KMeans(100, tol=0, max_iter=300, random_state=0).fit(X, checkpoint=str(checkpoint))
+            assert time.monotonic() - started < 25  # said at once, not after reconnecting
             assert client.status != "running"
         message = str(lost.value)
         assert message.startswith(f"scheduler lost: the Dask scheduler at {address}")
@@ -253,7 +253,6 @@ def test_a_lost_scheduler_is_named_with_the_checkpoint_to_resume(tmp_path):
             r"Checkpoint '.*fit.ckpt' holds run 1, iteration \d+; run the same", message
         )
         assert "worker" not in message.split("). ")[-1]
-        assert time.monotonic() - started < 25  # said at once, not after reconnect attempts
     finally:
         process.kill()
         process.wait()
