@@ -92,7 +92,9 @@ def _checkpoint_at(path: Path, iteration: int) -> Callable[[subprocess.Popen, st
     return ready
 
 
-def test_ctrl_c_mid_fit_saves_says_how_to_resume_and_resumes_exactly(tmp_path, cluster, capsys):
+def test_ctrl_c_mid_fit_saves_says_how_to_resume_and_resumes_exactly(
+    tmp_path, cluster, capsys, monkeypatch
+):
     np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(size=(200_000, 2)))
     argv = ["fit", "x.npy", "-k", "64", "--tol", "0", "--max-iter", "150"]
     argv += ["--random-state", "0", "--checkpoint", "fit.ckpt"]
