@@ -30,7 +30,34 @@ if TYPE_CHECKING:
     from kmeans_dask._lloyd import IterationRecord
 
 
-class LloydProgress:
+class _Display:
+    """A rich progress display on a terminal, plain ``[kmeans_dask]`` lines elsewhere."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+
+    def _line(self, text: str) -> None:
+        self.console.print(f"[kmeans_dask] {text}", markup=False, highlight=False, soft_wrap=True)
+
+    def _finish(self) -> None:
+        """Last update of the live display when the work completed."""
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._progress is None:
+            return
+        if kind is None:
+            self._finish()
+        self._progress.stop()
+
+
+class LloydProgress(_Display):
     """Shows a fit: its initialisation, then each iteration's inertia, centre shift and time.
 
     On an interactive terminal this is a live ``rich`` progress bar over
@@ -41,11 +68,9 @@ class LloydProgress:
     """
 
     def __init__(self, max_iter: int, init: str = "", console: Console | None = None) -> None:
+        super().__init__(console or Console())
         self.max_iter = max_iter
         self.init = init if isinstance(init, str) else "given centres"
-        self.console = console or Console()
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
         self._last = 0
 
     def __enter__(self) -> LloydProgress:
@@ -68,9 +93,6 @@ class LloydProgress:
             self._line(f"initialisation: {self.init}")
         return self
 
-    def _line(self, text: str) -> None:
-        self.console.print(f"[kmeans_dask] {text}", markup=False, highlight=False, soft_wrap=True)
-
     def update(self, record: IterationRecord) -> None:
         """Show one finished iteration."""
         self._last = record.iteration
@@ -89,24 +111,15 @@ class LloydProgress:
             f"shift {record.center_shift:.3g}  empty {record.n_empty}  {record.seconds:.3f} s"
         )
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._progress is None:
-            return
-        if kind is None and self._last:
-            # Converged before max_iter: the work is done, the bar full.
+    def _finish(self) -> None:
+        if self._last:  # converged before max_iter: the work is done, the bar full
             done = "converged" if self._last < self.max_iter else "max_iter"
             self._progress.update(
                 self._task, description=f"Lloyd ({done})", total=self._last, completed=self._last
             )
-        self._progress.stop()
 
 
-class StepProgress:
+class StepProgress(_Display):
     """Counted steps of some long work, e.g. ``StepProgress("labelling", 40, "blocks")``.
 
     On a terminal a rich bar with the count, elapsed and remaining time; in
@@ -125,15 +138,13 @@ class StepProgress:
         enabled: bool = True,
         min_interval: float = 0.0,
     ) -> None:
+        super().__init__(console or Console(stderr=True))
         self.description = description
         self.total = total
         self.unit = unit
-        self.console = console or Console(stderr=True)
         self.enabled = enabled
         self.min_interval = min_interval
         self.completed = 0
-        self._progress: Progress | None = None
-        self._task: TaskID | None = None
         self._last_line = -float("inf")
 
     def __enter__(self) -> StepProgress:
@@ -172,22 +183,10 @@ class StepProgress:
             return
         self._last_line = now
         of = f"/{self.total}" if self.total is not None else ""
-        self.console.print(
-            f"[kmeans_dask] {self.description}: {self.completed}{of} {self.unit}"
-            + (f"  {detail}" if detail else ""),
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+        self._line(
+            f"{self.description}: {self.completed}{of} {self.unit}"
+            + (f"  {detail}" if detail else "")
         )
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 class _CountTasks(Callback):
