@@ -256,3 +256,31 @@ def test_a_lost_scheduler_is_named_with_the_checkpoint_to_resume(tmp_path):
     finally:
         process.kill()
         process.wait()
+
+
+def test_the_cli_says_scheduler_lost_and_exits_1(tmp_path, capsys):
+    from kmeans_dask.cli import EXIT_FAILURE, main
+
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).uniform(size=(100_000, 2)))
+    process = subprocess.Popen(
+        [sys.executable, "-c", _SCHEDULER], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        address = process.stdout.readline().strip()
+        checkpoint = tmp_path / "fit.ckpt"
+
+        def kill_once_checkpointed():
+            while not checkpoint.exists() and process.poll() is None:
+                time.sleep(0.01)
+            process.kill()
+
+        threading.Thread(target=kill_once_checkpointed, daemon=True).start()
+        argv = ["fit", str(tmp_path / "x.npy"), "-k", "100", "--tol", "0", "--random-state", "0"]
+        argv += ["--checkpoint", str(checkpoint), "--scheduler", address, "--quiet"]
+        assert main(argv) == EXIT_FAILURE
+        err = capsys.readouterr().err.splitlines()[-1]
+        assert err.startswith("kmeans-dask fit: failed: scheduler lost: the Dask scheduler at")
+        assert re.search(r"Checkpoint '.*fit.ckpt' holds run 1, iteration \d+", err), err
+    finally:
+        process.kill()
+        process.wait()
