@@ -169,7 +169,9 @@ default="k-means||"
         Streaming only: centres whose count falls below this fraction of the
         largest are moved onto random rows of the batch (0 disables it).
     verbose : int, default=0
-        Print one progress line per iteration when > 0.
+        When > 0, show progress (the initialisation, then every iteration: a
+        live bar on a terminal, one line each elsewhere) and the dashboard
+        link of a ``LocalCluster`` started for the fit.
 
     Attributes
     ----------
@@ -280,7 +282,11 @@ default="k-means||"
             Lloyd iteration. If it exists when ``fit`` starts (the same fit
             was killed, e.g. at walltime), the fit resumes from it and
             reaches exactly the result of an uninterrupted run. A checkpoint
-            of a different fit (other parameters, seed or data) is refused.
+            of a different fit (other parameters, seed or data) is refused;
+            with ``random_state=None`` the rerun takes the seeds stored in the
+            checkpoint. A path that cannot be written is refused before any
+            work, and a scheduler lost mid-fit raises ``SchedulerLostError``
+            (a ``ConnectionError``) saying what the checkpoint holds.
 
         Returns
         -------

@@ -21,7 +21,8 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(capsys):
     handler.emit = records.append
     logger = logging.getLogger("kmeans_dask")
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not .level: it clears the loggers' caches
     try:
         model = KMeans(3, random_state=0).fit(X)
     finally:
