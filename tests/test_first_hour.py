@@ -81,6 +81,17 @@ def test_the_fit_progress_bar_fills_when_the_fit_converges_early():
     assert task.description == "Lloyd (converged)"
 
 
+def test_steps_show_a_bar_on_a_terminal():
+    console = Console(file=io.StringIO(), force_terminal=True, width=120)
+    with StepProgress("labelling", None, "blocks", console=console) as steps:
+        steps.set_total(4)
+        for index in range(4):
+            steps.advance(f"block {index}")
+        task = steps._progress.tasks[0]
+    assert (task.completed, task.total, task.fields["detail"]) == (4, 4, "block 3")
+    assert "labelling" in console.file.getvalue()
+
+
 def test_steps_print_one_line_each_off_a_terminal():
     console = Console(file=io.StringIO(), force_terminal=False)
     with StepProgress("labelling", 3, "blocks", console=console) as steps:
