@@ -43,7 +43,7 @@ from typing import Any
 from distributed import Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
-from kmeans_dask._client import worker_info
+from kmeans_dask._client import scheduler_lost, worker_info
 from kmeans_dask._mapreduce import SPLIT_EVERY, task_keys
 
 #: Largest total size of the per-chunk results gathered by the client in one
@@ -52,6 +52,9 @@ MAX_GATHERED_BYTES = 64 * 2**20
 
 #: How long to wait for the scheduler to notice a worker that stopped answering.
 _WORKER_GONE_TIMEOUT = 30.0
+#: How long one question to the scheduler may take while telling a lost
+#: worker from a lost scheduler (whose client would retry connecting for 30 s).
+_SCHEDULER_ANSWER_TIMEOUT = 2.0
 
 
 class HostLost(CancelledError):
@@ -251,12 +254,23 @@ class ChunkHosts:
         return [reply["result"] for reply in replies]
 
     def _lost_a_worker(self, timeout: float) -> bool:
-        """Whether the scheduler has dropped a host's worker (waiting up to ``timeout``)."""
+        """Whether the scheduler has dropped a host's worker (waiting up to ``timeout``).
+
+        False when the client has lost the scheduler itself: that is no
+        worker loss to recover from.
+        """
         addresses = {address for address, _ in self._groups}
         deadline = time.monotonic() + timeout
         while True:
-            alive = set(worker_info(self._client))
-            if not addresses <= alive or any(f.status != "finished" for f in self._futures):
+            if scheduler_lost(self._client):
+                return False  # the scheduler is gone, not (only) a worker
+            try:
+                alive = worker_info(self._client, timeout=_SCHEDULER_ANSWER_TIMEOUT)
+            except OSError:  # the scheduler does not answer: its loss shows in a moment
+                alive = None
+            if alive is not None and (
+                not addresses <= set(alive) or any(f.status != "finished" for f in self._futures)
+            ):
                 return True
             if time.monotonic() >= deadline:
                 return False

@@ -40,6 +40,7 @@ from kmeans_dask._chunks import (
 )
 from kmeans_dask._hosts import ChunkHosts
 from kmeans_dask._inputs import DistributedData
+from kmeans_dask._interrupts import interrupt_point
 from kmeans_dask._lloyd import farthest, local_lloyd
 from kmeans_dask._mapreduce import map_pairs, send, task_keys, tree_reduce_future
 
@@ -149,6 +150,7 @@ def _candidates_on_hosts(
     n_candidates = len(first)
     drawn: list[np.ndarray] = []
     for round_index in range(rounds):
+        interrupt_point()
         stream = _STREAM_ROUNDS + round_index
         new = stack_rows(
             *hosts.map(sample_by_cost_kept, oversampling, phi, seed, stream, backend, tag)

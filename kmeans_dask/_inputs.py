@@ -67,7 +67,7 @@ def is_zarr_source(X: Any) -> bool:
     """A ``zarr.Array``, or a path or URL that names one."""
     if isinstance(X, str | os.PathLike):
         return True
-    return type(X).__module__.startswith("zarr") and hasattr(X, "chunks")
+    return type(X).__module__.startswith("zarr")  # an array, or a group to refuse
 
 
 def as_local_array(X: Any) -> Any:
@@ -97,9 +97,11 @@ def open_zarr(source: Any):
         import zarr
     except ImportError as exc:
         raise ImportError(
-            "reading Zarr input needs the zarr package: pip install 'kmeans_dask[zarr]'"
+            "reading Zarr input needs the zarr package: pip install 'zarr>=3'"
         ) from exc
     if not isinstance(source, str | os.PathLike):
+        if isinstance(source, zarr.Group):
+            raise _group_error(source, "X")
         return source
     location = os.fspath(source)
     if "://" not in location and not os.path.exists(location):
@@ -111,13 +113,42 @@ def open_zarr(source: Any):
     except Exception as exc:
         raise ValueError(f"{location!r} could not be read as a Zarr store: {exc}") from exc
     if isinstance(node, zarr.Group):
-        names = sorted(name for name, _ in node.arrays())
-        raise ValueError(
-            f"{location!r} is a Zarr group, not an array; name one of its arrays, e.g. "
-            f"{os.path.join(location, names[0]) if names else location + '/<array>'!r} "
-            f"(arrays in the group: {names})"
-        )
+        raise _group_error(node, repr(location), location)
     return node
+
+
+def _group_error(group, what: str, location: str | None = None) -> ValueError:
+    """The error for a Zarr group given where an array is expected; it lists the arrays."""
+    names = sorted(name for name, _ in group.arrays())
+    if location is None:
+        example = f"group[{names[0]!r}]" if names else "group['<array>']"
+    else:
+        example = repr(os.path.join(location, names[0]) if names else location + "/<array>")
+    return ValueError(
+        f"{what} is a Zarr group, not an array; name one of its arrays, e.g. {example} "
+        f"(arrays in the group: {names})"
+    )
+
+
+class NpyFile:
+    """A ``.npy`` file as an array-like that reads only the rows asked for.
+
+    Pickles as its absolute path, shape and dtype, so a Dask array made from
+    it (``da.from_array(NpyFile(path), chunks=...)``) sends tasks that read
+    their own rows from the file (workers in another directory included)
+    instead of a graph that carries the data.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.path.abspath(path)
+        array = self._open()
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def _open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.array(self._open()[index])
 
 
 def zarr_as_dask(array) -> da.Array:
@@ -321,7 +352,7 @@ def _offsets(row_chunks: tuple[int, ...]) -> list[int]:
 
 def fits_in_memory(client: Client, nbytes: int) -> bool:
     """Whether ``nbytes`` of data can be persisted on the client's workers."""
-    limits = [w.get("memory_limit") or 0 for w in worker_info(client).values()]
+    limits = [w.get("memory_limit") or 0 for w in (worker_info(client) or {}).values()]
     if not limits or min(limits) == 0:
         return True  # no limit set
     return nbytes <= PERSIST_MEMORY_FRACTION * sum(limits)

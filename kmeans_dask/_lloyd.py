@@ -34,6 +34,7 @@ from kmeans_dask._chunks import (
     stats_keeping_labels,
 )
 from kmeans_dask._inputs import DistributedData
+from kmeans_dask._interrupts import interrupt_point
 from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
 
@@ -340,6 +341,7 @@ def lloyd(
             on_iteration(centers, history)
         if shift <= tol:
             break
+        interrupt_point()
     # The final pass uses bounds the last iteration left; it never seeds them.
     final_ticket = None
     if final_backend == backend and bounded:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from kmeans_dask._model_io import CENTERS_KEY, WEIGHTS_KEY, load_model, save_model
+from kmeans_dask._output_paths import check_readable_file
 from kmeans_dask._validation import validate_params
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ def load(path: str | os.PathLike) -> KMeans:
     """
     from kmeans_dask.estimator import KMeans
 
+    check_readable_file(path, "cannot load model")
     stored = load_model(path)
     known = KMeans().get_params()
     unknown = sorted(set(stored.params) - set(known))

@@ -13,6 +13,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from dask.base import is_dask_collection
 
 from kmeans_dask._chunks import ChunkSummary
 from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, ENGINES, check_backend_name
@@ -76,6 +77,11 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     init = params["init"]
     if isinstance(init, str):
         _choice("init", init, INIT_METHODS)
+    elif is_dask_collection(init):
+        raise TypeError(
+            "init must be an in-memory array of centres (NumPy, list), got a Dask "
+            f"{type(init).__name__}; pass init.compute()"
+        )
     elif not hasattr(init, "__array__") and not isinstance(init, list | tuple):
         raise TypeError(
             f"init must be one of {list(INIT_METHODS)} or an array of shape "
@@ -92,10 +98,26 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     _choice("assign", params["assign"], ASSIGN_MODES)
     _choice("algorithm", params["algorithm"], ALGORITHMS)
     _choice("engine", params["engine"], ENGINES)
+    _random_state(params["random_state"])
     options = params["assign_options"]
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"assign_options must be a dict or None, got {type(options).__name__}")
     return plain
+
+
+def _random_state(value: Any) -> None:
+    """None, a seed NumPy's ``RandomState`` takes, or a ``RandomState`` (as scikit-learn)."""
+    if value is None or isinstance(value, np.random.RandomState):
+        return
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(
+            "random_state must be None, an integer in [0, 2**32 - 1] or a "
+            f"numpy.random.RandomState, got {value!r} of type {type(value).__name__}"
+        )
+    if not 0 <= value < 2**32:
+        raise ValueError(
+            f"random_state must be an integer in [0, 2**32 - 1], got random_state={value}"
+        )
 
 
 def check_init_array(init: Any, n_clusters: int, n_features: int, dtype) -> np.ndarray:

@@ -1,56 +1,148 @@
 """The ``kmeans-dask`` command line.
 
 Subcommands: ``demo``, ``fit``, ``predict``, ``make-data``, ``elbow``,
-``tune``, ``info`` and ``bench``. Every option shows its default in ``--help``. Exit status: 0 on
-success, 2 when the input is refused (bad arguments, files or data), 1 when
-something fails while running (e.g. a scheduler that does not answer).
+``tune``, ``info`` and ``bench`` (the parser: :mod:`kmeans_dask._cli_parser`).
+Exit status: 0 on success, 2 when the input is refused (bad arguments, files
+or data: one line names the argument, what was expected and what was seen),
+1 when something fails while running (e.g. a scheduler that does not answer
+or is lost), 130 when interrupted (Ctrl-C: one line says where it stopped,
+what was saved and how to go on). Outputs are written whole or not at all.
 """
 
 from __future__ import annotations
+
+import multiprocessing
+import signal
+
+if getattr(multiprocessing.current_process(), "_inheriting", False):
+    # A worker process of this command's cluster, importing the command as its
+    # main module while it starts (multiprocessing's own test for that case).
+    # Ctrl-C at a terminal reaches the whole process group; only the command
+    # itself takes it, and closes its cluster in order.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 import argparse
 import contextlib
 import json
 import os
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing import resource_tracker
 from typing import Any
 
 import numpy as np
 
-#: Exit status for input the command refuses (bad arguments, bad data).
-EXIT_BAD_INPUT = 2
+from kmeans_dask._cli_parser import (
+    EXIT_BAD_INPUT,
+    PERSIST_CHOICES,
+    ArgumentsRefused,
+    build_parser,
+    estimator_defaults,
+    print_error,
+)
+from kmeans_dask._interrupts import deferred_interrupts
+
 #: Exit status for a failure while running.
 EXIT_FAILURE = 1
+#: Exit status after Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
 
-
-def _print_err(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+#: Errors that mean the command's input was refused (exit status 2).
+BAD_INPUT_ERRORS = (
+    ValueError,
+    TypeError,
+    FileNotFoundError,
+    FileExistsError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _open_input(path: str) -> Any:
-    """A Zarr path stays a path (KMeans reads it); ``.npy`` is memory-mapped as Dask."""
-    if path.endswith(".npy"):
-        import dask.array as da
+    """A Zarr path stays a path (KMeans reads it); ``.npy`` is memory-mapped as Dask.
 
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"input file {path!r} does not exist")
-        return da.from_array(np.load(path, mmap_mode="r"), chunks=(262_144, -1))
-    return path
+    Either is opened here, so that a missing or unreadable input is refused
+    before a cluster starts.
+    """
+    if not path.endswith(".npy"):
+        from kmeans_dask._inputs import open_zarr
+
+        open_zarr(path)
+        return path
+    import dask.array as da
+
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"input file {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise IsADirectoryError(f"input {path!r} is not a regular file; expected a .npy file")
+    from kmeans_dask._inputs import NpyFile
+
+    try:
+        array = NpyFile(path)
+    except ValueError as exc:
+        raise ValueError(f"input {path!r} is not a readable .npy file ({exc})") from None
+    # Each task reads its rows from the file: the graph holds the path, not the data.
+    return da.from_array(array, chunks=(262_144, -1) if array.ndim == 2 else -1)
+
+
+@contextlib.contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold Ctrl-C while a cluster starts or closes, and raise it afterwards.
+
+    A cluster interrupted half-way through starting cannot be closed (its
+    workers' states are undefined), and one interrupted half-way through
+    closing leaves processes behind; both end in tracebacks at exit. The
+    signal is blocked, not caught: threads started meanwhile (the cluster's
+    event loop) inherit the block, and so do the worker processes they
+    start, across ``exec``: a terminal's Ctrl-C reaches the whole process
+    group, and a worker caught importing Python would die with a fatal
+    error. When the block is lifted, a Ctrl-C that came meanwhile is
+    delivered here.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    # Started first: starting it later would lift the block in the thread
+    # that does (it blocks SIGINT while it spawns, then unblocks).
+    resource_tracker.ensure_running()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+@contextlib.contextmanager
+def _opened(make: Callable[[], Any]) -> Iterator[Any]:
+    """``with make() as value``, yielding ``(make(), value)``; Ctrl-C held meanwhile."""
+    with _interrupts_held():
+        manager = make()
+        value = manager.__enter__()
+    try:
+        yield manager, value
+    except BaseException:
+        with _interrupts_held():
+            if not manager.__exit__(*sys.exc_info()):
+                raise
+    else:
+        with _interrupts_held():
+            manager.__exit__(None, None, None)
 
 
 @contextlib.contextmanager
 def _client(args: argparse.Namespace) -> Iterator[Any]:
-    """Connect to ``--scheduler``, or start a LocalCluster; print the dashboard link."""
+    """Connect to ``--scheduler``, or start a cluster; print the dashboard link."""
     from distributed import Client, LocalCluster
 
     if args.cluster:
         from kmeans_dask.clusters import from_spec
 
-        handle = from_spec(args.cluster, **_overrides(args.set))
-        with handle as client:
-            _print_err(f"cluster from {args.cluster}; dashboard: {client.dashboard_link}")
+        overrides = _overrides(args.set)
+        with _opened(lambda: from_spec(args.cluster, **overrides)) as (handle, client):
+            print_error(f"cluster from {args.cluster}; dashboard: {client.dashboard_link}")
             handle.wait_for_workers(timeout=args.timeout)
             yield client
         return
@@ -61,20 +153,22 @@ def _client(args: argparse.Namespace) -> Iterator[Any]:
             raise ConnectionError(
                 f"no Dask scheduler answered at {args.scheduler!r} within {args.timeout} s ({exc})"
             ) from exc
-        with client:
-            _print_err(f"dashboard: {client.dashboard_link}")
+        with _opened(lambda: client):
+            print_error(f"dashboard: {client.dashboard_link}")
             yield client
         return
     with (
-        LocalCluster(
-            n_workers=args.workers,
-            threads_per_worker=args.threads_per_worker,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:8787",
-        ) as cluster,
-        Client(cluster) as client,
+        _opened(
+            lambda: LocalCluster(
+                n_workers=args.workers,
+                threads_per_worker=args.threads_per_worker,
+                host="127.0.0.1",
+                dashboard_address="127.0.0.1:8787",
+            )
+        ) as (cluster, _),
+        _opened(lambda: Client(cluster)) as (client, _),
     ):
-        _print_err(f"dashboard: {client.dashboard_link}")
+        print_error(f"dashboard: {client.dashboard_link}")
         yield client
 
 
@@ -87,9 +181,24 @@ def _overrides(items: list[str]) -> dict[str, Any]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        parsed = yaml.safe_load(value)
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML ({exc})") from None
         overrides[key.replace("-", "_")] = value if key == "walltime" else parsed
     return overrides
+
+
+def _refuse_overlap(output: str | None, what: str, *sources: tuple[str, str]) -> None:
+    """Refuse an output that would write over (or inside) one of ``sources``."""
+    from kmeans_dask._output_paths import same_or_nested
+
+    for source, name in sources:
+        if output is not None and source is not None and same_or_nested(output, source):
+            raise ValueError(
+                f"{what} {output!r} is the {name} {source!r} (or inside it, or it inside "
+                f"{what}): writing it would destroy the {name}; choose another path"
+            )
 
 
 def _summary(model: Any, seconds: float) -> dict[str, Any]:
@@ -111,24 +220,34 @@ def _summary(model: Any, seconds: float) -> dict[str, Any]:
     }
 
 
-def _fit(args: argparse.Namespace) -> int:
+def _estimator(args: argparse.Namespace) -> Any:
+    """The KMeans that ``fit``'s options describe, its parameters checked."""
     from kmeans_dask import KMeans
+    from kmeans_dask._validation import validate_params
 
-    X = _open_input(args.input)
-    model = KMeans(
-        args.n_clusters,
-        init=args.init,
-        n_init=args.n_init,
-        max_iter=args.max_iter,
-        tol=args.tol,
-        random_state=args.random_state,
-        backend=args.backend,
-        assign=args.assign,
-        algorithm=args.algorithm,
-        engine=args.engine,
-        persist={"auto": None, "yes": True, "no": False}[args.persist],
-        verbose=0 if args.json else 1,
+    params = {name: getattr(args, name) for name in estimator_defaults() if name != "verbose"}
+    params["persist"] = PERSIST_CHOICES[args.persist]
+    if args.init.endswith(".npy"):
+        if not os.path.isfile(args.init):
+            raise FileNotFoundError(f"--init {args.init!r}: no such .npy file of centres")
+        params["init"] = np.load(args.init, allow_pickle=False)
+    model = KMeans(**params, verbose=0 if args.json or args.quiet else 1)
+    validate_params(model.get_params())
+    return model
+
+
+def _fit(args: argparse.Namespace) -> int:
+    from kmeans_dask._output_paths import check_writable
+
+    model = _estimator(args)
+    for path, what in ((args.output, "--output"), (args.checkpoint, "--checkpoint")):
+        if path is not None:
+            check_writable(path, what)
+    _refuse_overlap(args.output, "--output", (args.input, "input"))
+    _refuse_overlap(
+        args.checkpoint, "--checkpoint", (args.input, "input"), (args.output, "--output")
     )
+    X = _open_input(args.input)
     with _client(args):
         started = time.perf_counter()
         model.fit(X, checkpoint=args.checkpoint)
@@ -155,23 +274,33 @@ def _default_labels_path(input_path: str) -> str:
     return f"{stem}.labels.zarr"
 
 
+def _labels_output(args: argparse.Namespace) -> str:
+    return args.output or _default_labels_path(args.input)
+
+
 def _predict(args: argparse.Namespace) -> int:
     import kmeans_dask
+    from kmeans_dask._output_paths import written_whole
+    from kmeans_dask._progress import StepProgress, persist_with_progress
 
+    output = _labels_output(args)
+    _refuse_overlap(output, "--output", (args.input, "input"), (args.model, "model"))
     model = kmeans_dask.load(args.model)
     X = _open_input(args.input)
-    output = args.output or _default_labels_path(args.input)
-    if os.path.exists(output) and not args.overwrite:
-        raise FileExistsError(f"{output!r} exists; pass --overwrite to replace it")
-    with _client(args):
+    as_npy = output.endswith(".npy")
+    with (
+        written_whole(output, "--output", overwrite=args.overwrite, store=not as_npy) as partial,
+        _client(args),
+    ):
         started = time.perf_counter()
         labels = model.predict(X)
-        if output.endswith(".npy"):
-            np.save(output, np.asarray(labels.compute() if hasattr(labels, "compute") else labels))
+        with StepProgress("labelling", None, "blocks", min_interval=2.0) as steps:
+            labels = persist_with_progress(labels, steps)
+        if as_npy:
+            with open(partial, "wb") as handle:
+                np.save(handle, np.asarray(labels))
         else:
-            import dask.array as da
-
-            da.asarray(labels).to_zarr(output, overwrite=args.overwrite)
+            labels.to_zarr(partial)
         seconds = time.perf_counter() - started
     result = {"labels": output, "n_samples": int(labels.shape[0]), "seconds": round(seconds, 3)}
     print(json.dumps(result) if args.json else f"wrote {result['n_samples']:,} labels to {output}")
@@ -192,6 +321,7 @@ def _make_data(args: argparse.Namespace) -> int:
         dtype=np.dtype(args.dtype),
         random_state=args.seed,
         overwrite=args.overwrite,
+        progress=True,
     )
     size = args.n_samples * args.n_features * np.dtype(args.dtype).itemsize
     print(
@@ -204,19 +334,29 @@ def _make_data(args: argparse.Namespace) -> int:
 def _read_sample(path: str, n_rows: int, seed: int) -> np.ndarray:
     """Up to ``n_rows`` random rows (in storage order) of a Zarr array or .npy file."""
     if path.endswith(".npy"):
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"input file {path!r} does not exist")
-        array = np.load(path, mmap_mode="r")
+        array = _open_input(path)
     else:
         from kmeans_dask._inputs import open_zarr
 
         array = open_zarr(path)
     if array.ndim != 2:
         raise ValueError(f"{path!r} holds a {array.ndim}-D array; expected rows x features")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(f"{path!r} holds {array.dtype} values; expected real numbers")
     if array.shape[0] <= n_rows:
-        return np.asarray(array[:])
-    rows = np.sort(np.random.default_rng(seed).choice(array.shape[0], n_rows, replace=False))
-    return np.asarray(array[rows] if path.endswith(".npy") else array.oindex[rows, :])
+        sample = np.asarray(array[:])
+    else:
+        rows = np.sort(np.random.default_rng(seed).choice(array.shape[0], n_rows, replace=False))
+        sample = np.asarray(array[rows] if path.endswith(".npy") else array.oindex[rows, :])
+    if not np.isfinite(sample).all():
+        raise ValueError(f"the sample of {path!r} holds NaN or infinite values")
+    return sample
+
+
+def _fit_options(assign: str, options: dict) -> list[str]:
+    """``fit`` options that select this search."""
+    extra = ["--assign-options", ",".join(f"{k}={v}" for k, v in options.items())]
+    return ["--assign", assign, *(extra if options else [])]
 
 
 def _tune(args: argparse.Namespace) -> int:
@@ -234,9 +374,13 @@ def _tune(args: argparse.Namespace) -> int:
         iterations=args.iterations,
         max_inertia_gap=args.max_gap,
         random_state=args.seed,
+        progress=True,
     )
+    command = ["kmeans-dask", "fit", args.input, "-k", str(args.n_clusters)]
+    command += _fit_options(best.assign, best.assign_options)
     if args.json:
-        print(json.dumps({"results": as_rows(results), "recommended": as_rows([best])[0]}))
+        recommended = {**as_rows([best])[0], "fit_command": command}
+        print(json.dumps({"results": as_rows(results), "recommended": recommended}))
         return 0
     table = Table(
         title=f"{len(sample):,} sampled rows, k={args.n_clusters}, "
@@ -247,7 +391,7 @@ def _tune(args: argparse.Namespace) -> int:
     for r in results:
         table.add_row(
             r.assign,
-            str(r.assign_options or ""),
+            ", ".join(f"{k}={v}" for k, v in r.assign_options.items()),
             f"{r.seconds_per_iteration:.4f}",
             f"{r.speedup:.2f}x",
             f"{r.inertia_gap:+.3%}",
@@ -257,14 +401,20 @@ def _tune(args: argparse.Namespace) -> int:
     options = f", assign_options={best.assign_options}" if best.assign_options else ""
     print(
         f"recommended (fastest within {args.max_gap:.2%} inertia): "
-        f"KMeans(..., assign={best.assign!r}{options})"
+        f"KMeans(..., assign={best.assign!r}{options}), on the command line:\n"
+        f"  {' '.join(command)}"
     )
     return 0
 
 
 def _info(args: argparse.Namespace) -> int:
-    from kmeans_dask._model_io import load_model
+    from rich.console import Console
+    from rich.table import Table
 
+    from kmeans_dask._model_io import load_model
+    from kmeans_dask._output_paths import check_readable_file
+
+    check_readable_file(args.model, "model file")
     stored = load_model(args.model)
     info = {
         "file": args.model,
@@ -282,9 +432,28 @@ def _info(args: argparse.Namespace) -> int:
     }
     if args.json:
         print(json.dumps(info, indent=2))
-    else:
-        for key, value in info.items():
-            print(f"{key}: {value}")
+        return 0
+    if "init" not in info["params"]:
+        shape = stored.params["init"].shape
+        info["params"]["init"] = f"array of centres, shape {tuple(shape)}"
+    console = Console()
+    console.print(
+        f"[bold]{args.model}[/]: kmeans_dask model file, format version "
+        f"{stored.format_version}, written by kmeans_dask {stored.library_version}",
+        highlight=False,
+    )
+    tables = (
+        ("parameters", info["params"]),
+        ("fitted attributes", info["attributes"]),
+        ("arrays", {k: f"{v['dtype']} {tuple(v['shape'])}" for k, v in info["arrays"].items()}),
+    )
+    for title, entries in tables:
+        table = Table(title=title, title_justify="left")
+        table.add_column("name")
+        table.add_column("value")
+        for name, value in entries.items():
+            table.add_row(name, str(value))
+        console.print(table)
     return 0
 
 
@@ -344,24 +513,17 @@ def _bench(args: argparse.Namespace) -> int:
     return run(args)
 
 
-def _parse_ks(text: str) -> list[int]:
-    """``--ks 2,4,8,16`` -> [2, 4, 8, 16]."""
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers such as 2,4,8,16, got {text!r}"
-        ) from None
-
-
 def _elbow(args: argparse.Namespace) -> int:
     from kmeans_dask.elbow import elbow
 
     if args.png:  # refuse before fitting anything
+        from kmeans_dask._output_paths import check_writable
+
         try:
             import matplotlib  # noqa: F401
         except ImportError:
-            raise ValueError("--png needs matplotlib: pip install matplotlib") from None
+            raise ImportError("--png needs matplotlib: pip install 'kmeans_dask[plot]'") from None
+        check_writable(args.png, "--png")
     X = _open_input(args.input)
     with _client(args):
         result = elbow(
@@ -372,6 +534,7 @@ def _elbow(args: argparse.Namespace) -> int:
             init=args.init,
             max_iter=args.max_iter,
             verbose=0,
+            progress=True,
         )
     if args.png:
         from kmeans_dask.plotting import plot_elbow
@@ -403,197 +566,61 @@ def _elbow(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_cluster_options(parser: argparse.ArgumentParser, workers: int, threads: int) -> None:
-    group = parser.add_argument_group("cluster")
-    where = group.add_mutually_exclusive_group()
-    where.add_argument(
-        "--cluster", default=None, help="cluster spec YAML (cluster_specs/: local, slurm, pbs...)"
-    )
-    where.add_argument(
-        "--scheduler", default=None, help="address of a running Dask scheduler (tcp://host:port)"
-    )
-    group.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a key of the --cluster spec (cores, memory, jobs, walltime, ...); repeat",
-    )
-    group.add_argument(
-        "--timeout",
-        type=float,
-        default=10.0,
-        help="seconds to wait for --scheduler to answer, or for --cluster workers to start",
-    )
-    group.add_argument("--workers", type=int, default=workers, help="LocalCluster workers")
-    group.add_argument(
-        "--threads-per-worker", type=int, default=threads, help="threads per LocalCluster worker"
-    )
+def _fit_interrupted(args: argparse.Namespace) -> str:
+    from kmeans_dask._output_paths import resume_hint
+
+    if args.checkpoint is None:
+        return "nothing was saved (with --checkpoint FILE a rerun resumes where it stopped)"
+    return resume_hint(args.checkpoint, again="run the same command again")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of ``kmeans-dask`` and its subcommands."""
-    from kmeans_dask import benchmark
-    from kmeans_dask._validation import INIT_METHODS
-    from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, BACKEND_NAMES, ENGINES
-
-    formatter = argparse.ArgumentDefaultsHelpFormatter
-    parser = argparse.ArgumentParser(
-        prog="kmeans-dask", description="Scalable k-means on Dask.", formatter_class=formatter
-    )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    fit = commands.add_parser(
-        "fit", help="fit a model on a Zarr array or .npy file", formatter_class=formatter
-    )
-    fit.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
-    fit.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
-    fit.add_argument("--init", default="k-means||", choices=INIT_METHODS, help="initialisation")
-    fit.add_argument("--n-init", type=int, default=1, help="initialisations; best is kept")
-    fit.add_argument("--max-iter", type=int, default=300, help="Lloyd iterations per run")
-    fit.add_argument("--tol", type=float, default=1e-4, help="relative tolerance (scikit-learn's)")
-    fit.add_argument("--random-state", type=int, default=0, help="seed")
-    fit.add_argument("--backend", default="auto", choices=BACKEND_NAMES, help="assignment backend")
-    fit.add_argument(
-        "--assign", default="exact", choices=ASSIGN_MODES, help="exact or approximate (large k)"
-    )
-    fit.add_argument(
-        "--algorithm",
-        default="auto",
-        choices=ALGORITHMS,
-        help="'hamerly' skips rows whose centre cannot change; 'lloyd' searches every row",
-    )
-    fit.add_argument(
-        "--engine",
-        default="auto",
-        choices=ENGINES,
-        help="passes over the data through per-worker actors (low latency) or tasks (task stream)",
-    )
-    fit.add_argument(
-        "--persist",
-        default="auto",
-        choices=("auto", "yes", "no"),
-        help="keep the data in worker memory; 'no' streams it from Zarr every pass",
-    )
-    fit.add_argument(
-        "--checkpoint", default=None, help="checkpoint file: written every iteration, resumed from"
-    )
-    fit.add_argument("-o", "--output", default=None, help="write the model to this .npz file")
-    fit.add_argument("--json", action="store_true", help="print a JSON summary only")
-    _add_cluster_options(fit, workers=1, threads=2)
-    fit.set_defaults(run=_fit)
-
-    predict = commands.add_parser(
-        "predict", help="label the rows of an input with a saved model", formatter_class=formatter
-    )
-    predict.add_argument("model", help="model file written by `fit --output`")
-    predict.add_argument("input", help="Zarr array path/URL or .npy file")
-    predict.add_argument(
-        "-o",
-        "--output",
-        default=None,
-        help="labels file, .zarr or .npy (default: <input>.labels.zarr next to the input)",
-    )
-    predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
-    predict.add_argument("--json", action="store_true", help="print a JSON summary only")
-    _add_cluster_options(predict, workers=1, threads=2)
-    predict.set_defaults(run=_predict)
-
-    make_data = commands.add_parser(
-        "make-data",
-        help="write synthetic blobs to a Zarr array, chunk by chunk",
-        formatter_class=formatter,
-    )
-    make_data.add_argument("output", help="Zarr array path to create")
-    make_data.add_argument("-n", "--n-samples", type=int, default=1_000_000, help="rows")
-    make_data.add_argument("-d", "--n-features", type=int, default=32, help="columns")
-    make_data.add_argument("-k", "--n-clusters", type=int, default=64, help="blobs")
-    make_data.add_argument("--chunk-rows", type=int, default=250_000, help="rows per Zarr chunk")
-    make_data.add_argument(
-        "--cluster-std", type=float, default=1.0, help="blob standard deviation"
-    )
-    make_data.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    make_data.add_argument("--seed", type=int, default=0, help="random seed")
-    make_data.add_argument("--overwrite", action="store_true", help="replace an existing array")
-    make_data.set_defaults(run=_make_data)
-
-    tune = commands.add_parser(
-        "tune",
-        help="measure exact vs approximate assignment on a sample and recommend one",
-        formatter_class=formatter,
-    )
-    tune.add_argument("input", help="Zarr array path/URL or .npy file")
-    tune.add_argument("-k", "--n-clusters", type=int, required=True, help="number of clusters")
-    tune.add_argument("--sample", type=int, default=100_000, help="rows to sample")
-    tune.add_argument("--iterations", type=int, default=5, help="Lloyd iterations per setting")
-    tune.add_argument(
-        "--max-gap", type=float, default=0.001, help="largest acceptable relative inertia gap"
-    )
-    tune.add_argument("--seed", type=int, default=0, help="random seed")
-    tune.add_argument("--json", action="store_true", help="print JSON")
-    tune.set_defaults(run=_tune)
-
-    elbow_cmd = commands.add_parser(
-        "elbow",
-        help="fit several k on the same data and suggest one (kneedle elbow)",
-        formatter_class=formatter,
-    )
-    elbow_cmd.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
-    elbow_cmd.add_argument(
-        "--ks", type=_parse_ks, default=[2, 4, 8, 16, 32], help="comma-separated k to fit"
-    )
-    elbow_cmd.add_argument("--png", default=None, help="write the elbow plot to this PNG")
-    elbow_cmd.add_argument(
-        "--scale",
-        default="log",
-        choices=("log", "linear"),
-        help="inertia scale on which the elbow is sought",
-    )
-    elbow_cmd.add_argument("--init", default="k-means||", choices=INIT_METHODS, help="init")
-    elbow_cmd.add_argument("--max-iter", type=int, default=300, help="Lloyd iterations per fit")
-    elbow_cmd.add_argument("--random-state", type=int, default=0, help="seed of every fit")
-    elbow_cmd.add_argument("--json", action="store_true", help="print JSON only")
-    _add_cluster_options(elbow_cmd, workers=1, threads=2)
-    elbow_cmd.set_defaults(run=_elbow)
-
-    info = commands.add_parser("info", help="show a saved model", formatter_class=formatter)
-    info.add_argument("model", help="model file")
-    info.add_argument("--json", action="store_true", help="print JSON")
-    info.set_defaults(run=_info)
-
-    demo = commands.add_parser(
-        "demo",
-        help="fit generated blobs on a LocalCluster, printing progress and results",
-        formatter_class=formatter,
-    )
-    demo.add_argument("--n-samples", type=int, default=1_000_000, help="rows to generate")
-    demo.add_argument("--n-features", type=int, default=16, help="columns")
-    demo.add_argument("--n-clusters", "-k", type=int, default=32, help="clusters")
-    demo.add_argument("--cluster-std", type=float, default=5.0, help="blob standard deviation")
-    demo.add_argument("--seed", type=int, default=0, help="random seed")
-    _add_cluster_options(demo, workers=1, threads=2)
-    demo.set_defaults(run=_demo)
-
-    bench = commands.add_parser(
-        "bench",
-        help="benchmark against faiss, scikit-learn, dask-ml (and Spark)",
-        formatter_class=formatter,
-    )
-    benchmark.add_arguments(bench)
-    bench.set_defaults(run=_bench)
-    return parser
+#: Each subcommand, and what to say when Ctrl-C stops it.
+COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., str]]] = {
+    "fit": (_fit, _fit_interrupted),
+    "predict": (
+        _predict,
+        lambda args: (
+            f"no labels were written to {_labels_output(args)!r} (anything there "
+            "is unchanged); run the same command again"
+        ),
+    ),
+    "make-data": (
+        _make_data,
+        lambda args: (
+            f"nothing was written to {args.output!r} (anything there is unchanged); "
+            "run the same command again"
+        ),
+    ),
+    "tune": (_tune, lambda args: "nothing was saved; run the same command again"),
+    "elbow": (_elbow, lambda args: "nothing was saved; run the same command again"),
+    "info": (_info, lambda args: "nothing was changed"),
+    "demo": (_demo, lambda args: "nothing was saved"),
+    "bench": (_bench, lambda args: "no results were written; run the same command again"),
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``kmeans-dask``; returns the exit status."""
-    args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        _print_err(f"kmeans-dask {args.command}: error: {exc}")
+        parser = build_parser({name: run for name, (run, _) in COMMANDS.items()})
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print_error("kmeans-dask: interrupted; nothing was started")
+        return EXIT_INTERRUPTED
+    except ArgumentsRefused as exc:
+        print_error(str(exc))
         return EXIT_BAD_INPUT
-    except (ConnectionError, OSError, TimeoutError) as exc:
-        _print_err(f"kmeans-dask {args.command}: failed: {exc}")
+    try:
+        with deferred_interrupts():
+            return args.run(args)
+    except KeyboardInterrupt:
+        print_error(f"kmeans-dask {args.command}: interrupted; {COMMANDS[args.command][1](args)}")
+        return EXIT_INTERRUPTED
+    except BAD_INPUT_ERRORS as exc:
+        print_error(f"kmeans-dask {args.command}: error: {exc}")
+        return EXIT_BAD_INPUT
+    except (ImportError, ConnectionError, OSError, TimeoutError) as exc:
+        print_error(f"kmeans-dask {args.command}: failed: {exc}")
         return EXIT_FAILURE
 
 

@@ -265,6 +265,7 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
             f"{path}: walltime {spec['walltime']!r} was read as a number (YAML reads "
             'unquoted 30:00 as base-60 integer 1800); quote it: walltime: "00:30:00"'
         )
+    _check_counts(spec, sections, path)
     _apply_localhost_defaults(spec, kind)
     return ClusterSpec(
         path=path,
@@ -274,6 +275,29 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
         adapt=sections["adapt"],
         security=security,
     )
+
+
+#: Keys that count something a cluster cannot have zero (or fewer) of.
+_POSITIVE_COUNTS = ("threads_per_worker", "cores", "processes", "nthreads")
+
+
+def _check_counts(spec: dict[str, Any], sections: dict[str, Any], path: Path) -> None:
+    """Counts must be whole numbers: >= 1 per worker, >= 0 workers or jobs in total."""
+    counts = [
+        (key, spec[key], 1)
+        for key in _POSITIVE_COUNTS
+        # a LocalCluster's processes is a switch, a job's a count
+        if key in spec and not (key == "processes" and isinstance(spec[key], bool))
+    ]
+    counts += [(f"scale.{k}", v, 0) for k, v in (sections["scale"] or {}).items()]
+    counts += [
+        (f"adapt.{k}", v, 0)
+        for k, v in (sections["adapt"] or {}).items()
+        if k in ("minimum", "maximum", "minimum_jobs", "maximum_jobs")
+    ]
+    for key, value, minimum in counts:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"{path}: {key} must be an integer >= {minimum}, got {value!r}")
 
 
 def accepted_keys(kind: str) -> frozenset[str]:

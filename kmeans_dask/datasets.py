@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from numbers import Integral, Real
+
 import dask
 import dask.array as da
 import numpy as np
+
+from kmeans_dask._output_paths import written_whole
+from kmeans_dask._progress import StepProgress, persist_with_progress
 
 
 def _blob_block(
@@ -52,12 +57,18 @@ def make_blobs(
     centers : ndarray of shape (n_clusters, n_features)
         The true blob centres.
 
+    Raises
+    ------
+    ValueError
+        For a size or count below 1, or a negative or non-finite ``cluster_std``.
+
     Examples
     --------
     >>> X, centers = make_blobs(1000, 2, 3, chunk_rows=400)
     >>> X.shape, X.chunks[0], centers.shape
     ((1000, 2), (400, 400, 200), (3, 2))
     """
+    _check_blob_params(n_samples, n_features, n_clusters, chunk_rows, cluster_std)
     rng = np.random.default_rng(random_state)
     centers = rng.uniform(*center_box, size=(n_clusters, n_features)).astype(np.float32)
     row_chunks = tuple(
@@ -88,17 +99,33 @@ def write_blobs_zarr(
     random_state: int = 0,
     overwrite: bool = False,
     compress: bool = True,
+    progress: bool = False,
 ) -> np.ndarray:
     """Write :func:`make_blobs` data to a Zarr array, one row block at a time.
 
     Blocks are generated and written by Dask tasks, so any size can be
     written with bounded memory. Zarr's default compressor (Zstandard) is
-    used unless ``compress=False``.
+    used unless ``compress=False``. The array is written next to ``path``
+    and takes its place only when complete: an error or an interrupt leaves
+    no half-made store (and an existing one, with ``overwrite``, intact).
+
+    Parameters
+    ----------
+    progress : bool, default=False
+        Show a progress bar over the blocks written (a line per block
+        outside a terminal).
 
     Returns
     -------
     centers : ndarray of shape (n_clusters, n_features)
         The true blob centres.
+
+    Raises
+    ------
+    ValueError
+        For a size, count or ``cluster_std`` out of range.
+    FileExistsError
+        If ``path`` exists and ``overwrite`` is false.
     """
     import zarr
 
@@ -111,13 +138,32 @@ def write_blobs_zarr(
         dtype=dtype,
         random_state=random_state,
     )
-    target = zarr.create_array(
-        path,
-        shape=X.shape,
-        chunks=(chunk_rows, n_features),
-        dtype=dtype,
-        overwrite=overwrite,
-        compressors="auto" if compress else None,
-    )
-    da.store(X, target, lock=False)
+    with written_whole(path, "output", overwrite=overwrite, store=True) as temporary:
+        target = zarr.create_array(
+            temporary,
+            shape=X.shape,
+            chunks=(chunk_rows, n_features),
+            dtype=dtype,
+            compressors="auto" if compress else None,
+        )
+        stored = da.store(X, target, lock=False, compute=False)
+        with StepProgress(f"writing {path}", None, "tasks", enabled=progress) as steps:
+            persist_with_progress(stored, steps)
     return centers
+
+
+def _check_blob_params(
+    n_samples: int, n_features: int, n_clusters: int, chunk_rows: int, cluster_std: float
+) -> None:
+    for name, value in (
+        ("n_samples", n_samples),
+        ("n_features", n_features),
+        ("n_clusters", n_clusters),
+        ("chunk_rows", chunk_rows),
+    ):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+    if not isinstance(cluster_std, Real) or not np.isfinite(cluster_std) or cluster_std < 0:
+        raise ValueError(
+            f"cluster_std must be a finite number >= 0, got cluster_std={cluster_std!r}"
+        )

@@ -15,18 +15,22 @@ true k 8 times, log inertia 24 times. ``scale="linear"`` gives the textbook rule
 
 from __future__ import annotations
 
+import logging
 import numbers
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from kmeans_dask._progress import StepProgress
+
 __all__ = ["ElbowResult", "elbow", "knee_point"]
 
 Scale = Literal["log", "linear"]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -166,20 +170,15 @@ def _check_ks(ks: Iterable[int]) -> list[int]:
 
 
 @contextmanager
-def _shared_client() -> Iterator[None]:
+def _shared_client(report: Callable[[str], None]) -> Iterator[None]:
     """Make sure every fit uses one client: the active one, or one LocalCluster."""
-    from kmeans_dask._client import active_client
+    from kmeans_dask._client import active_client, local_client
 
     if active_client() is not None:
         yield
         return
-    from distributed import Client, LocalCluster
-
-    with (
-        LocalCluster(host="127.0.0.1", dashboard_address="127.0.0.1:0") as cluster,
-        Client(cluster) as client,  # the default client while the fits run
-    ):
-        print(f"kmeans_dask: started a LocalCluster for elbow; dashboard: {client.dashboard_link}")
+    # The default client while the fits run, so every fit finds it.
+    with local_client("elbow", report, set_as_default=True):
         yield
 
 
@@ -189,6 +188,7 @@ def elbow(
     *,
     random_state: int | None = 0,
     scale: Scale = "log",
+    progress: bool = False,
     **kmeans_params: Any,
 ) -> ElbowResult:
     """Fit k-means for each ``k`` in ``ks`` on the same data and suggest one.
@@ -213,6 +213,9 @@ def elbow(
         Seek the elbow on log(inertia) (the default: it found the true
         number of blobs far more often, see the module docstring) or on
         inertia itself (the textbook kneedle rule).
+    progress : bool, default=False
+        Show a progress bar over the values of ``k`` (one line per fit
+        outside a terminal).
     **kmeans_params
         Other :class:`KMeans` parameters (``init``, ``n_init``, ``max_iter``,
         ``tol``, ``backend``...), the same for every fit.
@@ -250,7 +253,10 @@ def elbow(
     inertias: list[float] = []
     seconds: list[float] = []
     n_iters: list[int] = []
-    with _shared_client():
+    verbose = kmeans_params.get("verbose", 0)
+    report = print if verbose else logger.debug
+    steps = StepProgress("elbow", len(ks), "fits", enabled=progress)
+    with _shared_client(report), steps:
         for k in ks:
             model = KMeans(k, random_state=random_state, **kmeans_params)
             started = time.perf_counter()
@@ -258,6 +264,7 @@ def elbow(
             seconds.append(time.perf_counter() - started)
             inertias.append(float(model.inertia_))
             n_iters.append(int(model.n_iter_))
+            steps.advance(f"k={k}: inertia {model.inertia_:.6g}, {seconds[-1]:.2f} s")
             del model  # its labels may live on the cluster: release them now
     knee = knee_point(ks, inertias, scale)
     return ElbowResult(

@@ -57,9 +57,9 @@ from kmeans_dask._inputs import (
 )
 from kmeans_dask._lloyd import History, LloydResult
 from kmeans_dask._model_io import fit_fingerprint
+from kmeans_dask._output_paths import check_writable, fit_seeds, resume_hint
 from kmeans_dask._persistence import save_estimator
 from kmeans_dask._progress import LloydProgress
-from kmeans_dask._rng import init_seeds
 from kmeans_dask._runs import RunPlan, run_all, surviving_worker_loss
 from kmeans_dask._streaming import StreamState, init_stream_state, minibatch_update
 from kmeans_dask._validation import (
@@ -80,8 +80,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     and tree-reduces per-cluster sums, weights and inertia in a fixed order,
     so the result does not depend on the number of workers. With an active
     ``distributed.Client`` the fit runs on that cluster; without one, a
-    ``LocalCluster`` is started for the fit, its dashboard link printed, and
-    closed afterwards.
+    ``LocalCluster`` is started for the fit (its dashboard link logged, and
+    printed with ``verbose``) and closed afterwards.
 
     Precision: distances are computed in the data's dtype (float32 input
     stays float32; integers and booleans become float64); per-cluster sums,
@@ -176,7 +176,9 @@ default="k-means||"
         Streaming only: centres whose count falls below this fraction of the
         largest are moved onto random rows of the batch (0 disables it).
     verbose : int, default=0
-        Print one progress line per iteration when > 0.
+        When > 0, show progress (the initialisation, then every iteration: a
+        live bar on a terminal, one line each elsewhere) and the dashboard
+        link of a ``LocalCluster`` started for the fit.
 
     Attributes
     ----------
@@ -287,7 +289,11 @@ default="k-means||"
             Lloyd iteration. If it exists when ``fit`` starts (the same fit
             was killed, e.g. at walltime), the fit resumes from it and
             reaches exactly the result of an uninterrupted run. A checkpoint
-            of a different fit (other parameters, seed or data) is refused.
+            of a different fit (other parameters, seed or data) is refused;
+            with ``random_state=None`` the rerun takes the seeds stored in the
+            checkpoint. A path that cannot be written is refused before any
+            work, and a scheduler lost mid-fit raises ``SchedulerLostError``
+            (a ``ConnectionError``) saying what the checkpoint holds.
 
         Returns
         -------
@@ -303,9 +309,13 @@ default="k-means||"
             if not isinstance(self.init, str):
                 init_centers = check_init_array(self.init, self.n_clusters, X.shape[1], X.dtype)
             backend, search, bounds = self._searches(X.shape[1])
-            seeds = init_seeds(self.random_state, self.n_init)
+            if checkpoint is not None:
+                check_writable(checkpoint, "checkpoint")
+            seeds = fit_seeds(self.random_state, self.n_init, checkpoint)
             user_client = active_client()
-            with client_for_fit() as client:
+            with client_for_fit(
+                self._report, resume_hint=lambda: resume_hint(checkpoint)
+            ) as client:
                 stream_from = self._stream_source(client, X, zarr_array)
                 data = distribute(
                     client,
@@ -331,7 +341,8 @@ default="k-means||"
                         checkpoint,
                         client,
                     )
-                    with LloydProgress(self.max_iter) if self.verbose else nullcontext() as bar:
+                    progress = LloydProgress(self.max_iter, self.init)
+                    with progress if self.verbose else nullcontext() as bar:
                         best = run_all(
                             client,
                             data,

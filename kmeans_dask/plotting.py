@@ -221,12 +221,41 @@ def plot_elbow(result: ElbowResult, ax: Axes | None = None) -> Axes:
         ax.set_title(f"elbow at k={k}")
     else:
         ax.set_title("no elbow found")
-    if getattr(result, "scale", "linear") == "log" and min(result.inertias) > 0:
+    log_inertia = getattr(result, "scale", "linear") == "log" and min(result.inertias) > 0
+    if log_inertia:
         ax.set_yscale("log")
-    ax.set_xlabel("number of clusters k")
-    ax.set_ylabel("inertia")
+    if min(result.ks) >= 1 and max(result.ks) >= 8 * min(result.ks):
+        # k spread over octaves (2, 4, 8, ... 1024): equal room for each doubling
+        from matplotlib.ticker import FixedLocator, NullLocator, ScalarFormatter
+
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_locator(FixedLocator(result.ks))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xlabel("number of clusters k (log scale)")
+    else:
+        ax.set_xlabel("number of clusters k")
+    ax.set_ylabel("inertia (log scale)" if log_inertia else "inertia")
     ax.legend()
     return ax
+
+
+def _cluster_colours(n_clusters: int):
+    """A colormap of ``n_clusters`` distinct colours, one per cluster label.
+
+    ``tab10``/``tab20`` up to 20 clusters; beyond, evenly spaced hues of
+    ``turbo`` in a fixed shuffled order, so neighbouring labels contrast and
+    no two clusters share a colour.
+    """
+    import matplotlib
+    from matplotlib.colors import ListedColormap
+
+    if n_clusters <= 20:
+        name = "tab10" if n_clusters <= 10 else "tab20"
+        return ListedColormap(matplotlib.colormaps[name].colors[:n_clusters])
+    hues = matplotlib.colormaps["turbo"](np.linspace(0.05, 0.95, n_clusters))
+    order = np.random.default_rng(0).permutation(n_clusters)
+    return ListedColormap(hues[order])
 
 
 def silhouette_on_sample(
@@ -386,14 +415,13 @@ def plot_clusters_2d(
         points = np.column_stack([points, np.zeros(len(points))])
         projected = np.column_stack([projected, np.zeros(len(projected))])
     ax = _axes(ax)
-    cmap = "tab20" if model.n_clusters > 10 else "tab10"
     ax.scatter(
         points[:, 0],
         points[:, 1],
-        c=labels % 20,
-        cmap=cmap,
+        c=labels,
+        cmap=_cluster_colours(model.n_clusters),
         vmin=0,
-        vmax=19 if model.n_clusters > 10 else 9,
+        vmax=model.n_clusters - 1,
         s=4,
         alpha=0.6,
         linewidths=0,

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass
+from numbers import Integral
 
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
 from kmeans_dask._chunks import nearest
 from kmeans_dask._lloyd import local_lloyd
+from kmeans_dask._progress import StepProgress
 from kmeans_dask.backends import get_backend, search_spec
 from kmeans_dask.backends.approximate import default_nlist
 
@@ -55,6 +57,7 @@ def tune(
     max_inertia_gap: float = 0.001,
     random_state: int = 0,
     candidates: list[tuple[str, dict]] | None = None,
+    progress: bool = False,
 ) -> tuple[list[TuneResult], TuneResult]:
     """Measure every candidate search on ``sample`` and recommend one.
 
@@ -70,6 +73,9 @@ def tune(
     random_state : int, default=0
     candidates : list of (assign, options), optional
         Default: :func:`candidate_searches`.
+    progress : bool, default=False
+        Show a progress bar over the candidates (a line per candidate
+        outside a terminal).
 
     Returns
     -------
@@ -79,27 +85,27 @@ def tune(
         The fastest candidate within ``max_inertia_gap`` (exact if none is).
     """
     sample = np.ascontiguousarray(sample)
+    for name, value in (("n_clusters", n_clusters), ("iterations", iterations)):
+        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {name}={value!r}")
+    if not np.isfinite(max_inertia_gap) or max_inertia_gap < 0:
+        raise ValueError(f"max_inertia_gap must be finite and >= 0, got {max_inertia_gap!r}")
     if sample.ndim != 2 or len(sample) < n_clusters:
         raise ValueError(
             f"sample must be 2-D with at least n_clusters={n_clusters} rows, got shape "
             f"{sample.shape}"
         )
-    init, _ = kmeans_plusplus(sample, n_clusters, random_state=random_state)
-    init = init.astype(sample.dtype)
-    weights = np.ones(len(sample))
     candidates = candidates or candidate_searches(n_clusters)
     measured = []
-    for assign, options in candidates:
-        spec = "numpy" if assign == "exact" else search_spec(assign, options)
-        get_backend(spec)
-        started = time.perf_counter()
-        centers = local_lloyd(sample, weights, init, max_iter=iterations, tol=-1.0, backend=spec)
-        seconds = (time.perf_counter() - started) / iterations
-        true_labels, sq_dist = nearest(sample, centers, "numpy")
-        found = nearest(sample, centers, spec)[0] if assign != "exact" else true_labels
-        measured.append(
-            (assign, options, seconds, float(sq_dist.sum()), float((found == true_labels).mean()))
-        )
+    steps = StepProgress(f"tune k={n_clusters}", len(candidates) + 1, "steps", enabled=progress)
+    with steps:
+        init, _ = kmeans_plusplus(sample, n_clusters, random_state=random_state)
+        init = init.astype(sample.dtype)
+        weights = np.ones(len(sample))
+        steps.advance("k-means++ centres")
+        for assign, options in candidates:
+            measured.append(_measure(sample, weights, init, iterations, assign, options))
+            steps.advance(f"{assign} {options or ''}: {measured[-1][2]:.4f} s/iteration")
     exact_seconds, exact_inertia = measured[0][2], measured[0][3]
     results = [
         TuneResult(
@@ -115,6 +121,25 @@ def tune(
     eligible = [r for r in results if r.inertia_gap <= max_inertia_gap]
     recommended = min(eligible, key=lambda r: r.seconds_per_iteration)
     return results, recommended
+
+
+def _measure(
+    sample: np.ndarray,
+    weights: np.ndarray,
+    init: np.ndarray,
+    iterations: int,
+    assign: str,
+    options: dict,
+) -> tuple[str, dict, float, float, float]:
+    """One candidate's (assign, options, seconds per iteration, inertia, recall)."""
+    spec = "numpy" if assign == "exact" else search_spec(assign, options)
+    get_backend(spec)
+    started = time.perf_counter()
+    centers = local_lloyd(sample, weights, init, max_iter=iterations, tol=-1.0, backend=spec)
+    seconds = (time.perf_counter() - started) / iterations
+    true_labels, sq_dist = nearest(sample, centers, "numpy")
+    found = nearest(sample, centers, spec)[0] if assign != "exact" else true_labels
+    return assign, options, seconds, float(sq_dist.sum()), float((found == true_labels).mean())
 
 
 def as_rows(results: list[TuneResult]) -> list[dict]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import dask.array as da
 import numpy as np
 import pytest
@@ -14,12 +16,26 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(capsys):
     with pytest.raises(ValueError):
         default_client()  # no client is active in this test
     X = np.random.default_rng(0).normal(size=(2000, 3))
-    model = KMeans(3, random_state=0).fit(X)
-    printed = capsys.readouterr().out
-    assert "started a LocalCluster for this fit; dashboard: http://127.0.0.1:" in printed
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append
+    logger = logging.getLogger("kmeans_dask")
+    logger.addHandler(handler)
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not .level: it clears the loggers' caches
+    try:
+        model = KMeans(3, random_state=0).fit(X)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    assert capsys.readouterr().out == ""  # a library prints nothing unasked
+    link = "started a LocalCluster for this fit; dashboard: http://127.0.0.1:"
+    assert any(link in record.getMessage() for record in records), records
     assert isinstance(model.labels_, np.ndarray)  # gathered before the cluster closed
     with pytest.raises(ValueError):
         default_client()  # and nothing is left behind
+    KMeans(3, random_state=0, verbose=1).fit(X)
+    assert link in capsys.readouterr().out  # asked for
 
 
 def test_the_active_client_is_used(client, capsys):

@@ -178,6 +178,11 @@ def test_unknown_jobqueue_key_and_override(tmp_path):
         ("kind: local\nadapt: {maximun: 2}\n", r"'maximun' in adapt \(did you mean 'maximum'"),
         ("kind: local\nsecurity: {ca_file: a.pem}\n", "security needs cert, key"),
         ("kind: local\nwalltime: 1\n", "unknown key 'walltime'"),
+        ("kind: local\nthreads_per_worker: 0\n", "threads_per_worker must be an integer >= 1"),
+        ("kind: local\nthreads_per_worker: 1.5\n", "must be an integer >= 1, got 1.5"),
+        ("kind: local\nscale: {n_workers: -1}\n", "scale.n_workers must be an integer >= 0"),
+        ("kind: local\nn_workers: two\n", "scale.n_workers must be an integer >= 0, got 'two'"),
+        ("kind: local\nadapt: {maximum: -2}\n", "adapt.maximum must be an integer >= 0"),
     ],
 )
 def test_invalid_specs(tmp_path, text, match):

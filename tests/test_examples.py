@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import shutil
+import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -117,3 +118,16 @@ def test_zarr_on_slurm_falls_back_without_sinfo(tmp_path, capsys, monkeypatch):
     assert "cluster: local (FALLBACK, Slurm not used: sinfo not found)" in output
     assert not (tmp_path / "slurm-logs").exists()
     _check_zarr_outputs(tmp_path, output, 200_000)
+
+
+@pytest.mark.parametrize(
+    ("example", "missing"),
+    [("colour_quantization", "skimage"), ("customer_segmentation", "dask_ml")],
+)
+def test_a_missing_dependency_names_the_extra_to_install(example, missing, monkeypatch, tmp_path):
+    for name in [name for name in sys.modules if name.split(".")[0] == missing] + [missing]:
+        monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError
+    module = _load(example)
+    with pytest.raises(SystemExit) as exit_info:
+        module.main(["--small", "--output-dir", str(tmp_path)])
+    assert str(exit_info.value).endswith("pip install 'kmeans_dask[examples]'")

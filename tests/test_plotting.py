@@ -253,3 +253,26 @@ def test_missing_matplotlib_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(ImportError, match="pip install matplotlib"):
         plotting._pyplot()
+
+
+def test_plot_elbow_says_its_scales_and_spaces_octaves_of_k_evenly(tmp_path):
+    ks = [2, 4, 8, 16, 32, 64]
+    result = ElbowResult(
+        ks=ks, inertias=[2.0**-k for k in range(6)], seconds=[0.1] * 6, suggested_k=8
+    )
+    ax = plot_elbow(result)
+    assert ax.get_yscale() == "log" and ax.get_ylabel() == "inertia (log scale)"
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "number of clusters k (log scale)"
+    assert list(ax.get_xticks()) == ks
+    ax.figure.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(k) for k in ks]
+    _saved(ax, tmp_path / "elbow_octaves.png")
+
+
+def test_plot_clusters_2d_gives_every_cluster_its_own_colour(client):
+    X, _ = make_blobs(n_samples=3000, n_features=2, centers=30, random_state=0)
+    model = KMeans(30, random_state=0).fit(X)
+    ax = plot_clusters_2d(model, X, n_samples=3000)
+    rows, _ = ax.collections
+    colours = {tuple(c) for c in rows.cmap(rows.norm(np.arange(30)))}
+    assert len(colours) == 30

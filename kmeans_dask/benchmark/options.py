@@ -43,112 +43,109 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--n-samples",
         type=_positive_int,
         default=1_000_000,
-        help="rows of generated data (default: %(default)s)",
+        help="rows of generated data",
     )
     add(
         "--n-features",
         type=_positive_int,
         default=32,
-        help="columns of generated data (default: %(default)s)",
+        help="columns of generated data",
     )
     add(
         "--n-clusters",
         type=_positive_int,
         default=64,
-        help="k, also the number of generated blobs (default: %(default)s)",
+        help="k, also the number of generated blobs",
     )
     add(
         "--iterations",
         type=_positive_int,
         default=10,
-        help="Lloyd iterations every implementation runs, no early stop (default: %(default)s)",
+        help="Lloyd iterations every implementation runs, no early stop",
     )
     add(
         "--repeats",
         type=_positive_int,
         default=3,
-        help="interleaved repeats: repeat r runs every implementation once, then r+1 "
-        "(default: %(default)s)",
+        help="interleaved repeats: repeat r runs every implementation once, then r+1 ",
     )
     add(
         "--spread",
         type=float,
         default=2.0,
         help="blob centres are uniform in [-spread, spread]^d around unit-variance noise: "
-        "2 overlaps (Lloyd keeps moving), 10 separates the clusters (default: %(default)s)",
+        "2 overlaps (Lloyd keeps moving), 10 separates the clusters",
     )
     add(
         "--dtype",
         choices=("float32", "float64"),
         default="float32",
-        help="data dtype; faiss is skipped for float64 (default: %(default)s)",
+        help="data dtype; faiss is skipped for float64",
     )
     add(
         "--workers",
         type=_positive_int,
         default=1,
-        help="LocalCluster worker processes (default: %(default)s)",
+        help="LocalCluster worker processes",
     )
     add(
         "--threads-per-worker",
         type=_positive_int,
         default=2,
-        help="threads per LocalCluster worker (default: %(default)s)",
+        help="threads per LocalCluster worker",
     )
     add(
         "--chunk-rows",
         type=int,
         default=0,
         help="rows per Dask chunk; 0 splits as a fit on the NumPy array does: at most "
-        "~64 MiB, 16 blocks, fewer (down to 2) where the per-chunk sums would be large "
-        "(default: %(default)s)",
+        "~64 MiB, 16 blocks, fewer (down to 2) where the per-chunk sums would be large",
     )
     add(
         "--backend",
         choices=BACKEND_NAMES,
         default="auto",
-        help="kmeans_dask assignment backend (default: %(default)s)",
+        help="kmeans_dask assignment backend",
     )
     add(
         "--algorithm",
         choices=ALGORITHMS,
         default="auto",
-        help="kmeans_dask algorithm (default: %(default)s)",
+        help="kmeans_dask algorithm",
     )
     add(
         "--engine",
         choices=ENGINES,
         default="auto",
-        help="kmeans_dask iteration engine (default: %(default)s)",
+        help="kmeans_dask iteration engine",
     )
     add(
         "--variants",
         default=DEFAULT_VARIANTS,
         help="extra kmeans_dask rows as comma-separated ALGORITHM/ENGINE pairs, e.g. "
         "'lloyd/tasks' (plain Lloyd through tasks, what --algorithm/--engine improve on); "
-        "'none' for none (default: %(default)s)",
+        "'none' for none",
     )
     add(
         "--peers",
         default=DEFAULT_PEERS,
-        help=f"comma-separated peers out of {', '.join(KNOWN_PEERS)}; 'none' for none "
-        "(default: %(default)s)",
+        help=f"comma-separated peers out of {', '.join(KNOWN_PEERS)}; 'none' for none ",
     )
     add(
         "--with-spark",
         action="store_true",
-        help="also run Spark MLlib's KMeans via pyspark on local[threads] (default: %(default)s)",
+        help="also run Spark MLlib's KMeans via pyspark on local[threads]",
     )
     add(
         "--spark-driver-memory",
         default="4g",
-        help="spark.driver.memory for --with-spark (default: %(default)s)",
+        help="spark.driver.memory for --with-spark",
     )
     add(
         "--seed",
         type=int,
         default=0,
-        help="seed of the data and of the initial centres (default: %(default)s)",
+        help="seed of the data and of the initial centres",
     )
     add(
         "--no-warmup",
@@ -161,12 +158,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         "--json",
         metavar="PATH",
         default=None,
-        help="also write the results as JSON to PATH (default: %(default)s)",
+        help="also write the results as JSON to PATH",
     )
     add(
         "--markdown",
         action="store_true",
-        help="also print a Markdown block for benchmarks/RESULTS.md (default: %(default)s)",
+        help="also print a Markdown block for benchmarks/RESULTS.md",
     )
     return parser
 

@@ -19,7 +19,7 @@ Run it
 ------
 ::
 
-    pip install -e . scikit-image
+    pip install -e ".[examples]"     # scikit-image, for the photos
     python scripts/examples/colour_quantization.py                 # astronaut, k=16
     python scripts/examples/colour_quantization.py --small         # chelsea, a smaller sample
     python scripts/examples/colour_quantization.py -k 8 --image chelsea --output-dir out
@@ -79,7 +79,9 @@ def load_image(name: str) -> np.ndarray:
     try:
         from skimage import data
     except ImportError as exc:
-        raise SystemExit("this example needs scikit-image: pip install scikit-image") from exc
+        raise SystemExit(
+            "this example needs scikit-image: pip install 'kmeans_dask[examples]'"
+        ) from exc
     image = getattr(data, name)()
     return (image[..., :3].astype(np.float32) / 255.0).astype(np.float32)
 
@@ -94,7 +96,12 @@ def distinct_colours(image_uint8: np.ndarray) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    from skimage.io import imsave
+    try:
+        from skimage.io import imsave
+    except ImportError as exc:
+        raise SystemExit(
+            "this example needs scikit-image: pip install 'kmeans_dask[examples]'"
+        ) from exc
 
     from kmeans_dask import KMeans
     from kmeans_dask.clusters import from_spec

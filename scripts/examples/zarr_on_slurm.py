@@ -29,7 +29,7 @@ Run it
 ------
 ::
 
-    pip install -e ".[zarr,hpc]"
+    pip install -e ".[hpc]"      # dask-jobqueue; without it the LocalCluster fallback runs
     sudo bash scripts/start_slurm.sh          # optional: a single-node Slurm
     python scripts/examples/zarr_on_slurm.py             # 20M x 32 (2.4 GiB), 2 x 1 GiB
     python scripts/examples/zarr_on_slurm.py --small     # 1.6M x 16 (98 MiB), 2 x 768 MiB
@@ -73,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--small", action="store_true", help="small sizes: runs in < 1 minute")
     parser.add_argument("--output-dir", type=Path, default=Path("example-output"))
-    parser.add_argument("--n-samples", type=int, default=None, help="default 20M (6.4M small)")
+    parser.add_argument("--n-samples", type=int, default=None, help="default 20M (1.6M small)")
     parser.add_argument("--n-features", type=int, default=None, help="default 32 (16 small)")
     parser.add_argument("-k", "--n-clusters", type=int, default=None, help="default 32 (8 small)")
     parser.add_argument("--chunk-rows", type=int, default=None, help="default 250k (100k small)")
@@ -135,6 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     import zarr
     from dask.utils import format_bytes, parse_bytes
+    from distributed import progress
 
     from kmeans_dask import KMeans
     from kmeans_dask.clusters import from_spec
@@ -157,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             random_state=args.seed,
             overwrite=True,
             compress=not args.small,
+            progress=True,  # a bar on a terminal, a line per block in logs
         )
     nbytes = zarr.open_array(str(data_path), mode="r").nbytes
     print(
@@ -224,11 +226,14 @@ def main(argv: list[str] | None = None) -> int:
                 max_iter=args.max_iter,
                 random_state=args.seed,
                 persist=False,
+                verbose=1,  # progress of the initialisation and of every iteration
             )
             with timed(timings, "fit"):
                 model.fit(str(data_path))
             with timed(timings, "predict + write"):
-                model.predict(str(data_path)).to_zarr(str(labels_path), overwrite=True)
+                labels = client.persist(model.predict(str(data_path)))
+                progress(labels)  # Dask's own progress bar while the blocks are labelled
+                labels.to_zarr(str(labels_path), overwrite=True)
     finally:
         handle.close()
         if partition is not None:  # never leave jobs behind
