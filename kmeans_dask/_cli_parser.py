@@ -76,7 +76,7 @@ def _seed(text: str) -> int:
 
 def _init(text: str) -> str:
     """An initialisation method, or a ``.npy`` file of initial centres."""
-    from kmeans_dask._validation import INIT_METHODS
+    from kmeans_dask._fit.validation import INIT_METHODS
 
     if text in INIT_METHODS or text.endswith(".npy"):
         return text
@@ -215,7 +215,7 @@ def _cluster_options(parser: argparse.ArgumentParser, workers: int, threads: int
 def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     """The parser of ``kmeans-dask``; ``commands_run`` maps each subcommand to its function."""
     from kmeans_dask import benchmark
-    from kmeans_dask._validation import INIT_METHODS
+    from kmeans_dask._fit.validation import INIT_METHODS
     from kmeans_dask._version import __version__
 
     formatter = _HelpFormatter

@@ -172,7 +172,7 @@ class RunProgress:
         One dict per iteration done, at least one, with the keys
         ``iteration`` (int), ``inertia`` (float), ``center_shift`` (float),
         ``n_empty`` (int) and ``seconds`` (float); ``dataclasses.asdict`` of an
-        :class:`~kmeans_dask._lloyd.IterationRecord` gives one (writing
+        :class:`~kmeans_dask._fit.lloyd.IterationRecord` gives one (writing
         accepts the records themselves too).
     inertia : float or None
         The inertia of ``centers`` once the run finished (its final pass

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from kmeans_dask._fit.validation import validate_params
+from kmeans_dask._io.output_paths import check_readable_file
 from kmeans_dask._model_io import CENTERS_KEY, WEIGHTS_KEY, load_model, save_model
-from kmeans_dask._output_paths import check_readable_file
-from kmeans_dask._validation import validate_params
 
 if TYPE_CHECKING:
     from kmeans_dask.estimator import KMeans

@@ -42,7 +42,7 @@ from kmeans_dask._cli_parser import (
     estimator_defaults,
     print_error,
 )
-from kmeans_dask._interrupts import deferred_interrupts
+from kmeans_dask._fit.interrupts import deferred_interrupts
 
 #: Exit status for a failure while running.
 EXIT_FAILURE = 1
@@ -68,7 +68,7 @@ def _open_input(path: str) -> Any:
     before a cluster starts.
     """
     if not path.endswith(".npy"):
-        from kmeans_dask._inputs import open_zarr
+        from kmeans_dask._io.inputs import open_zarr
 
         open_zarr(path)
         return path
@@ -78,7 +78,7 @@ def _open_input(path: str) -> Any:
         raise FileNotFoundError(f"input file {path!r} does not exist")
     if not os.path.isfile(path):
         raise IsADirectoryError(f"input {path!r} is not a regular file; expected a .npy file")
-    from kmeans_dask._inputs import NpyFile
+    from kmeans_dask._io.inputs import NpyFile
 
     try:
         array = NpyFile(path)
@@ -191,7 +191,7 @@ def _overrides(items: list[str]) -> dict[str, Any]:
 
 def _refuse_overlap(output: str | None, what: str, *sources: tuple[str, str]) -> None:
     """Refuse an output that would write over (or inside) one of ``sources``."""
-    from kmeans_dask._output_paths import same_or_nested
+    from kmeans_dask._io.output_paths import same_or_nested
 
     for source, name in sources:
         if output is not None and source is not None and same_or_nested(output, source):
@@ -223,7 +223,7 @@ def _summary(model: Any, seconds: float) -> dict[str, Any]:
 def _estimator(args: argparse.Namespace) -> Any:
     """The KMeans that ``fit``'s options describe, its parameters checked."""
     from kmeans_dask import KMeans
-    from kmeans_dask._validation import validate_params
+    from kmeans_dask._fit.validation import validate_params
 
     params = {name: getattr(args, name) for name in estimator_defaults() if name != "verbose"}
     params["persist"] = PERSIST_CHOICES[args.persist]
@@ -237,7 +237,7 @@ def _estimator(args: argparse.Namespace) -> Any:
 
 
 def _fit(args: argparse.Namespace) -> int:
-    from kmeans_dask._output_paths import check_writable
+    from kmeans_dask._io.output_paths import check_writable
 
     model = _estimator(args)
     for path, what in ((args.output, "--output"), (args.checkpoint, "--checkpoint")):
@@ -280,8 +280,8 @@ def _labels_output(args: argparse.Namespace) -> str:
 
 def _predict(args: argparse.Namespace) -> int:
     import kmeans_dask
-    from kmeans_dask._output_paths import written_whole
-    from kmeans_dask._progress import StepProgress, persist_with_progress
+    from kmeans_dask._fit.progress import StepProgress, persist_with_progress
+    from kmeans_dask._io.output_paths import written_whole
 
     output = _labels_output(args)
     _refuse_overlap(output, "--output", (args.input, "input"), (args.model, "model"))
@@ -336,7 +336,7 @@ def _read_sample(path: str, n_rows: int, seed: int) -> np.ndarray:
     if path.endswith(".npy"):
         array = _open_input(path)
     else:
-        from kmeans_dask._inputs import open_zarr
+        from kmeans_dask._io.inputs import open_zarr
 
         array = open_zarr(path)
     if array.ndim != 2:
@@ -411,8 +411,8 @@ def _info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from kmeans_dask._io.output_paths import check_readable_file
     from kmeans_dask._model_io import load_model
-    from kmeans_dask._output_paths import check_readable_file
 
     check_readable_file(args.model, "model file")
     stored = load_model(args.model)
@@ -517,7 +517,7 @@ def _elbow(args: argparse.Namespace) -> int:
     from kmeans_dask.elbow import elbow
 
     if args.png:  # refuse before fitting anything
-        from kmeans_dask._output_paths import check_writable
+        from kmeans_dask._io.output_paths import check_writable
 
         try:
             import matplotlib  # noqa: F401
@@ -567,7 +567,7 @@ def _elbow(args: argparse.Namespace) -> int:
 
 
 def _fit_interrupted(args: argparse.Namespace) -> str:
-    from kmeans_dask._output_paths import resume_hint
+    from kmeans_dask._io.output_paths import resume_hint
 
     if args.checkpoint is None:
         return "nothing was saved (with --checkpoint FILE a rerun resumes where it stopped)"

@@ -8,8 +8,8 @@ import dask
 import dask.array as da
 import numpy as np
 
-from kmeans_dask._output_paths import written_whole
-from kmeans_dask._progress import StepProgress, persist_with_progress
+from kmeans_dask._fit.progress import StepProgress, persist_with_progress
+from kmeans_dask._io.output_paths import written_whole
 
 
 def _blob_block(

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from kmeans_dask._progress import StepProgress
+from kmeans_dask._fit.progress import StepProgress
 
 __all__ = ["ElbowResult", "elbow", "knee_point"]
 
@@ -172,7 +172,7 @@ def _check_ks(ks: Iterable[int]) -> list[int]:
 @contextmanager
 def _shared_client(report: Callable[[str], None]) -> Iterator[None]:
     """Make sure every fit uses one client: the active one, or one LocalCluster."""
-    from kmeans_dask._client import active_client, local_client
+    from kmeans_dask._engine.client import active_client, local_client
 
     if active_client() is not None:
         yield

@@ -33,41 +33,39 @@ from sklearn.metrics import euclidean_distances
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from kmeans_dask._chunks import (
+from kmeans_dask._engine.client import active_client, client_for_fit
+from kmeans_dask._engine.placement import DistributedData, distribute, fits_in_memory
+from kmeans_dask._fit.initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
+from kmeans_dask._fit.lloyd import History, LloydResult
+from kmeans_dask._fit.progress import LloydProgress
+from kmeans_dask._fit.runs import RunPlan, run_all, surviving_worker_loss
+from kmeans_dask._fit.streaming import StreamState, init_stream_state, minibatch_update
+from kmeans_dask._fit.validation import (
+    check_finite,
+    check_init_array,
+    check_n_samples,
+    raise_for_summary,
+    validate_params,
+)
+from kmeans_dask._io.inputs import (
+    as_local_array,
+    check_dask_array,
+    check_sample_weight,
+    is_dask_array,
+    is_zarr_source,
+    open_zarr,
+    zarr_as_dask,
+)
+from kmeans_dask._io.output_paths import check_writable, fit_seeds, resume_hint
+from kmeans_dask._model_io import fit_fingerprint
+from kmeans_dask._persistence import save_estimator
+from kmeans_dask._worker.chunks import (
     ChunkSummary,
     make_chunk,
     nearest,
     nonfinite_positions,
     statistics_nbytes,
     summarize,
-)
-from kmeans_dask._client import active_client, client_for_fit
-from kmeans_dask._initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
-from kmeans_dask._inputs import (
-    DistributedData,
-    as_local_array,
-    check_dask_array,
-    check_sample_weight,
-    distribute,
-    fits_in_memory,
-    is_dask_array,
-    is_zarr_source,
-    open_zarr,
-    zarr_as_dask,
-)
-from kmeans_dask._lloyd import History, LloydResult
-from kmeans_dask._model_io import fit_fingerprint
-from kmeans_dask._output_paths import check_writable, fit_seeds, resume_hint
-from kmeans_dask._persistence import save_estimator
-from kmeans_dask._progress import LloydProgress
-from kmeans_dask._runs import RunPlan, run_all, surviving_worker_loss
-from kmeans_dask._streaming import StreamState, init_stream_state, minibatch_update
-from kmeans_dask._validation import (
-    check_finite,
-    check_init_array,
-    check_n_samples,
-    raise_for_summary,
-    validate_params,
 )
 from kmeans_dask.backends import get_backend, resolve_algorithm, resolve_auto, resolve_search
 
@@ -396,7 +394,7 @@ default="k-means||"
         ``1 / count`` (Sculley's mini-batch k-means, as scikit-learn's
         ``MiniBatchKMeans``), optionally forgetting old batches (``decay``)
         and reassigning dying centres (``reassignment_ratio``). See
-        :mod:`kmeans_dask._streaming` for the exact rule.
+        :mod:`kmeans_dask._fit.streaming` for the exact rule.
 
         Parameters
         ----------

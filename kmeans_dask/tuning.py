@@ -18,9 +18,9 @@ from numbers import Integral
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from kmeans_dask._chunks import nearest
-from kmeans_dask._lloyd import local_lloyd
-from kmeans_dask._progress import StepProgress
+from kmeans_dask._fit.lloyd import local_lloyd
+from kmeans_dask._fit.progress import StepProgress
+from kmeans_dask._worker.chunks import nearest
 from kmeans_dask.backends import get_backend, search_spec
 from kmeans_dask.backends.approximate import default_nlist
 

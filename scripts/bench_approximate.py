@@ -17,7 +17,7 @@ iterations with each assignment searcher, in one process and without Dask:
 
 Every iteration rebuilds the searcher from the current centres (as a Dask
 task does), assigns the rows block by block, accumulates sums, counts and
-inertia with :func:`kmeans_dask._kernels.accumulate`, and updates the centres
+inertia with :func:`kmeans_dask._kernels.block_kernels.accumulate`, and updates the centres
 (an empty cluster keeps its centre). Reported per variant: median seconds per
 iteration (build included, with the build's share), speed-up over exact,
 relative gap between the exact inertia of its final centres and that of the
@@ -52,7 +52,7 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from kmeans_dask._kernels import accumulate
+from kmeans_dask._kernels.block_kernels import accumulate
 from kmeans_dask.backends.approximate import (
     HNSWSearcher,
     IVFSearcher,

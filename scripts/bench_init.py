@@ -34,7 +34,7 @@ from collections.abc import Callable
 import numpy as np
 from distributed import Client, LocalCluster
 
-from kmeans_dask._inputs import distribute
+from kmeans_dask._engine.placement import distribute
 from kmeans_dask.benchmark.data import exact_inertia, make_blobs, persisted_blocks
 from kmeans_dask.benchmark.schedule import run_order, wait_until_idle
 
@@ -45,7 +45,7 @@ OVERSAMPLING_FACTOR = 2.0
 
 def kmeans_dask_init(client: Client, data, n_clusters: int, seed: int) -> np.ndarray:
     """kmeans_dask's k-means|| over the distributed chunks of a fit."""
-    from kmeans_dask._initialization import init_kmeans_parallel
+    from kmeans_dask._fit.initialization import init_kmeans_parallel
 
     return init_kmeans_parallel(
         client,

@@ -29,7 +29,7 @@ from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
 
 from kmeans_dask import KMeans
-from kmeans_dask._memory import peak_rss
+from kmeans_dask.benchmark.memory import peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
 
 

@@ -5,7 +5,7 @@ float64 sums and its exact squared distance to its centre is computed. For
 a grid of feature counts ``d`` it times, on the same float32 rows, labels
 (64 clusters) and float64 centres, in interleaved repeats:
 
-* ``ours``: ``kmeans_dask._kernels.accumulate``, generated code working on
+* ``ours``: ``kmeans_dask._kernels.block_kernels.accumulate``, generated code working on
   eight float64 lanes with a masked last step
   (``kmeans_dask/_row_statistics.py``);
 * ``loop``: the same loop written plainly in Numba (``fastmath`` reassociation,
@@ -42,8 +42,8 @@ from collections.abc import Callable
 import numba
 import numpy as np
 
-from kmeans_dask._kernels import accumulate
-from kmeans_dask._row_statistics import aligned_zeros
+from kmeans_dask._kernels.block_kernels import accumulate
+from kmeans_dask._kernels.row_statistics import aligned_zeros
 from kmeans_dask.benchmark.schedule import run_order
 
 N_CLUSTERS = 64

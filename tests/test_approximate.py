@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from sklearn.datasets import make_blobs
 
-from kmeans_dask._kernels import accumulate
+from kmeans_dask._kernels.block_kernels import accumulate
 from kmeans_dask.backends.approximate import (
     AUTO_IVF_MIN_CLUSTERS,
     AUTO_IVF_MIN_FEATURES,

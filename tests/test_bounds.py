@@ -10,10 +10,10 @@ from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 from sklearn.cluster import KMeans as SKKMeans
 
-import kmeans_dask._bounds as bounds_module
-import kmeans_dask._lloyd as lloyd_module
+import kmeans_dask._fit.lloyd as lloyd_module
+import kmeans_dask._worker.bounds as bounds_module
 from kmeans_dask import KMeans
-from kmeans_dask._bounds import (
+from kmeans_dask._worker.bounds import (
     CenterMovement,
     RowBounds,
     bounded_assign,
@@ -21,8 +21,8 @@ from kmeans_dask._bounds import (
     centers_settled,
     half_gaps,
 )
-from kmeans_dask._chunks import statistics_and_labels
-from kmeans_dask._memo import ChunkMemo
+from kmeans_dask._worker.chunks import statistics_and_labels
+from kmeans_dask._worker.memo import ChunkMemo
 from kmeans_dask.backends import get_backend, resolve_algorithm
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from kmeans_dask import KMeans
-from kmeans_dask._chunks import (
+from kmeans_dask._worker.chunks import (
     Chunk,
     ChunkSummary,
     candidate_weights,

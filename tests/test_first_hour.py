@@ -23,10 +23,10 @@ from rich.console import Console
 
 import kmeans_dask
 from kmeans_dask import KMeans
-from kmeans_dask._client import SchedulerLostError, local_client
-from kmeans_dask._lloyd import IterationRecord
+from kmeans_dask._engine.client import SchedulerLostError, local_client
+from kmeans_dask._fit.lloyd import IterationRecord
+from kmeans_dask._fit.progress import LloydProgress, StepProgress
 from kmeans_dask._model_io import read_checkpoint, save_model
-from kmeans_dask._progress import LloydProgress, StepProgress
 from kmeans_dask.datasets import write_blobs_zarr
 
 

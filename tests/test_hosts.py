@@ -12,9 +12,11 @@ import pytest
 from distributed import Client, Future, LocalCluster
 from numpy.testing import assert_array_equal
 
-import kmeans_dask._chunks as chunks_module
+import kmeans_dask._worker.chunks as chunks_module
 from kmeans_dask import KMeans
-from kmeans_dask._chunks import (
+from kmeans_dask._engine.hosts import ChunkHosts, combine_in_tree, fits_hosts
+from kmeans_dask._engine.mapreduce import tree_reduce, tree_reduce_future
+from kmeans_dask._worker.chunks import (
     ClusterStats,
     chunk_labels,
     combine_stats,
@@ -22,8 +24,6 @@ from kmeans_dask._chunks import (
     make_chunk,
     stats_keeping_labels,
 )
-from kmeans_dask._hosts import ChunkHosts, combine_in_tree, fits_hosts
-from kmeans_dask._mapreduce import tree_reduce, tree_reduce_future
 
 
 def _first_value_and_worker(chunk):

@@ -23,7 +23,7 @@ def test_kmeans_parallel_is_as_good_as_sklearn_kmeans_plusplus(client, n_cluster
 
 
 def test_kmeans_parallel_candidates_scale_with_oversampling(client, monkeypatch):
-    from kmeans_dask import _initialization
+    from kmeans_dask._fit import initialization as _initialization
 
     X, _ = make_blobs(n_samples=20000, n_features=4, centers=30, random_state=0)
     seen = {}
@@ -76,7 +76,7 @@ def test_empty_clusters_are_repaired_not_nan(client, init):
 
 @pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
 def test_actors_and_tasks_pick_the_same_initial_centres(client, init):
-    import kmeans_dask._chunks as chunks_module
+    import kmeans_dask._worker.chunks as chunks_module
 
     X, _ = make_blobs(n_samples=12_000, n_features=5, centers=9, random_state=3)
     fits = {
@@ -90,7 +90,7 @@ def test_actors_and_tasks_pick_the_same_initial_centres(client, init):
 
 
 def test_lost_kmeans_parallel_state_is_an_error_not_a_silent_restart():
-    from kmeans_dask._chunks import make_chunk, sample_by_cost_kept
+    from kmeans_dask._worker.chunks import make_chunk, sample_by_cost_kept
 
     chunk = make_chunk(np.zeros((10, 2)), None, 30, np.float64)
     with pytest.raises(RuntimeError, match=r"k-means\|\| state of the chunk at row 30 is missing"):

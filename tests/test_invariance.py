@@ -69,7 +69,7 @@ def test_n_init_keeps_the_best_run(client, data):
 
 
 def test_numpy_input_splits_finer_only_while_the_statistics_stay_small():
-    from kmeans_dask._inputs import PARALLEL_BLOCKS, numpy_row_chunks
+    from kmeans_dask._engine.placement import PARALLEL_BLOCKS, numpy_row_chunks
 
     # 1M x 32 float32, k = 64: 16 KiB of sums per block, PARALLEL_BLOCKS blocks.
     blocks = numpy_row_chunks(1_000_000, 32, 4, statistics_bytes=64 * 32 * 8)
@@ -144,7 +144,7 @@ def test_checkpoint_resumes_on_another_cluster(wide_numpy, tmp_path):
 
 
 def _row_block_count(n_rows: int) -> int:
-    from kmeans_dask._threads import map_row_blocks
+    from kmeans_dask._worker.threads import map_row_blocks
 
     return len(map_row_blocks(len, np.zeros((n_rows, 2))))
 
@@ -153,7 +153,7 @@ def test_row_blocks_split_over_threads_only_outside_workers(client):
     """A worker already runs one task per thread: a task's search must not add threads."""
     import os
 
-    from kmeans_dask._threads import MIN_ROWS_PER_THREAD
+    from kmeans_dask._worker.threads import MIN_ROWS_PER_THREAD
 
     n_rows = 4 * MIN_ROWS_PER_THREAD
     assert client.submit(_row_block_count, n_rows, pure=False).result() == 1

@@ -12,7 +12,9 @@ import pytest
 from llvmlite import binding
 from numpy.testing import assert_allclose, assert_array_equal
 
-from kmeans_dask._chunks import (
+from kmeans_dask._kernels.block_kernels import column_moments, largest
+from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
+from kmeans_dask._worker.chunks import (
     FAR_ROWS,
     Chunk,
     ChunkSummary,
@@ -28,8 +30,6 @@ from kmeans_dask._chunks import (
     update_nearest_candidate,
     weighted_cost,
 )
-from kmeans_dask._kernels import column_moments, largest
-from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask.backends import get_backend
 
 
@@ -253,7 +253,7 @@ def test_fused_kernels_find_exact_minimum_index_and_runner_up(dtype, k, d):
     With integer-valued data every score is exact, so the kernels must return
     the true argmin (ties to the lowest index) and the runner-up score itself.
     """
-    from kmeans_dask._fused_search import nearest_rows, pack_centers
+    from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
 
     rng = np.random.default_rng(k * 100 + d)
     X = rng.integers(-3, 4, size=(1003, d)).astype(dtype)
@@ -271,7 +271,7 @@ def test_fused_kernels_find_exact_minimum_index_and_runner_up(dtype, k, d):
 
 
 def test_packed_centres_pad_with_scores_that_never_win():
-    from kmeans_dask._fused_search import MAX_VECTORS_PER_BLOCK, pack_centers
+    from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, pack_centers
 
     width = 16 * MAX_VECTORS_PER_BLOCK  # float32 centres per block (64 with AVX-512)
     centers = np.arange((width + 6) * 3, dtype=np.float32).reshape(width + 6, 3)
@@ -292,7 +292,7 @@ def test_fused_kernels_return_real_centres_when_scores_overflow(k):
 
     The compiled passes index the per-cluster sums by these labels unchecked.
     """
-    from kmeans_dask._fused_search import nearest_rows, pack_centers
+    from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
 
     rng = np.random.default_rng(k)
     X = (rng.standard_normal((1001, 5)) * 1e19).astype(np.float32)
@@ -305,7 +305,7 @@ def test_fused_kernels_return_real_centres_when_scores_overflow(k):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_folding_groups_of_centres_over_listed_rows_finds_their_nearest(dtype):
     """Groups folded in turn over some rows: the nearest of all groups, ties to the earliest."""
-    from kmeans_dask._fused_search import fold_nearest, pack_centers
+    from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
 
     rng = np.random.default_rng(4)
     X = rng.integers(-3, 4, size=(777, 6)).astype(dtype)
@@ -326,7 +326,7 @@ def test_folding_groups_of_centres_over_listed_rows_finds_their_nearest(dtype):
 
 
 def test_fused_kernels_refuse_rows_they_cannot_read():
-    from kmeans_dask._fused_search import nearest_rows, pack_centers
+    from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
 
     X = np.zeros((10, 4), dtype=np.float32)
     packed = pack_centers(X[:3].copy())
@@ -340,7 +340,7 @@ def test_fused_kernels_refuse_rows_they_cannot_read():
 
 
 def test_compiled_search_gives_the_exact_distances_of_the_block_loop():
-    from kmeans_dask._kernels import squared_distances
+    from kmeans_dask._kernels.block_kernels import squared_distances
 
     rng = np.random.default_rng(8)
     X = rng.normal(size=(5000, 7)).astype(np.float32)
@@ -366,7 +366,7 @@ def test_row_layout_handles_strided_blocks_and_partial_tiles():
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_fused_row_pass_equals_search_then_accumulate_block_by_block(dtype, weighted):
-    from kmeans_dask._kernels import accumulate
+    from kmeans_dask._kernels.block_kernels import accumulate
     from kmeans_dask.backends.numpy_blas import RowSearcher
 
     rng = np.random.default_rng(11)
@@ -400,7 +400,7 @@ def test_fused_row_pass_equals_search_then_accumulate_block_by_block(dtype, weig
 @pytest.mark.parametrize("weighted", [False, True])
 @pytest.mark.parametrize("d", [1, 5, 8, 13, 16, 40])
 def test_statistics_add_rows_in_row_order_with_exact_distances(dtype, weighted, d):
-    from kmeans_dask._kernels import accumulate, squared_distances
+    from kmeans_dask._kernels.block_kernels import accumulate, squared_distances
 
     rng = np.random.default_rng(d)
     X = rng.normal(size=(700, d)).astype(dtype)
@@ -426,7 +426,7 @@ def test_statistics_add_rows_in_row_order_with_exact_distances(dtype, weighted, 
 
 
 def test_statistics_of_integer_rows_are_exact_and_leave_other_clusters_alone():
-    from kmeans_dask._kernels import accumulate
+    from kmeans_dask._kernels.block_kernels import accumulate
 
     rng = np.random.default_rng(3)
     X = rng.integers(-50, 50, size=(300, 11)).astype(np.float32)
@@ -441,7 +441,7 @@ def test_statistics_of_integer_rows_are_exact_and_leave_other_clusters_alone():
 
 @pytest.mark.parametrize("source", [np.arange(30.0).reshape(5, 6), np.ones((4, 3), np.float32)])
 def test_aligned_float64_copies_only_what_it_must(source):
-    from kmeans_dask._row_statistics import VECTOR_BYTES, aligned_float64
+    from kmeans_dask._kernels.row_statistics import VECTOR_BYTES, aligned_float64
 
     aligned = aligned_float64(source)
     assert aligned.dtype == np.float64 and aligned.flags.c_contiguous
@@ -455,7 +455,7 @@ def test_aligned_float64_copies_only_what_it_must(source):
 
 @pytest.mark.parametrize("shape", [(5, 6), (1, 1), (64, 32)])
 def test_aligned_zeros_are_aligned_contiguous_float64_zeros(shape):
-    from kmeans_dask._row_statistics import VECTOR_BYTES, aligned_zeros
+    from kmeans_dask._kernels.row_statistics import VECTOR_BYTES, aligned_zeros
 
     zeros = aligned_zeros(shape)
     assert zeros.shape == shape and zeros.dtype == np.float64 and zeros.flags.c_contiguous
@@ -464,7 +464,7 @@ def test_aligned_zeros_are_aligned_contiguous_float64_zeros(shape):
 
 
 def test_statistics_kernels_refuse_arrays_they_cannot_read():
-    from kmeans_dask._kernels import accumulate, squared_distances
+    from kmeans_dask._kernels.block_kernels import accumulate, squared_distances
 
     X = np.zeros((10, 4))
     labels = np.zeros(10, dtype=np.int32)
@@ -491,8 +491,8 @@ _AVX2_TARGET_CHECK = """
 import os
 
 import numpy as np
-from kmeans_dask._fused_search import MAX_VECTORS_PER_BLOCK, nearest_rows, pack_centers
-from kmeans_dask._kernels import accumulate
+from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, nearest_rows, pack_centers
+from kmeans_dask._kernels.block_kernels import accumulate
 
 assert MAX_VECTORS_PER_BLOCK == 2
 rng = np.random.default_rng(0)
@@ -541,7 +541,7 @@ def _digest(X, weights=None, cuts=()):
     import itertools
     from functools import reduce
 
-    from kmeans_dask._chunks import make_chunk
+    from kmeans_dask._worker.chunks import make_chunk
 
     bounds = [0, *cuts, len(X)]
     parts = [

@@ -12,7 +12,7 @@ from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
 from kmeans_dask import KMeans
-from kmeans_dask._validation import validate_params
+from kmeans_dask._fit.validation import validate_params
 
 X_GOOD, _ = make_blobs(n_samples=60, n_features=3, centers=3, cluster_std=0.5, random_state=0)
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from distributed import Client, Future, LocalCluster
 
-import kmeans_dask._threads as threads_module
+import kmeans_dask._worker.threads as threads_module
 from kmeans_dask import KMeans
-from kmeans_dask._client import worker_info
-from kmeans_dask._inputs import fits_in_memory
+from kmeans_dask._engine.client import worker_info
+from kmeans_dask._engine.placement import fits_in_memory
 
 MiB = 2**20
 

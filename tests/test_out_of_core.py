@@ -9,7 +9,7 @@ from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
-from kmeans_dask._memory import peak_rss, reset_peak_rss
+from kmeans_dask.benchmark.memory import peak_rss, reset_peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
 
 MEMORY_LIMIT = 600 * 2**20

@@ -16,7 +16,7 @@ Properties
   permutation property needs an initialisation that does not draw).
 * ``sample_weight=2`` on a row is the same as the row appearing twice.
 * One ``partial_fit`` batch applies exactly the documented mini-batch rule
-  (:mod:`kmeans_dask._streaming`) to the previous centres and counts.
+  (:mod:`kmeans_dask._fit.streaming`) to the previous centres and counts.
 * k-means|| returns ``n_clusters`` distinct centres whenever the data has at
   least ``n_clusters`` distinct points, however many rows repeat them.
 """
@@ -235,7 +235,7 @@ def test_weight_two_equals_duplicated_rows(
 
 
 def _minibatch_by_hand(centers, counts, batch, weights, decay):
-    """The rule of :mod:`kmeans_dask._streaming`, in plain float64 NumPy."""
+    """The rule of :mod:`kmeans_dask._fit.streaming`, in plain float64 NumPy."""
     centers = centers.astype(np.float64)
     n_clusters = centers.shape[0]
     sq_dist = ((batch[:, None, :] - centers[None, :, :]) ** 2).sum(axis=2)

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 from numpy.testing import assert_array_equal
 
-from kmeans_dask._chunks import chunk_labels, chunk_stats, make_chunk
-from kmeans_dask._scratch import scratch
+from kmeans_dask._worker.chunks import chunk_labels, chunk_stats, make_chunk
+from kmeans_dask._worker.scratch import scratch
 
 
 def test_scratch_reuses_grows_and_keeps_threads_apart():

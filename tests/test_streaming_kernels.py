@@ -1,4 +1,4 @@
-"""The pure mini-batch update behind ``partial_fit`` (kmeans_dask._streaming)."""
+"""The pure mini-batch update behind ``partial_fit`` (kmeans_dask._fit.streaming)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.cluster import MiniBatchKMeans
 
-from kmeans_dask._streaming import (
+from kmeans_dask._fit.streaming import (
     BatchReport,
     StreamState,
     decay_from_half_life,

@@ -3,7 +3,7 @@
 A backend is a tiny object with one job: given the current centres, build a
 *searcher* whose ``nearest(block)`` returns the index of the closest centre
 for every row of a block. Sums, counts and inertia are accumulated by the
-shared kernels in :mod:`kmeans_dask._kernels`, so every backend produces
+shared kernels in :mod:`kmeans_dask._kernels.block_kernels`, so every backend produces
 statistics the same way. Backends are imported only when used, so a missing
 optional dependency (faiss, cupy) fails at that point with the fix in the
 message, never at ``import kmeans_dask``.
@@ -153,7 +153,7 @@ def resolve_search(
 
 
 def resolve_algorithm(algorithm: str, search: str) -> str:
-    """When the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._bounds`).
+    """When the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._worker.bounds`).
 
     Returns
     -------

@@ -10,7 +10,7 @@ and look only at the centres near each row:
   (an ``IndexFlatL2`` coarse quantizer trained on the centres themselves) and
   returns, for each row, the nearest centre among the ``nprobe`` lists whose
   coarse centroids are nearest to the row. By default each list is scanned
-  by the fused register kernels of :mod:`kmeans_dask._fused_search` over the
+  by the fused register kernels of :mod:`kmeans_dask._kernels.fused_search` over the
   rows that probe it, read in place, each row's best carried from list to
   list (``scan="fused"``); this gives the same answer as
   ``IndexIVFFlat.search``, faster; ``scan="faiss"`` calls Faiss's own scanner.
@@ -42,7 +42,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
-from kmeans_dask._fused_search import fold_nearest, pack_centers
+from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
 from kmeans_dask.backends.numpy_blas import ExactSearcher, exact_searcher
 
 #: Smallest number of clusters for which ``assign="auto"`` picks the IVF

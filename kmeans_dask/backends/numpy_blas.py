@@ -7,7 +7,7 @@ the shape (measured with ``scripts/bench_search.py``):
 
 * up to :data:`ROW_LAYOUT_MAX_CENTERS` centres and ``k * d`` up to
   :data:`ROW_LAYOUT_MAX_CENTERS_X_FEATURES`, the fused kernels of
-  :mod:`kmeans_dask._fused_search` keep a few rows' scores in vector
+  :mod:`kmeans_dask._kernels.fused_search` keep a few rows' scores in vector
   registers and reduce them there, with no score matrix in memory
   (:class:`RowSearcher`): at d = 32, k = 64 1.5x faster than the BLAS GEMM
   and integer-key argmin it replaced, 2.4x faster than the column layout and
@@ -18,7 +18,7 @@ the shape (measured with ``scripts/bench_search.py``):
   caches, GEMM's cache blocking keeps up with the fused kernels.
 
 ``nearest_two`` also returns a guaranteed lower bound on the distance to the
-runner-up centre, which seeds the Hamerly bounds of :mod:`kmeans_dask._bounds`.
+runner-up centre, which seeds the Hamerly bounds of :mod:`kmeans_dask._worker.bounds`.
 The expansion is inexact, so the bound subtracts the worst-case rounding
 error of a ``d``-term dot product (in any order of summation):
 ``|fl(score) - score| <= (d + 4) * eps * (||c||^2 + ||x||^2)``.
@@ -28,14 +28,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from kmeans_dask._fused_search import nearest_rows, pack_centers
-from kmeans_dask._kernels import (
+from kmeans_dask._kernels.block_kernels import (
     argmin2_columns,
     argmin_columns,
     assign_and_accumulate_rows,
     bounded_pass_rows,
     runner_up_distances,
 )
+from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
 
 #: Most centres searched by the fused kernels.
 ROW_LAYOUT_MAX_CENTERS = 2048
@@ -99,7 +99,8 @@ class RowSearcher(_ScoreSearcher):
     ) -> float:
         """Label every row and add it into ``sums`` and ``counts``, in one compiled pass.
 
-        The same result as :meth:`nearest` and :func:`~kmeans_dask._kernels.accumulate`
+        The same result as :meth:`nearest` and
+        :func:`~kmeans_dask._kernels.block_kernels.accumulate`
         over blocks of :attr:`block_rows` rows. ``centers`` is the float64 copy
         of the centres, ``labels`` and ``sq_dist`` receive each row's centre and
         exact squared distance; returns the weighted inertia. With ``sums``

@@ -12,7 +12,7 @@ import numpy as np
 
 def _empty_statistics(chunk: Any, centers: np.ndarray) -> Any:
     """A chunk task that does no work but returns statistics of the real size."""
-    from kmeans_dask._chunks import ClusterStats
+    from kmeans_dask._worker.chunks import ClusterStats
 
     return ClusterStats(np.zeros(centers.shape), np.zeros(centers.shape[0]), 0.0)
 
@@ -41,9 +41,9 @@ def iteration_overhead_seconds(
     float
         Seconds.
     """
-    from kmeans_dask._chunks import combine_stats
-    from kmeans_dask._hosts import ChunkHosts
-    from kmeans_dask._mapreduce import map_chunks, send, tree_reduce
+    from kmeans_dask._engine.hosts import ChunkHosts
+    from kmeans_dask._engine.mapreduce import map_chunks, send, tree_reduce
+    from kmeans_dask._worker.chunks import combine_stats
 
     seconds = []
     if engine == "actors":

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from kmeans_dask._memory import peak_rss, reset_peak_rss
+from kmeans_dask.benchmark.memory import peak_rss, reset_peak_rss
 from kmeans_dask.benchmark.options import OURS
 
 
@@ -404,7 +404,7 @@ def warm_bounds_kernels(dtype: str) -> None:
     A short warm-up fit may never reach the pruning kernels; this calls each
     on a tiny input so no timed iteration pays for their first call.
     """
-    from kmeans_dask._bounds import bounded_assign, center_movement
+    from kmeans_dask._worker.bounds import bounded_assign, center_movement
     from kmeans_dask.backends import get_backend
 
     rng = np.random.default_rng(0)

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from kmeans_dask._kernels import accumulate_rows, loosen_bounds, tighten_bounds
-from kmeans_dask._memo import ChunkMemo
-from kmeans_dask._row_statistics import aligned_float64
-from kmeans_dask._threads import single_threaded_native
+from kmeans_dask._kernels.block_kernels import accumulate_rows, loosen_bounds, tighten_bounds
+from kmeans_dask._kernels.row_statistics import aligned_float64
+from kmeans_dask._worker.memo import ChunkMemo
+from kmeans_dask._worker.threads import single_threaded_native
 
 #: Above this many centres the half-gaps (a k x k distance matrix per
 #: iteration, computed by the client) cost more than they save, and only the

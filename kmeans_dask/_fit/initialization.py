@@ -9,7 +9,7 @@ row remembers its nearest candidate, so the candidates' weights (the weight
 of the rows they attract) come for free. A weighted k-means++ and a weighted
 Lloyd on the candidates, in the client process, pick the ``k`` centres.
 
-All random draws are keyed on global row indices (:mod:`kmeans_dask._rng`),
+All random draws are keyed on global row indices (:mod:`kmeans_dask._kernels.rng`),
 so the centres depend on the seed and the data only: not on chunking,
 worker count or task order.
 """
@@ -22,7 +22,12 @@ import numpy as np
 from distributed import Client, Future
 from sklearn.cluster import kmeans_plusplus
 
-from kmeans_dask._chunks import (
+from kmeans_dask._engine.hosts import ChunkHosts
+from kmeans_dask._engine.mapreduce import map_pairs, send, task_keys, tree_reduce_future
+from kmeans_dask._engine.placement import DistributedData
+from kmeans_dask._fit.interrupts import interrupt_point
+from kmeans_dask._fit.lloyd import farthest, local_lloyd
+from kmeans_dask._worker.chunks import (
     RankedRows,
     add_arrays,
     add_floats,
@@ -38,11 +43,6 @@ from kmeans_dask._chunks import (
     update_nearest_candidate,
     weighted_cost,
 )
-from kmeans_dask._hosts import ChunkHosts
-from kmeans_dask._inputs import DistributedData
-from kmeans_dask._interrupts import interrupt_point
-from kmeans_dask._lloyd import farthest, local_lloyd
-from kmeans_dask._mapreduce import map_pairs, send, task_keys, tree_reduce_future
 
 # Independent random streams of one seed.
 _STREAM_RANDOM = 1

@@ -1,7 +1,7 @@
 """The distributed Lloyd loop: map partial statistics, tree-reduce, update.
 
 Each iteration sends the centres (k x d) once, maps
-:func:`~kmeans_dask._chunks.chunk_stats` over the worker-resident chunks
+:func:`~kmeans_dask._worker.chunks.chunk_stats` over the worker-resident chunks
 (through the fit's actors, or as tasks) and reduces the (sums, counts,
 inertia) triples in a fixed tree. Only
 those small arrays cross the network. The same update rule also drives a
@@ -19,8 +19,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from distributed import Client, Future
 
-from kmeans_dask._bounds import BoundsTicket, center_movement, centers_settled
-from kmeans_dask._chunks import (
+from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
+from kmeans_dask._engine.placement import DistributedData
+from kmeans_dask._fit.interrupts import interrupt_point
+from kmeans_dask._worker.bounds import BoundsTicket, center_movement, centers_settled
+from kmeans_dask._worker.chunks import (
     Chunk,
     ClusterStats,
     RankedRows,
@@ -33,9 +36,6 @@ from kmeans_dask._chunks import (
     statistics_and_labels,
     stats_keeping_labels,
 )
-from kmeans_dask._inputs import DistributedData
-from kmeans_dask._interrupts import interrupt_point
-from kmeans_dask._mapreduce import map_chunks, send, task_keys, tree_reduce
 
 
 @dataclass(frozen=True)
@@ -270,7 +270,7 @@ def lloyd(
         Defaults to ``backend``.
     bounds : {"off", "always", "settled"}
         When to keep Hamerly bounds next to the chunks
-        (:mod:`kmeans_dask._bounds`) so rows whose centre cannot change skip
+        (:mod:`kmeans_dask._worker.bounds`) so rows whose centre cannot change skip
         the search: never, in every iteration, or once the centres settle.
         Needs an exact ``backend`` that provides them ("numpy") and
         worker-resident chunks.

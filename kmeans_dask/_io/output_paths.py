@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from kmeans_dask._kernels.rng import init_seeds
 from kmeans_dask._model_io import read_checkpoint
-from kmeans_dask._rng import init_seeds
 
 PathLike = str | os.PathLike
 

@@ -13,8 +13,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from kmeans_dask._fused_search import search_rows
-from kmeans_dask._row_statistics import add_row, row_distance, statistics_buffers_ok
+from kmeans_dask._kernels.fused_search import search_rows
+from kmeans_dask._kernels.row_statistics import (
+    add_row,
+    row_distance,
+    statistics_buffers_ok,
+)
 
 # Reassociation lets LLVM vectorise the per-row sum of squares of the runner-up bounds.
 # It changes the order of additions, not which values are added, and the
@@ -100,7 +104,7 @@ def accumulate(block, labels, weights, centers, sums, counts, sq_dist):
     sums : (k, d) float64, C-contiguous, updated in place
     counts : (k,) float64 total weight per cluster, updated in place
     sq_dist : (b,) float64, receives the squared distance of each row to
-        its assigned centre (unweighted; see :mod:`kmeans_dask._row_statistics`)
+        its assigned centre (unweighted; see :mod:`kmeans_dask._kernels.row_statistics`)
 
     Returns
     -------
@@ -162,9 +166,9 @@ def assign_and_accumulate_rows(
     The same blocks and the same order of additions as calling the two from
     Python block by block, so the same results, without a Python round trip
     (and a GIL hand-over between worker threads) per block. Arguments as for
-    :func:`~kmeans_dask._fused_search.search_rows` (``center_weights``,
+    :func:`~kmeans_dask._kernels.fused_search.search_rows` (``center_weights``,
     ``center_bias`` and ``center_vectors`` from
-    :func:`~kmeans_dask._fused_search.pack_centers`) and
+    :func:`~kmeans_dask._kernels.fused_search.pack_centers`) and
     :func:`accumulate`; ``block_rows`` rows are
     searched and then accumulated while they are still in cache. With
     ``sums`` None only the labels and :func:`squared_distances` are written.
@@ -290,7 +294,7 @@ def bounded_pass_rows(
 ):
     """One Hamerly pass over ``data`` with the row-layout search, in one call.
 
-    Block for block what :func:`kmeans_dask._bounds.bounded_assign` does from
+    Block for block what :func:`kmeans_dask._worker.bounds.bounded_assign` does from
     Python (same blocks, same tests, same accumulation order, so the same
     result), without a Python round trip and a GIL hand-over per block: with
     two worker threads that loop ran 1.37x faster than one thread, this one
@@ -301,7 +305,7 @@ def bounded_pass_rows(
     data, weights, centers, sums, counts, sq_dist
         As for :func:`accumulate` (``centers`` in float64).
     center_weights, center_bias, center_vectors
-        The centres as :func:`~kmeans_dask._fused_search.pack_centers` packs them.
+        The centres as :func:`~kmeans_dask._kernels.fused_search.pack_centers` packs them.
     error_scale, max_center_sq_norm
         As for :func:`runner_up_distances`.
     block_rows : int

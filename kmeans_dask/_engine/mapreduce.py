@@ -49,8 +49,8 @@ def map_chunks(
 ) -> list[Future]:
     """Run ``func(chunk, *args, **kwargs)`` on every chunk, where the chunk lives.
 
-    A chunk is a future of a worker-resident :class:`~kmeans_dask._chunks.Chunk`
-    or a small :class:`~kmeans_dask._chunks.ZarrBlock` reference.
+    A chunk is a future of a worker-resident :class:`~kmeans_dask._worker.chunks.Chunk`
+    or a small :class:`~kmeans_dask._worker.chunks.ZarrBlock` reference.
     """
     keys = task_keys(name, len(chunks))
     return [

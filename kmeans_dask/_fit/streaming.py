@@ -15,7 +15,7 @@ rate ``1 / count``, in the weighted form of scikit-learn's
 
 1. Every row is assigned to its nearest current centre, giving per-cluster
    weighted sums ``s_j = sum_{i in j} w_i x_i`` and weights
-   ``m_j = sum_{i in j} w_i`` (:func:`kmeans_dask._chunks.statistics_and_labels`).
+   ``m_j = sum_{i in j} w_i`` (:func:`kmeans_dask._worker.chunks.statistics_and_labels`).
    The batch inertia is ``sum_i w_i ||x_i - c_{label(i)}||^2`` with the centres
    *before* the update.
 2. Old counts are discounted by ``decay`` (``0 < decay <= 1``) and the new
@@ -97,13 +97,17 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from kmeans_dask._chunks import N_REPORTED_POSITIONS, nonfinite_positions, statistics_and_labels
-from kmeans_dask._inputs import check_sample_weight
-from kmeans_dask._validation import (
+from kmeans_dask._fit.validation import (
     check_finite,
     check_init_array,
     check_magnitudes,
     check_weights_valid,
+)
+from kmeans_dask._io.inputs import check_sample_weight
+from kmeans_dask._worker.chunks import (
+    N_REPORTED_POSITIONS,
+    nonfinite_positions,
+    statistics_and_labels,
 )
 
 #: Rows seen between two reassignment checks, per cluster (scikit-learn's rule).

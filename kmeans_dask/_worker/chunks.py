@@ -13,19 +13,23 @@ from typing import Any
 
 import numpy as np
 
-from kmeans_dask._bounds import MEMO, BoundsTicket, bounded_assign
-from kmeans_dask._kernels import (
+from kmeans_dask._kernels.block_kernels import (
     accumulate_rows,
     column_moments,
     content_digest,
     largest,
     squared_distances,
 )
-from kmeans_dask._memo import ChunkMemo
-from kmeans_dask._rng import row_uniforms, rows_kept_with_probability
-from kmeans_dask._row_statistics import aligned_float64, aligned_zeros
-from kmeans_dask._scratch import scratch
-from kmeans_dask._threads import limit_worker_threads, map_row_blocks, single_threaded_native
+from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
+from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
+from kmeans_dask._worker.bounds import MEMO, BoundsTicket, bounded_assign
+from kmeans_dask._worker.memo import ChunkMemo
+from kmeans_dask._worker.scratch import scratch
+from kmeans_dask._worker.threads import (
+    limit_worker_threads,
+    map_row_blocks,
+    single_threaded_native,
+)
 from kmeans_dask.backends import get_backend
 
 #: How many offending positions an error message quotes.
@@ -115,7 +119,7 @@ class ChunkSummary:
     bad_weight_count: int = 0
     bad_weight_rows: list[int] = field(default_factory=list)
     digest: int = 0
-    """:func:`~kmeans_dask._kernels.content_digest` of the rows and weights: the
+    """:func:`~kmeans_dask._kernels.block_kernels.content_digest` of the rows and weights: the
     same for any chunking, so it identifies the data for checkpoints."""
 
     def merge(self, other: ChunkSummary) -> ChunkSummary:
@@ -205,7 +209,7 @@ _UNIT_WEIGHT_BITS = np.float64(1.0).view(np.uint64)
 
 
 def _digest(chunk: Chunk) -> int:
-    """The chunk's :func:`~kmeans_dask._kernels.content_digest`; no weights hash as 1.0."""
+    """The chunk's :func:`content_digest`; no weights hash as 1.0."""
     data = chunk.data
     bits = data.view(np.uint32 if data.dtype == np.float32 else np.uint64)
     if chunk.weights is None:

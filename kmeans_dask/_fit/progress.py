@@ -28,10 +28,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kmeans_dask._interrupts import interrupt_point
+from kmeans_dask._fit.interrupts import interrupt_point
 
 if TYPE_CHECKING:
-    from kmeans_dask._lloyd import IterationRecord
+    from kmeans_dask._fit.lloyd import IterationRecord
 
 
 class _Display:
@@ -223,7 +223,7 @@ def persist_with_progress(collection: Any, progress: StepProgress) -> Any:
     """
     from distributed import as_completed, futures_of
 
-    from kmeans_dask._client import active_client, wait_until_idle
+    from kmeans_dask._engine.client import active_client, wait_until_idle
 
     client = active_client()
     if client is None:

@@ -14,9 +14,9 @@ the k-means|| rounds, the Lloyd iterations, the final labelling pass) go
 through one :class:`ChunkHost` actor per worker, created next to the chunks
 that worker holds (nothing is copied) and kept for the whole fit. Each pass
 the client calls every host at once; a host runs the same task function as
-the task path (e.g. :func:`~kmeans_dask._chunks.chunk_stats`) over its
+the task path (e.g. :func:`~kmeans_dask._worker.chunks.chunk_stats`) over its
 chunks on the worker's thread pool. The results are combined in the fixed tree of
-:func:`~kmeans_dask._mapreduce.tree_reduce`: a host combines each group of
+:func:`~kmeans_dask._engine.mapreduce.tree_reduce`: a host combines each group of
 the tree's first level whose chunks it holds (on one worker, the whole
 tree), the client the rest. The result is therefore bit for bit that of the
 task path, for any placement, and with k x d statistics of a few MiB only
@@ -43,8 +43,8 @@ from typing import Any
 from distributed import Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
-from kmeans_dask._client import scheduler_lost, worker_info
-from kmeans_dask._mapreduce import SPLIT_EVERY, task_keys
+from kmeans_dask._engine.client import scheduler_lost, worker_info
+from kmeans_dask._engine.mapreduce import SPLIT_EVERY, task_keys
 
 #: Largest total size of the per-chunk results gathered by the client in one
 #: iteration; above it the iterations run as tasks and reduce on the cluster.

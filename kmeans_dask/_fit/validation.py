@@ -3,7 +3,7 @@
 Messages name the argument, what was expected and what was seen, e.g.
 ``n_samples=5 should be >= n_clusters=8``. Nothing here reads a whole
 distributed dataset: finiteness of Dask inputs is checked in the first pass
-over the chunks (see :mod:`kmeans_dask._inputs`).
+over the chunks (see :mod:`kmeans_dask._io.inputs`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from dask.base import is_dask_collection
 
-from kmeans_dask._chunks import ChunkSummary
+from kmeans_dask._worker.chunks import ChunkSummary
 from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, ENGINES, check_backend_name
 
 INIT_METHODS = ("k-means||", "k-means++", "random")

@@ -29,8 +29,8 @@ from typing import TypeVar
 import numpy as np
 from distributed import Client
 
-from kmeans_dask._inputs import DistributedData
-from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd, stopping_message
+from kmeans_dask._engine.placement import DistributedData
+from kmeans_dask._fit.lloyd import IterationRecord, LloydResult, lloyd, stopping_message
 from kmeans_dask._model_io import (
     CheckpointState,
     RunProgress,

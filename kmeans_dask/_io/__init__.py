@@ -1,0 +1,2 @@
+"""Reading inputs and writing outputs: arrays, Zarr and .npy files, model
+files, checkpoints, output paths."""

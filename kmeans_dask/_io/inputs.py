@@ -1,0 +1,170 @@
+"""Input adapters: what users pass becomes a checked Dask or NumPy array.
+
+NumPy input is validated with scikit-learn's rules (so ints and bools become
+float64, strings and complex numbers are refused). Dask input is checked from
+its metadata only (shape, dtype) and rechunked to a single column block.
+Zarr input (an array, or a path/URL to one) is read as a Dask array whose row
+chunks are the store's; ``.npy`` files are read by the tasks, row block by
+row block. Placing the rows on the workers is :mod:`kmeans_dask._engine.placement`'s job.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import dask.array as da
+import numpy as np
+
+
+def is_dask_array(X: Any) -> bool:
+    return isinstance(X, da.Array)
+
+
+def is_zarr_source(X: Any) -> bool:
+    """A ``zarr.Array``, or a path or URL that names one."""
+    if isinstance(X, str | os.PathLike):
+        return True
+    return type(X).__module__.startswith("zarr")  # an array, or a group to refuse
+
+
+def as_local_array(X: Any) -> Any:
+    """Bring a batch into client memory: Dask arrays are computed, CuPy moved to NumPy.
+
+    Anything else (NumPy, lists, DataFrames, None) is returned unchanged.
+    """
+    if is_dask_array(X):
+        X = X.compute()
+    if type(X).__module__.split(".")[0] == "cupy":
+        X = X.get()
+    return X
+
+
+def open_zarr(source: Any):
+    """Open a Zarr array read-only from an array, a path or an fsspec URL.
+
+    Raises
+    ------
+    FileNotFoundError
+        If nothing exists at the path.
+    ValueError
+        If the path holds a Zarr group (the message lists its arrays) or is
+        not a Zarr store.
+    """
+    try:
+        import zarr
+    except ImportError as exc:
+        raise ImportError(
+            "reading Zarr input needs the zarr package: pip install 'zarr>=3'"
+        ) from exc
+    if not isinstance(source, str | os.PathLike):
+        if isinstance(source, zarr.Group):
+            raise _group_error(source, "X")
+        return source
+    location = os.fspath(source)
+    if "://" not in location and not os.path.exists(location):
+        raise FileNotFoundError(f"Zarr input {location!r} does not exist")
+    try:
+        node = zarr.open(location, mode="r")
+    except (FileNotFoundError, zarr.errors.NodeNotFoundError) as exc:
+        raise FileNotFoundError(f"no Zarr array or group found at {location!r}") from exc
+    except Exception as exc:
+        raise ValueError(f"{location!r} could not be read as a Zarr store: {exc}") from exc
+    if isinstance(node, zarr.Group):
+        raise _group_error(node, repr(location), location)
+    return node
+
+
+def _group_error(group, what: str, location: str | None = None) -> ValueError:
+    """The error for a Zarr group given where an array is expected; it lists the arrays."""
+    names = sorted(name for name, _ in group.arrays())
+    if location is None:
+        example = f"group[{names[0]!r}]" if names else "group['<array>']"
+    else:
+        example = repr(os.path.join(location, names[0]) if names else location + "/<array>")
+    return ValueError(
+        f"{what} is a Zarr group, not an array; name one of its arrays, e.g. {example} "
+        f"(arrays in the group: {names})"
+    )
+
+
+class NpyFile:
+    """A ``.npy`` file as an array-like that reads only the rows asked for.
+
+    Pickles as its absolute path, shape and dtype, so a Dask array made from
+    it (``da.from_array(NpyFile(path), chunks=...)``) sends tasks that read
+    their own rows from the file (workers in another directory included)
+    instead of a graph that carries the data.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.path.abspath(path)
+        array = self._open()
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def _open(self) -> np.ndarray:
+        return np.load(self.path, mmap_mode="r", allow_pickle=False)
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return np.array(self._open()[index])
+
+
+def zarr_as_dask(array) -> da.Array:
+    """A Dask array over a Zarr array, with the store's row chunks and one column block."""
+    return da.from_zarr(
+        array, chunks=(array.chunks[0], array.shape[1]) if array.ndim == 2 else None
+    )
+
+
+def compute_dtype(dtype: np.dtype) -> np.dtype:
+    """float32 stays float32; every other real dtype is computed in float64."""
+    return np.dtype(np.float32) if np.dtype(dtype) == np.float32 else np.dtype(np.float64)
+
+
+def check_dask_array(X: da.Array, name: str = "X") -> da.Array:
+    """Validate a Dask array from its metadata and give it one column block."""
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D array for {name}, got a {X.ndim}-D Dask array of shape {X.shape}. "
+            "Reshape your data, e.g. X.reshape(-1, 1) for a single feature."
+        )
+    if X.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} has dtype {X.dtype}; expected a real numeric dtype "
+            "(float32, float64, integer or boolean)"
+        )
+    if any(math.isnan(c) for c in X.chunks[0]):
+        X = X.compute_chunk_sizes()
+    n_samples, n_features = X.shape
+    if n_samples == 0 or n_features == 0:
+        raise ValueError(
+            f"Found array with {n_samples} sample(s) and {n_features} feature(s) (shape="
+            f"{X.shape}) while a minimum of 1 is required for each."
+        )
+    X = X.astype(compute_dtype(X.dtype))
+    if len(X.chunks[1]) > 1:
+        X = X.rechunk({1: -1})
+    return X
+
+
+def check_sample_weight(
+    sample_weight: Any, n_samples: int, rows_of: str = "X", name: str = "sample_weight"
+) -> np.ndarray | da.Array | None:
+    """Shape and type of ``sample_weight``; values are checked with the data."""
+    if sample_weight is None:
+        return None
+    if is_dask_array(sample_weight):
+        weights = sample_weight
+    else:
+        weights = np.asarray(sample_weight)
+        if weights.ndim == 0:
+            weights = np.full(n_samples, weights)
+    if weights.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must be numeric, got dtype {weights.dtype}")
+    if weights.shape != (n_samples,):
+        raise ValueError(
+            f"{name} has shape {weights.shape}; expected ({n_samples},) to match the "
+            f"{n_samples} rows of {rows_of}"
+        )
+    return weights.astype(np.float64)
