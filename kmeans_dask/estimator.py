@@ -59,14 +59,10 @@ from kmeans_dask._io.inputs import (
 from kmeans_dask._io.output_paths import check_writable, fit_seeds, resume_hint
 from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._persistence import save_estimator
-from kmeans_dask._worker.chunks import (
-    ChunkSummary,
-    make_chunk,
-    nearest,
-    nonfinite_positions,
-    statistics_nbytes,
-    summarize,
-)
+from kmeans_dask._worker.chunks import make_chunk
+from kmeans_dask._worker.host_ops import host_ops, nearest
+from kmeans_dask._worker.results import ChunkSummary, nonfinite_positions, statistics_nbytes
+from kmeans_dask._worker.tasks import summarize
 from kmeans_dask.backends import get_backend, resolve_algorithm, resolve_auto, resolve_search
 
 
@@ -834,7 +830,7 @@ def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:
 
 def _score_block(block, weights, offset: int, centers, backend) -> tuple[float, ChunkSummary]:
     """Weighted inertia of a block, and what it found wrong with the block."""
-    chunk = make_chunk(block, weights, offset, block.dtype)
+    chunk = make_chunk(block, weights, offset, block.dtype, host_ops())
     summary = summarize(chunk, with_digest=False)
     if summary.nonfinite_count or summary.bad_weight_count:
         return 0.0, summary

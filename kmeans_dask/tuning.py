@@ -20,7 +20,7 @@ from sklearn.cluster import kmeans_plusplus
 
 from kmeans_dask._fit.lloyd import local_lloyd
 from kmeans_dask._fit.progress import StepProgress
-from kmeans_dask._worker.chunks import nearest
+from kmeans_dask._worker.host_ops import nearest
 from kmeans_dask.backends import get_backend, search_spec
 from kmeans_dask.backends.approximate import default_nlist
 

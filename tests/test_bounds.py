@@ -21,8 +21,9 @@ from kmeans_dask._worker.bounds import (
     centers_settled,
     half_gaps,
 )
-from kmeans_dask._worker.chunks import statistics_and_labels
+from kmeans_dask._worker.host_ops import statistics_and_labels
 from kmeans_dask._worker.memo import ChunkMemo
+from kmeans_dask._worker.searchers import PreparedSearch
 from kmeans_dask.backends import get_backend, resolve_algorithm
 
 
@@ -116,7 +117,14 @@ def _lloyd_steps(X, weights, centers, n_steps):
         searcher = CountingSearcher(centers)
         sums, counts = np.zeros(centers.shape), np.zeros(len(centers))
         bounds, sq_dist, inertia = bounded_assign(
-            X, weights, centers, searcher, previous, movement, sums, counts
+            X,
+            weights,
+            centers,
+            PreparedSearch(searcher, False, True),
+            previous,
+            movement,
+            sums,
+            counts,
         )
         plain, labels, plain_sq = statistics_and_labels(X, weights, centers, "numpy")
         yield (
@@ -171,8 +179,8 @@ def test_compiled_bounded_pass_equals_the_block_loop(dtype, weighted):
     for centers, bounds, (sums, counts, inertia, sq_dist), _, _ in steps:
         if last_centers is not None:
             movement = center_movement(last_centers, centers)
-        compiled = RowSearcher(centers)
-        assert hasattr(compiled, "bounded_pass")
+        compiled = PreparedSearch(RowSearcher(centers), fused_passes=True, runner_up=True)
+        assert RowSearcher.fused_passes
         got_sums, got_counts = np.zeros(centers.shape), np.zeros(len(centers))
         got, got_sq, got_inertia = bounded_assign(
             X, weights, centers, compiled, previous, movement, got_sums, got_counts

@@ -7,15 +7,14 @@ import numpy as np
 import pytest
 
 from kmeans_dask import KMeans
-from kmeans_dask._worker.chunks import (
-    Chunk,
-    ChunkSummary,
+from kmeans_dask._worker.chunks import Chunk
+from kmeans_dask._worker.host_ops import host_ops
+from kmeans_dask._worker.results import ChunkSummary, combine_stats, merge_top
+from kmeans_dask._worker.tasks import (
     candidate_weights,
     chunk_labels,
     chunk_stats,
-    combine_stats,
     farthest_rows,
-    merge_top,
     random_rows,
     sample_by_cost,
     summarize,
@@ -70,20 +69,24 @@ def test_partial_fit_takes_a_batch_with_empty_blocks(chunks):
 
 def test_every_chunk_pass_accepts_an_empty_chunk():
     """The per-chunk functions of every pass, on a chunk with no rows."""
-    empty = Chunk(np.empty((0, 4)), None, 7)
+    empty = Chunk(np.empty((0, 4)), None, 7, host_ops())
     centers = ROWS[:3]
     summary = summarize(empty)
     assert (summary.n_rows, summary.nonfinite_count, summary.weight_sum) == (0, 0, 0.0)
-    full = summarize(Chunk(ROWS, None, 0))
+    full = summarize(Chunk(ROWS, None, 0, host_ops()))
     assert ChunkSummary.merge(summary, full) is full
     stats = chunk_stats(empty, centers, "numpy")
     assert stats.sums.dtype == np.float64 and not stats.counts.any() and stats.inertia == 0.0
-    total = combine_stats(stats, chunk_stats(Chunk(ROWS, None, 0), centers, "numpy"))
+    total = combine_stats(stats, chunk_stats(Chunk(ROWS, None, 0, host_ops()), centers, "numpy"))
     assert total.counts.sum() == len(ROWS)
     labels, _ = chunk_labels(empty, centers, "numpy")
     assert labels.shape == (0,)
     far = farthest_rows(empty, centers, "numpy", 2)
-    assert len(merge_top(2, far, farthest_rows(Chunk(ROWS, None, 0), centers, "numpy", 2)).rows)
+    assert len(
+        merge_top(
+            2, far, farthest_rows(Chunk(ROWS, None, 0, host_ops()), centers, "numpy", 2)
+        ).rows
+    )
     assert random_rows(empty, 3, seed=0, stream=1, weighted=True).rows.shape == (0, 4)
     state = update_nearest_candidate(empty, None, centers, 0, "numpy")
     assert weighted_cost(empty, state, "numpy") == 0.0

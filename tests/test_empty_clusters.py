@@ -11,7 +11,7 @@ from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_dask import KMeans
 from kmeans_dask._fit.lloyd import IterationRecord, local_lloyd, off_center, relocation_pays
-from kmeans_dask._worker.chunks import RankedRows
+from kmeans_dask._worker.results import RankedRows
 
 
 def _fit_quietly(model, X, **kwargs):

@@ -12,18 +12,14 @@ import pytest
 from distributed import Client, Future, LocalCluster
 from numpy.testing import assert_array_equal
 
-import kmeans_dask._worker.chunks as chunks_module
+import kmeans_dask._worker.tasks as tasks_module
 from kmeans_dask import KMeans
 from kmeans_dask._engine.hosts import ChunkHosts, combine_in_tree, fits_hosts
 from kmeans_dask._engine.mapreduce import tree_reduce, tree_reduce_future
-from kmeans_dask._worker.chunks import (
-    ClusterStats,
-    chunk_labels,
-    combine_stats,
-    kept_labels,
-    make_chunk,
-    stats_keeping_labels,
-)
+from kmeans_dask._worker.chunks import make_chunk
+from kmeans_dask._worker.host_ops import host_ops
+from kmeans_dask._worker.results import ClusterStats, combine_stats
+from kmeans_dask._worker.tasks import chunk_labels, kept_labels, stats_keeping_labels
 
 
 def _first_value_and_worker(chunk):
@@ -85,24 +81,24 @@ def test_hosts_only_when_the_gathered_statistics_stay_small():
 
 def test_kept_labels_are_handed_over_once_then_computed_afresh():
     rng = np.random.default_rng(0)
-    chunk = make_chunk(rng.normal(size=(500, 3)), None, 0, np.float64)
+    chunk = make_chunk(rng.normal(size=(500, 3)), None, 0, np.float64, host_ops())
     centers = rng.normal(size=(4, 3))
     expected_labels, expected_stats = chunk_labels(chunk, centers, "numpy")
     stats = stats_keeping_labels(chunk, centers, "numpy", None, "fit-1")
     assert_array_equal(stats.sums, expected_stats.sums)
-    kept = chunks_module.LABELS.take(chunk, "fit-1")
+    kept = tasks_module.LABELS.take(chunk, "fit-1")
     assert_array_equal(kept, expected_labels)
-    chunks_module.LABELS.put(chunk, "fit-1", kept)
+    tasks_module.LABELS.put(chunk, "fit-1", kept)
     assert kept_labels(chunk, centers, "numpy", "fit-1") is kept  # handed over, not recomputed
     # Nothing kept (or kept by another fit): the labels are computed afresh.
     assert_array_equal(kept_labels(chunk, centers, "numpy", "fit-1"), expected_labels)
     stats_keeping_labels(chunk, centers, "numpy", None, "fit-2")
     assert_array_equal(kept_labels(chunk, centers, "numpy", "fit-1"), expected_labels)
-    assert len(chunks_module.LABELS) == 0
+    assert len(tasks_module.LABELS) == 0
 
 
 def test_final_pass_through_the_actors_keeps_the_labels_on_the_workers(blobs, memo_hits):
-    handed_over = memo_hits(chunks_module.LABELS)
+    handed_over = memo_hits(tasks_module.LABELS)
     X = da.from_array(blobs[0], chunks=600)
     with (
         LocalCluster(
@@ -121,7 +117,7 @@ def test_final_pass_through_the_actors_keeps_the_labels_on_the_workers(blobs, me
     assert_array_equal(labels["actors"], predicted)
     assert fits["actors"].inertia_ == fits["tasks"].inertia_
     gc.collect()
-    assert len(chunks_module.LABELS) == 0
+    assert len(tasks_module.LABELS) == 0
 
 
 def _stats_of(chunk):

@@ -76,7 +76,7 @@ def test_empty_clusters_are_repaired_not_nan(client, init):
 
 @pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
 def test_actors_and_tasks_pick_the_same_initial_centres(client, init):
-    import kmeans_dask._worker.chunks as chunks_module
+    import kmeans_dask._worker.tasks as tasks_module
 
     X, _ = make_blobs(n_samples=12_000, n_features=5, centers=9, random_state=3)
     fits = {
@@ -86,13 +86,15 @@ def test_actors_and_tasks_pick_the_same_initial_centres(client, init):
     np.testing.assert_array_equal(fits["actors"].cluster_centers_, fits["tasks"].cluster_centers_)
     assert fits["actors"].inertia_ == fits["tasks"].inertia_
     # The rounds' per-row state is released with the last round.
-    assert set(client.run(lambda: len(chunks_module.NEAREST_CANDIDATES)).values()) == {0}
+    assert set(client.run(lambda: len(tasks_module.NEAREST_CANDIDATES)).values()) == {0}
 
 
 def test_lost_kmeans_parallel_state_is_an_error_not_a_silent_restart():
-    from kmeans_dask._worker.chunks import make_chunk, sample_by_cost_kept
+    from kmeans_dask._worker.chunks import make_chunk
+    from kmeans_dask._worker.host_ops import host_ops
+    from kmeans_dask._worker.tasks import sample_by_cost_kept
 
-    chunk = make_chunk(np.zeros((10, 2)), None, 30, np.float64)
+    chunk = make_chunk(np.zeros((10, 2)), None, 30, np.float64, host_ops())
     with pytest.raises(RuntimeError, match=r"k-means\|\| state of the chunk at row 30 is missing"):
         sample_by_cost_kept(chunk, 2.0, 1.0, 0, 16, "numpy", "no-such-run")
 

@@ -14,18 +14,14 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from kmeans_dask._kernels.block_kernels import column_moments, largest
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
-from kmeans_dask._worker.chunks import (
-    FAR_ROWS,
-    Chunk,
-    ChunkSummary,
+from kmeans_dask._worker.chunks import Chunk
+from kmeans_dask._worker.host_ops import host_ops, nearest, statistics_and_labels
+from kmeans_dask._worker.results import FAR_ROWS, ChunkSummary, combine_stats, merge_top
+from kmeans_dask._worker.tasks import (
     chunk_stats,
-    combine_stats,
     farthest_rows,
-    merge_top,
-    nearest,
     random_rows,
     sample_by_cost,
-    statistics_and_labels,
     summarize,
     update_nearest_candidate,
     weighted_cost,
@@ -90,12 +86,12 @@ def test_summary_merge_gives_column_variance_and_nonfinite_positions():
     X = rng.normal(size=(1000, 3)) * [1.0, 5.0, 0.1]
     merged = None
     for start in range(0, 1000, 300):
-        part = summarize(Chunk(X[start : start + 300], None, start))
+        part = summarize(Chunk(X[start : start + 300], None, start, host_ops()))
         merged = part if merged is None else ChunkSummary.merge(merged, part)
     assert merged.n_rows == 1000
     assert_allclose(merged.column_m2 / 1000, X.var(axis=0), rtol=1e-10)
     X[[17, 650], [1, 2]] = [np.nan, np.inf]
-    bad = summarize(Chunk(X[600:], None, 600))
+    bad = summarize(Chunk(X[600:], None, 600, host_ops()))
     assert bad.nonfinite_count == 1
     assert bad.nonfinite_positions == [(650, 2)]
 
@@ -125,7 +121,7 @@ def test_column_moments_flag_nonfinite_values(value):
 def test_summary_of_finite_data_too_large_to_square_is_not_reported_nonfinite():
     X = np.full((10, 2), 1e200)
     X[::2] *= -1
-    summary = summarize(Chunk(X, None, 0))
+    summary = summarize(Chunk(X, None, 0, host_ops()))
     assert summary.nonfinite_count == 0
     assert summary.nonfinite_positions == []
 
@@ -156,7 +152,7 @@ def test_rows_kept_with_probability_follow_the_row_uniforms():
 
 def test_kmeans_parallel_tasks_when_every_row_is_a_candidate():
     X = np.arange(12.0).reshape(6, 2)
-    chunk = Chunk(X, None, 0)
+    chunk = Chunk(X, None, 0, host_ops())
     state = update_nearest_candidate(chunk, None, X, 0, "numpy")
     assert weighted_cost(chunk, state, "numpy") == 0.0
     assert sample_by_cost(chunk, state, 10.0, 0.0, 1, 2, "numpy").shape == (0, 2)
@@ -172,7 +168,9 @@ def test_weighted_sampling_is_chunking_invariant_and_skips_zero_weights():
 
     def sample(step):
         parts = [
-            random_rows(Chunk(X[a : a + step], weights[a : a + step], a), 50, 9, 1, True)
+            random_rows(
+                Chunk(X[a : a + step], weights[a : a + step], a, host_ops()), 50, 9, 1, True
+            )
             for a in range(0, 900, step)
         ]
         return merge_top(50, *parts)
@@ -209,10 +207,13 @@ def test_chunk_statistics_report_the_rows_farthest_from_their_centre():
     X = rng.normal(size=(3000, 4))
     centers = X[:7].copy()
     parts = [
-        chunk_stats(Chunk(X[a:b], None, a), centers, "numpy") for a, b in [(0, 1200), (1200, 3000)]
+        chunk_stats(Chunk(X[a:b], None, a, host_ops()), centers, "numpy")
+        for a, b in [(0, 1200), (1200, 3000)]
     ]
     combined = combine_stats(*parts)
-    expected = merge_top(FAR_ROWS, farthest_rows(Chunk(X, None, 0), centers, "numpy", FAR_ROWS))
+    expected = merge_top(
+        FAR_ROWS, farthest_rows(Chunk(X, None, 0, host_ops()), centers, "numpy", FAR_ROWS)
+    )
     assert_array_equal(combined.farthest.index, expected.index)
     assert_array_equal(combined.farthest.rows, X[expected.index])
 
@@ -545,7 +546,9 @@ def _digest(X, weights=None, cuts=()):
 
     bounds = [0, *cuts, len(X)]
     parts = [
-        summarize(make_chunk(X[a:b], None if weights is None else weights[a:b], a, X.dtype))
+        summarize(
+            make_chunk(X[a:b], None if weights is None else weights[a:b], a, X.dtype, host_ops())
+        )
         for a, b in itertools.pairwise(bounds)
     ]
     return reduce(ChunkSummary.merge, reversed(parts)).digest

@@ -7,8 +7,10 @@ import threading
 import numpy as np
 from numpy.testing import assert_array_equal
 
-from kmeans_dask._worker.chunks import chunk_labels, chunk_stats, make_chunk
+from kmeans_dask._worker.chunks import make_chunk
+from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.scratch import scratch
+from kmeans_dask._worker.tasks import chunk_labels, chunk_stats
 
 
 def test_scratch_reuses_grows_and_keeps_threads_apart():
@@ -30,7 +32,7 @@ def test_statistics_do_not_alias_the_scratch_of_later_tasks():
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(5, 3))
     chunks = [
-        make_chunk(rng.normal(size=(3000, 3)) * s, None, 3000 * i, np.float64)
+        make_chunk(rng.normal(size=(3000, 3)) * s, None, 3000 * i, np.float64, host_ops())
         for i, s in enumerate((1.0, 50.0))
     ]
     first = chunk_stats(chunks[0], centers, "numpy")

@@ -22,20 +22,19 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from array_api_compat import array_namespace
 from distributed import Client, Future, wait
 
 from kmeans_dask._engine.client import worker_info
 from kmeans_dask._engine.hosts import ChunkHosts, fits_hosts
 from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
 from kmeans_dask._io.inputs import is_dask_array
-from kmeans_dask._worker.chunks import (
-    Chunk,
-    ChunkSummary,
-    ZarrBlock,
-    make_chunk,
-    settle,
-    summarize,
-)
+from kmeans_dask._worker.array_api_ops import ArrayAPIOps
+from kmeans_dask._worker.chunks import Chunk, ZarrBlock, make_chunk, settle
+from kmeans_dask._worker.host_ops import host_ops
+from kmeans_dask._worker.ops import ChunkOps
+from kmeans_dask._worker.results import ChunkSummary
+from kmeans_dask._worker.tasks import summarize
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +208,18 @@ def fits_in_memory(client: Client, nbytes: int) -> bool:
     return nbytes <= PERSIST_MEMORY_FRACTION * sum(limits)
 
 
+def chunk_ops_for(X: Any) -> ChunkOps:
+    """The operations that hold and work on ``X``'s rows.
+
+    Host NumPy memory for NumPy, Zarr and Dask arrays of NumPy blocks; the
+    array-API operations of the blocks' library otherwise.
+    """
+    meta = getattr(X, "_meta", X)
+    if isinstance(meta, np.ndarray) or not hasattr(meta, "__array_namespace__"):
+        return host_ops()
+    return ArrayAPIOps(array_namespace(meta).__name__.removeprefix("array_api_compat."))
+
+
 def distribute(
     client: Client,
     X: np.ndarray | da.Array,
@@ -217,6 +228,7 @@ def distribute(
     stream_from=None,
     statistics_bytes: int = 0,
     engine: str = "auto",
+    ops: ChunkOps | None = None,
 ) -> DistributedData:
     """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures.
 
@@ -225,8 +237,10 @@ def distribute(
     NumPy input is split by :func:`numpy_row_chunks`, given the size of one
     block's partial statistics, ``statistics_bytes``. Persisted chunks are
     served by actors (``use_hosts``) with ``engine="actors"``, or with
-    ``"auto"`` while gathering one result per chunk stays cheap.
+    ``"auto"`` while gathering one result per chunk stays cheap. The chunks
+    are held and worked on by ``ops`` (default: :func:`chunk_ops_for` ``X``).
     """
+    ops = chunk_ops_for(X) if ops is None else ops
     dtype = np.dtype(X.dtype)
     client_copy = None
     if stream_from is not None:
@@ -236,7 +250,12 @@ def distribute(
             weights = weights.compute()
         chunks = [
             ZarrBlock(
-                stream_from, int(a), int(b - a), dtype, None if weights is None else weights[a:b]
+                stream_from,
+                int(a),
+                int(b - a),
+                dtype,
+                None if weights is None else weights[a:b],
+                ops,
             )
             for a, b in itertools.pairwise(bounds)
         ]
@@ -263,7 +282,7 @@ def distribute(
         row_chunks = tuple(rows for *_, rows in kept)
         keys = task_keys("kmeans-load", len(kept))
         tasks = [
-            dask.delayed(make_chunk, pure=True)(block, w, offset, dtype, dask_key_name=key)
+            dask.delayed(make_chunk, pure=True)(block, w, offset, dtype, ops, dask_key_name=key)
             for (block, w, offset, _), key in zip(kept, keys, strict=True)
         ]
         chunks = client.compute(tasks)
@@ -271,7 +290,7 @@ def distribute(
         row_chunks = numpy_row_chunks(X.shape[0], X.shape[1], dtype.itemsize, statistics_bytes)
         bounds = np.cumsum((0, *row_chunks))
         local = [
-            make_chunk(X[a:b], None if weights is None else weights[a:b], a, dtype)
+            make_chunk(X[a:b], None if weights is None else weights[a:b], a, dtype, ops)
             for a, b in itertools.pairwise(bounds)
         ]
         client_copy = local

@@ -27,19 +27,21 @@ from kmeans_dask._engine.mapreduce import map_pairs, send, task_keys, tree_reduc
 from kmeans_dask._engine.placement import DistributedData
 from kmeans_dask._fit.interrupts import interrupt_point
 from kmeans_dask._fit.lloyd import farthest, local_lloyd
-from kmeans_dask._worker.chunks import (
+from kmeans_dask._worker.results import (
     RankedRows,
     add_arrays,
     add_floats,
+    count_after,
+    merge_top,
+    stack_rows,
+)
+from kmeans_dask._worker.tasks import (
     candidate_weights,
     candidate_weights_kept,
-    count_after,
     fold_candidates_kept,
-    merge_top,
     random_rows,
     sample_by_cost,
     sample_by_cost_kept,
-    stack_rows,
     update_nearest_candidate,
     weighted_cost,
 )

@@ -23,17 +23,14 @@ from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_redu
 from kmeans_dask._engine.placement import DistributedData
 from kmeans_dask._fit.interrupts import interrupt_point
 from kmeans_dask._worker.bounds import BoundsTicket, center_movement, centers_settled
-from kmeans_dask._worker.chunks import (
-    Chunk,
-    ClusterStats,
-    RankedRows,
+from kmeans_dask._worker.chunks import Chunk
+from kmeans_dask._worker.host_ops import host_ops, statistics_and_labels
+from kmeans_dask._worker.results import ClusterStats, RankedRows, combine_stats, merge_top
+from kmeans_dask._worker.tasks import (
     chunk_labels,
     chunk_stats,
-    combine_stats,
     farthest_rows,
     kept_labels,
-    merge_top,
-    statistics_and_labels,
     stats_keeping_labels,
 )
 
@@ -425,7 +422,7 @@ def local_lloyd(
     """Weighted Lloyd iterations on an in-memory array (no Dask involved)."""
 
     def find_far(count: int) -> RankedRows:
-        return farthest_rows(Chunk(points, weights, 0), centers, backend, count)
+        return farthest_rows(Chunk(points, weights, 0, host_ops()), centers, backend, count)
 
     history: list[IterationRecord] = []
     for iteration in range(1, max_iter + 1):

@@ -104,11 +104,8 @@ from kmeans_dask._fit.validation import (
     check_weights_valid,
 )
 from kmeans_dask._io.inputs import check_sample_weight
-from kmeans_dask._worker.chunks import (
-    N_REPORTED_POSITIONS,
-    nonfinite_positions,
-    statistics_and_labels,
-)
+from kmeans_dask._worker.host_ops import statistics_and_labels
+from kmeans_dask._worker.results import N_REPORTED_POSITIONS, nonfinite_positions
 
 #: Rows seen between two reassignment checks, per cluster (scikit-learn's rule).
 ROWS_PER_REASSIGN_CHECK = 10

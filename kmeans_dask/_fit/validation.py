@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from dask.base import is_dask_collection
 
-from kmeans_dask._worker.chunks import ChunkSummary
+from kmeans_dask._worker.results import ChunkSummary
 from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, ENGINES, check_backend_name
 
 INIT_METHODS = ("k-means||", "k-means++", "random")

@@ -39,6 +39,7 @@ import numpy as np
 from kmeans_dask._kernels.block_kernels import accumulate_rows, loosen_bounds, tighten_bounds
 from kmeans_dask._kernels.row_statistics import aligned_float64
 from kmeans_dask._worker.memo import ChunkMemo
+from kmeans_dask._worker.searchers import PreparedSearch
 from kmeans_dask._worker.threads import single_threaded_native
 
 #: Above this many centres the half-gaps (a k x k distance matrix per
@@ -174,7 +175,7 @@ def bounded_assign(
     data: np.ndarray,
     weights: np.ndarray | None,
     centers: np.ndarray,
-    searcher,
+    prepared: PreparedSearch,
     previous: RowBounds | None,
     movement: CenterMovement | None,
     sums: np.ndarray,
@@ -188,7 +189,7 @@ def bounded_assign(
     data : (n, d) rows
     weights : (n,) float64 or None
     centers : (k, d) centres of this iteration
-    searcher : a searcher with ``nearest_two`` over ``centers``
+    prepared : a searcher over ``centers`` that offers ``nearest_two``
     previous : RowBounds or None
         Bounds for the previous centres; None searches every row.
     movement : CenterMovement or None
@@ -220,7 +221,8 @@ def bounded_assign(
         # The movement as loosen_bounds takes it: shifts, the two largest, half-gaps.
         moved = (movement.shift, *movement.largest, movement.half_gap)
     sq_dist = np.empty(n_rows) if sq_dist is None else sq_dist
-    if hasattr(searcher, "bounded_pass"):
+    searcher = prepared.searcher
+    if prepared.fused_passes:
         inertia = searcher.bounded_pass(
             data,
             weights,

@@ -12,44 +12,73 @@ message, never at ``import kmeans_dask``.
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-_REGISTRY: dict[str, tuple[str, str, str]] = {
-    # name: (module, class, pip extra that provides it)
-    "numpy": ("kmeans_dask.backends.numpy_blas", "NumpyBackend", ""),
-    "faiss-cpu": ("kmeans_dask.backends.faiss_cpu", "FaissCPUBackend", "faiss-cpu"),
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Where a search lives and what its searchers can do besides ``nearest``."""
+
+    module: str
+    cls: str
+    extra: str
+    """The pip extra (or package) that provides it; empty when always installed."""
+    exact: bool
+    """Exact search (chosen with ``backend=``) or approximate (``assign=``)."""
+    runner_up: bool = False
+    """Its searchers offer ``nearest_two``, the runner-up bound Hamerly's test needs."""
+
+
+#: Every search, by name: the one place backend names are kept.
+REGISTRY: dict[str, BackendInfo] = {
+    "numpy": BackendInfo(
+        "kmeans_dask.backends.numpy_blas",
+        "NumpyBackend",
+        "",
+        exact=True,
+        runner_up=True,
+    ),
+    "faiss-cpu": BackendInfo(
+        "kmeans_dask.backends.faiss_cpu", "FaissCPUBackend", "faiss-cpu", exact=True
+    ),
     # Approximate searches over the centres, for large k (assign="ivf"/"hnsw").
-    "ivf": ("kmeans_dask.backends.approximate", "IVFBackend", "faiss-cpu"),
-    "hnsw": ("kmeans_dask.backends.approximate", "HNSWBackend", "faiss-cpu"),
+    "ivf": BackendInfo("kmeans_dask.backends.approximate", "IVFBackend", "faiss-cpu", exact=False),
+    "hnsw": BackendInfo(
+        "kmeans_dask.backends.approximate", "HNSWBackend", "faiss-cpu", exact=False
+    ),
 }
 
 #: Order in which ``backend="auto"`` tries backends for NumPy chunks. The
 #: BLAS backend comes first because it measured faster than Faiss's flat
 #: search on every shape we benchmark (see benchmarks/RESULTS.md).
-_AUTO_ORDER_CPU = ("numpy", "faiss-cpu")
+_AUTO_ORDER_CPU = tuple(name for name, info in REGISTRY.items() if info.exact)
 
 #: Exact backends a user chooses with ``backend=``.
-BACKEND_NAMES = ("auto", "numpy", "faiss-cpu")
+BACKEND_NAMES = ("auto", *(name for name, info in REGISTRY.items() if info.exact))
 #: Assignment modes a user chooses with ``assign=``.
-ASSIGN_MODES = ("exact", "ivf", "hnsw", "auto")
+ASSIGN_MODES = ("exact", *(name for name, info in REGISTRY.items() if not info.exact), "auto")
 #: Lloyd variants a user chooses with ``algorithm=``.
 ALGORITHMS = ("auto", "lloyd", "hamerly")
 #: How iterations reach the workers, chosen with ``engine=``.
 ENGINES = ("auto", "tasks", "actors")
-#: Search specs whose searchers give the runner-up bound Hamerly's test needs.
-_BOUNDED_SEARCHES = ("numpy",)
 
 
 class Searcher(Protocol):
     """Finds the nearest centre of each row, for one fixed set of centres.
 
-    A searcher may also offer ``assign_and_accumulate`` (see
-    :meth:`~kmeans_dask.backends.numpy_blas.RowSearcher.assign_and_accumulate`),
-    which the Lloyd pass then uses instead of searching and accumulating
-    block by block itself.
+    A searcher may also offer ``nearest_two`` for Hamerly bounds (its
+    :class:`BackendInfo` declares ``runner_up``) and whole-chunk passes
+    (``assign_and_accumulate``, ``bounded_pass``, see
+    :class:`~kmeans_dask.backends.numpy_blas.RowSearcher`) where it declares
+    ``fused_passes``: the Lloyd pass then uses those instead of searching and
+    accumulating block by block itself.
     """
+
+    #: Whether whole-chunk compiled passes are offered (declared, never probed).
+    fused_passes: bool
 
     #: Rows per call of :meth:`nearest` that keep scratch memory cache-sized.
     block_rows: int
@@ -99,31 +128,40 @@ def get_backend(spec: str) -> Backend:
     name, options = _parse_spec(spec)
     if name == "auto":
         name = resolve_auto()
+    info = _info(name)
     try:
-        module_name, class_name, extra = _REGISTRY[name]
+        module = importlib.import_module(info.module)
+    except ImportError as exc:
+        raise ImportError(
+            f"backend={name!r} needs the package {info.extra!r}, which could not be imported "
+            f"({exc}); install it with `pip install {info.extra}` or choose backend='numpy'"
+        ) from exc
+    try:
+        return getattr(module, info.cls)(**options)
+    except TypeError as exc:
+        raise ValueError(f"{name!r} does not take the options {options}: {exc}") from None
+
+
+def _info(name: str) -> BackendInfo:
+    try:
+        return REGISTRY[name]
     except KeyError:
         raise ValueError(
             f"backend={name!r} is not a known backend; expected one of {sorted(BACKEND_NAMES)}"
         ) from None
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ImportError(
-            f"backend={name!r} needs the package {extra!r}, which could not be imported "
-            f"({exc}); install it with `pip install {extra}` or choose backend='numpy'"
-        ) from exc
-    try:
-        return getattr(module, class_name)(**options)
-    except TypeError as exc:
-        raise ValueError(f"{name!r} does not take the options {options}: {exc}") from None
+
+
+def search_capabilities(spec: str) -> BackendInfo:
+    """What the searchers of ``spec`` (a name with options, or "auto") can do."""
+    name = _parse_spec(spec)[0]
+    return _info(resolve_auto() if name == "auto" else name)
 
 
 def resolve_auto() -> str:
     """The name ``backend="auto"`` stands for on this machine."""
     for name in _AUTO_ORDER_CPU:
-        module_name = _REGISTRY[name][0]
         try:
-            importlib.import_module(module_name)
+            importlib.import_module(REGISTRY[name].module)
         except ImportError:
             continue
         return name
@@ -170,7 +208,7 @@ def resolve_algorithm(algorithm: str, search: str) -> str:
     """
     if algorithm == "lloyd":
         return "off"
-    if search in _BOUNDED_SEARCHES:
+    if search_capabilities(search).runner_up:
         return "always" if algorithm == "hamerly" else "settled"
     if algorithm == "hamerly":
         raise ValueError(

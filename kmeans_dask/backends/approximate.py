@@ -242,6 +242,8 @@ class IVFSearcher:
     below 39 and the partition only has to group nearby centres.
     """
 
+    fused_passes = False
+
     def __init__(
         self,
         centers: np.ndarray,
@@ -403,6 +405,8 @@ class HNSWSearcher:
     benchmark blobs), and on CPU it measured 0.04-0.85x the speed of exact
     search; prefer :class:`IVFSearcher`.
     """
+
+    fused_passes = False
 
     def __init__(
         self,

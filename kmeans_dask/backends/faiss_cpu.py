@@ -13,6 +13,8 @@ import numpy as np
 class FaissSearcher:
     """Nearest-centre search with ``faiss.IndexFlatL2`` over fixed centres."""
 
+    fused_passes = False
+
     block_rows = 65536
 
     def __init__(self, centers: np.ndarray) -> None:

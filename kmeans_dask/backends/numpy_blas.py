@@ -77,6 +77,8 @@ class _ScoreSearcher:
 class RowSearcher(_ScoreSearcher):
     """Nearest-centre search by the fused register kernels, for up to a few thousand centres."""
 
+    fused_passes = True
+
     def __init__(self, centers: np.ndarray) -> None:
         super().__init__(centers)
         self._packed = pack_centers(np.asarray(centers, dtype=self._dtype))
@@ -166,6 +168,8 @@ class RowSearcher(_ScoreSearcher):
 
 class ColumnSearcher(_ScoreSearcher):
     """Nearest-centre search with a (k, b) score matrix, for many centres."""
+
+    fused_passes = False
 
     def __init__(self, centers: np.ndarray) -> None:
         super().__init__(centers)

@@ -114,7 +114,7 @@ def persisted_blocks(client: Any, X: np.ndarray, chunk_rows: int, n_clusters: in
     import dask.array as da
 
     from kmeans_dask._engine.placement import numpy_row_chunks
-    from kmeans_dask._worker.chunks import statistics_nbytes
+    from kmeans_dask._worker.results import statistics_nbytes
 
     n, d = X.shape
     if chunk_rows > 0:

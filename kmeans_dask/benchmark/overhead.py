@@ -12,7 +12,7 @@ import numpy as np
 
 def _empty_statistics(chunk: Any, centers: np.ndarray) -> Any:
     """A chunk task that does no work but returns statistics of the real size."""
-    from kmeans_dask._worker.chunks import ClusterStats
+    from kmeans_dask._worker.results import ClusterStats
 
     return ClusterStats(np.zeros(centers.shape), np.zeros(centers.shape[0]), 0.0)
 
@@ -43,7 +43,7 @@ def iteration_overhead_seconds(
     """
     from kmeans_dask._engine.hosts import ChunkHosts
     from kmeans_dask._engine.mapreduce import map_chunks, send, tree_reduce
-    from kmeans_dask._worker.chunks import combine_stats
+    from kmeans_dask._worker.results import combine_stats
 
     seconds = []
     if engine == "actors":

@@ -405,7 +405,7 @@ def warm_bounds_kernels(dtype: str) -> None:
     on a tiny input so no timed iteration pays for their first call.
     """
     from kmeans_dask._worker.bounds import bounded_assign, center_movement
-    from kmeans_dask.backends import get_backend
+    from kmeans_dask._worker.searchers import prepared_search
 
     rng = np.random.default_rng(0)
     X = rng.normal(size=(4096, 4)).astype(dtype)
@@ -415,7 +415,7 @@ def warm_bounds_kernels(dtype: str) -> None:
         X,
         None,
         centers,
-        get_backend("numpy").searcher(centers),
+        prepared_search("numpy", centers),
         None,
         None,
         np.zeros((8, 4)),
@@ -425,7 +425,7 @@ def warm_bounds_kernels(dtype: str) -> None:
         X,
         None,
         moved,
-        get_backend("numpy").searcher(moved),
+        prepared_search("numpy", moved),
         previous,
         center_movement(centers, moved),
         np.zeros((8, 4)),

@@ -1,0 +1,119 @@
+"""The seam between the fit and the devices: every operation on a chunk's rows.
+
+A :class:`ChunkOps` implementation owns how a chunk's rows are held (host
+NumPy memory, a GPU, any array-API library) and does every pass over them:
+placing a block, the data check's moments, a Lloyd pass with or without
+bounds, nearest centres with exact squared distances, the farthest rows,
+the k-means|| passes. What it returns is small and on the host: float64
+k x d statistics, a few ranked rows, candidate rows, a cost. Everything
+above it (the task functions of :mod:`kmeans_dask._worker.tasks`, the
+reduction tree, the centre update, k-means|| on the client, checkpoints,
+memos, recovery, actors and tasks) works the same for every implementation
+and never touches the rows themselves.
+
+A chunk carries its ops (:attr:`~kmeans_dask._worker.chunks.Chunk.ops`), so
+a task finds them where it finds the rows. Implementations are small
+picklable objects: they travel with the placing tasks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from kmeans_dask._worker.bounds import CenterMovement, RowBounds
+    from kmeans_dask._worker.chunks import Chunk
+    from kmeans_dask._worker.results import (
+        ChunkSummary,
+        ClusterStats,
+        NearestCandidate,
+        RankedRows,
+    )
+
+
+@dataclass
+class LloydPass:
+    """What a Lloyd pass over a chunk leaves: statistics, labels, maybe bounds."""
+
+    stats: ClusterStats
+    """Host float64 statistics, with the chunk's farthest rows."""
+    labels: Any
+    """(n,) int32 label of each row, in the chunk's memory; scratch unless kept."""
+    bounds: RowBounds | None = None
+    """The rows' Hamerly bounds for these centres, when the pass kept bounds."""
+
+
+class ChunkOps(Protocol):
+    """Every operation on the rows of a chunk, for one kind of memory."""
+
+    name: str
+    """Short name, shown in errors and in the dashboard's worker logs."""
+    keeps_bounds: bool
+    """Whether :meth:`bounded_pass` is offered (Hamerly bounds next to the rows)."""
+
+    def place(self, block: Any, weights: Any, offset: int, dtype: np.dtype) -> Chunk:
+        """A chunk holding ``block`` (rows) and ``weights`` in this memory, as ``dtype``."""
+
+    def summarize(self, chunk: Chunk, with_digest: bool) -> ChunkSummary:
+        """Finiteness, column moments, weight checks and (optionally) the content digest."""
+
+    def lloyd_pass(
+        self, chunk: Chunk, centers: np.ndarray, search: str, keep_labels: bool
+    ) -> LloydPass:
+        """Assign every row to its nearest centre and accumulate the statistics."""
+
+    def bounded_pass(
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        previous: RowBounds | None,
+        movement: CenterMovement | None,
+    ) -> LloydPass:
+        """:meth:`lloyd_pass` skipping rows whose bounds prove their centre unchanged."""
+
+    def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
+        """Nearest centre (int32) and exact squared distance (float64) of each row."""
+
+    def top_rows(self, chunk: Chunk, score: Any, labels: Any, count: int) -> RankedRows:
+        """The ``count`` rows with the highest ``score``, as host arrays."""
+
+    def random_keys(self, chunk: Chunk, seed: int, stream: int, weighted: bool) -> Any:
+        """Efraimidis-Spirakis keys ``log(u) / w`` of the rows (see ``random_rows``)."""
+
+    def fold_candidates(
+        self,
+        chunk: Chunk,
+        state: NearestCandidate | None,
+        candidates: np.ndarray,
+        first_index: int,
+        search: str,
+    ) -> NearestCandidate:
+        """Each row's nearest candidate after adding ``candidates`` (updates ``state``)."""
+
+    def weighted_cost(self, chunk: Chunk, state: NearestCandidate) -> float:
+        """``sum(w * d^2)`` of the rows to their nearest candidate."""
+
+    def sample_by_cost(
+        self,
+        chunk: Chunk,
+        state: NearestCandidate | None,
+        scale: float,
+        seed: int,
+        stream: int,
+    ) -> np.ndarray:
+        """Host copies of the rows kept with probability ``min(1, scale * w * d^2)``.
+
+        ``scale`` 0 keeps no row (and ``state`` may then be None).
+        """
+
+    def candidate_weights(
+        self, chunk: Chunk, state: NearestCandidate, n_candidates: int
+    ) -> np.ndarray:
+        """(n_candidates,) float64 total weight of the rows nearest to each candidate."""
+
+    def handed_over(self, labels: Any) -> Any:
+        """The labels as the chunk's block of ``labels_`` (own memory, int32)."""
