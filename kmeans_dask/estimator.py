@@ -39,6 +39,7 @@ from kmeans_dask._fit.initialization import init_kmeans_parallel, init_kmeans_pl
 from kmeans_dask._fit.lloyd import History, LloydResult
 from kmeans_dask._fit.progress import LloydProgress
 from kmeans_dask._fit.runs import RunPlan, run_all, surviving_worker_loss
+from kmeans_dask._fit.seeds import fit_seeds
 from kmeans_dask._fit.streaming import StreamState, init_stream_state, minibatch_update
 from kmeans_dask._fit.validation import (
     check_finite,
@@ -56,7 +57,7 @@ from kmeans_dask._io.inputs import (
     open_zarr,
     zarr_as_dask,
 )
-from kmeans_dask._io.output_paths import check_writable, fit_seeds, resume_hint
+from kmeans_dask._io.output_paths import check_writable, resume_hint
 from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._persistence import save_estimator
 from kmeans_dask._worker.chunks import make_chunk

@@ -13,14 +13,8 @@ from sklearn.cluster import KMeans as SKKMeans
 import kmeans_dask._fit.lloyd as lloyd_module
 import kmeans_dask._worker.bounds as bounds_module
 from kmeans_dask import KMeans
-from kmeans_dask._worker.bounds import (
-    CenterMovement,
-    RowBounds,
-    bounded_assign,
-    center_movement,
-    centers_settled,
-    half_gaps,
-)
+from kmeans_dask._fit.bounds_schedule import center_movement, centers_settled, half_gaps
+from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
 from kmeans_dask._worker.host_ops import statistics_and_labels
 from kmeans_dask._worker.memo import ChunkMemo
 from kmeans_dask._worker.searchers import PreparedSearch

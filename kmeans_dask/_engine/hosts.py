@@ -38,7 +38,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from concurrent.futures import CancelledError
-from typing import Any
+from typing import Any, NamedTuple
 
 from distributed import Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
@@ -55,6 +55,40 @@ _WORKER_GONE_TIMEOUT = 30.0
 #: How long one question to the scheduler may take while telling a lost
 #: worker from a lost scheduler (whose client would retry connecting for 30 s).
 _SCHEDULER_ANSWER_TIMEOUT = 2.0
+
+
+class HostGroup(NamedTuple):
+    """The chunks one host holds."""
+
+    address: str
+    """The worker it runs on."""
+    chunk_indices: list[int]
+    """Its chunks' positions in the data's chunk list, in the host's order."""
+
+
+class Part(NamedTuple):
+    """Values a host answers with for one part of the tree's first level."""
+
+    positions: list[int]
+    """Positions of the part's chunks among the host's chunks."""
+    combined: bool
+    """Whether the host combines them (a whole group), else returns the one value."""
+
+
+class Slot(NamedTuple):
+    """Where a value is in the hosts' answers."""
+
+    host: int
+    part: int
+
+
+class GroupPlan(NamedTuple):
+    """How one group of the tree's first level is answered."""
+
+    whole: bool
+    """Whether one host holds all its chunks and combines them."""
+    slots: list[Slot]
+    """The group's value (whole) or its chunks' values, in chunk order."""
 
 
 class HostLost(CancelledError):
@@ -103,7 +137,7 @@ class ChunkHost:
         return values
 
     async def map_combine(
-        self, parts: list[tuple[list[int], bool]], func: Callable, combine: Callable, *args: Any
+        self, parts: list[Part], func: Callable, combine: Callable, *args: Any
     ) -> list[Any]:
         """``func`` over the chunks, returned as ``parts`` ask.
 
@@ -135,7 +169,7 @@ class ChunkHosts:
             by_worker[sorted(who_has[chunk.key])[0]].append(index)
         self._client = client
         self._n_chunks = len(chunks)
-        self._groups = list(by_worker.items())
+        self._groups = [HostGroup(address, indices) for address, indices in by_worker.items()]
         keys = task_keys("kmeans-hosts", len(self._groups))
         # The futures keep the actors alive.
         self._futures = [
@@ -187,23 +221,21 @@ class ChunkHosts:
             for host, (_, indices) in enumerate(self._groups)
             for position, index in enumerate(indices)
         }
-        requests: list[list[tuple[list[int], bool]]] = [[] for _ in self._groups]
-        # Per first-level group: whether one host combines it, and where its
-        # value (or its chunks' values) will be in the hosts' answers.
-        answers: list[tuple[bool, list[tuple[int, int]]]] = []
+        requests: list[list[Part]] = [[] for _ in self._groups]
+        plans: list[GroupPlan] = []
         for group in _first_level(self._n_chunks, split_every):
             whole = len({located[index][0] for index in group}) == 1
             slots = []
-            for part in [group] if whole else [[index] for index in group]:
-                host = located[part[0]][0]
-                slots.append((host, len(requests[host])))
-                requests[host].append(([located[index][1] for index in part], whole))
-            answers.append((whole, slots))
+            for members in [group] if whole else [[index] for index in group]:
+                host = located[members[0]][0]
+                slots.append(Slot(host, len(requests[host])))
+                requests[host].append(Part([located[index][1] for index in members], whole))
+            plans.append(GroupPlan(whole, slots))
         per_host = self._call("map_combine", func, combine, *args, first=requests)
         level = []
-        for whole, slots in answers:
-            values = [per_host[host][slot] for host, slot in slots]
-            level.append(values[0] if whole else combine(*values))
+        for plan in plans:
+            values = [per_host[slot.host][slot.part] for slot in plan.slots]
+            level.append(values[0] if plan.whole else combine(*values))
         if len(level) == 1:  # the first level was the root
             return level[0]
         return combine_in_tree(combine, level, split_every)

@@ -15,14 +15,16 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 import numpy as np
 from distributed import Client, Future
 
 from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
 from kmeans_dask._engine.placement import DistributedData
+from kmeans_dask._fit.bounds_schedule import BoundsSchedule
 from kmeans_dask._fit.interrupts import interrupt_point
-from kmeans_dask._worker.bounds import BoundsTicket, center_movement, centers_settled
+from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops, statistics_and_labels
 from kmeans_dask._worker.results import ClusterStats, RankedRows, combine_stats, merge_top
@@ -288,46 +290,23 @@ def lloyd(
     """
     history = list(history)
     final_backend = final_backend or backend
-
-    def find_far(count: int) -> RankedRows:
-        # The rows the chunks reported are those farthest from their nearest
-        # centre when the iterations search exactly; otherwise search again
-        # (``centers`` are still those the iteration searched).
-        reported = stats.farthest
-        if final_backend == backend and reported is not None and len(reported.index) >= count:
-            return merge_top(count, reported)
-        return farthest(client, data, centers, final_backend, count)
-
-    run = uuid.uuid4().hex
-    previous: np.ndarray | None = None  # the centres of the last iteration run
-    bounded = False  # whether that iteration left bounds with the chunks
-
-    def ticket(iteration: int, keep: bool = True) -> BoundsTicket | None:
-        """Bounds for this iteration (seeded afresh if the last one had none), or None."""
-        if bounds == "off":
-            return None
-        if bounds == "settled" and (previous is None or not centers_settled(previous, centers)):
-            return None
-        movement = center_movement(previous, centers) if bounded else None
-        return BoundsTicket(run, iteration, movement, keep)
-
+    schedule = BoundsSchedule(bounds)
     converged = bool(history) and history[-1].center_shift <= tol
     iteration = len(history)
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
-        iteration_ticket = ticket(iteration)
+        ticket = schedule.ticket(iteration, centers)
         stats = data.map_reduce(
-            client,
-            chunk_stats,
-            combine_stats,
-            centers,
-            backend,
-            iteration_ticket,
-            name="kmeans-assign",
+            client, chunk_stats, combine_stats, centers, backend, ticket, name="kmeans-assign"
         )
-        previous, bounded = centers, iteration_ticket is not None
-        relocate = relocation_pays(history, stats.inertia)
-        updated, n_empty = _update(stats, centers, find_far, relocate)
+        schedule.ran(centers, ticket)
+        # The rows the chunks reported are the farthest from their nearest
+        # centre only when the iterations search exactly.
+        reported = stats.farthest if final_backend == backend else None
+        find_far = partial(_farthest_rows, client, data, centers, final_backend, reported)
+        updated, n_empty = _update(
+            stats, centers, find_far, relocation_pays(history, stats.inertia)
+        )
         shift = center_shift(centers, updated)
         centers = updated
         record = IterationRecord(
@@ -340,9 +319,9 @@ def lloyd(
             break
         interrupt_point()
     # The final pass uses bounds the last iteration left; it never seeds them.
-    final_ticket = None
-    if final_backend == backend and bounded:
-        final_ticket = ticket(iteration + 1, keep=False)
+    final_ticket = (
+        schedule.final_ticket(iteration + 1, centers) if final_backend == backend else None
+    )
     final, labels = _final_pass(client, data, centers, final_backend, final_ticket)
     return LloydResult(
         centers=centers,
@@ -353,6 +332,20 @@ def lloyd(
         labels=labels,
         converged=bool(history) and history[-1].center_shift <= tol,
     )
+
+
+def _farthest_rows(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    reported: RankedRows | None,
+    count: int,
+) -> RankedRows:
+    """The ``count`` rows farthest from their nearest centre: those ``reported`` if enough."""
+    if reported is not None and len(reported.index) >= count:
+        return merge_top(count, reported)
+    return farthest(client, data, centers, backend, count)
 
 
 def _final_pass(

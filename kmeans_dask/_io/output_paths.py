@@ -13,9 +13,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
-from kmeans_dask._kernels.rng import init_seeds
 from kmeans_dask._model_io import read_checkpoint
 
 PathLike = str | os.PathLike
@@ -102,23 +100,6 @@ def resume_hint(checkpoint: PathLike | None, again: str = "run the same fit agai
         f"Checkpoint {target!r} holds run {len(state.runs)}, iteration "
         f"{len(state.runs[-1].history)}; {again} to resume from there."
     )
-
-
-def fit_seeds(random_state: Any, n_init: int, checkpoint: PathLike | None) -> list[int]:
-    """The seeds of a fit's initialisations.
-
-    With ``random_state=None`` the seeds are drawn at random, so a rerun
-    could never resume its checkpoint; it takes the seeds stored in the
-    checkpoint instead (the fingerprint still refuses another fit's).
-    """
-    if random_state is None and checkpoint is not None:
-        try:
-            state = read_checkpoint(checkpoint)
-        except (OSError, ValueError):
-            state = None  # the fit itself reports an unreadable checkpoint
-        if state is not None and len(state.seeds) == n_init:
-            return list(state.seeds)
-    return init_seeds(random_state, n_init)
 
 
 def same_or_nested(output: PathLike, source: PathLike) -> bool:

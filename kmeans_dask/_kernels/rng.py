@@ -80,11 +80,3 @@ def rows_kept_with_probability(
         float(scale), weights, sq_dist, _stream_key(seed, stream), np.uint64(start), kept
     )
     return kept[:n_kept]
-
-
-def init_seeds(random_state, n_init: int) -> list[int]:
-    """One independent 31-bit seed per initialisation, from ``random_state``."""
-    from sklearn.utils import check_random_state  # not needed on the workers
-
-    rng = check_random_state(random_state)
-    return [int(s) for s in rng.randint(np.iinfo(np.int32).max, size=n_init)]

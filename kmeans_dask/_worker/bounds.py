@@ -16,12 +16,9 @@ same labels (they can differ only on rows equidistant from two centres to
 within float rounding, where the bounds, computed in float64, are the more
 exact of the two).
 
-Bounds only pay once the centres settle: while they still move by a good
-share of the gaps between them, almost every row fails the test and the
-bounds add the runner-up search to a full search. So ``algorithm="auto"``
-runs plain iterations until an iteration's centre movement is small
-(:func:`centers_settled`), then seeds bounds and keeps them while the
-movement stays small; ``algorithm="hamerly"`` keeps them throughout.
+Bounds only pay once the centres settle: when to keep them, and how the
+centres moved, is decided by the client
+(:mod:`kmeans_dask._fit.bounds_schedule`).
 
 The bounds of a chunk live in the memory of the worker that holds the chunk
 (:data:`MEMO`) between the tasks of consecutive iterations: they never
@@ -40,33 +37,10 @@ from kmeans_dask._kernels.block_kernels import accumulate_rows, loosen_bounds, t
 from kmeans_dask._kernels.row_statistics import aligned_float64
 from kmeans_dask._worker.memo import ChunkMemo
 from kmeans_dask._worker.searchers import PreparedSearch
-from kmeans_dask._worker.threads import single_threaded_native
-
-#: Above this many centres the half-gaps (a k x k distance matrix per
-#: iteration, computed by the client) cost more than they save, and only the
-#: per-row bounds are used.
-MAX_CLUSTERS_FOR_HALF_GAPS = 1024
-
-#: Centres whose half-gaps estimate the median half-gap in :func:`centers_settled`.
-SETTLED_SAMPLE = 256
 
 #: Share of a block's rows above which the whole block is searched: gathering
 #: the rows that need a search stops paying off.
 DENSE_SEARCH_FRACTION = 0.5
-
-#: ``algorithm="auto"`` keeps bounds once the largest centre shift of an
-#: iteration is at most this fraction of the median half-gap between centres.
-#: Measured (1M x 32, k=64, overlapping and separated blobs): above 0.4 the
-#: next iteration searched all the rows, where bounds only add the cost of
-#: the runner-up search, and seeding them costs 1.7 plain iterations. The
-#: separated blobs' ratio falls from 0.49 to 0.011 in one iteration and
-#: stays there; the overlapping blobs' dips to 0.10-0.16 for two iterations
-#: and climbs back to 1.2, which seeding bounds at 0.2 paid for.
-SETTLED_RATIO = 0.05
-
-#: Relative slack added to the centre shifts, so that rounding in the float64
-#: distance computations can never make a bound too tight.
-_SHIFT_SLACK = 1e-12
 
 
 @dataclass
@@ -99,56 +73,6 @@ class CenterMovement:
         order = np.argpartition(-self.shift, 1)[:2]
         first, second = order if self.shift[order[0]] >= self.shift[order[1]] else order[::-1]
         return float(self.shift[first]), int(first), float(self.shift[second])
-
-
-def half_gaps(centers: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-    """Half the distance from each centre to its nearest other centre, rounded down.
-
-    Computed by the GEMM expansion in float64 with its rounding error
-    subtracted, so the result never exceeds the true half-gap. ``rows``
-    restricts the result to those centres (still against all of them). The
-    GEMM runs on one thread: this runs in the client between iterations, and
-    multi-threaded OpenBLAS keeps its threads spinning afterwards, which took
-    15-20% off the workers' next iteration on a 2-core machine.
-    """
-    n_clusters, n_features = centers.shape
-    rows = np.arange(n_clusters) if rows is None else rows
-    if n_clusters == 1:
-        return np.full(rows.size, np.inf)
-    centers64 = np.asarray(centers, dtype=np.float64)
-    sq_norms = np.einsum("ij,ij->i", centers64, centers64)
-    norm_sums = sq_norms[rows, None] + sq_norms[None, :]
-    with single_threaded_native():
-        sq_dist = norm_sums - 2.0 * (centers64[rows] @ centers64.T)
-    sq_dist -= 4.0 * (n_features + 4) * np.finfo(np.float64).eps * norm_sums
-    sq_dist[np.arange(rows.size), rows] = np.inf
-    return 0.5 * np.sqrt(np.maximum(sq_dist.min(axis=1), 0.0))
-
-
-def _shifts(old: np.ndarray, new: np.ndarray) -> np.ndarray:
-    """Distance each centre moved from ``old`` to ``new``, in float64."""
-    diff = np.asarray(new, dtype=np.float64) - np.asarray(old, dtype=np.float64)
-    return np.sqrt(np.einsum("ij,ij->i", diff, diff))
-
-
-def centers_settled(old: np.ndarray, new: np.ndarray) -> bool:
-    """Whether the centres moved little enough for bounds to skip most rows.
-
-    True when the largest shift from ``old`` to ``new`` is at most
-    :data:`SETTLED_RATIO` times the median half-gap of ``new``, estimated
-    from :data:`SETTLED_SAMPLE` evenly spaced centres (cheap for any k).
-    """
-    largest = _shifts(old, new).max()
-    sample = np.unique(np.linspace(0, len(new) - 1, SETTLED_SAMPLE).astype(np.intp))
-    return bool(largest <= SETTLED_RATIO * np.median(half_gaps(new, sample)))
-
-
-def center_movement(old: np.ndarray, new: np.ndarray) -> CenterMovement:
-    """The :class:`CenterMovement` from centres ``old`` to ``new`` (both k x d)."""
-    shift = _shifts(old, new) * (1.0 + _SHIFT_SLACK)
-    if len(new) > MAX_CLUSTERS_FOR_HALF_GAPS:
-        return CenterMovement(shift=shift, half_gap=np.zeros(len(new)))
-    return CenterMovement(shift=shift, half_gap=half_gaps(new))
 
 
 @dataclass(frozen=True)

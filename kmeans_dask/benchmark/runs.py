@@ -404,7 +404,8 @@ def warm_bounds_kernels(dtype: str) -> None:
     A short warm-up fit may never reach the pruning kernels; this calls each
     on a tiny input so no timed iteration pays for their first call.
     """
-    from kmeans_dask._worker.bounds import bounded_assign, center_movement
+    from kmeans_dask._fit.bounds_schedule import center_movement
+    from kmeans_dask._worker.bounds import bounded_assign
     from kmeans_dask._worker.searchers import prepared_search
 
     rng = np.random.default_rng(0)
