@@ -51,9 +51,9 @@ MIN_CHUNK_ROWS = 1024
 #: it must be the same on any cluster (and a checkpoint resumes on any).
 PARALLEL_BLOCKS = 16
 #: ... halved (down to 2) while the blocks' partial statistics, which travel
-#: each iteration, exceed this fraction of the data: at 200k x 128, k = 2048,
-#: eight blocks sent 16 MiB of sums per iteration (63 ms, 9% of it) where two
-#: send 4 MiB.
+#: each iteration, exceed this fraction of the data (at 200k x 128, k = 2048,
+#: eight blocks sent 16 MiB of sums per iteration where two send 4 MiB;
+#: RESULTS.md, "Design measurements").
 MAX_STATISTICS_SHARE = 1 / 16
 
 

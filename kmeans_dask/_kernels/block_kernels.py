@@ -296,9 +296,9 @@ def bounded_pass_rows(
 
     Block for block what :func:`kmeans_dask._worker.bounds.bounded_assign` does from
     Python (same blocks, same tests, same accumulation order, so the same
-    result), without a Python round trip and a GIL hand-over per block: with
-    two worker threads that loop ran 1.37x faster than one thread, this one
-    as fast as the plain pass (1.85x).
+    result), without a Python round trip and a GIL hand-over per block, so
+    two worker threads scale as in the plain pass (figures: RESULTS.md,
+    "Design measurements").
 
     Parameters
     ----------

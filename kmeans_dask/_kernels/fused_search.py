@@ -8,10 +8,8 @@ nearly as much as the GEMM itself. Here one compiled kernel does both: a few
 rows at a time, the scores against a block of centres are accumulated with
 vector multiply-adds in registers, and reduced to the row's smallest score,
 its centre and (on request) the runner-up score before anything is stored.
-On the benchmark's chunks (125k x 32, 64 centres) search took 3.8 ms instead
-of 5.9 for a tiled SGEMM and an argmin, at about 80% of the machine's
-one-thread SGEMM rate (``scripts/bench_search.py`` compares it with the
-BLAS path, Faiss and scikit-learn over many shapes).
+``scripts/bench_search.py`` compares it with the BLAS path, Faiss and
+scikit-learn over many shapes (benchmarks/RESULTS.md).
 
 The kernels are LLVM code generated here (Numba's own loops cannot keep an
 array of accumulators in registers) and called from Numba through

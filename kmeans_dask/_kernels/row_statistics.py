@@ -8,10 +8,9 @@ do not overlap the row. The code generated here works on eight float64
 lanes at a time (the rows' float32 values widened in the load), ends each
 row with one masked step instead of a scalar loop, and needs no check: the
 caller has made sure the arrays are contiguous and distinct.
-``scripts/bench_statistics.py`` (one thread, called block by block as the
-passes call it, 64-byte aligned sums and centres): 1.07-1.75x faster than
-that plain loop for d = 5 to 128, on whole chunks read from memory and on
-blocks in cache; 1.2x at d = 32 (8.6 against 10.5 ms per million rows).
+``scripts/bench_statistics.py`` compares it with that plain loop (one
+thread, called block by block as the passes call it): faster for every d
+measured (benchmarks/RESULTS.md).
 
 The values are those of the plain loops up to the order in which a row's
 squared differences are added (eight lane sums, then a fixed pairwise tree),
@@ -33,9 +32,8 @@ from numba.np.numpy_support import as_dtype
 #: Float64 lanes of a 512-bit vector.
 _LANES = 8
 #: Bytes per 512-bit vector: sums and centres starting at a multiple of it
-#: are read and written without splitting cache lines (the kernel 1.16-1.37x
-#: faster than with them 16 bytes off, d = 32 and 128,
-#: ``scripts/bench_statistics.py --offset 16``).
+#: are read and written without splitting cache lines (faster than with them
+#: 16 bytes off: ``scripts/bench_statistics.py --offset 16``, RESULTS.md).
 VECTOR_BYTES = 64
 _I1 = ir.IntType(1)
 _I32 = ir.IntType(32)

@@ -59,8 +59,8 @@ class HostOps:
         """Rows copied only if they are not C-contiguous and aligned.
 
         Buffers deserialised from the network can start at odd addresses,
-        which makes BLAS and the compiled kernels markedly slower (1.6x
-        measured).
+        which makes BLAS and the compiled kernels markedly slower (RESULTS.md,
+        "Design measurements").
         """
         data = np.require(block, dtype=dtype, requirements=["C", "A"])
         if weights is not None:

@@ -5,9 +5,8 @@ until it has picked the chunk's farthest rows. Allocated afresh in every
 task, those arrays are expensive inside a Dask worker: its nanny sets
 ``MALLOC_TRIM_THRESHOLD_``, which keeps glibc from raising its mmap
 threshold, so every array over 128 KiB is a new mapping whose pages fault
-in on first write. At 125k rows that was 0.9 ms of a 6.8 ms chunk task
-(measured with and without the variable in one process). Reused per
-thread, the pages stay mapped.
+in on first write: a good share of a chunk task's time (RESULTS.md,
+"Design measurements"). Reused per thread, the pages stay mapped.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ In the client process (``predict`` on NumPy data, ``partial_fit``, the
 refinement of k-means|| candidates) the same small block GEMMs run under
 :func:`single_threaded_native`, and :func:`map_row_blocks` spreads row
 blocks over a thread pool instead: multi-threaded OpenBLAS on these thin
-GEMMs measured 12x slower than one thread when another process shared the
-cores.
+GEMMs ran many times slower than one thread when another process shared the
+cores (RESULTS.md, "Design measurements").
 """
 
 from __future__ import annotations
@@ -71,12 +71,12 @@ def skip_final_collection() -> None:
 
     Python's finalisation ends with a full garbage collection over every
     object (after a fit, a worker holds some 180,000, from Numba, LLVM and
-    the kernels). That took 0.19-0.25 s of a worker process's exit, and
-    with many workers on few cores their nannies gave up waiting and killed
-    them (16 on 2 cores: "Worker process still alive after 4.0 seconds").
-    Registered with :mod:`atexit`, which runs before that collection,
-    freezing the objects makes the exit take 0.03 s; the process's memory
-    goes back to the OS as it ends anyway.
+    the kernels), long enough that with many workers on few cores their
+    nannies gave up waiting and killed them ("Worker process still alive
+    after 4.0 seconds"). Registered with :mod:`atexit`, which runs before
+    that collection, freezing the objects makes the exit several times
+    quicker (RESULTS.md, "Design measurements"); the process's memory goes
+    back to the OS as it ends anyway.
     """
     gc.freeze()
 

@@ -46,13 +46,12 @@ from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
 from kmeans_dask.backends.numpy_blas import ExactSearcher, exact_searcher
 
 #: Smallest number of clusters for which ``assign="auto"`` picks the IVF
-#: searcher. Measured with one thread (scripts/bench_approximate.py): at
-#: k=1024 IVF ran at 0.4-0.6x the speed of exact search, at k=4096 at
-#: 1.4-2.3x, at k=16384 at 3.2-4.8x.
+#: searcher: below it IVF was slower than exact search with one thread
+#: (``scripts/bench_approximate.py``, RESULTS.md).
 AUTO_IVF_MIN_CLUSTERS = 4096
 
 #: Below this many features exact search is cheap (argmin-bound, not
-#: GEMM-bound) and IVF hardly pays: 1.1x at k=4096, d=4 against 1.8x at d=16.
+#: GEMM-bound) and IVF hardly pays (RESULTS.md, "Design measurements").
 AUTO_IVF_MIN_FEATURES = 8
 
 #: Lloyd iterations of the Faiss k-means that trains the coarse quantizer on
@@ -401,9 +400,8 @@ class HNSWSearcher:
     -----
     The graph is built with a single OpenMP thread: a parallel build depends
     on thread timing, and the assignment must not. Greedy graph search can
-    get stuck in one group of centres (recall 0.92 at k=1024, d=128 on the
-    benchmark blobs), and on CPU it measured 0.04-0.85x the speed of exact
-    search; prefer :class:`IVFSearcher`.
+    get stuck in one group of centres, and on CPU it was slower than exact
+    search at every shape measured (RESULTS.md); prefer :class:`IVFSearcher`.
     """
 
     fused_passes = False

@@ -9,9 +9,9 @@ the shape (measured with ``scripts/bench_search.py``):
   :data:`ROW_LAYOUT_MAX_CENTERS_X_FEATURES`, the fused kernels of
   :mod:`kmeans_dask._kernels.fused_search` keep a few rows' scores in vector
   registers and reduce them there, with no score matrix in memory
-  (:class:`RowSearcher`): at d = 32, k = 64 1.5x faster than the BLAS GEMM
-  and integer-key argmin it replaced, 2.4x faster than the column layout and
-  3.7x faster than Faiss's ``IndexFlatL2``. A plain or Hamerly Lloyd pass
+  (:class:`RowSearcher`), faster at small and medium k than a BLAS GEMM
+  and argmin, the column layout and Faiss's ``IndexFlatL2``
+  (``scripts/bench_search.py``, RESULTS.md). A plain or Hamerly Lloyd pass
   over a whole chunk is one compiled call;
 * above that, BLAS computes ``-2 C B^T`` as a (k, b) matrix, reduced over
   contiguous points (:class:`ColumnSearcher`): once the centres outgrow the
@@ -39,12 +39,11 @@ from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
 
 #: Most centres searched by the fused kernels.
 ROW_LAYOUT_MAX_CENTERS = 2048
-#: Largest ``k * d`` searched by the fused kernels. ``scripts/bench_search.py``
-#: on one thread: fused 1.1-3.5x faster than the column layout up to k*d = 16384,
-#: 1.1-1.8x up to 65536, level above (0.96-1.35x, varying between runs).
+#: Largest ``k * d`` searched by the fused kernels: above it the column
+#: layout keeps up (``scripts/bench_search.py``, RESULTS.md).
 ROW_LAYOUT_MAX_CENTERS_X_FEATURES = 65536
 #: Smallest ``k * d`` searched by the fused kernels: below it most of their
-#: vector lanes would score padding (column layout 1.1-1.5x faster at d = 2, k <= 4).
+#: vector lanes would score padding and the column layout is faster.
 ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
 # The column layout's blocks hold about 2 MiB of scores: big enough for GEMM,
 # small enough that the rows stay in L2 for the statistics computed after the
