@@ -34,7 +34,12 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from kmeans_dask._engine.client import active_client, client_for_fit
-from kmeans_dask._engine.placement import DistributedData, distribute, fits_in_memory
+from kmeans_dask._engine.placement import (
+    DistributedData,
+    device_ops,
+    distribute,
+    fits_in_memory,
+)
 from kmeans_dask._fit.initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
 from kmeans_dask._fit.lloyd import History, LloydResult
 from kmeans_dask._fit.progress import LloydProgress
@@ -64,7 +69,14 @@ from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops, nearest
 from kmeans_dask._worker.results import ChunkSummary, nonfinite_positions, statistics_nbytes
 from kmeans_dask._worker.tasks import summarize
-from kmeans_dask.backends import get_backend, resolve_algorithm, resolve_auto, resolve_search
+from kmeans_dask.backends import (
+    get_backend,
+    holds_rows,
+    host_search,
+    resolve_algorithm,
+    resolve_auto,
+    resolve_search,
+)
 
 
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -110,11 +122,13 @@ default="k-means||"
         Seeds the initialisation. Every random draw is keyed on global row
         indices, so a fixed seed gives the same result for any chunking and
         any number of workers.
-    backend : {"auto", "numpy", "faiss-cpu"}, default="auto"
+    backend : {"auto", "numpy", "faiss-cpu", "cupy"}, default="auto"
         Nearest-centroid search: "numpy" (compiled kernels that keep the
         scores in vector registers, BLAS GEMM + compiled argmin for large k*d),
-        "faiss-cpu" (``faiss.IndexFlatL2``); "auto" picks the fastest
-        available, currently "numpy" on CPU.
+        "faiss-cpu" (``faiss.IndexFlatL2``), "cupy" (the rows on each
+        worker's GPU for the whole fit, every pass there; needs the ``gpu``
+        extra and GPU workers); "auto" runs CuPy blocks on their GPU and
+        everything else with "numpy".
     assign : {"exact", "ivf", "hnsw", "auto"}, default="exact"
         How each Lloyd iteration finds the nearest centre: "exact" searches
         all centres with ``backend``; "ivf" and "hnsw" search a Faiss index
@@ -319,6 +333,7 @@ default="k-means||"
                     stream_from=stream_from,
                     statistics_bytes=statistics_nbytes(self.n_clusters, X.shape[1]),
                     engine=self.engine,
+                    backend=self.backend,
                 )
                 try:
                     summary = surviving_worker_loss(
@@ -716,10 +731,21 @@ default="k-means||"
         search = resolve_search(
             backend, self.assign, self.assign_options, self.n_clusters, n_features
         )
+        if holds_rows(self.backend):
+            device_ops(self.backend)  # its library is there
+            if self.algorithm == "hamerly":
+                raise ValueError(
+                    f"algorithm='hamerly' keeps bounds in host memory, but backend="
+                    f"{self.backend!r} holds the rows on a device; use algorithm='auto' or "
+                    "'lloyd' with this backend"
+                )
+            return backend, search, "off"
         return backend, search, resolve_algorithm(self.algorithm, search)
 
     def _backend_name(self) -> str:
-        return resolve_auto() if self.backend == "auto" else self.backend
+        """The exact search the client runs (the host's for a device backend)."""
+        search = host_search(self.backend)
+        return resolve_auto() if search == "auto" else search
 
     def predict(self, X: Any) -> np.ndarray | da.Array:
         """Index of the closest centre for each row of X.

@@ -10,6 +10,7 @@ on the workers (:meth:`DistributedData.check`).
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import logging
 import math
@@ -35,6 +36,7 @@ from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.ops import ChunkOps
 from kmeans_dask._worker.results import ChunkSummary
 from kmeans_dask._worker.tasks import summarize
+from kmeans_dask.backends import backend_info, holds_rows
 
 logger = logging.getLogger(__name__)
 
@@ -208,16 +210,37 @@ def fits_in_memory(client: Client, nbytes: int) -> bool:
     return nbytes <= PERSIST_MEMORY_FRACTION * sum(limits)
 
 
-def chunk_ops_for(X: Any) -> ChunkOps:
+def chunk_ops_for(X: Any, backend: str = "auto") -> ChunkOps:
     """The operations that hold and work on ``X``'s rows.
 
-    Host NumPy memory for NumPy, Zarr and Dask arrays of NumPy blocks; the
-    array-API operations of the blocks' library otherwise.
+    A device ``backend`` (``"cupy"``) holds them in its memory whatever X
+    is. Otherwise the rows' own library decides: host NumPy memory for NumPy,
+    Zarr and Dask arrays of NumPy blocks; the GPU for CuPy blocks; the
+    array-API operations of any other library.
+
+    Raises
+    ------
+    ImportError
+        If a device backend's array library is missing (naming the extra).
     """
+    if holds_rows(backend):
+        return device_ops(backend)
     meta = getattr(X, "_meta", X)
     if isinstance(meta, np.ndarray) or not hasattr(meta, "__array_namespace__"):
         return host_ops()
-    return ArrayAPIOps(array_namespace(meta).__name__.removeprefix("array_api_compat."))
+    namespace = array_namespace(meta).__name__.removeprefix("array_api_compat.")
+    if namespace == "cupy":
+        return device_ops("cupy")
+    return ArrayAPIOps(namespace)
+
+
+def device_ops(backend: str) -> ChunkOps:
+    """The chunk operations of a device ``backend``; ImportError naming the extra if missing."""
+    from kmeans_dask._worker.cupy_ops import require_cupy
+
+    require_cupy(backend)
+    info = backend_info(backend)
+    return getattr(importlib.import_module(info.module), info.cls)()
 
 
 def distribute(
@@ -228,6 +251,7 @@ def distribute(
     stream_from=None,
     statistics_bytes: int = 0,
     engine: str = "auto",
+    backend: str = "auto",
     ops: ChunkOps | None = None,
 ) -> DistributedData:
     """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures.
@@ -238,9 +262,10 @@ def distribute(
     block's partial statistics, ``statistics_bytes``. Persisted chunks are
     served by actors (``use_hosts``) with ``engine="actors"``, or with
     ``"auto"`` while gathering one result per chunk stays cheap. The chunks
-    are held and worked on by ``ops`` (default: :func:`chunk_ops_for` ``X``).
+    are held and worked on by ``ops`` (default: :func:`chunk_ops_for` ``X``
+    and ``backend``).
     """
-    ops = chunk_ops_for(X) if ops is None else ops
+    ops = chunk_ops_for(X, backend) if ops is None else ops
     dtype = np.dtype(X.dtype)
     client_copy = None
     if stream_from is not None:

@@ -30,6 +30,11 @@ class BackendInfo:
     """Exact search (chosen with ``backend=``) or approximate (``assign=``)."""
     runner_up: bool = False
     """Its searchers offer ``nearest_two``, the runner-up bound Hamerly's test needs."""
+    holds_rows: bool = False
+    """A device backend: ``cls`` is the :class:`~kmeans_dask._worker.ops.ChunkOps`
+    that hold the chunks' rows in the device's memory and search them there;
+    what the client itself searches (k-means|| candidates, ``predict`` of
+    NumPy rows) uses the host's ``"auto"``."""
 
 
 #: Every search, by name: the one place backend names are kept.
@@ -44,6 +49,13 @@ REGISTRY: dict[str, BackendInfo] = {
     "faiss-cpu": BackendInfo(
         "kmeans_dask.backends.faiss_cpu", "FaissCPUBackend", "faiss-cpu", exact=True
     ),
+    "cupy": BackendInfo(
+        "kmeans_dask._worker.cupy_ops",
+        "CuPyOps",
+        "kmeans_dask[gpu]",
+        exact=True,
+        holds_rows=True,
+    ),
     # Approximate searches over the centres, for large k (assign="ivf"/"hnsw").
     "ivf": BackendInfo("kmeans_dask.backends.approximate", "IVFBackend", "faiss-cpu", exact=False),
     "hnsw": BackendInfo(
@@ -54,7 +66,9 @@ REGISTRY: dict[str, BackendInfo] = {
 #: Order in which ``backend="auto"`` tries backends for NumPy chunks. The
 #: BLAS backend comes first because it measured faster than Faiss's flat
 #: search on every shape we benchmark (see benchmarks/RESULTS.md).
-_AUTO_ORDER_CPU = tuple(name for name, info in REGISTRY.items() if info.exact)
+_AUTO_ORDER_CPU = tuple(
+    name for name, info in REGISTRY.items() if info.exact and not info.holds_rows
+)
 
 #: Exact backends a user chooses with ``backend=``.
 BACKEND_NAMES = ("auto", *(name for name, info in REGISTRY.items() if info.exact))
@@ -217,6 +231,21 @@ def resolve_algorithm(algorithm: str, search: str) -> str:
             "algorithm='lloyd' or 'auto' with this backend and assign mode"
         )
     return "off"
+
+
+def backend_info(backend: str) -> BackendInfo:
+    """The registry entry of ``backend`` (a name, with options or not; not "auto")."""
+    return _info(_parse_spec(backend)[0])
+
+
+def holds_rows(backend: str) -> bool:
+    """Whether ``backend`` names a device that holds the chunks' rows (:class:`BackendInfo`)."""
+    return backend != "auto" and backend_info(backend).holds_rows
+
+
+def host_search(backend: str) -> str:
+    """The exact search the client runs itself for ``backend``."""
+    return "auto" if holds_rows(backend) else backend
 
 
 def check_backend_name(name: object) -> str:

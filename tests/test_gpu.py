@@ -1,0 +1,78 @@
+"""On a real GPU (skipped elsewhere, with the reason): CuPy chunks resident on the device,
+the same answer as the CPU path and the same answer twice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose, assert_array_equal
+from sklearn.datasets import make_blobs
+
+from kmeans_dask import KMeans
+
+
+def _gpu_reason() -> str | None:
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed (pip install 'kmeans_dask[gpu]')"
+    try:
+        available = cupy.cuda.is_available()
+    except Exception as exc:  # a broken driver reads as no GPU
+        return f"CuPy cannot reach a GPU: {exc}"
+    return None if available else "no NVIDIA GPU is visible to CuPy"
+
+
+pytestmark = [
+    pytest.mark.gpu,
+    pytest.mark.skipif(_gpu_reason() is not None, reason=str(_gpu_reason())),
+]
+
+
+@pytest.fixture(scope="module")
+def gpu_client():
+    from distributed import Client, LocalCluster
+
+    # Two workers sharing the one GPU: the fit must not depend on the worker count.
+    with (
+        LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _data(dtype=np.float32):
+    X, _ = make_blobs(n_samples=20_000, n_features=16, centers=12, random_state=0)
+    X = X.astype(dtype)
+    return X, X[np.random.default_rng(0).choice(len(X), 12, replace=False)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_fit_gives_the_labels_of_the_cpu_fit(gpu_client, dtype):
+    X, init = _data(dtype)
+    gpu = KMeans(12, init=init, max_iter=20, tol=0, backend="cupy").fit(X)
+    cpu = KMeans(12, init=init, max_iter=20, tol=0).fit(X)
+    assert (gpu.labels_ == cpu.labels_).mean() > 0.999  # near-ties may differ
+    assert_allclose(gpu.cluster_centers_, cpu.cluster_centers_, rtol=1e-3, atol=1e-3)
+
+
+def test_gpu_fit_is_bit_identical_run_to_run_and_for_any_engine(gpu_client):
+    X, init = _data()
+    runs = [
+        KMeans(12, init=init, max_iter=15, tol=0, backend="cupy", engine=engine).fit(X)
+        for engine in ("actors", "actors", "tasks")
+    ]
+    for run in runs[1:]:
+        assert_array_equal(run.cluster_centers_, runs[0].cluster_centers_)
+        assert run.inertia_ == runs[0].inertia_
+
+
+def test_cupy_input_is_fitted_on_the_gpu_with_auto(gpu_client):
+    import cupy
+    import dask.array as da
+
+    X, init = _data()
+    X_gpu = da.from_array(cupy.asarray(X), chunks=(5000, 16), asarray=False)
+    model = KMeans(12, init=init, max_iter=10, tol=0).fit(X_gpu)
+    reference = KMeans(12, init=init, max_iter=10, tol=0).fit(X)
+    assert_allclose(model.cluster_centers_, reference.cluster_centers_, rtol=1e-3, atol=1e-3)
