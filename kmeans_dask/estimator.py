@@ -20,6 +20,7 @@ from typing import Any
 import dask
 import dask.array as da
 import numpy as np
+from array_api_compat import array_namespace
 from dask.base import tokenize
 from distributed import wait
 from sklearn.base import (
@@ -65,6 +66,7 @@ from kmeans_dask._io.inputs import (
 from kmeans_dask._io.output_paths import check_writable, resume_hint
 from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._persistence import save_estimator
+from kmeans_dask._worker.array_api_ops import ArrayAPIOps, center_distances, nearest_rows
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops, nearest
 from kmeans_dask._worker.results import ChunkSummary, nonfinite_positions, statistics_nbytes
@@ -624,15 +626,18 @@ default="k-means||"
             # run when it returns: a client closed right after would be sent
             # their results (and the scheduler would log that it could not).
             wait(result.labels)
+            # CuPy rows keep their labels on the GPU: the blocks are of X's library.
+            meta = array_namespace(X._meta).empty((0,), dtype=np.int32)
             labels = da.concatenate(
                 [
-                    da.from_delayed(future, shape=(rows,), dtype=np.int32)
+                    da.from_delayed(future, shape=(rows,), dtype=np.int32, meta=meta)
                     for future, rows in zip(result.labels, data.row_chunks, strict=True)
                 ]
             )
             # The fit left out X's empty blocks; give them back.
             return labels if labels.chunks == X.chunks[:1] else labels.rechunk(X.chunks[:1])
-        labels = np.concatenate(result.labels[0].client.gather(result.labels))
+        parts = result.labels[0].client.gather(result.labels)
+        labels = array_namespace(*parts).concat(parts) if parts else np.empty(0, np.int32)
         if is_dask_array(X):
             return da.from_array(labels, chunks=X.chunks[:1])
         return labels
@@ -869,12 +874,24 @@ def _block_offset(block_info) -> int:
 
 
 def _predict_block(block, centers, backend, block_info=None):
+    if not isinstance(block, np.ndarray):  # CuPy rows are predicted on their device
+        _raise_if_nonfinite_on_device(block, _block_offset(block_info))
+        return nearest_rows(array_namespace(block), block, centers)[0]
     _raise_if_nonfinite(block, _block_offset(block_info))
     return nearest(np.ascontiguousarray(block), centers, backend)[0]
 
 
 def _transform_block(block, centers, block_info=None):
+    if not isinstance(block, np.ndarray):  # CuPy rows: distances on their device
+        _raise_if_nonfinite_on_device(block, _block_offset(block_info))
+        return center_distances(array_namespace(block), block, centers)
     _raise_if_nonfinite(block, _block_offset(block_info))
     if not len(block):  # scikit-learn refuses empty arrays
         return np.empty((0, len(centers)), dtype=block.dtype)
     return euclidean_distances(block, centers)
+
+
+def _raise_if_nonfinite_on_device(block, offset: int) -> None:
+    xp = array_namespace(block)
+    if not bool(xp.all(xp.isfinite(block))):
+        _raise_if_nonfinite(ArrayAPIOps.to_host(block), offset)

@@ -137,3 +137,43 @@ def test_hamerly_bounds_are_refused_with_a_device_backend(monkeypatch):
     X = np.random.default_rng(0).normal(size=(100, 3))
     with pytest.raises(ValueError, match=r"algorithm='hamerly'.*backend='cupy'"):
         KMeans(3, backend="cupy", algorithm="hamerly").fit(X)
+
+
+class _GPURows:
+    """Stands in for a CuPy block: exposes the CUDA array interface, nothing else."""
+
+    __module__ = "cupy"
+
+    @property
+    def __cuda_array_interface__(self) -> dict:
+        return {"shape": (2, 2), "typestr": "<f4", "data": (0, False), "version": 3}
+
+
+def test_a_gpu_block_among_host_blocks_is_refused_with_what_to_do():
+    from kmeans_dask._worker.host_ops import host_ops
+
+    with pytest.raises(TypeError, match=r"block at row 40 holds GPU rows.*same kind"):
+        host_ops().place(_GPURows(), None, 40, np.float32)
+
+
+def test_predict_and_transform_of_device_blocks_stay_on_their_device():
+    """The block functions behind predict/transform on non-NumPy (CuPy) blocks."""
+    xp = pytest.importorskip("array_api_strict", reason="array-api-strict is a test dependency")
+    from kmeans_dask.estimator import _predict_block, _transform_block
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(50, 4))
+    centers = rng.normal(size=(5, 4))
+    distances = np.sqrt(((X[:, None, :] - centers[None]) ** 2).sum(-1))
+    labels = _predict_block(xp.asarray(X), centers, "numpy")
+    assert type(labels).__module__.startswith("array_api_strict")
+    np.testing.assert_array_equal(np.from_dlpack(labels), distances.argmin(axis=1))
+    np.testing.assert_allclose(
+        np.from_dlpack(_transform_block(xp.asarray(X), centers)), distances, rtol=1e-9
+    )
+    bad = X.copy()
+    bad[7, 2] = np.nan
+    with pytest.raises(ValueError, match=r"\(row 17, column 2\)|row 17"):
+        _predict_block(
+            xp.asarray(bad), centers, "numpy", block_info={0: {"array-location": [(10, 60)]}}
+        )

@@ -223,15 +223,14 @@ def chunk_ops_for(X: Any, backend: str = "auto") -> ChunkOps:
     ImportError
         If a device backend's array library is missing (naming the extra).
     """
-    if holds_rows(backend):
-        return device_ops(backend)
     meta = getattr(X, "_meta", X)
-    if isinstance(meta, np.ndarray) or not hasattr(meta, "__array_namespace__"):
-        return host_ops()
-    namespace = array_namespace(meta).__name__.removeprefix("array_api_compat.")
-    if namespace == "cupy":
-        return device_ops("cupy")
-    return ArrayAPIOps(namespace)
+    on_host = isinstance(meta, np.ndarray) or not hasattr(meta, "__array_namespace__")
+    namespace = None if on_host else array_namespace(meta).__name__.split(".")[-1]
+    if holds_rows(backend) or namespace == "cupy":
+        ops = device_ops(backend if holds_rows(backend) else "cupy")
+        ops.labels_on_device = namespace == "cupy"  # CuPy input: labels_ stays on the GPU
+        return ops
+    return host_ops() if on_host else ArrayAPIOps(namespace)
 
 
 def device_ops(backend: str) -> ChunkOps:

@@ -90,7 +90,8 @@ class ArrayAPIOps:
             weights = xp.reshape(xp.asarray(_host_or_same(weights, xp), dtype=xp.float64), (-1,))
         return Chunk(data, weights, int(offset), self)
 
-    def to_host(self, array: Any) -> np.ndarray:
+    @staticmethod
+    def to_host(array: Any) -> np.ndarray:
         """A host NumPy copy of ``array``."""
         if isinstance(array, np.ndarray):
             return array
@@ -260,6 +261,17 @@ def nearest_rows(xp: Any, data: Any, centers: np.ndarray) -> tuple[Any, Any]:
     assigned = xp.take(xp.asarray(centers, dtype=xp.float64), xp.astype(labels, xp.int64), axis=0)
     diff = xp.astype(data, xp.float64) - assigned
     return labels, xp.sum(diff * diff, axis=1)
+
+
+def center_distances(xp: Any, data: Any, centers: np.ndarray) -> Any:
+    """(n, k) Euclidean distances of the rows to the centres, in the rows' memory."""
+    centers_x = xp.asarray(np.ascontiguousarray(centers), dtype=data.dtype)
+    squared = (
+        xp.sum(data * data, axis=1)[:, None]
+        + xp.sum(centers_x * centers_x, axis=1)[None, :]
+        - 2.0 * (data @ centers_x.T)
+    )
+    return xp.sqrt(xp.clip(squared, 0.0, None))
 
 
 def segment_sums(

@@ -31,19 +31,24 @@ FUSED_MAX_CENTERS = 256
 class CuPyOps(ArrayAPIOps):
     """:class:`~kmeans_dask._worker.ops.ChunkOps` for rows in the worker's GPU memory."""
 
-    def __init__(self, fused: bool = True) -> None:
+    def __init__(self, fused: bool = True, labels_on_device: bool = False) -> None:
         super().__init__("cupy")
         self.name = "cupy"
         self.fused = fused
+        self.labels_on_device = labels_on_device
 
     def __reduce__(self):
-        return CuPyOps, (self.fused,)
+        return CuPyOps, (self.fused, self.labels_on_device)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, CuPyOps) and other.fused == self.fused
+        return isinstance(other, CuPyOps) and other.__reduce__() == self.__reduce__()
 
     def __hash__(self) -> int:
-        return hash((self.name, self.fused))
+        return hash(self.__reduce__()[1])
+
+    def handed_over(self, labels: Any) -> Any:
+        """The labels on the GPU for CuPy input, else on the host."""
+        return labels if self.labels_on_device else self.to_host(labels)
 
     def place(self, block, weights, offset: int, dtype) -> Chunk:
         require_gpu()

@@ -62,6 +62,13 @@ class HostOps:
         which makes BLAS and the compiled kernels markedly slower (RESULTS.md,
         "Design measurements").
         """
+        if not isinstance(block, np.ndarray) and hasattr(block, "__cuda_array_interface__"):
+            raise TypeError(
+                f"the block at row {offset} holds GPU rows ({type(block).__module__}) but this "
+                "fit keeps its rows in host memory (other blocks are NumPy, or backend asks "
+                "for the CPU); make every block of X the same kind: all CuPy (fitted on the "
+                "GPU) or all NumPy (e.g. X.map_blocks(cupy.asnumpy))"
+            )
         data = np.require(block, dtype=dtype, requirements=["C", "A"])
         if weights is not None:
             weights = np.require(weights, dtype=np.float64, requirements=["C", "A"]).reshape(-1)
