@@ -30,7 +30,7 @@ def strict_chunks(monkeypatch):
     """Every fit in the test places its chunks as array-api-strict arrays."""
     placed = []
 
-    def strict_ops_for(X):
+    def strict_ops_for(X, backend="auto"):
         placed.append(X.shape)
         return STRICT
 
@@ -84,7 +84,7 @@ def test_every_initialisation_draws_what_the_host_ops_draw(client, monkeypatch, 
     X_dask = da.from_array(X, chunks=(700, 5))
     host = KMeans(8, init=init, n_init=1, max_iter=3, tol=0, random_state=5, engine=engine)
     host.fit(X_dask)
-    monkeypatch.setattr(placement, "chunk_ops_for", lambda X: STRICT)
+    monkeypatch.setattr(placement, "chunk_ops_for", lambda X, backend="auto": STRICT)
     strict = KMeans(8, init=init, n_init=1, max_iter=3, tol=0, random_state=5, engine=engine)
     strict.fit(X_dask)
     assert_allclose(strict.cluster_centers_, host.cluster_centers_, rtol=1e-9)
