@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from kmeans_dask._model_io import read_checkpoint
+from kmeans_dask._io.checkpoints import read_checkpoint
 from kmeans_dask._rng import init_seeds
 
 PathLike = str | os.PathLike

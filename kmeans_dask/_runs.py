@@ -30,13 +30,13 @@ import numpy as np
 from distributed import Client
 
 from kmeans_dask._inputs import DistributedData
-from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd, stopping_message
-from kmeans_dask._model_io import (
+from kmeans_dask._io.checkpoints import (
     CheckpointState,
     RunProgress,
     read_checkpoint,
     write_checkpoint,
 )
+from kmeans_dask._lloyd import IterationRecord, LloydResult, lloyd, stopping_message
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -55,10 +55,10 @@ from kmeans_dask._inputs import (
     open_zarr,
     zarr_as_dask,
 )
+from kmeans_dask._io.fingerprint import fit_fingerprint
+from kmeans_dask._io.model_files import load_estimator, save_estimator
 from kmeans_dask._lloyd import History, LloydResult
-from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._output_paths import check_writable, fit_seeds, resume_hint
-from kmeans_dask._persistence import save_estimator
 from kmeans_dask._progress import LloydProgress
 from kmeans_dask._runs import RunPlan, run_all, surviving_worker_loss
 from kmeans_dask._streaming import StreamState, init_stream_state, minibatch_update
@@ -519,7 +519,7 @@ default="k-means||"
     # --- model files -----------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to ``path`` (an ``.npz`` file with no pickle in it).
+        """Write the fitted model to ``path``, a safetensors file (no pickle in it).
 
         Labels are not saved (they can be as large as the data and are
         cheap to recompute with :meth:`predict`); read the file back with
@@ -823,6 +823,41 @@ default="k-means||"
 
 
 #: Marks an exhausted iterator.
+def load(path: str | os.PathLike) -> KMeans:
+    """Read a model written by :meth:`KMeans.save`.
+
+    The file (safetensors, no pickle) is checked strictly against its schema
+    (format, version, tensors, shapes, dtypes, values, the parameters as
+    ``fit`` checks them), so a crafted file cannot run code, and only the
+    declared attributes are set.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    KMeans
+        A fitted estimator: ``predict``, ``transform``, ``score`` and
+        ``partial_fit`` work; ``labels_`` and ``history_`` are not stored.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file is not a valid model file of this version (a
+        kmeans_dask 0.1.0 ``.npz`` file is named, with the command that
+        converts it); the message names the file and the problem.
+
+    Examples
+    --------
+    >>> import kmeans_dask
+    >>> model = kmeans_dask.load("model.safetensors")  # doctest: +SKIP
+    """
+    return load_estimator(path, KMeans, validate_params)
+
+
 _MISSING = object()
 
 

@@ -1,0 +1,1 @@
+"""Files in and out: model files and fit checkpoints (safetensors with a declared schema)."""
