@@ -23,9 +23,9 @@ from kmeans_dask._io.safe_files import (
     NonNegative,
     Tensor,
     as_array,
+    convert,
     plain,
     read,
-    to_content,
     write,
 )
 
@@ -65,7 +65,7 @@ class CheckpointContent(msgspec.Struct, forbid_unknown_fields=True):
 CHECKPOINT = FileKind(
     "kmeans_dask.checkpoint",
     CHECKPOINT_FORMAT_VERSION,
-    CheckpointContent,
+    lambda fields: convert(fields, CheckpointContent),
     lambda content: {"centers": Tensor((len(content.runs), None, None), FLOATS)},
     lambda content, tensors: None,
     older="delete it to start the fit over",
@@ -130,7 +130,7 @@ def write_checkpoint(path: str | os.PathLike, state: CheckpointState) -> None:
             "completed": state.completed,
         }
         tensors = {"centers": np.stack(centers) if centers else np.zeros((0, 0, 0))}
-        write(target, CHECKPOINT, to_content(CHECKPOINT, fields), tensors)
+        write(target, CHECKPOINT, CHECKPOINT.content(fields), tensors)
     except FileProblem as exc:
         raise ValueError(f"cannot write checkpoint '{target}': {exc}") from None
 

@@ -28,9 +28,9 @@ from kmeans_dask._io.safe_files import (
     NonNegative,
     Tensor,
     as_array,
+    convert,
     plain,
     read,
-    to_content,
     write,
 )
 from kmeans_dask._output_paths import check_readable_file
@@ -71,6 +71,20 @@ class ModelContent(msgspec.Struct, forbid_unknown_fields=True):
             raise ValueError(f"parameters {self.array_params} are stored twice")
 
 
+def _content(fields: Any) -> ModelContent:
+    """The content, with a refused parameter named (msgspec says only ``$.params[...]``)."""
+    params = fields.get("params") if isinstance(fields, dict) else None
+    for name, value in params.items() if isinstance(params, dict) else ():
+        try:
+            convert(value, Scalar | dict[str, Scalar])
+        except FileProblem:
+            raise FileProblem(
+                f"parameter {name!r} is {value!r}; only None, bool, int, finite float, str, "
+                "a dict of those with str keys, or an init array can be stored"
+            ) from None
+    return convert(fields, ModelContent)
+
+
 def _tensors(content: ModelContent) -> dict[str, Tensor]:
     shape = (content.params["n_clusters"], content.attributes.n_features_in_)
     tensors = {CENTERS: Tensor(shape, FLOATS), WEIGHTS: Tensor(shape[:1], ("F64",), False)}
@@ -89,7 +103,7 @@ def _check_weights(content: ModelContent, tensors: dict[str, np.ndarray]) -> Non
 MODEL = FileKind(
     "kmeans_dask.model",
     MODEL_FORMAT_VERSION,
-    ModelContent,
+    _content,
     _tensors,
     _check_weights,
     older="save the model again with this version",
@@ -149,7 +163,7 @@ def save_model(
                 fields["array_params"].append(name)
             else:
                 fields["params"][name] = plain(value)
-        write(target, MODEL, to_content(MODEL, fields), tensors)
+        write(target, MODEL, MODEL.content(fields), tensors)
     except FileProblem as exc:
         raise ValueError(f"cannot save model to '{target}': {exc}") from None
 

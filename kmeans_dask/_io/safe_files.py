@@ -6,7 +6,7 @@ lie within the file (no pickle exists in the format: a crafted file runs
 nothing and allocates at most its own size). The string map holds exactly
 ``format``, ``format_version``, ``library_version``, ``content`` (JSON that
 must convert, strictly, into the kind's msgspec Struct) and ``sha256`` (of
-the tensors, so flipped bits are refused). Each tensor's name, dtype and
+the content and the tensors, so flipped bits are refused). Each tensor's name, dtype and
 shape are checked against what the content declares before its data is read;
 then every value must be finite and the kind checks the rest. Writing runs
 the same checks, then writes a temporary sibling, fsyncs it and renames it
@@ -60,7 +60,8 @@ class FileKind:
 
     format: str
     version: int
-    content: type[msgspec.Struct]
+    content: Callable[[Any], Any]
+    """Plain values (parsed JSON) to the content's Struct, raising FileProblem."""
     tensors: Callable[[Any], dict[str, Tensor]]
     """The tensors a file with this content holds."""
     check: Callable[[Any, dict[str, np.ndarray]], None]
@@ -78,10 +79,11 @@ class Stored(NamedTuple):
     library_version: str
 
 
-def to_content(kind: FileKind, fields: Any) -> Any:
-    """``fields`` (plain Python values) as the kind's Struct, strictly validated."""
+def convert(fields: Any, schema: Any) -> Any:
+    """``fields`` (plain Python values) as ``schema``, strictly: no str for int, no
+    bool for float, no unknown field, every constraint met."""
     try:
-        return msgspec.convert(fields, kind.content, strict=True)
+        return msgspec.convert(fields, schema, strict=True)
     except msgspec.ValidationError as exc:
         raise FileProblem(str(exc)) from None
 
@@ -114,12 +116,13 @@ def write(path: str, kind: FileKind, content: Any, tensors: dict[str, np.ndarray
     """Check ``tensors`` as reading them back would, then write the file atomically."""
     header = {name: (a.shape, _CODES[a.dtype.newbyteorder("<")]) for name, a in tensors.items()}
     _check(kind, content, header, tensors)
+    text = msgspec.json.encode(content).decode()
     metadata = {
         "format": kind.format,
         "format_version": str(kind.version),
         "library_version": __version__,
-        "content": msgspec.json.encode(content).decode(),
-        "sha256": _digest(tensors),
+        "content": text,
+        "sha256": _digest(text, tensors),
     }
     write_atomically(path, encode_tensors(tensors, metadata=metadata))
 
@@ -145,8 +148,8 @@ def read(path: str, kind: FileKind) -> Stored:
         raise FileProblem(
             f"not a readable safetensors file (truncated or corrupted?): {exc}"
         ) from None
-    if _digest(tensors) != metadata["sha256"]:
-        raise FileProblem("the tensors do not match their recorded sha256 (corrupted?)")
+    if _digest(metadata["content"], tensors) != metadata["sha256"]:
+        raise FileProblem("the content and tensors do not match their sha256 (corrupted?)")
     _check(kind, content, header, tensors)
     return Stored(content, tensors, version, metadata["library_version"])
 
@@ -176,9 +179,11 @@ def _content(kind: FileKind, metadata: dict[str, str]) -> tuple[int, Any]:
         fields = json.loads(
             metadata["content"], object_pairs_hook=_no_repeats, parse_constant=_no_constant
         )
+    except FileProblem:
+        raise
     except (ValueError, RecursionError) as exc:
         raise FileProblem(f"its content is not valid JSON: {exc}") from None
-    return version, to_content(kind, fields)
+    return version, kind.content(fields)
 
 
 def _check(
@@ -221,8 +226,8 @@ def _dtype_name(code: str) -> str:
     return np.dtype(DTYPES[code]).name if code in DTYPES else code
 
 
-def _digest(tensors: Mapping[str, np.ndarray]) -> str:
-    digest = hashlib.sha256()
+def _digest(content: str, tensors: Mapping[str, np.ndarray]) -> str:
+    digest = hashlib.sha256(content.encode())
     for name in sorted(tensors):
         array = tensors[name]
         array = np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<"))
