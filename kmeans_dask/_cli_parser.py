@@ -317,6 +317,7 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     )
     convert.add_argument("model", help="the 0.1.0 .npz model file (left as it is)")
     convert.add_argument("output", help="the model file to write, e.g. model.safetensors")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     demo = command("demo", "fit generated blobs on a LocalCluster, printing progress and results")
     demo.add_argument("--n-samples", type=positive_int, default=1_000_000, help="rows to generate")

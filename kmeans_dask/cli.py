@@ -459,11 +459,11 @@ def _info(args: argparse.Namespace) -> int:
 
 def _convert(args: argparse.Namespace) -> int:
     from kmeans_dask._io.legacy import convert_legacy_model
-    from kmeans_dask._output_paths import check_writable
+    from kmeans_dask._output_paths import written_whole
 
-    check_writable(args.output, "output")
     _refuse_overlap(args.output, "output", (args.model, "model"))
-    convert_legacy_model(args.model, args.output)
+    with written_whole(args.output, "output", overwrite=args.overwrite, store=False) as partial:
+        convert_legacy_model(args.model, partial)
     print(f"converted {args.model} (kmeans_dask 0.1.0) to {args.output}")
     return 0
 
@@ -607,7 +607,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., str
     "info": (_info, lambda args: "nothing was changed"),
     "convert": (
         _convert,
-        lambda args: f"{args.output!r} is unchanged (written whole or not at all)",
+        lambda args: f"nothing was written to {args.output!r} (anything there is unchanged)",
     ),
     "demo": (_demo, lambda args: "nothing was saved"),
     "bench": (_bench, lambda args: "no results were written; run the same command again"),

@@ -110,4 +110,4 @@ def test_the_readme_python_snippet_runs_as_a_script(base_venv, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("True")
-    assert (tmp_path / "model.npz").is_file()
+    assert (tmp_path / "model.safetensors").is_file()
