@@ -157,7 +157,7 @@ def test_model_round_trip(tmp_path, dtype, names):
     assert model.params == kwargs["params"]
     assert list(model.arrays) == ["cluster_centers_"]
     centers = model.arrays["cluster_centers_"]
-    assert centers.dtype == np.dtype(dtype)
+    assert centers.dtype == np.dtype(dtype) and centers.flags.writeable
     np.testing.assert_array_equal(centers, kwargs["arrays"]["cluster_centers_"])
     expected = {"inertia_": 12.375, "n_iter_": 7, "n_features_in_": 2}
     if names:
@@ -507,6 +507,14 @@ def test_load_refuses_overlapping_or_unknown_dtype_tensors(tmp_path):
     refused(_crafted(path, overlapping, bytes(16)), "not a readable safetensors file")
     pickled = {"a": {"dtype": "O", "shape": [1], "data_offsets": [0, 8]}}
     refused(_crafted(path, pickled, bytes(8)), "not a readable safetensors file")
+
+
+def test_load_refuses_a_dtype_numpy_lacks_before_reading_it(tmp_path):
+    path = saved_model(tmp_path)
+    metadata, _, _ = read_raw(path)
+    bfloat16 = {"dtype": "BF16", "shape": [3, 2], "data_offsets": [0, 12]}
+    _crafted(path, {"__metadata__": metadata, "cluster_centers_": bfloat16}, bytes(12))
+    refused(path, "cluster_centers_ has dtype BF16, expected float32 or float64")
 
 
 def test_load_refuses_many_tensors(tmp_path):

@@ -72,13 +72,6 @@ class FileKind:
     """What to do with a kmeans_dask 0.1.0 ``.npz`` file."""
 
 
-class Stored(NamedTuple):
-    content: Any
-    tensors: dict[str, np.ndarray]
-    format_version: int
-    library_version: str
-
-
 def convert(fields: Any, schema: Any) -> Any:
     """``fields`` (plain Python values) as ``schema``, strictly: no str for int, no
     bool for float, no unknown field, every constraint met."""
@@ -127,8 +120,9 @@ def write(path: str, kind: FileKind, content: Any, tensors: dict[str, np.ndarray
     write_atomically(path, encode_tensors(tensors, metadata=metadata))
 
 
-def read(path: str, kind: FileKind) -> Stored:
-    """Read and check a file of ``kind``; every problem is a FileProblem."""
+def read(path: str, kind: FileKind) -> tuple[Any, dict[str, np.ndarray], int, str]:
+    """The content, tensors, format_version and library_version of a file of ``kind``,
+    checked; every problem is a FileProblem."""
     if os.path.isdir(path):
         raise FileProblem("it is a directory, not a file")
     with open(path, "rb") as handle:
@@ -151,7 +145,7 @@ def read(path: str, kind: FileKind) -> Stored:
     if _digest(metadata["content"], tensors) != metadata["sha256"]:
         raise FileProblem("the content and tensors do not match their sha256 (corrupted?)")
     _check(kind, content, header, tensors)
-    return Stored(content, tensors, version, metadata["library_version"])
+    return content, tensors, version, metadata["library_version"]
 
 
 def _content(kind: FileKind, metadata: dict[str, str]) -> tuple[int, Any]:
