@@ -13,12 +13,11 @@ from typing import TYPE_CHECKING
 from kmeans_dask._version import __version__
 
 if TYPE_CHECKING:
-    from kmeans_dask._persistence import load
-    from kmeans_dask.estimator import KMeans
+    from kmeans_dask.estimator import KMeans, load
 
 __all__ = ["KMeans", "__version__", "load"]
 
-_LAZY = {"KMeans": "kmeans_dask.estimator", "load": "kmeans_dask._persistence"}
+_LAZY = {"KMeans": "kmeans_dask.estimator", "load": "kmeans_dask.estimator"}
 
 
 def __getattr__(name: str):

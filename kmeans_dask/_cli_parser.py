@@ -236,7 +236,9 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     fit.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
     _estimator_options(fit)
     fit.add_argument("--checkpoint", help="checkpoint file: written every iteration, resumed from")
-    fit.add_argument("-o", "--output", help="write the model to this .npz file")
+    fit.add_argument(
+        "-o", "--output", help="write the model to this file (safetensors, e.g. model.safetensors)"
+    )
     fit.add_argument("--json", action="store_true", help="print a JSON summary only")
     fit.add_argument("-q", "--quiet", action="store_true", help="no progress display")
     _cluster_options(fit, workers=1, threads=2)
@@ -309,6 +311,13 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     info = command("info", "show a saved model")
     info.add_argument("model", help="model file")
     info.add_argument("--json", action="store_true", help="print JSON")
+
+    convert = command(
+        "convert", "rewrite a kmeans_dask 0.1.0 .npz model file as a .safetensors one"
+    )
+    convert.add_argument("model", help="the 0.1.0 .npz model file (left as it is)")
+    convert.add_argument("output", help="the model file to write, e.g. model.safetensors")
+    convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
 
     demo = command("demo", "fit generated blobs on a LocalCluster, printing progress and results")
     demo.add_argument("--n-samples", type=positive_int, default=1_000_000, help="rows to generate")

@@ -411,8 +411,8 @@ def _info(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from kmeans_dask._io.model_files import load_model
     from kmeans_dask._io.output_paths import check_readable_file
-    from kmeans_dask._model_io import load_model
 
     check_readable_file(args.model, "model file")
     stored = load_model(args.model)
@@ -454,6 +454,17 @@ def _info(args: argparse.Namespace) -> int:
         for name, value in entries.items():
             table.add_row(name, str(value))
         console.print(table)
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from kmeans_dask._io.legacy import convert_legacy_model
+    from kmeans_dask._io.output_paths import written_whole
+
+    _refuse_overlap(args.output, "output", (args.model, "model"))
+    with written_whole(args.output, "output", overwrite=args.overwrite, store=False) as partial:
+        convert_legacy_model(args.model, partial)
+    print(f"converted {args.model} (kmeans_dask 0.1.0) to {args.output}")
     return 0
 
 
@@ -594,6 +605,10 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., str
     "tune": (_tune, lambda args: "nothing was saved; run the same command again"),
     "elbow": (_elbow, lambda args: "nothing was saved; run the same command again"),
     "info": (_info, lambda args: "nothing was changed"),
+    "convert": (
+        _convert,
+        lambda args: f"nothing was written to {args.output!r} (anything there is unchanged)",
+    ),
     "demo": (_demo, lambda args: "nothing was saved"),
     "bench": (_bench, lambda args: "no results were written; run the same command again"),
 }

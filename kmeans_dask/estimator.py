@@ -54,6 +54,7 @@ from kmeans_dask._fit.validation import (
     raise_for_summary,
     validate_params,
 )
+from kmeans_dask._io.fingerprint import fit_fingerprint
 from kmeans_dask._io.inputs import (
     as_local_array,
     check_dask_array,
@@ -63,9 +64,8 @@ from kmeans_dask._io.inputs import (
     open_zarr,
     zarr_as_dask,
 )
+from kmeans_dask._io.model_files import load_estimator, save_estimator
 from kmeans_dask._io.output_paths import check_writable, resume_hint
-from kmeans_dask._model_io import fit_fingerprint
-from kmeans_dask._persistence import save_estimator
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps, center_distances, nearest_rows
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops, nearest
@@ -531,7 +531,7 @@ default="k-means||"
     # --- model files -----------------------------------------------------------------
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write the fitted model to ``path`` (an ``.npz`` file with no pickle in it).
+        """Write the fitted model to ``path``, a safetensors file (no pickle in it).
 
         Labels are not saved (they can be as large as the data and are
         cheap to recompute with :meth:`predict`); read the file back with
@@ -849,6 +849,41 @@ default="k-means||"
 
 
 #: Marks an exhausted iterator.
+def load(path: str | os.PathLike) -> KMeans:
+    """Read a model written by :meth:`KMeans.save`.
+
+    The file (safetensors, no pickle) is checked strictly against its schema
+    (format, version, tensors, shapes, dtypes, values, the parameters as
+    ``fit`` checks them), so a crafted file cannot run code, and only the
+    declared attributes are set.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    KMeans
+        A fitted estimator: ``predict``, ``transform``, ``score`` and
+        ``partial_fit`` work; ``labels_`` and ``history_`` are not stored.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file is not a valid model file of this version (a
+        kmeans_dask 0.1.0 ``.npz`` file is named, with the command that
+        converts it); the message names the file and the problem.
+
+    Examples
+    --------
+    >>> import kmeans_dask
+    >>> model = kmeans_dask.load("model.safetensors")  # doctest: +SKIP
+    """
+    return load_estimator(path, KMeans, validate_params)
+
+
 _MISSING = object()
 
 

@@ -14,7 +14,7 @@ import pytest
 from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
-from kmeans_dask._model_io import read_checkpoint
+from kmeans_dask._io.checkpoints import read_checkpoint
 
 PARAMS = {"n_clusters": 40, "init": "k-means++", "random_state": 0, "max_iter": 60, "tol": 0.0}
 

@@ -33,7 +33,7 @@ def data_path(tmp_path):
 def test_make_data_fit_info_predict(tmp_path, data_path, on_cluster, capsys):
     stored = zarr.open_array(data_path, mode="r")
     assert stored.shape == (20000, 4) and stored.chunks == (5000, 4)
-    model_path = str(tmp_path / "model.npz")
+    model_path = str(tmp_path / "model.safetensors")
     capsys.readouterr()
     assert main(["fit", data_path, "-k", "5", "-o", model_path, "--json", *on_cluster]) == 0
     summary = json.loads(capsys.readouterr().out)
@@ -92,7 +92,7 @@ def test_fit_algorithm_and_engine_options_give_the_same_model(tmp_path, on_clust
         (["fit", "{data}", "-k", "0"], "-k/--n-clusters: expected an integer >= 1, got '0'"),
         (["fit", "{tmp}/missing.zarr", "-k", "3"], "does not exist"),
         (["fit", "{tmp}/missing.npy", "-k", "3"], "does not exist"),
-        (["info", "{tmp}/missing.npz"], "missing.npz"),
+        (["info", "{tmp}/missing.safetensors"], "missing.safetensors"),
     ],
     ids=["bad-k", "missing-zarr", "missing-npy", "missing-model"],
 )
@@ -198,7 +198,10 @@ def _npy(tmp_path: Path, name: str = "rows.npy", n: int = 600, seed: int = 0) ->
         (["fit", "{npy}", "--assign-options", "nprobe"], "--assign-options: expected KEY=VALUE"),
         (["fit", "{npy}", "--init", "kmeans"], "--init: expected one of k-means||"),
         (["fit", "{npy}", "--decay", "2"], "--decay: expected a number in (0, 1], got '2'"),
-        (["fit", "{npy}", "-o", "{tmp}/nodir/m.npz"], "its directory '{tmp}/nodir' does not"),
+        (
+            ["fit", "{npy}", "-o", "{tmp}/nodir/m.safetensors"],
+            "its directory '{tmp}/nodir' does not",
+        ),
         (["fit", "{npy}", "-o", "{tmp}"], "--output='{tmp}' is a directory"),
         (["fit", "{npy}", "--checkpoint", "{tmp}/nodir/ck"], "--checkpoint='{tmp}/nodir/ck'"),
         (["fit", "{npy}", "--checkpoint", "/proc/ck"], "cannot write to its directory '/proc'"),
@@ -223,7 +226,7 @@ def test_refused_arguments_exit_2_with_one_named_line(tmp_path, client, capsys, 
     npy = _npy(tmp_path)
     (tmp_path / "dir.npy").mkdir()
     (tmp_path / "bad.npy").write_bytes(b"not numpy")
-    model = tmp_path / "m.npz"
+    model = tmp_path / "m.safetensors"
     kmeans_dask.KMeans(2, random_state=0).fit(np.load(npy)).save(model)
     before = sorted(tmp_path.rglob("*"))
     values = {"npy": npy, "tmp": str(tmp_path), "model": str(model)}
@@ -252,7 +255,7 @@ def test_fit_offers_every_estimator_parameter_with_its_default(tmp_path, on_clus
     npy = _npy(tmp_path)
     argv = ["fit", npy, "-k", "3", "--assign", "ivf", "--assign-options", "{nprobe: 2, nlist: 2}"]
     assert _estimator(parser.parse_args(argv)).assign_options == {"nprobe": 2, "nlist": 2}
-    model_path = str(tmp_path / "m.npz")
+    model_path = str(tmp_path / "m.safetensors")
     argv = ["fit", npy, "-k", "3", "--oversampling-factor", "3", "--init-rounds", "2"]
     argv += ["--decay", "0.5", "--batch-size", "100", "--reassignment-ratio", "0"]
     argv += ["--random-state", "7", "--persist", "yes", "--engine", "tasks"]
@@ -279,7 +282,7 @@ def test_predict_refuses_to_write_over_its_input(
     tmp_path, data_path, on_cluster, capsys, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    model = str(tmp_path / "m.npz")
+    model = str(tmp_path / "m.safetensors")
     assert main(["fit", data_path, "-k", "3", "-o", model, "--json", *on_cluster]) == 0
     before = zarr.open_array(data_path, mode="r")[:]
     link = tmp_path / "link.zarr"
@@ -294,7 +297,7 @@ def test_predict_refuses_to_write_over_its_input(
 def test_predict_replaces_an_output_only_once_the_new_one_is_complete(
     tmp_path, data_path, on_cluster, capsys, monkeypatch
 ):
-    model_path = str(tmp_path / "m.npz")
+    model_path = str(tmp_path / "m.safetensors")
     assert main(["fit", data_path, "-k", "3", "-o", model_path, "--json", *on_cluster]) == 0
     labels = str(tmp_path / "labels.npy")
     np.save(labels, np.arange(5))
@@ -308,7 +311,11 @@ def test_predict_replaces_an_output_only_once_the_new_one_is_complete(
     assert main(argv) == EXIT_BAD_INPUT
     monkeypatch.undo()
     assert_array_equal(np.load(labels), np.arange(5))  # the old output is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.zarr", "labels.npy", "m.npz"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "data.zarr",
+        "labels.npy",
+        "m.safetensors",
+    ]
     assert main(argv) == 0  # and replaced when the new one is complete
     assert_array_equal(np.load(labels), model.predict(zarr.open_array(data_path)[:]))
 
@@ -339,7 +346,7 @@ def test_version(capsys):
 
 
 def test_info_prints_tables(tmp_path, client, capsys):
-    model = tmp_path / "m.npz"
+    model = tmp_path / "m.safetensors"
     kmeans_dask.KMeans(2, random_state=0).fit(np.load(_npy(tmp_path))).save(model)
     capsys.readouterr()
     assert main(["info", str(model)]) == 0

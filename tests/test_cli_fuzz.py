@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -71,14 +72,15 @@ def files(tmp_path_factory, cluster):
     data = np.random.default_rng(0).normal(size=(200, 3))
     np.save(root / "data.npy", data)
     with Client(cluster):
-        kmeans_dask.KMeans(2, random_state=0).fit(data).save(root / "model.npz")
+        kmeans_dask.KMeans(2, random_state=0).fit(data).save(root / "model.safetensors")
+    shutil.copy(Path(__file__).parent / "data" / "model-0.1.0.npz", root / "old.npz")
     (root / "directory").mkdir()
     (root / "directory.npy").mkdir()
     (root / "garbage.npy").write_bytes(b"\x93NUMPY garbage")
-    (root / "garbage.npz").write_bytes(b"PK garbage")
+    (root / "garbage.safetensors").write_bytes(b"PK garbage")
     (root / "text.zarr").write_text("not a store")
     os.mkfifo(root / "fifo.npy")
-    os.mkfifo(root / "fifo.npz")
+    os.mkfifo(root / "fifo.safetensors")
     return root
 
 
@@ -107,30 +109,38 @@ def _numeric(command: str) -> st.SearchStrategy[list[str]]:
 
 BAD_INPUTS = ["missing.npy", "missing.zarr", "directory", "directory.npy", "garbage.npy"]
 BAD_INPUTS += ["text.zarr", "fifo.npy"]
-BAD_MODELS = ["missing.npz", "directory", "garbage.npz", "data.npy", "fifo.npz"]
-BAD_OUTPUTS = ["nodir/out.npz", "directory", "directory.npy", "data.npy", "fifo.npz", "/proc/x"]
+BAD_MODELS = ["missing.safetensors", "directory", "garbage.safetensors", "data.npy"]
+BAD_MODELS += ["fifo.safetensors", "old.npz"]
+BAD_OUTPUTS = ["nodir/out.safetensors", "directory", "directory.npy", "data.npy"]
+BAD_OUTPUTS += ["fifo.safetensors", "/proc/x"]
 
 
 @st.composite
 def bad_commands(draw) -> list[str]:
     """A command with exactly one bad argument (a number, a choice or a path)."""
-    command = draw(st.sampled_from(["fit", "make-data", "tune", "elbow", "predict", "info"]))
+    commands = ["fit", "make-data", "tune", "elbow", "predict", "info", "convert"]
+    command = draw(st.sampled_from(commands))
     good = {
         "fit": ["fit", "data.npy"],
         "make-data": ["make-data", "new.zarr", "-n", "10"],
         "tune": ["tune", "data.npy", "-k", "2"],
         "elbow": ["elbow", "data.npy"],
-        "predict": ["predict", "model.npz", "data.npy", "-o", "labels.npy"],
-        "info": ["info", "model.npz"],
+        "predict": ["predict", "model.safetensors", "data.npy", "-o", "labels.npy"],
+        "info": ["info", "model.safetensors"],
+        "convert": ["convert", "old.npz", "new.safetensors"],
     }[command]
     kinds = ["path"] + (["number"] if command in NUMERIC_OPTIONS else [])
     if draw(st.sampled_from(kinds)) == "number":
         return good + draw(_numeric(command))
     if command == "info":
         return ["info", draw(st.sampled_from(BAD_MODELS))]
+    if command == "convert":
+        if draw(st.booleans()):  # a new model is no 0.1.0 file either
+            return ["convert", draw(st.sampled_from([*BAD_MODELS[:-1], "model.safetensors"])), "n"]
+        return ["convert", "old.npz", draw(st.sampled_from(BAD_OUTPUTS))]
     if command == "predict":
         where = draw(st.sampled_from(["model", "input", "output"]))
-        model = draw(st.sampled_from(BAD_MODELS)) if where == "model" else "model.npz"
+        model = draw(st.sampled_from(BAD_MODELS)) if where == "model" else "model.safetensors"
         source = draw(st.sampled_from(BAD_INPUTS)) if where == "input" else "data.npy"
         output = draw(st.sampled_from(BAD_OUTPUTS)) if where == "output" else "labels.npy"
         return [

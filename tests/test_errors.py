@@ -750,29 +750,33 @@ def test_bad_zarr_input(fitted, tmp_path, kind, error, match, method):
 
 
 def _model_file(tmp_path, fitted, damage: str):
-    path = tmp_path / "model.npz"
+    path = tmp_path / "model.safetensors"
     fitted.save(path)
     data = path.read_bytes()
     if damage == "truncated":
         path.write_bytes(data[: len(data) // 2])
     elif damage == "garbage":
         path.write_bytes(b"\x93NUMPY not really" * 10)
-    elif damage == "extra-key":
-        with np.load(path, allow_pickle=False) as archive:
-            entries = dict(archive)
-        np.savez(path, **entries, surprise=np.zeros(3))
-    elif damage == "missing-key":
-        with np.load(path, allow_pickle=False) as archive:
-            entries = {k: v for k, v in archive.items() if k != "cluster_centers_"}
-        np.savez(path, **entries)
+    elif damage in ("extra-key", "missing-key"):
+        from safetensors import safe_open
+        from safetensors.numpy import save
+
+        with safe_open(path, framework="numpy") as file:
+            metadata = file.metadata()
+            tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+        if damage == "extra-key":
+            tensors["surprise"] = np.zeros(3)
+        else:
+            del tensors["cluster_centers_"]
+        path.write_bytes(save(tensors, metadata=metadata))
     return path
 
 
 @pytest.mark.parametrize(
     ("damage", "match"),
     [
-        ("truncated", r"model\.npz"),
-        ("garbage", r"model\.npz"),
+        ("truncated", r"model\.safetensors"),
+        ("garbage", r"model\.safetensors"),
         ("extra-key", r"surprise"),
         ("missing-key", r"cluster_centers_"),
     ],

@@ -26,7 +26,8 @@ from kmeans_dask import KMeans
 from kmeans_dask._engine.client import SchedulerLostError, local_client
 from kmeans_dask._fit.lloyd import IterationRecord
 from kmeans_dask._fit.progress import LloydProgress, StepProgress
-from kmeans_dask._model_io import read_checkpoint, save_model
+from kmeans_dask._io.checkpoints import read_checkpoint
+from kmeans_dask._io.model_files import save_model
 from kmeans_dask.datasets import write_blobs_zarr
 
 
@@ -181,7 +182,7 @@ def test_load_refuses_a_fifo_and_invalid_parameters(tmp_path):
     os.mkfifo(tmp_path / "fifo")
     with pytest.raises(ValueError, match="not a regular file but a FIFO"):
         kmeans_dask.load(tmp_path / "fifo")  # and does not block
-    path = tmp_path / "bad.npz"
+    path = tmp_path / "bad.safetensors"
     params = {**KMeans(2).get_params(), "max_iter": 0}
     save_model(
         path,
@@ -189,7 +190,9 @@ def test_load_refuses_a_fifo_and_invalid_parameters(tmp_path):
         arrays={"cluster_centers_": np.zeros((2, 3))},
         attributes={"inertia_": 0.0, "n_iter_": 1, "n_features_in_": 3},
     )
-    with pytest.raises(ValueError, match=r"cannot load model '.*bad.npz': max_iter must be >= 1"):
+    with pytest.raises(
+        ValueError, match=r"cannot load model '.*bad.safetensors': max_iter must be >= 1"
+    ):
         kmeans_dask.load(path)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import shutil
 import subprocess
 import venv
 from pathlib import Path
@@ -82,6 +83,7 @@ def test_every_readme_command_runs_on_the_base_install(base_venv, tmp_path):
     commands = readme_commands()
     assert commands[0] == "kmeans-dask demo" and len(commands) >= 12
     (tmp_path / "cluster_specs").symlink_to(ROOT / "cluster_specs")
+    shutil.copy(ROOT / "tests" / "data" / "model-0.1.0.npz", tmp_path / "old.npz")  # convert's
     for line in commands:
         for text, scaled in SCALED:
             line = line.replace(text, scaled)
@@ -110,4 +112,4 @@ def test_the_readme_python_snippet_runs_as_a_script(base_venv, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("True")
-    assert (tmp_path / "model.npz").is_file()
+    assert (tmp_path / "model.safetensors").is_file()

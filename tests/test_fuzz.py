@@ -358,7 +358,7 @@ def test_partial_fit_refuses_bad_params_and_names_them(model, bad):
 
 @pytest.fixture(scope="module")
 def model_bytes(fitted_model, tmp_path_factory) -> bytes:
-    path = tmp_path_factory.mktemp("fuzz") / "model.npz"
+    path = tmp_path_factory.mktemp("fuzz") / "model.safetensors"
     fitted_model.save(path)
     return path.read_bytes()
 
@@ -386,7 +386,7 @@ def damaged_file(draw, valid: bytes) -> bytes:
 def test_load_refuses_damaged_files_and_leaves_them(model_bytes, tmp_path_factory, data):
     content = data.draw(damaged_file(model_bytes))
     directory = tmp_path_factory.mktemp("load")
-    path = directory / "model.npz"
+    path = directory / "model.safetensors"
     path.write_bytes(content)
     try:
         loaded = kmeans_dask.load(path)
@@ -398,13 +398,13 @@ def test_load_refuses_damaged_files_and_leaves_them(model_bytes, tmp_path_factor
         assert np.isfinite(loaded.cluster_centers_).all()
         loaded.predict(GOOD)
     assert path.read_bytes() == content
-    assert sorted(os.listdir(directory)) == ["model.npz"]
+    assert sorted(os.listdir(directory)) == ["model.safetensors"]
 
 
 @pytest.mark.parametrize(
     "make_path",
     [
-        lambda tmp: tmp / "missing.npz",
+        lambda tmp: tmp / "missing.safetensors",
         lambda tmp: tmp,  # a directory
         lambda tmp: _written(tmp / "x.npy", lambda p: np.save(p, GOOD)),
         lambda tmp: _written(tmp / "x.txt", lambda p: p.write_text("a model?")),

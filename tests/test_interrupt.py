@@ -23,7 +23,7 @@ import psutil
 import pytest
 import zarr
 
-from kmeans_dask._model_io import read_checkpoint
+from kmeans_dask._io.checkpoints import read_checkpoint
 from kmeans_dask.cli import EXIT_INTERRUPTED, main
 
 SCRIPT = Path(sys.executable).with_name("kmeans-dask")
@@ -154,11 +154,11 @@ def test_ctrl_c_in_other_commands_says_what_was_saved(tmp_path, client, command)
 
     X = np.random.default_rng(0).normal(size=(2_000_000, 2)).astype(np.float32)
     np.save(tmp_path / "x.npy", X)
-    KMeans(4, random_state=0).fit(X[:1000]).save(tmp_path / "m.npz")
+    KMeans(4, random_state=0).fit(X[:1000]).save(tmp_path / "m.safetensors")
     np.save(tmp_path / "labels.npy", np.arange(3))
     argv, expected = {
         "predict": (
-            ["predict", "m.npz", "x.npy", "-o", "labels.npy", "--overwrite", *WORKERS],
+            ["predict", "m.safetensors", "x.npy", "-o", "labels.npy", "--overwrite", *WORKERS],
             "no labels were written to 'labels.npy' (anything there is unchanged); "
             "run the same command again",
         ),
@@ -176,4 +176,4 @@ def test_ctrl_c_in_other_commands_says_what_was_saved(tmp_path, client, command)
     assert code == EXIT_INTERRUPTED
     assert _last_line_only(err) == f"kmeans-dask {command}: interrupted; {expected}"
     np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), np.arange(3))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.npy", "m.npz", "x.npy"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels.npy", "m.safetensors", "x.npy"]

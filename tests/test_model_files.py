@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from numpy.testing import assert_array_equal
+from safetensors import safe_open
+from safetensors.numpy import save as encode_tensors
 
 import kmeans_dask
 from kmeans_dask import KMeans
-
-META = "__metadata__"
+from kmeans_dask._io import safe_files
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +33,8 @@ def rows() -> np.ndarray:
 def test_model_with_assign_options_saves_and_loads(client, rows, tmp_path):
     model = KMeans(4, assign="ivf", assign_options={"nlist": 2, "nprobe": 1}, random_state=0)
     model.fit(rows)
-    model.save(tmp_path / "m.npz")
-    loaded = kmeans_dask.load(tmp_path / "m.npz")
+    model.save(tmp_path / "m.safetensors")
+    loaded = kmeans_dask.load(tmp_path / "m.safetensors")
     assert loaded.assign_options == {"nlist": 2, "nprobe": 1}
     assert_array_equal(loaded.predict(rows), model.labels_)
 
@@ -105,7 +106,7 @@ def test_every_valid_model_saves_loads_and_predicts_the_same(
         model.fit_stream([rows[:30], rows[30:]])
     else:
         model.fit(rows)
-    path = tmp_path_factory.mktemp("model") / "m.npz"
+    path = tmp_path_factory.mktemp("model") / "m.safetensors"
     model.save(path)
     loaded = kmeans_dask.load(path)
     assert_array_equal(loaded.predict(rows), model.predict(rows))
@@ -122,17 +123,15 @@ def test_every_valid_model_saves_loads_and_predicts_the_same(
 
 
 def _rewrite(path: Path, mutate) -> None:
-    """Rewrite a model file after ``mutate(metadata, entries)``, keeping it consistent."""
-    with np.load(path, allow_pickle=False) as archive:
-        entries = {key: archive[key] for key in archive.files}
-    metadata = json.loads(entries.pop(META).tobytes())
-    mutate(metadata, entries)
-    metadata["arrays"] = {
-        key: {"shape": list(value.shape), "dtype": value.dtype.str}
-        for key, value in entries.items()
-    }
-    raw = json.dumps(metadata).encode()
-    np.savez(path, **{META: np.frombuffer(raw, dtype=np.uint8)}, **entries)
+    """Rewrite a model file after ``mutate(content, tensors)``, keeping it consistent."""
+    with safe_open(path, framework="numpy") as file:
+        metadata = file.metadata()
+        tensors = {name: file.get_tensor(name) for name in file.keys()}  # noqa: SIM118
+    content = json.loads(metadata["content"])
+    mutate(content, tensors)
+    metadata["content"] = json.dumps(content)
+    metadata["sha256"] = safe_files._digest(metadata["content"], tensors)
+    path.write_bytes(encode_tensors(tensors, metadata=metadata))
 
 
 def _set_param(name, value):
@@ -144,13 +143,16 @@ def _set_array(name, value):
 
 
 CRAFTED = [
-    pytest.param(_set_array("predict", np.zeros(3)), r"unexpected array entries \['predict'\]"),
+    pytest.param(_set_array("predict", np.zeros(3)), r"unexpected tensors \['predict'\]"),
     pytest.param(_set_array("get_params", np.zeros(1)), r"unexpected.*'get_params'"),
     pytest.param(_set_array("cluster_weights_", [1.0, np.nan, 2]), "cluster_weights_.*non-finite"),
     pytest.param(_set_array("cluster_weights_", [1.0, np.inf, 2]), "cluster_weights_.*non-finite"),
     pytest.param(_set_array("cluster_weights_", [1.0, -2.0, 2]), "cluster_weights_.*negative"),
     pytest.param(_set_array("cluster_weights_", [1.0, 2.0]), r"cluster_weights_ has shape \(2,\)"),
-    pytest.param(_set_array("cluster_weights_", np.ones(3, "f4")), "must be float64"),
+    pytest.param(
+        _set_array("cluster_weights_", np.ones(3, "f4")),
+        "cluster_weights_ has dtype float32, expected float64",
+    ),
     pytest.param(_set_param("tol", -1.0), "tol must be >= 0"),
     pytest.param(_set_param("init", "bogus"), "init='bogus' is not supported"),
     pytest.param(_set_param("algorithm", "elkan"), "algorithm='elkan' is not supported"),
@@ -163,7 +165,7 @@ CRAFTED = [
 
 @pytest.mark.parametrize(("mutate", "match"), CRAFTED)
 def test_crafted_model_file_is_refused(client, rows, tmp_path, mutate, match):
-    path = tmp_path / "m.npz"
+    path = tmp_path / "m.safetensors"
     KMeans(3, random_state=0).fit(rows).save(path)
     _rewrite(path, mutate)
     with pytest.raises(ValueError, match=match) as info:
@@ -172,7 +174,7 @@ def test_crafted_model_file_is_refused(client, rows, tmp_path, mutate, match):
 
 
 def test_loaded_model_has_exactly_the_declared_attributes(client, rows, tmp_path):
-    path = tmp_path / "m.npz"
+    path = tmp_path / "m.safetensors"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         KMeans(3, random_state=0).fit(rows).save(path)

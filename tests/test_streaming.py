@@ -111,7 +111,7 @@ def test_partial_fit_after_fit_continues_from_the_fitted_counts(client, batches)
 def test_save_and_load_round_trip(client, batches, tmp_path):
     rows = np.concatenate(batches)
     model = KMeans(5, random_state=0).fit(rows)
-    path = tmp_path / "model.npz"
+    path = tmp_path / "model.safetensors"
     model.save(path)
     loaded = kmeans_dask.load(path)
     assert loaded.get_params() == model.get_params()
@@ -132,8 +132,8 @@ def test_save_and_load_keep_an_init_array_and_feature_names(client, tmp_path):
     )
     init = frame.to_numpy()[:3]
     model = KMeans(3, init=init).fit(frame)
-    model.save(tmp_path / "m.npz")
-    loaded = kmeans_dask.load(tmp_path / "m.npz")
+    model.save(tmp_path / "m.safetensors")
+    loaded = kmeans_dask.load(tmp_path / "m.safetensors")
     assert_array_equal(loaded.init, init)
     assert list(loaded.feature_names_in_) == ["height", "width"]
     assert_array_equal(loaded.predict(frame), model.labels_)
@@ -143,12 +143,12 @@ def test_save_unfitted_and_load_garbage_are_refused(tmp_path):
     from sklearn.exceptions import NotFittedError
 
     with pytest.raises(NotFittedError):
-        KMeans(3).save(tmp_path / "m.npz")
-    (tmp_path / "junk.npz").write_bytes(b"not a model")
-    with pytest.raises(ValueError, match=r"junk\.npz"):
-        kmeans_dask.load(tmp_path / "junk.npz")
+        KMeans(3).save(tmp_path / "m.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match=r"junk\.safetensors"):
+        kmeans_dask.load(tmp_path / "junk.safetensors")
     with pytest.raises(FileNotFoundError):
-        kmeans_dask.load(tmp_path / "missing.npz")
+        kmeans_dask.load(tmp_path / "missing.safetensors")
 
 
 class _FakeCupyArray:

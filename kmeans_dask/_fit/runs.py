@@ -31,7 +31,7 @@ from distributed import Client
 
 from kmeans_dask._engine.placement import DistributedData
 from kmeans_dask._fit.lloyd import IterationRecord, LloydResult, lloyd, stopping_message
-from kmeans_dask._model_io import (
+from kmeans_dask._io.checkpoints import (
     CheckpointState,
     RunProgress,
     read_checkpoint,

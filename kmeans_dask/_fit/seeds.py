@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn.utils import check_random_state
 
+from kmeans_dask._io.checkpoints import read_checkpoint
 from kmeans_dask._io.output_paths import PathLike
-from kmeans_dask._model_io import read_checkpoint
 
 
 def init_seeds(random_state, n_init: int) -> list[int]:

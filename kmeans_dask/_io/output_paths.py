@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from kmeans_dask._model_io import read_checkpoint
+from kmeans_dask._io.checkpoints import read_checkpoint
 
 PathLike = str | os.PathLike
 
