@@ -46,7 +46,7 @@ def _calls(client: Client, hosts: ChunkHosts, path: str, method: str) -> Callabl
     """One call of ``method`` to every host, by ``path``."""
     args = (_nothing,) if method == "map" else ()
     if path == "handles, one by one":
-        handles = client.gather(hosts._futures)
+        handles = hosts._handles
         return lambda: [f.result() for f in [getattr(h, method)(*args) for h in handles]]
 
     def call() -> object:
