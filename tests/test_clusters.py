@@ -210,6 +210,21 @@ def test_a_key_the_cluster_does_not_take_names_the_file_and_closest_key_and_star
     assert str(path) in str(info.value)
 
 
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda path: path.stem)
+def test_every_spec_file_has_only_keys_its_cluster_class_takes(path, tmp_path, nothing_starts):
+    spec = load_spec(path)
+    if spec.kind == "local-cuda":
+        pytest.importorskip("dask_cuda", reason="dask-cuda is not installed (kmeans_dask[gpu])")
+    if KINDS[spec.kind].jobqueue and not HAS_JOBQUEUE:
+        pytest.skip("dask_jobqueue is not installed")
+    tls_files = {}
+    for name in spec.security or {}:  # placeholders: the class only keeps the paths
+        tls_files[f"security_{name}"] = tmp_path / f"{name}.pem"
+        tls_files[f"security_{name}"].touch()
+    with pytest.raises(AssertionError, match="a cluster started"):  # the keys were taken
+        from_spec(path, **tls_files)
+
+
 @NEEDS_JOBQUEUE
 def test_jobqueue_keys_reach_the_cluster_class():
     # job keywords and dask-jobqueue configuration keys (dashes or underscores) are accepted
