@@ -22,10 +22,18 @@ slurm          ``dask_jobqueue.SLURMCluster``              ``kmeans_dask[hpc]``
 pbs            ``dask_jobqueue.PBSCluster``                ``kmeans_dask[hpc]``
 =============  ==========================================  ==========================
 
-Keys are checked against the arguments the class accepts (its signature;
-for ``local`` kinds also the worker arguments LocalCluster forwards, for
-jobqueue kinds also the job arguments and dask-jobqueue's configuration
-keys); dashes may be used for underscores, as in dask-jobqueue's YAML.
+The cluster class is the authority on its keys: this module keeps no list
+of them. A jobqueue cluster rejects a key it does not know when it is
+created, before its scheduler starts and before any job is submitted;
+:func:`from_spec` re-raises that as a ``ValueError`` that names the spec
+file and the closest key of dask-jobqueue's configuration for that
+scheduler. ``LocalCluster`` (and ``LocalCUDACluster``, which passes its
+extra keys to it) hands the keys it does not know to its workers, in the
+worker processes, where a misspelt key would surface only as "Nanny failed
+to start" (or never, with no workers yet): so for local kinds the keys are
+checked first, before anything starts, against the parameters of the
+cluster class and of the ``Worker`` and ``Nanny`` it documents passing them
+to. Dashes may be used for underscores, as in dask-jobqueue's YAML.
 
 Security defaults: unless the spec says otherwise, the scheduler and the
 dashboard listen on 127.0.0.1 only (and, for jobqueue kinds, the workers
@@ -52,6 +60,7 @@ import importlib
 import inspect
 import ipaddress
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +71,7 @@ import dask
 from distributed import Client
 from distributed.security import Security
 
-__all__ = ["KINDS", "ClusterHandle", "ClusterSpec", "accepted_keys", "from_spec", "load_spec"]
+__all__ = ["KINDS", "ClusterHandle", "ClusterSpec", "from_spec", "load_spec"]
 
 #: Top-level keys that are not arguments of the cluster class.
 SECTIONS = ("kind", "scale", "adapt", "security")
@@ -96,39 +105,6 @@ KINDS: dict[str, _Kind] = {
 # handle asynchronous: a spec file cannot meaningfully give them.
 _NOT_FROM_SPEC = frozenset(
     {"loop", "asynchronous", "start", "job_cls", "scheduler_cls", "worker_class", "scheduler"}
-)
-
-# LocalCUDACluster's own arguments (dask-cuda 24.x-26.x), used to validate a
-# local-cuda spec as data when dask_cuda is not installed.
-_LOCAL_CUDA_KEYS = frozenset(
-    {
-        "CUDA_VISIBLE_DEVICES",
-        "n_workers",
-        "threads_per_worker",
-        "memory_limit",
-        "device_memory_limit",
-        "enable_cudf_spill",
-        "cudf_spill_stats",
-        "data",
-        "local_directory",
-        "shared_filesystem",
-        "protocol",
-        "enable_tcp_over_ucx",
-        "enable_infiniband",
-        "enable_nvlink",
-        "enable_rdmacm",
-        "rmm_pool_size",
-        "rmm_maximum_pool_size",
-        "rmm_managed_memory",
-        "rmm_async",
-        "rmm_allocator_external_lib_list",
-        "rmm_release_threshold",
-        "rmm_log_directory",
-        "rmm_track_allocations",
-        "jit_unspill",
-        "log_spilling",
-        "pre_import",
-    }
 )
 
 _SCALE_KEYS = {"local": ("n_workers",), "jobqueue": ("n_workers", "jobs")}
@@ -165,6 +141,8 @@ class ClusterSpec:
         Arguments of ``cluster.adapt`` (``minimum``, ``maximum``, ...).
     security : dict or None
         Absolute paths ``ca_file``, ``cert`` and ``key`` for TLS.
+    overridden : frozenset of str
+        The keys of ``kwargs`` that overrides set (error messages say so).
     """
 
     path: Path
@@ -173,6 +151,7 @@ class ClusterSpec:
     scale: dict[str, int] | None = None
     adapt: dict[str, Any] | None = None
     security: dict[str, str] | None = field(default=None)
+    overridden: frozenset[str] = frozenset()
 
     @property
     def cluster_class(self) -> str:
@@ -185,6 +164,9 @@ class ClusterSpec:
 
 def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
     """Read, validate and complete a spec file, without starting anything.
+
+    Whether the cluster class takes each key is checked by
+    :func:`from_spec`: the class is the authority on its keys.
 
     Parameters
     ----------
@@ -202,12 +184,12 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
     Raises
     ------
     ValueError
-        The file is not a mapping, has no or an unknown ``kind``, or an
-        unknown key (the message names the key, the file, the closest
-        accepted key and all accepted keys), or a bad section.
+        The file is not a mapping, has no or an unknown ``kind``, a key that
+        takes a Python object, a bad section or count, or an unquoted
+        walltime.
     ImportError
-        The kind's library is needed to list its arguments and is missing
-        (``local-cuda`` specs are validated without dask_cuda).
+        dask_jobqueue is missing for ``slurm``/``pbs`` (its configuration
+        gives the defaults); ``local-cuda`` specs are read without dask_cuda.
     """
     path = Path(path)
     data = _read_yaml(path)
@@ -223,11 +205,10 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
     family = "jobqueue" if info.jobqueue else "local"
     if info.jobqueue:
         _import_cluster_class(kind, path)  # an ImportError naming the file and the extra
-    accepted = accepted_keys(kind)
     spec = {_normalize(key): value for key, value in data.items()}
     sections = {name: spec.pop(name, None) for name in SECTIONS[1:]}
     for key in spec:
-        _check_key(key, accepted, kind, f"{path}")
+        _check_settable(key, f"{path}")
     for name, allowed in (
         ("scale", _SCALE_KEYS[family]),
         ("adapt", _ADAPT_KEYS[family]),
@@ -243,7 +224,7 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
             name: _resolve(value, path.parent) for name, value in sections["security"].items()
         }
 
-    _apply_overrides(spec, sections, overrides, accepted, kind, family, path)
+    overridden = _apply_overrides(spec, sections, overrides, family, path)
 
     if sections["scale"] is not None and sections["adapt"] is not None:
         raise ValueError(
@@ -260,7 +241,7 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
         missing = [name for name in _SECURITY_KEYS if not security.get(name)]
         if missing:
             raise ValueError(f"{path}: security needs {', '.join(missing)} (TLS file paths)")
-    if isinstance(spec.get("walltime"), int | float):
+    if info.jobqueue and isinstance(spec.get("walltime"), int | float):
         raise ValueError(
             f"{path}: walltime {spec['walltime']!r} was read as a number (YAML reads "
             'unquoted 30:00 as base-60 integer 1800); quote it: walltime: "00:30:00"'
@@ -274,6 +255,7 @@ def load_spec(path: str | os.PathLike, **overrides: Any) -> ClusterSpec:
         scale=sections["scale"],
         adapt=sections["adapt"],
         security=security,
+        overridden=overridden,
     )
 
 
@@ -298,69 +280,6 @@ def _check_counts(spec: dict[str, Any], sections: dict[str, Any], path: Path) ->
     for key, value, minimum in counts:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"{path}: {key} must be an integer >= {minimum}, got {value!r}")
-
-
-def accepted_keys(kind: str) -> frozenset[str]:
-    """Keys a spec of this kind accepts (besides kind/scale/adapt/security).
-
-    Parameters
-    ----------
-    kind : str
-        One of ``KINDS``.
-
-    Returns
-    -------
-    frozenset of str
-        ``local``: the arguments of LocalCluster and of the Nanny and Worker
-        it forwards extra arguments to. ``local-cuda``: those and
-        LocalCUDACluster's (a fixed list when dask_cuda is not installed).
-        ``slurm``/``pbs``: the cluster's arguments, its job class's (down to
-        ``dask_jobqueue.core.Job``) and the keys of dask-jobqueue's
-        configuration for that scheduler.
-
-    Raises
-    ------
-    ImportError
-        dask_jobqueue is missing for ``slurm``/``pbs``.
-    """
-    info = KINDS[kind]
-    from distributed import LocalCluster, Nanny, Worker
-
-    keys: set[str] = set()
-    if not info.jobqueue:
-        for cls in (LocalCluster, Nanny, Worker):
-            keys |= _init_params(cls)
-        if kind == "local-cuda":
-            try:
-                keys |= _init_params(_import_cluster_class(kind))
-            except ImportError:
-                keys |= _LOCAL_CUDA_KEYS
-    else:
-        cluster_cls = _import_cluster_class(kind)
-        keys |= _init_params(cluster_cls)
-        for cls in cluster_cls.job_cls.__mro__:
-            if "__init__" not in vars(cls):
-                continue
-            keys |= _init_params(cls)
-            if not _takes_var_kwargs(cls):
-                break
-        config_name = cluster_cls.job_cls.config_name
-        keys |= {_normalize(key) for key in dask.config.get(f"jobqueue.{config_name}", {})}
-    return frozenset(keys - _NOT_FROM_SPEC - set(SECTIONS) - {"self"})
-
-
-def _init_params(cls: type) -> set[str]:
-    return {
-        name
-        for name, parameter in inspect.signature(cls.__init__).parameters.items()
-        if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
-    }
-
-
-def _takes_var_kwargs(cls: type) -> bool:
-    return any(
-        p.kind is p.VAR_KEYWORD for p in inspect.signature(cls.__init__).parameters.values()
-    )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -392,18 +311,11 @@ def _suggest(key: str, candidates: Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _check_key(key: str, accepted: frozenset[str], kind: str, where: str) -> None:
-    if key in accepted:
-        return
+def _check_settable(key: str, where: str) -> None:
     if key in _NOT_FROM_SPEC:
         raise ValueError(
             f"{where}: key {key!r} takes a Python object and cannot be set from a spec file"
         )
-    raise ValueError(
-        f"{where}: unknown key {key!r} for kind {kind!r} ({KINDS[kind].qualname})"
-        f"{_suggest(key, accepted | set(SECTIONS))}. Accepted keys: "
-        f"{', '.join(sorted(accepted | set(SECTIONS)))}"
-    )
 
 
 def _check_section(
@@ -437,13 +349,15 @@ def _apply_overrides(
     spec: dict[str, Any],
     sections: dict[str, Any],
     overrides: dict[str, Any],
-    accepted: frozenset[str],
-    kind: str,
     family: str,
     path: Path,
-) -> None:
-    """Merge the keyword overrides of from_spec into the file's values, in place."""
+) -> frozenset[str]:
+    """Merge the keyword overrides of from_spec into the file's values, in place.
+
+    Returns the cluster arguments they set.
+    """
     where = f"overrides for {path}"
+    overridden = set()
     for raw_key, value in overrides.items():
         key = _normalize(raw_key)
         if key == "kind":
@@ -470,8 +384,10 @@ def _apply_overrides(
                 sections["scale"] = None
             sections[name] = section
         else:
-            _check_key(key, accepted, kind, where)
+            _check_settable(key, where)
             spec[key] = value
+            overridden.add(key)
+    return frozenset(overridden)
 
 
 def _apply_localhost_defaults(spec: dict[str, Any], kind: str) -> None:
@@ -536,6 +452,63 @@ def _import_cluster_class(kind: str, path: Path | None = None) -> type:
     return getattr(module, info.cls)
 
 
+def _local_parameters(cls: type) -> frozenset[str]:
+    """The parameters of a local cluster class and of the Worker and Nanny it passes keys to.
+
+    LocalCluster documents that it passes keyword arguments it does not take
+    itself to its workers' class (``Nanny``, or ``Worker`` in-process).
+    """
+    from distributed import LocalCluster, Nanny, Worker
+
+    return (
+        frozenset(
+            name
+            for each in {cls, LocalCluster, Worker, Nanny}
+            for name, parameter in inspect.signature(each).parameters.items()
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+        )
+        - _NOT_FROM_SPEC
+    )
+
+
+def _jobqueue_keys(kind: str) -> frozenset[str]:
+    """The keys of dask-jobqueue's configuration for this kind (``jobqueue.slurm``, ...)."""
+    return frozenset(_normalize(key) for key in dask.config.get(f"jobqueue.{kind}", {}))
+
+
+def _unknown_key(spec: ClusterSpec, key: str, candidates: frozenset[str], listed: str) -> str:
+    """The message for a key the cluster class does not take: where, the closest, the keys."""
+    where = f"overrides for {spec.path}" if key in spec.overridden else f"{spec.path}"
+    names = candidates | set(SECTIONS)
+    return (
+        f"{where}: unknown key {key!r} for kind {spec.kind!r} ({spec.cluster_class} does not "
+        f"take it){_suggest(key, names)}. {listed}: {', '.join(sorted(names))}"
+    )
+
+
+def _rejected_key(exc: Exception) -> str | None:
+    """The key named by Python's "got an unexpected keyword argument 'key'", if any."""
+    match = re.search(r"unexpected keyword argument '([^']+)'", str(exc))
+    return match.group(1) if match else None
+
+
+def _create(cls: type, kwargs: dict[str, Any], spec: ClusterSpec) -> Any:
+    """``cls(**kwargs)``; a key the class rejects re-raised naming the spec and the closest key."""
+    if not KINDS[spec.kind].jobqueue:
+        accepted = _local_parameters(cls)
+        for key in spec.kwargs:
+            if key not in accepted:
+                raise ValueError(_unknown_key(spec, key, accepted, "Accepted keys"))
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:  # dask-jobqueue wraps the TypeError in a ValueError
+        key = _rejected_key(exc)
+        if key is None or key not in spec.kwargs:
+            raise
+        listed = f"Keys of dask-jobqueue's jobqueue.{spec.kind} configuration"
+        raise ValueError(_unknown_key(spec, key, _jobqueue_keys(spec.kind), listed)) from exc
+
+
 def _security(spec: ClusterSpec) -> Security | None:
     if spec.security is None:
         return None
@@ -589,7 +562,9 @@ def from_spec(path: str | os.PathLike, **overrides: Any) -> ClusterHandle:
     Raises
     ------
     ValueError
-        Invalid spec (see :func:`load_spec`).
+        Invalid spec (see :func:`load_spec`), or a key the cluster class
+        does not take: the message names the spec file (or its overrides),
+        the key and the closest valid key. Nothing is left running.
     ImportError
         The kind needs an optional dependency that is missing; the message
         names the pip extra (``kmeans_dask[hpc]``, ``kmeans_dask[gpu]``).
@@ -611,8 +586,7 @@ def from_spec(path: str | os.PathLike, **overrides: Any) -> ClusterHandle:
             kwargs["n_workers"] = spec.scale["n_workers"]
         elif spec.adapt is not None:
             kwargs["n_workers"] = spec.adapt.get("minimum", 0)
-    cluster = cls(**kwargs)
-    return ClusterHandle(cluster, spec, security)
+    return ClusterHandle(_create(cls, kwargs, spec), spec, security)
 
 
 class ClusterHandle:
@@ -693,7 +667,9 @@ class ClusterHandle:
         return self.spec.scale["n_workers"]
 
     def _per_job(self) -> int:
-        return int(getattr(self.cluster._dummy_job, "worker_processes", 1))
+        """Workers per batch job: the ``--nworkers`` of the job script (1 without it)."""
+        match = re.search(r"--nworkers[ =](\d+)", self.cluster.job_script())
+        return int(match.group(1)) if match else 1
 
     def wait_for_workers(self, n_workers: int | None = None, timeout: float = 120) -> Client:
         """Start if needed and block until the workers have joined.

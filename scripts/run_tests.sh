@@ -4,6 +4,12 @@
 # Creates .venv with the package and its test extras, starts a single-node
 # Slurm for the dask-jobqueue integration test where this user may (root;
 # elsewhere that one test skips and says why), then runs pytest.
+#
+# Then the other end of the allowed dask/distributed range: .venv-oldest gets
+# the package with the oldest dask and distributed that pyproject.toml allows
+# (everything else as resolved today) and runs the tests of the engine and the
+# actors, whose calls use distributed's actor handler. KMEANS_DASK_OLDEST=0
+# skips that step. The exit status is non-zero if either run fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -14,4 +20,25 @@ if [ "$(id -u)" = 0 ]; then
 else
     echo "run_tests: not root, Slurm not started; its test will skip (sudo bash scripts/start_slurm.sh)"
 fi
-exec .venv/bin/python -m pytest "$@"
+status=0
+.venv/bin/python -m pytest "$@" || status=$?
+
+if [ "${KMEANS_DASK_OLDEST:-1}" != 0 ]; then
+    # The lower bound as pyproject.toml writes it: "dask[array,distributed]>=X.Y.Z".
+    oldest=$(sed -n 's/^ *"dask\[array,distributed\]>=\([0-9.]*\)".*/\1/p' pyproject.toml)
+    if [ -z "$oldest" ]; then
+        echo "run_tests: no dask[array,distributed]>=X.Y.Z bound found in pyproject.toml" >&2
+        exit 1
+    fi
+    echo "run_tests: the engine and actor tests on dask and distributed $oldest (.venv-oldest)"
+    started=$SECONDS
+    python3 -m venv .venv-oldest
+    .venv-oldest/bin/pip install -q --upgrade pip
+    .venv-oldest/bin/pip install -q -e . "dask[array,distributed]==$oldest" \
+        "distributed==$oldest" "pytest>=8" "hypothesis>=6"
+    .venv-oldest/bin/python -m pytest -p no:cacheprovider -q \
+        tests/test_hosts.py tests/test_agreement.py tests/test_worker_loss.py -k "not tasks" \
+        || status=$?
+    echo "run_tests: oldest dask/distributed step took $((SECONDS - started)) s"
+fi
+exit $status

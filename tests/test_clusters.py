@@ -8,13 +8,16 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
+from typing import ClassVar
 from urllib.parse import urlparse
 
 import numpy as np
 import psutil
 import pytest
 from distributed import Client
+from distributed.deploy.spec import SpecCluster
 
 from kmeans_dask import KMeans
 from kmeans_dask.clusters import KINDS, ClusterHandle, from_spec, load_spec
@@ -93,7 +96,8 @@ def test_jobqueue_spec_builds_its_job_script_without_submitting(name, expected):
 def test_overrides_replace_the_file_values():
     handle = from_spec(
         _spec("slurm"),
-        cores=2,
+        cores=4,
+        processes=2,
         memory="4GB",
         walltime="01:00:00",
         jobs=3,
@@ -102,9 +106,11 @@ def test_overrides_replace_the_file_values():
     )
     try:
         script = handle.cluster.job_script()
-        assert "--cpus-per-task=2" in script and "#SBATCH --mem=4G" in script
-        assert "#SBATCH -t 01:00:00" in script and "--nthreads 2" in script
+        assert "--cpus-per-task=4" in script and "#SBATCH --mem=4G" in script
+        assert "#SBATCH -t 01:00:00" in script and "--nthreads 2 --memory-limit" in script
+        assert "--nworkers 2" in script
         assert handle.spec.scale == {"jobs": 3}
+        assert handle.expected_workers() == 6  # two worker processes per job
     finally:
         handle.close()
 
@@ -142,26 +148,101 @@ def test_missing_tls_file_says_how_to_override(tmp_path):
 # --- errors --------------------------------------------------------------------------
 
 
-def test_unknown_key_names_key_file_suggestion_and_accepted_keys(tmp_path):
-    path = _write(tmp_path, "kind: local\nthreads_per_wroker: 1\n")
-    with pytest.raises(ValueError, match="unknown key 'threads_per_wroker'") as info:
-        load_spec(path)
-    message = str(info.value)
-    assert str(path) in message
-    assert "did you mean 'threads_per_worker'?" in message
-    assert "Accepted keys:" in message and "memory_limit" in message
+@pytest.fixture
+def nothing_starts(monkeypatch):
+    """Fail the test if a cluster starts: every cluster class starts its scheduler here."""
+
+    def started(*args, **kwargs):
+        raise AssertionError("a cluster started")
+
+    monkeypatch.setattr(SpecCluster, "__init__", started)
 
 
-@pytest.mark.skipif(not HAS_JOBQUEUE, reason="dask_jobqueue is not installed")
-def test_unknown_jobqueue_key_and_override(tmp_path):
-    path = _write(tmp_path, 'kind: slurm\ncores: 1\nmemory: 1GB\nwaltime: "00:10:00"\n')
-    with pytest.raises(ValueError, match=r"unknown key 'waltime'.*did you mean 'walltime'"):
-        load_spec(path)
-    with pytest.raises(ValueError, match=r"overrides for .*slurm.yaml: unknown key 'coers'") as e:
-        load_spec(_spec("slurm"), coers=2)
-    assert "did you mean 'cores'?" in str(e.value)
-    # job keywords and dask-jobqueue configuration keys are accepted
-    load_spec(_spec("slurm"), job_cpu=2, job_mem="3GB", account="x", **{"job-extra": []})
+LOCAL_TYPO = "kind: local\nthreads_per_wroker: 1\n"
+SLURM_TYPO = 'kind: slurm\ncores: 1\nmemory: 1GB\nwaltime: "00:10:00"\n'
+PBS_TYPO = "kind: pbs\nqueu: workq\ncores: 1\nmemory: 1GB\n"
+NEEDS_JOBQUEUE = pytest.mark.skipif(not HAS_JOBQUEUE, reason="dask_jobqueue is not installed")
+
+
+@pytest.mark.parametrize(
+    ("text", "overrides", "match"),
+    [
+        (
+            LOCAL_TYPO,
+            {},
+            r"spec.yaml: unknown key 'threads_per_wroker' for kind 'local' \(distributed"
+            r"\.LocalCluster does not take it\) \(did you mean 'threads_per_worker'\?\)\. "
+            r"Accepted keys: .*memory_limit",
+        ),
+        ("kind: local\nwalltime: 1\n", {}, "unknown key 'walltime' for kind 'local'"),
+        ("kind: local\nscael: {n_workers: 1}\n", {}, r"'scael'.*did you mean 'scale'\?"),
+        (
+            "kind: local\n",
+            {"n_wrokers": 2},
+            r"overrides for .*spec.yaml: unknown key 'n_wrokers'.*did you mean 'n_workers'",
+        ),
+        pytest.param(
+            SLURM_TYPO,
+            {},
+            r"spec.yaml: unknown key 'waltime' for kind 'slurm' \(dask_jobqueue.SLURMCluster "
+            r"does not take it\) \(did you mean 'walltime'\?\)\. Keys of dask-jobqueue's "
+            r"jobqueue.slurm configuration: .*job_extra_directives",
+            marks=NEEDS_JOBQUEUE,
+        ),
+        pytest.param(
+            SLURM_TYPO.replace("waltime", "walltime"),
+            {"coers": 2},
+            r"overrides for .*spec.yaml: unknown key 'coers'.*did you mean 'cores'\?",
+            marks=NEEDS_JOBQUEUE,
+        ),
+        pytest.param(
+            PBS_TYPO, {}, r"'queu' for kind 'pbs'.*did you mean 'queue'\?", marks=NEEDS_JOBQUEUE
+        ),
+    ],
+)
+def test_a_key_the_cluster_does_not_take_names_the_file_and_closest_key_and_starts_nothing(
+    tmp_path, nothing_starts, text, overrides, match
+):
+    path = _write(tmp_path, text)
+    load_spec(path, **overrides)  # the structure is valid: the class is the judge of its keys
+    with pytest.raises(ValueError, match=match) as info:
+        from_spec(path, **overrides)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("path", SPEC_FILES, ids=lambda path: path.stem)
+def test_every_spec_file_has_only_keys_its_cluster_class_takes(path, tmp_path, nothing_starts):
+    spec = load_spec(path)
+    if spec.kind == "local-cuda":
+        pytest.importorskip("dask_cuda", reason="dask-cuda is not installed (kmeans_dask[gpu])")
+    if KINDS[spec.kind].jobqueue and not HAS_JOBQUEUE:
+        pytest.skip("dask_jobqueue is not installed")
+    tls_files = {}
+    for name in spec.security or {}:  # placeholders: the class only keeps the paths
+        tls_files[f"security_{name}"] = tmp_path / f"{name}.pem"
+        tls_files[f"security_{name}"].touch()
+    with pytest.raises(AssertionError, match="a cluster started"):  # the keys were taken
+        from_spec(path, **tls_files)
+
+
+@NEEDS_JOBQUEUE
+def test_jobqueue_keys_reach_the_cluster_class():
+    # job keywords and dask-jobqueue configuration keys (dashes or underscores) are accepted
+    keys = {
+        "job_cpu": 2,
+        "job_mem": "3GB",
+        "account": "x",
+        "job-extra-directives": ["--exclusive"],
+    }
+    handle = from_spec(
+        _spec("slurm"), python=sys.executable, dashboard_address=f"{LOCALHOST}:0", **keys
+    )
+    try:
+        script = handle.cluster.job_script()
+    finally:
+        handle.close()
+    assert "#SBATCH --cpus-per-task=2" in script and "#SBATCH --mem=3G" in script
+    assert "#SBATCH -A x" in script and "#SBATCH --exclusive" in script
 
 
 @pytest.mark.parametrize(
@@ -171,13 +252,13 @@ def test_unknown_jobqueue_key_and_override(tmp_path):
         ("cores: 1\n", "no 'kind' key"),
         ("kind: slrum\n", r"unknown kind 'slrum' \(did you mean 'slurm'\?\)"),
         ("kind: local\nloop: x\n", "'loop' takes a Python object"),
+        ("kind: slurm\nasynchronous: true\n", "'asynchronous' takes a Python object"),
         ("kind: local\nscale: {n_workers: 1}\nadapt: {maximum: 2}\n", "both 'scale' and 'adapt'"),
         ("kind: local\nscale: {jobs: 2}\n", "unknown key 'jobs' in scale"),
         ("kind: local\nscale: 2\n", "scale must be a mapping"),
         ("kind: local\nn_workers: 1\nscale: {n_workers: 2}\n", "either n_workers or a scale"),
         ("kind: local\nadapt: {maximun: 2}\n", r"'maximun' in adapt \(did you mean 'maximum'"),
         ("kind: local\nsecurity: {ca_file: a.pem}\n", "security needs cert, key"),
-        ("kind: local\nwalltime: 1\n", "unknown key 'walltime'"),
         ("kind: local\nthreads_per_worker: 0\n", "threads_per_worker must be an integer >= 1"),
         ("kind: local\nthreads_per_worker: 1.5\n", "must be an integer >= 1, got 1.5"),
         ("kind: local\nscale: {n_workers: -1}\n", "scale.n_workers must be an integer >= 0"),
@@ -209,16 +290,59 @@ def test_missing_dask_jobqueue_names_the_hpc_extra(monkeypatch):
     assert "a 'slurm' cluster" in str(info.value) and "slurm.yaml" in str(info.value)
 
 
-def test_local_cuda_spec_is_valid_data_and_names_the_gpu_extra(tmp_path, monkeypatch):
+def test_local_cuda_spec_is_valid_data_and_names_the_gpu_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "dask_cuda", None)  # as on a machine without dask-cuda
     spec = load_spec(_spec("local-cuda"))
     assert spec.kind == "local-cuda" and spec.cluster_class == "dask_cuda.LocalCUDACluster"
     assert spec.kwargs["device_memory_limit"] == 0.8 and spec.kwargs["host"] == LOCALHOST
-    path = _write(tmp_path, "kind: local-cuda\ndevice_memory_limt: 0.5\n")
-    with pytest.raises(ValueError, match="did you mean 'device_memory_limit'"):
-        load_spec(path)
     with pytest.raises(ImportError, match=r"needs dask_cuda.*pip install 'kmeans_dask\[gpu\]'"):
         from_spec(_spec("local-cuda"))
+
+
+class _StandInLocalCUDACluster:
+    """LocalCUDACluster's own parameters (a few), the rest passed on as it does; never starts."""
+
+    created: ClassVar[list[dict]] = []
+    scheduler_address = "tcp://127.0.0.1:1"
+
+    def __init__(self, CUDA_VISIBLE_DEVICES=None, device_memory_limit=0.8, rmm_pool_size=None,
+                 protocol=None, **kwargs):  # fmt: skip
+        self.created.append(
+            {"CUDA_VISIBLE_DEVICES": CUDA_VISIBLE_DEVICES, "rmm_pool_size": rmm_pool_size,
+             "device_memory_limit": device_memory_limit, "protocol": protocol, **kwargs}
+        )  # fmt: skip
+
+    def close(self):
+        pass
+
+
+def test_local_cuda_keys_are_checked_against_the_class_and_what_it_passes_on(
+    tmp_path, monkeypatch
+):
+    module = types.ModuleType("dask_cuda")
+    module.LocalCUDACluster = _StandInLocalCUDACluster
+    monkeypatch.setitem(sys.modules, "dask_cuda", module)
+    monkeypatch.setattr(_StandInLocalCUDACluster, "created", [])
+    path = _write(tmp_path, "kind: local-cuda\ndevice_memory_limt: 0.5\n")
+    with pytest.raises(ValueError, match=r"spec.yaml: unknown key 'device_memory_limt'") as e:
+        from_spec(path)
+    assert "(did you mean 'device_memory_limit'?)" in str(e.value)
+    assert "dask_cuda.LocalCUDACluster does not take it" in str(e.value)
+    assert _StandInLocalCUDACluster.created == []  # refused before the class was called
+    from_spec(_spec("local-cuda"), CUDA_VISIBLE_DEVICES="0,1", n_workers=2).close()
+    (created,) = _StandInLocalCUDACluster.created
+    assert created["CUDA_VISIBLE_DEVICES"] == "0,1" and created["device_memory_limit"] == 0.8
+    assert created["threads_per_worker"] == 1 and created["n_workers"] == 2  # LocalCluster's
+    assert created["host"] == LOCALHOST and created["memory_limit"] == "auto"
+
+
+def test_a_real_local_cuda_cluster_refuses_a_misspelt_key_before_starting(
+    tmp_path, nothing_starts
+):
+    pytest.importorskip("dask_cuda", reason="dask-cuda is not installed (kmeans_dask[gpu])")
+    path = _write(tmp_path, "kind: local-cuda\ndevice_memory_limt: 0.5\n")
+    with pytest.raises(ValueError, match=r"'device_memory_limt'.*'device_memory_limit'"):
+        from_spec(path)
 
 
 # --- running -------------------------------------------------------------------------

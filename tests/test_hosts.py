@@ -158,3 +158,72 @@ def test_hosts_combine_on_the_workers_in_the_tree_of_tree_reduce(client, n_chunk
         assert n_values == (1 if n_chunks <= 8 else -(-n_chunks // 8))
     else:  # no group lives on one worker: every chunk's value crosses
         assert n_values == n_chunks
+
+
+# --- the direct calls and their fallback ----------------------------------------------
+
+
+async def _handler_gone(hosts, host, method, args):
+    raise ValueError("No handler actor_execute found in Worker")  # as a release without it
+
+
+def _handler_reshaped(direct):
+    async def call(hosts, host, method, args):
+        reply = await direct(hosts, host, method, args)
+        return {"status": reply["status"], "value": reply.get("result")}  # another shape
+
+    return call
+
+
+def _recording(calls, direct):
+    async def call(hosts, host, method, args):
+        calls.append(method)
+        return await direct(hosts, host, method, args)
+
+    return call
+
+
+def test_direct_calls_are_checked_once_when_the_actors_start(client, monkeypatch):
+    calls = []
+    monkeypatch.setattr(ChunkHosts, "_call_direct", _recording(calls, ChunkHosts._call_direct))
+    chunks = [client.scatter(np.full(10, float(i))) for i in range(5)]
+    hosts = ChunkHosts(client, chunks)
+    try:
+        assert hosts.direct  # the installed distributed's handler answers as expected
+        n_hosts = len(calls)
+        assert calls == ["n_chunks"] * n_hosts and 1 <= n_hosts <= 2
+        for _ in range(3):
+            hosts.map(_first_value_and_worker)
+    finally:
+        hosts.close()
+    assert calls == ["n_chunks"] * n_hosts + ["map"] * 3 * n_hosts  # no probe per call
+
+
+@pytest.mark.parametrize("change", ["gone", "reshaped"])
+def test_a_changed_handler_falls_back_to_actor_handles_bit_for_bit(
+    client, blobs, monkeypatch, caplog, change
+):
+    X = da.from_array(blobs[0], chunks=500)
+    params = {"n_clusters": 6, "random_state": 0, "max_iter": 6, "tol": 0.0, "engine": "actors"}
+    fast = KMeans(**params).fit(X)
+    direct = ChunkHosts._call_direct
+    changed = _handler_gone if change == "gone" else _handler_reshaped(direct)
+    calls = []
+    monkeypatch.setattr(ChunkHosts, "_call_direct", _recording(calls, changed))
+    with caplog.at_level("INFO", logger="kmeans_dask._engine.hosts"):
+        fallback = KMeans(**params).fit(X)
+    assert "calling the actors through distributed.Actor handles" in caplog.text
+    assert calls and set(calls) == {"n_chunks"}  # after the probe, only the handles
+    assert_array_equal(fallback.cluster_centers_, fast.cluster_centers_)
+    assert_array_equal(fallback.labels_.compute(), fast.labels_.compute())
+    assert fallback.inertia_ == fast.inertia_ and fallback.n_iter_ == fast.n_iter_
+
+    chunks = [client.scatter(np.full(18, float(i))) for i in range(11)]
+    hosts = ChunkHosts(client, chunks)
+    try:
+        assert not hosts.direct
+        assert [value for value, _ in hosts.map(_first_value_and_worker)] == list(range(11))
+        with pytest.raises(ValueError, match=r"bad chunk starting with \d+\.0"):
+            hosts.map(_fail)  # errors come back as raised through the handles too
+    finally:
+        hosts.close()

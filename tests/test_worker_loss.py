@@ -15,6 +15,7 @@ from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
+from kmeans_dask._engine.hosts import ChunkHosts
 
 PARAMS = {"n_clusters": 30, "init": "k-means||", "random_state": 0, "max_iter": 40, "tol": 0.0}
 
@@ -93,3 +94,21 @@ def test_fit_survives_a_killed_worker(fragile_cluster, rows, tmp_path, kind, eng
     if kind != "numpy":
         labels, expected = labels.compute(), expected.compute()
     assert_array_equal(labels, expected)
+
+
+def test_fit_through_the_actor_handles_survives_a_killed_worker(
+    fragile_cluster, rows, monkeypatch
+):
+    """The fallback path of the actors (their public handles) recovers as the direct one."""
+
+    async def handler_changed(hosts):
+        return False
+
+    monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", handler_changed)
+    undisturbed = KMeans(**PARAMS, engine="actors").fit(rows)
+    disturbed = _kill_a_worker_during(
+        fragile_cluster, lambda: KMeans(**PARAMS, engine="actors").fit(rows)
+    )
+    assert_array_equal(disturbed.cluster_centers_, undisturbed.cluster_centers_)
+    assert disturbed.inertia_ == undisturbed.inertia_
+    assert_array_equal(disturbed.labels_, undisturbed.labels_)

@@ -6,8 +6,7 @@ which report back to the scheduler, which tells the client. Each hop batches
 its messages for a few milliseconds; on the 2-core benchmark machine a
 do-nothing iteration of two tasks measured 18 ms, a quarter of a whole
 iteration at n=1M, d=32, k=64. A call to a Dask actor costs one
-client-to-worker round trip (0.55 ms there for a do-nothing method, made as
-:meth:`ChunkHosts._call_hosts` makes it).
+client-to-worker round trip.
 
 So for data held in worker memory, the passes of a fit (the data check,
 the k-means|| rounds, the Lloyd iterations, the final labelling pass) go
@@ -23,6 +22,15 @@ task path, for any placement, and with k x d statistics of a few MiB only
 one copy per group crosses the network (200k x 128, k = 2048 in eight
 chunks: 0.49-0.50 s per iteration instead of 0.55-0.57).
 
+The calls go straight to the workers' ``actor_execute`` handler, the one a
+:class:`distributed.Actor` handle calls, without the handle's own future
+and its extra hop to the event loop (benchmarks/RESULTS.md, "Actor calls").
+That handler is internal to distributed: :class:`ChunkHosts` checks it once,
+when its actors start, with one call per actor, and if it does not answer
+as expected (a release that renamed or reshaped it) every call of that fit
+goes through the public ``Actor`` handles instead. Both paths run the same
+methods on the same actors, so the results are the same bit for bit.
+
 The price: these passes do not appear in the dashboard's task stream (the
 workers' CPU and memory panels still show them), and a worker lost mid-call
 surfaces as :class:`HostLost`, after which the caller restores the data and
@@ -33,18 +41,21 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import queue
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import CancelledError
 from typing import Any, NamedTuple
 
-from distributed import Client, Future, get_worker, wait
+from distributed import Actor, Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
 from kmeans_dask._engine.client import scheduler_lost, worker_info
 from kmeans_dask._engine.mapreduce import SPLIT_EVERY, task_keys
+
+logger = logging.getLogger(__name__)
 
 #: Largest total size of the per-chunk results gathered by the client in one
 #: iteration; above it the iterations run as tasks and reduce on the cluster.
@@ -100,6 +111,10 @@ class ChunkHost:
 
     def __init__(self, *chunks: Any) -> None:
         self._chunks = chunks
+
+    async def n_chunks(self) -> int:
+        """How many chunks this host holds: the probe of the direct calls."""
+        return len(self._chunks)
 
     async def map(self, func: Callable, *args: Any) -> list[Any]:
         """``[func(chunk, *args) for chunk in chunks]``, on the worker's threads.
@@ -184,7 +199,9 @@ class ChunkHosts:
             for (address, indices), key in zip(self._groups, keys, strict=True)
         ]
         # Waits for the actors to start (raising what a constructor raised).
-        client.gather(self._futures)
+        self._handles: list[Actor] = client.gather(self._futures)
+        #: Whether calls go straight to the workers' handler (else through the handles).
+        self.direct = client.sync(self._direct_calls_answer)
 
     def map(self, func: Callable, *args: Any) -> list[Any]:
         """``func(chunk, *args)`` for every chunk, in chunk order.
@@ -259,31 +276,68 @@ class ChunkHosts:
     async def _call_hosts(
         self, method: str, args: tuple[Any, ...], own: Sequence[tuple[Any, ...]]
     ) -> list[Any]:
-        """The calls of :meth:`_call`, made on the client's event loop.
-
-        Each is the request an :class:`~distributed.Actor` handle sends to the
-        worker's ``actor_execute`` handler, made here directly: with one
-        round trip to the event loop for all hosts, and without the handle's
-        own future, a call costs 0.4-0.5 ms less (about 0.55 ms instead of
-        1.0 for a do-nothing method on the benchmark machine).
-        """
+        """The calls of :meth:`_call`, made on the client's event loop."""
+        calls = [(*mine, *args) for mine in own]
+        if not self.direct:
+            return list(
+                await asyncio.gather(
+                    *[
+                        getattr(handle, method)(*call)
+                        for handle, call in zip(self._handles, calls, strict=True)
+                    ]
+                )
+            )
         replies = await asyncio.gather(
-            *[
-                self._client.rpc(address).actor_execute(
-                    actor=future.key,
-                    function=method,
-                    args=[to_serialize(value) for value in (*mine, *args)],
-                    kwargs={},
-                )
-                for (address, _), future, mine in zip(
-                    self._groups, self._futures, own, strict=True
-                )
-            ]
+            *[self._call_direct(host, method, call) for host, call in enumerate(calls)]
         )
         for reply in replies:
             if reply["status"] != "OK":
                 raise reply["exception"]
         return [reply["result"] for reply in replies]
+
+    def _call_direct(self, host: int, method: str, args: Sequence[Any]) -> Awaitable[Any]:
+        """The request an ``Actor`` handle sends to the ``actor_execute`` handler, made here.
+
+        With one round trip to the event loop for all hosts, and without the
+        handle's own future (see benchmarks/RESULTS.md, "Actor calls").
+        """
+        address, _ = self._groups[host]
+        return self._client.rpc(address).actor_execute(
+            actor=self._futures[host].key,
+            function=method,
+            args=[to_serialize(value) for value in args],
+            kwargs={},
+        )
+
+    async def _direct_calls_answer(self) -> bool:
+        """Whether every worker's ``actor_execute`` handler answers as :meth:`_call_hosts` expects.
+
+        One call per host of :meth:`ChunkHost.n_chunks`. A handler that
+        distributed renamed, whose arguments changed, or whose reply has
+        another shape fails here in some way of its own, hence the broad
+        ``except``: the fit then calls through the public handles.
+        """
+        expected = [len(indices) for _, indices in self._groups]
+        try:
+            replies = await asyncio.gather(
+                *[self._call_direct(host, "n_chunks", ()) for host in range(len(expected))]
+            )
+            answered = [
+                reply.get("result") if reply.get("status") == "OK" else reply.get("exception")
+                for reply in replies
+            ]
+        except Exception as exc:
+            answered, reason = [], repr(exc)
+        else:
+            reason = f"answers {answered}, expected {expected}"
+        if answered == expected:
+            return True
+        logger.info(
+            "the workers' actor_execute handler does not answer as expected (%s); "
+            "calling the actors through distributed.Actor handles",
+            reason,
+        )
+        return False
 
     def _lost_a_worker(self, timeout: float) -> bool:
         """Whether the scheduler has dropped a host's worker (waiting up to ``timeout``).
@@ -313,6 +367,7 @@ class ChunkHosts:
         for future in self._futures:
             future.release()
         self._futures = []
+        self._handles = []  # each holds a reference to its actor too
 
 
 def _first_level(n_chunks: int, split_every: int) -> list[list[int]]:
