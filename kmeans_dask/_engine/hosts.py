@@ -3,24 +3,22 @@
 A Lloyd iteration made of tasks pays a scheduler round trip: the client
 sends the graph to the scheduler, which sends the tasks to the workers,
 which report back to the scheduler, which tells the client. Each hop batches
-its messages for a few milliseconds; on the 2-core benchmark machine a
-do-nothing iteration of two tasks measured 18 ms, a quarter of a whole
-iteration at n=1M, d=32, k=64. A call to a Dask actor costs one
-client-to-worker round trip.
+its messages for a few milliseconds, a good share of a whole iteration at
+n=1M, d=32, k=64 (benchmarks/RESULTS.md, "Design measurements"). A call to a
+Dask actor costs one client-to-worker round trip.
 
 So for data held in worker memory, the passes of a fit (the data check,
 the k-means|| rounds, the Lloyd iterations, the final labelling pass) go
 through one :class:`ChunkHost` actor per worker, created next to the chunks
 that worker holds (nothing is copied) and kept for the whole fit. Each pass
 the client calls every host at once; a host runs the same task function as
-the task path (e.g. :func:`~kmeans_dask._worker.chunks.chunk_stats`) over its
+the task path (e.g. :func:`~kmeans_dask._worker.tasks.chunk_stats`) over its
 chunks on the worker's thread pool. The results are combined in the fixed tree of
 :func:`~kmeans_dask._engine.mapreduce.tree_reduce`: a host combines each group of
 the tree's first level whose chunks it holds (on one worker, the whole
 tree), the client the rest. The result is therefore bit for bit that of the
 task path, for any placement, and with k x d statistics of a few MiB only
-one copy per group crosses the network (200k x 128, k = 2048 in eight
-chunks: 0.49-0.50 s per iteration instead of 0.55-0.57).
+one copy per group crosses the network.
 
 The calls go straight to the workers' ``actor_execute`` handler, the one a
 :class:`distributed.Actor` handle calls, without the handle's own future
@@ -121,8 +119,8 @@ class ChunkHost:
 
         One job per worker thread, each taking the next chunk until none is
         left: a slow thread does fewer chunks, and the event loop hears back
-        once per thread instead of once per chunk (0.25 ms less per map of
-        eight chunks on two threads).
+        once per thread instead of once per chunk (RESULTS.md, "Design
+        measurements").
         """
         worker = get_worker()
         waiting: queue.SimpleQueue[int] = queue.SimpleQueue()

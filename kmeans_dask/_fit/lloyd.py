@@ -1,7 +1,7 @@
 """The distributed Lloyd loop: map partial statistics, tree-reduce, update.
 
 Each iteration sends the centres (k x d) once, maps
-:func:`~kmeans_dask._worker.chunks.chunk_stats` over the worker-resident chunks
+:func:`~kmeans_dask._worker.tasks.chunk_stats` over the worker-resident chunks
 (through the fit's actors, or as tasks) and reduces the (sums, counts,
 inertia) triples in a fixed tree. Only
 those small arrays cross the network. The same update rule also drives a

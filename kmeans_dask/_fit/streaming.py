@@ -15,7 +15,7 @@ rate ``1 / count``, in the weighted form of scikit-learn's
 
 1. Every row is assigned to its nearest current centre, giving per-cluster
    weighted sums ``s_j = sum_{i in j} w_i x_i`` and weights
-   ``m_j = sum_{i in j} w_i`` (:func:`kmeans_dask._worker.chunks.statistics_and_labels`).
+   ``m_j = sum_{i in j} w_i`` (:func:`kmeans_dask._worker.host_ops.statistics_and_labels`).
    The batch inertia is ``sum_i w_i ||x_i - c_{label(i)}||^2`` with the centres
    *before* the update.
 2. Old counts are discounted by ``decay`` (``0 < decay <= 1``) and the new
