@@ -532,6 +532,7 @@ def _elbow(args: argparse.Namespace) -> int:
             random_state=args.random_state,
             scale=args.scale,
             init=args.init,
+            init_sample_size=args.init_sample_size,
             max_iter=args.max_iter,
             verbose=0,
             progress=True,

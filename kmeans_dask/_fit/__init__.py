@@ -1,0 +1,1 @@
+"""Client-side stages of a fit: initialisation, Lloyd, runs, scores."""
