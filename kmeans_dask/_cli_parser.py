@@ -304,12 +304,22 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     tune.add_argument("--seed", type=_seed, default=0, help="random seed")
     tune.add_argument("--json", action="store_true", help="print JSON")
 
-    elbow = command("elbow", "fit several k on the same data and suggest one (kneedle elbow)")
+    elbow = command(
+        "elbow",
+        "fit several k on the same data, score each (elbow, silhouette, Calinski-Harabasz, "
+        "Davies-Bouldin) and suggest one",
+    )
     elbow.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
     elbow.add_argument(
         "--ks", type=_ks, default=[2, 4, 8, 16, 32], help="comma-separated k to fit"
     )
-    elbow.add_argument("--png", help="write the elbow plot to this PNG")
+    elbow.add_argument("--png", help="write the plot of every criterion against k to this PNG")
+    elbow.add_argument(
+        "--silhouette-sample",
+        type=_type(int, lambda v: v >= 2, "an integer >= 2"),
+        default=10_000,
+        help="rows in the silhouette's seeded sample",
+    )
     elbow.add_argument(
         "--scale",
         default="log",
