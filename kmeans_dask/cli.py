@@ -584,9 +584,11 @@ def _print_elbow_table(result: Any) -> None:
     )
     for column in ("k", "inertia", "silhouette", "CH", "DB", "fit s"):
         table.add_column(column, justify="right", no_wrap=True)
-    table.add_column("picked by", no_wrap=True)
+    table.add_column("picked by")
     for row in result.to_rows():
         picked = ", ".join(short[name] for name in row["picked_by"])
+        if len(row["picked_by"]) == len(short):
+            picked = "all four"
         table.add_row(
             f"[bold]{row['k']}*[/bold]" if row["suggested"] else str(row["k"]),
             f"{row['inertia']:.6g}",

@@ -123,7 +123,7 @@ def test_each_criterion_picks_its_best_k_smaller_on_ties():
         [np.nan, 10.0, 30.0, 20.0, 35.0],
         [np.nan, 0.9, 0.4, 0.6, 0.5],
     )
-    assert picks == {"silhouette": 3, "calinski_harabasz": 5, "davies_bouldin": 3, "elbow": 3}
+    assert picks == {"calinski_harabasz": 5, "elbow": 3, "silhouette": 3, "davies_bouldin": 3}
     assert list(picks) == list(CRITERIA)
     assert pick_by_criterion([1, 2, 3], [9.0, 2.0, 1.0]) == {"elbow": 2}
     assert pick_by_criterion([1, 2], [9.0, 2.0], [np.nan, np.nan]) == {
@@ -149,14 +149,24 @@ def test_each_criterion_picks_its_best_k_smaller_on_ties():
         (
             {"silhouette": 2, "calinski_harabasz": 3, "davies_bouldin": 2, "elbow": 3},
             3,
-            "Calinski-Harabasz and elbow pick k=3; silhouette picks 2, Davies-Bouldin 2",
+            "Calinski-Harabasz and elbow pick k=3; silhouette picks 2, Davies-Bouldin 2 (a tie "
+            "with k=2: Calinski-Harabasz, the most reliable criterion in our measurements, "
+            "decides)",
         ),
         (
             {"silhouette": 2, "calinski_harabasz": 5, "davies_bouldin": 3, "elbow": 4},
             5,
-            "Calinski-Harabasz picks k=5; elbow picks 4, silhouette 2, Davies-Bouldin 3",
+            "Calinski-Harabasz picks k=5; elbow picks 4, silhouette 2, Davies-Bouldin 3 (a tie "
+            "with k=2, 3, 4: Calinski-Harabasz, the most reliable criterion in our "
+            "measurements, decides)",
         ),
         ({"elbow": 4}, 4, "elbow picks k=4"),
+        (
+            {"elbow": 4, "silhouette": 2},
+            4,
+            "elbow picks k=4; silhouette picks 2 (a tie with k=2: elbow, the most reliable "
+            "criterion in our measurements, decides)",
+        ),
         (
             {"silhouette": None, "elbow": 2},
             2,
@@ -250,7 +260,7 @@ def test_result_without_scores_keeps_its_old_rows():
 
 @pytest.fixture
 def three_blobs_npy(tmp_path):
-    X, _ = make_blobs(900, n_features=2, centers=3, cluster_std=0.5, random_state=4)
+    X, _ = make_blobs(900, centers=[[0, 0], [10, 0], [0, 10]], cluster_std=0.8, random_state=4)
     path = tmp_path / "three.npy"
     np.save(path, X)
     return str(path)
@@ -262,7 +272,7 @@ def test_cli_elbow_prints_one_table_and_the_reason(three_blobs_npy, cluster, cap
     out = capsys.readouterr().out
     for column in ("inertia", "silhouette", "CH", "DB", "picked by"):
         assert column in out
-    assert "silhouette, CH, DB, elbow" in out
+    assert "all four" in out
     assert "suggested k: 3* (all four criteria pick k=3)" in " ".join(out.split())
 
 
