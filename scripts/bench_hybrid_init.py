@@ -3,7 +3,8 @@
 For each data set, seed and initialisation, one ``KMeans(...).fit`` as users
 call it, on a LocalCluster of ``--workers`` single-threaded workers,
 recording the time of the initialisation (from the fit's own report), the
-time of the whole fit, the Lloyd iterations and the final inertia.
+time of the whole fit, the Lloyd iterations and the final inertia. One
+small fit per initialisation first compiles the kernels (not timed).
 Initialisations: ``k-means||`` (the default), ``k-means++`` (on a sample of
 ``max(10000, 20 k)`` rows), ``hybrid`` with its default sample
 (``max(20000, 100 k)`` rows) and ``hybrid`` on 10% of the rows.
@@ -103,6 +104,9 @@ def main() -> None:
     results: dict[tuple[str, str], list[dict[str, float]]] = {}
     cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0")
     with cluster, Client(cluster):
+        warm_up = np.random.default_rng(0).normal(size=(20_000, 8)).astype(np.float32)
+        for params in INITS.values():  # compile the kernels on the workers and the client
+            KMeans(8, random_state=0, max_iter=3, **params).fit(warm_up)
         for name, (load, k, extra) in data_sets(args.zarr).items():
             X = load()
             for seed in range(args.seeds):

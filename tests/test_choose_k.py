@@ -299,3 +299,65 @@ def test_cli_elbow_json_has_scores_picks_and_reason(three_blobs_npy, cluster, ca
 def test_cli_elbow_refuses_bad_options(three_blobs_npy, capsys, option, value, match):
     assert main(["elbow", three_blobs_npy, option, value]) == 2
     assert re.search(match, capsys.readouterr().err)
+
+
+# --- the plot ------------------------------------------------------------------------
+
+
+def _result_with_scores() -> ElbowResult:
+    ks = [1, 2, 3, 4, 5]
+    silhouettes = [np.nan, 0.5, 0.8, 0.6, 0.55]
+    ch = [np.nan, 100.0, 300.0, 250.0, 200.0]
+    db = [np.nan, 0.9, 0.3, 0.5, 0.6]
+    inertias = [100.0, 40.0, 5.0, 4.5, 4.2]
+    picks = pick_by_criterion(ks, inertias, silhouettes, ch, db)
+    k, reason = suggest_k(picks)
+    return ElbowResult(
+        ks, inertias, [0.1] * 5, k, [3] * 5, "log", silhouettes, ch, db, picks, reason
+    )
+
+
+def test_plot_k_selection_draws_every_criterion_and_the_suggestion(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from kmeans_dask.plotting import plot_k_selection
+
+    result = _result_with_scores()
+    figure = plot_k_selection(result)
+    try:
+        assert len(figure.axes) == 4
+        assert figure._suptitle.get_text() == "suggested k=3: all four criteria pick k=3"
+        labels = [[line.get_label() for line in ax.get_lines()] for ax in figure.axes]
+        assert "elbow: k=3" in labels[0]
+        assert all("pick: k=3" in panel for panel in labels[1:])
+        ylabels = [ax.get_ylabel() for ax in figure.axes[1:]]
+        assert ylabels == [
+            "silhouette (higher is better)",
+            "Calinski-Harabasz (higher is better)",
+            "Davies-Bouldin (lower is better)",
+        ]
+        figure.savefig(tmp_path / "k.png")
+        assert (tmp_path / "k.png").stat().st_size > 10_000
+    finally:
+        plt.close(figure)
+
+
+def test_plot_k_selection_without_scores_and_elbow_marks_its_own_pick():
+    pytest.importorskip("matplotlib")
+    import matplotlib.pyplot as plt
+
+    from kmeans_dask.plotting import plot_elbow, plot_k_selection
+
+    fits_only = ElbowResult([1, 2, 3, 4], [9.0, 2.0, 1.5, 1.2], [0.1] * 4, 2, picks={"elbow": 2})
+    figure = plot_k_selection(fits_only)
+    assert len(figure.axes) == 1
+    plt.close(figure)
+    # A suggestion other than the elbow: the inertia panel marks the elbow's pick.
+    result = _result_with_scores()
+    disagreeing = ElbowResult(
+        result.ks, result.inertias, result.seconds, 4, picks={**result.picks, "elbow": 3}
+    )
+    ax = plot_elbow(disagreeing)
+    assert ax.get_title() == "elbow at k=3"
+    plt.close(ax.figure)
