@@ -12,6 +12,12 @@ same Dask client and scores each fit by four criteria, each of which picks a
   few drops, which are large for any data, dominate the scaled curve and the
   rule tends to stop one or two clusters early (on 24 ``make_blobs`` data
   sets, linear inertia found the true k 8 times, log inertia 24 times).
+  Why not the ``kneed`` package: its ``KneeLocator`` is the same kneedle
+  rule, except that offline it takes the *first* local maximum of the
+  difference curve after which the curve drops below a threshold, where
+  :func:`knee_point` takes the global maximum; on the 51 data sets of
+  ``scripts/bench_choose_k.py`` both picked the same k every time, so we
+  keep :func:`knee_point` and add no dependency.
 * **silhouette** (highest wins): :func:`sklearn.metrics.silhouette_score` of
   one seeded uniform sample of rows (the same rows for every ``k``; only
   they are computed from a Dask array), labelled by each model.
