@@ -74,6 +74,14 @@ def _seed(text: str) -> int:
     return int(value)
 
 
+def _sample_size(text: str) -> int | float:
+    """``--init-sample-size``: a number of rows (integer >= 1) or a fraction in (0, 1]."""
+    expected = "a number of rows (an integer >= 1) or a fraction of the rows in (0, 1]"
+    if text.strip().isdigit():
+        return _type(int, lambda v: v >= 1, expected)(text)
+    return _type(float, lambda v: 0 < v <= 1, expected)(text)
+
+
 def _init(text: str) -> str:
     """An initialisation method, or a ``.npy`` file of initial centres."""
     from kmeans_dask._fit.validation import INIT_METHODS
@@ -138,7 +146,11 @@ def _estimator_options(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model (the KMeans parameters)")
     add = model.add_argument
     add("-k", "--n-clusters", type=positive_int, help="number of clusters")
-    add("--init", type=_init, help="k-means||, k-means++, random, or a .npy file of centres")
+    add(
+        "--init",
+        type=_init,
+        help="k-means||, k-means++, hybrid, random, or a .npy file of centres",
+    )
     add("--n-init", type=positive_int, help="initialisations; the lowest inertia is kept")
     add("--max-iter", type=positive_int, help="Lloyd iterations per run")
     add("--tol", type=non_negative_float, help="relative tolerance (scikit-learn's)")
@@ -163,6 +175,12 @@ def _estimator_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--oversampling-factor", type=positive_float, help="k-means|| candidates per round / k")
     add("--init-rounds", type=positive_int, help="k-means|| sampling rounds")
+    add(
+        "--init-sample-size",
+        type=_sample_size,
+        help="rows (integer) or fraction of rows (float) of the hybrid init's sample "
+        "(default: max(20000, 100 k) rows)",
+    )
     add(
         "--persist",
         choices=tuple(PERSIST_CHOICES),
@@ -288,12 +306,22 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     tune.add_argument("--seed", type=_seed, default=0, help="random seed")
     tune.add_argument("--json", action="store_true", help="print JSON")
 
-    elbow = command("elbow", "fit several k on the same data and suggest one (kneedle elbow)")
+    elbow = command(
+        "elbow",
+        "fit several k on the same data, score each (elbow, silhouette, Calinski-Harabasz, "
+        "Davies-Bouldin) and suggest one",
+    )
     elbow.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
     elbow.add_argument(
         "--ks", type=_ks, default=[2, 4, 8, 16, 32], help="comma-separated k to fit"
     )
-    elbow.add_argument("--png", help="write the elbow plot to this PNG")
+    elbow.add_argument("--png", help="write the plot of every criterion against k to this PNG")
+    elbow.add_argument(
+        "--silhouette-sample",
+        type=_type(int, lambda v: v >= 2, "an integer >= 2"),
+        default=10_000,
+        help="rows in the silhouette's seeded sample",
+    )
     elbow.add_argument(
         "--scale",
         default="log",
@@ -301,6 +329,11 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
         help="inertia scale on which the elbow is sought",
     )
     elbow.add_argument("--init", default="k-means||", choices=INIT_METHODS, help="init")
+    elbow.add_argument(
+        "--init-sample-size",
+        type=_sample_size,
+        help="rows or fraction of rows of the hybrid init's sample (default: max(20000, 100 k))",
+    )
     elbow.add_argument(
         "--max-iter", type=positive_int, default=300, help="Lloyd iterations per fit"
     )

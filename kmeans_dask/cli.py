@@ -543,19 +543,23 @@ def _elbow(args: argparse.Namespace) -> int:
             random_state=args.random_state,
             scale=args.scale,
             init=args.init,
+            init_sample_size=args.init_sample_size,
+            silhouette_sample_size=args.silhouette_sample,
             max_iter=args.max_iter,
             verbose=0,
             progress=True,
         )
     if args.png:
-        from kmeans_dask.plotting import plot_elbow
+        from kmeans_dask.plotting import plot_k_selection
 
-        plot_elbow(result).figure.savefig(args.png, dpi=120)
+        plot_k_selection(result).savefig(args.png, dpi=120)
     if args.json:
         print(
             json.dumps(
                 {
                     "suggested_k": result.suggested_k,
+                    "reason": result.reason,
+                    "picks": result.picks,
                     "scale": result.scale,
                     "png": args.png,
                     "results": result.to_rows(),
@@ -564,17 +568,53 @@ def _elbow(args: argparse.Namespace) -> int:
             )
         )
         return 0
-    for row in result.to_rows():
-        mark = "  <- elbow" if row["suggested"] else ""
-        print(f"k={row['k']:>5}  inertia {row['inertia']:.6g}  {row['seconds']:.2f} s{mark}")
-    print(
-        f"suggested k: {result.suggested_k}"
-        if result.suggested_k is not None
-        else "no elbow found (try more or wider --ks)"
-    )
+    _print_elbow_table(result)
     if args.png:
         print(f"plot written to {args.png}")
     return 0
+
+
+def _print_elbow_table(result: Any) -> None:
+    """The k sweep as one rich table: scores, each criterion's pick, the suggestion."""
+    from rich.console import Console
+    from rich.table import Table
+
+    short = {
+        "silhouette": "silhouette",
+        "calinski_harabasz": "CH",
+        "davies_bouldin": "DB",
+        "elbow": "elbow",
+    }
+
+    def score(value: float | None, form: str) -> str:
+        return "-" if value is None else format(value, form)
+
+    table = Table(
+        title=f"choosing k: elbow on {result.scale} inertia, silhouette on a sample",
+        caption="CH: Calinski-Harabasz (highest wins); DB: Davies-Bouldin (lowest wins)",
+    )
+    for column in ("k", "inertia", "silhouette", "CH", "DB", "fit s"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("picked by")
+    for row in result.to_rows():
+        picked = ", ".join(short[name] for name in row["picked_by"])
+        if len(row["picked_by"]) == len(short):
+            picked = "all four"
+        table.add_row(
+            f"[bold]{row['k']}*[/bold]" if row["suggested"] else str(row["k"]),
+            f"{row['inertia']:.6g}",
+            score(row["silhouette"], ".3f"),
+            score(row["calinski_harabasz"], ".5g"),
+            score(row["davies_bouldin"], ".3f"),
+            f"{row['seconds']:.2f}",
+            picked,
+        )
+    console = Console()
+    console.print(table)
+    if result.suggested_k is None:
+        console.print(f"no k suggested: {result.reason}", highlight=False)
+    else:
+        console.print(f"suggested k: {result.suggested_k}* ({result.reason})", highlight=False)
 
 
 def _fit_interrupted(args: argparse.Namespace) -> str:

@@ -41,6 +41,7 @@ from kmeans_dask._engine.placement import (
     distribute,
     fits_in_memory,
 )
+from kmeans_dask._fit.hybrid_init import init_hybrid, resolve_sample_size
 from kmeans_dask._fit.initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
 from kmeans_dask._fit.lloyd import History, LloydResult
 from kmeans_dask._fit.progress import LloydProgress
@@ -102,14 +103,17 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     ----------
     n_clusters : int, default=8
         Number of clusters.
-    init : {"k-means||", "k-means++", "random"} or array of shape (n_clusters, n_features), \
-default="k-means||"
+    init : {"k-means||", "k-means++", "hybrid", "random"} or array of shape \
+(n_clusters, n_features), default="k-means||"
         "k-means||": scalable k-means++ (Bahmani et al.) over the distributed
         data, then weighted k-means++ and Lloyd on its candidates.
         "k-means++": scikit-learn's greedy k-means++ on a uniform sample of
-        ``max(10000, 20 * n_clusters)`` rows. "random": ``n_clusters``
-        distinct rows drawn with probability proportional to their weight.
-        An array gives the initial centres.
+        ``max(10000, 20 * n_clusters)`` rows. "hybrid": exact k-means
+        (k-means++ then Lloyd to convergence) on a uniform sample of
+        ``init_sample_size`` rows drawn on the workers; its centres start
+        the full fit. "random": ``n_clusters`` distinct rows drawn with
+        probability proportional to their weight. An array gives the
+        initial centres.
     n_init : int, default=1
         Number of initialisations; the run with the lowest final inertia is
         kept. Must be 1 when ``init`` is an array.
@@ -171,6 +175,12 @@ default="k-means||"
         per round.
     init_rounds : int, default=5
         Number of k-means|| sampling rounds (passes over the data).
+    init_sample_size : int, float or None, default=None
+        Rows sampled by ``init="hybrid"`` (other inits ignore it): an
+        integer is a number of rows, a float in (0, 1] a fraction of the
+        rows, None ``max(20000, 100 * n_clusters)`` rows; never more than
+        the data has, never fewer than ``n_clusters``. The sample is brought
+        into the client process.
     persist : bool or None, default=None
         Keep the data in worker memory for the whole fit. None decides from
         the workers' memory limits: data larger than half their total is not
@@ -247,6 +257,7 @@ default="k-means||"
         engine: str = "auto",
         oversampling_factor: float = 2.0,
         init_rounds: int = 5,
+        init_sample_size: int | float | None = None,
         persist: bool | None = None,
         batch_size: int = 65_536,
         decay: float = 1.0,
@@ -266,6 +277,7 @@ default="k-means||"
         self.engine = engine
         self.oversampling_factor = oversampling_factor
         self.init_rounds = init_rounds
+        self.init_sample_size = init_sample_size
         self.persist = persist
         self.batch_size = batch_size
         self.decay = decay
@@ -315,6 +327,8 @@ default="k-means||"
             X, zarr_array = self._check_data(X, reset=True)
             n_samples = X.shape[0]
             check_n_samples(n_samples, self.n_clusters)
+            if _is_name(self.init, "hybrid"):
+                resolve_sample_size(self.init_sample_size, n_samples, self.n_clusters)
             weights = check_sample_weight(sample_weight, n_samples)
             init_centers = None
             if not isinstance(self.init, str):
@@ -400,7 +414,7 @@ default="k-means||"
         """Update the model with one batch of rows (mini-batch k-means).
 
         The first call initialises the centres on the batch (k-means++ for
-        ``init="k-means||"`` or ``"k-means++"``, weighted random rows for
+        ``init="k-means||"``, ``"k-means++"`` or ``"hybrid"``, weighted random rows for
         ``"random"``, or the ``init`` array) unless the model was already
         fitted, whose centres and ``cluster_weights_`` are then carried on.
         Each call assigns the batch to the nearest centres and moves each
@@ -455,7 +469,9 @@ default="k-means||"
                     weights,
                     self.n_clusters,
                     random_state=rng,
-                    init="k-means++" if _is_name(self.init, "k-means||") else self.init,
+                    init="k-means++"
+                    if _is_name(self.init, ("k-means||", "hybrid"))
+                    else self.init,
                     backend=backend,
                     first_row=first_row,
                 )
@@ -616,6 +632,11 @@ default="k-means||"
             )
         if self.init == "k-means++":
             return init_kmeans_plusplus(client, data, self.n_clusters, seed)
+        if self.init == "hybrid":
+            size = resolve_sample_size(self.init_sample_size, data.n_samples, self.n_clusters)
+            return init_hybrid(
+                client, data, self.n_clusters, seed, sample_size=size, backend=backend
+            )
         return init_random(client, data, self.n_clusters, seed)
 
     @staticmethod
@@ -887,8 +908,9 @@ def load(path: str | os.PathLike) -> KMeans:
 _MISSING = object()
 
 
-def _is_name(init: Any, name: str) -> bool:
-    return isinstance(init, str) and init == name
+def _is_name(init: Any, names: str | tuple[str, ...]) -> bool:
+    """``init`` is the name ``names`` (or one of the names ``names``), not an array."""
+    return isinstance(init, str) and init in ((names,) if isinstance(names, str) else names)
 
 
 def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:

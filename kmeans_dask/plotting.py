@@ -23,6 +23,7 @@ from sklearn.utils.validation import check_is_fitted
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
     from kmeans_dask.elbow import ElbowResult
 
@@ -30,6 +31,7 @@ __all__ = [
     "plot_clusters_2d",
     "plot_convergence",
     "plot_elbow",
+    "plot_k_selection",
     "plot_silhouette",
     "silhouette_on_sample",
 ]
@@ -62,7 +64,7 @@ def _axes(ax: Axes | None, figsize: tuple[float, float] = (6.4, 4.8)) -> Axes:
     return ax
 
 
-def _sample_rows(X: Any, n_samples: int, random_state: RandomState) -> np.ndarray:
+def random_row_sample(X: Any, n_samples: int, random_state: RandomState) -> np.ndarray:
     """Up to ``n_samples`` distinct random rows of X (in row order) as a NumPy array.
 
     X is a NumPy-like array or a Dask array; of a Dask array only the chunks
@@ -92,7 +94,7 @@ def _sample_and_labels(
     model: Any, X: Any, n_samples: int, random_state: RandomState
 ) -> tuple[np.ndarray, np.ndarray]:
     check_is_fitted(model)
-    sample = _sample_rows(X, n_samples, random_state)
+    sample = random_row_sample(X, n_samples, random_state)
     labels = np.asarray(model.predict(sample))
     return sample, labels
 
@@ -174,11 +176,12 @@ def plot_convergence(model: Any, ax: Axes | None = None) -> Axes:
 
 
 def plot_elbow(result: ElbowResult, ax: Axes | None = None) -> Axes:
-    """Inertia against k, with the suggested elbow marked.
+    """Inertia against k, with the elbow marked.
 
     Draws the (k, inertia) curve, the chord from its first to its last point
     (the kneedle rule picks the point farthest below it) and, when there is
-    one, the suggested ``k`` as a red marker and a vertical line. The y axis
+    one, the elbow (``result.picks["elbow"]``) as a red marker and a
+    vertical line. The y axis
     is logarithmic when the elbow was sought on log(inertia)
     (``result.scale == "log"``, the default), so the chord drawn is the one
     the rule used.
@@ -213,8 +216,10 @@ def plot_elbow(result: ElbowResult, ax: Axes | None = None) -> Axes:
             color="0.5",
             label="chord",
         )
-    if result.suggested_k is not None:
-        k = result.suggested_k
+    # The elbow's own pick (a result with scores may suggest another k).
+    knee = result.picks.get("elbow") if result.picks else result.suggested_k
+    if knee is not None:
+        k = knee
         inertia = result.inertias[result.ks.index(k)]
         ax.axvline(k, color="C3", linestyle="--", linewidth=1)
         ax.plot([k], [inertia], "o", color="C3", markersize=12, label=f"elbow: k={k}")
@@ -238,6 +243,72 @@ def plot_elbow(result: ElbowResult, ax: Axes | None = None) -> Axes:
     ax.set_ylabel("inertia (log scale)" if log_inertia else "inertia")
     ax.legend()
     return ax
+
+
+#: The score panels of :func:`plot_k_selection`: attribute, criterion, axis label.
+_SCORE_PANELS = (
+    ("silhouettes", "silhouette", "silhouette (higher is better)"),
+    ("calinski_harabasz", "calinski_harabasz", "Calinski-Harabasz (higher is better)"),
+    ("davies_bouldin", "davies_bouldin", "Davies-Bouldin (lower is better)"),
+)
+
+
+def plot_k_selection(result: ElbowResult, figure: Figure | None = None) -> Figure:
+    """Every criterion of :func:`kmeans_dask.elbow.elbow` against k, in one figure.
+
+    Four panels: the inertia with its elbow (as :func:`plot_elbow` draws
+    it), the silhouette, the Calinski-Harabasz and the Davies-Bouldin
+    scores, each with the ``k`` its criterion picks as a red marker; a
+    dashed grey line marks the suggested ``k`` in every panel, and the
+    figure's title gives the reason. A result without scores
+    (``elbow(..., scores=False)``) gets the inertia panel only.
+
+    Parameters
+    ----------
+    result : ElbowResult
+        What :func:`kmeans_dask.elbow.elbow` returned.
+    figure : matplotlib.figure.Figure, optional
+        An empty figure to draw in; a new one is made when None.
+
+    Returns
+    -------
+    figure : matplotlib.figure.Figure
+        ``figure.axes[0]`` is the inertia panel, then one per score.
+
+    Examples
+    --------
+    >>> from kmeans_dask.elbow import elbow
+    >>> from kmeans_dask.plotting import plot_k_selection
+    >>> result = elbow(X, range(1, 11))  # doctest: +SKIP
+    >>> plot_k_selection(result).savefig("choose_k.png")  # doctest: +SKIP
+    """
+    if not result.ks:
+        raise ValueError("the ElbowResult is empty: nothing to plot")
+    panels = [p for p in _SCORE_PANELS if getattr(result, p[0])]
+    if figure is None:
+        width = 6.4 if not panels else 11.0
+        figure = _pyplot().figure(
+            figsize=(width, 4.8 if not panels else 8.0), layout="constrained"
+        )
+    grid = (1, 1) if not panels else (2, 2)
+    axes = [figure.add_subplot(*grid, index + 1) for index in range(1 + len(panels))]
+    plot_elbow(result, ax=axes[0])
+    for ax, (attribute, criterion, label) in zip(axes[1:], panels, strict=True):
+        ax.plot(result.ks, getattr(result, attribute), "o-", color="C0")
+        pick = result.picks.get(criterion)
+        if pick is not None:
+            value = getattr(result, attribute)[result.ks.index(pick)]
+            ax.plot([pick], [value], "o", color="C3", markersize=12, label=f"pick: k={pick}")
+            ax.legend()
+        ax.set_xlabel("number of clusters k")
+        ax.set_ylabel(label)
+    if result.suggested_k is not None:
+        for ax in axes:
+            ax.axvline(result.suggested_k, color="0.4", linestyle="--", linewidth=1)
+        figure.suptitle(f"suggested k={result.suggested_k}: {result.reason}")
+    else:
+        figure.suptitle(result.reason or "no k suggested")
+    return figure
 
 
 def _cluster_colours(n_clusters: int):

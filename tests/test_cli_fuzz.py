@@ -36,7 +36,7 @@ NUMERIC_OPTIONS = {
     ],
     "make-data": ["-n", "-d", "-k", "--chunk-rows"],
     "tune": ["-k", "--sample", "--iterations"],
-    "elbow": ["--max-iter", "--workers", "--threads-per-worker"],
+    "elbow": ["--max-iter", "--workers", "--threads-per-worker", "--silhouette-sample"],
     "predict": ["--workers", "--threads-per-worker"],
     "demo": ["--n-samples", "--n-features", "-k", "--workers"],
 }
@@ -49,11 +49,12 @@ NEGATIVE_ONLY = {
         "--random-state",
         "--oversampling-factor",
         "--timeout",
+        "--init-sample-size",
     ],
     "predict": ["--timeout"],
     "make-data": ["--cluster-std", "--seed"],
     "tune": ["--max-gap", "--seed"],
-    "elbow": ["--random-state"],
+    "elbow": ["--random-state", "--init-sample-size"],
 }
 BAD_FOR_ALL = ["-1", "-0.5", "x", "", "nan", "inf", "-inf", "1e400"]
 CHOICES = {

@@ -181,10 +181,30 @@ BAD_PARAMS = [
         {"init": "kmeans"},
         ValueError,
         lit(
-            "init='kmeans' is not supported; expected one of ['k-means||', 'k-means++', 'random']"
+            "init='kmeans' is not supported; expected one of "
+            "['k-means||', 'k-means++', 'hybrid', 'random']"
         ),
     ),
     ({"init": 3}, TypeError, r"init must be one of \[.*\] or an array of shape .*, got int"),
+    # init_sample_size (checked whatever the init)
+    (
+        {"init_sample_size": 0},
+        ValueError,
+        lit("init_sample_size must be >= 1 when it counts rows, got init_sample_size=0"),
+    ),
+    (
+        {"init": "hybrid", "init_sample_size": 0.0},
+        ValueError,
+        lit("init_sample_size as a float is a fraction of the rows and must be in (0, 1], got "),
+    ),
+    ({"init_sample_size": 1.5}, ValueError, r"must be in \(0, 1\], got init_sample_size=1\.5"),
+    ({"init_sample_size": float("nan")}, ValueError, r"in \(0, 1\], got init_sample_size=nan"),
+    (
+        {"init_sample_size": "10%"},
+        TypeError,
+        lit("init_sample_size must be None, an integer >= 1 (rows) or a float in (0, 1] (a "),
+    ),
+    ({"init_sample_size": True}, TypeError, r"init_sample_size must be None, .* got True of"),
     (
         {"assign": "approx"},
         ValueError,

@@ -27,14 +27,14 @@ def test_kmeans_parallel_candidates_scale_with_oversampling(client, monkeypatch)
 
     X, _ = make_blobs(n_samples=20000, n_features=4, centers=30, random_state=0)
     seen = {}
-    original = _initialization._plusplus
+    original = _initialization.weighted_plusplus
 
     def spy(points, weights, n_clusters, seed):
         seen["n_candidates"] = len(points)
         seen["total_weight"] = weights.sum()
         return original(points, weights, n_clusters, seed)
 
-    monkeypatch.setattr(_initialization, "_plusplus", spy)
+    monkeypatch.setattr(_initialization, "weighted_plusplus", spy)
     KMeans(30, random_state=0, init_rounds=5, oversampling_factor=2.0, max_iter=1).fit(X)
     # about l = 2k candidates per round for 5 rounds, plus the first one
     assert 4 * 2 * 30 <= seen["n_candidates"] <= 6 * 2 * 30

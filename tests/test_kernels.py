@@ -12,7 +12,7 @@ import pytest
 from llvmlite import binding
 from numpy.testing import assert_allclose, assert_array_equal
 
-from kmeans_dask._kernels.block_kernels import column_moments, largest
+from kmeans_dask._kernels.block_kernels import LARGEST_BUFFER_MAX, column_moments, largest
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops, nearest, statistics_and_labels
@@ -187,10 +187,14 @@ def test_unknown_backend_and_auto():
     assert get_backend("auto").name == "numpy"
 
 
-def test_largest_matches_a_full_sort_with_ties_and_infinities():
+@pytest.mark.parametrize(
+    "max_rows, max_count",
+    [(200, 50), (3000, 2 * LARGEST_BUFFER_MAX)],  # the buffer, and the sort above its size
+)
+def test_largest_matches_a_full_sort_with_ties_and_infinities(max_rows, max_count):
     rng = np.random.default_rng(5)
     for trial in range(200):
-        n, count = int(rng.integers(1, 200)), int(rng.integers(1, 50))
+        n, count = int(rng.integers(1, max_rows)), int(rng.integers(1, max_count))
         values = rng.integers(0, 5, n).astype(float) if trial % 2 else rng.random(n)
         if trial % 3 == 0:
             values[rng.random(n) < 0.3] = -np.inf

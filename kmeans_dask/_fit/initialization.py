@@ -87,10 +87,13 @@ def init_kmeans_plusplus(
     """Weighted k-means++ (scikit-learn's, greedy) on a uniform sample of rows."""
     size = min(data.n_samples, max(MIN_SAMPLE_ROWS, SAMPLE_ROWS_PER_CLUSTER * n_clusters))
     sample = sample_rows(client, data, size, seed, _STREAM_SAMPLE, weighted=False)
-    return _plusplus(sample.rows, sample.weights, n_clusters, seed)
+    return weighted_plusplus(sample.rows, sample.weights, n_clusters, seed)
 
 
-def _plusplus(points: np.ndarray, weights: np.ndarray, n_clusters: int, seed: int) -> np.ndarray:
+def weighted_plusplus(
+    points: np.ndarray, weights: np.ndarray, n_clusters: int, seed: int
+) -> np.ndarray:
+    """scikit-learn's greedy k-means++ on weighted points (unit weights if all are 0)."""
     if not (weights > 0).any():
         weights = np.ones_like(weights)
     centers, _ = kmeans_plusplus(
@@ -132,7 +135,7 @@ def init_kmeans_parallel(
     if len(points) <= n_clusters:
         return _top_up_with_distinct_rows(client, data, points, n_clusters, backend)
     weights = np.bincount(inverse.ravel(), weights=weights, minlength=len(points))
-    centers = _plusplus(points, weights, n_clusters, seed)
+    centers = weighted_plusplus(points, weights, n_clusters, seed)
     return local_lloyd(
         points, weights, centers, max_iter=CANDIDATE_LLOYD_ITER, tol=0.0, backend=backend
     )

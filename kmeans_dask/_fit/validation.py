@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 from dask.base import is_dask_collection
 
+from kmeans_dask._fit.hybrid_init import check_init_sample_size
 from kmeans_dask._worker.results import ChunkSummary
 from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, ENGINES, check_backend_name
 
-INIT_METHODS = ("k-means||", "k-means++", "random")
+INIT_METHODS = ("k-means||", "k-means++", "hybrid", "random")
 
 
 def _integer(name: str, value: Any, minimum: int) -> int:
@@ -74,6 +75,7 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     )
     if isinstance(params["random_state"], np.integer):
         plain["random_state"] = int(params["random_state"])
+    check_init_sample_size(params["init_sample_size"])
     init = params["init"]
     if isinstance(init, str):
         _choice("init", init, INIT_METHODS)

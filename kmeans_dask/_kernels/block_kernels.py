@@ -397,14 +397,26 @@ def bounded_pass_rows(
     return inertia
 
 
+#: Above this ``count``, :func:`largest` sorts instead of keeping a buffer.
+LARGEST_BUFFER_MAX = 256
+
+
 @numba.njit(nogil=True, cache=True)
 def largest(values, count, out):
     """Indices of the ``count`` largest ``values``, largest first, ties by lower index.
 
     One pass with a small sorted buffer: after the first rows, almost every
-    value is rejected by a single comparison. Writes into ``out`` and returns
-    how many indices it wrote (``min(count, len(values))``).
+    value is rejected by a single comparison. Each value kept shifts the
+    buffer, so for ``count`` above ``LARGEST_BUFFER_MAX`` (large samples:
+    ``init="hybrid"``, ``"k-means++"``) a stable sort of all values, in
+    O(n log n), gives the same indices. Writes into ``out`` and returns how
+    many indices it wrote (``min(count, len(values))``).
     """
+    if count > LARGEST_BUFFER_MAX:
+        order = np.argsort(-values, kind="mergesort")  # stable: ties by lower index
+        size = min(count, values.shape[0])
+        out[:size] = order[:size]
+        return size
     size = 0
     best = np.empty(count, dtype=np.float64)
     for i in range(values.shape[0]):

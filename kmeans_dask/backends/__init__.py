@@ -89,6 +89,10 @@ class Searcher(Protocol):
     :class:`~kmeans_dask.backends.numpy_blas.RowSearcher`) where it declares
     ``fused_passes``: the Lloyd pass then uses those instead of searching and
     accumulating block by block itself.
+
+    A prepared searcher is shared by every thread of its process
+    (:mod:`kmeans_dask._worker.searchers`): its methods must be safe to call
+    from several threads at once (no shared scratch buffers).
     """
 
     #: Whether whole-chunk compiled passes are offered (declared, never probed).

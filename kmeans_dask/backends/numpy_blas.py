@@ -26,6 +26,8 @@ error of a ``d``-term dot product (in any order of summation):
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from kmeans_dask._kernels.block_kernels import (
@@ -174,14 +176,24 @@ class ColumnSearcher(_ScoreSearcher):
         super().__init__(centers)
         self._minus_two_centers = np.ascontiguousarray(-2.0 * centers, dtype=self._dtype)
         self._bias = self._center_sq_norms.astype(self._dtype)
-        self._scores = np.empty((centers.shape[0], self.block_rows), dtype=self._dtype)
+        # One score buffer per thread: a prepared searcher serves all the
+        # threads of its worker process at once.
+        self._buffers = threading.local()
+
+    def _score_buffer(self) -> np.ndarray:
+        """This thread's (k, block_rows) score matrix."""
+        scores = getattr(self._buffers, "scores", None)
+        if scores is None:
+            shape = (self._bias.shape[0], self.block_rows)
+            scores = self._buffers.scores = np.empty(shape, dtype=self._dtype)
+        return scores
 
     def nearest(self, block: np.ndarray) -> np.ndarray:
         """Index of the nearest centre for each row of ``block``."""
         labels = np.empty(block.shape[0], dtype=np.int32)
         for start in range(0, block.shape[0], self.block_rows):
             rows = block[start : start + self.block_rows]
-            scores = self._scores[:, : rows.shape[0]]
+            scores = self._score_buffer()[:, : rows.shape[0]]
             np.matmul(self._minus_two_centers, rows.T, out=scores)
             argmin_columns(scores, self._bias, labels[start : start + rows.shape[0]])
         return labels
@@ -196,7 +208,7 @@ class ColumnSearcher(_ScoreSearcher):
         for start in range(0, block.shape[0], self.block_rows):
             rows = block[start : start + self.block_rows]
             stop = start + rows.shape[0]
-            scores = self._scores[:, : rows.shape[0]]
+            scores = self._score_buffer()[:, : rows.shape[0]]
             np.matmul(self._minus_two_centers, rows.T, out=scores)
             argmin2_columns(scores, self._bias, labels[start:stop], second[start:stop])
         return labels, self._runner_up_distances(block, second)
