@@ -55,6 +55,13 @@ from kmeans_dask._inputs import (
     open_zarr,
     zarr_as_dask,
 )
+from kmeans_dask._io.tables import (
+    check_column_names,
+    is_dataframe,
+    is_table_source,
+    read_table,
+    table_as_array,
+)
 from kmeans_dask._lloyd import History, LloydResult
 from kmeans_dask._model_io import fit_fingerprint
 from kmeans_dask._output_paths import check_writable, fit_seeds, resume_hint
@@ -277,9 +284,11 @@ default="k-means||"
         ----------
         X : array-like, dask.array, zarr.Array or str of shape (n_samples, n_features)
             Training data: NumPy-like (lists, DataFrames), a Dask array with
-            any row chunking (columns are rechunked to one block), or a Zarr
+            any row chunking (columns are rechunked to one block), a Zarr
             array given as an object, a path or an fsspec URL (its row chunks
-            become the Dask chunks).
+            become the Dask chunks), a pandas or Dask DataFrame of numeric
+            columns (a text column is refused by name), or the path of a CSV
+            or Parquet table (see :func:`kmeans_dask.read_table`).
         y : None
             Ignored.
         sample_weight : array-like or dask.array of shape (n_samples,), default=None
@@ -677,7 +686,13 @@ default="k-means||"
         one column block (Zarr input becomes a Dask array over the store).
         """
         zarr_array = None
-        if is_zarr_source(X):
+        if is_table_source(X):
+            X = read_table(X)
+        column_names = None
+        if is_dataframe(X):
+            column_names = [str(c) for c in X.columns]
+            X = table_as_array(X)
+        elif is_zarr_source(X):
             zarr_array = open_zarr(X)
             X = zarr_as_dask(zarr_array)
         if is_dask_array(X):
@@ -685,6 +700,10 @@ default="k-means||"
             if reset:
                 self.n_features_in_ = X.shape[1]
                 self.__dict__.pop("feature_names_in_", None)
+                if column_names is not None:
+                    self.feature_names_in_ = np.asarray(column_names, dtype=object)
+            elif column_names is not None and hasattr(self, "feature_names_in_"):
+                check_column_names(column_names, list(self.feature_names_in_))
             elif X.shape[1] != self.n_features_in_:
                 raise ValueError(
                     f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
@@ -731,7 +750,8 @@ default="k-means||"
 
         Parameters
         ----------
-        X : array-like or dask.array of shape (n_samples, n_features)
+        X : array-like, dask.array, DataFrame or str of shape (n_samples, n_features)
+            As :meth:`fit` takes it; a DataFrame must have the fitted columns.
 
         Returns
         -------

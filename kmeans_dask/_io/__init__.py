@@ -1,0 +1,1 @@
+"""Inputs and outputs: tables (CSV, Parquet, DataFrames) and fitted pipeline files."""
