@@ -146,8 +146,11 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         self.columns = columns
         self.max_categories = max_categories
 
-    def fit(self, X: Any, y: None = None) -> TableEncoder:
+    def _check_params(self) -> None:
         _check_number("max_categories", self.max_categories, 1, integer=True)
+
+    def fit(self, X: Any, y: None = None) -> TableEncoder:
+        self._check_params()
         X = _frame(X, "TableEncoder")
         names = [str(c) for c in X.columns]
         columns = names if self.columns is None else [str(c) for c in self.columns]
@@ -306,9 +309,12 @@ class MissingValues(TransformerMixin, BaseEstimator):
         self.strategy = strategy
         self.fill_value = fill_value
 
-    def fit(self, X: Any, y: None = None) -> MissingValues:
+    def _check_params(self) -> None:
         _check_choice("strategy", self.strategy, IMPUTE_STRATEGIES)
         _check_number("fill_value", self.fill_value, -np.inf)
+
+    def fit(self, X: Any, y: None = None) -> MissingValues:
+        self._check_params()
         X = _frame(X, "MissingValues")
         self.columns_ = _float_columns(X)
         self.n_dropped_ = 0
@@ -396,8 +402,11 @@ class OutlierFilter(TransformerMixin, BaseEstimator):
     def __init__(self, threshold: float = 3.0) -> None:
         self.threshold = threshold
 
-    def fit(self, X: Any, y: None = None) -> OutlierFilter:
+    def _check_params(self) -> None:
         _check_number("threshold", self.threshold, 0.0)
+
+    def fit(self, X: Any, y: None = None) -> OutlierFilter:
+        self._check_params()
         X = _frame(X, "OutlierFilter")
         self.columns_ = _float_columns(X)
         values = X[self.columns_].astype(np.float64)
@@ -458,8 +467,11 @@ class Scaler(TransformerMixin, BaseEstimator):
     def __init__(self, method: str = "standard") -> None:
         self.method = method
 
-    def fit(self, X: Any, y: None = None) -> Scaler:
+    def _check_params(self) -> None:
         _check_choice("method", self.method, SCALE_METHODS)
+
+    def fit(self, X: Any, y: None = None) -> Scaler:
+        self._check_params()
         X = _frame(X, "Scaler")
         self.columns_ = _float_columns(X)
         values = X[self.columns_].astype(np.float64)
@@ -514,8 +526,11 @@ class Projection(TransformerMixin, BaseEstimator):
     def __init__(self, n_components: int = 2) -> None:
         self.n_components = n_components
 
-    def fit(self, X: Any, y: None = None) -> Projection:
+    def _check_params(self) -> None:
         _check_number("n_components", self.n_components, 1, integer=True)
+
+    def fit(self, X: Any, y: None = None) -> Projection:
+        self._check_params()
         X = _frame(X, "Projection")
         if self.n_components > len(X.columns):
             raise ValueError(
