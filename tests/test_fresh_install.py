@@ -69,7 +69,7 @@ def base_venv(tmp_path_factory) -> Path:
 def test_the_base_install_lacks_the_extras(base_venv):
     code = (
         "import importlib.util as u; print([m for m in "
-        + repr(["dask_jobqueue", "matplotlib", "dask_ml", "pyspark", "pytest"])
+        + repr(["dask_jobqueue", "matplotlib", "palmerpenguins", "pyspark", "pytest"])
         + " if u.find_spec(m)])"
     )
     done = subprocess.run(
