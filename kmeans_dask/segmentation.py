@@ -105,6 +105,7 @@ def segment(
     columns: Sequence[str] | None = None,
     ks: Iterable[int] = DEFAULT_KS,
     impute: str = "median",
+    fill_value: float = 0.0,
     outlier_threshold: float | None = 3.0,
     scale: str | None = "standard",
     max_categories: int = 20,
@@ -126,7 +127,7 @@ def segment(
         Columns to segment on; default: all. The result keeps every column.
     ks : iterable of int, default=range(2, 11)
         The k tried by "auto".
-    impute, outlier_threshold, scale, max_categories, pca
+    impute, fill_value, outlier_threshold, scale, max_categories, pca
         Of :func:`~kmeans_dask.preprocessing.make_segmentation_pipeline`.
     random_state : int or None, default=0
     progress : bool, default=False
@@ -168,6 +169,7 @@ def segment(
         columns=columns,
         max_categories=max_categories,
         impute=impute,
+        fill_value=fill_value,
         outlier_threshold=outlier_threshold,
         scale=scale,
         pca=pca,
@@ -202,12 +204,17 @@ def segment(
     )
 
 
-def label_table(table: Any, model: Any, column: str = SEGMENT_COLUMN):
+def label_table(
+    table: Any,
+    model: Any,
+    column: str = SEGMENT_COLUMN,
+    features: Sequence[str] | None = None,
+):
     """The table with every column and row in order, plus the model's label of each row.
 
-    ``model`` is a fitted pipeline (raw rows in) or a ``KMeans``. Each
-    partition is labelled where it is, so rows keep their order and no index
-    is needed to align them.
+    ``model`` is a fitted pipeline (raw rows in) or a ``KMeans``, given the
+    columns ``features`` (default: all). Each partition is labelled where
+    it is, so rows keep their order and no index is needed to align them.
 
     Raises
     ------
@@ -216,12 +223,20 @@ def label_table(table: Any, model: Any, column: str = SEGMENT_COLUMN):
     """
     if column in table.columns:
         raise ValueError(f"the table already has a column {column!r}; rename it before labelling")
+    if features is not None:
+        missing = [c for c in features if c not in table.columns]
+        if missing:
+            raise ValueError(f"the table lacks column(s) {missing} that the model needs")
+        features = list(features)
     meta = table._meta.assign(**{column: np.zeros(0, dtype=np.int32)})
-    return table.map_partitions(_label_part, model, column, meta=meta)
+    return table.map_partitions(_label_part, model, column, features, meta=meta)
 
 
-def _label_part(part: pd.DataFrame, model: Any, column: str) -> pd.DataFrame:
-    labels = model.predict(part) if len(part) else np.zeros(0, dtype=np.int32)
+def _label_part(
+    part: pd.DataFrame, model: Any, column: str, features: list[str] | None
+) -> pd.DataFrame:
+    rows = part if features is None else part[features]
+    labels = model.predict(rows) if len(part) else np.zeros(0, dtype=np.int32)
     return part.assign(**{column: np.asarray(labels, dtype=np.int32)})
 
 
@@ -262,7 +277,7 @@ def summarize_segments(labelled: Any, encoder: Any, column: str = SEGMENT_COLUMN
     sizes, means, medians, overall_mean, overall_std = dask.compute(
         grouped.size(),
         grouped[features].mean(),
-        grouped[numeric].median(),
+        grouped[numeric].median(shuffle_method="tasks"),
         profile[features].mean(),
         profile[features].std(ddof=0),
     )
@@ -321,15 +336,39 @@ def summary_markdown(summary: pd.DataFrame) -> str:
 
 
 def summary_table(summary: pd.DataFrame, title: str = "segments"):
-    """The summary as a ``rich.table.Table`` for a terminal."""
+    """The summary for a terminal: sizes and what sets each segment apart, then the features.
+
+    Returns
+    -------
+    rich.console.Group
+        Two ``rich.table.Table``: one row per segment (size, share,
+        distinguishing features), then one row per feature with each
+        segment's mean and median (features as rows keep it narrow).
+    """
+    from rich.console import Group
     from rich.table import Table
 
-    table = Table(title=title)
+    shown = _formatted(summary)
+    segments = Table(title=title)
+    for name in ("segment", "size", "share", "distinguishing"):
+        segments.add_column(name, justify="left" if name == "distinguishing" else "right")
+    for _, row in shown.iterrows():
+        segments.add_row(row["segment"], row["size"], row["share"], row["distinguishing"])
+    features = Table(title="mean (median) per segment, in the table's units")
+    features.add_column("feature")
+    for label in shown["segment"]:
+        features.add_column(f"segment {label}", justify="right")
     for name in summary.columns:
-        table.add_column(name, justify="left" if name == "distinguishing" else "right")
-    for row in _formatted(summary).itertuples(index=False):
-        table.add_row(*row)
-    return table
+        if name.endswith(" mean"):
+            feature = name[: -len(" mean")]
+            features.add_row(
+                feature,
+                *(
+                    f"{mean} ({median})"
+                    for mean, median in zip(shown[name], shown[f"{feature} median"], strict=True)
+                ),
+            )
+    return Group(segments, features)
 
 
 def write_summary(summary: pd.DataFrame, path: str | os.PathLike, *, overwrite: bool = False):
