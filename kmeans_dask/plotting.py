@@ -470,7 +470,7 @@ def plot_segments(summary: Any, ax: Axes | None = None) -> Axes:
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(overall != 0, means / overall, np.nan)
     ax = _axes(ax, (2.4 + 1.3 * len(features), 2.0 + 0.5 * len(summary)))
-    image = ax.imshow(ratio, cmap="RdBu_r", vmin=0, vmax=2, aspect="auto")
+    image = ax.imshow(ratio, cmap="RdBu_r", vmin=0.5, vmax=1.5, aspect="auto")
     for (row, column), value in np.ndenumerate(means):
         ax.text(column, row, f"{value:.4g}", ha="center", va="center", fontsize=8)
     ax.set_xticks(range(len(features)), features, rotation=30, ha="right")
