@@ -175,6 +175,8 @@ def _read_csv(location: str, columns: list[str] | None):
     if "://" not in location and os.path.isdir(location):
         location = os.path.join(location, "*")
     options: dict[str, Any] = {"sep": "\t"} if ".tsv" in location.lower() else {}
+    if location.lower().endswith(COMPRESSION_SUFFIXES):
+        options["blocksize"] = None  # a compressed file is read whole
     first = dd.read_csv(location, **options)
     _check_columns(first.columns, columns, location)
     if columns is not None:
