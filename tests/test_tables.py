@@ -120,7 +120,7 @@ def test_csv_parts_with_text_in_a_numeric_column_name_the_column(tmp_path):
     (tmp_path / "a.csv").write_text("amount,id\n1.5,1\n2.5,2\n")
     (tmp_path / "b.csv").write_text("amount,id\nunknown,3\n4.5,4\n")
     table = read_table(str(tmp_path / "*.csv"))
-    with pytest.raises(ValueError, match="column 'amount' .* text in another .*'unknown'"):
+    with pytest.raises(ValueError, match=r"column 'amount' .* text in another .*'unknown'"):
         table.compute()
 
 
@@ -184,7 +184,7 @@ def test_write_table_keeps_rows_and_columns_and_refuses_to_overwrite(frame, tmp_
     back = read_table(path).compute().reset_index(drop=True)
     assert back["name"].tolist() == frame["name"].tolist()
     assert_allclose(back["x"], frame["x"])
-    with pytest.raises(FileExistsError, match="out.* exists; pass --overwrite"):
+    with pytest.raises(FileExistsError, match=r"out.* exists; pass --overwrite"):
         write_table(table, path)
     write_table(table.head(5, npartitions=-1, compute=False), path, overwrite=True)
     assert len(read_table(path).compute()) == 5
