@@ -339,7 +339,7 @@ class MissingValues(TransformerMixin, BaseEstimator):
         X = _frame(X, "MissingValues")
         if self.strategy != "drop":
             return self.transform(X)
-        complete = X[self.columns_].notna().all(axis=1)
+        complete = ~X[self.columns_].isna().any(axis=1)
         kept = X[complete]
         n_rows, n_complete = _compute(_n_rows(X), complete.sum())
         self.n_dropped_ = int(n_rows - n_complete)
