@@ -1,4 +1,4 @@
-"""Preprocessing on Dask: each transformer against pandas/scikit-learn, pipelines, pipeline files."""
+"""Preprocessing on Dask: transformers against pandas and scikit-learn, pipeline files."""
 
 from __future__ import annotations
 
