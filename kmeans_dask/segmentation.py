@@ -151,8 +151,6 @@ def segment(
     >>> result = segment("customers.parquet", "auto")  # doctest: +SKIP
     >>> result.labelled.to_parquet("segments.parquet")  # doctest: +SKIP
     """
-    from sklearn.pipeline import Pipeline
-
     from kmeans_dask.preprocessing import make_segmentation_pipeline
 
     auto = isinstance(n_clusters, str)
@@ -178,7 +176,10 @@ def segment(
     )
     steps = StepProgress("segment", 4, "steps", enabled=progress)
     with steps:
-        prepared = Pipeline(pipeline.steps[:-1]).fit_transform(table).persist()
+        prepared = table
+        for _, step in pipeline.steps[:-1]:
+            # Each step reads the one before from memory, not from the whole chain again.
+            prepared = step.fit_transform(prepared).persist()
         X = table_as_array(prepared).persist()
         outliers = pipeline.named_steps.get("outliers")
         n_outliers = 0 if outliers is None else outliers.n_dropped_
