@@ -189,7 +189,7 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         for column in numeric:
             if lows[column] == highs[column]:
                 raise ValueError(
-                    f"column {column!r} is constant (every value is {lows[column]!r}): it cannot "
+                    f"column {column!r} is constant (every value is {lows[column]}): it cannot "
                     "set segments apart; leave it out (columns=... / --columns)"
                 )
         categories = {}

@@ -162,6 +162,10 @@ def segment(
         import dask.dataframe as dd
 
         table = dd.from_pandas(table, npartitions=1)
+    if SEGMENT_COLUMN in table.columns:
+        raise ValueError(
+            f"the table already has a column {SEGMENT_COLUMN!r}, where the labels go: rename it"
+        )
     pipeline = make_segmentation_pipeline(
         2 if auto else n_clusters,
         columns=columns,
@@ -268,7 +272,8 @@ def summarize_segments(labelled: Any, encoder: Any, column: str = SEGMENT_COLUMN
     from kmeans_dask._io.tables import is_dask_dataframe
 
     numeric = list(encoder.numeric_columns_)
-    if is_dask_dataframe(labelled):
+    lazy = is_dask_dataframe(labelled)
+    if lazy:
         meta = _profile_part(labelled._meta, encoder, column)
         profile = labelled.map_partitions(_profile_part, encoder, column, meta=meta)
     else:
@@ -278,7 +283,8 @@ def summarize_segments(labelled: Any, encoder: Any, column: str = SEGMENT_COLUMN
     sizes, means, medians, overall_mean, overall_std = dask.compute(
         grouped.size(),
         grouped[features].mean(),
-        grouped[numeric].median(shuffle_method="tasks"),
+        # Dask's exact groupby median shuffles; by tasks, as the cluster may lack P2P.
+        grouped[numeric].median(**({"shuffle_method": "tasks"} if lazy else {})),
         profile[features].mean(),
         profile[features].std(ddof=0),
     )
