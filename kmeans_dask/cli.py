@@ -325,38 +325,42 @@ def _predict(args: argparse.Namespace) -> int:
                 "labels of an array to .zarr or .npy"
             )
         _refuse_existing(output, "--output", args.overwrite)
-    with _client(args):
-        started = time.perf_counter()
-        if table_output:
+    started = time.perf_counter()
+    if table_output:
+        with _client(args):
             n_samples = _write_labelled(args, model, output)
-        else:
-            n_samples = _write_labels(args, model, X, output)
-        seconds = time.perf_counter() - started
+    else:
+        from kmeans_dask._output_paths import written_whole
+
+        as_npy = output.endswith(".npy")
+        with (
+            written_whole(output, "--output", overwrite=args.overwrite, store=not as_npy) as part,
+            _client(args),
+        ):
+            n_samples = _write_labels(model, X, part, as_npy)
+    seconds = time.perf_counter() - started
     result = {"labels": output, "n_samples": n_samples, "seconds": round(seconds, 3)}
     print(json.dumps(result) if args.json else f"wrote {result['n_samples']:,} labels to {output}")
     return 0
 
 
-def _write_labels(args: argparse.Namespace, model: Any, X: Any, output: str) -> int:
-    """Labels of every row as a .zarr array or .npy file."""
-    from kmeans_dask._output_paths import written_whole
+def _write_labels(model: Any, X: Any, path: str, as_npy: bool) -> int:
+    """Labels of every row, to a .npy file or a Zarr array at ``path``."""
     from kmeans_dask._progress import StepProgress, persist_with_progress
 
-    as_npy = output.endswith(".npy")
-    with written_whole(output, "--output", overwrite=args.overwrite, store=not as_npy) as partial:
-        labels = model.predict(X if hasattr(model, "steps") else _as_array(X))
-        if not hasattr(labels, "dask"):  # a pipeline given a table labels it lazily below
-            labels = np.asarray(labels)
-        else:
-            with StepProgress("labelling", None, "blocks", min_interval=2.0) as steps:
-                labels = persist_with_progress(labels, steps)
-        if as_npy:
-            with open(partial, "wb") as handle:
-                np.save(handle, np.asarray(labels))
-        else:
-            import dask.array as da
+    labels = model.predict(X if hasattr(model, "steps") else _as_array(X))
+    if not hasattr(labels, "dask"):  # a pipeline given a pandas table labels it at once
+        labels = np.asarray(labels)
+    else:
+        with StepProgress("labelling", None, "blocks", min_interval=2.0) as steps:
+            labels = persist_with_progress(labels, steps)
+    if as_npy:
+        with open(path, "wb") as handle:
+            np.save(handle, np.asarray(labels))
+    else:
+        import dask.array as da
 
-            da.asarray(labels).to_zarr(partial)
+        da.asarray(labels).to_zarr(path)
     return int(labels.shape[0])
 
 
