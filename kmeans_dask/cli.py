@@ -659,6 +659,7 @@ def _segment(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from kmeans_dask._io.tables import output_format, read_table, write_table
+    from kmeans_dask._progress import StepProgress
     from kmeans_dask.segmentation import segment, summary_table, write_summary
 
     output_format(args.output, "--output")
@@ -697,7 +698,9 @@ def _segment(args: argparse.Namespace) -> int:
             random_state=args.random_state,
             progress=progress,
         )
-        write_table(result.labelled, args.output, overwrite=args.overwrite)
+        with StepProgress("writing", 1, "tables", enabled=progress) as steps:
+            write_table(result.labelled, args.output, overwrite=args.overwrite)
+            steps.advance(f"{args.output}: every input column, every row, and `segment`")
         seconds = time.perf_counter() - started
     if args.summary:
         write_summary(result.summary, args.summary, overwrite=args.overwrite)
