@@ -13,11 +13,16 @@ from typing import TYPE_CHECKING
 from kmeans_dask._version import __version__
 
 if TYPE_CHECKING:
+    from kmeans_dask._io.tables import read_table
     from kmeans_dask.estimator import KMeans, load
 
-__all__ = ["KMeans", "__version__", "load"]
+__all__ = ["KMeans", "__version__", "load", "read_table"]
 
-_LAZY = {"KMeans": "kmeans_dask.estimator", "load": "kmeans_dask.estimator"}
+_LAZY = {
+    "KMeans": "kmeans_dask.estimator",
+    "load": "kmeans_dask.estimator",
+    "read_table": "kmeans_dask._io.tables",
+}
 
 
 def __getattr__(name: str):

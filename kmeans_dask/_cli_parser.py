@@ -17,6 +17,11 @@ from typing import Any, NoReturn
 #: Exit status for input the command refuses (bad arguments, bad data).
 EXIT_BAD_INPUT = 2
 
+#: What commands that read data take.
+INPUT_HELP = (
+    "Zarr array path/URL, .npy file, or CSV/Parquet table (file, directory of parts, glob)"
+)
+
 #: The CLI's spelling of ``persist``: None, True, False.
 PERSIST_CHOICES = {"auto": None, "yes": True, "no": False}
 
@@ -124,6 +129,30 @@ def _ks(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers such as 2,4,8,16, got {text!r}"
         ) from None
+
+
+def _columns(text: str) -> list[str]:
+    """``--columns age,income`` -> ["age", "income"]."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated column names, got {text!r}")
+    return names
+
+
+def _n_clusters_or_auto(text: str) -> int | str:
+    """``-k auto`` or a number of segments >= 1."""
+    if text == "auto":
+        return text
+    return _type(int, lambda v: v >= 1, "an integer >= 1 or 'auto'")(text)
+
+
+def _columns_option(parser: argparse.ArgumentParser, what: str = "to cluster on") -> None:
+    parser.add_argument(
+        "--columns",
+        type=_columns,
+        metavar="NAME,...",
+        help=f"columns of a CSV or Parquet input {what} (default: all)",
+    )
 
 
 def estimator_defaults() -> dict[str, Any]:
@@ -251,7 +280,11 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
         return sub
 
     fit = command("fit", "fit a model on a Zarr array or .npy file")
-    fit.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
+    fit.add_argument(
+        "input",
+        help=INPUT_HELP,
+    )
+    _columns_option(fit)
     _estimator_options(fit)
     fit.add_argument("--checkpoint", help="checkpoint file: written every iteration, resumed from")
     fit.add_argument(
@@ -262,12 +295,19 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     _cluster_options(fit, workers=1, threads=2)
 
     predict = command("predict", "label the rows of an input with a saved model")
-    predict.add_argument("model", help="model file written by `fit --output`")
-    predict.add_argument("input", help="Zarr array path/URL or .npy file")
+    predict.add_argument(
+        "model", help="model file written by `fit --output`, or `segment --save-pipeline`"
+    )
+    predict.add_argument(
+        "input",
+        help=INPUT_HELP,
+    )
+    _columns_option(predict, "the model was fitted on")
     predict.add_argument(
         "-o",
         "--output",
-        help="labels file, .zarr or .npy (default: <input>.labels.zarr next to the input)",
+        help="labels file, .zarr or .npy (default: <input>.labels.zarr next to the input); for "
+        "a table input .csv or .parquet: the table with a `segment` column",
     )
     predict.add_argument("--overwrite", action="store_true", help="replace an existing output")
     predict.add_argument("--json", action="store_true", help="print a JSON summary only")
@@ -289,7 +329,11 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     make_data.add_argument("--overwrite", action="store_true", help="replace an existing array")
 
     tune = command("tune", "measure exact vs approximate assignment on a sample, recommend one")
-    tune.add_argument("input", help="Zarr array path/URL or .npy file")
+    tune.add_argument(
+        "input",
+        help=INPUT_HELP,
+    )
+    _columns_option(tune)
     tune.add_argument(
         "-k", "--n-clusters", type=positive_int, required=True, help="number of clusters"
     )
@@ -311,7 +355,8 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
         "fit several k on the same data, score each (elbow, silhouette, Calinski-Harabasz, "
         "Davies-Bouldin) and suggest one",
     )
-    elbow.add_argument("input", help="Zarr array path/URL or .npy file, rows x features")
+    elbow.add_argument("input", help=INPUT_HELP)
+    _columns_option(elbow)
     elbow.add_argument(
         "--ks", type=_ks, default=[2, 4, 8, 16, 32], help="comma-separated k to fit"
     )
@@ -341,6 +386,8 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     elbow.add_argument("--json", action="store_true", help="print JSON only")
     _cluster_options(elbow, workers=1, threads=2)
 
+    _segment_parser(command("segment", "segment the rows of a table: the whole pipeline"))
+
     info = command("info", "show a saved model")
     info.add_argument("model", help="model file")
     info.add_argument("--json", action="store_true", help="print JSON")
@@ -365,6 +412,68 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     bench = command("bench", "benchmark against faiss, scikit-learn, dask-ml (and Spark)")
     benchmark.add_arguments(bench)
     return parser
+
+
+def _segment_parser(segment: argparse.ArgumentParser) -> None:
+    from kmeans_dask.preprocessing import IMPUTE_STRATEGIES, SCALE_METHODS
+
+    segment.add_argument(
+        "input", help="CSV or Parquet table: a file, a directory of part files, or a glob"
+    )
+    segment.add_argument(
+        "-k",
+        "--n-clusters",
+        type=_n_clusters_or_auto,
+        default="auto",
+        help="number of segments, or 'auto': the elbow over --ks",
+    )
+    segment.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="the table with a `segment` column: .csv (a file) or .parquet (a directory of parts)",
+    )
+    segment.add_argument("--summary", help="write the per-segment summary to this .csv or .md")
+    segment.add_argument("--plot", help="write a plot of the segments' profiles to this PNG")
+    segment.add_argument(
+        "--save-pipeline", help="write the fitted pipeline to this file (for `predict`)"
+    )
+    _columns_option(segment, "to segment on; the output keeps every column")
+    segment.add_argument(
+        "--ks", type=_ks, default=list(range(2, 11)), help="the k tried by -k auto"
+    )
+    segment.add_argument(
+        "--impute",
+        choices=[s for s in IMPUTE_STRATEGIES if s != "drop"],
+        default="median",
+        help="fill missing values with the column's mean, median or --fill-value",
+    )
+    segment.add_argument(
+        "--fill-value", type=float, default=0.0, help="the value of --impute constant"
+    )
+    segment.add_argument(
+        "--scale", choices=(*SCALE_METHODS, "none"), default="standard", help="scaling"
+    )
+    segment.add_argument(
+        "--outlier-z",
+        type=non_negative_float,
+        default=3.0,
+        help="leave rows with |z| above this in any column out of the fit (0: keep all)",
+    )
+    segment.add_argument(
+        "--max-categories",
+        type=positive_int,
+        default=20,
+        help="one-hot encode text columns with at most this many values; refuse others",
+    )
+    segment.add_argument(
+        "--pca", type=positive_int, help="cluster on this many principal components"
+    )
+    segment.add_argument("--random-state", type=_seed, default=0, help="seed of every fit")
+    segment.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    segment.add_argument("--json", action="store_true", help="print a JSON summary only")
+    segment.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    _cluster_options(segment, workers=1, threads=2)
 
 
 def print_error(message: str) -> None:

@@ -1,7 +1,7 @@
 """The ``kmeans-dask`` command line.
 
 Subcommands: ``demo``, ``fit``, ``predict``, ``make-data``, ``elbow``,
-``tune``, ``info`` and ``bench`` (the parser: :mod:`kmeans_dask._cli_parser`).
+``tune``, ``segment``, ``info`` and ``bench`` (the parser: :mod:`kmeans_dask._cli_parser`).
 Exit status: 0 on success, 2 when the input is refused (bad arguments, files
 or data: one line names the argument, what was expected and what was seen),
 1 when something fails while running (e.g. a scheduler that does not answer
@@ -61,12 +61,21 @@ BAD_INPUT_ERRORS = (
 )
 
 
-def _open_input(path: str) -> Any:
+def _open_input(path: str, columns: list[str] | None = None) -> Any:
     """A Zarr path stays a path (KMeans reads it); ``.npy`` is memory-mapped as Dask.
 
-    Either is opened here, so that a missing or unreadable input is refused
-    before a cluster starts.
+    A CSV or Parquet table (file, directory of parts, glob) is read as a
+    Dask DataFrame of ``columns``. Each is opened here, so that a missing or
+    unreadable input is refused before a cluster starts.
     """
+    from kmeans_dask._io.tables import read_table, table_format
+
+    if table_format(path) is not None:
+        return read_table(path, columns)
+    if columns is not None:
+        raise ValueError(
+            f"--columns selects columns of a CSV or Parquet table, but {path!r} is not one"
+        )
     if not path.endswith(".npy"):
         from kmeans_dask._io.inputs import open_zarr
 
@@ -86,6 +95,13 @@ def _open_input(path: str) -> Any:
         raise ValueError(f"input {path!r} is not a readable .npy file ({exc})") from None
     # Each task reads its rows from the file: the graph holds the path, not the data.
     return da.from_array(array, chunks=(262_144, -1) if array.ndim == 2 else -1)
+
+
+def _as_array(X: Any) -> Any:
+    """A table's numbers as a Dask array (its row count computed); anything else as it is."""
+    from kmeans_dask._io.tables import is_dataframe, table_as_array
+
+    return table_as_array(X) if is_dataframe(X) else X
 
 
 @contextlib.contextmanager
@@ -247,7 +263,7 @@ def _fit(args: argparse.Namespace) -> int:
     _refuse_overlap(
         args.checkpoint, "--checkpoint", (args.input, "input"), (args.output, "--output")
     )
-    X = _open_input(args.input)
+    X = _open_input(args.input, args.columns)
     with _client(args):
         started = time.perf_counter()
         model.fit(X, checkpoint=args.checkpoint)
@@ -278,33 +294,101 @@ def _labels_output(args: argparse.Namespace) -> str:
     return args.output or _default_labels_path(args.input)
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _load_model(path: str) -> Any:
+    """A model file (``KMeans.save``) or a pipeline file (``segment --save-pipeline``)."""
     import kmeans_dask
-    from kmeans_dask._fit.progress import StepProgress, persist_with_progress
-    from kmeans_dask._io.output_paths import written_whole
+    from kmeans_dask._io.output_paths import check_readable_file
+    from kmeans_dask._tables.pipeline_files import is_pipeline_file
+
+    check_readable_file(path, "model file")
+    if os.path.isfile(path) and is_pipeline_file(path):
+        from kmeans_dask.preprocessing import load_pipeline
+
+        return load_pipeline(path)
+    return kmeans_dask.load(path)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from kmeans_dask._io.tables import output_format, table_format
 
     output = _labels_output(args)
     _refuse_overlap(output, "--output", (args.input, "input"), (args.model, "model"))
-    model = kmeans_dask.load(args.model)
-    X = _open_input(args.input)
-    as_npy = output.endswith(".npy")
-    with (
-        written_whole(output, "--output", overwrite=args.overwrite, store=not as_npy) as partial,
-        _client(args),
-    ):
-        started = time.perf_counter()
-        labels = model.predict(X)
-        with StepProgress("labelling", None, "blocks", min_interval=2.0) as steps:
-            labels = persist_with_progress(labels, steps)
-        if as_npy:
-            with open(partial, "wb") as handle:
-                np.save(handle, np.asarray(labels))
-        else:
-            labels.to_zarr(partial)
-        seconds = time.perf_counter() - started
-    result = {"labels": output, "n_samples": int(labels.shape[0]), "seconds": round(seconds, 3)}
+    model = _load_model(args.model)
+    X = _open_input(args.input, args.columns)
+    table_output = output.lower().endswith((".csv", ".parquet", ".pq", ".parq"))
+    if table_output:
+        output_format(output, "--output")
+        if table_format(args.input) is None:
+            raise ValueError(
+                f"--output {output!r} is a table, but the input {args.input!r} is not: write "
+                "labels of an array to .zarr or .npy"
+            )
+        _refuse_existing(output, "--output", args.overwrite)
+    started = time.perf_counter()
+    if table_output:
+        with _client(args):
+            n_samples = _write_labelled(args, model, output)
+    else:
+        from kmeans_dask._io.output_paths import written_whole
+
+        as_npy = output.endswith(".npy")
+        with (
+            written_whole(output, "--output", overwrite=args.overwrite, store=not as_npy) as part,
+            _client(args),
+        ):
+            n_samples = _write_labels(model, X, part, as_npy)
+    seconds = time.perf_counter() - started
+    result = {"labels": output, "n_samples": n_samples, "seconds": round(seconds, 3)}
     print(json.dumps(result) if args.json else f"wrote {result['n_samples']:,} labels to {output}")
     return 0
+
+
+def _write_labels(model: Any, X: Any, path: str, as_npy: bool) -> int:
+    """Labels of every row, to a .npy file or a Zarr array at ``path``."""
+    from kmeans_dask._fit.progress import StepProgress, persist_with_progress
+
+    labels = model.predict(X if hasattr(model, "steps") else _as_array(X))
+    if not hasattr(labels, "dask"):  # a pipeline given a pandas table labels it at once
+        labels = np.asarray(labels)
+    else:
+        with StepProgress("labelling", None, "blocks", min_interval=2.0) as steps:
+            labels = persist_with_progress(labels, steps)
+    if as_npy:
+        with open(path, "wb") as handle:
+            np.save(handle, np.asarray(labels))
+    else:
+        import dask.array as da
+
+        da.asarray(labels).to_zarr(path)
+    return int(labels.shape[0])
+
+
+def _write_labelled(args: argparse.Namespace, model: Any, output: str) -> int:
+    """The whole input table (every column) with a ``segment`` column, as CSV or Parquet."""
+    from kmeans_dask._fit.progress import StepProgress
+    from kmeans_dask._io.tables import read_table, write_table
+    from kmeans_dask.segmentation import label_table
+
+    table = read_table(args.input)
+    features = args.columns
+    if features is None and not hasattr(model, "steps") and hasattr(model, "feature_names_in_"):
+        features = list(model.feature_names_in_)
+    labelled = label_table(table, model, features=features)
+    with StepProgress("labelling", 1, "tables") as steps:
+        write_table(labelled, output, overwrite=args.overwrite)
+        steps.advance(f"written to {output}")
+    return len(table)
+
+
+def _refuse_existing(path: str | None, what: str, overwrite: bool) -> None:
+    """Refuse, before any work, an output that exists (unless --overwrite) or cannot be written."""
+    from kmeans_dask._io.output_paths import check_writable
+
+    if path is None:
+        return
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{what} {path!r} exists; pass --overwrite to replace it")
+    check_writable(path, what, directory_ok=True)
 
 
 def _make_data(args: argparse.Namespace) -> int:
@@ -331,10 +415,14 @@ def _make_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_sample(path: str, n_rows: int, seed: int) -> np.ndarray:
-    """Up to ``n_rows`` random rows (in storage order) of a Zarr array or .npy file."""
-    if path.endswith(".npy"):
-        array = _open_input(path)
+def _read_sample(
+    path: str, n_rows: int, seed: int, columns: list[str] | None = None
+) -> np.ndarray:
+    """Up to ``n_rows`` random rows (in storage order) of a Zarr array, .npy file or table."""
+    from kmeans_dask._io.tables import table_format
+
+    if path.endswith(".npy") or table_format(path) is not None:
+        array = _as_array(_open_input(path, columns))
     else:
         from kmeans_dask._io.inputs import open_zarr
 
@@ -347,7 +435,7 @@ def _read_sample(path: str, n_rows: int, seed: int) -> np.ndarray:
         sample = np.asarray(array[:])
     else:
         rows = np.sort(np.random.default_rng(seed).choice(array.shape[0], n_rows, replace=False))
-        sample = np.asarray(array[rows] if path.endswith(".npy") else array.oindex[rows, :])
+        sample = np.asarray(array[rows] if hasattr(array, "dask") else array.oindex[rows, :])
     if not np.isfinite(sample).all():
         raise ValueError(f"the sample of {path!r} holds NaN or infinite values")
     return sample
@@ -365,7 +453,7 @@ def _tune(args: argparse.Namespace) -> int:
 
     from kmeans_dask.tuning import as_rows, tune
 
-    sample = _read_sample(args.input, args.sample, args.seed)
+    sample = _read_sample(args.input, args.sample, args.seed, args.columns)
     if sample.dtype.kind != "f":
         sample = sample.astype(np.float64)
     results, best = tune(
@@ -535,10 +623,10 @@ def _elbow(args: argparse.Namespace) -> int:
         except ImportError:
             raise ImportError("--png needs matplotlib: pip install 'kmeans_dask[plot]'") from None
         check_writable(args.png, "--png")
-    X = _open_input(args.input)
+    X = _open_input(args.input, args.columns)
     with _client(args):
         result = elbow(
-            X,
+            _as_array(X),
             args.ks,
             random_state=args.random_state,
             scale=args.scale,
@@ -617,6 +705,97 @@ def _print_elbow_table(result: Any) -> None:
         console.print(f"suggested k: {result.suggested_k}* ({result.reason})", highlight=False)
 
 
+def _segment(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from kmeans_dask._fit.progress import StepProgress
+    from kmeans_dask._io.tables import output_format, read_table, write_table
+    from kmeans_dask.segmentation import segment, summary_table, write_summary
+
+    output_format(args.output, "--output")
+    outputs = [
+        (args.output, "--output"),
+        (args.summary, "--summary"),
+        (args.plot, "--plot"),
+        (args.save_pipeline, "--save-pipeline"),
+    ]
+    named = [(path, what) for path, what in outputs if path is not None]
+    for index, (path, what) in enumerate(named):
+        _refuse_overlap(path, what, (args.input, "input"), *named[:index])
+        _refuse_existing(path, what, args.overwrite)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise ImportError("--plot needs matplotlib: pip install 'kmeans_dask[plot]'") from None
+    if args.summary and not args.summary.lower().endswith((".csv", ".md")):
+        raise ValueError(f"--summary {args.summary!r}: expected a name ending in .csv or .md")
+    table = read_table(args.input)
+    progress = not (args.quiet or args.json)
+    with _client(args):
+        started = time.perf_counter()
+        result = segment(
+            table,
+            args.n_clusters,
+            columns=args.columns,
+            ks=args.ks,
+            impute=args.impute,
+            fill_value=args.fill_value,
+            outlier_threshold=args.outlier_z,
+            scale=None if args.scale == "none" else args.scale,
+            max_categories=args.max_categories,
+            pca=args.pca,
+            random_state=args.random_state,
+            progress=progress,
+        )
+        with StepProgress("writing", 1, "tables", enabled=progress) as steps:
+            write_table(result.labelled, args.output, overwrite=args.overwrite)
+            steps.advance(f"{args.output}: every input column, every row, and `segment`")
+        seconds = time.perf_counter() - started
+    if args.summary:
+        write_summary(result.summary, args.summary, overwrite=args.overwrite)
+    if args.plot:
+        from kmeans_dask._io.output_paths import written_whole
+        from kmeans_dask.plotting import plot_segments
+
+        figure = plot_segments(result.summary).figure
+        with written_whole(args.plot, "--plot", overwrite=args.overwrite, store=False) as partial:
+            figure.savefig(partial, dpi=120, format="png")
+    if args.save_pipeline:
+        from kmeans_dask.preprocessing import save_pipeline
+
+        save_pipeline(result.pipeline, args.save_pipeline, overwrite=args.overwrite)
+    n_rows = int(result.summary["size"].sum())
+    how = "chosen by the elbow" if result.elbow is not None else "given"
+    if args.json:
+        report = {
+            "output": args.output,
+            "n_rows": n_rows,
+            "n_segments": result.n_clusters,
+            "k": how,
+            "outliers_left_out_of_fit": result.n_outliers,
+            "seconds": round(seconds, 3),
+            "summary": result.summary.to_dict(orient="records"),
+            "elbow": None if result.elbow is None else result.elbow.to_rows(),
+        }
+        print(json.dumps(report, indent=2, default=float))
+        return 0
+    Console().print(summary_table(result.summary, title=f"{result.n_clusters} segments"))
+    print(
+        f"{n_rows:,} rows in {result.n_clusters} segments (k {how}); {result.n_outliers:,} "
+        f"outlier row(s) left out of the fit and labelled by their nearest segment; "
+        f"{seconds:.2f} s; wrote {args.output}" + "".join(f", {path}" for path, _ in named[1:])
+    )
+    return 0
+
+
+def _written_nothing(args: argparse.Namespace) -> str:
+    return (
+        "each output is written whole or not at all, and none half-written is left; run the "
+        "same command again (with --overwrite if some were written)"
+    )
+
+
 def _fit_interrupted(args: argparse.Namespace) -> str:
     from kmeans_dask._io.output_paths import resume_hint
 
@@ -644,6 +823,7 @@ COMMANDS: dict[str, tuple[Callable[[argparse.Namespace], int], Callable[..., str
     ),
     "tune": (_tune, lambda args: "nothing was saved; run the same command again"),
     "elbow": (_elbow, lambda args: "nothing was saved; run the same command again"),
+    "segment": (_segment, _written_nothing),
     "info": (_info, lambda args: "nothing was changed"),
     "convert": (
         _convert,

@@ -167,3 +167,34 @@ def _check_blob_params(
         raise ValueError(
             f"cluster_std must be a finite number >= 0, got cluster_std={cluster_std!r}"
         )
+
+
+def penguins_csv() -> str:
+    """The path of the Palmer penguins table (a CSV shipped by the palmerpenguins package).
+
+    344 penguins of three species on three islands: bill, flipper and body
+    measurements (a few missing), sex (11 missing) and year; text columns
+    and missing values included. Read from the installed package, never
+    downloaded.
+
+    Raises
+    ------
+    ImportError
+        If palmerpenguins is not installed (it comes with the examples extra).
+
+    Examples
+    --------
+    >>> from kmeans_dask import read_table
+    >>> from kmeans_dask.datasets import penguins_csv
+    >>> read_table(penguins_csv()).shape[1]  # doctest: +SKIP
+    8
+    """
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("palmerpenguins")
+    if spec is None or spec.origin is None:
+        raise ImportError(
+            "the penguins table comes with palmerpenguins: pip install 'kmeans_dask[examples]'"
+        )
+    return os.path.join(os.path.dirname(spec.origin), "data", "penguins.csv")

@@ -67,6 +67,13 @@ from kmeans_dask._io.inputs import (
 )
 from kmeans_dask._io.model_files import load_estimator, save_estimator
 from kmeans_dask._io.output_paths import check_writable, resume_hint
+from kmeans_dask._io.tables import (
+    check_column_names,
+    is_dataframe,
+    is_table_source,
+    read_table,
+    table_as_array,
+)
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps, center_distances, nearest_rows
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops, nearest
@@ -300,9 +307,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         ----------
         X : array-like, dask.array, zarr.Array or str of shape (n_samples, n_features)
             Training data: NumPy-like (lists, DataFrames), a Dask array with
-            any row chunking (columns are rechunked to one block), or a Zarr
+            any row chunking (columns are rechunked to one block), a Zarr
             array given as an object, a path or an fsspec URL (its row chunks
-            become the Dask chunks).
+            become the Dask chunks), a pandas or Dask DataFrame of numeric
+            columns (a text column is refused by name), or the path of a CSV
+            or Parquet table (see :func:`kmeans_dask.read_table`).
         y : None
             Ignored.
         sample_weight : array-like or dask.array of shape (n_samples,), default=None
@@ -713,7 +722,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         one column block (Zarr input becomes a Dask array over the store).
         """
         zarr_array = None
-        if is_zarr_source(X):
+        if is_table_source(X):
+            X = read_table(X)
+        column_names = None
+        if is_dataframe(X):
+            column_names = [str(c) for c in X.columns]
+            X = table_as_array(X)
+        elif is_zarr_source(X):
             zarr_array = open_zarr(X)
             X = zarr_as_dask(zarr_array)
         if is_dask_array(X):
@@ -721,6 +736,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             if reset:
                 self.n_features_in_ = X.shape[1]
                 self.__dict__.pop("feature_names_in_", None)
+                if column_names is not None:
+                    self.feature_names_in_ = np.asarray(column_names, dtype=object)
+            elif column_names is not None and hasattr(self, "feature_names_in_"):
+                check_column_names(column_names, list(self.feature_names_in_))
             elif X.shape[1] != self.n_features_in_:
                 raise ValueError(
                     f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
@@ -778,7 +797,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 
         Parameters
         ----------
-        X : array-like or dask.array of shape (n_samples, n_features)
+        X : array-like, dask.array, DataFrame or str of shape (n_samples, n_features)
+            As :meth:`fit` takes it; a DataFrame must have the fitted columns.
 
         Returns
         -------

@@ -32,6 +32,7 @@ __all__ = [
     "plot_convergence",
     "plot_elbow",
     "plot_k_selection",
+    "plot_segments",
     "plot_silhouette",
     "silhouette_on_sample",
 ]
@@ -512,4 +513,46 @@ def plot_clusters_2d(
     ax.set_ylabel(f"PC2 ({ratios[1]:.0%} of variance)" if n_components == 2 else "(1 feature)")
     ax.set_title(f"{sample.shape[0]:,} sampled rows, k={model.n_clusters}")
     ax.legend(loc="best")
+    return ax
+
+
+def plot_segments(summary: Any, ax: Axes | None = None) -> Axes:
+    """Each segment's mean of each feature, relative to the whole table's (a heatmap).
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        From :func:`kmeans_dask.segmentation.summarize_segments`.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    ax : matplotlib Axes
+        Rows: segments (with their share); columns: features; colour: the
+        segment's mean over the table's (size-weighted) mean, annotated with
+        the mean in the feature's own units.
+    """
+    features = [c[: -len(" mean")] for c in summary.columns if c.endswith(" mean")]
+    if not features:
+        raise ValueError("the summary has no numeric features to plot (no '<feature> mean')")
+    means = summary[[f"{f} mean" for f in features]].to_numpy(dtype=np.float64)
+    weights = summary["size"].to_numpy(dtype=np.float64)
+    overall = np.average(np.nan_to_num(means), axis=0, weights=weights)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(overall != 0, means / overall, np.nan)
+    ax = _axes(ax, (2.4 + 1.3 * len(features), 2.0 + 0.5 * len(summary)))
+    image = ax.imshow(ratio, cmap="RdBu_r", vmin=0.5, vmax=1.5, aspect="auto")
+    for (row, column), value in np.ndenumerate(means):
+        ax.text(column, row, f"{value:.4g}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(features)), features, rotation=30, ha="right")
+    ax.set_yticks(
+        range(len(summary)),
+        [
+            f"{int(s)} ({share:.0%})"
+            for s, share in zip(summary["segment"], summary["share"], strict=True)
+        ],
+    )
+    ax.set_ylabel("segment (share)")
+    ax.set_title("segment means (colour: relative to the whole table)")
+    ax.figure.colorbar(image, ax=ax, label="segment mean / table mean")
     return ax

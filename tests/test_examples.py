@@ -58,7 +58,6 @@ def test_colour_quantization(tmp_path, capsys):
 
 
 def test_customer_segmentation(tmp_path, capsys):
-    pytest.importorskip("dask_ml", reason="dask-ml is not installed")
     example = _load("customer_segmentation")
     assert example.main(["--small", "--output-dir", str(tmp_path)]) == 0
     output = capsys.readouterr().out
@@ -120,10 +119,7 @@ def test_zarr_on_slurm_falls_back_without_sinfo(tmp_path, capsys, monkeypatch):
     _check_zarr_outputs(tmp_path, output, 200_000)
 
 
-@pytest.mark.parametrize(
-    ("example", "missing"),
-    [("colour_quantization", "skimage"), ("customer_segmentation", "dask_ml")],
-)
+@pytest.mark.parametrize(("example", "missing"), [("colour_quantization", "skimage")])
 def test_a_missing_dependency_names_the_extra_to_install(example, missing, monkeypatch, tmp_path):
     for name in [name for name in sys.modules if name.split(".")[0] == missing] + [missing]:
         monkeypatch.setitem(sys.modules, name, None)  # importing it raises ImportError

@@ -11,7 +11,7 @@ import os
 import secrets
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from kmeans_dask._io.checkpoints import read_checkpoint
@@ -117,7 +117,14 @@ def same_or_nested(output: PathLike, source: PathLike) -> bool:
 
 
 @contextmanager
-def written_whole(path: PathLike, what: str, *, overwrite: bool, store: bool) -> Iterator[str]:
+def written_whole(
+    path: PathLike,
+    what: str,
+    *,
+    overwrite: bool,
+    store: bool,
+    store_check: Callable[[str], bool] | None = None,
+) -> Iterator[str]:
     """Write ``path`` through a temporary sibling that replaces it only when complete.
 
     Yields the temporary path (a name in the same directory, with the same
@@ -127,7 +134,8 @@ def written_whole(path: PathLike, what: str, *, overwrite: bool, store: bool) ->
     the block raises (or is interrupted), the temporary output is removed and
     ``path`` is left as it was. URLs are written in place. ``store`` says
     the output is a Zarr store: only an existing Zarr store (never another
-    directory) is then replaced; otherwise only a file is.
+    directory) is then replaced; otherwise only a file is. ``store_check``
+    recognises another kind of store (a directory of Parquet parts).
 
     Raises
     ------
@@ -137,8 +145,10 @@ def written_whole(path: PathLike, what: str, *, overwrite: bool, store: bool) ->
         If ``path`` is a directory that is not to be replaced.
     """
     target = os.fspath(path)
-    if os.path.isdir(target) and not (store and _is_zarr_store(target)):
-        kind = "is a directory but not a Zarr store" if store else "is a directory"
+    is_store = store_check or _is_zarr_store
+    if os.path.isdir(target) and not (store and is_store(target)):
+        store_kind = "a Zarr store" if store_check is None else "a table of part files"
+        kind = f"is a directory but not {store_kind}" if store else "is a directory"
         raise IsADirectoryError(f"{what} {target!r} {kind}; refusing to replace it")
     if os.path.lexists(target) and not overwrite:
         raise FileExistsError(
