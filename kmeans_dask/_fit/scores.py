@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from kmeans_dask._io.inputs import is_dask_array
-from kmeans_dask._worker.host_ops import nearest
+from kmeans_dask._worker.host_ops import statistics_and_labels
 
 
 class ClusterStatistics(NamedTuple):
@@ -58,17 +58,17 @@ def block_statistics(block: np.ndarray, centers: np.ndarray, backend: str) -> np
     block = np.ascontiguousarray(block)
     packed = np.zeros((1, n_clusters * (n_features + 3)), dtype=np.float64)
     if len(block):
-        labels, sq_dist = nearest(block, centers.astype(block.dtype), backend)
-        packed[0, :n_clusters] = np.bincount(labels, minlength=n_clusters)
+        stats, labels, sq_dist = statistics_and_labels(
+            block, None, centers.astype(block.dtype), backend
+        )
+        packed[0, :n_clusters] = stats.counts
         packed[0, n_clusters : 2 * n_clusters] = np.bincount(
             labels, weights=sq_dist, minlength=n_clusters
         )
         packed[0, 2 * n_clusters : 3 * n_clusters] = np.bincount(
             labels, weights=np.sqrt(sq_dist), minlength=n_clusters
         )
-        sums = np.zeros((n_clusters, n_features), dtype=np.float64)
-        np.add.at(sums, labels, block)
-        packed[0, 3 * n_clusters :] = sums.ravel()
+        packed[0, 3 * n_clusters :] = stats.sums.ravel()
     return packed
 
 
