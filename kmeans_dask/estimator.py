@@ -7,22 +7,13 @@ Lloyd functions. Everything it computes lives in those functions.
 
 from __future__ import annotations
 
-import copy
-import math
 import os
-import time
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
-from functools import reduce
+from collections.abc import Iterable
 from typing import Any
 
-import dask
 import dask.array as da
 import numpy as np
-from array_api_compat import array_namespace
-from dask.base import tokenize
-from distributed import wait
 from sklearn.base import (
     BaseEstimator,
     ClassNamePrefixFeaturesOutMixin,
@@ -30,35 +21,31 @@ from sklearn.base import (
     TransformerMixin,
 )
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import euclidean_distances
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_is_fitted
 
-from kmeans_dask._engine.client import active_client, client_for_fit
-from kmeans_dask._engine.placement import (
-    DistributedData,
-    device_ops,
-    distribute,
-    fits_in_memory,
+from kmeans_dask._fit.apply import (
+    center_distances_of,
+    predict_labels,
+    raise_if_nonfinite,
+    weighted_inertia,
 )
-from kmeans_dask._fit.hybrid_init import init_hybrid, resolve_sample_size
-from kmeans_dask._fit.initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
-from kmeans_dask._fit.lloyd import History, LloydResult
-from kmeans_dask._fit.progress import LloydProgress
-from kmeans_dask._fit.runs import RunPlan, run_all, surviving_worker_loss
+from kmeans_dask._fit.cluster_fit import FitRequest, fit_on_cluster
+from kmeans_dask._fit.guards import unchanged_on_error, validated_params
+from kmeans_dask._fit.hybrid_init import resolve_sample_size
+from kmeans_dask._fit.lloyd import History
+from kmeans_dask._fit.searches import client_backend, resolve_searches
 from kmeans_dask._fit.seeds import fit_seeds
 from kmeans_dask._fit.streaming import StreamState, init_stream_state, minibatch_update
 from kmeans_dask._fit.validation import (
-    check_finite,
     check_init_array,
     check_n_samples,
-    raise_for_summary,
     validate_params,
 )
-from kmeans_dask._io.fingerprint import fit_fingerprint
 from kmeans_dask._io.inputs import (
     as_local_array,
     check_dask_array,
+    check_input,
     check_sample_weight,
     is_dask_array,
     is_zarr_source,
@@ -66,27 +53,8 @@ from kmeans_dask._io.inputs import (
     zarr_as_dask,
 )
 from kmeans_dask._io.model_files import load_estimator, save_estimator
-from kmeans_dask._io.output_paths import check_writable, resume_hint
-from kmeans_dask._io.tables import (
-    check_column_names,
-    is_dataframe,
-    is_table_source,
-    read_table,
-    table_as_array,
-)
-from kmeans_dask._worker.array_api_ops import ArrayAPIOps, center_distances, nearest_rows
-from kmeans_dask._worker.chunks import make_chunk
-from kmeans_dask._worker.host_ops import host_ops, nearest
-from kmeans_dask._worker.results import ChunkSummary, nonfinite_positions, statistics_nbytes
-from kmeans_dask._worker.tasks import summarize
-from kmeans_dask.backends import (
-    get_backend,
-    holds_rows,
-    host_search,
-    resolve_algorithm,
-    resolve_auto,
-    resolve_search,
-)
+from kmeans_dask._io.output_paths import check_writable
+from kmeans_dask._worker.host_ops import nearest
 
 
 class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, BaseEstimator):
@@ -332,65 +300,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         self : KMeans
             Fitted estimator.
         """
-        with self._unchanged_on_error(), self._validated_params():
-            X, zarr_array = self._check_data(X, reset=True)
-            n_samples = X.shape[0]
-            check_n_samples(n_samples, self.n_clusters)
-            if _is_name(self.init, "hybrid"):
-                resolve_sample_size(self.init_sample_size, n_samples, self.n_clusters)
-            weights = check_sample_weight(sample_weight, n_samples)
-            init_centers = None
-            if not isinstance(self.init, str):
-                init_centers = check_init_array(self.init, self.n_clusters, X.shape[1], X.dtype)
-            backend, search, bounds = self._searches(X.shape[1])
-            if checkpoint is not None:
-                check_writable(checkpoint, "checkpoint")
-            seeds = fit_seeds(self.random_state, self.n_init, checkpoint)
-            user_client = active_client()
-            with client_for_fit(
-                self._report, resume_hint=lambda: resume_hint(checkpoint)
-            ) as client:
-                stream_from = self._stream_source(client, X, zarr_array)
-                data = distribute(
-                    client,
-                    X,
-                    weights,
-                    stream_from=stream_from,
-                    statistics_bytes=statistics_nbytes(self.n_clusters, X.shape[1]),
-                    engine=self.engine,
-                    backend=self.backend,
-                )
-                try:
-                    summary = surviving_worker_loss(
-                        client, data, lambda: data.check(client), self._report
-                    )
-                    raise_for_summary(summary, dtype=data.dtype)
-                    plan = self._plan(
-                        data,
-                        summary,
-                        seeds,
-                        backend,
-                        search,
-                        bounds,
-                        init_centers,
-                        checkpoint,
-                        client,
-                    )
-                    progress = LloydProgress(self.max_iter, self.init)
-                    with progress if self.verbose else nullcontext() as bar:
-                        best = run_all(
-                            client,
-                            data,
-                            plan,
-                            report=self._report,
-                            on_iteration=bar.update if self.verbose else None,
-                        )
-                    if data.persisted:
-                        labels = self._labels_from(
-                            best, X, data, keep_lazy=user_client is not None
-                        )
-                finally:
-                    data.release()
+        with unchanged_on_error(self), validated_params(self):
+            request = self._fit_request(X, sample_weight, checkpoint)
+            outcome = fit_on_cluster(request, self._report)
+        best = outcome.result
         if not best.converged:
             warnings.warn(
                 f"KMeans stopped at max_iter={self.max_iter} before converging: in the last "
@@ -408,7 +321,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             )
         self.cluster_centers_ = best.centers
         # Streamed (out-of-core) fits keep no labels in memory: they are lazy.
-        self.labels_ = labels if data.persisted else self.predict(X)
+        self.labels_ = outcome.labels if outcome.labels is not None else self.predict(request.X)
         self.inertia_ = best.inertia
         self.n_iter_ = best.n_iter
         self.history_ = History(best.history)
@@ -416,6 +329,33 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         self.n_steps_ = 0
         self.__dict__.pop("_stream", None)
         return self
+
+    def _fit_request(self, X: Any, sample_weight: Any, checkpoint: Any) -> FitRequest:
+        """Everything :func:`fit_on_cluster` needs, checked before any work."""
+        X, zarr_array = check_input(self, X, reset=True)
+        n_samples, n_features = X.shape
+        check_n_samples(n_samples, self.n_clusters)
+        if _is_name(self.init, "hybrid"):
+            resolve_sample_size(self.init_sample_size, n_samples, self.n_clusters)
+        init_centers = None
+        if not isinstance(self.init, str):
+            init_centers = check_init_array(self.init, self.n_clusters, n_features, X.dtype)
+        params = self.get_params()
+        searches = resolve_searches(params, n_features)
+        if checkpoint is not None:
+            check_writable(checkpoint, "checkpoint")
+        return FitRequest(
+            X=X,
+            zarr_array=zarr_array,
+            weights=check_sample_weight(sample_weight, n_samples),
+            params=params,
+            init_centers=init_centers,
+            seeds=fit_seeds(self.random_state, self.n_init, checkpoint),
+            backend=searches.backend,
+            search=searches.search,
+            bounds=searches.bounds,
+            checkpoint=checkpoint,
+        )
 
     # --- streaming -------------------------------------------------------------------
 
@@ -460,12 +400,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     def _partial_fit(self, X: Any, sample_weight: Any, first_row: int) -> int:
         """:meth:`partial_fit` on a batch whose first row is row ``first_row`` of its
         stream (as messages name it); returns the batch's number of rows."""
-        with self._unchanged_on_error(), self._validated_params():
+        with unchanged_on_error(self), validated_params(self):
             fitted = hasattr(self, "cluster_centers_")
-            batch, _ = self._check_data(as_local_array(X), reset=not fitted)
+            batch, _ = check_input(self, as_local_array(X), reset=not fitted)
             batch = as_local_array(batch)  # a Zarr batch comes back as a Dask array
             weights = check_sample_weight(as_local_array(sample_weight), batch.shape[0])
-            backend, _, _ = self._searches(batch.shape[1])  # the rules fit applies
+            backend = resolve_searches(self.get_params(), batch.shape[1]).backend
             stream = self.__dict__.get("_stream")
             if stream is None and fitted:
                 counts = getattr(self, "cluster_weights_", np.zeros(self.n_clusters))
@@ -529,7 +469,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             it was before the stream: the batches before the refused one are
             undone.
         """
-        with self._unchanged_on_error(), self._validated_params():
+        with unchanged_on_error(self), validated_params(self):
             if is_zarr_source(batches):
                 array = open_zarr(batches)
                 check_dask_array(zarr_as_dask(array))  # shape and dtype before any batch
@@ -565,232 +505,18 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         check_is_fitted(self)
         save_estimator(self, path)
 
-    def _stream_source(self, client, X, zarr_array):
-        """The Zarr array to stream from, or None to persist the data."""
-        if self.persist is False and zarr_array is None:
-            raise ValueError(
-                "persist=False streams the data from its store, so X must be a Zarr array "
-                f"or a path to one; got {type(X).__name__}"
-            )
-        if zarr_array is None or self.persist:
-            return None
-        if self.persist is None and fits_in_memory(client, X.nbytes):
-            return None
-        return zarr_array
-
-    def _plan(
-        self,
-        data: DistributedData,
-        summary: ChunkSummary,
-        seeds: list[int],
-        backend: str,
-        search: str,
-        bounds: str,
-        init_centers: np.ndarray | None,
-        checkpoint,
-        client,
-    ) -> RunPlan:
-        mean_variance = float(np.mean(summary.column_m2 / summary.n_rows))
-
-        def initialize(seed: int) -> np.ndarray:
-            if init_centers is not None:
-                return init_centers
-            start = time.perf_counter()
-            centers = self._initial_centers(client, data, seed, backend)
-            self._report(
-                f"Initialization complete: {self.init} in {time.perf_counter() - start:.3f} s"
-            )
-            return centers
-
-        params = self.get_params()
-        # The engines are bit-identical and max_iter and tol only say where
-        # the runs stop (a checkpoint goes on to the new stop), so a fit may
-        # resume its checkpoint with other settings of these.
-        for name in ("verbose", "engine", "max_iter", "tol"):
-            del params[name]
-        if not isinstance(params["random_state"], int | type(None)):
-            params["random_state"] = "seeded"  # the seeds themselves are compared
-        fingerprint = fit_fingerprint(
-            {**params, "data_digest": f"{summary.digest:016x}"},
-            summary.n_rows,
-            data.n_features,
-            data.dtype,
-        )
-        return RunPlan(
-            seeds=seeds,
-            initialize=initialize,
-            max_iter=self.max_iter,
-            tol=mean_variance * self.tol,
-            backend=backend,
-            search=search,
-            bounds=bounds if data.persisted else "off",
-            fingerprint=fingerprint,
-            checkpoint=checkpoint,
-        )
-
-    def _initial_centers(self, client, data: DistributedData, seed: int, backend: str):
-        if self.init == "k-means||":
-            return init_kmeans_parallel(
-                client,
-                data,
-                self.n_clusters,
-                seed,
-                oversampling_factor=self.oversampling_factor,
-                rounds=self.init_rounds,
-                backend=backend,
-            )
-        if self.init == "k-means++":
-            return init_kmeans_plusplus(client, data, self.n_clusters, seed)
-        if self.init == "hybrid":
-            size = resolve_sample_size(self.init_sample_size, data.n_samples, self.n_clusters)
-            return init_hybrid(
-                client, data, self.n_clusters, seed, sample_size=size, backend=backend
-            )
-        return init_random(client, data, self.n_clusters, seed)
-
-    @staticmethod
-    def _labels_from(result: LloydResult, X, data: DistributedData, keep_lazy: bool):
-        """``labels_``: NumPy for NumPy input, else a Dask array chunked as X's rows."""
-        if is_dask_array(X) and keep_lazy:
-            # The labels stay on the workers, but no task of the fit may still
-            # run when it returns: a client closed right after would be sent
-            # their results (and the scheduler would log that it could not).
-            wait(result.labels)
-            # CuPy rows keep their labels on the GPU: the blocks are of X's library.
-            meta = array_namespace(X._meta).empty((0,), dtype=np.int32)
-            labels = da.concatenate(
-                [
-                    da.from_delayed(future, shape=(rows,), dtype=np.int32, meta=meta)
-                    for future, rows in zip(result.labels, data.row_chunks, strict=True)
-                ]
-            )
-            # The fit left out X's empty blocks; give them back.
-            return labels if labels.chunks == X.chunks[:1] else labels.rechunk(X.chunks[:1])
-        parts = result.labels[0].client.gather(result.labels)
-        labels = array_namespace(*parts).concat(parts) if parts else np.empty(0, np.int32)
-        if is_dask_array(X):
-            return da.from_array(labels, chunks=X.chunks[:1])
-        return labels
-
     def _report(self, message: str) -> None:
         if self.verbose:
             print(f"[kmeans_dask] {message}", flush=True)
 
-    @contextmanager
-    def _validated_params(self) -> Iterator[None]:
-        """Validate the parameters and hold them as plain Python numbers meanwhile.
-
-        A NumPy integer such as ``n_clusters=np.uint8(250)`` would overflow in
-        size arithmetic; the values as given are put back afterwards, so
-        ``get_params`` returns what was set.
-        """
-        given = self.get_params(deep=False)
-        self.__dict__.update(validate_params(given))
-        try:
-            yield
-        finally:
-            self.__dict__.update(given)
-
-    @contextmanager
-    def _unchanged_on_error(self) -> Iterator[None]:
-        """Restore every attribute if fitting fails, so bad input loses nothing.
-
-        Random generators the model holds are put back in their state, as
-        a draw changes them in place.
-        """
-        saved = copy.copy(self.__dict__)
-        generators = [
-            (value, value.get_state())
-            for value in saved.values()
-            if isinstance(value, np.random.RandomState)
-        ]
-        try:
-            yield
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(saved)
-            for generator, state in generators:
-                generator.set_state(state)
-            raise
-
-    # --- data checks -----------------------------------------------------------------
-
-    def _check_data(self, X: Any, *, reset: bool):
-        """Validated X and the Zarr array behind it (or None).
-
-        X comes back as a NumPy float32/float64 array or a Dask array with
-        one column block (Zarr input becomes a Dask array over the store).
-        """
-        zarr_array = None
-        if is_table_source(X):
-            X = read_table(X)
-        column_names = None
-        if is_dataframe(X):
-            column_names = [str(c) for c in X.columns]
-            X = table_as_array(X)
-        elif is_zarr_source(X):
-            zarr_array = open_zarr(X)
-            X = zarr_as_dask(zarr_array)
-        if is_dask_array(X):
-            X = check_dask_array(X)
-            if reset:
-                self.n_features_in_ = X.shape[1]
-                self.__dict__.pop("feature_names_in_", None)
-                if column_names is not None:
-                    self.feature_names_in_ = np.asarray(column_names, dtype=object)
-            elif column_names is not None and hasattr(self, "feature_names_in_"):
-                check_column_names(column_names, list(self.feature_names_in_))
-            elif X.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                    f"{self.n_features_in_} features as input."
-                )
-            return X, zarr_array
-        X = validate_data(
-            self,
-            X,
-            reset=reset,
-            dtype=[np.float64, np.float32],
-            ensure_all_finite=False,
-            order="C",
-        )
-        return X, None
-
     def _check_predict_data(self, X: Any):
         check_is_fitted(self)
-        X, _ = self._check_data(X, reset=False)
+        X, _ = check_input(self, X, reset=False)
         if not is_dask_array(X):
-            _raise_if_nonfinite(X)
+            raise_if_nonfinite(X)
         return X
 
     # --- using the model -------------------------------------------------------------
-
-    def _searches(self, n_features: int) -> tuple[str, str, str]:
-        """The exact search, the iterations' search and when to keep bounds.
-
-        Raises where the parameters contradict each other, and where the
-        backend's dependency is missing, before any work.
-        """
-        backend = self._backend_name()
-        get_backend(backend)
-        search = resolve_search(
-            backend, self.assign, self.assign_options, self.n_clusters, n_features
-        )
-        if holds_rows(self.backend):
-            device_ops(self.backend)  # its library is there
-            if self.algorithm == "hamerly":
-                raise ValueError(
-                    f"algorithm='hamerly' keeps bounds in host memory, but backend="
-                    f"{self.backend!r} holds the rows on a device; use algorithm='auto' or "
-                    "'lloyd' with this backend"
-                )
-            return backend, search, "off"
-        return backend, search, resolve_algorithm(self.algorithm, search)
-
-    def _backend_name(self) -> str:
-        """The exact search the client runs (the host's for a device backend)."""
-        search = host_search(self.backend)
-        return resolve_auto() if search == "auto" else search
 
     def predict(self, X: Any) -> np.ndarray | da.Array:
         """Index of the closest centre for each row of X.
@@ -807,18 +533,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         """
         X = self._check_predict_data(X)
         centers = self.cluster_centers_.astype(X.dtype)
-        backend = self._backend_name()
-        if is_dask_array(X):
-            return X.map_blocks(
-                _predict_block,
-                centers,
-                backend,
-                drop_axis=1,
-                dtype=np.int32,
-                # A name fixes the output keys: unique per input, readable in the dashboard.
-                name=f"kmeans-predict-{tokenize(X, centers, backend)}",
-            )
-        return nearest(X, centers, backend)[0]
+        return predict_labels(X, centers, client_backend(self.backend))
 
     def fit_predict(self, X: Any, y: None = None, sample_weight: Any = None):
         """Fit and return ``labels_``."""
@@ -833,16 +548,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             Lazy for Dask input.
         """
         X = self._check_predict_data(X)
-        centers = self.cluster_centers_.astype(X.dtype)
-        if is_dask_array(X):
-            return X.map_blocks(
-                _transform_block,
-                centers,
-                chunks=(X.chunks[0], (centers.shape[0],)),
-                dtype=X.dtype,
-                name=f"kmeans-transform-{tokenize(X, centers)}",
-            )
-        return euclidean_distances(X, centers)
+        return center_distances_of(X, self.cluster_centers_.astype(X.dtype))
 
     def score(self, X: Any, y: None = None, sample_weight: Any = None) -> float:
         """Opposite of the (weighted) inertia of X under this model.
@@ -855,28 +561,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         X = self._check_predict_data(X)
         weights = check_sample_weight(sample_weight, X.shape[0])
         centers = self.cluster_centers_.astype(X.dtype)
-        backend = self._backend_name()
-        if is_dask_array(X):
-            if weights is None:
-                weights = da.ones(X.shape[0], chunks=(X.chunks[0],))
-            weight_blocks = da.asarray(weights).rechunk((X.chunks[0],)).to_delayed().ravel()
-            offsets = np.cumsum((0, *X.chunks[0][:-1]))
-            parts = dask.compute(
-                *[
-                    dask.delayed(_score_block)(block, w, int(offset), centers, backend)
-                    for block, w, offset in zip(
-                        X.to_delayed().ravel(), weight_blocks, offsets, strict=True
-                    )
-                ]
-            )
-        else:
-            if is_dask_array(weights):
-                weights = weights.compute()
-            weights = np.ones(X.shape[0]) if weights is None else weights
-            parts = [_score_block(X, weights, 0, centers, backend)]
-        summary = reduce(ChunkSummary.merge, (part[1] for part in parts))
-        raise_for_summary(summary)
-        return -math.fsum(part[0] for part in parts)
+        return -weighted_inertia(X, weights, centers, client_backend(self.backend))
 
     @property
     def _n_features_out(self) -> int:
@@ -931,44 +616,3 @@ _MISSING = object()
 def _is_name(init: Any, names: str | tuple[str, ...]) -> bool:
     """``init`` is the name ``names`` (or one of the names ``names``), not an array."""
     return isinstance(init, str) and init in ((names,) if isinstance(names, str) else names)
-
-
-def _raise_if_nonfinite(X: np.ndarray, offset: int = 0) -> None:
-    check_finite(*nonfinite_positions(X, offset))
-
-
-def _score_block(block, weights, offset: int, centers, backend) -> tuple[float, ChunkSummary]:
-    """Weighted inertia of a block, and what it found wrong with the block."""
-    chunk = make_chunk(block, weights, offset, block.dtype, host_ops())
-    summary = summarize(chunk, with_digest=False)
-    if summary.nonfinite_count or summary.bad_weight_count:
-        return 0.0, summary
-    return float(np.dot(chunk.weights, nearest(chunk.data, centers, backend)[1])), summary
-
-
-def _block_offset(block_info) -> int:
-    return block_info[0]["array-location"][0][0] if block_info else 0
-
-
-def _predict_block(block, centers, backend, block_info=None):
-    if not isinstance(block, np.ndarray):  # CuPy rows are predicted on their device
-        _raise_if_nonfinite_on_device(block, _block_offset(block_info))
-        return nearest_rows(array_namespace(block), block, centers)[0]
-    _raise_if_nonfinite(block, _block_offset(block_info))
-    return nearest(np.ascontiguousarray(block), centers, backend)[0]
-
-
-def _transform_block(block, centers, block_info=None):
-    if not isinstance(block, np.ndarray):  # CuPy rows: distances on their device
-        _raise_if_nonfinite_on_device(block, _block_offset(block_info))
-        return center_distances(array_namespace(block), block, centers)
-    _raise_if_nonfinite(block, _block_offset(block_info))
-    if not len(block):  # scikit-learn refuses empty arrays
-        return np.empty((0, len(centers)), dtype=block.dtype)
-    return euclidean_distances(block, centers)
-
-
-def _raise_if_nonfinite_on_device(block, offset: int) -> None:
-    xp = array_namespace(block)
-    if not bool(xp.all(xp.isfinite(block))):
-        _raise_if_nonfinite(ArrayAPIOps.to_host(block), offset)

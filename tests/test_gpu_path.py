@@ -159,7 +159,7 @@ def test_a_gpu_block_among_host_blocks_is_refused_with_what_to_do():
 def test_predict_and_transform_of_device_blocks_stay_on_their_device():
     """The block functions behind predict/transform on non-NumPy (CuPy) blocks."""
     xp = pytest.importorskip("array_api_strict", reason="array-api-strict is a test dependency")
-    from kmeans_dask.estimator import _predict_block, _transform_block
+    from kmeans_dask._fit.apply import _predict_block, _transform_block
 
     rng = np.random.default_rng(3)
     X = rng.normal(size=(50, 4))

@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from kmeans_dask._fit.searches import client_backend
 from kmeans_dask._io.inputs import is_dask_array
 from kmeans_dask._worker.host_ops import statistics_and_labels
 
@@ -151,5 +152,5 @@ def fitted_scores(model: Any, X: Any) -> tuple[float, float]:
     """
     data = model._check_predict_data(X)
     centers = np.asarray(model.cluster_centers_)
-    stats = cluster_statistics(data, centers, model._backend_name())
+    stats = cluster_statistics(data, centers, client_backend(model.backend))
     return calinski_harabasz(stats, centers), davies_bouldin(stats, centers)

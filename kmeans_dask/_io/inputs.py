@@ -168,3 +168,58 @@ def check_sample_weight(
             f"{n_samples} rows of {rows_of}"
         )
     return weights.astype(np.float64)
+
+
+def check_input(estimator: Any, X: Any, *, reset: bool) -> tuple[Any, Any]:
+    """Validated X for ``estimator`` and the Zarr array behind it (or None).
+
+    X comes back as a NumPy float32/float64 array or a Dask array with one
+    column block: tables are read (:func:`~kmeans_dask._io.tables.read_table`),
+    DataFrames become arrays (their column names kept as
+    ``feature_names_in_``), Zarr input becomes a Dask array over the store.
+    ``reset`` sets ``n_features_in_`` (fitting); otherwise X must match it.
+    """
+    from sklearn.utils.validation import validate_data
+
+    from kmeans_dask._io.tables import (
+        check_column_names,
+        is_dataframe,
+        is_table_source,
+        read_table,
+        table_as_array,
+    )
+
+    zarr_array = None
+    if is_table_source(X):
+        X = read_table(X)
+    column_names = None
+    if is_dataframe(X):
+        column_names = [str(c) for c in X.columns]
+        X = table_as_array(X)
+    elif is_zarr_source(X):
+        zarr_array = open_zarr(X)
+        X = zarr_as_dask(zarr_array)
+    if not is_dask_array(X):
+        X = validate_data(
+            estimator,
+            X,
+            reset=reset,
+            dtype=[np.float64, np.float32],
+            ensure_all_finite=False,
+            order="C",
+        )
+        return X, None
+    X = check_dask_array(X)
+    if reset:
+        estimator.n_features_in_ = X.shape[1]
+        estimator.__dict__.pop("feature_names_in_", None)
+        if column_names is not None:
+            estimator.feature_names_in_ = np.asarray(column_names, dtype=object)
+    elif column_names is not None and hasattr(estimator, "feature_names_in_"):
+        check_column_names(column_names, list(estimator.feature_names_in_))
+    elif X.shape[1] != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input."
+        )
+    return X, zarr_array
