@@ -174,7 +174,8 @@ BAD_PARAMS = [
     (
         {"backend": "gpu"},
         ValueError,
-        r"backend='gpu' is not a known backend; expected one of \['auto', 'cupy', 'faiss-cpu', 'numpy'\]",
+        r"backend='gpu' is not a known backend; expected one of "
+        r"\['auto', 'cupy', 'faiss-cpu', 'numpy'\]",
     ),
     ({"backend": None}, ValueError, r"backend=None is not a known backend; expected one of \["),
     (

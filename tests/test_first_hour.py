@@ -170,7 +170,7 @@ def test_a_checkpoint_that_cannot_be_written_is_refused_before_the_fit(
     os.mkfifo(tmp_path / "fifo")
     started = []
     monkeypatch.setattr(
-        "kmeans_dask.estimator.distribute", lambda *a, **k: started.append(1) or 1 / 0
+        "kmeans_dask._fit.cluster_fit.distribute", lambda *a, **k: started.append(1) or 1 / 0
     )
     path = checkpoint.format(tmp=tmp_path)
     with pytest.raises(error, match=re.escape(match.format(tmp=tmp_path))):

@@ -137,7 +137,7 @@ def test_hybrid_is_as_good_as_sklearn(client, blobs12):
     ],
 )  # fmt: skip
 def test_a_sample_smaller_than_k_is_refused_before_any_work(blobs12, size, match, monkeypatch):
-    import kmeans_dask.estimator as estimator_module
+    import kmeans_dask._fit.cluster_fit as estimator_module
 
     monkeypatch.setattr(estimator_module, "client_for_fit", lambda *a, **k: pytest.fail("started"))
     model = KMeans(12, init="hybrid", init_sample_size=size)

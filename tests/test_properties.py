@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from unittest import mock
 
 import dask.array as da
 import numpy as np
@@ -34,6 +35,7 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.exceptions import ConvergenceWarning
 
+import kmeans_dask._fit.cluster_fit as cluster_fit
 from kmeans_dask import KMeans
 
 #: Shared by every property: reproducible, no deadline (a fit takes ~0.1-1 s on
@@ -300,15 +302,6 @@ def test_partial_fit_applies_the_documented_minibatch_update(
 # --- k-means||: no duplicate centres -----------------------------------------------------
 
 
-class _RecordingKMeans(KMeans):
-    """KMeans that keeps the centres its initialisation returned (``init_centers_``)."""
-
-    def _initial_centers(self, client, data, seed, backend):
-        centers = super()._initial_centers(client, data, seed, backend)
-        self.init_centers_ = centers
-        return centers
-
-
 def _repeated_points(seed: int, n_clusters: int, extra: int, n_features: int) -> np.ndarray:
     """``n_clusters + extra`` distinct points, each repeated 1 to 300 times, shuffled."""
     rng = np.random.default_rng(seed)
@@ -322,11 +315,19 @@ def _repeated_points(seed: int, n_clusters: int, extra: int, n_features: int) ->
 
 
 def _kmeans_parallel_init(X, n_clusters, random_state, **params) -> np.ndarray:
-    model = _RecordingKMeans(n_clusters, random_state=random_state, max_iter=1, **params)
-    with warnings.catch_warnings():
+    """The centres the fit's initialisation returned."""
+    recorded = []
+    initial_centers = cluster_fit.initial_centers
+
+    def recording(*args, **kwargs):
+        recorded.append(initial_centers(*args, **kwargs))
+        return recorded[-1]
+
+    model = KMeans(n_clusters, random_state=random_state, max_iter=1, **params)
+    with mock.patch.object(cluster_fit, "initial_centers", recording), warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(X)
-    return model.init_centers_
+    return recorded[-1]
 
 
 @_settings(20)
