@@ -18,7 +18,7 @@ rows, folding a group of centres into each row's best so far: the IVF list
 scan). Centres are packed by :func:`pack_centers` into blocks of up to
 :data:`MAX_VECTORS_PER_BLOCK` vector registers of the compile target
 (:mod:`kmeans_dask._kernels.vector_target`): 64 float32 or 32 float64 centres
-with AVX-512, 16 or 8 with AVX2, 16 or 8 with 128-bit NEON or SSE; missing
+with AVX-512, 16 or 8 with AVX2, 16 or 8 with NEON, 8 or 4 with SSE; missing
 centres have score ``+inf`` and are never chosen. Ties go to the lowest
 centre index, as with ``argmin``.
 """

@@ -41,7 +41,7 @@ from kmeans_dask._kernels.vector_target import compile_target
 #: Most centres and largest ``k * d`` searched by the fused kernels, by the
 #: compile target's vector width (:mod:`kmeans_dask._kernels.vector_target`);
 #: above them the column layout is used. With AVX-512 the column layout kept
-#: up above 2048 centres or ``k * d = 65536`` (Xeon, 2025); with AVX2 the
+#: up above 2048 centres or ``k * d = 65536`` (Intel Xeon, 2026-11); with AVX2 the
 #: fused kernels were faster at every shape measured, up to k = 16384 and
 #: ``k * d = 16384 * 256`` (AMD EPYC, 2026: ``scripts/bench_search.py``,
 #: RESULTS.md). Other targets (128-bit NEON or SSE) were not measured and
