@@ -542,3 +542,29 @@ def test_content_digest_changes_with_any_value_position_or_weight(change):
     before = _digest(X, weights)
     change(X, weights)
     assert _digest(X, weights, cuts=(300,)) != before
+
+
+# --- IVF probes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count", [1, 3, 8])
+def test_smallest_per_row_ranks_columns_with_ties_to_the_lower_one(dtype, count):
+    from kmeans_dask._kernels.block_kernels import smallest_per_row
+
+    scores = np.random.default_rng(count).integers(0, 6, size=(300, 8)).astype(dtype)
+    out = np.empty((300, count), dtype=np.int64)
+    smallest_per_row(scores, count, out)
+    assert_array_equal(out, np.argsort(scores, axis=1, kind="stable")[:, :count])
+
+
+def test_rows_by_list_groups_rows_in_ascending_order():
+    from kmeans_dask._kernels.block_kernels import rows_by_list
+
+    probes = np.random.default_rng(1).integers(0, 7, size=(500, 3)).astype(np.int64)
+    rows, bounds = rows_by_list(probes, 9)
+    assert bounds[0] == 0 and bounds[-1] == probes.size
+    for list_no in range(9):
+        expected = np.flatnonzero((probes == list_no).any(axis=1))
+        expected = np.repeat(expected, (probes[expected] == list_no).sum(axis=1))
+        assert_array_equal(rows[bounds[list_no] : bounds[list_no + 1]], expected)

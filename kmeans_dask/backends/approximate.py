@@ -42,6 +42,7 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from kmeans_dask._kernels.block_kernels import rows_by_list, smallest_per_row
 from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
 from kmeans_dask.backends.numpy_blas import ExactSearcher, exact_searcher
 
@@ -318,7 +319,7 @@ class IVFSearcher:
         self._coarse_rows = max(1, _COARSE_BUFFER_ELEMENTS // self.nlist)
 
     def _probes(self, block: np.ndarray) -> np.ndarray:
-        """(b, nprobe) indices of the lists nearest to each row (unordered)."""
+        """(b, nprobe) indices of the lists nearest to each row (nearest first)."""
         n_rows = block.shape[0]
         if self.nprobe == self.nlist:
             return np.broadcast_to(np.arange(self.nlist), (n_rows, self.nlist))
@@ -327,21 +328,13 @@ class IVFSearcher:
             rows = block[start : start + self._coarse_rows]
             scores = rows @ self._coarse_minus_two.T
             scores += self._coarse_sq_norms
-            if self.nprobe == 1:
-                probes[start : start + rows.shape[0], 0] = np.argmin(scores, axis=1)
-            else:
-                probes[start : start + rows.shape[0]] = np.argpartition(
-                    scores, self.nprobe - 1, axis=1
-                )[:, : self.nprobe]
+            smallest_per_row(scores, self.nprobe, probes[start : start + rows.shape[0]])
         return probes
 
     def _nearest_fused(self, block: np.ndarray) -> np.ndarray:
         block = np.ascontiguousarray(block, dtype=self._dtype)
         n_rows = block.shape[0]
-        probes = self._probes(block).ravel()
-        order = np.argsort(probes, kind="stable")
-        row_of = order // self.nprobe  # rows probing each list, ascending
-        row_bounds = np.concatenate([[0], np.cumsum(np.bincount(probes, minlength=self.nlist))])
+        row_of, row_bounds = rows_by_list(self._probes(block), self.nlist)
         best_score = np.full(n_rows, np.inf, dtype=self._dtype)
         labels = np.full(n_rows, -1, dtype=np.int32)
         for list_no, packed in self._list_packed:
