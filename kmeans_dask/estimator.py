@@ -117,7 +117,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         a centre that is not its nearest, measured in benchmarks/RESULTS.md);
         "auto" uses IVF only where it measured faster (k >= 4096). The
         k-means|| initialisation, the final pass (``labels_``, ``inertia_``)
-        and ``predict`` are always exact.
+        and ``predict`` are always exact. In approximate iterations an
+        empty cluster moves onto a row farthest from the centre the
+        iteration assigned it (with "exact", its nearest centre).
     assign_options : dict, optional
         Options of the approximate search: ``nlist``, ``nprobe`` for "ivf"
         (defaults ``sqrt(k)`` and 8), ``m``, ``ef_search`` for "hnsw".

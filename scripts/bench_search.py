@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     with threadpool_limits(limits=1):
         for d in (int(v) for v in args.features.split(",")):
             for k in (int(v) for v in args.centers.split(",")):
-                n = int(min(args.max_rows, max(1000, MULTIPLY_ADDS_PER_CALL // (k * d))))
+                n = max(k, int(min(args.max_rows, max(1000, MULTIPLY_ADDS_PER_CALL // (k * d)))))
                 X = rng.standard_normal((n, d), dtype=np.float32)
                 centers = X[rng.choice(n, size=k, replace=False)].copy()
                 calls = searchers(X, centers)

@@ -216,3 +216,47 @@ def test_choose_assign_mode():
         choose_assign_mode(0, 10)
     with pytest.raises(ValueError):
         choose_assign_mode(10, 0)
+
+
+def test_lists_are_capped_when_one_coarse_centroid_is_nearest_to_all():
+    """Centres on a sphere and a coarse centroid at its middle: no list takes them all."""
+    from kmeans_dask.backends.approximate import balanced_lists
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(400, 32))
+    centers /= np.linalg.norm(centers, axis=1, keepdims=True)
+    coarse = np.vstack([np.zeros(32), centers[:15] * 1.5])  # the middle one is nearest to all
+    lists = balanced_lists(centers, coarse, 2.0)
+    sizes = np.bincount(lists, minlength=16)
+    assert sizes.max() <= np.ceil(2.0 * 400 / 16) and sizes.sum() == 400
+    assert sizes[0] == sizes.max()  # the middle list is filled first, up to its cap
+
+
+def test_fill_with_capacity_takes_the_first_choice_with_room():
+    from kmeans_dask._kernels.block_kernels import fill_with_capacity
+
+    choices = np.array([[0, 1], [0, 1], [0, 2], [0, 1], [1, 0]], dtype=np.int64)
+    # Capacity 2: two rows fill list 0, then the next choices; the last row
+    # finds lists 1 and 0 full and goes to the emptiest list (3).
+    assert fill_with_capacity(choices, 2, 4).tolist() == [0, 0, 2, 1, 1]
+    assert fill_with_capacity(choices, 10, 4).tolist() == [0, 0, 0, 0, 1]
+
+
+def test_ivf_lists_stay_balanced_on_centres_filling_a_ball():
+    """After a Lloyd step on overlapping data, k-means over the centres had left one list
+    with most of them: the search was then nearly exact in cost."""
+    from kmeans_dask.backends.approximate import MAX_LIST_SIZE_RATIO
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(10_000, 128)).astype(np.float32)
+    init = X[rng.choice(len(X), 1024, replace=False)]
+    labels = IVFSearcher(init).nearest(X)  # one approximate Lloyd step (410 in one list before)
+    sums = np.zeros((1024, 128))
+    np.add.at(sums, labels, X)
+    counts = np.bincount(labels, minlength=1024)
+    centers = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], init)
+    searcher = IVFSearcher(centers.astype(np.float32))
+    sizes = np.diff(searcher._list_bounds)
+    assert sizes.max() <= np.ceil(MAX_LIST_SIZE_RATIO * 1024 / searcher.nlist)
+    sizes_faiss = [searcher.index.invlists.list_size(i) for i in range(searcher.nlist)]
+    assert sorted(sizes_faiss) == sorted(sizes.tolist())  # Faiss's scan sees the same lists

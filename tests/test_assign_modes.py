@@ -35,6 +35,30 @@ def test_approximate_iterations_stay_within_one_percent_of_exact(
     assert approx.inertia_ == pytest.approx(distances.min(axis=1).sum(), rel=1e-4)
 
 
+def test_approximate_iterations_relocate_empty_clusters_without_another_pass(
+    client, clustered, monkeypatch
+):
+    """An empty cluster moves onto a row the iteration's chunks reported.
+
+    With approximate iterations, no exact pass over the data looks for the
+    farthest rows (it cost as much as an exact iteration).
+    """
+    import kmeans_dask._fit.lloyd as lloyd
+
+    X, init = clustered
+    init = init.copy()
+    init[0] = 1e4  # far from every row: empty after the first assignment
+
+    def no_extra_pass(*args, **kwargs):
+        raise AssertionError("an extra pass over the data to find the farthest rows")
+
+    monkeypatch.setattr(lloyd, "farthest", no_extra_pass)
+    model = KMeans(256, init=init, max_iter=1, tol=0, assign="ivf").fit(X)
+    assert model.history_[0].n_empty == 1
+    # The relocated centre is a row of the data, its cluster's only member.
+    assert (model.cluster_centers_[0] == X).all(axis=1).any()
+
+
 def test_auto_is_exact_for_small_k(client, clustered):
     X, init = clustered
     exact = KMeans(256, init=init, max_iter=3, tol=0).fit(X)

@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import subprocess
-import sys
-
 import numpy as np
 import pytest
-from llvmlite import binding
 from numpy.testing import assert_allclose, assert_array_equal
 
 from kmeans_dask._kernels.block_kernels import LARGEST_BUFFER_MAX, column_moments, largest
@@ -226,7 +220,13 @@ def test_chunk_statistics_report_the_rows_farthest_from_their_centre():
 @pytest.mark.parametrize("k", [1, 2, 64, 256, 2049])
 def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
     """Both layouts: the exact argmin of the scores (ties to the lowest index), runner-up."""
-    from kmeans_dask.backends.numpy_blas import ColumnSearcher, RowSearcher, exact_searcher
+    from kmeans_dask.backends.numpy_blas import (
+        ROW_LAYOUT_MAX_CENTERS,
+        ROW_LAYOUT_MAX_CENTERS_X_FEATURES,
+        ColumnSearcher,
+        RowSearcher,
+        exact_searcher,
+    )
 
     rng = np.random.default_rng(k)
     # Integer-valued data: every score is exact, so ties are real ties.
@@ -245,7 +245,8 @@ def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
         true_runner_up = np.sqrt(np.maximum(sq_norms + expected_second, 0.0))
         assert np.all(runner_up <= true_runner_up)
         assert_allclose(runner_up, true_runner_up, rtol=1e-3, atol=1e-2)
-    layout = RowSearcher if 16 <= k * 6 <= 65536 and k <= 2048 else ColumnSearcher
+    row_layout = 16 <= k * 6 <= ROW_LAYOUT_MAX_CENTERS_X_FEATURES and k <= ROW_LAYOUT_MAX_CENTERS
+    layout = RowSearcher if row_layout else ColumnSearcher
     assert isinstance(exact_searcher(centers), layout)
 
 
@@ -276,9 +277,10 @@ def test_fused_kernels_find_exact_minimum_index_and_runner_up(dtype, k, d):
 
 
 def test_packed_centres_pad_with_scores_that_never_win():
-    from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, pack_centers
+    from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, lanes_of, pack_centers
 
-    width = 16 * MAX_VECTORS_PER_BLOCK  # float32 centres per block (64 with AVX-512)
+    lanes = lanes_of(np.float32)
+    width = lanes * MAX_VECTORS_PER_BLOCK  # float32 centres per block (64 with AVX-512)
     centers = np.arange((width + 6) * 3, dtype=np.float32).reshape(width + 6, 3)
     weights, bias, vectors = pack_centers(centers)
     assert weights.shape == (2, 3, width) and bias.shape == (2, width)
@@ -286,8 +288,10 @@ def test_packed_centres_pad_with_scores_that_never_win():
     assert_array_equal(weights[1, :, 5], -2.0 * centers[width + 5])
     assert_array_equal(weights[1, :, 6:], 0.0)
     assert np.isinf(bias[1, 6:]).all() and np.isfinite(bias[1, :6]).all()
-    assert pack_centers(centers[:5])[0].shape == (1, 3, 16)  # one vector for a few centres
-    assert pack_centers(centers[:12].astype(np.float64))[0].shape == (1, 3, 16)  # 8 lanes
+    few = pack_centers(centers[: lanes - 1])[0]
+    assert few.shape == (1, 3, lanes)  # one vector for a few centres
+    double = pack_centers(centers[:lanes].astype(np.float64))[0]
+    assert double.shape == (1, 3, lanes)  # two vectors of half as many float64 lanes
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
@@ -492,52 +496,6 @@ def test_statistics_kernels_refuse_arrays_they_cannot_read():
         squared_distances(X, labels, np.asfortranarray(np.zeros((3, 4))), np.empty(10))
 
 
-_AVX2_TARGET_CHECK = """
-import os
-
-import numpy as np
-from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, nearest_rows, pack_centers
-from kmeans_dask._kernels.block_kernels import accumulate
-
-assert MAX_VECTORS_PER_BLOCK == 2
-rng = np.random.default_rng(0)
-for dtype in (np.float32, np.float64):
-    for k in (3, 40, 100):
-        X = rng.integers(-3, 4, size=(501, 5)).astype(dtype)
-        centers = rng.integers(-3, 4, size=(k, 5)).astype(dtype)
-        scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
-        labels = np.empty(len(X), dtype=np.int32)
-        second = np.empty(len(X), dtype=dtype)
-        nearest_rows(X, *pack_centers(centers), labels, second)
-        assert (labels == scores.argmin(axis=1)).all()
-        assert (second == np.sort(scores, axis=1)[:, 1].astype(dtype)).all()
-        # The float64 statistics, in four-lane halves and a masked tail.
-        for d in (3, 13):
-            rows = rng.integers(-9, 10, size=(200, d)).astype(dtype)
-            sums, counts, sq_dist = np.zeros((2, d)), np.zeros(2), np.empty(200)
-            accumulate(rows, np.ones(200, dtype=np.int32), None, np.zeros((2, d)), sums, counts,
-                       sq_dist)
-            assert (sums[0] == 0).all() and (sums[1] == rows.sum(0)).all()
-            assert (sq_dist == (rows.astype(np.float64) ** 2).sum(1)).all()
-"""
-
-
-def test_fused_kernels_compiled_for_256_bit_vector_registers(tmp_path):
-    """The narrower blocks and row groups chosen when Numba targets a CPU without AVX-512.
-
-    Also the 512-bit vectors of the statistics, which LLVM splits in halves there.
-    """
-    if platform.machine() not in ("x86_64", "AMD64") or not binding.get_host_cpu_features().get(
-        "avx2", False
-    ):
-        pytest.skip("needs an x86-64 CPU with AVX2 to run code compiled for Haswell")
-    env = {**os.environ, "NUMBA_CPU_NAME": "haswell", "NUMBA_CACHE_DIR": str(tmp_path)}
-    done = subprocess.run(
-        [sys.executable, "-c", _AVX2_TARGET_CHECK], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-
-
 # --- the data check's content digest ------------------------------------------------
 
 
@@ -588,3 +546,29 @@ def test_content_digest_changes_with_any_value_position_or_weight(change):
     before = _digest(X, weights)
     change(X, weights)
     assert _digest(X, weights, cuts=(300,)) != before
+
+
+# --- IVF probes ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count", [1, 3, 8])
+def test_smallest_per_row_ranks_columns_with_ties_to_the_lower_one(dtype, count):
+    from kmeans_dask._kernels.block_kernels import smallest_per_row
+
+    scores = np.random.default_rng(count).integers(0, 6, size=(300, 8)).astype(dtype)
+    out = np.empty((300, count), dtype=np.int64)
+    smallest_per_row(scores, count, out)
+    assert_array_equal(out, np.argsort(scores, axis=1, kind="stable")[:, :count])
+
+
+def test_rows_by_list_groups_rows_in_ascending_order():
+    from kmeans_dask._kernels.block_kernels import rows_by_list
+
+    probes = np.random.default_rng(1).integers(0, 7, size=(500, 3)).astype(np.int64)
+    rows, bounds = rows_by_list(probes, 9)
+    assert bounds[0] == 0 and bounds[-1] == probes.size
+    for list_no in range(9):
+        expected = np.flatnonzero((probes == list_no).any(axis=1))
+        expected = np.repeat(expected, (probes[expected] == list_no).sum(axis=1))
+        assert_array_equal(rows[bounds[list_no] : bounds[list_no + 1]], expected)

@@ -205,7 +205,7 @@ def _update(
 def farthest(
     client: Client, data: DistributedData, centers: np.ndarray, backend: str, count: int
 ) -> RankedRows:
-    """The ``count`` rows of the distributed data farthest from their nearest centre."""
+    """The ``count`` rows of the distributed data farthest from the centre ``backend`` assigns."""
     return data.map_reduce(
         client,
         farthest_rows,
@@ -300,10 +300,11 @@ def lloyd(
             client, chunk_stats, combine_stats, centers, backend, ticket, name="kmeans-assign"
         )
         schedule.ran(centers, ticket)
-        # The rows the chunks reported are the farthest from their nearest
-        # centre only when the iterations search exactly.
-        reported = stats.farthest if final_backend == backend else None
-        find_far = partial(_farthest_rows, client, data, centers, final_backend, reported)
+        # An empty cluster moves onto a row farthest from the centre the
+        # iteration assigned it (its nearest, when the search is exact): the
+        # chunks report such rows, with the labels the statistics counted
+        # them under. An approximate search is not redone exactly for it.
+        find_far = partial(_farthest_rows, client, data, centers, backend, stats.farthest)
         updated, n_empty = _update(
             stats, centers, find_far, relocation_pays(history, stats.inertia)
         )
@@ -339,11 +340,11 @@ def _farthest_rows(
     data: DistributedData,
     centers: np.ndarray,
     backend: str,
-    reported: RankedRows | None,
+    reported: RankedRows,
     count: int,
 ) -> RankedRows:
-    """The ``count`` rows farthest from their nearest centre: those ``reported`` if enough."""
-    if reported is not None and len(reported.index) >= count:
+    """The ``count`` rows farthest from the centre ``backend`` assigns: ``reported`` if enough."""
+    if len(reported.index) >= count:
         return merge_top(count, reported)
     return farthest(client, data, centers, backend, count)
 

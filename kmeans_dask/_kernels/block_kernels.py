@@ -437,6 +437,80 @@ def largest(values, count, out):
     return size
 
 
+# --- IVF probes ----------------------------------------------------------------------
+
+
+@numba.njit(nogil=True, cache=True)
+def smallest_per_row(scores, count, out):
+    """``out[i]``: the columns of the ``count`` smallest ``scores[i]``, smallest first.
+
+    One pass per row with a small sorted buffer, as :func:`largest`; ties go
+    to the lower column. ``count`` must be at most the number of columns.
+    """
+    kept = np.empty(count, dtype=scores.dtype)
+    for i in range(scores.shape[0]):
+        size = 0
+        for j in range(scores.shape[1]):
+            value = scores[i, j]
+            if size == count and not value < kept[count - 1]:
+                continue
+            position = size if size < count else count - 1
+            while position > 0 and kept[position - 1] > value:
+                kept[position] = kept[position - 1]
+                out[i, position] = out[i, position - 1]
+                position -= 1
+            kept[position] = value
+            out[i, position] = j
+            if size < count:
+                size += 1
+
+
+@numba.njit(nogil=True, cache=True)
+def rows_by_list(probes, n_lists):
+    """The rows probing each list: a counting sort of ``probes`` (rows x probes).
+
+    Returns ``rows`` and ``bounds``: the rows probing list ``l`` are
+    ``rows[bounds[l]:bounds[l + 1]]``, in ascending order.
+    """
+    bounds = np.zeros(n_lists + 1, dtype=np.int64)
+    for i in range(probes.shape[0]):
+        for q in range(probes.shape[1]):
+            bounds[probes[i, q] + 1] += 1
+    for list_no in range(n_lists):
+        bounds[list_no + 1] += bounds[list_no]
+    filled = bounds[:-1].copy()
+    rows = np.empty(probes.shape[0] * probes.shape[1], dtype=np.int64)
+    for i in range(probes.shape[0]):
+        for q in range(probes.shape[1]):
+            list_no = probes[i, q]
+            rows[filled[list_no]] = i
+            filled[list_no] += 1
+    return rows, bounds
+
+
+@numba.njit(nogil=True, cache=True)
+def fill_with_capacity(choices, capacity, n_lists):
+    """Row ``i`` in order goes to the first of ``choices[i]`` with fewer than ``capacity`` rows.
+
+    When all its choices are full, to the list with the fewest rows (the
+    lowest such list). ``capacity * n_lists`` must be at least the number of
+    rows. Returns each row's list (int64).
+    """
+    sizes = np.zeros(n_lists, dtype=np.int64)
+    lists = np.empty(choices.shape[0], dtype=np.int64)
+    for i in range(choices.shape[0]):
+        chosen = -1
+        for q in range(choices.shape[1]):
+            if sizes[choices[i, q]] < capacity:
+                chosen = choices[i, q]
+                break
+        if chosen < 0:
+            chosen = np.argmin(sizes)
+        lists[i] = chosen
+        sizes[chosen] += 1
+    return lists
+
+
 # --- Column moments for the data summary -------------------------------------------
 
 #: Rows per block of :func:`column_moments`: small enough to stay in L1/L2

@@ -19,6 +19,7 @@ operations import it.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 import numba
@@ -76,6 +77,7 @@ def _nearest_body(data, centers, center_sq_norms, labels, sq_dist, element):
 
 
 _compiled: dict[str, Any] = {}
+_SIMULATOR_LOCK = threading.Lock()
 
 
 def _kernel(dtype: str) -> Any:
@@ -108,9 +110,14 @@ def nearest_fused(data: Any, centers: Any, center_sq_norms: Any, labels: Any, sq
         )
     blocks = (n_rows + THREADS_PER_BLOCK - 1) // THREADS_PER_BLOCK
     shared_bytes = n_centers * (n_features + 1) * centers.dtype.itemsize
-    _kernel(str(centers.dtype))[blocks, THREADS_PER_BLOCK, 0, shared_bytes](
-        data, centers, center_sq_norms, labels, sq_dist
-    )
+    launch = _kernel(str(centers.dtype))[blocks, THREADS_PER_BLOCK, 0, shared_bytes]
+    if numba.config.ENABLE_CUDASIM:
+        # The simulator swaps module-level state while a kernel runs: two
+        # threads launching at once deadlock it. A GPU takes launches from any thread.
+        with _SIMULATOR_LOCK:
+            launch(data, centers, center_sq_norms, labels, sq_dist)
+    else:
+        launch(data, centers, center_sq_norms, labels, sq_dist)
 
 
 def compile_ptx(dtype: str, compute_capability: tuple[int, int] = (9, 0)) -> str:

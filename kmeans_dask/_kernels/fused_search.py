@@ -16,9 +16,11 @@ array of accumulators in registers) and called from Numba through
 :func:`search_rows` (every row of a block) and :func:`fold_rows` (listed
 rows, folding a group of centres into each row's best so far: the IVF list
 scan). Centres are packed by :func:`pack_centers` into blocks of up to
-:data:`MAX_VECTORS_PER_BLOCK` vectors (64 float32 or 32 float64 centres with
-AVX-512); missing centres have score ``+inf`` and are never chosen. Ties go
-to the lowest centre index, as with ``argmin``.
+:data:`MAX_VECTORS_PER_BLOCK` vector registers of the compile target
+(:mod:`kmeans_dask._kernels.vector_target`): 64 float32 or 32 float64 centres
+with AVX-512, 16 or 8 with AVX2, 16 or 8 with NEON, 8 or 4 with SSE; missing
+centres have score ``+inf`` and are never chosen. Ties go to the lowest
+centre index, as with ``argmin``.
 """
 
 from __future__ import annotations
@@ -27,43 +29,44 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import binding, ir
+from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-#: Vector lanes per element type: one 512-bit register's worth.
-_LANES = {np.dtype(np.float32): 16, np.dtype(np.float64): 8}
+from kmeans_dask._kernels.vector_target import compile_target
+
 _I1 = ir.IntType(1)
 _I32 = ir.IntType(32)
 _I64 = ir.IntType(64)
 
-
-def _target_has_avx512() -> bool:
-    """Whether Numba compiles for AVX-512 (32 vector registers of 512 bits)."""
-    if numba.config.CPU_NAME:  # a fixed target, e.g. for portable caches
-        return "+avx512f" in (numba.config.CPU_FEATURES or "")
-    return bool(binding.get_host_cpu_features().get("avx512f", False))
+_TARGET = compile_target()
+#: Vectors of centres scored together (per row: that many accumulator
+#: registers): up to 4 with 32 vector registers, 2 with 16.
+MAX_VECTORS_PER_BLOCK = 4 if _TARGET.registers >= 32 else 2
 
 
-_AVX512 = _target_has_avx512()
-#: Vectors of 512 bits of centres scored together (per row: that many
-#: accumulators); half as many for 256-bit registers, which hold half a vector.
-MAX_VECTORS_PER_BLOCK = 4 if _AVX512 else 2
+def lanes_of(dtype) -> int:
+    """Elements of ``dtype`` in one vector register of the compile target."""
+    return _TARGET.lanes(np.dtype(dtype).itemsize)
 
 
 def rows_per_kernel(vectors: int) -> int:
-    """Rows scored together: enough independent accumulators to fill the FMA pipes.
+    """Rows scored together, so that their accumulators fit the register file.
 
-    Eight or more independent multiply-add chains hide the latency. With
-    AVX-512 each of a row's ``vectors`` accumulators is one of 32 registers:
-    16 of them (4 rows of 4 vectors, 8 rows of one) leave room for the
-    centres and the row values. With 256-bit registers (16 of them) each
-    accumulator takes two, so about 12 registers' worth of rows.
+    A step holds ``rows * vectors`` accumulators, the ``vectors`` centre
+    vectors of the current feature and one broadcast row value in registers;
+    eight or more independent multiply-add chains hide the FMA latency. With
+    32 registers (AVX-512, NEON): 4 rows of up to 4 vectors (21 registers)
+    or 8 rows of one, as measured on AVX-512. With 16 (AVX2, SSE): 6 rows of
+    2 vectors (15 registers, the classic 6 x 16 SGEMM micro-kernel of AVX2)
+    or 8 rows of one (``scripts/bench_search.py``, RESULTS.md).
     """
-    if _AVX512:
-        return 8 if vectors == 1 else 4
-    return max(1, 12 // (2 * vectors))
+    if vectors == 1:
+        return 8
+    if _TARGET.registers >= 32:
+        return 4
+    return (_TARGET.registers - vectors - 1) // vectors
 
 
 def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -86,7 +89,7 @@ def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int
     """
     dtype = centers.dtype
     n_centers, n_features = centers.shape
-    lanes = _LANES[dtype]
+    lanes = lanes_of(dtype)
     vectors = min(MAX_VECTORS_PER_BLOCK, max(1, math.ceil(n_centers / lanes)))
     width = vectors * lanes
     n_blocks = max(1, math.ceil(n_centers / width))
@@ -183,7 +186,7 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool, fol
     """
     dtype = as_dtype(element_type)
     element = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
-    lanes = _LANES[dtype]
+    lanes = lanes_of(dtype)
     width = vectors * lanes
     fmuladd_name = f"llvm.fmuladd.v{lanes}f{dtype.itemsize * 8}"
 
@@ -404,8 +407,8 @@ def _types_match(block, weights, bias, vectors, labels, scores) -> bool:
     element_type = block.dtype
     return (
         isinstance(vectors, types.UniTuple)
-        and 1 <= vectors.count <= 4
-        and as_dtype(element_type) in _LANES
+        and 1 <= vectors.count <= MAX_VECTORS_PER_BLOCK
+        and as_dtype(element_type) in (np.float32, np.float64)
         and weights.dtype == element_type
         and bias.dtype == element_type
         and labels.dtype == types.int32
@@ -482,7 +485,7 @@ def _search_rows_for_types(block, weights, bias, vectors, labels, second):
         return None
     runner_up = not isinstance(second, types.NoneType)
     sweep = _sweep(block.dtype, vectors.count, runner_up, folded=False)
-    width = vectors.count * _LANES[as_dtype(block.dtype)]
+    width = vectors.count * lanes_of(as_dtype(block.dtype))
 
     def implementation(block, weights, bias, vectors, labels, second):
         n_rows, n_features = block.shape
@@ -546,7 +549,7 @@ def _fold_rows_for_types(block, row_ids, weights, bias, vectors, label_base, lab
     ):
         return None
     sweep = _sweep(block.dtype, vectors.count, runner_up=False, folded=True)
-    width = vectors.count * _LANES[as_dtype(block.dtype)]
+    width = vectors.count * lanes_of(as_dtype(block.dtype))
 
     def implementation(block, row_ids, weights, bias, vectors, label_base, labels, best):
         n_rows, n_features = block.shape

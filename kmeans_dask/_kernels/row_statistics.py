@@ -1,11 +1,14 @@
-"""A row's float64 statistics in 512-bit vectors: its share of the sums, its exact distance.
+"""A row's float64 statistics in 8-lane vectors: its share of the sums, its exact distance.
 
 After the search, every row of a pass is added into its cluster's float64
 sums and its squared distance to its centre is computed exactly, as
 ``sum((x - c) ** 2)``. Numba's loop vectoriser compiles these short per-row
 loops for 256-bit vectors and checks at run time, row by row, that the sums
 do not overlap the row. The code generated here works on eight float64
-lanes at a time (the rows' float32 values widened in the load), ends each
+lanes at a time (the rows' float32 values widened in the load: one 512-bit
+vector with AVX-512, two 256-bit ones with AVX2, four 128-bit ones on older
+x86-64 and NEON, as LLVM splits them; four lanes were no faster on AVX2,
+``scripts/bench_statistics.py``, RESULTS.md), ends each
 row with one masked step instead of a scalar loop, and needs no check: the
 caller has made sure the arrays are contiguous and distinct.
 ``scripts/bench_statistics.py`` compares it with that plain loop (one
@@ -29,11 +32,12 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-#: Float64 lanes of a 512-bit vector.
+#: Float64 lanes of a step.
 _LANES = 8
-#: Bytes per 512-bit vector: sums and centres starting at a multiple of it
-#: are read and written without splitting cache lines (faster than with them
-#: 16 bytes off: ``scripts/bench_statistics.py --offset 16``, RESULTS.md).
+#: Bytes per step: sums and centres starting at a multiple of it are read
+#: and written without splitting cache lines, whatever the target's vector
+#: width (faster than with them 16 bytes off with AVX-512:
+#: ``scripts/bench_statistics.py --offset 16``, RESULTS.md).
 VECTOR_BYTES = 64
 _I1 = ir.IntType(1)
 _I32 = ir.IntType(32)

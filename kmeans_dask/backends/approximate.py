@@ -42,6 +42,11 @@ from typing import Literal
 import faiss
 import numpy as np
 
+from kmeans_dask._kernels.block_kernels import (
+    fill_with_capacity,
+    rows_by_list,
+    smallest_per_row,
+)
 from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
 from kmeans_dask.backends.numpy_blas import ExactSearcher, exact_searcher
 
@@ -63,6 +68,17 @@ _BLOCK_ROWS = 32768
 
 #: Elements of the coarse score buffer (rows x lists) computed at once.
 _COARSE_BUFFER_ELEMENTS = 1 << 20
+
+#: Most centres an IVF list holds, as a multiple of the mean ``k / nlist``.
+#: K-means over centres that fill a ball evenly (as after the first Lloyd
+#: steps on overlapping data) can leave one coarse centroid near the middle,
+#: nearer to most centres than any other: one list then held 3659 of 4096
+#: centres and its rows were searched almost exactly
+#: (``scripts/bench_assign_fit.py``, RESULTS.md).
+MAX_LIST_SIZE_RATIO = 4.0
+
+#: Lists a centre may go to, nearest first, before any list with room.
+_LIST_CHOICES = 8
 
 #: HNSW build parameter (candidate list size while inserting).
 DEFAULT_EF_CONSTRUCTION = 40
@@ -183,6 +199,42 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def balanced_lists(centers: np.ndarray, coarse: np.ndarray, ratio: float) -> np.ndarray:
+    """Each centre's IVF list: its nearest coarse centroid with room.
+
+    No list gets more than ``ceil(ratio * k / nlist)`` centres. Centres
+    nearest to a coarse centroid choose first; a centre whose
+    :data:`_LIST_CHOICES` nearest lists are full goes to the emptiest list.
+
+    Returns
+    -------
+    ndarray of shape (k,), int64
+    """
+    n_centers, n_lists = len(centers), len(coarse)
+    centers64, coarse64 = centers.astype(np.float64), coarse.astype(np.float64)
+    distances = (
+        np.einsum("ij,ij->i", centers64, centers64)[:, None]
+        - 2.0 * centers64 @ coarse64.T
+        + np.einsum("ij,ij->i", coarse64, coarse64)
+    )
+    choices = np.empty((n_centers, min(n_lists, _LIST_CHOICES)), dtype=np.int64)
+    smallest_per_row(distances, choices.shape[1], choices)
+    priority = np.argsort(distances[np.arange(n_centers), choices[:, 0]], kind="stable")
+    capacity = math.ceil(ratio * n_centers / n_lists)
+    lists = np.empty(n_centers, dtype=np.int64)
+    lists[priority] = fill_with_capacity(choices[priority], capacity, n_lists)
+    return lists
+
+
+def list_means(centers: np.ndarray, lists: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+    """(nlist, d) float32: the mean of each list's centres (``coarse`` for an empty list)."""
+    sums = np.zeros(coarse.shape)
+    np.add.at(sums, lists, centers.astype(np.float64))
+    counts = np.bincount(lists, minlength=len(coarse))
+    means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], coarse)
+    return means.astype(np.float32)
+
+
 class _ExactFallback:
     """Exact search for the few rows an approximate search left unassigned."""
 
@@ -238,7 +290,10 @@ class IVFSearcher:
     The quantizer is trained on the ``k`` centres themselves; Faiss's warning
     about fewer than 39 training points per list is switched off
     (``min_points_per_centroid = 1``), as ``k / nlist`` is typically far
-    below 39 and the partition only has to group nearby centres.
+    below 39 and the partition only has to group nearby centres. No list
+    holds more than :data:`MAX_LIST_SIZE_RATIO` times the mean number of
+    centres (:func:`balanced_lists`), and each coarse centroid is then moved
+    to the mean of its list's centres; Faiss's index holds the same lists.
     """
 
     fused_passes = False
@@ -282,7 +337,11 @@ class IVFSearcher:
         index.cp.niter = int(train_iterations)
         index.cp.seed = int(seed)
         index.train(centers32)
-        index.add(centers32)
+        trained = quantizer.reconstruct_n(0, nlist)
+        lists = balanced_lists(centers32, trained, MAX_LIST_SIZE_RATIO)
+        quantizer.reset()
+        quantizer.add(list_means(centers32, lists, trained))
+        index.add_core(n_clusters, faiss.swig_ptr(centers32), None, faiss.swig_ptr(lists))
         index.nprobe = nprobe
         self.index = index
         self._quantizer = quantizer  # the index does not own it: keep it alive
@@ -318,7 +377,7 @@ class IVFSearcher:
         self._coarse_rows = max(1, _COARSE_BUFFER_ELEMENTS // self.nlist)
 
     def _probes(self, block: np.ndarray) -> np.ndarray:
-        """(b, nprobe) indices of the lists nearest to each row (unordered)."""
+        """(b, nprobe) indices of the lists nearest to each row (nearest first)."""
         n_rows = block.shape[0]
         if self.nprobe == self.nlist:
             return np.broadcast_to(np.arange(self.nlist), (n_rows, self.nlist))
@@ -327,21 +386,13 @@ class IVFSearcher:
             rows = block[start : start + self._coarse_rows]
             scores = rows @ self._coarse_minus_two.T
             scores += self._coarse_sq_norms
-            if self.nprobe == 1:
-                probes[start : start + rows.shape[0], 0] = np.argmin(scores, axis=1)
-            else:
-                probes[start : start + rows.shape[0]] = np.argpartition(
-                    scores, self.nprobe - 1, axis=1
-                )[:, : self.nprobe]
+            smallest_per_row(scores, self.nprobe, probes[start : start + rows.shape[0]])
         return probes
 
     def _nearest_fused(self, block: np.ndarray) -> np.ndarray:
         block = np.ascontiguousarray(block, dtype=self._dtype)
         n_rows = block.shape[0]
-        probes = self._probes(block).ravel()
-        order = np.argsort(probes, kind="stable")
-        row_of = order // self.nprobe  # rows probing each list, ascending
-        row_bounds = np.concatenate([[0], np.cumsum(np.bincount(probes, minlength=self.nlist))])
+        row_of, row_bounds = rows_by_list(self._probes(block), self.nlist)
         best_score = np.full(n_rows, np.inf, dtype=self._dtype)
         labels = np.full(n_rows, -1, dtype=np.int32)
         for list_no, packed in self._list_packed:

@@ -38,12 +38,20 @@ from kmeans_dask._kernels.block_kernels import (
     runner_up_distances,
 )
 from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
+from kmeans_dask._kernels.vector_target import compile_target
 
-#: Most centres searched by the fused kernels.
-ROW_LAYOUT_MAX_CENTERS = 2048
-#: Largest ``k * d`` searched by the fused kernels: above it the column
-#: layout keeps up (``scripts/bench_search.py``, RESULTS.md).
-ROW_LAYOUT_MAX_CENTERS_X_FEATURES = 65536
+#: Most centres and largest ``k * d`` searched by the fused kernels, by the
+#: compile target's vector width (:mod:`kmeans_dask._kernels.vector_target`);
+#: above them the column layout is used. With AVX-512 the column layout kept
+#: up above 2048 centres or ``k * d = 65536`` (Intel Xeon, 2026-11); with AVX2 the
+#: fused kernels were faster at every shape measured, up to k = 16384 and
+#: ``k * d = 16384 * 256`` (AMD EPYC, 2026: ``scripts/bench_search.py``,
+#: RESULTS.md). Other targets (128-bit NEON or SSE) were not measured and
+#: keep the AVX-512 limits, which leave the large shapes to BLAS.
+_ROW_LAYOUT_LIMITS = {256: (16384, 16384 * 256)}
+ROW_LAYOUT_MAX_CENTERS, ROW_LAYOUT_MAX_CENTERS_X_FEATURES = _ROW_LAYOUT_LIMITS.get(
+    compile_target().vector_bits, (2048, 65536)
+)
 #: Smallest ``k * d`` searched by the fused kernels: below it most of their
 #: vector lanes would score padding and the column layout is faster.
 ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16

@@ -1,0 +1,142 @@
+"""Approximate assignment through the estimator: ``KMeans.fit`` with ``assign="auto"``.
+
+For each ``k`` it fits the same float32 blobs (``--rows`` x ``--features``,
+in ``--chunks`` Dask chunks) from the same initial centres (``k`` random
+rows) on one LocalCluster of ``--workers`` workers x ``--threads``
+threads, ``--iterations`` Lloyd iterations with ``tol=0``:
+
+* ``exact``: ``KMeans(assign="exact")``;
+* ``auto``: ``KMeans(assign="auto")`` (IVF over the centres at large k);
+* ``faiss.Kmeans``: from the same initial centres, no subsampling, with
+  ``workers x threads`` OpenMP threads, in this process.
+
+Each variant is fitted ``--repeats`` times, interleaved; the table gives
+the median whole-fit seconds (the final assignment pass included), the
+median per-iteration seconds of the fit's history, each variant's speed-up
+over ``auto`` and the relative gap of its final inertia to the exact fit's
+(every inertia computed exactly, over all rows, from the final centres).
+
+Usage::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python scripts/bench_assign_fit.py
+    python scripts/bench_assign_fit.py --ks 4096,16384 --repeats 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+from kmeans_dask.benchmark.data import initial_centers, make_blobs
+
+
+def exact_inertia(X: np.ndarray, centers: np.ndarray) -> float:
+    """Sum of squared distances of the rows to their nearest centre (exact search)."""
+    from kmeans_dask.backends.numpy_blas import exact_searcher
+
+    labels = exact_searcher(centers.astype(X.dtype)).nearest(X)
+    total = 0.0
+    for start in range(0, len(X), 65536):
+        rows = X[start : start + 65536].astype(np.float64)
+        diff = rows - centers[labels[start : start + 65536]].astype(np.float64)
+        total += float(np.einsum("ij,ij->", diff, diff))
+    return total
+
+
+def fit_ours(client, data, init: np.ndarray, assign: str, iterations: int):
+    """(seconds, per-iteration seconds, final centres) of one ``KMeans.fit``."""
+    from kmeans_dask import KMeans
+
+    model = KMeans(len(init), init=init, max_iter=iterations, tol=0.0, assign=assign)
+    start = time.perf_counter()
+    model.fit(data)
+    seconds = time.perf_counter() - start
+    per_iteration = statistics.median(record.seconds for record in model.history_)
+    return seconds, per_iteration, model.cluster_centers_
+
+
+def fit_faiss(X: np.ndarray, init: np.ndarray, iterations: int, threads: int):
+    """The same for ``faiss.Kmeans`` from ``init`` with ``threads`` OpenMP threads."""
+    import faiss
+
+    faiss.omp_set_num_threads(threads)
+    km = faiss.Kmeans(
+        X.shape[1],
+        len(init),
+        niter=iterations,
+        max_points_per_centroid=len(X),
+        min_points_per_centroid=1,
+        seed=0,
+    )
+    start = time.perf_counter()
+    km.train(X, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
+    seconds = time.perf_counter() - start
+    times = np.diff([0.0, *[float(s["time"]) for s in km.iteration_stats]])
+    return seconds, float(np.median(times)), km.centroids
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--features", type=int, default=128)
+    parser.add_argument("--ks", default="4096", help="k values, comma-separated")
+    parser.add_argument("--chunks", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="threads per worker")
+    parser.add_argument("--iterations", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    import dask.array as da
+    from distributed import Client, LocalCluster
+
+    X = make_blobs(args.rows, args.features, 1024, args.seed)
+    data = da.from_array(X, chunks=(-(-args.rows // args.chunks), args.features))
+    print(
+        f"{args.rows} x {args.features} float32 in {args.chunks} chunks, "
+        f"{args.workers} worker(s) x {args.threads} threads, {args.iterations} iterations"
+    )
+    print("| k | variant | fit s | s/iteration | auto's speed-up over it | inertia gap to exact |")
+    print("|---:|---|---:|---:|---:|---:|")
+    with (
+        LocalCluster(
+            n_workers=args.workers,
+            threads_per_worker=args.threads,
+            processes=True,
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        data = client.persist(data)
+        for k in (int(v) for v in args.ks.split(",")):
+            init = initial_centers(X, k, args.seed)
+            variants = {
+                "exact": lambda init=init: fit_ours(client, data, init, "exact", args.iterations),
+                "auto": lambda init=init: fit_ours(client, data, init, "auto", args.iterations),
+                "faiss.Kmeans": lambda init=init: fit_faiss(
+                    X, init, args.iterations, args.workers * args.threads
+                ),
+            }
+            fit_ours(client, data, init, "auto", 1)  # compile and warm the workers
+            results: dict[str, list] = {name: [] for name in variants}
+            for _ in range(args.repeats):
+                for name, run in variants.items():
+                    results[name].append(run())
+            inertia = {name: exact_inertia(X, runs[-1][2]) for name, runs in results.items()}
+            auto_seconds = statistics.median(run[0] for run in results["auto"])
+            for name, runs in results.items():
+                seconds = statistics.median(run[0] for run in runs)
+                per_iteration = statistics.median(run[1] for run in runs)
+                gap = (inertia[name] - inertia["exact"]) / inertia["exact"]
+                print(
+                    f"| {k} | {name} | {seconds:.2f} | {per_iteration:.3f} | "
+                    f"{seconds / auto_seconds:.2f}x | {gap:+.4%} |"
+                )
+
+
+if __name__ == "__main__":
+    main()
