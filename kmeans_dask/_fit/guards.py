@@ -1,15 +1,19 @@
-"""What every entry point of the estimator wraps its work in: validated
-parameters, and an estimator left exactly as it was when the work fails."""
+"""What every entry point of the estimator wraps its work in (validated
+parameters, an estimator left exactly as it was when the work fails) and
+the warnings about a finished fit."""
 
 from __future__ import annotations
 
 import copy
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
+from sklearn.exceptions import ConvergenceWarning
 
+from kmeans_dask._fit.lloyd import LloydResult
 from kmeans_dask._fit.validation import validate_params
 
 
@@ -50,3 +54,23 @@ def unchanged_on_error(estimator: Any) -> Iterator[None]:
         for generator, state in generators:
             generator.set_state(state)
         raise
+
+
+def warn_if_incomplete(result: LloydResult, n_clusters: int, max_iter: int, tol: float) -> None:
+    """Warn, as scikit-learn does, when the kept run did not converge or left
+    clusters empty (``ConvergenceWarning``, pointing at the caller of ``fit``)."""
+    if not result.converged:
+        warnings.warn(
+            f"KMeans stopped at max_iter={max_iter} before converging: in the last "
+            f"iteration the centres moved more than tol={tol} (times the data's mean "
+            "variance) allows. Increase max_iter or tol; verbose=1 shows the shifts.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    if result.n_nonempty < n_clusters:
+        warnings.warn(
+            f"Number of distinct clusters ({result.n_nonempty}) found smaller than "
+            f"n_clusters ({n_clusters}). Possibly due to duplicate points in X.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
