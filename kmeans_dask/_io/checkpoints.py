@@ -8,7 +8,7 @@ history and final inertia (null while it runs), and whether all finished.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, field, is_dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import msgspec
@@ -16,6 +16,7 @@ import numpy as np
 
 from kmeans_dask._io.safe_files import (
     FLOATS,
+    Content,
     Count,
     FileKind,
     FileProblem,
@@ -23,7 +24,6 @@ from kmeans_dask._io.safe_files import (
     NonNegative,
     Tensor,
     as_array,
-    convert,
     plain,
     read,
     write,
@@ -46,7 +46,7 @@ class Run(msgspec.Struct, forbid_unknown_fields=True):
     inertia: NonNegative | None
 
 
-class CheckpointContent(msgspec.Struct, forbid_unknown_fields=True):
+class CheckpointContent(Content):
     fingerprint: Annotated[str, msgspec.Meta(min_length=1)]
     seeds: list[int]
     runs: list[Run]
@@ -61,13 +61,14 @@ class CheckpointContent(msgspec.Struct, forbid_unknown_fields=True):
         if self.completed and not finished:
             raise ValueError("completed is true, but not every run finished")
 
+    def tensors(self) -> dict[str, Tensor]:
+        return {"centers": Tensor((len(self.runs), None, None), FLOATS)}
+
 
 CHECKPOINT = FileKind(
     "kmeans_dask.checkpoint",
     CHECKPOINT_FORMAT_VERSION,
-    lambda fields: convert(fields, CheckpointContent),
-    lambda content: {"centers": Tensor((len(content.runs), None, None), FLOATS)},
-    lambda content, tensors: None,
+    CheckpointContent,
     older="delete it to start the fit over",
     legacy="the layout of kmeans_dask 0.1.0 checkpoints, which this version cannot resume: "
     "delete it to start the fit over",
@@ -124,13 +125,13 @@ def write_checkpoint(path: str | os.PathLike, state: CheckpointState) -> None:
             "fingerprint": state.fingerprint,
             "seeds": plain(state.seeds),
             "runs": [
-                {"history": plain(_history(run.history)), "inertia": plain(run.inertia)}
+                {"history": plain(run.history), "inertia": plain(run.inertia)}
                 for run in state.runs
             ],
             "completed": state.completed,
         }
         tensors = {"centers": np.stack(centers) if centers else np.zeros((0, 0, 0))}
-        write(target, CHECKPOINT, CHECKPOINT.content(fields), tensors)
+        write(target, CHECKPOINT, fields, tensors)
     except FileProblem as exc:
         raise ValueError(f"cannot write checkpoint '{target}': {exc}") from None
 
@@ -156,9 +157,3 @@ def read_checkpoint(path: str | os.PathLike) -> CheckpointState | None:
         for centers, run in zip(tensors["centers"], content.runs, strict=True)
     ]
     return CheckpointState(content.fingerprint, content.seeds, runs, content.completed)
-
-
-def _history(history: Any) -> Any:
-    if isinstance(history, list | tuple):
-        return [asdict(r) if is_dataclass(r) and not isinstance(r, type) else r for r in history]
-    return history

@@ -22,6 +22,7 @@ from kmeans_dask._io.output_paths import check_readable_file
 from kmeans_dask._io.safe_files import (
     DTYPES,
     FLOATS,
+    Content,
     Count,
     FileKind,
     FileProblem,
@@ -57,12 +58,20 @@ class Attributes(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True)
             )
 
 
-class ModelContent(msgspec.Struct, forbid_unknown_fields=True):
-    params: dict[Annotated[str, msgspec.Meta(pattern=r"^[^\W\d]\w*$")], Scalar | dict[str, Scalar]]
+class ModelContent(Content):
+    params: dict[Annotated[str, msgspec.Meta(pattern=r"^[^\W\d]\w*$")], Any]
     array_params: list[Literal["init"]]
     attributes: Attributes
 
     def __post_init__(self) -> None:
+        for name, value in self.params.items():  # checked here to name the parameter
+            try:
+                convert(value, Scalar | dict[str, Scalar])
+            except FileProblem:
+                raise ValueError(
+                    f"parameter {name!r} is {value!r}; only None, bool, int, finite float, "
+                    "str, a dict of those with str keys, or an init array can be stored"
+                ) from None
         n_clusters = self.params.get("n_clusters")
         if type(n_clusters) is not int or n_clusters < 1:
             raise ValueError(f"parameter 'n_clusters' must be an integer >= 1, got {n_clusters!r}")
@@ -70,42 +79,24 @@ class ModelContent(msgspec.Struct, forbid_unknown_fields=True):
         if twice or len(set(self.array_params)) < len(self.array_params):
             raise ValueError(f"parameters {self.array_params} are stored twice")
 
+    def tensors(self) -> dict[str, Tensor]:
+        shape = (self.params["n_clusters"], self.attributes.n_features_in_)
+        tensors = {CENTERS: Tensor(shape, FLOATS), WEIGHTS: Tensor(shape[:1], ("F64",), False)}
+        tensors.update(
+            {f"params.{name}": Tensor(shape, tuple(DTYPES)) for name in self.array_params}
+        )
+        return tensors
 
-def _content(fields: Any) -> ModelContent:
-    """The content, with a refused parameter named (msgspec says only ``$.params[...]``)."""
-    params = fields.get("params") if isinstance(fields, dict) else None
-    for name, value in params.items() if isinstance(params, dict) else ():
-        try:
-            convert(value, Scalar | dict[str, Scalar])
-        except FileProblem:
-            raise FileProblem(
-                f"parameter {name!r} is {value!r}; only None, bool, int, finite float, str, "
-                "a dict of those with str keys, or an init array can be stored"
-            ) from None
-    return convert(fields, ModelContent)
-
-
-def _tensors(content: ModelContent) -> dict[str, Tensor]:
-    shape = (content.params["n_clusters"], content.attributes.n_features_in_)
-    tensors = {CENTERS: Tensor(shape, FLOATS), WEIGHTS: Tensor(shape[:1], ("F64",), False)}
-    tensors.update(
-        {f"params.{name}": Tensor(shape, tuple(DTYPES)) for name in content.array_params}
-    )
-    return tensors
-
-
-def _check_weights(content: ModelContent, tensors: dict[str, np.ndarray]) -> None:
-    negative = int(np.count_nonzero(tensors[WEIGHTS] < 0)) if WEIGHTS in tensors else 0
-    if negative:
-        raise FileProblem(f"{WEIGHTS} contains {negative} negative value(s)")
+    def check(self, tensors: dict[str, np.ndarray]) -> None:
+        negative = int(np.count_nonzero(tensors[WEIGHTS] < 0)) if WEIGHTS in tensors else 0
+        if negative:
+            raise FileProblem(f"{WEIGHTS} contains {negative} negative value(s)")
 
 
 MODEL = FileKind(
     "kmeans_dask.model",
     MODEL_FORMAT_VERSION,
-    _content,
-    _tensors,
-    _check_weights,
+    ModelContent,
     older="save the model again with this version",
     legacy="the layout of kmeans_dask 0.1.0 model files, which this version reads only to "
     "convert them: run `kmeans-dask convert OLD.npz NEW.safetensors`",
@@ -163,7 +154,7 @@ def save_model(
                 fields["array_params"].append(name)
             else:
                 fields["params"][name] = plain(value)
-        write(target, MODEL, MODEL.content(fields), tensors)
+        write(target, MODEL, fields, tensors)
     except FileProblem as exc:
         raise ValueError(f"cannot save model to '{target}': {exc}") from None
 

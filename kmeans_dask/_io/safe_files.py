@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, NamedTuple
 
@@ -54,18 +54,24 @@ class Tensor(NamedTuple):
     required: bool = True
 
 
+class Content(msgspec.Struct, forbid_unknown_fields=True):
+    """A kind's content schema, which also declares the tensors that go with it."""
+
+    def tensors(self) -> dict[str, Tensor]:
+        """The tensors a file with this content holds."""
+        raise NotImplementedError
+
+    def check(self, tensors: dict[str, np.ndarray]) -> None:
+        """Checks on the (finite) values beyond their dtypes and shapes, raising FileProblem."""
+
+
 @dataclass(frozen=True)
 class FileKind:
-    """One kind of file: its marker, version, content schema and tensor rules."""
+    """One kind of file: its marker, version and content schema."""
 
     format: str
     version: int
-    content: Callable[[Any], Any]
-    """Plain values (parsed JSON) to the content's Struct, raising FileProblem."""
-    tensors: Callable[[Any], dict[str, Tensor]]
-    """The tensors a file with this content holds."""
-    check: Callable[[Any, dict[str, np.ndarray]], None]
-    """Checks on the values, raising FileProblem."""
+    schema: type[Content]
     older: str
     """What to do with a file of an older format_version."""
     legacy: str
@@ -82,14 +88,14 @@ def convert(fields: Any, schema: Any) -> Any:
 
 
 def plain(value: Any) -> Any:
-    """NumPy scalars and arrays, tuples and mappings as plain Python values."""
+    """``value`` as plain Python values: NumPy scalars and arrays, dataclasses too."""
+    return msgspec.to_builtins(value, enc_hook=_numpy_to_builtins)
+
+
+def _numpy_to_builtins(value: Any) -> Any:
     if isinstance(value, np.generic | np.ndarray):
         return value.tolist()
-    if isinstance(value, Mapping):
-        return {key: plain(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(item) for item in value]
-    return value
+    raise FileProblem(f"{value!r} ({type(value).__name__}) cannot be stored")
 
 
 def as_array(value: Any, what: str) -> np.ndarray:
@@ -105,8 +111,10 @@ def as_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
-def write(path: str, kind: FileKind, content: Any, tensors: dict[str, np.ndarray]) -> None:
-    """Check ``tensors`` as reading them back would, then write the file atomically."""
+def write(path: str, kind: FileKind, fields: Any, tensors: dict[str, np.ndarray]) -> None:
+    """Check ``fields`` (plain values) and ``tensors`` as reading them back would,
+    then write the file atomically."""
+    content = convert(fields, kind.schema)
     header = {name: (a.shape, _CODES[a.dtype.newbyteorder("<")]) for name, a in tensors.items()}
     _check(kind, content, header, tensors)
     text = msgspec.json.encode(content).decode()
@@ -177,7 +185,7 @@ def _content(kind: FileKind, metadata: dict[str, str]) -> tuple[int, Any]:
         raise
     except (ValueError, RecursionError) as exc:
         raise FileProblem(f"its content is not valid JSON: {exc}") from None
-    return version, kind.content(fields)
+    return version, convert(fields, kind.schema)
 
 
 def _check(
@@ -187,7 +195,7 @@ def _check(
     tensors: dict[str, np.ndarray] | None = None,
 ) -> None:
     """The tensors' names, dtypes and shapes; with ``tensors``, their values too."""
-    expected = kind.tensors(content)
+    expected = content.tensors()
     missing = sorted(
         name for name, spec in expected.items() if spec.required and name not in header
     )
@@ -213,7 +221,7 @@ def _check(
         bad = int(np.count_nonzero(~np.isfinite(array)))
         if bad:
             raise FileProblem(f"{name} contains {bad} non-finite value(s)")
-    kind.check(content, tensors)
+    content.check(tensors)
 
 
 def _dtype_name(code: str) -> str:
