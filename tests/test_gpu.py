@@ -76,3 +76,31 @@ def test_cupy_input_is_fitted_on_the_gpu_with_auto(gpu_client):
     model = KMeans(12, init=init, max_iter=10, tol=0).fit(X_gpu)
     reference = KMeans(12, init=init, max_iter=10, tol=0).fit(X)
     assert_allclose(model.cluster_centers_, reference.cluster_centers_, rtol=1e-3, atol=1e-3)
+
+
+def test_data_larger_than_the_gpu_is_staged_from_host_memory_with_the_same_result(monkeypatch):
+    """With no room left on the GPU, every chunk stays in host memory and is staged per pass."""
+    from distributed import Client, LocalCluster
+
+    import kmeans_dask._worker.cupy_ops as cupy_ops
+
+    X, init = _data()
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, processes=False) as cluster,
+        Client(cluster),
+    ):
+        resident = KMeans(12, init=init, max_iter=10, tol=0, backend="cupy").fit(X)
+        placed = []
+
+        class CountedStagedOps(cupy_ops.StagedOps):
+            def place(self, block, weights, offset, dtype):
+                placed.append(offset)
+                return super().place(block, weights, offset, dtype)
+
+        monkeypatch.setattr(cupy_ops, "device_memory", lambda: (0, 80 * 2**30))
+        monkeypatch.setattr(cupy_ops, "StagedOps", CountedStagedOps)
+        staged = KMeans(12, init=init, max_iter=10, tol=0, backend="cupy").fit(X)
+    assert placed  # the chunks were kept in host memory
+    assert_array_equal(staged.cluster_centers_, resident.cluster_centers_)
+    assert staged.inertia_ == resident.inertia_
+    assert_array_equal(staged.labels_, resident.labels_)

@@ -56,8 +56,11 @@ class SimulatedGPUOps(CuPyOps):
     def __reduce__(self):
         return SimulatedGPUOps, ()
 
-    def place(self, block, weights, offset, dtype):
-        return super(CuPyOps, self).place(block, weights, offset, dtype)
+    def place(self, block, weights, offset, dtype):  # no GPU memory to ask about
+        return self.resident(block, weights, offset, dtype)
+
+    def resident(self, block, weights, offset, dtype):
+        return super(CuPyOps, self).resident(block, weights, offset, dtype)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,10 @@ class ArrayAPIOps:
     # --- moving rows ---------------------------------------------------------------
 
     def place(self, block, weights, offset: int, dtype) -> Chunk:
+        return self.resident(block, weights, offset, dtype)
+
+    def resident(self, block, weights, offset: int, dtype) -> Chunk:
+        """A chunk of ``block`` in this library's memory (what ``place`` does here)."""
         xp = self.xp
         dtype = _xp_dtype(xp, dtype)
         data = xp.asarray(_host_or_same(block, xp), dtype=dtype)

@@ -2,7 +2,9 @@
 
 Rows are copied to the worker's GPU once, when placed (never again per
 iteration, as faiss-gpu's k-means does), and every pass runs there: only
-k x d float64 statistics and small results come back. Everything but the
+k x d float64 statistics and small results come back. Chunks that do not
+fit beside the resident ones (data larger than the GPUs' memory) stay in
+host memory and are staged into the GPU for each pass (:mod:`.staged_ops`). Everything but the
 search is the array-API code of :class:`~kmeans_dask._worker.array_api_ops.ArrayAPIOps`
 over CuPy, so it is exercised in CI on NumPy and array-api-strict; per-cluster
 sums are one-hot GEMMs (deterministic, unlike ``bincount``'s atomics). The
@@ -21,11 +23,14 @@ import numpy as np
 
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps, nearest_rows
 from kmeans_dask._worker.chunks import Chunk
+from kmeans_dask._worker.staged_ops import StagedOps
 
 #: Above this many centres the GEMM search is used even where the centres
 #: fit in shared memory: cuBLAS keeps the tensor cores busy, one thread per
 #: row does not.
 FUSED_MAX_CENTERS = 256
+#: Share of a GPU's memory that resident chunks leave free.
+HEADROOM = 0.25
 
 
 class CuPyOps(ArrayAPIOps):
@@ -51,8 +56,17 @@ class CuPyOps(ArrayAPIOps):
         return labels if self.labels_on_device else self.to_host(labels)
 
     def place(self, block, weights, offset: int, dtype) -> Chunk:
+        """The rows on the GPU, or host rows staged per pass if the GPU has no room left."""
         require_gpu()
-        return super().place(block, weights, offset, dtype)
+        if isinstance(block, np.ndarray):
+            nbytes = block.shape[0] * block.shape[1] * np.dtype(dtype).itemsize
+            if not stays_resident(nbytes, *device_memory()):
+                return StagedOps(self).place(block, weights, offset, dtype)
+        return self.resident(block, weights, offset, dtype)
+
+    def resident(self, block, weights, offset: int, dtype) -> Chunk:
+        require_gpu()
+        return super().resident(block, weights, offset, dtype)
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
         from kmeans_dask._kernels.cuda_search import fits_fused, nearest_fused
@@ -69,6 +83,22 @@ class CuPyOps(ArrayAPIOps):
         sq_dist = xp.empty(chunk.n_rows, dtype=xp.float64)
         nearest_fused(chunk.data, on_device, center_sq_norms, labels, sq_dist)
         return labels, sq_dist
+
+
+def stays_resident(nbytes: int, free_bytes: int, total_bytes: int) -> bool:
+    """Whether a chunk of ``nbytes`` is kept on a GPU with ``free_bytes`` of ``total_bytes`` free.
+
+    :data:`HEADROOM` of the GPU stays free for the passes' scratch and the
+    staged chunks; a chunk beyond it stays in host memory (:mod:`.staged_ops`).
+    """
+    return nbytes <= free_bytes - HEADROOM * total_bytes
+
+
+def device_memory() -> tuple[int, int]:
+    """Free and total bytes of the current GPU (what CuPy's pool holds counts as free)."""
+    cupy = require_cupy()
+    free, total = cupy.cuda.Device().mem_info
+    return free + cupy.get_default_memory_pool().free_bytes(), total
 
 
 def require_cupy(backend: str = "cupy"):
