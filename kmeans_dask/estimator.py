@@ -27,6 +27,7 @@ from kmeans_dask._fit.apply import (
     raise_if_nonfinite,
     weighted_inertia,
 )
+from kmeans_dask._fit.batch_rows import is_device_batch
 from kmeans_dask._fit.cluster_fit import fit_on_cluster
 from kmeans_dask._fit.fit_request import resolve_fit
 from kmeans_dask._fit.guards import unchanged_on_error, validated_params, warn_if_incomplete
@@ -37,7 +38,9 @@ from kmeans_dask._fit.validation import (
     validate_params,
 )
 from kmeans_dask._io.inputs import (
+    as_host_array,
     as_local_array,
+    check_device_batch,
     check_input,
     check_sample_weight,
     is_dask_array,
@@ -273,7 +276,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         Parameters
         ----------
         X : array-like, dask.array or cupy array of shape (n_rows, n_features)
-            One batch; it is brought into client memory.
+            One batch, brought into the client; a CuPy batch is worked on in
+            its GPU's memory, and ``labels_`` stays there.
         y : None
             Ignored.
         sample_weight : array-like of shape (n_rows,), default=None
@@ -298,9 +302,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         stream (as messages name it); returns the batch's number of rows."""
         with unchanged_on_error(self), validated_params(self):
             fitted = hasattr(self, "cluster_centers_")
-            batch, _ = check_input(self, as_local_array(X), reset=not fitted)
-            batch = as_local_array(batch)  # a Zarr batch comes back as a Dask array
-            weights = check_sample_weight(as_local_array(sample_weight), batch.shape[0])
+            batch = as_local_array(X)
+            if is_device_batch(batch):  # worked on where it is (a GPU's memory)
+                batch = check_device_batch(self, batch, reset=not fitted)
+            else:  # a Zarr batch comes back as a Dask array
+                batch = as_local_array(check_input(self, batch, reset=not fitted)[0])
+            weights = check_sample_weight(as_host_array(sample_weight), batch.shape[0])
             stream = self.__dict__.get("_stream")
             if stream is None and fitted:
                 stream = resumed_stream(

@@ -104,3 +104,15 @@ def test_data_larger_than_the_gpu_is_staged_from_host_memory_with_the_same_resul
     assert_array_equal(staged.cluster_centers_, resident.cluster_centers_)
     assert staged.inertia_ == resident.inertia_
     assert_array_equal(staged.labels_, resident.labels_)
+
+
+def test_partial_fit_on_cupy_batches_runs_on_the_gpu_and_keeps_labels_there():
+    import cupy
+
+    X, _ = _data(np.float32)
+    on_host, on_gpu = KMeans(12, random_state=0), KMeans(12, random_state=0)
+    for start in range(0, len(X), 5000):
+        on_host.partial_fit(X[start : start + 5000])
+        on_gpu.partial_fit(cupy.asarray(X[start : start + 5000]))
+        assert isinstance(on_gpu.labels_, cupy.ndarray)
+    assert_allclose(on_gpu.cluster_centers_, on_host.cluster_centers_, rtol=1e-4, atol=1e-4)

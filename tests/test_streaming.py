@@ -151,25 +151,64 @@ def test_save_unfitted_and_load_garbage_are_refused(tmp_path):
         kmeans_dask.load(tmp_path / "missing.safetensors")
 
 
-class _FakeCupyArray:
-    """Stands in for a CuPy array on machines without a GPU: ``.get()`` to host."""
-
-    __module__ = "cupy._core.core"
-
-    def __init__(self, host):
-        self._host = host
-
-    def get(self):
-        return self._host
+# --- batches of another array library (CuPy on a GPU; array-api-strict here) ---------
 
 
-def test_cupy_batches_are_brought_to_the_host(batches):
-    on_host = KMeans(5, random_state=3)
-    from_device = KMeans(5, random_state=3)
-    for batch in batches[:3]:
-        on_host.partial_fit(batch)
-        from_device.partial_fit(_FakeCupyArray(batch))
-    assert_array_equal(from_device.cluster_centers_, on_host.cluster_centers_)
+def _strict(array):
+    xp = pytest.importorskip("array_api_strict", reason="array-api-strict is a test dependency")
+    return xp.asarray(array)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_array_api_batches_are_worked_on_in_their_own_memory(batches, dtype, weighted):
+    """The stream of array-API batches is the stream of the same NumPy batches; labels_
+    stay in the batch's memory."""
+    rng = np.random.default_rng(4)
+    on_host = KMeans(5, random_state=3, reassignment_ratio=0.2)
+    in_place = KMeans(5, random_state=3, reassignment_ratio=0.2)
+    for batch in batches:
+        batch = batch.astype(dtype)
+        weights = rng.uniform(0.5, 2.0, len(batch)) if weighted else None
+        on_host.partial_fit(batch, sample_weight=weights)
+        in_place.partial_fit(_strict(batch), sample_weight=weights)
+        assert type(in_place.labels_).__module__.startswith("array_api_strict")
+        assert_array_equal(np.from_dlpack(in_place.labels_), on_host.labels_)
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    assert_allclose(in_place.cluster_centers_, on_host.cluster_centers_, rtol=rtol)
+    assert in_place.cluster_centers_.dtype == dtype
+    assert_array_equal(in_place.cluster_weights_, on_host.cluster_weights_)
+    assert in_place.inertia_ == pytest.approx(on_host.inertia_, rel=rtol)
+    assert in_place.n_features_in_ == 3
+
+
+def test_array_api_batches_carry_on_a_fitted_model_and_stream(batches):
+    fitted = KMeans(5, random_state=0).fit(np.vstack(batches[:2]))
+    reference = kmeans_dask.KMeans(5, random_state=0).fit(np.vstack(batches[:2]))
+    fitted.fit_stream(_strict(batch) for batch in batches[2:])
+    reference.fit_stream(batches[2:])
+    assert_allclose(fitted.cluster_centers_, reference.cluster_centers_, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("batch", "error", "match"),
+    [
+        (lambda b: b[:, :2], ValueError, "X has 2 features, but KMeans is expecting 3"),
+        (lambda b: b[0], ValueError, r"Expected a 2D array, got a 1D array of shape \(3,\)"),
+        (lambda b: np.where(np.arange(len(b))[:, None] == 7, np.nan, b), ValueError, "row 7"),
+        (lambda b: b > 0, None, None),  # booleans are numbers, as for NumPy batches
+    ],
+)
+def test_array_api_batches_are_refused_as_numpy_batches_are(batches, batch, error, match):
+    model = KMeans(5, random_state=0).partial_fit(batches[0])
+    before = _stream_state(model)
+    if error is None:
+        model.partial_fit(_strict(batch(batches[1])))
+        assert model.n_steps_ == 2
+        return
+    with pytest.raises(error, match=match):
+        model.partial_fit(_strict(batch(batches[1])))
+    _assert_same_stream_state(model, before)
 
 
 # --- a refused stream changes nothing ------------------------------------------------

@@ -1,7 +1,8 @@
 """Mini-batch k-means on a stream of batches: the pure update behind ``partial_fit``.
 
-Nothing here knows about Dask: one batch is a NumPy array that fits in
-memory, and each call returns a *new* :class:`StreamState`. The input state
+Nothing here knows about Dask: one batch is an array that fits in memory
+(NumPy, or CuPy worked on in its GPU: :mod:`.batch_rows`), and each call
+returns a *new* :class:`StreamState`. The input state
 is never modified, and the random generator is only consumed once the batch
 has been validated, so a batch that is rejected leaves the model as it was.
 
@@ -97,6 +98,7 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
+from kmeans_dask._fit.batch_rows import DeviceRows, HostRows, host_dtype, is_device_batch
 from kmeans_dask._fit.validation import (
     check_finite,
     check_init_array,
@@ -104,8 +106,7 @@ from kmeans_dask._fit.validation import (
     check_weights_valid,
 )
 from kmeans_dask._io.inputs import check_sample_weight
-from kmeans_dask._worker.host_ops import statistics_and_labels
-from kmeans_dask._worker.results import N_REPORTED_POSITIONS, nonfinite_positions
+from kmeans_dask._worker.results import N_REPORTED_POSITIONS
 
 #: Rows seen between two reassignment checks, per cluster (scikit-learn's rule).
 ROWS_PER_REASSIGN_CHECK = 10
@@ -262,7 +263,7 @@ def minibatch_update(
     row_weights = _check_weights(weights, n_rows, first_row)
     batch_weight = _check_magnitudes(data, row_weights, state)
 
-    stats, _, _ = statistics_and_labels(data, row_weights, centers, backend)
+    stats = data.statistics(row_weights, centers, backend)
 
     old_counts = np.asarray(state.counts, dtype=np.float64)
     decayed = old_counts * decay
@@ -356,8 +357,8 @@ default="k-means++"
             "random_state must be a numpy.random.RandomState (the same one for every batch), "
             f"got {type(random_state).__name__}"
         )
-    raw = np.asarray(first_batch)
-    dtype = np.float32 if raw.dtype == np.float32 else np.float64
+    raw = first_batch if is_device_batch(first_batch) else np.asarray(first_batch)
+    dtype = np.float32 if host_dtype(raw.dtype) == np.float32 else np.float64
     if raw.ndim != 2:
         raise ValueError(
             f"first batch must be 2-D (n_rows, n_features), got an array of shape {raw.shape}"
@@ -386,7 +387,7 @@ default="k-means++"
             )
         if init == "k-means++":
             centers, _ = kmeans_plusplus(
-                data, n_clusters, sample_weight=row_weights, random_state=random_state
+                data.on_host(), n_clusters, sample_weight=row_weights, random_state=random_state
             )
         else:
             # The same call as scikit-learn's ``init="random"`` (unit weights if None).
@@ -394,7 +395,7 @@ default="k-means++"
             rows = random_state.choice(
                 n_rows, size=n_clusters, replace=False, p=sampling / sampling.sum()
             )
-            centers = data[rows]
+            centers = data.rows(rows)
     else:
         centers = check_init_array(init, n_clusters, n_features, dtype)
 
@@ -427,13 +428,18 @@ def _check_ratio(ratio: float) -> None:
         raise ValueError(f"reassignment_ratio must be >= 0, got reassignment_ratio={ratio}")
 
 
-def _check_batch(batch: Any, n_features: int, dtype: np.dtype, first_row: int) -> np.ndarray:
-    """The batch as C-contiguous rows of ``dtype``, checked for shape and finiteness.
+def _check_batch(batch: Any, n_features: int, dtype: np.dtype, first_row: int) -> HostRows:
+    """The batch as rows of ``dtype`` (C-contiguous on the host), checked for shape
+    and finiteness; a batch already checked is returned as it is.
 
     Rows are named in messages as ``first_row`` plus their index in the batch.
     """
-    data = np.asarray(batch)
-    if data.dtype.kind not in "biuf":
+    if isinstance(batch, HostRows):
+        return batch
+    device = is_device_batch(batch)
+    data = batch if device else np.asarray(batch)
+    kind = host_dtype(data.dtype).kind
+    if kind not in "biuf":
         raise TypeError(f"batch must be numeric, got dtype {data.dtype}")
     if data.ndim != 2:
         raise ValueError(
@@ -445,9 +451,13 @@ def _check_batch(batch: Any, n_features: int, dtype: np.dtype, first_row: int) -
         raise ValueError(
             f"batch has {data.shape[1]} features, but the model has {n_features} features"
         )
-    data = np.ascontiguousarray(data, dtype=dtype)
-    check_finite(*nonfinite_positions(data, first_row), name="batch")
-    return data
+    if device:
+        rows: HostRows = DeviceRows(data)
+        rows.data = rows.ops.xp.astype(data, getattr(rows.ops.xp, np.dtype(dtype).name))
+    else:
+        rows = HostRows(np.ascontiguousarray(data, dtype=dtype))
+    check_finite(*rows.nonfinite(first_row), name="batch")
+    return rows
 
 
 def _check_weights(weights: Any, n_rows: int, first_row: int) -> np.ndarray | None:
@@ -462,14 +472,14 @@ def _check_weights(weights: Any, n_rows: int, first_row: int) -> np.ndarray | No
 
 
 def _check_magnitudes(
-    data: np.ndarray, weights: np.ndarray | None, state: StreamState | None
+    data: HostRows, weights: np.ndarray | None, state: StreamState | None
 ) -> float:
     """Refuse a batch whose update could overflow (with the model's state, if any);
     return the batch's weight."""
     with np.errstate(over="ignore"):  # an overflow is refused below
         batch_weight = float(data.shape[0]) if weights is None else float(weights.sum())
     # Centres lie within the range of the rows seen, which bounds every sum.
-    largest = np.abs(data).max(axis=0)
+    largest = data.column_max_abs()
     total_weight = batch_weight
     if state is not None:
         largest = np.maximum(largest, np.abs(state.centers).max(axis=0))
@@ -483,7 +493,7 @@ def _check_magnitudes(
 def _reassign(
     centers: np.ndarray,
     counts: np.ndarray,
-    data: np.ndarray,
+    data: HostRows,
     weights: np.ndarray | None,
     ratio: float,
     random_state: np.random.RandomState,
@@ -510,6 +520,6 @@ def _reassign(
         rows = random_state.choice(
             n_rows, replace=False, size=n_reassign, p=weights / weights.sum()
         )
-    centers[to_reassign] = data[rows]
+    centers[to_reassign] = data.rows(rows)
     counts[to_reassign] = np.min(counts[~to_reassign])
     return n_reassign

@@ -30,14 +30,49 @@ def is_zarr_source(X: Any) -> bool:
 
 
 def as_local_array(X: Any) -> Any:
-    """Bring a batch into client memory: Dask arrays are computed, CuPy moved to NumPy.
+    """Bring a batch into the client: Dask arrays are computed (CuPy blocks stay CuPy).
 
-    Anything else (NumPy, lists, DataFrames, None) is returned unchanged.
+    Anything else (NumPy, CuPy, lists, DataFrames, None) is returned unchanged.
     """
-    if is_dask_array(X):
-        X = X.compute()
-    if type(X).__module__.split(".")[0] == "cupy":
-        X = X.get()
+    return X.compute() if is_dask_array(X) else X
+
+
+def as_host_array(X: Any) -> Any:
+    """:func:`as_local_array`, with arrays of other libraries (CuPy) copied into NumPy."""
+    X = as_local_array(X)
+    if not isinstance(X, np.ndarray) and hasattr(X, "__array_namespace__"):
+        return X.get() if hasattr(X, "get") else np.from_dlpack(X)
+    return X
+
+
+def check_device_batch(estimator: Any, X: Any, *, reset: bool) -> Any:
+    """A batch of an array-API library other than NumPy (CuPy), checked in its memory.
+
+    As scikit-learn checks NumPy input: 2-D, numeric (float32 stays float32,
+    anything else becomes float64), and the fitted number of features;
+    ``reset`` sets ``n_features_in_`` instead (and forgets column names).
+    Finiteness is checked where the batch is used.
+    """
+    from array_api_compat import array_namespace
+
+    xp = array_namespace(X)
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected a 2D array, got a {X.ndim}D array of shape {tuple(X.shape)} instead; "
+            "give a batch of shape (n_rows, n_features)"
+        )
+    if not xp.isdtype(X.dtype, ("bool", "integral", "real floating")):
+        raise TypeError(f"batch must be numeric, got dtype {X.dtype}")
+    if X.dtype != xp.float32:
+        X = xp.astype(X, xp.float64)
+    if reset:
+        estimator.n_features_in_ = X.shape[1]
+        estimator.__dict__.pop("feature_names_in_", None)
+    elif X.shape[1] != estimator.n_features_in_:
+        raise ValueError(
+            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+            f"{estimator.n_features_in_} features as input."
+        )
     return X
 
 
