@@ -27,7 +27,6 @@ from kmeans_dask._fit.apply import (
     raise_if_nonfinite,
     weighted_inertia,
 )
-from kmeans_dask._fit.batch_rows import is_device_batch
 from kmeans_dask._fit.cluster_fit import fit_on_cluster
 from kmeans_dask._fit.fit_request import resolve_fit
 from kmeans_dask._fit.guards import unchanged_on_error, validated_params, warn_if_incomplete
@@ -44,6 +43,7 @@ from kmeans_dask._io.inputs import (
     check_input,
     check_sample_weight,
     is_dask_array,
+    is_device_array,
 )
 from kmeans_dask._io.model_files import load_estimator, save_estimator
 
@@ -246,14 +246,16 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
             Fitted estimator.
         """
         with unchanged_on_error(self), validated_params(self):
-            X, zarr_array = check_input(self, X, reset=True)
-            request = resolve_fit(X, zarr_array, sample_weight, self.get_params(), checkpoint)
+            checked, zarr_array = check_input(self, X, reset=True)
+            params = self.get_params()
+            request = resolve_fit(checked, zarr_array, sample_weight, params, checkpoint)
             outcome = fit_on_cluster(request, self._report)
         best = outcome.result
         warn_if_incomplete(best, self.n_clusters, self.max_iter, self.tol)
         self.cluster_centers_ = best.centers
         # Streamed (out-of-core) fits keep no labels in memory: they are lazy.
-        self.labels_ = outcome.labels if outcome.labels is not None else self.predict(request.X)
+        labels = outcome.labels if outcome.labels is not None else self.predict(request.X)
+        self.labels_ = _like_input(X, labels)
         self.inertia_ = best.inertia
         self.n_iter_ = best.n_iter
         self.history_ = History(best.history)
@@ -303,7 +305,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         with unchanged_on_error(self), validated_params(self):
             fitted = hasattr(self, "cluster_centers_")
             batch = as_local_array(X)
-            if is_device_batch(batch):  # worked on where it is (a GPU's memory)
+            if is_device_array(batch):  # worked on where it is (a GPU's memory)
                 batch = check_device_batch(self, batch, reset=not fitted)
             else:  # a Zarr batch comes back as a Dask array
                 batch = as_local_array(check_input(self, batch, reset=not fitted)[0])
@@ -389,9 +391,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         labels : ndarray or dask.array of shape (n_samples,)
             int32; lazy (a Dask array) for Dask input.
         """
-        X = self._check_predict_data(X)
-        centers = self.cluster_centers_.astype(X.dtype)
-        return predict_labels(X, centers, client_backend(self.backend))
+        checked = self._check_predict_data(X)
+        centers = self.cluster_centers_.astype(checked.dtype)
+        return _like_input(X, predict_labels(checked, centers, client_backend(self.backend)))
 
     def fit_predict(self, X: Any, y: None = None, sample_weight: Any = None):
         """Fit and return ``labels_``."""
@@ -405,8 +407,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         distances : ndarray or dask.array of shape (n_samples, n_clusters)
             Lazy for Dask input.
         """
-        X = self._check_predict_data(X)
-        return center_distances_of(X, self.cluster_centers_.astype(X.dtype))
+        checked = self._check_predict_data(X)
+        centers = self.cluster_centers_.astype(checked.dtype)
+        return _like_input(X, center_distances_of(checked, centers))
 
     def score(self, X: Any, y: None = None, sample_weight: Any = None) -> float:
         """Opposite of the (weighted) inertia of X under this model.
@@ -462,3 +465,8 @@ def load(path: str | os.PathLike) -> KMeans:
     >>> model = kmeans_dask.load("model.safetensors")  # doctest: +SKIP
     """
     return load_estimator(path, KMeans, validate_params)
+
+
+def _like_input(X: Any, result: Any) -> Any:
+    """``result`` computed for a CuPy array ``X`` (its blocks stay on the GPU), else as is."""
+    return result.compute() if is_device_array(X) and is_dask_array(result) else result

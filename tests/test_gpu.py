@@ -116,3 +116,17 @@ def test_partial_fit_on_cupy_batches_runs_on_the_gpu_and_keeps_labels_there():
         on_gpu.partial_fit(cupy.asarray(X[start : start + 5000]))
         assert isinstance(on_gpu.labels_, cupy.ndarray)
     assert_allclose(on_gpu.cluster_centers_, on_host.cluster_centers_, rtol=1e-4, atol=1e-4)
+
+
+def test_cupy_arrays_give_cupy_labels_predictions_and_distances(gpu_client):
+    import cupy
+
+    X, init = _data()
+    X_gpu = cupy.asarray(X)
+    model = KMeans(12, init=init, max_iter=10, tol=0).fit(X_gpu)
+    reference = KMeans(12, init=init, max_iter=10, tol=0).fit(X)
+    assert isinstance(model.labels_, cupy.ndarray)
+    assert_array_equal(model.labels_.get(), reference.labels_)
+    assert isinstance(model.predict(X_gpu), cupy.ndarray)
+    assert isinstance(model.transform(X_gpu), cupy.ndarray)
+    assert_allclose(model.cluster_centers_, reference.cluster_centers_, rtol=1e-3, atol=1e-3)

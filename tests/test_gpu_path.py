@@ -180,3 +180,18 @@ def test_predict_and_transform_of_device_blocks_stay_on_their_device():
         _predict_block(
             xp.asarray(bad), centers, "numpy", block_info={0: {"array-location": [(10, 60)]}}
         )
+
+
+def test_arrays_of_other_libraries_are_told_apart_and_brought_home():
+    import dask.array as da
+
+    from kmeans_dask._io.inputs import as_host_array, host_dtype, is_device_array
+
+    xp = pytest.importorskip("array_api_strict", reason="array-api-strict is a test dependency")
+    rows = np.arange(6.0, dtype=np.float32).reshape(3, 2)
+    assert is_device_array(xp.asarray(rows))
+    assert not is_device_array(rows) and not is_device_array(da.from_array(rows))
+    assert not is_device_array([[1.0, 2.0]])
+    np.testing.assert_array_equal(as_host_array(xp.asarray(rows)), rows)
+    np.testing.assert_array_equal(as_host_array(da.from_array(rows)), rows)
+    assert host_dtype(xp.float32) == np.float32 and host_dtype(rows.dtype) == np.float32

@@ -15,18 +15,9 @@ from typing import Any
 import numpy as np
 
 from kmeans_dask._engine.placement import chunk_ops_for
+from kmeans_dask._io.inputs import host_dtype
 from kmeans_dask._worker.host_ops import nearest, statistics_and_labels
 from kmeans_dask._worker.results import ClusterStats, nonfinite_positions
-
-
-def is_device_batch(batch: Any) -> bool:
-    """Whether ``batch`` is an array of an array-API library other than NumPy (CuPy...)."""
-    return not isinstance(batch, np.ndarray) and hasattr(batch, "__array_namespace__")
-
-
-def host_dtype(dtype: Any) -> np.dtype:
-    """The NumPy dtype of an array library's ``dtype`` (array-api-strict's are not NumPy's)."""
-    return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
 class HostRows:

@@ -9,10 +9,16 @@ from typing import Any, NamedTuple
 import numpy as np
 from sklearn.utils import check_random_state
 
-from kmeans_dask._fit.batch_rows import DeviceRows, HostRows, is_device_batch
+from kmeans_dask._fit.batch_rows import DeviceRows, HostRows
 from kmeans_dask._fit.searches import resolve_searches
 from kmeans_dask._fit.streaming import StreamState, init_stream_state, minibatch_update
-from kmeans_dask._io.inputs import check_dask_array, is_zarr_source, open_zarr, zarr_as_dask
+from kmeans_dask._io.inputs import (
+    check_dask_array,
+    is_device_array,
+    is_zarr_source,
+    open_zarr,
+    zarr_as_dask,
+)
 
 #: Inits that a stream replaces by k-means++ on its first batch.
 _DISTRIBUTED_INITS = ("k-means||", "hybrid")
@@ -70,7 +76,7 @@ def stream_step(
             backend=backend,
             first_row=first_row,
         )
-    rows = DeviceRows(batch) if is_device_batch(batch) else HostRows(batch)
+    rows = DeviceRows(batch) if is_device_array(batch) else HostRows(batch)
     labels, sq_dist = rows.nearest(stream.centers, backend)
     inertia = float(sq_dist.sum() if weights is None else np.dot(weights, sq_dist))
     return StreamStep(stream, random_state, labels, inertia)

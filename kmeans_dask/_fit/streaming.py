@@ -98,14 +98,14 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import kmeans_plusplus
 
-from kmeans_dask._fit.batch_rows import DeviceRows, HostRows, host_dtype, is_device_batch
+from kmeans_dask._fit.batch_rows import DeviceRows, HostRows
 from kmeans_dask._fit.validation import (
     check_finite,
     check_init_array,
     check_magnitudes,
     check_weights_valid,
 )
-from kmeans_dask._io.inputs import check_sample_weight
+from kmeans_dask._io.inputs import check_sample_weight, host_dtype, is_device_array
 from kmeans_dask._worker.results import N_REPORTED_POSITIONS
 
 #: Rows seen between two reassignment checks, per cluster (scikit-learn's rule).
@@ -357,7 +357,7 @@ default="k-means++"
             "random_state must be a numpy.random.RandomState (the same one for every batch), "
             f"got {type(random_state).__name__}"
         )
-    raw = first_batch if is_device_batch(first_batch) else np.asarray(first_batch)
+    raw = first_batch if is_device_array(first_batch) else np.asarray(first_batch)
     dtype = np.float32 if host_dtype(raw.dtype) == np.float32 else np.float64
     if raw.ndim != 2:
         raise ValueError(
@@ -436,7 +436,7 @@ def _check_batch(batch: Any, n_features: int, dtype: np.dtype, first_row: int) -
     """
     if isinstance(batch, HostRows):
         return batch
-    device = is_device_batch(batch)
+    device = is_device_array(batch)
     data = batch if device else np.asarray(batch)
     kind = host_dtype(data.dtype).kind
     if kind not in "biuf":

@@ -29,6 +29,16 @@ def is_zarr_source(X: Any) -> bool:
     return type(X).__module__.startswith("zarr")  # an array, or a group to refuse
 
 
+def is_device_array(X: Any) -> bool:
+    """Whether ``X`` is an array of an array-API library other than NumPy (CuPy...)."""
+    return not isinstance(X, np.ndarray | da.Array) and hasattr(X, "__array_namespace__")
+
+
+def host_dtype(dtype: Any) -> np.dtype:
+    """The NumPy dtype of an array library's ``dtype`` (array-api-strict's are not NumPy's)."""
+    return np.dtype(str(dtype).rsplit(".", 1)[-1])
+
+
 def as_local_array(X: Any) -> Any:
     """Bring a batch into the client: Dask arrays are computed (CuPy blocks stay CuPy).
 
@@ -40,7 +50,7 @@ def as_local_array(X: Any) -> Any:
 def as_host_array(X: Any) -> Any:
     """:func:`as_local_array`, with arrays of other libraries (CuPy) copied into NumPy."""
     X = as_local_array(X)
-    if not isinstance(X, np.ndarray) and hasattr(X, "__array_namespace__"):
+    if is_device_array(X):
         return X.get() if hasattr(X, "get") else np.from_dlpack(X)
     return X
 
@@ -209,9 +219,10 @@ def check_input(estimator: Any, X: Any, *, reset: bool) -> tuple[Any, Any]:
     """Validated X for ``estimator`` and the Zarr array behind it (or None).
 
     X comes back as a NumPy float32/float64 array or a Dask array with one
-    column block: tables are read (:func:`~kmeans_dask._io.tables.read_table`),
-    DataFrames become arrays (their column names kept as
-    ``feature_names_in_``), Zarr input becomes a Dask array over the store.
+    column block (of CuPy blocks for CuPy input): tables are read
+    (:func:`~kmeans_dask._io.tables.read_table`), DataFrames become arrays
+    (their column names kept as ``feature_names_in_``), Zarr input becomes a
+    Dask array over the store.
     ``reset`` sets ``n_features_in_`` (fitting); otherwise X must match it.
     """
     from sklearn.utils.validation import validate_data
@@ -234,6 +245,8 @@ def check_input(estimator: Any, X: Any, *, reset: bool) -> tuple[Any, Any]:
     elif is_zarr_source(X):
         zarr_array = open_zarr(X)
         X = zarr_as_dask(zarr_array)
+    elif is_device_array(X):  # CuPy rows: Dask blocks that stay in the GPU's memory
+        X = da.from_array(X, chunks="auto", asarray=False)
     if not is_dask_array(X):
         X = validate_data(
             estimator,
