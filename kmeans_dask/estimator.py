@@ -82,11 +82,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     random_state : int, RandomState instance or None, default=None
         Seeds the initialisation; draws are keyed on global row indices, so
         a seed gives the same result for any chunking and number of workers.
-    backend : {"auto", "numpy", "faiss-cpu", "cupy"}, default="auto"
+    backend : {"auto", "numpy", "faiss-cpu", "faiss-gpu", "cupy"}, default="auto"
         Nearest-centroid search: "numpy" (compiled kernels, or BLAS GEMM
-        for large k*d), "faiss-cpu" (``faiss.IndexFlatL2``), "cupy" (rows on
-        each worker's GPU for the whole fit; the ``gpu`` extra); "auto":
-        "cupy" for CuPy blocks, else "numpy".
+        for large k*d), "faiss-cpu" (``faiss.IndexFlatL2``), "faiss-gpu"
+        (``faiss.GpuIndexFlatL2`` on host rows; the ``faiss-gpu`` extra),
+        "cupy" (rows on each worker's GPU for the whole fit; the ``gpu``
+        extra); "auto": "cupy" for CuPy blocks, else "numpy".
     assign : {"exact", "ivf", "hnsw", "auto"}, default="exact"
         The Lloyd iterations' search: "exact" with ``backend``; "ivf" and
         "hnsw" through a Faiss index over the centres (approximate); "auto"

@@ -175,7 +175,7 @@ BAD_PARAMS = [
         {"backend": "gpu"},
         ValueError,
         r"backend='gpu' is not a known backend; expected one of "
-        r"\['auto', 'cupy', 'faiss-cpu', 'numpy'\]",
+        r"\['auto', 'cupy', 'faiss-cpu', 'faiss-gpu', 'numpy'\]",
     ),
     ({"backend": None}, ValueError, r"backend=None is not a known backend; expected one of \["),
     (

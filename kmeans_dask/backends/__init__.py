@@ -5,7 +5,7 @@ A backend is a tiny object with one job: given the current centres, build a
 for every row of a block. Sums, counts and inertia are accumulated by the
 shared kernels in :mod:`kmeans_dask._kernels.block_kernels`, so every backend produces
 statistics the same way. Backends are imported only when used, so a missing
-optional dependency (faiss, cupy) fails at that point with the fix in the
+optional dependency (faiss, faiss with GPU support, cupy) fails at that point with the fix in the
 message, never at ``import kmeans_dask``.
 """
 
@@ -30,6 +30,8 @@ class BackendInfo:
     """Exact search (chosen with ``backend=``) or approximate (``assign=``)."""
     runner_up: bool = False
     """Its searchers offer ``nearest_two``, the runner-up bound Hamerly's test needs."""
+    on_gpu: bool = False
+    """It searches on a GPU: chosen by name only, never by ``"auto"``."""
     holds_rows: bool = False
     """A device backend: ``cls`` is the :class:`~kmeans_dask._worker.ops.ChunkOps`
     that hold the chunks' rows in the device's memory and search them there;
@@ -49,6 +51,13 @@ REGISTRY: dict[str, BackendInfo] = {
     "faiss-cpu": BackendInfo(
         "kmeans_dask.backends.faiss_cpu", "FaissCPUBackend", "faiss-cpu", exact=True
     ),
+    "faiss-gpu": BackendInfo(
+        "kmeans_dask.backends.faiss_gpu",
+        "FaissGPUBackend",
+        "faiss-gpu-cu12",
+        exact=True,
+        on_gpu=True,
+    ),
     "cupy": BackendInfo(
         "kmeans_dask._worker.cupy_ops",
         "CuPyOps",
@@ -67,7 +76,7 @@ REGISTRY: dict[str, BackendInfo] = {
 #: BLAS backend comes first because it measured faster than Faiss's flat
 #: search on every shape we benchmark (see benchmarks/RESULTS.md).
 _AUTO_ORDER_CPU = tuple(
-    name for name, info in REGISTRY.items() if info.exact and not info.holds_rows
+    name for name, info in REGISTRY.items() if info.exact and not (info.holds_rows or info.on_gpu)
 )
 
 #: Exact backends a user chooses with ``backend=``.
