@@ -38,7 +38,7 @@ import math
 import statistics
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import dask.array as da
@@ -52,6 +52,7 @@ from scaling_model import (
     Constants,
     Setup,
     compute_seconds,
+    engine_for,
     iteration_seconds,
     iteration_terms,
     least_squares,
@@ -328,6 +329,7 @@ def calibrate(components: dict, fits: list[dict], held_out: int) -> tuple[Consta
     graph, per_task = least_squares(
         [[1, task_count(f["chunks"])] for f in scheduler],
         [f["iteration"] for f in scheduler],
+        nonnegative=True,
     )
     # The empty fits' quickest iterations (the least disturbed by the other
     # processes on the shared cores): wall - W * (client CPU per worker) =
@@ -343,6 +345,7 @@ def calibrate(components: dict, fits: list[dict], held_out: int) -> tuple[Consta
             for f in empty
         ],
         [f["iteration_min"] - f["workers"] * max(cpu_per_worker, 0.0) for f in empty],
+        nonnegative=True,
     )
     constants = Constants(
         search_flops=1 / inverse_flops,
@@ -361,7 +364,9 @@ def calibrate(components: dict, fits: list[dict], held_out: int) -> tuple[Consta
         graph_seconds=graph,
     )
     fixed_terms = least_squares(
-        [[1, f["workers"], f["chunks"]] for f in empty], [f["fixed_min"] for f in empty]
+        [[1, f["workers"], f["chunks"]] for f in empty],
+        [f["fixed_min"] for f in empty],
+        nonnegative=True,
     )
     fitted = {
         "client_cpu_per_call": {"fixed": cpu_fixed, "per_worker": cpu_per_worker},
@@ -390,11 +395,74 @@ def predicted(fit: dict, constants: Constants, placement: str) -> dict[str, floa
         placement=placement,
         cores=CORES,
     )
-    dedicated = Setup(**(asdict(setup) | {"cores": 0}))
+    dedicated = replace(setup, cores=0)
     return iteration_terms(setup, constants) | {
         "total": iteration_seconds(setup, constants),
         "workers_cpu": fit["workers"] * compute_seconds(dedicated, constants),
     }
+
+
+#: Projected clusters: workers of 8 cores each at this machine's per-core rates.
+PROJECTED_THREADS = 8
+#: Rows of 128 float32 values in blocks of 64 MiB (``numpy_row_chunks``'s target).
+PROJECTED_CHUNK_BYTES = 64 * MiB
+
+
+def scenarios(n: float, workers: int, k: int, bandwidth: float, latency: float) -> list:
+    """The configurations projected for one cluster: today's, then each change in turn."""
+    d = 128
+    chunks = math.ceil(n * d * 4 / PROJECTED_CHUNK_BYTES)
+    base = Setup(
+        n=n,
+        d=d,
+        k=k,
+        workers=workers,
+        threads=PROJECTED_THREADS,
+        chunks=chunks,
+        bandwidth=bandwidth,
+        latency=latency,
+    )
+    today = replace(base, engine=engine_for(base))
+    tree = replace(base, reduction="tree")
+    broadcast = replace(tree, broadcast="tree")
+    fewer = replace(broadcast, chunks=workers * PROJECTED_THREADS)
+    return [
+        ("today, engine='auto'", today),
+        ("actors, client combines", base),
+        ("worker-to-worker tree (point 1)", tree),
+        ("+ centres sent down a tree", broadcast),
+        ("+ one chunk per worker thread", fewer),
+        ("+ float32 statistics", replace(fewer, statistics_itemsize=4)),
+    ]
+
+
+def print_projection(constants: Constants) -> None:
+    print("\n## projection: seconds per iteration, d = 128, workers of 8 cores")
+    print(
+        "| n | W | k | network | scenario | engine | chunks | s/iter at 0.1 ms | s/iter at 1 ms "
+        "| fan-out | scheduler | compute | reduction | update | bottleneck |"
+    )
+    print("|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for n in (1e9, 1e10):
+        for workers in (100, 1000):
+            for k in (1024, 65536):
+                for gbits in (1, 25):
+                    bandwidth = gbits * 1e9 / 8
+                    near = scenarios(n, workers, k, bandwidth, 1e-4)
+                    far = scenarios(n, workers, k, bandwidth, 1e-3)
+                    for (name, setup), (_, slow) in zip(near, far, strict=True):
+                        terms = iteration_terms(slow, constants)
+                        print(
+                            f"| {n:.0e} | {workers} | {k} | {gbits} Gbit/s | {name} | "
+                            f"{setup.engine} | {setup.chunks} | "
+                            f"{iteration_seconds(setup, constants):.3g} | "
+                            f"{iteration_seconds(slow, constants):.3g} | "
+                            + " | ".join(f"{terms[t]:.3g}" for t in TERMS)
+                            + f" | {max(terms, key=terms.__getitem__)} |"
+                        )
+
+
+TERMS = ("fan-out", "scheduler", "compute", "reduction", "update")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -403,6 +471,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="fits per configuration")
     parser.add_argument("--json", type=Path, help="write every measurement here")
     parser.add_argument(
+        "--from-json",
+        type=Path,
+        help="measure nothing: calibrate, report and project from an earlier run's --json",
+    )
+    parser.add_argument(
+        "--workers",
+        help="only these worker counts of the sweep, comma-separated (the report then "
+        "needs --from-json with the rest)",
+    )
+    parser.add_argument(
         "--held-out",
         type=int,
         help="worker count left out of the calibration, to check the model on "
@@ -410,6 +488,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     repeats = 1 if args.quick else args.repeats
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        report(
+            saved["components"],
+            saved["fits"],
+            args.held_out or max(f["workers"] for f in saved["fits"]),
+        )
+        return
 
     shapes = [(64, 32), (256, 32), (64, 128), (1024, 128), (4096, 128)]
     components = {
@@ -420,7 +506,10 @@ def main(argv: list[str] | None = None) -> None:
         "placement": [],
     }
     fits = []
-    for workers, configs in sweep_plan(args.quick).items():
+    plan = sweep_plan(args.quick)
+    if args.workers:
+        plan = {w: plan[w] for w in map(int, args.workers.split(","))}
+    for workers, configs in plan.items():
         with (
             LocalCluster(
                 n_workers=workers,
@@ -440,31 +529,32 @@ def main(argv: list[str] | None = None) -> None:
                 print(json.dumps(fit), file=sys.stderr, flush=True)
                 fits.append(fit)
 
-    held_out = args.held_out or max(sweep_plan(args.quick))
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {"components": components, "fits": fits},
+                indent=1,
+            )
+        )
+    if not args.workers:
+        report(components, fits, args.held_out or max(plan))
+
+
+def report(components: dict, fits: list[dict], held_out: int) -> tuple[Constants, dict]:
+    """Calibrate, print the measurements against the predictions, and project."""
     constants, fitted = calibrate(components, fits, held_out)
     fitted["held_out_workers"] = held_out
-    placement = "round-robin"
     fixed = fitted["fit_fixed_part"]
     for fit in fits:
-        fit["predicted"] = predicted(fit, constants, placement)
+        fit["predicted"] = predicted(fit, constants, "round-robin")
         fit["predicted_fixed"] = (
             fixed["fixed"]
             + fixed["per_worker"] * fit["workers"]
             + fixed["per_chunk"] * fit["chunks"]
         )
     print_report(components, fits, constants, fitted)
-    if args.json:
-        args.json.write_text(
-            json.dumps(
-                {
-                    "components": components,
-                    "fits": fits,
-                    "constants": asdict(constants),
-                    "fitted": fitted,
-                },
-                indent=1,
-            )
-        )
+    print_projection(constants)
+    return constants, fitted
 
 
 def print_report(components, fits, constants: Constants, fitted: dict) -> None:
@@ -519,7 +609,7 @@ def print_report(components, fits, constants: Constants, fitted: dict) -> None:
     )
     for f in fits:
         p = f["predicted"]
-        largest = max((t for t in p if t != "total"), key=p.__getitem__)
+        largest = max(TERMS, key=p.__getitem__)
         print(
             f"| {f['kind']} | {f['workers']} | {f['n']} | {f['d']} | {f['k']} | {f['chunks']} | "
             f"{f['engine']} | {f['iterations']} | {f['iteration'] * 1e3:.2f} | "

@@ -100,6 +100,11 @@ class Setup:
     """"actors" or "tasks"."""
     placement: str = "contiguous"
     """How chunks lie on workers: "contiguous" blocks or "round-robin"."""
+    broadcast: str = "client"
+    """"client": the client calls every worker, the centres in each call (today);
+    "tree": the client calls 8 workers, each forwards to 8 more, and so on."""
+    statistics_itemsize: int = 8
+    """Bytes per value of the partial statistics (float64 today)."""
     cores: int = 0
     """Cores the workers share (0: each worker thread has its own core). On
     this 2-core machine many workers run their maps in turn."""
@@ -111,8 +116,8 @@ class Setup:
 
     @property
     def set_bytes(self) -> int:
-        """One chunk's partial statistics: ``k x d`` sums and ``k`` counts, float64."""
-        return 8 * self.k * (self.d + 1)
+        """One chunk's partial statistics: ``k x d`` sums and ``k`` counts."""
+        return self.statistics_itemsize * self.k * (self.d + 1)
 
     @property
     def centres_bytes(self) -> int:
@@ -215,14 +220,24 @@ def compute_seconds(setup: Setup, c: Constants) -> float:
 
 
 def fan_out_seconds(setup: Setup, c: Constants) -> float:
-    """The client's calls to every worker, the centres in each, and one round trip."""
-    return (
+    """The calls that start an iteration on every worker, the centres in each.
+
+    From the client to every worker (today), or down a tree of fan-out 8
+    whose every node (the client, then workers) calls 8 others.
+    """
+    if setup.broadcast == "client":
+        callers, levels = setup.workers, 1
+    elif setup.broadcast == "tree":
+        callers, levels = min(setup.workers, SPLIT_EVERY), tree_depth(setup.workers)
+    else:
+        raise ValueError(f"broadcast must be 'client' or 'tree', got {setup.broadcast!r}")
+    per_level = (
         c.call_seconds
-        + setup.workers * c.call_seconds_per_worker
-        + c.worker_call_seconds * setup.sharing
-        + transfer_seconds(setup.workers * setup.centres_bytes, setup, c)
+        + callers * c.call_seconds_per_worker
+        + transfer_seconds(callers * setup.centres_bytes, setup, c)
         + 2 * setup.latency
     )
+    return levels * per_level + c.worker_call_seconds * setup.sharing
 
 
 def worker_adds_today(placement: Sequence[int], split_every: int = SPLIT_EVERY) -> int:
@@ -325,9 +340,17 @@ def bottleneck(setup: Setup, c: Constants) -> str:
     return max(terms, key=terms.__getitem__)
 
 
-def least_squares(rows: Sequence[Sequence[float]], targets: Sequence[float]) -> list[float]:
-    """Coefficients ``x`` minimising ``|rows @ x - targets|`` (NumPy's lstsq)."""
+def least_squares(
+    rows: Sequence[Sequence[float]], targets: Sequence[float], *, nonnegative: bool = False
+) -> list[float]:
+    """Coefficients ``x`` minimising ``|rows @ x - targets|`` (NumPy's lstsq; SciPy's
+    nnls with ``nonnegative``, for costs that cannot be below zero)."""
     import numpy as np
 
-    solution, *_ = np.linalg.lstsq(np.asarray(rows, float), np.asarray(targets, float), rcond=None)
+    matrix, vector = np.asarray(rows, float), np.asarray(targets, float)
+    if nonnegative:
+        from scipy.optimize import nnls
+
+        return [float(v) for v in nnls(matrix, vector)[0]]
+    solution, *_ = np.linalg.lstsq(matrix, vector, rcond=None)
     return [float(v) for v in solution]

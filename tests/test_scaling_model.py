@@ -119,6 +119,15 @@ def test_fan_out_sends_the_centres_to_every_worker():
     assert extra == pytest.approx(900 * per_worker)
 
 
+def test_centres_sent_down_a_tree_leave_the_client_eight_calls_per_level():
+    flat = model.fan_out_seconds(_setup(workers=1000, k=65536), CONSTANTS)
+    tree = model.fan_out_seconds(_setup(workers=1000, k=65536, broadcast="tree"), CONSTANTS)
+    # 4 levels of 8 calls against 1000 calls from the client.
+    assert tree < flat * 8 * 4 / 1000 * 1.1
+    one_level = model.fan_out_seconds(_setup(workers=8, broadcast="tree"), CONSTANTS)
+    assert one_level == pytest.approx(model.fan_out_seconds(_setup(workers=8), CONSTANTS))
+
+
 def test_engine_choice_and_the_terms_sum_to_the_iteration():
     assert model.engine_for(_setup(k=65536, chunks=2)) == "tasks"
     assert model.engine_for(_setup(k=64, d=32, chunks=16)) == "actors"
@@ -148,6 +157,7 @@ def test_cores_shared_by_many_workers_slow_their_maps():
     [
         (lambda: model.placement_of(4, 2, "random"), "placement must be"),
         (lambda: model.reduction_seconds(_setup(reduction="p2p"), CONSTANTS), "reduction must"),
+        (lambda: model.fan_out_seconds(_setup(broadcast="gossip"), CONSTANTS), "broadcast must"),
     ],
 )
 def test_unknown_choices_are_refused(call, match):
@@ -159,3 +169,9 @@ def test_least_squares_recovers_a_line():
     rows = [[1, x] for x in range(5)]
     intercept, slope = model.least_squares(rows, [3 + 2 * x for x in range(5)])
     assert math.isclose(intercept, 3, abs_tol=1e-9) and math.isclose(slope, 2, abs_tol=1e-9)
+
+
+def test_nonnegative_least_squares_keeps_costs_at_zero_or_above():
+    rows = [[1, x] for x in range(5)]
+    intercept, slope = model.least_squares(rows, [-1 + 2 * x for x in range(5)], nonnegative=True)
+    assert intercept == 0 and slope > 0
