@@ -314,10 +314,12 @@ def bounded_pass_rows(
         Share of a block's rows above which the whole block is searched.
     labels, upper, lower : (n,) arrays
         The rows' bounds, updated in place (searched afresh where
-        ``movement`` is None).
-    movement : tuple or None
+        ``movement`` has no shifts).
+    movement : tuple
         ``(shift, largest_shift, largest_center, runner_up_shift, half_gap)``
-        as for :func:`loosen_bounds`, or None to search every row.
+        as for :func:`loosen_bounds`; an empty ``shift`` (no bounds to move)
+        searches every row. Always a tuple of these types, so that both uses
+        are one compiled signature.
 
     Returns
     -------
@@ -336,8 +338,8 @@ def bounded_pass_rows(
         block = data[start:stop]
         n_block = stop - start
         n_pending = n_block
-        if movement is not None:
-            shift, largest_shift, largest_center, runner_up_shift, half_gap = movement
+        shift, largest_shift, largest_center, runner_up_shift, half_gap = movement
+        if shift.size:
             n_pending = loosen_bounds(
                 labels[start:stop],
                 upper[start:stop],
@@ -361,8 +363,11 @@ def bounded_pass_rows(
                     n_pending,
                 )
                 if n_pending:
+                    # Element by element: a row assignment would compile
+                    # Numba's shape-mismatch error formatting (seconds).
                     for position in range(n_pending):
-                        gathered[position] = block[pending[position]]
+                        for feature in range(n_features):
+                            gathered[position, feature] = block[pending[position], feature]
                     rows = gathered[:n_pending]
                     search_rows(
                         rows,
@@ -401,22 +406,28 @@ def bounded_pass_rows(
 LARGEST_BUFFER_MAX = 256
 
 
-@numba.njit(nogil=True, cache=True)
 def largest(values, count, out):
     """Indices of the ``count`` largest ``values``, largest first, ties by lower index.
 
-    One pass with a small sorted buffer: after the first rows, almost every
-    value is rejected by a single comparison. Each value kept shifts the
-    buffer, so for ``count`` above ``LARGEST_BUFFER_MAX`` (large samples:
-    ``init="hybrid"``, ``"k-means++"``) a stable sort of all values, in
-    O(n log n), gives the same indices. Writes into ``out`` and returns how
-    many indices it wrote (``min(count, len(values))``).
+    One compiled pass with a small sorted buffer: after the first rows,
+    almost every value is rejected by a single comparison. Each value kept
+    shifts the buffer, so for ``count`` above ``LARGEST_BUFFER_MAX`` (large
+    samples: ``init="hybrid"``, ``"k-means++"``) NumPy's stable sort of all
+    values, in O(n log n), gives the same indices (Numba's sort would add
+    seconds to every first compile). Writes into ``out`` and returns how many
+    indices it wrote (``min(count, len(values))``).
     """
     if count > LARGEST_BUFFER_MAX:
-        order = np.argsort(-values, kind="mergesort")  # stable: ties by lower index
+        order = np.argsort(-values, kind="stable")  # ties by lower index
         size = min(count, values.shape[0])
         out[:size] = order[:size]
         return size
+    return _largest_buffered(values, count, out)
+
+
+@numba.njit(nogil=True, cache=True)
+def _largest_buffered(values, count, out):
+    """:func:`largest` with a sorted buffer of ``count`` values."""
     size = 0
     best = np.empty(count, dtype=np.float64)
     for i in range(values.shape[0]):

@@ -1,0 +1,143 @@
+"""Compiling the kernels of a fit before the fit needs them.
+
+Numba compiles a kernel for each signature (dtypes, layouts, which optional
+arguments are given, how many vector registers of centres a block holds) on
+its first call, and keeps the machine code in its on-disk cache
+(``NUMBA_CACHE_DIR``, else ``__pycache__`` next to the sources; README,
+"Compiled kernels on a cluster"). :func:`compile_fit_kernels` runs every host
+chunk operation a default fit runs, in the fit's order, once on a few rows of
+the fit's dtype and width and with its number of clusters: so it compiles
+(or loads from the cache) exactly the signatures that fit calls, and no
+others. :func:`compile_kernels` does it for several dtypes in parallel
+processes, filling the cache ahead of any fit (``kmeans-dask compile``).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from kmeans_dask._fit.bounds_schedule import center_movement
+from kmeans_dask._fit.lloyd import local_lloyd
+from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, lanes_of
+from kmeans_dask._worker.chunks import Chunk
+from kmeans_dask._worker.host_ops import host_ops
+
+#: Rows of the stand-in data: enough for every pass to take its usual path.
+_ROWS = 64
+
+#: The parts of a fit whose kernels :func:`compile_fit_kernels` compiles: the
+#: data check and the initialisation; the Lloyd iterations and the labels.
+STAGES = ("initialization", "iterations")
+
+
+def compile_fit_kernels(
+    dtype,
+    n_clusters: int,
+    n_features: int,
+    *,
+    weighted: bool = False,
+    search: str = "numpy",
+    stages: tuple[str, ...] = STAGES,
+) -> None:
+    """Compile the kernels a fit of ``n_clusters`` on ``dtype`` rows of ``n_features`` runs.
+
+    Runs, on stand-in rows, the data check and k-means|| (its first row, the
+    candidate passes for every number of centre vectors a round can hold,
+    the weighted Lloyd on the candidates that the client runs), then plain
+    and bounded Lloyd passes and the final labelling, each as the fit calls
+    it.
+
+    Parameters
+    ----------
+    dtype : float32 or float64
+        The dtype the fit computes in.
+    n_clusters, n_features : int
+    weighted : bool, default=False
+        Whether the fit has ``sample_weight`` (other signatures).
+    search : str, default="numpy"
+        The iterations' search (a backend name).
+    stages : tuple of str, default=STAGES
+        Which of :data:`STAGES` to compile for.
+    """
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"stages must be among {STAGES}, got {sorted(unknown)}")
+    dtype = np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    ops = host_ops()
+    rows = rng.standard_normal((_ROWS, n_features)).astype(dtype)
+    weights = rng.random(_ROWS) + 0.5 if weighted else None
+    chunk = ops.place(rows, weights, 0, dtype)
+    centers = rng.standard_normal((n_clusters, n_features)).astype(dtype)
+    if "initialization" in stages:
+        _initialization(chunk, centers, search, rng)
+    if "iterations" in stages:
+        _iterations(chunk, centers, search)
+
+
+def _initialization(chunk: Chunk, centers: np.ndarray, search: str, rng) -> None:
+    """The data check, the first k-means|| candidate, the rounds, the client's Lloyd."""
+    ops, rows = chunk.ops, chunk.data
+    ops.summarize(chunk, with_digest=True)
+    keys = ops.random_keys(chunk, 0, 1, weighted=True)
+    ops.top_rows(chunk, keys, np.full(chunk.n_rows, -1, np.int32), 1)
+    # k-means|| rounds: candidates filling 1 to MAX_VECTORS_PER_BLOCK vectors.
+    state = ops.fold_candidates(chunk, None, rows[:1], 0, search)
+    lanes = lanes_of(rows.dtype)
+    for vectors in range(1, MAX_VECTORS_PER_BLOCK + 1):
+        candidates = rows[rng.integers(0, chunk.n_rows, vectors * lanes)]
+        state = ops.fold_candidates(chunk, state, candidates, 1, search)
+    ops.weighted_cost(chunk, state)
+    ops.sample_by_cost(chunk, state, 1.0, 0, 2)
+    ops.candidate_weights(chunk, state, 1 + MAX_VECTORS_PER_BLOCK * lanes)
+    # The client's weighted Lloyd on the candidates (about 2k of them).
+    points = rng.standard_normal((2 * len(centers), rows.shape[1])).astype(rows.dtype)
+    local_lloyd(
+        points, rng.random(len(points)) + 0.5, centers, max_iter=2, tol=0.0, backend=search
+    )
+
+
+def _iterations(chunk: Chunk, centers: np.ndarray, search: str) -> None:
+    """A plain Lloyd pass, a bounded one seeding bounds, one moving them, the labels.
+
+    Each pass also ranks its farthest rows, as in the fit.
+    """
+    ops = chunk.ops
+    ops.lloyd_pass(chunk, centers, search, keep_labels=True)
+    first = ops.bounded_pass(chunk, centers, search, None, None)
+    moved = centers + np.asarray(1e-3, centers.dtype)
+    ops.bounded_pass(chunk, moved, search, first.bounds, center_movement(centers, moved))
+    ops.nearest(chunk, centers, search)
+
+
+def compile_kernels(
+    dtypes, n_clusters: int, n_features: int, *, weighted: bool = False, processes: int = 1
+) -> None:
+    """:func:`compile_fit_kernels` for each of ``dtypes``, the stages in parallel processes.
+
+    Numba compiles under one lock per process, so separate processes are
+    what compiles in parallel; each writes Numba's on-disk cache, where a
+    fit's workers find the kernels. Each process compiles what its stage
+    needs, so kernels both stages share are compiled by both.
+    """
+    jobs = [(np.dtype(dtype).name, stage) for dtype in dtypes for stage in STAGES]
+    if processes <= 1:
+        for dtype, stage in jobs:
+            compile_fit_kernels(dtype, n_clusters, n_features, weighted=weighted, stages=(stage,))
+        return
+    with ProcessPoolExecutor(min(processes, len(jobs))) as pool:
+        running = [
+            pool.submit(
+                compile_fit_kernels,
+                dtype,
+                n_clusters,
+                n_features,
+                weighted=weighted,
+                stages=(stage,),
+            )
+            for dtype, stage in jobs
+        ]
+        for job in running:
+            job.result()
