@@ -65,6 +65,12 @@ def compile_fit_kernels(
     if unknown:
         raise ValueError(f"stages must be among {STAGES}, got {sorted(unknown)}")
     dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype.name}")
+    if n_clusters < 1 or n_features < 1:
+        raise ValueError(
+            f"n_clusters={n_clusters} and n_features={n_features} should both be >= 1"
+        )
     rng = np.random.default_rng(0)
     ops = host_ops()
     rows = rng.standard_normal((_ROWS, n_features)).astype(dtype)
@@ -112,32 +118,40 @@ def _iterations(chunk: Chunk, centers: np.ndarray, search: str) -> None:
     ops.nearest(chunk, centers, search)
 
 
-def compile_kernels(
-    dtypes, n_clusters: int, n_features: int, *, weighted: bool = False, processes: int = 1
-) -> None:
-    """:func:`compile_fit_kernels` for each of ``dtypes``, the stages in parallel processes.
+class KernelCompilation:
+    """:func:`compile_fit_kernels` for each of ``dtypes``, each stage in a process of its own.
 
     Numba compiles under one lock per process, so separate processes are
-    what compiles in parallel; each writes Numba's on-disk cache, where a
-    fit's workers find the kernels. Each process compiles what its stage
-    needs, so kernels both stages share are compiled by both.
+    what compiles in parallel (each stage compiles what it uses, so kernels
+    both use are compiled twice); each writes Numba's on-disk cache, where
+    a fit's workers then find the kernels. It starts at construction and
+    runs while the caller does other work (starting a cluster, loading
+    data); :meth:`wait` waits for it. With one process, it all runs at
+    construction, in this one.
     """
-    jobs = [(np.dtype(dtype).name, stage) for dtype in dtypes for stage in STAGES]
-    if processes <= 1:
-        for dtype, stage in jobs:
-            compile_fit_kernels(dtype, n_clusters, n_features, weighted=weighted, stages=(stage,))
-        return
-    with ProcessPoolExecutor(min(processes, len(jobs))) as pool:
-        running = [
-            pool.submit(
-                compile_fit_kernels,
-                dtype,
-                n_clusters,
-                n_features,
-                weighted=weighted,
-                stages=(stage,),
-            )
+
+    def __init__(
+        self, dtypes, n_clusters: int, n_features: int, *, weighted: bool = False, processes: int
+    ) -> None:
+        jobs = [(np.dtype(dtype).name, stage) for dtype in dtypes for stage in STAGES]
+        options = {"n_clusters": n_clusters, "n_features": n_features, "weighted": weighted}
+        self._pool = None
+        self._running = []
+        if processes <= 1:
+            for dtype, stage in jobs:
+                compile_fit_kernels(dtype, stages=(stage,), **options)
+            return
+        self._pool = ProcessPoolExecutor(min(processes, len(jobs)))
+        self._running = [
+            self._pool.submit(compile_fit_kernels, dtype, stages=(stage,), **options)
             for dtype, stage in jobs
         ]
-        for job in running:
-            job.result()
+
+    def wait(self) -> None:
+        """Wait for every process to finish (raising the first error) and end them."""
+        try:
+            for job in self._running:
+                job.result()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(cancel_futures=True)
