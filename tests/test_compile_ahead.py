@@ -110,6 +110,16 @@ def test_compile_command_fills_the_cache_directory(tmp_path, capsys):
     assert sorted(p.name for p in cache.rglob("*.nbc")) == files
 
 
+def test_demo_compiles_while_its_cluster_starts():
+    demo = "from kmeans_dask.cli import main; raise SystemExit(main())"
+    args = ["demo", "--n-samples", "4000", "--n-features", "4", "-k", "8"]
+    done = subprocess.run(
+        [sys.executable, "-c", demo, *args], capture_output=True, text=True, check=True
+    )
+    assert "kernels compiled or loaded, while the cluster started" in done.stdout
+    assert "of which waited for after the cluster started" in done.stdout
+
+
 def test_compile_command_in_this_process(capsys):
     assert main(["compile", "--dtype", "float64", "-k", "3", "-d", "2", "--processes", "1"]) == 0
     assert "compiled the kernels of fits of k=3 on float64 rows" in capsys.readouterr().out

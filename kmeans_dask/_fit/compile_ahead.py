@@ -14,7 +14,9 @@ processes, filling the cache ahead of any fit (``kmeans-dask compile``).
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_all_start_methods, get_context
 
 import numpy as np
 
@@ -141,7 +143,13 @@ class KernelCompilation:
             for dtype, stage in jobs:
                 compile_fit_kernels(dtype, stages=(stage,), **options)
             return
-        self._pool = ProcessPoolExecutor(min(processes, len(jobs)))
+        # Forked processes start at once, but a fork copies only the calling
+        # thread: locks other threads hold (Numba's compiler lock among them)
+        # would stay held in the child. So fork only a single-threaded process.
+        alone = threading.active_count() == 1 and "fork" in get_all_start_methods()
+        self._pool = ProcessPoolExecutor(
+            min(processes, len(jobs)), mp_context=get_context("fork" if alone else "spawn")
+        )
         self._running = [
             self._pool.submit(compile_fit_kernels, dtype, stages=(stage,), **options)
             for dtype, stage in jobs
