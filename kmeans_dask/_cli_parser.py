@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import inspect
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -398,6 +399,32 @@ def build_parser(commands_run: dict[str, Callable[[argparse.Namespace], int]]):
     convert.add_argument("model", help="the 0.1.0 .npz model file (left as it is)")
     convert.add_argument("output", help="the model file to write, e.g. model.safetensors")
     convert.add_argument("--overwrite", action="store_true", help="replace an existing output")
+
+    compile_ = command(
+        "compile", "compile the kernels of a fit ahead, into Numba's cache (NUMBA_CACHE_DIR)"
+    )
+    compile_.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["float32", "float64"],
+        choices=("float32", "float64"),
+        help="the dtypes the fits compute in",
+    )
+    compile_.add_argument(
+        "-k",
+        "--n-clusters",
+        type=positive_int,
+        default=256,
+        help="clusters of the fits (the kernels differ below 64 and for large k x d)",
+    )
+    compile_.add_argument("-d", "--n-features", type=positive_int, default=32, help="columns")
+    compile_.add_argument("--weighted", action="store_true", help="fits with sample_weight")
+    compile_.add_argument(
+        "--processes",
+        type=positive_int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes compiling in parallel",
+    )
 
     demo = command("demo", "fit generated blobs on a LocalCluster, printing progress and results")
     demo.add_argument("--n-samples", type=positive_int, default=1_000_000, help="rows to generate")

@@ -140,7 +140,8 @@ def test_elbow_writes_a_png_and_suggests_k(tmp_path, on_cluster, capsys):
 
 
 @pytest.mark.parametrize(
-    "command", ["fit", "predict", "make-data", "info", "demo", "bench", "tune", "elbow"]
+    "command",
+    ["fit", "predict", "make-data", "info", "demo", "compile", "bench", "tune", "elbow"],
 )
 def test_every_command_has_help_with_defaults(command, capsys):
     with pytest.raises(SystemExit) as exit_info:

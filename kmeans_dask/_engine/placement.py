@@ -31,7 +31,7 @@ from kmeans_dask._engine.hosts import ChunkHosts, fits_hosts
 from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
 from kmeans_dask._io.inputs import is_dask_array
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps
-from kmeans_dask._worker.chunks import Chunk, ZarrBlock, make_chunk, settle
+from kmeans_dask._worker.chunks import Chunk, ZarrBlock, make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.ops import ChunkOps
 from kmeans_dask._worker.results import ChunkSummary
@@ -189,10 +189,9 @@ class DistributedData:
             if isinstance(c, Future) and c.status != "finished"
         ]
         if lost:
+            # Placed by the worker as it unpickles them (Chunk.__reduce__).
             scattered = client.scatter([self.client_copy[i] for i in lost], hash=False)
-            for i, future in zip(
-                lost, map_chunks(client, settle, scattered, name="kmeans-load"), strict=True
-            ):
+            for i, future in zip(lost, scattered, strict=True):
                 self.chunks[i] = future
             logger.warning("re-sent %d chunk(s) of NumPy input lost with a worker", len(lost))
         return len(lost)
@@ -318,9 +317,9 @@ def distribute(
             for a, b in itertools.pairwise(bounds)
         ]
         client_copy = local
-        scattered = client.scatter(local, hash=False)
-        chunks = map_chunks(client, settle, scattered, name="kmeans-load")
-        del scattered
+        # Each worker places its chunks as it unpickles them (Chunk.__reduce__):
+        # no load task, no round trip.
+        chunks = client.scatter(local, hash=False)
     small_results = fits_hosts(len(chunks), statistics_bytes)
     return DistributedData(
         chunks=chunks,

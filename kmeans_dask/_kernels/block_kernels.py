@@ -10,7 +10,6 @@ precision; distances to the assigned centre are computed exactly as
 
 from __future__ import annotations
 
-import numba
 import numpy as np
 
 from kmeans_dask._kernels.fused_search import search_rows
@@ -19,6 +18,7 @@ from kmeans_dask._kernels.row_statistics import (
     row_distance,
     statistics_buffers_ok,
 )
+from kmeans_dask._kernels.shared_cache import cached_njit
 
 # Reassociation lets LLVM vectorise the per-row sum of squares of the runner-up bounds.
 # It changes the order of additions, not which values are added, and the
@@ -26,7 +26,7 @@ from kmeans_dask._kernels.row_statistics import (
 _REASSOC = {"reassoc", "contract", "nsz"}
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def argmin_columns(scores_t, center_bias, labels):
     """Write ``argmin_j(scores_t[j, i] + center_bias[j])`` into ``labels[i]``.
 
@@ -48,7 +48,7 @@ def argmin_columns(scores_t, center_bias, labels):
                 labels[i] = j
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def argmin2_columns(scores_t, center_bias, labels, second):
     """Like :func:`argmin_columns`, also writing the runner-up score to ``second``.
 
@@ -73,7 +73,7 @@ def argmin2_columns(scores_t, center_bias, labels, second):
             best[i] = min(current, value)
 
 
-@numba.njit(nogil=True, cache=True, fastmath=_REASSOC)
+@cached_njit(nogil=True, fastmath=_REASSOC)
 def runner_up_distances(block, second, error_scale, max_center_sq_norm, out):
     """Lower bounds on each row's distance to its runner-up centre.
 
@@ -91,7 +91,7 @@ def runner_up_distances(block, second, error_scale, max_center_sq_norm, out):
         out[i] = np.sqrt(max(value, 0.0))
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def accumulate(block, labels, weights, centers, sums, counts, sq_dist):
     """Add one block's points into per-cluster ``sums`` and ``counts``.
 
@@ -129,7 +129,7 @@ def accumulate(block, labels, weights, centers, sums, counts, sq_dist):
     return inertia
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def accumulate_rows(data, start, stop, labels, weights, centers, sums, counts, sq_dist):
     """:func:`accumulate` over rows ``start:stop`` of ``data``.
 
@@ -147,7 +147,7 @@ def accumulate_rows(data, start, stop, labels, weights, centers, sums, counts, s
     )
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def assign_and_accumulate_rows(
     data,
     weights,
@@ -193,7 +193,7 @@ def assign_and_accumulate_rows(
     return inertia
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def squared_distances(block, labels, centers, out):
     """Exact squared distance of each row of ``block`` to ``centers[labels]``.
 
@@ -205,7 +205,7 @@ def squared_distances(block, labels, centers, out):
         out[i] = row_distance(block, i, centers, labels[i])
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def loosen_bounds(
     labels,
     upper,
@@ -247,7 +247,7 @@ def loosen_bounds(
     return n_candidates
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def tighten_bounds(block, labels, upper, lower, centers, half_gap, candidates, n_candidates):
     """Replace the candidates' upper bounds by their exact distances and test again.
 
@@ -272,7 +272,7 @@ def tighten_bounds(block, labels, upper, lower, centers, half_gap, candidates, n
     return n_pending
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def bounded_pass_rows(
     data,
     weights,
@@ -314,10 +314,12 @@ def bounded_pass_rows(
         Share of a block's rows above which the whole block is searched.
     labels, upper, lower : (n,) arrays
         The rows' bounds, updated in place (searched afresh where
-        ``movement`` is None).
-    movement : tuple or None
+        ``movement`` has no shifts).
+    movement : tuple
         ``(shift, largest_shift, largest_center, runner_up_shift, half_gap)``
-        as for :func:`loosen_bounds`, or None to search every row.
+        as for :func:`loosen_bounds`; an empty ``shift`` (no bounds to move)
+        searches every row. Always a tuple of these types, so that both uses
+        are one compiled signature.
 
     Returns
     -------
@@ -336,8 +338,8 @@ def bounded_pass_rows(
         block = data[start:stop]
         n_block = stop - start
         n_pending = n_block
-        if movement is not None:
-            shift, largest_shift, largest_center, runner_up_shift, half_gap = movement
+        shift, largest_shift, largest_center, runner_up_shift, half_gap = movement
+        if shift.size:
             n_pending = loosen_bounds(
                 labels[start:stop],
                 upper[start:stop],
@@ -361,8 +363,11 @@ def bounded_pass_rows(
                     n_pending,
                 )
                 if n_pending:
+                    # Element by element: a row assignment would compile
+                    # Numba's shape-mismatch error formatting (seconds).
                     for position in range(n_pending):
-                        gathered[position] = block[pending[position]]
+                        for feature in range(n_features):
+                            gathered[position, feature] = block[pending[position], feature]
                     rows = gathered[:n_pending]
                     search_rows(
                         rows,
@@ -401,22 +406,28 @@ def bounded_pass_rows(
 LARGEST_BUFFER_MAX = 256
 
 
-@numba.njit(nogil=True, cache=True)
 def largest(values, count, out):
     """Indices of the ``count`` largest ``values``, largest first, ties by lower index.
 
-    One pass with a small sorted buffer: after the first rows, almost every
-    value is rejected by a single comparison. Each value kept shifts the
-    buffer, so for ``count`` above ``LARGEST_BUFFER_MAX`` (large samples:
-    ``init="hybrid"``, ``"k-means++"``) a stable sort of all values, in
-    O(n log n), gives the same indices. Writes into ``out`` and returns how
-    many indices it wrote (``min(count, len(values))``).
+    One compiled pass with a small sorted buffer: after the first rows,
+    almost every value is rejected by a single comparison. Each value kept
+    shifts the buffer, so for ``count`` above ``LARGEST_BUFFER_MAX`` (large
+    samples: ``init="hybrid"``, ``"k-means++"``) NumPy's stable sort of all
+    values, in O(n log n), gives the same indices (Numba's sort would add
+    seconds to every first compile). Writes into ``out`` and returns how many
+    indices it wrote (``min(count, len(values))``).
     """
     if count > LARGEST_BUFFER_MAX:
-        order = np.argsort(-values, kind="mergesort")  # stable: ties by lower index
+        order = np.argsort(-values, kind="stable")  # ties by lower index
         size = min(count, values.shape[0])
         out[:size] = order[:size]
         return size
+    return _largest_buffered(values, count, out)
+
+
+@cached_njit(nogil=True)
+def _largest_buffered(values, count, out):
+    """:func:`largest` with a sorted buffer of ``count`` values."""
     size = 0
     best = np.empty(count, dtype=np.float64)
     for i in range(values.shape[0]):
@@ -440,7 +451,7 @@ def largest(values, count, out):
 # --- IVF probes ----------------------------------------------------------------------
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def smallest_per_row(scores, count, out):
     """``out[i]``: the columns of the ``count`` smallest ``scores[i]``, smallest first.
 
@@ -465,7 +476,7 @@ def smallest_per_row(scores, count, out):
                 size += 1
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def rows_by_list(probes, n_lists):
     """The rows probing each list: a counting sort of ``probes`` (rows x probes).
 
@@ -488,7 +499,7 @@ def rows_by_list(probes, n_lists):
     return rows, bounds
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def fill_with_capacity(choices, capacity, n_lists):
     """Row ``i`` in order goes to the first of ``choices[i]`` with fewer than ``capacity`` rows.
 
@@ -518,7 +529,7 @@ def fill_with_capacity(choices, capacity, n_lists):
 _MOMENT_BLOCK_ROWS = 512
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def column_moments(data, mean, m2):
     """Column means and sums of squared deviations of ``data``, in one pass over memory.
 
@@ -565,7 +576,7 @@ def column_moments(data, mean, m2):
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@cached_njit(nogil=True, inline="always")
 def _mix64(x):
     """MurmurHash3's 64-bit finaliser: a bijection that spreads every input bit."""
     x ^= x >> np.uint64(33)
@@ -576,7 +587,7 @@ def _mix64(x):
     return x
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def content_digest(bits, weight_bits, first_row):
     """Sum, modulo 2**64, of a hash of every value keyed by its global position.
 

@@ -34,6 +34,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
+from kmeans_dask._kernels.shared_cache import cached_njit
 from kmeans_dask._kernels.vector_target import compile_target
 
 _I1 = ir.IntType(1)
@@ -513,7 +514,7 @@ def _search_rows_for_types(block, weights, bias, vectors, labels, second):
     return implementation
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def nearest_rows(block, weights, bias, vectors, labels, second=None):
     """:func:`search_rows`, callable from Python."""
     search_rows(block, weights, bias, vectors, labels, second)
@@ -580,7 +581,7 @@ def _fold_rows_for_types(block, row_ids, weights, bias, vectors, label_base, lab
     return implementation
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def fold_nearest(block, row_ids, weights, bias, vectors, label_base, labels, best):
     """:func:`fold_rows`, callable from Python."""
     fold_rows(block, row_ids, weights, bias, vectors, label_base, labels, best)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from kmeans_dask._kernels.shared_cache import cached_njit
+
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
@@ -37,7 +39,7 @@ def _uniform(key, row):
     return np.float64(_splitmix64(np.uint64(row) ^ key) >> _S11) * _UNIT
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _fill_uniforms(key, start, out):
     for i in range(out.shape[0]):
         out[i] = _uniform(key, start + i)
@@ -50,7 +52,7 @@ def row_uniforms(seed: int, stream: int, start: int, stop: int) -> np.ndarray:
     return out
 
 
-@numba.njit(nogil=True, cache=True)
+@cached_njit(nogil=True)
 def _keep_with_probability(scale, weights, sq_dist, key, start, kept):
     n_kept = 0
     for i in range(sq_dist.shape[0]):

@@ -38,6 +38,13 @@ class Chunk:
         """The chunk itself: it is already in memory."""
         return self
 
+    def __reduce__(self):
+        # Placed again where it is unpickled, as the worker should keep it:
+        # rows sent over the network arrive in buffers that can start at odd
+        # addresses (which slows BLAS and the kernels). So a chunk scattered
+        # to a worker is ready there, without a task of its own to settle it.
+        return make_chunk, (self.data, self.weights, self.offset, self.data.dtype, self.ops)
+
 
 @dataclass(frozen=True)
 class ZarrBlock:
@@ -69,8 +76,3 @@ RowSource = Chunk | ZarrBlock
 def make_chunk(block: Any, weights: Any, offset: int, dtype: Any, ops: ChunkOps) -> Chunk:
     """A :class:`Chunk` of a raw block (NumPy-like) and its weights, placed by ``ops``."""
     return ops.place(block, weights, offset, dtype)
-
-
-def settle(chunk: Chunk) -> Chunk:
-    """The chunk as a worker should keep it (host rows: aligned, contiguous memory)."""
-    return chunk.ops.place(chunk.data, chunk.weights, chunk.offset, chunk.data.dtype)

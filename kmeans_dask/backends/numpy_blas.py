@@ -59,6 +59,9 @@ ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
 # small enough that the rows stay in L2 for the statistics computed after the
 # search (the fused passes, which store no scores, use the same heights).
 _BUFFER_ELEMENTS = 1 << 19
+#: ``bounded_pass_rows``'s movement that searches every row: no shifts, and
+#: of the types of a real movement, so that one signature serves both.
+_SEARCH_EVERY_ROW = (np.empty(0), 0.0, 0, 0.0, np.empty(0))
 _MIN_BLOCK_ROWS = 256
 _MAX_BLOCK_ROWS = 4096
 
@@ -142,8 +145,11 @@ class RowSearcher(_ScoreSearcher):
         """One Hamerly pass in a single compiled call (see ``bounded_pass_rows``).
 
         ``bounds`` is ``(labels, upper, lower)``, updated in place;
-        ``statistics`` is ``(sums, counts, sq_dist)``; returns the inertia.
+        ``movement`` is None to search every row; ``statistics`` is
+        ``(sums, counts, sq_dist)``; returns the inertia.
         """
+        if movement is None:
+            movement = _SEARCH_EVERY_ROW
         return bounded_pass_rows(
             np.ascontiguousarray(data),
             weights,

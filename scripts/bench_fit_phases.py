@@ -1,0 +1,127 @@
+"""A whole fit split into its phases: the fixed cost against the iterations.
+
+Fits NumPy blobs (default 1M x 32 float32, k = 64, from the first k rows,
+10 iterations with ``tol=0``) on a LocalCluster of one worker with two
+threads, and times, by wrapping the fit's own functions: placing the rows
+(the scatter and the load tasks, waited for), starting the actors, the data
+check's pass, the Lloyd iterations (``history_``) and the final pass. The
+fixed cost is the whole fit less its iterations. Each source tree given runs
+in a process of its own (``PYTHONPATH``), trees taking turns, so they see the
+same machine load; medians over the repeats.
+
+Usage::
+
+    git worktree add /tmp/before <commit>
+    python scripts/bench_fit_phases.py --tree before=/tmp/before --tree after=. --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PHASES = ("placing", "actors", "check", "iterations", "final", "fixed", "fit")
+
+
+def measure(n_samples: int, n_features: int, n_clusters: int, max_iter: int) -> dict:
+    """One fit's phases, in seconds (run inside the tree's process)."""
+    import numpy as np
+    from distributed import Client, LocalCluster, wait
+
+    from kmeans_dask import KMeans
+    from kmeans_dask._engine import hosts, placement
+    from kmeans_dask._fit import cluster_fit, lloyd
+
+    seconds = dict.fromkeys(PHASES, 0.0)
+
+    def timed(name, function, after=None):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            result = function(*args, **kwargs)
+            if after is not None:
+                after(result)
+            seconds[name] += time.perf_counter() - start
+            return result
+
+        return wrapper
+
+    def loaded(data):
+        wait([c for c in data.chunks if hasattr(c, "status")])
+
+    cluster_fit.distribute = timed("placing", placement.distribute, loaded)
+    placement.ChunkHosts = timed("actors", hosts.ChunkHosts)
+    check = placement.DistributedData.check
+    placement.DistributedData.check = timed("check", check)
+    lloyd._final_pass = timed("final", lloyd._final_pass)
+
+    rng = np.random.default_rng(0)
+    centers = rng.uniform(-2, 2, (n_clusters, n_features))
+    X = (centers[rng.integers(0, n_clusters, n_samples)] + rng.normal(size=(n_samples, 32)))[
+        :, :n_features
+    ].astype(np.float32)
+    with (
+        LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster,
+        Client(cluster),
+    ):
+        model = KMeans(n_clusters, init=X[:n_clusters], n_init=1, max_iter=max_iter, tol=0.0)
+        model.fit(X)  # kernels compiled, worker warm
+        for name in seconds:
+            seconds[name] = 0.0
+        start = time.perf_counter()
+        model.fit(X)
+        seconds["fit"] = time.perf_counter() - start
+    # The data check's time included starting the actors (its first use of them).
+    seconds["check"] -= seconds["actors"]
+    seconds["iterations"] = sum(r.seconds for r in model.history_)
+    seconds["fixed"] = seconds["fit"] - seconds["iterations"]
+    seconds["n_iter"] = model.n_iter_
+    seconds["inertia"] = float(model.inertia_)
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tree", action="append", help="NAME=PATH of a source tree; repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--n-samples", type=int, default=1_000_000)
+    parser.add_argument("--n-features", type=int, default=32)
+    parser.add_argument("-k", "--n-clusters", type=int, default=64)
+    parser.add_argument("--max-iter", type=int, default=10)
+    parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sizes = (args.n_samples, args.n_features, args.n_clusters, args.max_iter)
+    if args.one:
+        print(json.dumps(measure(*sizes)))
+        return
+    trees = [(name, Path(path)) for name, _, path in (t.partition("=") for t in args.tree)]
+    found: dict[str, list[dict]] = {name: [] for name, _ in trees}
+    for _ in range(args.repeats):
+        for name, tree in trees:
+            env = {**os.environ, "PYTHONPATH": str(tree.resolve())}
+            done = subprocess.run(
+                [sys.executable, __file__, "--one", *sys.argv[1:]],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            found[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
+    print(f"1 worker x 2 threads; {' x '.join(map(str, sizes[:2]))}, k = {sizes[2]}")
+    print("| tree | " + " | ".join(f"{p} (ms)" for p in PHASES) + " | per iteration (ms) |")
+    print("| --- |" + " ---: |" * (len(PHASES) + 1))
+    for name, runs in found.items():
+        medians = [1e3 * statistics.median(r[p] for r in runs) for p in PHASES]
+        per_iteration = 1e3 * statistics.median(r["iterations"] / r["n_iter"] for r in runs)
+        cells = " | ".join(f"{m:.1f}" for m in medians)
+        print(f"| {name} | {cells} | {per_iteration:.1f} |")
+        print(f"{name}: inertia {runs[0]['inertia']!r}, n_iter {runs[0]['n_iter']}")
+
+
+if __name__ == "__main__":
+    main()
