@@ -27,7 +27,13 @@ from kmeans_dask._fit.interrupts import interrupt_point
 from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops, statistics_and_labels
-from kmeans_dask._worker.results import ClusterStats, RankedRows, combine_stats, merge_top
+from kmeans_dask._worker.results import (
+    ClusterStats,
+    RankedRows,
+    combine_stats,
+    merge_top,
+    statistics_nbytes,
+)
 from kmeans_dask._worker.tasks import (
     chunk_labels,
     chunk_stats,
@@ -297,7 +303,14 @@ def lloyd(
         start = time.perf_counter()
         ticket = schedule.ticket(iteration, centers)
         stats = data.map_reduce(
-            client, chunk_stats, combine_stats, centers, backend, ticket, name="kmeans-assign"
+            client,
+            chunk_stats,
+            combine_stats,
+            centers,
+            backend,
+            ticket,
+            name="kmeans-assign",
+            result_bytes=statistics_nbytes(*centers.shape),
         )
         schedule.ran(centers, ticket)
         # An empty cluster moves onto a row farthest from the centre the
@@ -370,6 +383,7 @@ def _final_pass(
             backend,
             ticket,
             name="kmeans-final-stats",
+            result_bytes=statistics_nbytes(*centers.shape),
         )
         return stats, []
     chunks = data.chunks
@@ -377,7 +391,13 @@ def _final_pass(
     if engine is not None:
         tag = uuid.uuid4().hex
         final = engine.map_reduce(
-            stats_keeping_labels, combine_stats, centers, backend, ticket, tag
+            stats_keeping_labels,
+            combine_stats,
+            centers,
+            backend,
+            ticket,
+            tag,
+            result_bytes=statistics_nbytes(*centers.shape),
         )
         labels = map_chunks(
             client,
@@ -401,7 +421,14 @@ def _final_pass(
         client.submit(operator.getitem, pair, 1, key=key)
         for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
     ]
-    return tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce"), labels
+    final = tree_reduce(
+        client,
+        combine_stats,
+        stats_parts,
+        name="kmeans-reduce",
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+    return final, labels
 
 
 def local_lloyd(
