@@ -64,6 +64,8 @@ _WORKER_GONE_TIMEOUT = 30.0
 #: How long one question to the scheduler may take while telling a lost
 #: worker from a lost scheduler (whose client would retry connecting for 30 s).
 _SCHEDULER_ANSWER_TIMEOUT = 2.0
+#: How long the client waits for the hosts to hear that it gave up an iteration.
+_ABANDON_TIMEOUT = 2.0
 
 
 class HostGroup(NamedTuple):
@@ -155,6 +157,8 @@ class ChunkHost:
         self._kept: dict[int, asyncio.Future] = {}
         #: Why that iteration failed here, if it did.
         self._failure: BaseException | None = None
+        #: Set (with an error) when the client gives that iteration up.
+        self._abandoned: asyncio.Future | None = None
 
     async def n_chunks(self) -> int:
         """How many chunks this host holds: the probe of the direct calls."""
@@ -296,6 +300,7 @@ class ChunkHost:
         if token > self._token:
             self._fail(self._token, RuntimeError("a newer iteration started"))
             self._token, self._failure = token, None
+            self._abandoned = asyncio.get_running_loop().create_future()
         elif token < self._token:
             raise RuntimeError(f"iteration {token} is over (now {self._token})")
         elif self._failure is not None:
@@ -313,21 +318,48 @@ class ChunkHost:
                 slot.exception()  # retrieved here, so asyncio does not log it if nobody waits
         self._kept = {}
 
+    async def abandon(self, token: int) -> None:
+        """The client gave iteration ``token`` up: stop waiting for other hosts' values."""
+        if token == self._token and self._abandoned is not None and not self._abandoned.done():
+            self._abandoned.set_exception(
+                RuntimeError(f"the client gave iteration {token} up (a host failed)")
+            )
+            self._abandoned.exception()  # retrieved here, so asyncio does not log it
+
     async def _pull(self, pull: Pull, plan: TreePlan) -> list[Any]:
-        """:meth:`take` on another host: through its worker's handler, or an ``Actor`` handle."""
-        worker = get_worker()
-        if not plan.direct:
-            handle = Actor(ChunkHost, pull.address, pull.actor, worker=worker)
-            return await handle.take(plan.token, pull.nodes)
-        reply = await worker.rpc(pull.address).actor_execute(
-            actor=pull.actor,
-            function="take",
-            args=[to_serialize(plan.token), to_serialize(pull.nodes)],
-            kwargs={},
+        """:meth:`take` on another host, unless the client gives the iteration up first.
+
+        A worker that dies while asked fails the call; but a call to one that
+        died before it is reached may wait for the connect timeout, and one
+        through an ``Actor`` handle can wait for ever (the handle then waits
+        for its actor's future, which need not settle): the client, which
+        learns of the loss from the scheduler, ends such waits (:meth:`abandon`).
+        """
+        call = asyncio.ensure_future(_take_from(pull, plan.token, plan.direct))
+        abandoned = self._abandoned
+        await asyncio.wait([call, abandoned], return_when=asyncio.FIRST_COMPLETED)
+        if call.done():
+            return call.result()
+        call.cancel()
+        raise abandoned.exception()
+
+
+async def _take_from(pull: Pull, token: int, direct: bool) -> list[Any]:
+    """:meth:`ChunkHost.take` on another host, through its worker's handler or a handle."""
+    worker = get_worker()
+    if not direct:
+        return await Actor(ChunkHost, pull.address, pull.actor, worker=worker).take(
+            token, pull.nodes
         )
-        if reply["status"] != "OK":
-            raise reply["exception"]
-        return reply["result"]
+    reply = await worker.rpc(pull.address).actor_execute(
+        actor=pull.actor,
+        function="take",
+        args=[to_serialize(token), to_serialize(pull.nodes)],
+        kwargs={},
+    )
+    if reply["status"] != "OK":
+        raise reply["exception"]
+    return reply["result"]
 
 
 class ChunkHosts:
@@ -448,7 +480,12 @@ class ChunkHosts:
             )
             for host, (_, indices) in enumerate(self._groups)
         ]
-        return self._call("reduce_tree", func, combine, *args, first=plans)[owner[root]]
+        try:
+            answers = self._call("reduce_tree", func, combine, *args, first=plans)
+        except BaseException:
+            self._client.sync(self._abandon, self._token)
+            raise
+        return answers[owner[root]]
 
     def _reduce_on_client(
         self, func: Callable, combine: Callable, args: tuple[Any, ...], split_every: int
@@ -517,6 +554,22 @@ class ChunkHosts:
             if reply["status"] != "OK":
                 raise reply["exception"]
         return [reply["result"] for reply in replies]
+
+    async def _abandon(self, token: int) -> None:
+        """Tell every host still reachable that iteration ``token`` is given up."""
+        calls = [self._tell_abandoned(host, token) for host in range(len(self._handles))]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*calls, return_exceptions=True), _ABANDON_TIMEOUT
+            )
+        except TimeoutError:
+            logger.info("some hosts did not hear that iteration %d was given up", token)
+
+    async def _tell_abandoned(self, host: int, token: int) -> None:
+        if self.direct:
+            await self._call_direct(host, "abandon", (token,))
+        else:  # a handle whose worker is gone may raise at once
+            await self._handles[host].abandon(token)
 
     def _call_direct(self, host: int, method: str, args: Sequence[Any]) -> Awaitable[Any]:
         """The request an ``Actor`` handle sends to the ``actor_execute`` handler, made here.
@@ -591,6 +644,10 @@ class ChunkHosts:
             future.release()
         self._futures = []
         self._handles = []  # each holds a reference to its actor too
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def reduction_tree(n_chunks: int, split_every: int) -> list[list[int]]:
