@@ -15,11 +15,14 @@ from numpy.testing import assert_array_equal
 import kmeans_dask._worker.tasks as tasks_module
 from kmeans_dask import KMeans
 from kmeans_dask._engine.hosts import ChunkHosts, combine_in_tree, fits_hosts, reduction_tree
-from kmeans_dask._engine.mapreduce import CLUSTER_ROOT_BYTES, tree_reduce, tree_reduce_future
+from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, tree_reduce, tree_reduce_future
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.results import ClusterStats, combine_stats
 from kmeans_dask._worker.tasks import chunk_labels, kept_labels, stats_keeping_labels
+
+#: One value of this size is more than the client gathers: the hosts combine worker to worker.
+LARGE = CLIENT_GATHER_BYTES + 1
 
 
 def _first_value_and_worker(chunk):
@@ -240,9 +243,7 @@ def test_hosts_combine_the_whole_tree_worker_to_worker_bit_for_bit(
     hosts = ChunkHosts(four_workers, chunks)
     answers = _recording_answers(hosts)
     try:
-        combined = hosts.map_reduce(
-            _stats_of, combine_stats, split_every=3, result_bytes=CLUSTER_ROOT_BYTES
-        )
+        combined = hosts.map_reduce(_stats_of, combine_stats, split_every=3, result_bytes=LARGE)
         kept = _kept_by_the_hosts(four_workers, hosts)
     finally:
         hosts.close()
@@ -252,7 +253,7 @@ def test_hosts_combine_the_whole_tree_worker_to_worker_bit_for_bit(
         size: tree_reduce(
             four_workers, combine_stats, parts, name="t", split_every=3, result_bytes=size
         )
-        for size in (0, CLUSTER_ROOT_BYTES)  # the last group on the client, or the root a task
+        for size in (0, LARGE)  # the last group on the client, or the root a task
     }
     for result in (combined, *on_tasks.values()):
         assert_array_equal(result.sums, expected.sums)
@@ -270,7 +271,7 @@ def test_the_client_receives_one_set_per_iteration_whatever_the_workers(four_wor
     k, d = 512, 32
     arrays = [np.full(4, float(i)) for i in range(16)]
     received = {}
-    for reduction, result_bytes in [("client", 0), ("workers", CLUSTER_ROOT_BYTES)]:
+    for reduction, result_bytes in [("client", 0), ("workers", LARGE)]:
         for n_workers in (1, 2, 4):
             chunks = _scatter_irregularly(four_workers, arrays, n_workers)
             hosts = ChunkHosts(four_workers, chunks)
@@ -301,8 +302,26 @@ def test_the_client_receives_one_set_per_iteration_whatever_the_workers(four_wor
         four_workers, "gather", lambda futures: gathered.append(futures) or gather(futures)
     )
     parts = [four_workers.submit(_large_stats, four_workers.scatter(a), k, d) for a in arrays]
-    tree_reduce(four_workers, combine_stats, parts, name="t", result_bytes=CLUSTER_ROOT_BYTES)
+    tree_reduce(four_workers, combine_stats, parts, name="t", result_bytes=LARGE)
     assert [isinstance(futures, Future) for futures in gathered] == [True]
+
+
+def test_the_hosts_reduce_worker_to_worker_when_the_client_would_gather_too_much(four_workers):
+    arrays = _stats_arrays(16)
+    chunks = _scatter_irregularly(four_workers, arrays, 2)  # every first-level group split
+    hosts = ChunkHosts(four_workers, chunks)
+    methods = []
+    call = hosts._call
+    hosts._call = lambda method, *args, **kwargs: (
+        methods.append(method) or call(method, *args, **kwargs)
+    )
+    try:
+        for result_bytes in (CLIENT_GATHER_BYTES // 16, CLIENT_GATHER_BYTES // 16 + 1):
+            hosts.map_reduce(_stats_of, combine_stats, result_bytes=result_bytes)
+    finally:
+        hosts.close()
+    # 16 values of 1/16 of the budget are gathered; one byte more each, and they are not.
+    assert methods == ["map_combine", "reduce_tree"]
 
 
 def _large_stats(chunk, k, d):
@@ -323,7 +342,7 @@ def test_errors_between_workers_come_back_as_raised_and_nothing_is_kept(
         start = time.monotonic()
         # Chunk 3 fails on the second worker, while the first waits for its values.
         with pytest.raises(ValueError, match=r"bad chunk starting with 3\.0"):
-            hosts.map_reduce(_fail_on_three, combine_stats, result_bytes=CLUSTER_ROOT_BYTES)
+            hosts.map_reduce(_fail_on_three, combine_stats, result_bytes=LARGE)
         assert time.monotonic() - start < 5  # not mistaken for a lost worker
         # The first worker, waiting for the second's values, gets the error too and
         # stops waiting; neither keeps a value.
@@ -333,9 +352,7 @@ def test_errors_between_workers_come_back_as_raised_and_nothing_is_kept(
             assert time.monotonic() < deadline, _kept_by_the_hosts(client, hosts)
             time.sleep(0.05)
         # The next iteration runs as if nothing happened.
-        combined = hosts.map_reduce(
-            _stats_of, combine_stats, split_every=2, result_bytes=CLUSTER_ROOT_BYTES
-        )
+        combined = hosts.map_reduce(_stats_of, combine_stats, split_every=2, result_bytes=LARGE)
     finally:
         hosts.close()
     parts = [np.full(18, float(i)) for i in range(5)]

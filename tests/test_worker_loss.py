@@ -17,10 +17,13 @@ from numpy.testing import assert_array_equal
 import kmeans_dask._engine.hosts as hosts_module
 from kmeans_dask import KMeans
 from kmeans_dask._engine.hosts import ChunkHosts, HostLost
-from kmeans_dask._engine.mapreduce import CLUSTER_ROOT_BYTES
+from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES
 from kmeans_dask._worker.results import ClusterStats, combine_stats
 
 PARAMS = {"n_clusters": 30, "init": "k-means||", "random_state": 0, "max_iter": 40, "tol": 0.0}
+
+#: One value of this size is more than the client gathers: the hosts combine worker to worker.
+LARGE = CLIENT_GATHER_BYTES + 1
 
 
 @pytest.fixture(scope="module")
@@ -167,9 +170,7 @@ def test_a_worker_lost_while_another_waits_for_its_values_is_a_lost_host(
     killer.start()
     try:
         with pytest.raises(HostLost):
-            hosts.map_reduce(
-                _stats_slow_for_chunk_one, combine_stats, result_bytes=CLUSTER_ROOT_BYTES
-            )
+            hosts.map_reduce(_stats_slow_for_chunk_one, combine_stats, result_bytes=LARGE)
         # The first worker stops waiting for the dead one's values and keeps none: its
         # call fails (direct), or the client tells it the iteration is given up (handles,
         # which may wait for ever on a dead actor).
@@ -191,7 +192,7 @@ def test_fit_reducing_worker_to_worker_survives_a_killed_worker(
     fragile_cluster, rows, monkeypatch, direct
 ):
     """Every pass of the actors combined worker to worker, one worker killed: the same fit."""
-    monkeypatch.setattr(hosts_module, "CLUSTER_ROOT_BYTES", 0)
+    monkeypatch.setattr(hosts_module, "CLIENT_GATHER_BYTES", -1)
     if not direct:
         monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", _handler_changed)
     undisturbed = KMeans(**PARAMS, engine="actors").fit(rows)

@@ -51,7 +51,7 @@ from distributed import Actor, Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
 from kmeans_dask._engine.client import scheduler_lost, worker_info
-from kmeans_dask._engine.mapreduce import CLUSTER_ROOT_BYTES, SPLIT_EVERY, task_keys
+from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, SPLIT_EVERY, task_keys
 
 logger = logging.getLogger(__name__)
 
@@ -420,23 +420,32 @@ class ChunkHosts:
     ) -> Any:
         """``func(chunk, *args)`` for every chunk, combined in the tree of ``tree_reduce``.
 
-        Values of ``result_bytes`` (the size of one, when known) from
-        :data:`~kmeans_dask._engine.mapreduce.CLUSTER_ROOT_BYTES` up are
-        combined worker to worker up to the root, so the client receives one
-        value whatever the number of workers. Smaller ones: a group of the
-        tree's first level whose chunks all live on one worker is combined
-        there, and the client combines the rest, which saves the hops
-        between workers. Either way the result is bit for bit
-        :func:`combine_in_tree` of the per-chunk values.
+        A group of the tree's first level whose chunks all live on one worker
+        is combined there, and the client gathers the groups' values (or the
+        chunks', for a group split between workers) and combines the rest,
+        which saves the hops between workers. When those values (of
+        ``result_bytes`` each, when known) exceed
+        :data:`~kmeans_dask._engine.mapreduce.CLIENT_GATHER_BYTES`, the hosts
+        combine the whole tree worker to worker instead, and the client
+        receives one value whatever the number of workers. Either way the
+        result is bit for bit :func:`combine_in_tree` of the per-chunk values.
 
         Raises
         ------
         HostLost
             If a worker died (after the scheduler has noticed it).
         """
-        if result_bytes >= CLUSTER_ROOT_BYTES:
+        requests, plans = self._first_level_plan(split_every)
+        if sum(len(parts) for parts in requests) * result_bytes > CLIENT_GATHER_BYTES:
             return self._reduce_on_workers(func, combine, args, split_every)
-        return self._reduce_on_client(func, combine, args, split_every)
+        per_host = self._call("map_combine", func, combine, *args, first=[(r,) for r in requests])
+        level = []
+        for plan in plans:
+            values = [per_host[slot.host][slot.part] for slot in plan.slots]
+            level.append(values[0] if plan.whole else combine(*values))
+        if len(level) == 1:  # the first level was the root
+            return level[0]
+        return combine_in_tree(combine, level, split_every)
 
     def _reduce_on_workers(
         self, func: Callable, combine: Callable, args: tuple[Any, ...], split_every: int
@@ -487,10 +496,12 @@ class ChunkHosts:
             raise
         return answers[owner[root]]
 
-    def _reduce_on_client(
-        self, func: Callable, combine: Callable, args: tuple[Any, ...], split_every: int
-    ) -> Any:
-        """First-level groups that one host holds combined there, the rest here."""
+    def _first_level_plan(self, split_every: int) -> tuple[list[list[Part]], list[GroupPlan]]:
+        """What each host answers for the tree's first level, and where each group's values are.
+
+        A group whose chunks one host holds is combined there; a group split
+        between hosts is answered chunk by chunk.
+        """
         located = {
             index: (host, position)
             for host, (_, indices) in enumerate(self._groups)
@@ -506,14 +517,7 @@ class ChunkHosts:
                 slots.append(Slot(host, len(requests[host])))
                 requests[host].append(Part([located[index][1] for index in members], whole))
             plans.append(GroupPlan(whole, slots))
-        per_host = self._call("map_combine", func, combine, *args, first=[(r,) for r in requests])
-        level = []
-        for plan in plans:
-            values = [per_host[slot.host][slot.part] for slot in plan.slots]
-            level.append(values[0] if plan.whole else combine(*values))
-        if len(level) == 1:  # the first level was the root
-            return level[0]
-        return combine_in_tree(combine, level, split_every)
+        return requests, plans
 
     def _call(
         self, method: str, *args: Any, first: Sequence[tuple[Any, ...]] | None = None

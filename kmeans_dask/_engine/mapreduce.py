@@ -19,11 +19,11 @@ from distributed import Client, Future
 SPLIT_EVERY = 8
 #: Arrays up to this size are sent inline with every task that uses them.
 INLINE_BYTES = 256 * 2**10
-#: Values (one per chunk, and each combination of them) of at least this
-#: many bytes are combined on the cluster up to the root, so the client
-#: receives only the result; smaller ones reach the client for the last
-#: group, which saves a hop (benchmarks/RESULTS.md, "One set per iteration").
-CLUSTER_ROOT_BYTES = 2**20
+#: Most bytes of values that the client gathers to combine the top of a
+#: reduction tree itself, which saves a hop; beyond, the tree is combined on
+#: the cluster up to its root and the client receives only the result
+#: (benchmarks/RESULTS.md, "One set of statistics per iteration").
+CLIENT_GATHER_BYTES = 2**20
 
 
 def task_keys(prefix: str, count: int) -> list[tuple[str, int]]:
@@ -93,23 +93,21 @@ def tree_reduce(
     """Combine ``parts`` with ``combine(*leading, *group)`` in a fixed-shape tree.
 
     Levels run as cluster tasks while more than ``split_every`` parts remain.
-    Values of ``result_bytes`` (the size of one, when known) below
-    :data:`CLUSTER_ROOT_BYTES` leave the last group to the client, which
-    saves a scheduler round trip; larger ones are combined up to the root on
-    the cluster, so the client receives one value, not ``split_every``. The
-    shape of the tree depends only on ``len(parts)``, so results are
-    identical for any number of workers.
+    The last group is gathered and combined by the client, which saves a
+    scheduler round trip, unless its values (of ``result_bytes`` each, when
+    known) exceed :data:`CLIENT_GATHER_BYTES`: then the root is a task too
+    and the client receives one value. The shape of the tree depends only on
+    ``len(parts)``, so results are identical for any number of workers.
 
     Returns
     -------
     The combined value (not a future).
     """
-    if result_bytes >= CLUSTER_ROOT_BYTES:
-        root = tree_reduce_future(
-            client, combine, parts, name=name, split_every=split_every, leading=leading
-        )
-        return client.gather(root)
     level = _reduce_to_last_group(client, combine, parts, name, split_every, leading)
+    if len(level) * result_bytes > CLIENT_GATHER_BYTES:
+        return client.gather(
+            client.submit(combine, *leading, *level, key=task_keys(name, 1)[0], pure=False)
+        )
     return combine(*leading, *client.gather(level))
 
 
@@ -120,15 +118,14 @@ def tree_reduce_future(
     *,
     name: str,
     split_every: int = SPLIT_EVERY,
-    leading: tuple = (),
 ) -> Future:
     """:func:`tree_reduce` left on the cluster: the same tree, its root a task.
 
     For a value that only further tasks need, so the client does not wait
-    for it, or that is large enough to gather once.
+    for it.
     """
-    level = _reduce_to_last_group(client, combine, parts, name, split_every, leading)
-    return client.submit(combine, *leading, *level, key=task_keys(name, 1)[0], pure=False)
+    level = _reduce_to_last_group(client, combine, parts, name, split_every, ())
+    return client.submit(combine, *level, key=task_keys(name, 1)[0], pure=False)
 
 
 def _reduce_to_last_group(
