@@ -141,8 +141,6 @@ def fit(args: argparse.Namespace, n_workers: int, engine: str) -> dict:
 
 
 def sweep(args: argparse.Namespace, n_workers: int) -> list[dict]:
-    from kmeans_dask._engine.mapreduce import CLUSTER_ROOT_BYTES
-
     rows = []
     X = _data(args)
     with _cluster(n_workers) as cluster, Client(cluster) as client:
@@ -152,18 +150,23 @@ def sweep(args: argparse.Namespace, n_workers: int) -> list[dict]:
             for k, d in [(64, 32), (256, 64), (1024, 64), (1024, 128), (4096, 128)]:
                 centers = np.zeros((k, d), dtype=np.float32)
                 seconds: dict[str, list[float]] = {"client": [], "workers": []}
+                received = {}
                 for _ in range(args.iterations):
-                    for way, size in [("client", 0), ("workers", CLUSTER_ROOT_BYTES)]:
-                        start = time.perf_counter()
-                        hosts.map_reduce(
-                            _empty_statistics, combine_stats, centers, result_bytes=size
-                        )
-                        seconds[way].append(time.perf_counter() - start)
+                    # A size of 0 keeps the client's gathering; 2**40 is always too much.
+                    for way, size in [("client", 0), ("workers", 2**40)]:
+                        with counting_received() as count:
+                            start = time.perf_counter()
+                            hosts.map_reduce(
+                                _empty_statistics, combine_stats, centers, result_bytes=size
+                            )
+                            seconds[way].append(time.perf_counter() - start)
+                        received[way] = count[0]
                 rows.append(
                     {
                         "k": k,
                         "d": d,
                         "set_KiB": statistics_nbytes(k, d) / 2**10,
+                        **{f"{way}_KiB": n / 2**10 for way, n in received.items()},
                         **{f"{way}_ms": 1e3 * statistics.median(s) for way, s in seconds.items()},
                     }
                 )

@@ -23,7 +23,7 @@ INLINE_BYTES = 256 * 2**10
 #: reduction tree itself, which saves a hop; beyond, the tree is combined on
 #: the cluster up to its root and the client receives only the result
 #: (benchmarks/RESULTS.md, "One set of statistics per iteration").
-CLIENT_GATHER_BYTES = 2**20
+CLIENT_GATHER_BYTES = 16 * 2**20
 
 
 def task_keys(prefix: str, count: int) -> list[tuple[str, int]]:
