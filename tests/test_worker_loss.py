@@ -102,24 +102,6 @@ def test_fit_survives_a_killed_worker(fragile_cluster, rows, tmp_path, kind, eng
     assert_array_equal(labels, expected)
 
 
-def test_fit_through_the_actor_handles_survives_a_killed_worker(
-    fragile_cluster, rows, monkeypatch
-):
-    """The fallback path of the actors (their public handles) recovers as the direct one."""
-
-    async def handler_changed(hosts):
-        return False
-
-    monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", handler_changed)
-    undisturbed = KMeans(**PARAMS, engine="actors").fit(rows)
-    disturbed = _kill_a_worker_during(
-        fragile_cluster, lambda: KMeans(**PARAMS, engine="actors").fit(rows)
-    )
-    assert_array_equal(disturbed.cluster_centers_, undisturbed.cluster_centers_)
-    assert disturbed.inertia_ == undisturbed.inertia_
-    assert_array_equal(disturbed.labels_, undisturbed.labels_)
-
-
 async def _handler_changed(hosts):
     return False
 
@@ -187,12 +169,16 @@ def test_a_worker_lost_while_another_waits_for_its_values_is_a_lost_host(
     client.wait_for_workers(2, timeout=60)
 
 
-@pytest.mark.parametrize("direct", [True, False])
-def test_fit_reducing_worker_to_worker_survives_a_killed_worker(
-    fragile_cluster, rows, monkeypatch, direct
+@pytest.mark.parametrize(
+    ("direct", "reduction"), [(False, "client"), (True, "workers"), (False, "workers")]
+)
+def test_fit_through_the_actors_survives_a_killed_worker_either_way(
+    fragile_cluster, rows, monkeypatch, direct, reduction
 ):
-    """Every pass of the actors combined worker to worker, one worker killed: the same fit."""
-    monkeypatch.setattr(hosts_module, "CLIENT_GATHER_BYTES", -1)
+    """The fallback path of the actors (their public handles) recovers as the direct one,
+    and so does every pass combined worker to worker (by either path)."""
+    if reduction == "workers":
+        monkeypatch.setattr(hosts_module, "CLIENT_GATHER_BYTES", -1)
     if not direct:
         monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", _handler_changed)
     undisturbed = KMeans(**PARAMS, engine="actors").fit(rows)

@@ -14,11 +14,32 @@ that worker holds (nothing is copied) and kept for the whole fit. Each pass
 the client calls every host at once; a host runs the same task function as
 the task path (e.g. :func:`~kmeans_dask._worker.tasks.chunk_stats`) over its
 chunks on the worker's thread pool. The results are combined in the fixed tree of
-:func:`~kmeans_dask._engine.mapreduce.tree_reduce`: a host combines each group of
-the tree's first level whose chunks it holds (on one worker, the whole
-tree), the client the rest. The result is therefore bit for bit that of the
-task path, for any placement, and with k x d statistics of a few MiB only
-one copy per group crosses the network.
+:func:`~kmeans_dask._engine.mapreduce.tree_reduce`, whose shape depends only on
+the number of chunks, never on which worker holds what, so the result is bit
+for bit that of the task path for any placement. Two ways, chosen per call
+by the bytes the client would receive:
+
+* Small values: a host combines each group of the tree's first level whose
+  chunks it holds (on one worker, the whole tree) and answers with those
+  groups' values (and the values of chunks in groups split between
+  workers); the client combines the rest. One round trip, no hop between
+  workers, but at least one value per worker reaches the client.
+* When those values would exceed
+  :data:`~kmeans_dask._engine.mapreduce.CLIENT_GATHER_BYTES` (k x d
+  statistics on many workers: k = 65536, d = 256 on 100 workers would be
+  13 GB per iteration into one process), the hosts combine the whole tree
+  worker to worker and the client receives one value whatever the number
+  of workers. Still one call per host: the client sends each host its plan
+  (:class:`TreePlan`: the inner nodes it combines, each living on the host
+  of its first chunk); a host maps its chunks, then for each node it
+  combines takes the children other hosts hold from their actors
+  (:meth:`ChunkHost.take`, which waits until the value is ready and then
+  forgets it) and combines them off the event loop; the root's host answers
+  with the root, the others with None. Values kept for another host belong
+  to one iteration (a token) and are dropped once taken, when the
+  iteration fails (the hosts waiting for them get the error) and when the
+  next one starts; the client tells the hosts when it gives an iteration
+  up, so none waits for ever on a lost one.
 
 The calls go straight to the workers' ``actor_execute`` handler, the one a
 :class:`distributed.Actor` handle calls, without the handle's own future
@@ -26,8 +47,9 @@ and its extra hop to the event loop (benchmarks/RESULTS.md, "Actor calls").
 That handler is internal to distributed: :class:`ChunkHosts` checks it once,
 when its actors start, with one call per actor, and if it does not answer
 as expected (a release that renamed or reshaped it) every call of that fit
-goes through the public ``Actor`` handles instead. Both paths run the same
-methods on the same actors, so the results are the same bit for bit.
+goes through the public ``Actor`` handles instead, the hosts' calls to one
+another included. Both paths run the same methods on the same actors, so the
+results are the same bit for bit.
 
 The price: these passes do not appear in the dashboard's task stream (the
 workers' CPU and memory panels still show them), and a worker lost mid-call

@@ -302,16 +302,7 @@ def lloyd(
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         ticket = schedule.ticket(iteration, centers)
-        stats = data.map_reduce(
-            client,
-            chunk_stats,
-            combine_stats,
-            centers,
-            backend,
-            ticket,
-            name="kmeans-assign",
-            result_bytes=statistics_nbytes(*centers.shape),
-        )
+        stats = _statistics(client, data, centers, backend, ticket, "kmeans-assign")
         schedule.ran(centers, ticket)
         # An empty cluster moves onto a row farthest from the centre the
         # iteration assigned it (its nearest, when the search is exact): the
@@ -348,6 +339,27 @@ def lloyd(
     )
 
 
+def _statistics(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    ticket: BoundsTicket | None,
+    name: str,
+) -> ClusterStats:
+    """One assignment pass's statistics, combined on the cluster up to the root if large."""
+    return data.map_reduce(
+        client,
+        chunk_stats,
+        combine_stats,
+        centers,
+        backend,
+        ticket,
+        name=name,
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
 def _farthest_rows(
     client: Client,
     data: DistributedData,
@@ -375,17 +387,7 @@ def _final_pass(
     chunk hands them over; the fit need not wait for those tasks.
     """
     if not data.persisted:  # streamed chunks keep no labels
-        stats = data.map_reduce(
-            client,
-            chunk_stats,
-            combine_stats,
-            centers,
-            backend,
-            ticket,
-            name="kmeans-final-stats",
-            result_bytes=statistics_nbytes(*centers.shape),
-        )
-        return stats, []
+        return _statistics(client, data, centers, backend, ticket, "kmeans-final-stats"), []
     chunks = data.chunks
     engine = data.hosts(client)
     if engine is not None:
