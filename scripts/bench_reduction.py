@@ -12,9 +12,12 @@ one thread each, over Dask input of ``--chunks`` blocks of ``--rows`` rows
 * ``fit`` (whole fit): ``KMeans(k, init=<array>, max_iter=--fit-iterations,
   tol=0).fit(X)``; the median of its iterations' times (``history_``), and
   the whole fit's wall time.
-* ``sweep`` (component, new code only): at a given W, for several k x d,
-  the hosts' reduction of empty statistics combined by the client (the
-  first level on the workers) against the whole tree worker to worker.
+* ``paired`` (component, new code only): empty iterations as ``empty``,
+  alternating on the same cluster the client's gathering of the top of the
+  tree (main's way, the same code path: ``client``) and the way chosen by
+  the statistics' size (``chosen``), so both see the same load.
+* ``sweep``: ``paired`` for several k x d, with also the whole tree worker
+  to worker whatever the size (``workers``), to choose the threshold.
 
 Bytes into the client count the array bytes of every value the client
 receives from the hosts' calls or ``Client.gather`` (the statistics; the
@@ -44,9 +47,13 @@ from distributed import Client, LocalCluster
 
 import kmeans_dask
 from kmeans_dask._engine.hosts import ChunkHosts
+from kmeans_dask._engine.mapreduce import map_chunks, send, tree_reduce
 from kmeans_dask._engine.placement import distribute
 from kmeans_dask._worker.results import combine_stats, statistics_nbytes
 from kmeans_dask.benchmark.overhead import _empty_statistics, iteration_overhead_seconds
+
+#: The statistics' shapes of ``--measure sweep``.
+SWEEP_SIZES = [(64, 32), (256, 64), (1024, 64), (1024, 128), (4096, 128)]
 
 
 def array_bytes(value: Any) -> int:
@@ -140,46 +147,67 @@ def fit(args: argparse.Namespace, n_workers: int, engine: str) -> dict:
     }
 
 
-def sweep(args: argparse.Namespace, n_workers: int) -> list[dict]:
+def _empty_iteration(client, data, hosts, centers, result_bytes) -> None:
+    """One empty iteration (as ``iteration_overhead_seconds`` runs it), with ``result_bytes``."""
+    if hosts is not None:
+        hosts.map_reduce(_empty_statistics, combine_stats, centers, result_bytes=result_bytes)
+        return
+    sent = send(client, centers, "bench-centers")
+    parts = map_chunks(client, _empty_statistics, data.chunks, sent, name="bench-empty")
+    tree_reduce(client, combine_stats, parts, name="bench-reduce", result_bytes=result_bytes)
+
+
+def paired(args: argparse.Namespace, n_workers: int) -> list[dict]:
+    """Empty iterations, the client's gathering (``client``) and the new choice interleaved.
+
+    ``client``: a size of 0, so the client gathers the top of the tree as
+    main's code always did (the same code path); ``chosen``: the real size
+    of the statistics, so the engine chooses. For each k x d of the sweep.
+    """
     rows = []
     X = _data(args)
+    sizes = [(args.k, args.d)] if args.measure == "paired" else SWEEP_SIZES
     with _cluster(n_workers) as cluster, Client(cluster) as client:
-        data = distribute(client, X, None, engine="actors")
-        hosts = ChunkHosts(client, data.chunks)
-        try:
-            for k, d in [(64, 32), (256, 64), (1024, 64), (1024, 128), (4096, 128)]:
-                centers = np.zeros((k, d), dtype=np.float32)
-                seconds: dict[str, list[float]] = {"client": [], "workers": []}
-                received = {}
-                for _ in range(args.iterations):
-                    # A size of 0 keeps the client's gathering; 2**40 is always too much.
-                    for way, size in [("client", 0), ("workers", 2**40)]:
-                        with counting_received() as count:
-                            start = time.perf_counter()
-                            hosts.map_reduce(
-                                _empty_statistics, combine_stats, centers, result_bytes=size
-                            )
-                            seconds[way].append(time.perf_counter() - start)
-                        received[way] = count[0]
-                rows.append(
-                    {
-                        "k": k,
-                        "d": d,
-                        "set_KiB": statistics_nbytes(k, d) / 2**10,
-                        **{f"{way}_KiB": n / 2**10 for way, n in received.items()},
-                        **{f"{way}_ms": 1e3 * statistics.median(s) for way, s in seconds.items()},
-                    }
-                )
-        finally:
-            hosts.close()
-            data.release()
+        for engine in args.engines:
+            data = distribute(client, X, None, engine=engine)
+            hosts = ChunkHosts(client, data.chunks) if engine == "actors" else None
+            try:
+                for k, d in sizes:
+                    centers = np.zeros((k, d), dtype=np.float32)
+                    ways = {"client": 0, "chosen": statistics_nbytes(k, d)}
+                    if args.measure == "sweep":  # 2**40 bytes are always too many to gather
+                        ways["workers"] = 2**40
+                    seconds: dict[str, list[float]] = {way: [] for way in ways}
+                    received = {}
+                    for round_ in range(args.iterations + 1):
+                        for way, size in ways.items():
+                            with counting_received() as count:
+                                start = time.perf_counter()
+                                _empty_iteration(client, data, hosts, centers, size)
+                                if round_:  # the first round warms up
+                                    seconds[way].append(time.perf_counter() - start)
+                            received[way] = count[0]
+                    rows.append(
+                        {
+                            "engine": engine,
+                            "k": k,
+                            "d": d,
+                            "set_MiB": statistics_nbytes(k, d) / 2**20,
+                            **{f"{way}_MiB": n / 2**20 for way, n in received.items()},
+                            **{f"{way}_s": statistics.median(s) for way, s in seconds.items()},
+                        }
+                    )
+            finally:
+                if hosts is not None:
+                    hosts.close()
+                data.release()
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", default="", help="written into every line (before/after)")
-    parser.add_argument("--measure", choices=["empty", "fit", "sweep"], default="empty")
+    parser.add_argument("--measure", choices=["empty", "fit", "paired", "sweep"], default="empty")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--engines", nargs="+", default=["actors", "tasks"])
     parser.add_argument("--k", type=int, default=16384)
@@ -192,8 +220,8 @@ def main() -> None:
     common = {"label": args.label, "measure": args.measure, "k": args.k, "d": args.d}
     common |= {"chunks": args.chunks, "rows": args.rows}
     for n_workers in args.workers:
-        if args.measure == "sweep":
-            for row in sweep(args, n_workers):
+        if args.measure in ("paired", "sweep"):
+            for row in paired(args, n_workers):
                 print(json.dumps({**common, "workers": n_workers, **row}), flush=True)
             continue
         for engine in args.engines:
