@@ -14,12 +14,15 @@ from numpy.testing import assert_array_equal
 
 import kmeans_dask._worker.tasks as tasks_module
 from kmeans_dask import KMeans
-from kmeans_dask._engine.hosts import ChunkHosts, combine_in_tree, fits_hosts
-from kmeans_dask._engine.mapreduce import tree_reduce, tree_reduce_future
+from kmeans_dask._engine.hosts import ChunkHosts, combine_in_tree, fits_hosts, reduction_tree
+from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, tree_reduce, tree_reduce_future
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.results import ClusterStats, combine_stats
 from kmeans_dask._worker.tasks import chunk_labels, kept_labels, stats_keeping_labels
+
+#: One value of this size is more than the client gathers: the hosts combine worker to worker.
+LARGE = CLIENT_GATHER_BYTES + 1
 
 
 def _first_value_and_worker(chunk):
@@ -158,6 +161,213 @@ def test_hosts_combine_on_the_workers_in_the_tree_of_tree_reduce(client, n_chunk
         assert n_values == (1 if n_chunks <= 8 else -(-n_chunks // 8))
     else:  # no group lives on one worker: every chunk's value crosses
         assert n_values == n_chunks
+
+
+# --- the whole tree worker to worker: the client receives the root only ----------------
+
+
+@pytest.fixture(scope="module")
+def four_workers():
+    """Four single-threaded workers in this process (cheap to start, real actor calls)."""
+    with (
+        LocalCluster(
+            n_workers=4, threads_per_worker=1, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _stats_arrays(n_chunks):
+    rng = np.random.default_rng(n_chunks)
+    return [
+        np.concatenate([rng.normal(size=12), [rng.integers(-8, 8)], rng.random(5)])
+        for _ in range(n_chunks)
+    ]
+
+
+def _scatter_irregularly(client, arrays, n_workers):
+    """Chunk ``i`` on worker ``(7 i // 3) mod n_workers``: runs of one, two and three."""
+    workers = sorted(client.scheduler_info()["workers"])[:n_workers]
+    return [
+        client.scatter(a, workers=[workers[(7 * i // 3) % n_workers]], hash=False)
+        for i, a in enumerate(arrays)
+    ]
+
+
+def _recording_answers(hosts):
+    """Record every list of per-host answers that reaches the client."""
+    answers = []
+    call = hosts._call
+    hosts._call = lambda *args, **kwargs: answers.append(call(*args, **kwargs)) or answers[-1]
+    return answers
+
+
+def _kept_by_the_hosts(client, hosts):
+    """Per worker: how many values each of ``hosts`` keeps for others, and why it last failed."""
+    keys = [future.key for future in hosts._futures]
+
+    def kept(dask_worker):
+        actors = [dask_worker.state.actors.get(key) for key in keys]
+        return [(len(a._kept), repr(a._failure)) for a in actors if a is not None]
+
+    return client.run(kept)
+
+
+def test_the_reduction_tree_is_the_tree_of_combine_in_tree():
+    assert reduction_tree(1, 8) == [[0]]
+    assert reduction_tree(8, 8) == [list(range(8))]
+    assert reduction_tree(9, 8) == [list(range(8)), [8], [9, 10]]
+    assert reduction_tree(10, 3) == [
+        [0, 1, 2],
+        [3, 4, 5],
+        [6, 7, 8],
+        [9],
+        [10, 11, 12],
+        [13],
+        [14, 15],
+    ]
+    # combine_in_tree over the numbered chunks names the same nodes in the same order.
+    tree = reduction_tree(70, 3)
+    numbered = combine_in_tree(lambda *kids: tree.index(list(kids)) + 70, range(70), 3)
+    assert numbered == 70 + len(tree) - 1
+
+
+@pytest.mark.parametrize("n_workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("n_chunks", [1, 5, 9, 17, 70])
+def test_hosts_combine_the_whole_tree_worker_to_worker_bit_for_bit(
+    four_workers, n_chunks, n_workers
+):
+    arrays = _stats_arrays(n_chunks)
+    chunks = _scatter_irregularly(four_workers, arrays, n_workers)
+    hosts = ChunkHosts(four_workers, chunks)
+    answers = _recording_answers(hosts)
+    try:
+        combined = hosts.map_reduce(_stats_of, combine_stats, split_every=3, result_bytes=LARGE)
+        kept = _kept_by_the_hosts(four_workers, hosts)
+    finally:
+        hosts.close()
+    expected = combine_in_tree(combine_stats, [_stats_of(a) for a in arrays], 3)
+    parts = [four_workers.submit(_stats_of, chunk) for chunk in chunks]
+    on_tasks = {
+        size: tree_reduce(
+            four_workers, combine_stats, parts, name="t", split_every=3, result_bytes=size
+        )
+        for size in (0, LARGE)  # the last group on the client, or the root a task
+    }
+    for result in (combined, *on_tasks.values()):
+        assert_array_equal(result.sums, expected.sums)
+        assert_array_equal(result.counts, expected.counts)
+        assert result.inertia == expected.inertia
+    # One value reaches the client, from the host of chunk 0 (which combines the root).
+    assert len(hosts._groups) == min(n_workers, n_chunks)
+    (per_host,) = answers
+    assert [value is not None for value in per_host] == [True] + [False] * (len(per_host) - 1)
+    # Every value kept for another host was taken: nothing stays for the next iteration.
+    assert all(n_kept == 0 for state in kept.values() for n_kept, _ in state)
+
+
+def test_the_client_receives_one_set_per_iteration_whatever_the_workers(four_workers, monkeypatch):
+    k, d = 512, 32
+    arrays = [np.full(4, float(i)) for i in range(16)]
+    received = {}
+    for reduction, result_bytes in [("client", 0), ("workers", LARGE)]:
+        for n_workers in (1, 2, 4):
+            chunks = _scatter_irregularly(four_workers, arrays, n_workers)
+            hosts = ChunkHosts(four_workers, chunks)
+            answers = _recording_answers(hosts)
+            try:
+                result = hosts.map_reduce(
+                    _large_stats, combine_stats, k, d, result_bytes=result_bytes
+                )
+            finally:
+                hosts.close()
+            assert result.counts.sum() == k * sum(range(16))
+            (per_host,) = answers
+            received[reduction, n_workers] = sum(
+                values.sums.nbytes
+                if reduction == "workers"
+                else sum(v.sums.nbytes for v in values)
+                for values in per_host
+                if values is not None
+            )
+    one_set = 8 * k * d
+    assert [received["workers", w] for w in (1, 2, 4)] == [one_set] * 3
+    # Before: one set per group of the tree's first level at least, and per worker.
+    assert all(received["client", w] >= max(2, w) * one_set for w in (1, 2, 4))
+    # The task path: the root is a task too, and the client gathers one value.
+    gathered = []
+    gather = four_workers.gather
+    monkeypatch.setattr(
+        four_workers, "gather", lambda futures: gathered.append(futures) or gather(futures)
+    )
+    parts = [four_workers.submit(_large_stats, four_workers.scatter(a), k, d) for a in arrays]
+    tree_reduce(four_workers, combine_stats, parts, name="t", result_bytes=LARGE)
+    assert [isinstance(futures, Future) for futures in gathered] == [True]
+
+
+def test_the_hosts_reduce_worker_to_worker_when_the_client_would_gather_too_much(four_workers):
+    arrays = _stats_arrays(16)
+    chunks = _scatter_irregularly(four_workers, arrays, 2)  # every first-level group split
+    hosts = ChunkHosts(four_workers, chunks)
+    methods = []
+    call = hosts._call
+    hosts._call = lambda method, *args, **kwargs: (
+        methods.append(method) or call(method, *args, **kwargs)
+    )
+    try:
+        for result_bytes in (CLIENT_GATHER_BYTES // 16, CLIENT_GATHER_BYTES // 16 + 1):
+            hosts.map_reduce(_stats_of, combine_stats, result_bytes=result_bytes)
+    finally:
+        hosts.close()
+    # 16 values of 1/16 of the budget are gathered; one byte more each, and they are not.
+    assert methods == ["map_combine", "reduce_tree"]
+
+
+def _large_stats(chunk, k, d):
+    return ClusterStats(np.full((k, d), chunk[0]), np.full(k, chunk[0]), float(chunk[0]))
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_errors_between_workers_come_back_as_raised_and_nothing_is_kept(
+    client, direct, monkeypatch
+):
+    if not direct:
+        monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", _answer_false)
+    workers = sorted(client.scheduler_info()["workers"])
+    chunks = [client.scatter(np.full(18, float(i)), workers=[workers[i % 2]]) for i in range(5)]
+    hosts = ChunkHosts(client, chunks)
+    try:
+        assert hosts.direct == direct
+        start = time.monotonic()
+        # Chunk 3 fails on the second worker, while the first waits for its values.
+        with pytest.raises(ValueError, match=r"bad chunk starting with 3\.0"):
+            hosts.map_reduce(_fail_on_three, combine_stats, result_bytes=LARGE)
+        assert time.monotonic() - start < 5  # not mistaken for a lost worker
+        # The first worker, waiting for the second's values, gets the error too and
+        # stops waiting; neither keeps a value.
+        failed = [[(0, "ValueError('bad chunk starting with 3.0')")]] * 2
+        deadline = time.monotonic() + 10
+        while list(_kept_by_the_hosts(client, hosts).values()) != failed:
+            assert time.monotonic() < deadline, _kept_by_the_hosts(client, hosts)
+            time.sleep(0.05)
+        # The next iteration runs as if nothing happened.
+        combined = hosts.map_reduce(_stats_of, combine_stats, split_every=2, result_bytes=LARGE)
+    finally:
+        hosts.close()
+    parts = [np.full(18, float(i)) for i in range(5)]
+    expected = combine_in_tree(combine_stats, [_stats_of(p) for p in parts], 2)
+    assert_array_equal(combined.sums, expected.sums)
+
+
+def _fail_on_three(chunk):
+    if chunk[0] == 3:
+        _fail(chunk)
+    return _stats_of(chunk)
+
+
+async def _answer_false(hosts):
+    return False
 
 
 # --- the direct calls and their fallback ----------------------------------------------

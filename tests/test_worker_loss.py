@@ -14,10 +14,16 @@ import zarr
 from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 
+import kmeans_dask._engine.hosts as hosts_module
 from kmeans_dask import KMeans
-from kmeans_dask._engine.hosts import ChunkHosts
+from kmeans_dask._engine.hosts import ChunkHosts, HostLost
+from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES
+from kmeans_dask._worker.results import ClusterStats, combine_stats
 
 PARAMS = {"n_clusters": 30, "init": "k-means||", "random_state": 0, "max_iter": 40, "tol": 0.0}
+
+#: One value of this size is more than the client gathers: the hosts combine worker to worker.
+LARGE = CLIENT_GATHER_BYTES + 1
 
 
 @pytest.fixture(scope="module")
@@ -96,15 +102,85 @@ def test_fit_survives_a_killed_worker(fragile_cluster, rows, tmp_path, kind, eng
     assert_array_equal(labels, expected)
 
 
-def test_fit_through_the_actor_handles_survives_a_killed_worker(
-    fragile_cluster, rows, monkeypatch
+async def _handler_changed(hosts):
+    return False
+
+
+def _stats_slow_for_chunk_one(chunk):
+    if chunk[0] == 1:
+        time.sleep(20)  # killed before it wakes
+    return ClusterStats(np.full((4, 3), chunk[0]), np.ones(4), float(chunk[0]))
+
+
+def _host_states(client, hosts, address):
+    """The values a host keeps for others and why it failed, on the worker at ``address``."""
+    keys = [future.key for future in hosts._futures]
+
+    def state(dask_worker):
+        actors = [dask_worker.state.actors.get(key) for key in keys]
+        return [(len(a._kept), a._failure) for a in actors if a is not None]
+
+    return client.run(state, workers=[address])[address]
+
+
+@pytest.mark.parametrize("direct", [True, False])
+def test_a_worker_lost_while_another_waits_for_its_values_is_a_lost_host(
+    fragile_cluster, monkeypatch, direct
 ):
-    """The fallback path of the actors (their public handles) recovers as the direct one."""
+    """The host combining the root waits for the other worker's values when it dies."""
+    client = fragile_cluster
+    if not direct:
+        monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", _handler_changed)
+    first, second = sorted(client.scheduler_info()["workers"])
+    chunks = [
+        client.scatter(np.full(3, float(i)), workers=[(first, second)[i % 2]], hash=False)
+        for i in range(4)
+    ]
+    hosts = ChunkHosts(client, chunks)
+    assert hosts.direct == direct
+    pid = client.run(os.getpid, workers=[second])[second]
 
-    async def handler_changed(hosts):
-        return False
+    def kill_once_the_first_waits():
+        # The first worker's host has asked for the second's values: kill the second.
+        deadline = time.monotonic() + 60
+        while _host_states(client, hosts, second) == [(0, None)]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(pid, signal.SIGKILL)
 
-    monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", handler_changed)
+    killer = threading.Thread(target=kill_once_the_first_waits)
+    killer.start()
+    try:
+        with pytest.raises(HostLost):
+            hosts.map_reduce(_stats_slow_for_chunk_one, combine_stats, result_bytes=LARGE)
+        # The first worker stops waiting for the dead one's values and keeps none: its
+        # call fails (direct), or the client tells it the iteration is given up (handles,
+        # which may wait for ever on a dead actor).
+        deadline = time.monotonic() + 30
+        while not (states := _host_states(client, hosts, first))[0][1]:
+            assert time.monotonic() < deadline, states
+            time.sleep(0.1)
+        ((n_kept, failure),) = states
+        assert n_kept == 0
+        assert isinstance(failure, OSError if direct else (OSError, RuntimeError))
+    finally:
+        killer.join()
+        hosts.close()
+    client.wait_for_workers(2, timeout=60)
+
+
+@pytest.mark.parametrize(
+    ("direct", "reduction"), [(False, "client"), (True, "workers"), (False, "workers")]
+)
+def test_fit_through_the_actors_survives_a_killed_worker_either_way(
+    fragile_cluster, rows, monkeypatch, direct, reduction
+):
+    """The fallback path of the actors (their public handles) recovers as the direct one,
+    and so does every pass combined worker to worker (by either path)."""
+    if reduction == "workers":
+        monkeypatch.setattr(hosts_module, "CLIENT_GATHER_BYTES", -1)
+    if not direct:
+        monkeypatch.setattr(ChunkHosts, "_direct_calls_answer", _handler_changed)
     undisturbed = KMeans(**PARAMS, engine="actors").fit(rows)
     disturbed = _kill_a_worker_during(
         fragile_cluster, lambda: KMeans(**PARAMS, engine="actors").fit(rows)

@@ -14,11 +14,32 @@ that worker holds (nothing is copied) and kept for the whole fit. Each pass
 the client calls every host at once; a host runs the same task function as
 the task path (e.g. :func:`~kmeans_dask._worker.tasks.chunk_stats`) over its
 chunks on the worker's thread pool. The results are combined in the fixed tree of
-:func:`~kmeans_dask._engine.mapreduce.tree_reduce`: a host combines each group of
-the tree's first level whose chunks it holds (on one worker, the whole
-tree), the client the rest. The result is therefore bit for bit that of the
-task path, for any placement, and with k x d statistics of a few MiB only
-one copy per group crosses the network.
+:func:`~kmeans_dask._engine.mapreduce.tree_reduce`, whose shape depends only on
+the number of chunks, never on which worker holds what, so the result is bit
+for bit that of the task path for any placement. Two ways, chosen per call
+by the bytes the client would receive:
+
+* Small values: a host combines each group of the tree's first level whose
+  chunks it holds (on one worker, the whole tree) and answers with those
+  groups' values (and the values of chunks in groups split between
+  workers); the client combines the rest. One round trip, no hop between
+  workers, but at least one value per worker reaches the client.
+* When those values would exceed
+  :data:`~kmeans_dask._engine.mapreduce.CLIENT_GATHER_BYTES` (k x d
+  statistics on many workers: k = 65536, d = 256 on 100 workers would be
+  13 GB per iteration into one process), the hosts combine the whole tree
+  worker to worker and the client receives one value whatever the number
+  of workers. Still one call per host: the client sends each host its plan
+  (:class:`TreePlan`: the inner nodes it combines, each living on the host
+  of its first chunk); a host maps its chunks, then for each node it
+  combines takes the children other hosts hold from their actors
+  (:meth:`ChunkHost.take`, which waits until the value is ready and then
+  forgets it) and combines them off the event loop; the root's host answers
+  with the root, the others with None. Values kept for another host belong
+  to one iteration (a token) and are dropped once taken, when the
+  iteration fails (the hosts waiting for them get the error) and when the
+  next one starts; the client tells the hosts when it gives an iteration
+  up, so none waits for ever on a lost one.
 
 The calls go straight to the workers' ``actor_execute`` handler, the one a
 :class:`distributed.Actor` handle calls, without the handle's own future
@@ -26,8 +47,9 @@ and its extra hop to the event loop (benchmarks/RESULTS.md, "Actor calls").
 That handler is internal to distributed: :class:`ChunkHosts` checks it once,
 when its actors start, with one call per actor, and if it does not answer
 as expected (a release that renamed or reshaped it) every call of that fit
-goes through the public ``Actor`` handles instead. Both paths run the same
-methods on the same actors, so the results are the same bit for bit.
+goes through the public ``Actor`` handles instead, the hosts' calls to one
+another included. Both paths run the same methods on the same actors, so the
+results are the same bit for bit.
 
 The price: these passes do not appear in the dashboard's task stream (the
 workers' CPU and memory panels still show them), and a worker lost mid-call
@@ -51,7 +73,7 @@ from distributed import Actor, Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
 from kmeans_dask._engine.client import scheduler_lost, worker_info
-from kmeans_dask._engine.mapreduce import SPLIT_EVERY, task_keys
+from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, SPLIT_EVERY, task_keys
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +86,8 @@ _WORKER_GONE_TIMEOUT = 30.0
 #: How long one question to the scheduler may take while telling a lost
 #: worker from a lost scheduler (whose client would retry connecting for 30 s).
 _SCHEDULER_ANSWER_TIMEOUT = 2.0
+#: How long the client waits for the hosts to hear that it gave up an iteration.
+_ABANDON_TIMEOUT = 2.0
 
 
 class HostGroup(NamedTuple):
@@ -100,6 +124,46 @@ class GroupPlan(NamedTuple):
     """The group's value (whole) or its chunks' values, in chunk order."""
 
 
+class Pull(NamedTuple):
+    """Values a host takes from another host's actor."""
+
+    address: str
+    """The worker of the other host."""
+    actor: Any
+    """The other host's actor key."""
+    nodes: list[int]
+    """The tree nodes whose values it takes, in the order the combination wants them."""
+
+
+class NodeStep(NamedTuple):
+    """One inner node of the reduction tree that a host combines."""
+
+    node: int
+    children: list[int]
+    """Its children, in the order they are combined."""
+    pulls: list[Pull]
+    """Where the children that other hosts hold come from."""
+
+
+class TreePlan(NamedTuple):
+    """One host's part of an iteration's reduction tree, worker to worker.
+
+    Nodes are numbered as :func:`reduction_tree` numbers them: the chunks
+    first, then the inner nodes bottom-up, the root last.
+    """
+
+    token: int
+    """The iteration: values kept for other hosts belong to one iteration."""
+    steps: list[NodeStep]
+    """The inner nodes this host combines, children before parents."""
+    shared: list[int]
+    """Nodes whose parent another host combines: kept until that host takes them."""
+    root: int | None
+    """The root, if this host combines it (and returns its value), else None."""
+    direct: bool
+    """Whether to take values through the ``actor_execute`` handler (else ``Actor`` handles)."""
+
+
 class HostLost(CancelledError):
     """A worker holding a :class:`ChunkHost` stopped answering."""
 
@@ -109,6 +173,14 @@ class ChunkHost:
 
     def __init__(self, *chunks: Any) -> None:
         self._chunks = chunks
+        #: The latest iteration of :meth:`reduce_tree` this host has heard of.
+        self._token = -1
+        #: That iteration's values kept for (or awaited by) other hosts, by node.
+        self._kept: dict[int, asyncio.Future] = {}
+        #: Why that iteration failed here, if it did.
+        self._failure: BaseException | None = None
+        #: Set (with an error) when the client gives that iteration up.
+        self._abandoned: asyncio.Future | None = None
 
     async def n_chunks(self) -> int:
         """How many chunks this host holds: the probe of the direct calls."""
@@ -169,6 +241,148 @@ class ChunkHost:
                 results.append(members[0])
         return results
 
+    async def reduce_tree(
+        self,
+        plan: TreePlan,
+        chunk_nodes: list[int],
+        func: Callable,
+        combine: Callable,
+        *args: Any,
+    ) -> Any:
+        """``func`` over the chunks, then the nodes of ``plan`` combined; the root's value or None.
+
+        ``chunk_nodes`` are this host's chunks' node numbers. A child that
+        another host holds is taken from it (:meth:`take`); a node whose
+        parent another host combines is kept until that host takes it. On
+        failure every value kept is dropped and every host waiting for one
+        gets the error.
+        """
+        kept = self._iteration(plan.token)
+        loop = asyncio.get_running_loop()
+        executor = get_worker().executors["default"]
+        values: dict[int, asyncio.Future] = {}
+
+        async def combined(step: NodeStep) -> Any:
+            taken = await asyncio.gather(*[self._pull(pull, plan) for pull in step.pulls])
+            members = {
+                node: value
+                for pull, pulled in zip(step.pulls, taken, strict=True)
+                for node, value in zip(pull.nodes, pulled, strict=True)
+            }
+            for child in step.children:
+                if child not in members:
+                    members[child] = await values[child]
+            # Off the event loop: large statistics take a while to add.
+            return await loop.run_in_executor(
+                executor, combine, *[members[child] for child in step.children]
+            )
+
+        async def share(node: int) -> None:
+            value = await values[node]
+            slot = kept.get(node)
+            if slot is None:
+                slot = kept[node] = loop.create_future()
+            slot.set_result(value)
+
+        try:
+            for node, value in zip(chunk_nodes, await self.map(func, *args), strict=True):
+                values[node] = loop.create_future()
+                values[node].set_result(value)
+            for step in plan.steps:
+                values[step.node] = asyncio.ensure_future(combined(step))
+            await asyncio.gather(*values.values(), *[share(node) for node in plan.shared])
+        except BaseException as exc:
+            for pending in values.values():
+                pending.cancel()
+            self._fail(plan.token, exc)
+            raise
+        return None if plan.root is None else values[plan.root].result()
+
+    async def take(self, token: int, nodes: list[int]) -> list[Any]:
+        """The values of ``nodes`` in iteration ``token``, once computed here; then forgotten."""
+        kept = self._iteration(token)
+        loop = asyncio.get_running_loop()
+        slots = []
+        for node in nodes:
+            if node not in kept:
+                kept[node] = loop.create_future()
+            slots.append(kept[node])
+        try:
+            return list(await asyncio.gather(*slots))
+        finally:
+            for node in nodes:
+                kept.pop(node, None)
+
+    def _iteration(self, token: int) -> dict[int, asyncio.Future]:
+        """The values kept for iteration ``token``; a newer one forgets the older ones.
+
+        Raises why that iteration failed here, if it did (so a host asking
+        later does not wait for a value that will never come).
+        """
+        if token > self._token:
+            self._fail(self._token, RuntimeError("a newer iteration started"))
+            self._token, self._failure = token, None
+            self._abandoned = asyncio.get_running_loop().create_future()
+        elif token < self._token:
+            raise RuntimeError(f"iteration {token} is over (now {self._token})")
+        elif self._failure is not None:
+            raise self._failure
+        return self._kept
+
+    def _fail(self, token: int, exc: BaseException) -> None:
+        """Drop iteration ``token``'s kept values; hosts waiting for one get ``exc``."""
+        if token != self._token:
+            return
+        self._failure = exc
+        for slot in self._kept.values():
+            if not slot.done():
+                slot.set_exception(exc)
+                slot.exception()  # retrieved here, so asyncio does not log it if nobody waits
+        self._kept = {}
+
+    async def abandon(self, token: int) -> None:
+        """The client gave iteration ``token`` up: stop waiting for other hosts' values."""
+        if token == self._token and self._abandoned is not None and not self._abandoned.done():
+            self._abandoned.set_exception(
+                RuntimeError(f"the client gave iteration {token} up (a host failed)")
+            )
+            self._abandoned.exception()  # retrieved here, so asyncio does not log it
+
+    async def _pull(self, pull: Pull, plan: TreePlan) -> list[Any]:
+        """:meth:`take` on another host, unless the client gives the iteration up first.
+
+        A worker that dies while asked fails the call; but a call to one that
+        died before it is reached may wait for the connect timeout, and one
+        through an ``Actor`` handle can wait for ever (the handle then waits
+        for its actor's future, which need not settle): the client, which
+        learns of the loss from the scheduler, ends such waits (:meth:`abandon`).
+        """
+        call = asyncio.ensure_future(_take_from(pull, plan.token, plan.direct))
+        abandoned = self._abandoned
+        await asyncio.wait([call, abandoned], return_when=asyncio.FIRST_COMPLETED)
+        if call.done():
+            return call.result()
+        call.cancel()
+        raise abandoned.exception()
+
+
+async def _take_from(pull: Pull, token: int, direct: bool) -> list[Any]:
+    """:meth:`ChunkHost.take` on another host, through its worker's handler or a handle."""
+    worker = get_worker()
+    if not direct:
+        return await Actor(ChunkHost, pull.address, pull.actor, worker=worker).take(
+            token, pull.nodes
+        )
+    reply = await worker.rpc(pull.address).actor_execute(
+        actor=pull.actor,
+        function="take",
+        args=[to_serialize(token), to_serialize(pull.nodes)],
+        kwargs={},
+    )
+    if reply["status"] != "OK":
+        raise reply["exception"]
+    return reply["result"]
+
 
 class ChunkHosts:
     """One :class:`ChunkHost` per worker, over a list of chunk futures."""
@@ -200,6 +414,8 @@ class ChunkHosts:
         self._handles: list[Actor] = client.gather(self._futures)
         #: Whether calls go straight to the workers' handler (else through the handles).
         self.direct = client.sync(self._direct_calls_answer)
+        #: The last iteration reduced worker to worker (:meth:`ChunkHost.reduce_tree`).
+        self._token = -1
 
     def map(self, func: Callable, *args: Any) -> list[Any]:
         """``func(chunk, *args)`` for every chunk, in chunk order.
@@ -217,19 +433,96 @@ class ChunkHosts:
         return results
 
     def map_reduce(
-        self, func: Callable, combine: Callable, *args: Any, split_every: int = SPLIT_EVERY
+        self,
+        func: Callable,
+        combine: Callable,
+        *args: Any,
+        split_every: int = SPLIT_EVERY,
+        result_bytes: int = 0,
     ) -> Any:
         """``func(chunk, *args)`` for every chunk, combined in the tree of ``tree_reduce``.
 
-        A group of the tree's first level whose chunks all live on one
-        worker is combined there, so one value per group crosses the network
-        instead of one per chunk; the rest of the tree is combined here. The
+        A group of the tree's first level whose chunks all live on one worker
+        is combined there, and the client gathers the groups' values (or the
+        chunks', for a group split between workers) and combines the rest,
+        which saves the hops between workers. When those values (of
+        ``result_bytes`` each, when known) exceed
+        :data:`~kmeans_dask._engine.mapreduce.CLIENT_GATHER_BYTES`, the hosts
+        combine the whole tree worker to worker instead, and the client
+        receives one value whatever the number of workers. Either way the
         result is bit for bit :func:`combine_in_tree` of the per-chunk values.
 
         Raises
         ------
         HostLost
             If a worker died (after the scheduler has noticed it).
+        """
+        requests, plans = self._first_level_plan(split_every)
+        if sum(len(parts) for parts in requests) * result_bytes > CLIENT_GATHER_BYTES:
+            return self._reduce_on_workers(func, combine, args, split_every)
+        per_host = self._call("map_combine", func, combine, *args, first=[(r,) for r in requests])
+        level = []
+        for plan in plans:
+            values = [per_host[slot.host][slot.part] for slot in plan.slots]
+            level.append(values[0] if plan.whole else combine(*values))
+        if len(level) == 1:  # the first level was the root
+            return level[0]
+        return combine_in_tree(combine, level, split_every)
+
+    def _reduce_on_workers(
+        self, func: Callable, combine: Callable, args: tuple[Any, ...], split_every: int
+    ) -> Any:
+        """The whole tree combined by the hosts; the root's host answers with the result.
+
+        An inner node is combined by the host that holds its first chunk, so
+        most of a subtree whose chunks one worker holds stays there.
+        """
+        owner = [0] * self._n_chunks
+        for host, (_, indices) in enumerate(self._groups):
+            for index in indices:
+                owner[index] = host
+        self._token += 1
+        steps: list[list[NodeStep]] = [[] for _ in self._groups]
+        shared: list[list[int]] = [[] for _ in self._groups]
+        for node, children in enumerate(reduction_tree(self._n_chunks, split_every), len(owner)):
+            host = owner[children[0]]
+            owner.append(host)
+            remote: dict[int, list[int]] = defaultdict(list)
+            for child in children:
+                if owner[child] != host:
+                    remote[owner[child]].append(child)
+                    shared[owner[child]].append(child)
+            pulls = [
+                Pull(self._groups[other].address, self._futures[other].key, nodes)
+                for other, nodes in remote.items()
+            ]
+            steps[host].append(NodeStep(node, children, pulls))
+        root = len(owner) - 1
+        plans = [
+            (
+                TreePlan(
+                    self._token,
+                    steps[host],
+                    shared[host],
+                    root if owner[root] == host else None,
+                    self.direct,
+                ),
+                indices,
+            )
+            for host, (_, indices) in enumerate(self._groups)
+        ]
+        try:
+            answers = self._call("reduce_tree", func, combine, *args, first=plans)
+        except BaseException:
+            self._client.sync(self._abandon, self._token)
+            raise
+        return answers[owner[root]]
+
+    def _first_level_plan(self, split_every: int) -> tuple[list[list[Part]], list[GroupPlan]]:
+        """What each host answers for the tree's first level, and where each group's values are.
+
+        A group whose chunks one host holds is combined there; a group split
+        between hosts is answered chunk by chunk.
         """
         located = {
             index: (host, position)
@@ -246,21 +539,16 @@ class ChunkHosts:
                 slots.append(Slot(host, len(requests[host])))
                 requests[host].append(Part([located[index][1] for index in members], whole))
             plans.append(GroupPlan(whole, slots))
-        per_host = self._call("map_combine", func, combine, *args, first=requests)
-        level = []
-        for plan in plans:
-            values = [per_host[slot.host][slot.part] for slot in plan.slots]
-            level.append(values[0] if plan.whole else combine(*values))
-        if len(level) == 1:  # the first level was the root
-            return level[0]
-        return combine_in_tree(combine, level, split_every)
+        return requests, plans
 
-    def _call(self, method: str, *args: Any, first: Sequence[Any] | None = None) -> list[Any]:
+    def _call(
+        self, method: str, *args: Any, first: Sequence[tuple[Any, ...]] | None = None
+    ) -> list[Any]:
         """Call ``method`` on every host at once; their answers, in host order.
 
-        With ``first``, host ``i`` gets ``first[i]`` before ``args``.
+        With ``first``, host ``i`` gets the arguments ``first[i]`` before ``args``.
         """
-        own = [()] * len(self._futures) if first is None else [(value,) for value in first]
+        own = [()] * len(self._futures) if first is None else first
         try:
             return self._client.sync(self._call_hosts, method, args, own)
         except Exception as exc:
@@ -292,6 +580,22 @@ class ChunkHosts:
             if reply["status"] != "OK":
                 raise reply["exception"]
         return [reply["result"] for reply in replies]
+
+    async def _abandon(self, token: int) -> None:
+        """Tell every host still reachable that iteration ``token`` is given up."""
+        calls = [self._tell_abandoned(host, token) for host in range(len(self._handles))]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*calls, return_exceptions=True), _ABANDON_TIMEOUT
+            )
+        except TimeoutError:
+            logger.info("some hosts did not hear that iteration %d was given up", token)
+
+    async def _tell_abandoned(self, host: int, token: int) -> None:
+        if self.direct:
+            await self._call_direct(host, "abandon", (token,))
+        else:  # a handle whose worker is gone may raise at once
+            await self._handles[host].abandon(token)
 
     def _call_direct(self, host: int, method: str, args: Sequence[Any]) -> Awaitable[Any]:
         """The request an ``Actor`` handle sends to the ``actor_execute`` handler, made here.
@@ -368,15 +672,35 @@ class ChunkHosts:
         self._handles = []  # each holds a reference to its actor too
 
 
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def reduction_tree(n_chunks: int, split_every: int) -> list[list[int]]:
+    """The inner nodes of the tree of ``tree_reduce``, each as the list of its children.
+
+    Nodes are numbered: the chunks ``0 .. n_chunks - 1``, then the inner
+    nodes bottom-up, so the ``i``-th entry is node ``n_chunks + i`` and the
+    last is the root. Each node combines at most ``split_every`` children,
+    in order, as :func:`combine_in_tree` does.
+    """
+    level = list(range(n_chunks))
+    tree: list[list[int]] = []
+    while len(level) > split_every:
+        groups = [level[i : i + split_every] for i in range(0, len(level), split_every)]
+        level = list(range(n_chunks + len(tree), n_chunks + len(tree) + len(groups)))
+        tree.extend(groups)
+    tree.append(level)
+    return tree
+
+
 def _first_level(n_chunks: int, split_every: int) -> list[list[int]]:
     """The groups of chunks that the tree of ``tree_reduce`` combines first.
 
     All chunks at once when there are at most ``split_every`` (the root).
     """
-    width = split_every if n_chunks > split_every else max(n_chunks, 1)
-    return [
-        list(range(start, min(start + width, n_chunks))) for start in range(0, n_chunks, width)
-    ]
+    tree = reduction_tree(n_chunks, split_every)
+    return [children for children in tree if children and children[0] < n_chunks]
 
 
 def combine_in_tree(

@@ -19,6 +19,11 @@ from distributed import Client, Future
 SPLIT_EVERY = 8
 #: Arrays up to this size are sent inline with every task that uses them.
 INLINE_BYTES = 256 * 2**10
+#: Most bytes of values that the client gathers to combine the top of a
+#: reduction tree itself, which saves a hop; beyond, the tree is combined on
+#: the cluster up to its root and the client receives only the result
+#: (benchmarks/RESULTS.md, "One set of statistics per iteration").
+CLIENT_GATHER_BYTES = 16 * 2**20
 
 
 def task_keys(prefix: str, count: int) -> list[tuple[str, int]]:
@@ -83,12 +88,15 @@ def tree_reduce(
     name: str,
     split_every: int = SPLIT_EVERY,
     leading: tuple = (),
+    result_bytes: int = 0,
 ) -> Any:
     """Combine ``parts`` with ``combine(*leading, *group)`` in a fixed-shape tree.
 
-    Levels run as cluster tasks while more than ``split_every`` parts remain;
-    the last group is gathered and combined in the client, which saves a
-    scheduler round trip per iteration. The shape of the tree depends only on
+    Levels run as cluster tasks while more than ``split_every`` parts remain.
+    The last group is gathered and combined by the client, which saves a
+    scheduler round trip, unless its values (of ``result_bytes`` each, when
+    known) exceed :data:`CLIENT_GATHER_BYTES`: then the root is a task too
+    and the client receives one value. The shape of the tree depends only on
     ``len(parts)``, so results are identical for any number of workers.
 
     Returns
@@ -96,6 +104,10 @@ def tree_reduce(
     The combined value (not a future).
     """
     level = _reduce_to_last_group(client, combine, parts, name, split_every, leading)
+    if len(level) * result_bytes > CLIENT_GATHER_BYTES:
+        return client.gather(
+            client.submit(combine, *leading, *level, key=task_keys(name, 1)[0], pure=False)
+        )
     return combine(*leading, *client.gather(level))
 
 

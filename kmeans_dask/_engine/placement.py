@@ -122,6 +122,7 @@ class DistributedData:
         *args: Any,
         name: str,
         leading: tuple = (),
+        result_bytes: int = 0,
     ) -> Any:
         """``func(chunk, *args)`` on every chunk, combined by ``combine(*leading, *parts)``.
 
@@ -129,14 +130,24 @@ class DistributedData:
         can before answering), else as tasks named ``name`` (array arguments
         sent as :func:`~kmeans_dask._engine.mapreduce.send` sends them); either way
         in the tree of :func:`~kmeans_dask._engine.mapreduce.tree_reduce`, so with
-        the same result.
+        the same result. ``result_bytes``, the size of one value when known,
+        lets large values be combined on the cluster up to the root.
         """
         hosts = self.hosts(client)
         if hosts is not None:
-            return hosts.map_reduce(func, partial(combine, *leading), *args)
+            return hosts.map_reduce(
+                func, partial(combine, *leading), *args, result_bytes=result_bytes
+            )
         sent = [send(client, a, name) if isinstance(a, np.ndarray) else a for a in args]
         parts = map_chunks(client, func, self.chunks, *sent, name=name)
-        return tree_reduce(client, combine, parts, name=f"{name}-merge", leading=leading)
+        return tree_reduce(
+            client,
+            combine,
+            parts,
+            name=f"{name}-merge",
+            leading=leading,
+            result_bytes=result_bytes,
+        )
 
     def check(self, client: Client) -> ChunkSummary:
         """One pass learning finiteness, column moments and weight sums of all rows."""

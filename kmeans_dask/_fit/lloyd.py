@@ -27,7 +27,13 @@ from kmeans_dask._fit.interrupts import interrupt_point
 from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops, statistics_and_labels
-from kmeans_dask._worker.results import ClusterStats, RankedRows, combine_stats, merge_top
+from kmeans_dask._worker.results import (
+    ClusterStats,
+    RankedRows,
+    combine_stats,
+    merge_top,
+    statistics_nbytes,
+)
 from kmeans_dask._worker.tasks import (
     chunk_labels,
     chunk_stats,
@@ -296,9 +302,7 @@ def lloyd(
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         ticket = schedule.ticket(iteration, centers)
-        stats = data.map_reduce(
-            client, chunk_stats, combine_stats, centers, backend, ticket, name="kmeans-assign"
-        )
+        stats = _statistics(client, data, centers, backend, ticket, "kmeans-assign")
         schedule.ran(centers, ticket)
         # An empty cluster moves onto a row farthest from the centre the
         # iteration assigned it (its nearest, when the search is exact): the
@@ -335,6 +339,27 @@ def lloyd(
     )
 
 
+def _statistics(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    ticket: BoundsTicket | None,
+    name: str,
+) -> ClusterStats:
+    """One assignment pass's statistics, combined on the cluster up to the root if large."""
+    return data.map_reduce(
+        client,
+        chunk_stats,
+        combine_stats,
+        centers,
+        backend,
+        ticket,
+        name=name,
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
 def _farthest_rows(
     client: Client,
     data: DistributedData,
@@ -362,22 +387,19 @@ def _final_pass(
     chunk hands them over; the fit need not wait for those tasks.
     """
     if not data.persisted:  # streamed chunks keep no labels
-        stats = data.map_reduce(
-            client,
-            chunk_stats,
-            combine_stats,
-            centers,
-            backend,
-            ticket,
-            name="kmeans-final-stats",
-        )
-        return stats, []
+        return _statistics(client, data, centers, backend, ticket, "kmeans-final-stats"), []
     chunks = data.chunks
     engine = data.hosts(client)
     if engine is not None:
         tag = uuid.uuid4().hex
         final = engine.map_reduce(
-            stats_keeping_labels, combine_stats, centers, backend, ticket, tag
+            stats_keeping_labels,
+            combine_stats,
+            centers,
+            backend,
+            ticket,
+            tag,
+            result_bytes=statistics_nbytes(*centers.shape),
         )
         labels = map_chunks(
             client,
@@ -401,7 +423,14 @@ def _final_pass(
         client.submit(operator.getitem, pair, 1, key=key)
         for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
     ]
-    return tree_reduce(client, combine_stats, stats_parts, name="kmeans-reduce"), labels
+    final = tree_reduce(
+        client,
+        combine_stats,
+        stats_parts,
+        name="kmeans-reduce",
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+    return final, labels
 
 
 def local_lloyd(

@@ -43,15 +43,18 @@ def iteration_overhead_seconds(
     """
     from kmeans_dask._engine.hosts import ChunkHosts
     from kmeans_dask._engine.mapreduce import map_chunks, send, tree_reduce
-    from kmeans_dask._worker.results import combine_stats
+    from kmeans_dask._worker.results import combine_stats, statistics_nbytes
 
     seconds = []
+    result_bytes = statistics_nbytes(*centers.shape)
     if engine == "actors":
         hosts = ChunkHosts(client, chunks)
         try:
             for _ in range(iterations):
                 start = time.perf_counter()
-                hosts.map_reduce(_empty_statistics, combine_stats, centers)
+                hosts.map_reduce(
+                    _empty_statistics, combine_stats, centers, result_bytes=result_bytes
+                )
                 seconds.append(time.perf_counter() - start)
         finally:
             hosts.close()
@@ -60,6 +63,8 @@ def iteration_overhead_seconds(
             start = time.perf_counter()
             sent = send(client, centers, "bench-centers")
             parts = map_chunks(client, _empty_statistics, chunks, sent, name="bench-empty")
-            tree_reduce(client, combine_stats, parts, name="bench-reduce")
+            tree_reduce(
+                client, combine_stats, parts, name="bench-reduce", result_bytes=result_bytes
+            )
             seconds.append(time.perf_counter() - start)
     return float(statistics.median(seconds))
