@@ -144,9 +144,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         (about 15 ms per pass on a small machine; same result bit for bit);
         the passes then show in the workers' panels but not in the task
         stream. "auto" takes
-        actors when the data is held in worker memory and the per-chunk
-        statistics gathered each iteration stay under 64 MiB. Streamed Zarr
-        data always uses tasks.
+        actors when the per-chunk statistics gathered each iteration stay
+        under 64 MiB. Streamed Zarr data through actors is read ahead of
+        the work on it (each worker spreads runs of consecutive blocks over
+        its threads, with up to 2 blocks per thread read ahead, within an
+        eighth of its memory limit); its k-means|| rounds run as tasks.
     oversampling_factor : float, default=2.0
         k-means|| draws about ``oversampling_factor * n_clusters`` candidates
         per round.

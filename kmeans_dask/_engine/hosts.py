@@ -40,18 +40,20 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import queue
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import CancelledError
 from typing import Any, NamedTuple
 
+import numpy as np
 from distributed import Actor, Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
 from kmeans_dask._engine.client import scheduler_lost, worker_info
 from kmeans_dask._engine.mapreduce import SPLIT_EVERY, task_keys
+from kmeans_dask._worker.chunks import ZarrBlock
+from kmeans_dask._worker.reading import ReadAhead, read_ahead_for
 
 logger = logging.getLogger(__name__)
 
@@ -120,33 +122,38 @@ class ChunkHost:
         One job per worker thread, each taking the next chunk until none is
         left: a slow thread does fewer chunks, and the event loop hears back
         once per thread instead of once per chunk (RESULTS.md, "Design
-        measurements").
+        measurements"). Blocks streamed from a store are read ahead of the
+        jobs, within the worker's memory limit (:mod:`kmeans_dask._worker.reading`).
         """
         worker = get_worker()
-        waiting: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for position in range(len(self._chunks)):
-            waiting.put(position)
         values: list[Any] = [None] * len(self._chunks)
+        jobs = min(worker.state.nthreads, len(self._chunks))
+        ahead = read_ahead_for(self._chunks, jobs, worker.memory_manager.memory_limit)
 
-        def work() -> None:
-            while True:
-                try:
-                    position = waiting.get_nowait()
-                except queue.Empty:
-                    return
-                values[position] = func(self._chunks[position], *args)
+        def work(blocks: ReadAhead) -> None:
+            try:
+                while (taken := blocks.take()) is not None:
+                    values[taken.position] = func(taken.chunk, *args)
+                    del taken  # drop the block before taking the next
+            except BaseException:
+                blocks.stop()  # the other jobs stop too
+                raise
 
         loop = asyncio.get_running_loop()
-        jobs = min(worker.state.nthreads, len(self._chunks))
-        await asyncio.gather(
-            *[
-                # Each job carries the worker context, so get_worker() works inside.
-                loop.run_in_executor(
-                    worker.executors["default"], contextvars.copy_context().run, work
-                )
-                for _ in range(jobs)
-            ]
-        )
+        with ReadAhead(self._chunks, ahead=ahead, readers=jobs) as blocks:
+            outcomes = await asyncio.gather(
+                *[
+                    # Each job carries the worker context, so get_worker() works inside.
+                    loop.run_in_executor(
+                        worker.executors["default"], contextvars.copy_context().run, work, blocks
+                    )
+                    for _ in range(jobs)
+                ],
+                return_exceptions=True,
+            )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:  # the first that is not another job stopping because of it
+            raise next((f for f in failures if not isinstance(f, CancelledError)), failures[0])
         return values
 
     async def map_combine(
@@ -171,15 +178,19 @@ class ChunkHost:
 
 
 class ChunkHosts:
-    """One :class:`ChunkHost` per worker, over a list of chunk futures."""
+    """One :class:`ChunkHost` per worker, over chunk futures or the blocks of a store.
 
-    def __init__(self, client: Client, chunks: Sequence[Future]) -> None:
-        with client.as_current():
-            wait(chunks)
-        who_has = client.who_has(chunks)
-        by_worker: dict[str, list[int]] = defaultdict(list)
-        for index, chunk in enumerate(chunks):
-            by_worker[sorted(who_has[chunk.key])[0]].append(index)
+    A host holds the chunks its worker holds; blocks streamed from a store
+    (:class:`~kmeans_dask._worker.chunks.ZarrBlock`) are spread over the
+    workers in runs of consecutive blocks, in proportion to their threads,
+    so most groups of the reduction tree are combined on one worker.
+    """
+
+    def __init__(self, client: Client, chunks: Sequence[Future] | Sequence[ZarrBlock]) -> None:
+        if chunks and isinstance(chunks[0], Future):
+            by_worker = _where_held(client, chunks)
+        else:
+            by_worker = _spread(len(chunks), worker_info(client) or {})
         self._client = client
         self._n_chunks = len(chunks)
         self._groups = [HostGroup(address, indices) for address, indices in by_worker.items()]
@@ -366,6 +377,38 @@ class ChunkHosts:
             future.release()
         self._futures = []
         self._handles = []  # each holds a reference to its actor too
+
+
+def _where_held(client: Client, chunks: Sequence[Future]) -> dict[str, list[int]]:
+    """The positions of the chunks each worker holds (the first, if several hold one)."""
+    with client.as_current():
+        wait(chunks)
+    who_has = client.who_has(chunks)
+    by_worker: dict[str, list[int]] = defaultdict(list)
+    for index, chunk in enumerate(chunks):
+        by_worker[sorted(who_has[chunk.key])[0]].append(index)
+    return by_worker
+
+
+def _spread(n_chunks: int, workers: dict[str, dict]) -> dict[str, list[int]]:
+    """Runs of consecutive positions for each worker, in proportion to its threads.
+
+    Raises
+    ------
+    RuntimeError
+        If the cluster has no workers.
+    """
+    if not workers:
+        raise RuntimeError("the cluster has no workers to stream the data to")
+    addresses = sorted(workers)
+    threads = np.array([max(int(workers[a].get("nthreads") or 1), 1) for a in addresses])
+    ends = np.round(np.cumsum(threads) / threads.sum() * n_chunks).astype(int)
+    starts = np.concatenate(([0], ends[:-1]))
+    return {
+        address: list(range(start, end))
+        for address, start, end in zip(addresses, starts, ends, strict=True)
+        if end > start
+    }
 
 
 def _first_level(n_chunks: int, split_every: int) -> list[list[int]]:
