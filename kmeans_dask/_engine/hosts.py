@@ -133,7 +133,7 @@ class ChunkHost:
         def work(blocks: ReadAhead) -> None:
             try:
                 while (taken := blocks.take()) is not None:
-                    values[taken.position] = func(taken.chunk, *args)
+                    values[taken.position] = func(taken.block, *args)
                     del taken  # drop the block before taking the next
             except BaseException:
                 blocks.stop()  # the other jobs stop too

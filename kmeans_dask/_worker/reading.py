@@ -50,18 +50,20 @@ def read_ahead_for(sources: Sequence[Any], threads: int, memory_limit: int | Non
 
 
 class Taken(NamedTuple):
-    """A block handed to a thread, loaded: its position among the sources and its rows."""
+    """What a thread is handed: a position among the sources, and its block."""
 
     position: int
-    chunk: Any
+    block: Any
+    """The source loaded, or (without read-ahead) the source itself."""
 
 
 class ReadAhead:
     """The sources of a pass, loaded in order, at most ``ahead`` beyond those in use.
 
     Threads call :meth:`take` for the next block, and drop the block they
-    hold before they take the next. With ``ahead`` = 0 each block is loaded
-    by the thread that takes it (no reader threads); otherwise ``readers``
+    hold before they take the next. With ``ahead`` = 0 the sources are handed
+    over as they are, in order, for the thread's work to load (no reader
+    threads: a chunk already in memory needs none); otherwise ``readers``
     threads keep the next ``ahead`` blocks loading or loaded, so a worker
     holds at most one block per thread plus ``ahead``. A failed load raises
     from the :meth:`take` that hands its block over and stops the pass: later
@@ -89,7 +91,7 @@ class ReadAhead:
         self.close()
 
     def take(self) -> Taken | None:
-        """The next block, loaded; None when none is left or the pass has stopped.
+        """The next block; None when none is left or the pass has stopped.
 
         Raises
         ------
@@ -102,20 +104,18 @@ class ReadAhead:
             if self._pool is None:
                 if self._next == len(self._sources):
                     return None
-                position, pending = self._next, None
                 self._next += 1
-            else:
-                self._fill()
-                if not self._loading:
-                    return None
-                position, pending = self._loading.popleft()
-                self._fill()
+                return Taken(self._next - 1, self._sources[self._next - 1])
+            self._fill()
+            if not self._loading:
+                return None
+            position, pending = self._loading.popleft()
+            self._fill()
         try:
-            chunk = self._sources[position].load() if pending is None else pending.result()
+            return Taken(position, pending.result())
         except BaseException:
             self.stop()
             raise
-        return Taken(position, chunk)
 
     def stop(self) -> None:
         """Hand out no more blocks and cancel the loads not started."""
