@@ -111,6 +111,12 @@ def main() -> None:
         default=["tasks", "actors", "auto"],
         help="the streamed passes to measure (first word of each)",
     )
+    parser.add_argument(
+        "--raw-in-worker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the raw rate inside the worker",
+    )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=ConvergenceWarning)  # tol=0 on purpose
     variants = [v for v in VARIANTS if v[0].split()[0].rstrip(",:") in args.passes]
@@ -158,16 +164,18 @@ def main() -> None:
         KMeans(args.n_clusters, max_iter=1, n_init=1).fit(array[: 2 * args.chunk_rows])
         for repeat in range(args.repeats):
             rates["here"].append(read_rate(args.path, args.threads))
-            rates["worker"].append(client.submit(read_rate, args.path, args.threads).result())
+            if args.raw_in_worker:
+                rates["worker"].append(client.submit(read_rate, args.path, args.threads).result())
             order = variants if repeat % 2 == 0 else variants[::-1]
             for label, engine, ahead in order:
                 fits[label].append(_fit(client, args.path, args, engine, ahead))
             print(f"repeat {repeat + 1} of {args.repeats} done (load {os.getloadavg()[0]:.1f})")
 
     raw = statistics.median(rates["here"])
-    in_worker = statistics.median(rates["worker"])
     print(f"raw read + decompress ({args.threads} threads), here: {raw / 2**20:,.0f} MiB/s")
-    print(f"  ... inside the worker: {in_worker / 2**20:,.0f} MiB/s ({in_worker / raw:.0%})")
+    if args.raw_in_worker:
+        in_worker = statistics.median(rates["worker"])
+        print(f"  ... inside the worker: {in_worker / 2**20:,.0f} MiB/s ({in_worker / raw:.0%})")
     print(f"medians of {args.repeats}:")
     print("| pass | median iteration | of raw | whole fit | of raw | worker peak RSS |")
     print("| --- | --- | --- | --- | --- | --- |")

@@ -5,12 +5,15 @@ from __future__ import annotations
 import os
 import threading
 
+import dask.array as da
 import numpy as np
 import pytest
+import zarr
 from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
+from kmeans_dask._engine.placement import distribute
 from kmeans_dask._worker.chunks import BlockReadError
 from kmeans_dask.datasets import write_blobs_zarr
 
@@ -87,3 +90,18 @@ def test_a_corrupted_block_fails_the_fit_naming_its_rows(client, tmp_path, engin
     assert not any(client.run(_read_ahead_threads).values())
     # The cluster still works.
     assert np.isfinite(KMeans(2, max_iter=2, engine=engine).fit(np.eye(3) + 1.0).inertia_)
+
+
+@pytest.mark.parametrize(
+    ("engine", "through_actors"), [("auto", True), ("actors", True), ("tasks", False)]
+)
+def test_streamed_blocks_go_through_the_actors_unless_tasks_are_asked_for(
+    client, stores, engine, through_actors
+):
+    array = zarr.open_array(stores[3_000], mode="r")
+    data = distribute(
+        client, da.from_zarr(array), None, stream_from=array, statistics_bytes=8, engine=engine
+    )
+    assert not data.persisted
+    assert data.use_hosts is through_actors
+    assert [block.offset for block in data.chunks] == [0, 3_000, 6_000, 9_000]
