@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
@@ -117,7 +118,49 @@ class ChunkHost:
         return len(self._chunks)
 
     async def map(self, func: Callable, *args: Any) -> list[Any]:
-        """``[func(chunk, *args) for chunk in chunks]``, on the worker's threads.
+        """``[func(chunk, *args) for chunk in chunks]``, on the worker's threads."""
+        values: list[Any] = [None] * len(self._chunks)
+
+        def keep(position: int, value: Any) -> None:
+            values[position] = value
+
+        await self._each(func, args, keep)
+        return values
+
+    async def map_combine(
+        self, parts: list[Part], func: Callable, combine: Callable, *args: Any
+    ) -> list[Any]:
+        """``func`` over the chunks, returned as ``parts`` ask.
+
+        Each part lists positions in this host's chunks and whether to
+        return ``combine(*values)`` of them (True) or the one value itself.
+        A part is combined as soon as its last value is in, by the thread
+        that made it, so the worker holds the values of the parts under way
+        rather than of all its chunks (a pass drawing 10,000 sample rows per
+        chunk would otherwise hold them all).
+        """
+        results: list[Any] = [None] * len(parts)
+        part_of = {position: index for index, part in enumerate(parts) for position in part[0]}
+        members: list[dict[int, Any]] = [{} for _ in parts]
+        lock = threading.Lock()
+
+        def keep(position: int, value: Any) -> None:
+            index = part_of[position]
+            positions, combined = parts[index]
+            with lock:
+                members[index][position] = value
+                complete = len(members[index]) == len(positions)
+            if complete:  # in the order of the part's positions, whoever finishes it
+                values = [members[index].pop(i) for i in positions]
+                results[index] = combine(*values) if combined else values[0]
+
+        await self._each(func, args, keep)
+        return results
+
+    async def _each(
+        self, func: Callable, args: tuple[Any, ...], keep: Callable[[int, Any], None]
+    ) -> None:
+        """``keep(position, func(chunk, *args))`` for every chunk, on the worker's threads.
 
         One job per worker thread, each taking the next chunk until none is
         left: a slow thread does fewer chunks, and the event loop hears back
@@ -126,14 +169,13 @@ class ChunkHost:
         jobs, within the worker's memory limit (:mod:`kmeans_dask._worker.reading`).
         """
         worker = get_worker()
-        values: list[Any] = [None] * len(self._chunks)
         jobs = min(worker.state.nthreads, len(self._chunks))
         ahead = read_ahead_for(self._chunks, jobs, worker.memory_manager.memory_limit)
 
         def work(blocks: ReadAhead) -> None:
             try:
                 while (taken := blocks.take()) is not None:
-                    values[taken.position] = func(taken.block, *args)
+                    keep(taken.position, func(taken.block, *args))
                     del taken  # drop the block before taking the next
             except BaseException:
                 blocks.stop()  # the other jobs stop too
@@ -154,27 +196,6 @@ class ChunkHost:
         failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
         if failures:  # the first that is not another job stopping because of it
             raise next((f for f in failures if not isinstance(f, CancelledError)), failures[0])
-        return values
-
-    async def map_combine(
-        self, parts: list[Part], func: Callable, combine: Callable, *args: Any
-    ) -> list[Any]:
-        """``func`` over the chunks, returned as ``parts`` ask.
-
-        Each part lists positions in this host's chunks and whether to
-        return ``combine(*values)`` of them (True) or the one value itself.
-        """
-        values = await self.map(func, *args)
-        loop = asyncio.get_running_loop()
-        executor = get_worker().executors["default"]
-        results = []
-        for positions, combined in parts:
-            members = [values[i] for i in positions]
-            if combined:  # off the event loop: large statistics take a while to add
-                results.append(await loop.run_in_executor(executor, combine, *members))
-            else:
-                results.append(members[0])
-        return results
 
 
 class ChunkHosts:
