@@ -147,8 +147,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         actors when the per-chunk statistics gathered each iteration stay
         under 64 MiB. Streamed Zarr data through actors is read ahead of
         the work on it (each worker spreads runs of consecutive blocks over
-        its threads, with up to 2 blocks per thread read ahead, within an
-        eighth of its memory limit); its k-means|| rounds run as tasks.
+        its threads, with up to 2 blocks per thread read ahead, within a
+        sixteenth of its memory limit); its k-means|| rounds run as tasks.
     oversampling_factor : float, default=2.0
         k-means|| draws about ``oversampling_factor * n_clusters`` candidates
         per round.

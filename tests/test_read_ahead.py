@@ -149,9 +149,9 @@ def test_close_cancels_what_was_not_read_and_ends_the_readers():
         (10, 2, None, 2 * MAX_AHEAD_PER_THREAD),  # no limit: the most per thread
         (10, 2, 0, 2 * MAX_AHEAD_PER_THREAD),
         (2**20, 2, 2**30, 2 * MAX_AHEAD_PER_THREAD),  # plenty of memory
-        (2**20, 2, 24 * 2**20, 3),  # an eighth of 24 MiB: three blocks of 1 MiB
-        (2**20, 1, 8 * 2**20, 1),
-        (2**20, 4, 4 * 2**20, 0),  # a block is more than an eighth of the limit
+        (2**20, 2, 96 * 2**20, 3),  # 1/16 of 96 MiB: three blocks of 1 MiB, counted twice
+        (2**20, 1, 32 * 2**20, 1),
+        (2**20, 4, 16 * 2**20, 0),  # one block (twice) is more than 1/16 of the limit
     ],
 )
 def test_read_ahead_follows_the_memory_limit(block_bytes, threads, memory_limit, expected):
@@ -163,7 +163,7 @@ def test_only_streamed_blocks_are_read_ahead():
     array = np.zeros((10, 4), np.float32)  # stands in for a zarr array: shape only
     blocks = [ZarrBlock(array, 0, 10, np.dtype(np.float32), None, ops)]
     assert read_ahead_for(blocks, 2, None) == 2 * MAX_AHEAD_PER_THREAD
-    assert read_ahead_for(blocks, 2, 8 * 160) == 1  # an eighth of the limit: one 160-byte block
+    assert read_ahead_for(blocks, 2, 16 * 2 * 160) == 1  # one 160-byte block, counted twice
     chunks = [ops.place(array, None, 0, np.float32)]
     assert read_ahead_for(chunks, 2, None) == 0
     assert read_ahead_for([], 2, None) == 0

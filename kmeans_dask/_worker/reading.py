@@ -24,23 +24,29 @@ from typing import Any, NamedTuple
 from kmeans_dask._worker.chunks import ZarrBlock
 
 #: Share of a worker's memory limit that blocks read ahead may take.
-READ_AHEAD_MEMORY_SHARE = 1 / 8
+READ_AHEAD_MEMORY_SHARE = 1 / 16
 #: Most blocks read ahead per worker thread: two keep a thread fed while a
 #: read takes up to twice as long as the work on a block.
 MAX_AHEAD_PER_THREAD = 2
+#: Copies of its rows a block takes while it is read (the decompressed bytes
+#: and the array; the compressed bytes besides).
+COPIES_WHILE_READ = 2
 
 
 def read_ahead_depth(block_bytes: int, threads: int, memory_limit: int | None) -> int:
     """How many blocks a worker reads ahead of its ``threads``.
 
-    ``MAX_AHEAD_PER_THREAD * threads``, fewer where those blocks (of
-    ``block_bytes`` each) would take more than ``READ_AHEAD_MEMORY_SHARE``
-    of ``memory_limit`` (None or 0: no limit); 0 when one block would.
+    ``MAX_AHEAD_PER_THREAD * threads``, fewer where those blocks, counted at
+    ``COPIES_WHILE_READ`` times their ``block_bytes``, would take more than
+    ``READ_AHEAD_MEMORY_SHARE`` of ``memory_limit`` (None or 0: no limit);
+    0 when one block would. A worker with 2 threads and a 480 MiB limit
+    thus reads 2 blocks of 6.1 MiB ahead; with 1.2 GB, 2 of 15.3 MiB.
     """
     most = MAX_AHEAD_PER_THREAD * threads
     if not memory_limit:
         return most
-    return max(0, min(most, int(READ_AHEAD_MEMORY_SHARE * memory_limit) // max(block_bytes, 1)))
+    budget = int(READ_AHEAD_MEMORY_SHARE * memory_limit)
+    return max(0, min(most, budget // max(COPIES_WHILE_READ * block_bytes, 1)))
 
 
 def read_ahead_for(sources: Sequence[Any], threads: int, memory_limit: int | None) -> int:
