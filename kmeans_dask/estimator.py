@@ -107,8 +107,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         task per chunk and pass (shown in the dashboard's task stream);
         "actors", one actor per worker called directly by the client,
         skipping the scheduler's round trip (the same result bit for bit).
-        "auto" takes actors for data held in worker memory; streamed Zarr
-        data always uses tasks.
+        "auto" takes actors unless the per-chunk statistics gathered each
+        iteration exceed 64 MiB. Streamed Zarr blocks are read ahead of the
+        work on them, within a sixteenth of each worker's memory limit.
     oversampling_factor : float, default=2.0
         k-means|| draws about ``oversampling_factor * n_clusters`` candidates
         per round.

@@ -1,36 +1,53 @@
 """Out-of-core throughput: a Zarr array larger than the workers' memory.
 
 Writes (once) a Zarr array of Gaussian blobs several times larger than the
-memory limit of a one-worker LocalCluster, then measures in the same run:
+memory limit of a one-worker LocalCluster, then measures in the same run,
+``--repeats`` times in turn (medians reported):
 
 * the raw rate at which the store can be read and decompressed (every chunk
-  read with ``zarr`` by as many threads as the worker has), and
-* the rate at which ``KMeans(persist=False)`` streams it: bytes of the array
-  times the passes over it (one check pass, the k-means++ sample pass, one
-  per Lloyd iteration and the final pass), divided by the fit's wall time,
+  read with ``zarr`` by as many threads as the worker has), in this process
+  and inside the worker (whose memory allocator distributed's nanny tunes
+  to return freed memory at once, ``MALLOC_TRIM_THRESHOLD_``), and
+* the rate at which ``KMeans(persist=False)`` streams it, through each
+  engine: ``tasks`` (one task per block and pass: the streamed path before
+  read-ahead), ``actors`` with read-ahead turned off in the worker, and
+  ``auto`` (actors reading ahead). For each: the median Lloyd iteration
+  (bytes of the array over its seconds) and the whole fit (bytes times the
+  passes over it: the data check, the k-means++ sample pass, one per Lloyd
+  iteration and the final pass, over the fit's wall time),
 
-and the peak resident memory of the worker against its limit.
+and the peak resident memory of the worker during each fit against its limit.
 
 Usage::
 
-    python scripts/bench_out_of_core.py --path /tmp/ooc.zarr --gib 2 --memory-limit 500MiB
+    python scripts/bench_out_of_core.py --path /tmp/ooc.zarr --gib 1.5 --memory-limit 480MiB
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
+import warnings
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import zarr
 from dask.utils import parse_bytes
 from distributed import Client, LocalCluster
+from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_dask import KMeans
-from kmeans_dask.benchmark.memory import peak_rss
+from kmeans_dask.benchmark.memory import peak_rss, reset_peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
+
+#: The streamed passes compared: (label, engine, read ahead).
+VARIANTS = [
+    ("tasks (before)", "tasks", True),
+    ("actors, no read-ahead", "actors", False),
+    ("auto: actors + read-ahead", "auto", True),
+]
 
 
 def read_rate(path: str, threads: int) -> float:
@@ -44,19 +61,67 @@ def read_rate(path: str, threads: int) -> float:
     return array.nbytes / (time.perf_counter() - started)
 
 
+def _allow_read_ahead(allowed: bool) -> None:
+    """In a worker: read ahead as configured, or not at all."""
+    from kmeans_dask._worker import reading
+
+    reading.MAX_AHEAD_PER_THREAD = 2 if allowed else 0
+
+
+def _fit(client: Client, path: str, args: argparse.Namespace, engine: str, ahead: bool) -> dict:
+    client.run(_allow_read_ahead, ahead)
+    client.run(reset_peak_rss)
+    model = KMeans(
+        args.n_clusters,
+        init="k-means++",
+        random_state=0,
+        max_iter=args.max_iter,
+        tol=0.0,
+        engine=engine,
+        persist=False,
+    )
+    started = time.perf_counter()
+    model.fit(path)
+    seconds = time.perf_counter() - started
+    return {
+        "fit_seconds": seconds,
+        "passes": 2 + model.n_iter_ + 1,
+        "iteration": statistics.median(r.seconds for r in model.history_),
+        "peak": max(client.run(peak_rss).values()),
+        "inertia": model.inertia_,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--path", default="/tmp/kmeans_dask_ooc.zarr", help="Zarr array path")
     parser.add_argument("--gib", type=float, default=2.0, help="size of the array in GiB")
     parser.add_argument("--n-features", type=int, default=16, help="columns")
     parser.add_argument("--n-clusters", type=int, default=16, help="k")
+    parser.add_argument("--chunk-rows", type=int, default=100_000, help="rows per Zarr chunk")
+    parser.add_argument("--no-compress", action="store_true", help="write the store uncompressed")
     parser.add_argument("--memory-limit", default="500MiB", help="the worker's memory limit")
     parser.add_argument("--threads", type=int, default=2, help="worker threads")
     parser.add_argument("--max-iter", type=int, default=5, help="Lloyd iterations (tol=0)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of all measurements")
+    parser.add_argument(
+        "--passes",
+        nargs="+",
+        choices=[label.split()[0].rstrip(",:") for label, _, _ in VARIANTS],
+        default=["tasks", "actors", "auto"],
+        help="the streamed passes to measure (first word of each)",
+    )
+    parser.add_argument(
+        "--raw-in-worker",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the raw rate inside the worker",
+    )
     args = parser.parse_args()
+    warnings.filterwarnings("ignore", category=ConvergenceWarning)  # tol=0 on purpose
+    variants = [v for v in VARIANTS if v[0].split()[0].rstrip(",:") in args.passes]
 
-    chunk_rows = 100_000
-    n_samples = int(args.gib * 2**30 / (4 * args.n_features)) // chunk_rows * chunk_rows
+    n_samples = int(args.gib * 2**30 / (4 * args.n_features)) // args.chunk_rows * args.chunk_rows
     if not os.path.exists(args.path):
         started = time.perf_counter()
         write_blobs_zarr(
@@ -64,19 +129,27 @@ def main() -> None:
             n_samples,
             args.n_features,
             args.n_clusters,
-            chunk_rows=chunk_rows,
+            chunk_rows=args.chunk_rows,
             cluster_std=3.0,
             random_state=0,
+            compress=not args.no_compress,
         )
         print(f"wrote {args.path} in {time.perf_counter() - started:.1f} s")
     array = zarr.open_array(args.path, mode="r")
     limit = parse_bytes(args.memory_limit)
+    stored = sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(args.path)
+        for name in names
+    )
     print(
-        f"array: {array.shape} {array.dtype}, {array.nbytes / 2**30:.2f} GiB "
+        f"array: {array.shape} {array.dtype}, chunks {array.chunks}, "
+        f"{array.nbytes / 2**30:.2f} GiB ({stored / array.nbytes:.0%} on disk) "
         f"= {array.nbytes / limit:.1f} x the worker memory limit ({args.memory_limit})"
     )
 
-    raw = read_rate(args.path, args.threads)
+    rates: dict[str, list[float]] = defaultdict(list)
+    fits: dict[str, list[dict]] = defaultdict(list)
     with (
         LocalCluster(
             n_workers=1,
@@ -87,23 +160,39 @@ def main() -> None:
         ) as cluster,
         Client(cluster) as client,
     ):
-        model = KMeans(
-            args.n_clusters, init="k-means++", random_state=0, max_iter=args.max_iter, tol=0.0
+        # Compile the kernels in the worker first: that is no part of a pass.
+        KMeans(args.n_clusters, max_iter=1, n_init=1).fit(array[: 2 * args.chunk_rows])
+        for repeat in range(args.repeats):
+            rates["here"].append(read_rate(args.path, args.threads))
+            if args.raw_in_worker:
+                rates["worker"].append(client.submit(read_rate, args.path, args.threads).result())
+            order = variants if repeat % 2 == 0 else variants[::-1]
+            for label, engine, ahead in order:
+                fits[label].append(_fit(client, args.path, args, engine, ahead))
+            print(f"repeat {repeat + 1} of {args.repeats} done (load {os.getloadavg()[0]:.1f})")
+
+    raw = statistics.median(rates["here"])
+    print(f"raw read + decompress ({args.threads} threads), here: {raw / 2**20:,.0f} MiB/s")
+    if args.raw_in_worker:
+        in_worker = statistics.median(rates["worker"])
+        print(f"  ... inside the worker: {in_worker / 2**20:,.0f} MiB/s ({in_worker / raw:.0%})")
+    print(f"medians of {args.repeats}:")
+    print("| pass | median iteration | of raw | whole fit | of raw | worker peak RSS |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for label, _, _ in variants:
+        runs = fits[label]
+        iteration = array.nbytes / statistics.median(r["iteration"] for r in runs)
+        whole = statistics.median(array.nbytes * r["passes"] / r["fit_seconds"] for r in runs)
+        peak = max(r["peak"] for r in runs)
+        fit_seconds = statistics.median(r["fit_seconds"] for r in runs)
+        print(f"{label}: whole fit {fit_seconds:.1f} s")
+        print(
+            f"| {label} | {iteration / 2**20:,.0f} MiB/s | {iteration / raw:.0%} "
+            f"| {whole / 2**20:,.0f} MiB/s | {whole / raw:.0%} "
+            f"| {peak / 2**20:,.0f} of {limit / 2**20:,.0f} MiB |"
         )
-        started = time.perf_counter()
-        model.fit(args.path)
-        seconds = time.perf_counter() - started
-        peak = max(client.run(peak_rss).values())
-    passes = 2 + model.n_iter_ + 1
-    streamed = array.nbytes * passes / seconds
-    per_iteration = np.median([r.seconds for r in model.history_])
-    print(f"raw read + decompress ({args.threads} threads): {raw / 2**20:,.0f} MiB/s")
-    print(
-        f"streamed fit: {passes} passes in {seconds:.1f} s = {streamed / 2**20:,.0f} MiB/s "
-        f"({streamed / raw:.0%} of the raw rate); median iteration {per_iteration:.2f} s "
-        f"= {array.nbytes / per_iteration / 2**20:,.0f} MiB/s"
-    )
-    print(f"worker peak RSS {peak / 2**20:,.0f} MiB of a {limit / 2**20:,.0f} MiB limit")
+    inertias = {r["inertia"] for runs in fits.values() for r in runs}
+    print(f"inertia the same in every fit: {len(inertias) == 1}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,12 @@ from numpy.testing import assert_array_equal
 import kmeans_dask._worker.tasks as tasks_module
 from kmeans_dask import KMeans
 from kmeans_dask._engine.hosts import ChunkHosts, combine_in_tree, fits_hosts, reduction_tree
-from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, tree_reduce, tree_reduce_future
+from kmeans_dask._engine.mapreduce import (
+    CLIENT_GATHER_BYTES,
+    SPLIT_EVERY,
+    tree_reduce,
+    tree_reduce_future,
+)
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.results import ClusterStats, combine_stats
@@ -437,3 +442,56 @@ def test_a_changed_handler_falls_back_to_actor_handles_bit_for_bit(
             hosts.map(_fail)  # errors come back as raised through the handles too
     finally:
         hosts.close()
+
+
+#: Values of ``_tracked_value`` alive in this process: now, and the most at once.
+_ALIVE = {"now": 0, "most": 0}
+
+
+class _TrackedValue:
+    def __init__(self) -> None:
+        _ALIVE["now"] += 1
+        _ALIVE["most"] = max(_ALIVE["most"], _ALIVE["now"])
+
+    def __del__(self) -> None:
+        _ALIVE["now"] -= 1
+
+
+def _tracked_value(chunk):
+    return _TrackedValue()
+
+
+def _count_values(*values):
+    return sum(value if isinstance(value, int) else 1 for value in values)
+
+
+def _most_values_alive():
+    return _ALIVE["most"]
+
+
+def test_a_host_combines_each_group_once_complete_holding_only_groups_under_way(client):
+    worker = sorted(client.scheduler_info()["workers"])[0]
+    chunks = [client.scatter(np.full(2, float(i)), workers=[worker]) for i in range(40)]
+    hosts = ChunkHosts(client, chunks)
+    try:
+        assert hosts.map_reduce(_tracked_value, _count_values) == 40
+    finally:
+        hosts.close()
+    # One thread: the values of one group of the tree at a time, not all 40.
+    assert client.run(_most_values_alive, workers=[worker])[worker] <= SPLIT_EVERY
+
+
+def test_an_iteration_given_up_before_it_reaches_a_host_fails_there_at_once():
+    """A call that arrives after the client gave its iteration up must not wait on its pulls."""
+    import asyncio
+
+    from kmeans_dask._engine.hosts import ChunkHost
+
+    async def scenario():
+        host = ChunkHost()
+        await host.abandon(3)
+        with pytest.raises(RuntimeError, match="gave iteration 3 up"):
+            host._iteration(3)
+        assert host._iteration(4) == {}  # the next iteration starts clean
+
+    asyncio.run(scenario())

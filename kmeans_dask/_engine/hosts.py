@@ -62,18 +62,21 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import queue
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import CancelledError
 from typing import Any, NamedTuple
 
+import numpy as np
 from distributed import Actor, Client, Future, get_worker, wait
 from distributed.protocol import to_serialize
 
 from kmeans_dask._engine.client import scheduler_lost, worker_info
 from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, SPLIT_EVERY, task_keys
+from kmeans_dask._worker.chunks import ZarrBlock
+from kmeans_dask._worker.reading import ReadAhead, read_ahead_for
 
 logger = logging.getLogger(__name__)
 
@@ -187,38 +190,13 @@ class ChunkHost:
         return len(self._chunks)
 
     async def map(self, func: Callable, *args: Any) -> list[Any]:
-        """``[func(chunk, *args) for chunk in chunks]``, on the worker's threads.
-
-        One job per worker thread, each taking the next chunk until none is
-        left: a slow thread does fewer chunks, and the event loop hears back
-        once per thread instead of once per chunk (RESULTS.md, "Design
-        measurements").
-        """
-        worker = get_worker()
-        waiting: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for position in range(len(self._chunks)):
-            waiting.put(position)
+        """``[func(chunk, *args) for chunk in chunks]``, on the worker's threads."""
         values: list[Any] = [None] * len(self._chunks)
 
-        def work() -> None:
-            while True:
-                try:
-                    position = waiting.get_nowait()
-                except queue.Empty:
-                    return
-                values[position] = func(self._chunks[position], *args)
+        def keep(position: int, value: Any) -> None:
+            values[position] = value
 
-        loop = asyncio.get_running_loop()
-        jobs = min(worker.state.nthreads, len(self._chunks))
-        await asyncio.gather(
-            *[
-                # Each job carries the worker context, so get_worker() works inside.
-                loop.run_in_executor(
-                    worker.executors["default"], contextvars.copy_context().run, work
-                )
-                for _ in range(jobs)
-            ]
-        )
+        await self._each(func, args, keep)
         return values
 
     async def map_combine(
@@ -228,18 +206,68 @@ class ChunkHost:
 
         Each part lists positions in this host's chunks and whether to
         return ``combine(*values)`` of them (True) or the one value itself.
+        A part is combined as soon as its last value is in, by the thread
+        that made it, so the worker holds the values of the parts under way
+        rather than of all its chunks (a pass drawing 10,000 sample rows per
+        chunk would otherwise hold them all).
         """
-        values = await self.map(func, *args)
-        loop = asyncio.get_running_loop()
-        executor = get_worker().executors["default"]
-        results = []
-        for positions, combined in parts:
-            members = [values[i] for i in positions]
-            if combined:  # off the event loop: large statistics take a while to add
-                results.append(await loop.run_in_executor(executor, combine, *members))
-            else:
-                results.append(members[0])
+        results: list[Any] = [None] * len(parts)
+        part_of = {position: index for index, part in enumerate(parts) for position in part[0]}
+        members: list[dict[int, Any]] = [{} for _ in parts]
+        lock = threading.Lock()
+
+        def keep(position: int, value: Any) -> None:
+            index = part_of[position]
+            positions, combined = parts[index]
+            with lock:
+                members[index][position] = value
+                complete = len(members[index]) == len(positions)
+            if complete:  # in the order of the part's positions, whoever finishes it
+                values = [members[index].pop(i) for i in positions]
+                results[index] = combine(*values) if combined else values[0]
+
+        await self._each(func, args, keep)
         return results
+
+    async def _each(
+        self, func: Callable, args: tuple[Any, ...], keep: Callable[[int, Any], None]
+    ) -> None:
+        """``keep(position, func(chunk, *args))`` for every chunk, on the worker's threads.
+
+        One job per worker thread, each taking the next chunk until none is
+        left: a slow thread does fewer chunks, and the event loop hears back
+        once per thread instead of once per chunk (RESULTS.md, "Design
+        measurements"). Blocks streamed from a store are read ahead of the
+        jobs, within the worker's memory limit (:mod:`kmeans_dask._worker.reading`).
+        """
+        worker = get_worker()
+        jobs = min(worker.state.nthreads, len(self._chunks))
+        ahead = read_ahead_for(self._chunks, jobs, worker.memory_manager.memory_limit)
+
+        def work(blocks: ReadAhead) -> None:
+            try:
+                while (taken := blocks.take()) is not None:
+                    keep(taken.position, func(taken.block, *args))
+                    del taken  # drop the block before taking the next
+            except BaseException:
+                blocks.stop()  # the other jobs stop too
+                raise
+
+        loop = asyncio.get_running_loop()
+        with ReadAhead(self._chunks, ahead=ahead, readers=jobs) as blocks:
+            outcomes = await asyncio.gather(
+                *[
+                    # Each job carries the worker context, so get_worker() works inside.
+                    loop.run_in_executor(
+                        worker.executors["default"], contextvars.copy_context().run, work, blocks
+                    )
+                    for _ in range(jobs)
+                ],
+                return_exceptions=True,
+            )
+        failures = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        if failures:  # the first that is not another job stopping because of it
+            raise next((f for f in failures if not isinstance(f, CancelledError)), failures[0])
 
     async def reduce_tree(
         self,
@@ -341,11 +369,16 @@ class ChunkHost:
         self._kept = {}
 
     async def abandon(self, token: int) -> None:
-        """The client gave iteration ``token`` up: stop waiting for other hosts' values."""
+        """The client gave iteration ``token`` up: stop waiting for other hosts' values.
+
+        An iteration that has not begun here fails at once when its call arrives.
+        """
+        error = RuntimeError(f"the client gave iteration {token} up (a host failed)")
+        if token > self._token:
+            self._iteration(token)
+            self._failure = error
         if token == self._token and self._abandoned is not None and not self._abandoned.done():
-            self._abandoned.set_exception(
-                RuntimeError(f"the client gave iteration {token} up (a host failed)")
-            )
+            self._abandoned.set_exception(error)
             self._abandoned.exception()  # retrieved here, so asyncio does not log it
 
     async def _pull(self, pull: Pull, plan: TreePlan) -> list[Any]:
@@ -385,15 +418,19 @@ async def _take_from(pull: Pull, token: int, direct: bool) -> list[Any]:
 
 
 class ChunkHosts:
-    """One :class:`ChunkHost` per worker, over a list of chunk futures."""
+    """One :class:`ChunkHost` per worker, over chunk futures or the blocks of a store.
 
-    def __init__(self, client: Client, chunks: Sequence[Future]) -> None:
-        with client.as_current():
-            wait(chunks)
-        who_has = client.who_has(chunks)
-        by_worker: dict[str, list[int]] = defaultdict(list)
-        for index, chunk in enumerate(chunks):
-            by_worker[sorted(who_has[chunk.key])[0]].append(index)
+    A host holds the chunks its worker holds; blocks streamed from a store
+    (:class:`~kmeans_dask._worker.chunks.ZarrBlock`) are spread over the
+    workers in runs of consecutive blocks, in proportion to their threads,
+    so most groups of the reduction tree are combined on one worker.
+    """
+
+    def __init__(self, client: Client, chunks: Sequence[Future] | Sequence[ZarrBlock]) -> None:
+        if chunks and isinstance(chunks[0], Future):
+            by_worker = _where_held(client, chunks)
+        else:
+            by_worker = _spread(len(chunks), worker_info(client) or {})
         self._client = client
         self._n_chunks = len(chunks)
         self._groups = [HostGroup(address, indices) for address, indices in by_worker.items()]
@@ -692,6 +729,38 @@ def reduction_tree(n_chunks: int, split_every: int) -> list[list[int]]:
         tree.extend(groups)
     tree.append(level)
     return tree
+
+
+def _where_held(client: Client, chunks: Sequence[Future]) -> dict[str, list[int]]:
+    """The positions of the chunks each worker holds (the first, if several hold one)."""
+    with client.as_current():
+        wait(chunks)
+    who_has = client.who_has(chunks)
+    by_worker: dict[str, list[int]] = defaultdict(list)
+    for index, chunk in enumerate(chunks):
+        by_worker[sorted(who_has[chunk.key])[0]].append(index)
+    return by_worker
+
+
+def _spread(n_chunks: int, workers: dict[str, dict]) -> dict[str, list[int]]:
+    """Runs of consecutive positions for each worker, in proportion to its threads.
+
+    Raises
+    ------
+    RuntimeError
+        If the cluster has no workers.
+    """
+    if not workers:
+        raise RuntimeError("the cluster has no workers to stream the data to")
+    addresses = sorted(workers)
+    threads = np.array([max(int(workers[a].get("nthreads") or 1), 1) for a in addresses])
+    ends = np.round(np.cumsum(threads) / threads.sum() * n_chunks).astype(int)
+    starts = np.concatenate(([0], ends[:-1]))
+    return {
+        address: list(range(start, end))
+        for address, start, end in zip(addresses, starts, ends, strict=True)
+        if end > start
+    }
 
 
 def _first_level(n_chunks: int, split_every: int) -> list[list[int]]:

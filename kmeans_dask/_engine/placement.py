@@ -96,7 +96,12 @@ class DistributedData:
     client_copy: list[Chunk] | None = None
     """For NumPy input, the chunks as built on the client, to re-send lost ones."""
     use_hosts: bool = False
-    """Whether passes go through one actor per worker (:mod:`kmeans_dask._engine.hosts`)."""
+    """Whether passes go through one actor per worker (:mod:`kmeans_dask._engine.hosts`).
+
+    For streamed blocks, the data check and the passes of ``map_reduce`` (the
+    Lloyd iterations, the final statistics, the samples); the k-means|| rounds
+    run as tasks.
+    """
     _hosts: ChunkHosts | None = field(default=None, init=False, repr=False)
 
     @property
@@ -268,9 +273,10 @@ def distribute(
     With ``stream_from`` (the Zarr array behind ``X``) nothing is persisted:
     the "chunks" are :class:`ZarrBlock` references that every task reads.
     NumPy input is split by :func:`numpy_row_chunks`, given the size of one
-    block's partial statistics, ``statistics_bytes``. Persisted chunks are
-    served by actors (``use_hosts``) with ``engine="actors"``, or with
-    ``"auto"`` while gathering one result per chunk stays cheap. The chunks
+    block's partial statistics, ``statistics_bytes``. Chunks, persisted or
+    streamed, are served by actors (``use_hosts``) with ``engine="actors"``,
+    or with ``"auto"`` while gathering one result per chunk stays cheap;
+    streamed blocks are then read ahead of the work on them. The chunks
     are held and worked on by ``ops`` (default: :func:`chunk_ops_for` ``X``
     and ``backend``).
     """
@@ -338,6 +344,5 @@ def distribute(
         n_features=int(X.shape[1]),
         dtype=dtype,
         client_copy=client_copy,
-        use_hosts=stream_from is None
-        and (engine == "actors" or (engine == "auto" and small_results)),
+        use_hosts=engine == "actors" or (engine == "auto" and small_results),
     )

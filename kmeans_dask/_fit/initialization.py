@@ -122,7 +122,8 @@ def init_kmeans_parallel(
     """
     first = sample_rows(client, data, 1, seed, _STREAM_FIRST, weighted=True).rows
     oversampling = oversampling_factor * n_clusters
-    hosts = data.hosts(client)
+    # Streamed blocks keep no per-row state: their rounds run as tasks.
+    hosts = data.hosts(client) if data.persisted else None
     if hosts is not None:
         drawn, weights = _candidates_on_hosts(hosts, first, oversampling, rounds, seed, backend)
     else:

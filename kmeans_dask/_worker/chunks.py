@@ -50,9 +50,9 @@ class Chunk:
 class ZarrBlock:
     """Rows ``offset:offset + n_rows`` of a Zarr array, read when a task needs them.
 
-    Used when the data is larger than the cluster's memory: each iteration's
-    task reads, uses and drops its block, so a worker holds at most one block
-    per thread.
+    Used when the data is larger than the cluster's memory: each pass reads,
+    uses and drops the block, so a worker holds at most one block per thread
+    plus those it reads ahead (:mod:`kmeans_dask._worker.reading`).
     """
 
     array: Any
@@ -63,10 +63,33 @@ class ZarrBlock:
     weights: np.ndarray | None
     ops: ChunkOps
 
+    @property
+    def nbytes(self) -> int:
+        """Size of the rows once read."""
+        return self.n_rows * int(self.array.shape[1]) * self.dtype.itemsize
+
     def load(self) -> Chunk:
-        """Read the rows from the store into a :class:`Chunk`."""
-        block = self.array[self.offset : self.offset + self.n_rows]
+        """Read the rows from the store into a :class:`Chunk`.
+
+        Raises
+        ------
+        BlockReadError
+            If the store cannot give the rows (a corrupted chunk, a file that
+            cannot be read), naming the rows and the store.
+        """
+        end = self.offset + self.n_rows
+        try:
+            block = self.array[self.offset : end]
+        except Exception as exc:
+            raise BlockReadError(
+                f"could not read rows {self.offset} to {end} of the Zarr array at "
+                f"{self.array.store_path}: {type(exc).__name__}: {exc}"
+            ) from exc
         return self.ops.place(block, self.weights, self.offset, self.dtype)
+
+
+class BlockReadError(RuntimeError):
+    """Rows of a Zarr store could not be read while streaming them."""
 
 
 #: Where a task finds its rows: in worker memory, or in a Zarr store.
