@@ -481,6 +481,23 @@ def test_a_host_combines_each_group_once_complete_holding_only_groups_under_way(
     assert client.run(_most_values_alive, workers=[worker])[worker] <= SPLIT_EVERY
 
 
+def _reset_values_alive():
+    _ALIVE.update(now=0, most=0)
+
+
+def test_a_host_reducing_worker_to_worker_holds_only_the_groups_under_way(client):
+    worker = sorted(client.scheduler_info()["workers"])[0]
+    chunks = [client.scatter(np.full(2, float(i)), workers=[worker]) for i in range(40)]
+    client.run(_reset_values_alive, workers=[worker])
+    hosts = ChunkHosts(client, chunks)
+    try:  # values this large go worker to worker
+        total = hosts.map_reduce(_tracked_value, _count_values, result_bytes=CLIENT_GATHER_BYTES)
+    finally:
+        hosts.close()
+    assert total == 40
+    assert client.run(_most_values_alive, workers=[worker])[worker] <= SPLIT_EVERY
+
+
 def test_an_iteration_given_up_before_it_reaches_a_host_fails_there_at_once():
     """A call that arrives after the client gave its iteration up must not wait on its pulls."""
     import asyncio

@@ -288,43 +288,82 @@ class ChunkHost:
         kept = self._iteration(plan.token)
         loop = asyncio.get_running_loop()
         executor = get_worker().executors["default"]
-        values: dict[int, asyncio.Future] = {}
+        # A group of this host's chunks is combined by the thread that makes its
+        # last value, and every value is dropped once its parent has it, so a
+        # worker holds the values under way, not one per chunk.
+        position_of = {node: position for position, node in enumerate(chunk_nodes)}
+        eager = [
+            step
+            for step in plan.steps
+            if not step.pulls and all(child in position_of for child in step.children)
+        ]
+        group_of = {child: step for step in eager for child in step.children}
+        members: dict[int, dict[int, Any]] = {step.node: {} for step in eager}
+        lock = threading.Lock()
+        delivered = [node for node in chunk_nodes if node not in group_of]
+        slots = {node: loop.create_future() for node in [*delivered, *members]}
+        values: dict[int, asyncio.Future] = dict(slots)
+
+        def deliver(node: int, value: Any) -> None:  # from a worker thread
+            def arrive() -> None:
+                slot = slots.pop(node, None)
+                if slot is not None and not slot.done():
+                    slot.set_result(value)
+
+            loop.call_soon_threadsafe(arrive)
+
+        def keep(position: int, value: Any) -> None:  # on a worker thread
+            node = chunk_nodes[position]
+            step = group_of.get(node)
+            if step is None:
+                deliver(node, value)
+                return
+            with lock:
+                members[step.node][node] = value
+                complete = len(members[step.node]) == len(step.children)
+            if complete:
+                group = members[step.node]
+                deliver(step.node, combine(*[group.pop(child) for child in step.children]))
 
         async def combined(step: NodeStep) -> Any:
             taken = await asyncio.gather(*[self._pull(pull, plan) for pull in step.pulls])
-            members = {
+            children = {
                 node: value
                 for pull, pulled in zip(step.pulls, taken, strict=True)
                 for node, value in zip(pull.nodes, pulled, strict=True)
             }
             for child in step.children:
-                if child not in members:
-                    members[child] = await values[child]
+                if child not in children:
+                    children[child] = await values.pop(child)
             # Off the event loop: large statistics take a while to add.
             return await loop.run_in_executor(
-                executor, combine, *[members[child] for child in step.children]
+                executor, combine, *[children.pop(child) for child in step.children]
             )
 
         async def share(node: int) -> None:
-            value = await values[node]
+            value = await values.pop(node)
             slot = kept.get(node)
             if slot is None:
                 slot = kept[node] = loop.create_future()
             slot.set_result(value)
 
+        steps = []
         try:
-            for node, value in zip(chunk_nodes, await self.map(func, *args), strict=True):
-                values[node] = loop.create_future()
-                values[node].set_result(value)
-            for step in plan.steps:
-                values[step.node] = asyncio.ensure_future(combined(step))
-            await asyncio.gather(*values.values(), *[share(node) for node in plan.shared])
+            for step in plan.steps:  # children before parents: a parent finds its children
+                if step.node not in members:
+                    values[step.node] = asyncio.ensure_future(combined(step))
+                    steps.append(values[step.node])
+            root = None if plan.root is None else values[plan.root]
+            await asyncio.gather(
+                self._each(func, args, keep), *steps, *[share(node) for node in plan.shared]
+            )
+            result = None if root is None else await root
         except BaseException as exc:
-            for pending in values.values():
+            for pending in [*values.values(), *steps]:
                 pending.cancel()
             self._fail(plan.token, exc)
             raise
-        return None if plan.root is None else values[plan.root].result()
+        return result
 
     async def take(self, token: int, nodes: list[int]) -> list[Any]:
         """The values of ``nodes`` in iteration ``token``, once computed here; then forgotten."""
