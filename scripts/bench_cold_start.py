@@ -38,8 +38,15 @@ def run_demo(tree: Path, cache: str, demo_args: list[str]) -> tuple[float, float
     env = {**os.environ, "NUMBA_CACHE_DIR": cache, "PYTHONPATH": str(tree.resolve())}
     command = [sys.executable, "-c", "from kmeans_dask.cli import main; raise SystemExit(main())"]
     cpu, started = _children_cpu(), time.perf_counter()
+    # Not from this checkout's folder: ``-c`` puts the working folder first on
+    # sys.path, which would import this checkout whatever PYTHONPATH says.
     done = subprocess.run(
-        [*command, "demo", *demo_args], env=env, capture_output=True, text=True, check=True
+        [*command, "demo", *demo_args],
+        env=env,
+        cwd=cache,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     wall, cpu = time.perf_counter() - started, _children_cpu() - cpu
     found = _FIT.search(done.stdout)
