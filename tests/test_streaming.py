@@ -302,3 +302,15 @@ def test_refused_first_stream_leaves_the_model_unfitted(batches):
     assert not hasattr(model, "cluster_centers_") and not hasattr(model, "_stream")
     # The initialisation's draws from the given generator are undone too.
     assert_array_equal(model.random_state.get_state()[1], state)
+
+
+@pytest.mark.parametrize(
+    "batch",
+    [np.zeros((4, 3), dtype=complex), np.zeros((4, 1), dtype=[("a", "<i4"), ("b", "<f8")])],
+)
+def test_a_batch_of_non_real_numbers_is_refused_by_its_dtype(batch):
+    from kmeans_dask._fit.streaming import StreamState, minibatch_update
+
+    state = StreamState(np.zeros((2, 3)), np.ones(2))
+    with pytest.raises(TypeError, match="batch must be numeric, got dtype"):
+        minibatch_update(state, batch, random_state=np.random.RandomState(0))

@@ -96,6 +96,7 @@ from numbers import Integral, Real
 from typing import Any
 
 import numpy as np
+from array_api_compat import array_namespace
 from sklearn.cluster import kmeans_plusplus
 
 from kmeans_dask._fit.batch_rows import DeviceRows, HostRows
@@ -452,8 +453,8 @@ def _check_batch(batch: Any, n_features: int, dtype: np.dtype, first_row: int) -
             f"batch has {data.shape[1]} features, but the model has {n_features} features"
         )
     if device:
-        rows: HostRows = DeviceRows(data)
-        rows.data = rows.ops.xp.astype(data, getattr(rows.ops.xp, np.dtype(dtype).name))
+        xp = array_namespace(data)
+        rows: HostRows = DeviceRows(xp.astype(data, getattr(xp, np.dtype(dtype).name)))
     else:
         rows = HostRows(np.ascontiguousarray(data, dtype=dtype))
     check_finite(*rows.nonfinite(first_row), name="batch")

@@ -36,6 +36,8 @@ def is_device_array(X: Any) -> bool:
 
 def host_dtype(dtype: Any) -> np.dtype:
     """The NumPy dtype of an array library's ``dtype`` (array-api-strict's are not NumPy's)."""
+    if isinstance(dtype, np.dtype):
+        return dtype
     return np.dtype(str(dtype).rsplit(".", 1)[-1])
 
 
@@ -75,14 +77,7 @@ def check_device_batch(estimator: Any, X: Any, *, reset: bool) -> Any:
         raise TypeError(f"batch must be numeric, got dtype {X.dtype}")
     if X.dtype != xp.float32:
         X = xp.astype(X, xp.float64)
-    if reset:
-        estimator.n_features_in_ = X.shape[1]
-        estimator.__dict__.pop("feature_names_in_", None)
-    elif X.shape[1] != estimator.n_features_in_:
-        raise ValueError(
-            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
-            f"{estimator.n_features_in_} features as input."
-        )
+    record_features(estimator, X.shape[1], None, reset=reset)
     return X
 
 
@@ -228,7 +223,6 @@ def check_input(estimator: Any, X: Any, *, reset: bool) -> tuple[Any, Any]:
     from sklearn.utils.validation import validate_data
 
     from kmeans_dask._io.tables import (
-        check_column_names,
         is_dataframe,
         is_table_source,
         read_table,
@@ -258,16 +252,28 @@ def check_input(estimator: Any, X: Any, *, reset: bool) -> tuple[Any, Any]:
         )
         return X, None
     X = check_dask_array(X)
+    record_features(estimator, X.shape[1], column_names, reset=reset)
+    return X, zarr_array
+
+
+def record_features(
+    estimator: Any, n_features: int, column_names: list[str] | None, *, reset: bool
+) -> None:
+    """As scikit-learn's ``validate_data`` does for NumPy input: ``reset`` sets
+    ``n_features_in_`` (and ``feature_names_in_`` from ``column_names``, or
+    forgets it); otherwise the columns must match the fitted ones.
+    """
+    from kmeans_dask._io.tables import check_column_names
+
     if reset:
-        estimator.n_features_in_ = X.shape[1]
+        estimator.n_features_in_ = n_features
         estimator.__dict__.pop("feature_names_in_", None)
         if column_names is not None:
             estimator.feature_names_in_ = np.asarray(column_names, dtype=object)
     elif column_names is not None and hasattr(estimator, "feature_names_in_"):
         check_column_names(column_names, list(estimator.feature_names_in_))
-    elif X.shape[1] != estimator.n_features_in_:
+    elif n_features != estimator.n_features_in_:
         raise ValueError(
-            f"X has {X.shape[1]} features, but {type(estimator).__name__} is expecting "
+            f"X has {n_features} features, but {type(estimator).__name__} is expecting "
             f"{estimator.n_features_in_} features as input."
         )
-    return X, zarr_array
