@@ -7,11 +7,15 @@ memory limit of a one-worker LocalCluster, then measures in the same run,
 * the raw rate at which the store can be read and decompressed (every chunk
   read with ``zarr`` by as many threads as the worker has), in this process
   and inside the worker (whose memory allocator distributed's nanny tunes
-  to return freed memory at once, ``MALLOC_TRIM_THRESHOLD_``), and
+  to return freed memory at once, ``MALLOC_TRIM_THRESHOLD_``), there both
+  as the nanny left it and under :func:`streaming_allocations`, and
 * the rate at which ``KMeans(persist=False)`` streams it, through each
   engine: ``tasks`` (one task per block and pass: the streamed path before
-  read-ahead), ``actors`` with read-ahead turned off in the worker, and
-  ``auto`` (actors reading ahead). For each: the median Lloyd iteration
+  read-ahead), ``actors`` with read-ahead turned off in the worker,
+  ``nanny`` (actors reading ahead, with the worker's allocator left as the
+  nanny set it: the streamed path before
+  :mod:`kmeans_dask._worker.allocator`) and ``auto`` (actors reading ahead
+  into buffers reused from the heap). For each: the median Lloyd iteration
   (bytes of the array over its seconds) and the whole fit (bytes times the
   passes over it: the data check, the k-means++ sample pass, one per Lloyd
   iteration and the final pass, over the fit's wall time),
@@ -31,7 +35,10 @@ import statistics
 import time
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
+from typing import NamedTuple
 
 import zarr
 from dask.utils import parse_bytes
@@ -39,37 +46,70 @@ from distributed import Client, LocalCluster
 from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_dask import KMeans
+from kmeans_dask._worker.allocator import streaming_allocations
 from kmeans_dask.benchmark.memory import peak_rss, reset_peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
 
-#: The streamed passes compared: (label, engine, read ahead).
+
+class Variant(NamedTuple):
+    """One way to stream the passes."""
+
+    label: str
+    engine: str
+    read_ahead: bool
+    heap_buffers: bool
+    """Whether the worker runs streamed passes under :func:`streaming_allocations`."""
+
+    @property
+    def name(self) -> str:
+        """The label's first word, as ``--passes`` names it."""
+        return self.label.split()[0].rstrip(",:")
+
+
+#: The streamed passes compared.
 VARIANTS = [
-    ("tasks (before)", "tasks", True),
-    ("actors, no read-ahead", "actors", False),
-    ("auto: actors + read-ahead", "auto", True),
+    Variant("tasks (before)", "tasks", read_ahead=True, heap_buffers=False),
+    Variant("actors, no read-ahead", "actors", read_ahead=False, heap_buffers=True),
+    Variant("nanny: actors + read-ahead, nanny's allocator", "auto", True, heap_buffers=False),
+    Variant("auto: actors + read-ahead + heap buffers", "auto", True, heap_buffers=True),
 ]
 
 
-def read_rate(path: str, threads: int) -> float:
-    """Bytes per second to read and decompress every chunk of the array."""
+def read_rate(path: str, threads: int, heap_buffers: bool = False) -> float:
+    """Bytes per second to read and decompress every chunk of the array.
+
+    With ``heap_buffers``, under :func:`streaming_allocations` for blocks of
+    one chunk, ``threads`` at a time.
+    """
     array = zarr.open_array(path, mode="r")
     rows = array.chunks[0]
     starts = range(0, array.shape[0], rows)
+    block_bytes = rows * array.shape[1] * array.dtype.itemsize
+    tuning = streaming_allocations(block_bytes, 2 * threads) if heap_buffers else nullcontext()
     started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
+    with tuning, ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda s: array[s : s + rows].sum(), starts))
     return array.nbytes / (time.perf_counter() - started)
 
 
-def _allow_read_ahead(allowed: bool) -> None:
-    """In a worker: read ahead as configured, or not at all."""
-    from kmeans_dask._worker import reading
+@contextmanager
+def _nanny_allocator(block_bytes: int, blocks_held: int) -> Iterator[None]:
+    """Stands in for :func:`streaming_allocations`: the allocator as the nanny set it."""
+    yield
 
-    reading.MAX_AHEAD_PER_THREAD = 2 if allowed else 0
+
+def _configure_worker(variant: Variant) -> None:
+    """In a worker: read ahead or not, into heap buffers or not."""
+    from kmeans_dask._worker import allocator, reading
+
+    reading.MAX_AHEAD_PER_THREAD = 2 if variant.read_ahead else 0
+    reading.streaming_allocations = (
+        allocator.streaming_allocations if variant.heap_buffers else _nanny_allocator
+    )
 
 
-def _fit(client: Client, path: str, args: argparse.Namespace, engine: str, ahead: bool) -> dict:
-    client.run(_allow_read_ahead, ahead)
+def _fit(client: Client, path: str, args: argparse.Namespace, variant: Variant) -> dict:
+    client.run(_configure_worker, variant)
     client.run(reset_peak_rss)
     model = KMeans(
         args.n_clusters,
@@ -77,7 +117,7 @@ def _fit(client: Client, path: str, args: argparse.Namespace, engine: str, ahead
         random_state=0,
         max_iter=args.max_iter,
         tol=0.0,
-        engine=engine,
+        engine=variant.engine,
         persist=False,
     )
     started = time.perf_counter()
@@ -107,8 +147,8 @@ def main() -> None:
     parser.add_argument(
         "--passes",
         nargs="+",
-        choices=[label.split()[0].rstrip(",:") for label, _, _ in VARIANTS],
-        default=["tasks", "actors", "auto"],
+        choices=[variant.name for variant in VARIANTS],
+        default=[variant.name for variant in VARIANTS],
         help="the streamed passes to measure (first word of each)",
     )
     parser.add_argument(
@@ -119,7 +159,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=ConvergenceWarning)  # tol=0 on purpose
-    variants = [v for v in VARIANTS if v[0].split()[0].rstrip(",:") in args.passes]
+    variants = [variant for variant in VARIANTS if variant.name in args.passes]
 
     n_samples = int(args.gib * 2**30 / (4 * args.n_features)) // args.chunk_rows * args.chunk_rows
     if not os.path.exists(args.path):
@@ -165,21 +205,27 @@ def main() -> None:
         for repeat in range(args.repeats):
             rates["here"].append(read_rate(args.path, args.threads))
             if args.raw_in_worker:
-                rates["worker"].append(client.submit(read_rate, args.path, args.threads).result())
+                for heap_buffers, label in [(False, "worker"), (True, "worker, heap buffers")]:
+                    rate = client.submit(read_rate, args.path, args.threads, heap_buffers)
+                    rates[label].append(rate.result())
             order = variants if repeat % 2 == 0 else variants[::-1]
-            for label, engine, ahead in order:
-                fits[label].append(_fit(client, args.path, args, engine, ahead))
+            for variant in order:
+                fits[variant.label].append(_fit(client, args.path, args, variant))
             print(f"repeat {repeat + 1} of {args.repeats} done (load {os.getloadavg()[0]:.1f})")
 
     raw = statistics.median(rates["here"])
     print(f"raw read + decompress ({args.threads} threads), here: {raw / 2**20:,.0f} MiB/s")
     if args.raw_in_worker:
-        in_worker = statistics.median(rates["worker"])
-        print(f"  ... inside the worker: {in_worker / 2**20:,.0f} MiB/s ({in_worker / raw:.0%})")
+        for label in ["worker", "worker, heap buffers"]:
+            in_worker = statistics.median(rates[label])
+            print(
+                f"  ... inside the {label}: {in_worker / 2**20:,.0f} MiB/s ({in_worker / raw:.0%})"
+            )
     print(f"medians of {args.repeats}:")
     print("| pass | median iteration | of raw | whole fit | of raw | worker peak RSS |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for label, _, _ in variants:
+    for variant in variants:
+        label = variant.label
         runs = fits[label]
         iteration = array.nbytes / statistics.median(r["iteration"] for r in runs)
         whole = statistics.median(array.nbytes * r["passes"] / r["fit_seconds"] for r in runs)

@@ -10,7 +10,9 @@ computing. The blocks in memory at once are bounded: those being worked on
 that :func:`read_ahead_depth` derives from the worker's memory limit.
 
 Whatever the depth, each block is loaded once and the results per block are
-those of a pass without read-ahead: only when a block is read changes.
+those of a pass without read-ahead: only when a block is read changes. While
+blocks stream, their buffers are reused from the heap even in a worker whose
+allocator the nanny tuned (:mod:`kmeans_dask._worker.allocator`).
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack
 from typing import Any, NamedTuple
 
+from kmeans_dask._worker.allocator import streaming_allocations
 from kmeans_dask._worker.chunks import ZarrBlock
 
 #: Share of a worker's memory limit that blocks read ahead may take.
@@ -49,10 +53,15 @@ def read_ahead_depth(block_bytes: int, threads: int, memory_limit: int | None) -
     return max(0, min(most, budget // max(COPIES_WHILE_READ * block_bytes, 1)))
 
 
+def largest_streamed_block(sources: Sequence[Any]) -> int:
+    """Size of the largest block among ``sources`` read from a store; 0 if none is."""
+    return max((source.nbytes for source in sources if isinstance(source, ZarrBlock)), default=0)
+
+
 def read_ahead_for(sources: Sequence[Any], threads: int, memory_limit: int | None) -> int:
     """:func:`read_ahead_depth` for a pass over ``sources``: 0 for chunks already in memory."""
-    streamed = [source.nbytes for source in sources if isinstance(source, ZarrBlock)]
-    return read_ahead_depth(max(streamed), threads, memory_limit) if streamed else 0
+    block_bytes = largest_streamed_block(sources)
+    return read_ahead_depth(block_bytes, threads, memory_limit) if block_bytes else 0
 
 
 class Taken(NamedTuple):
@@ -84,6 +93,13 @@ class ReadAhead:
         self._loading: deque[tuple[int, Future]] = deque()
         self._stopped = False
         self._lock = threading.Lock()
+        self._allocations = ExitStack()
+        # As many readers as threads work on the blocks: each holds one.
+        self._allocations.enter_context(
+            streaming_allocations(
+                largest_streamed_block(sources), COPIES_WHILE_READ * (readers + ahead)
+            )
+        )
         self._pool = (
             ThreadPoolExecutor(readers, thread_name_prefix="kmeans-read-ahead")
             if ahead > 0 and len(sources) > 0
@@ -136,6 +152,7 @@ class ReadAhead:
         self.stop()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._allocations.close()
 
     def _fill(self) -> None:
         """Start the next loads, in order, until ``ahead`` are loading or loaded."""
