@@ -6,6 +6,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from dask.utils import key_split
+from distributed import get_task_stream
 from numpy.testing import assert_allclose, assert_array_equal
 
 from kmeans_dask import KMeans
@@ -30,16 +32,31 @@ def test_zarr_path_array_and_numpy_give_the_same_fit(client, store):
         assert model.inertia_ == pytest.approx(from_numpy.inertia_, rel=1e-6)
 
 
-@pytest.mark.parametrize("init", ["k-means||", "k-means++", "random"])
-def test_streamed_fit_equals_persisted_fit(client, store, init):
+@pytest.mark.parametrize(
+    ("init", "engine"),
+    [
+        ("k-means||", "auto"),
+        ("k-means||", "tasks"),
+        ("k-means++", "auto"),
+        ("random", "auto"),
+    ],
+)
+def test_streamed_fit_equals_persisted_fit(client, store, init, engine):
     persisted = KMeans(8, init=init, random_state=3, persist=True).fit(store)
-    streamed = KMeans(8, init=init, random_state=3, persist=False).fit(store)
+    streamed = KMeans(8, init=init, random_state=3, persist=False, engine=engine).fit(store)
     assert_array_equal(streamed.cluster_centers_, persisted.cluster_centers_)
     assert streamed.inertia_ == persisted.inertia_
     assert streamed.n_iter_ == persisted.n_iter_
     # streamed labels are lazy: a graph over the store, not data in memory
     assert isinstance(streamed.labels_, da.Array)
     assert_array_equal(streamed.labels_.compute(), persisted.labels_.compute())
+
+
+def test_streamed_k_means_parallel_rounds_run_through_the_actors(client, store):
+    with get_task_stream(client) as stream:
+        KMeans(8, init="k-means||", random_state=3, max_iter=1, persist=False).fit(store)
+    prefixes = {key_split(task["key"]) for task in stream.data}
+    assert not {prefix for prefix in prefixes if prefix.startswith("kmeans||")}
 
 
 def test_predict_on_zarr_path_is_lazy(client, store):

@@ -98,9 +98,8 @@ class DistributedData:
     use_hosts: bool = False
     """Whether passes go through one actor per worker (:mod:`kmeans_dask._engine.hosts`).
 
-    For streamed blocks, the data check and the passes of ``map_reduce`` (the
-    Lloyd iterations, the final statistics, the samples); the k-means|| rounds
-    run as tasks.
+    For streamed blocks too: every pass then reads the blocks ahead of the
+    work on them.
     """
     _hosts: ChunkHosts | None = field(default=None, init=False, repr=False)
 

@@ -116,16 +116,21 @@ def init_kmeans_parallel(
 
     Each row's nearest candidate stays on its worker. Through the actors, a
     round is two calls: fold in the new candidates and return the cost;
-    draw the next candidates. Otherwise all rounds are submitted at once as
-    one task graph (:func:`_candidates_as_tasks`). Both draw the same
-    candidates.
+    draw the next candidates. Streamed blocks keep no per-row state: through
+    the actors, which read the blocks ahead, a round is two passes that
+    search all candidates so far (:func:`_streamed_candidates_on_hosts`).
+    Otherwise all rounds are submitted at once as one task graph
+    (:func:`_candidates_as_tasks`). All draw the same candidates.
     """
     first = sample_rows(client, data, 1, seed, _STREAM_FIRST, weighted=True).rows
     oversampling = oversampling_factor * n_clusters
-    # Streamed blocks keep no per-row state: their rounds run as tasks.
-    hosts = data.hosts(client) if data.persisted else None
-    if hosts is not None:
+    hosts = data.hosts(client)
+    if hosts is not None and data.persisted:
         drawn, weights = _candidates_on_hosts(hosts, first, oversampling, rounds, seed, backend)
+    elif hosts is not None:
+        drawn, weights = _streamed_candidates_on_hosts(
+            hosts, first, oversampling, rounds, seed, backend
+        )
     else:
         drawn, weights = _candidates_as_tasks(
             client, data, first, oversampling, rounds, seed, backend
@@ -165,6 +170,30 @@ def _candidates_on_hosts(
         phi = hosts.map_reduce(fold_candidates_kept, add_floats, new, n_candidates, backend, tag)
         n_candidates += len(new)
     weights = hosts.map_reduce(candidate_weights_kept, add_arrays, n_candidates, backend, tag)
+    return drawn, weights
+
+
+def _streamed_candidates_on_hosts(
+    hosts: ChunkHosts,
+    first: np.ndarray,
+    oversampling: float,
+    rounds: int,
+    seed: int,
+    backend: str,
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """The rounds' candidates and the weights of all, through the actors, keeping no state."""
+    candidates = first
+    drawn: list[np.ndarray] = []
+    for round_index in range(rounds):
+        interrupt_point()
+        phi = hosts.map_reduce(weighted_cost, add_floats, candidates, backend)
+        stream = _STREAM_ROUNDS + round_index
+        new = stack_rows(
+            *hosts.map(sample_by_cost, candidates, oversampling, phi, seed, stream, backend)
+        )
+        drawn.append(new)
+        candidates = stack_rows(candidates, new)
+    weights = hosts.map_reduce(candidate_weights, add_arrays, candidates, len(candidates), backend)
     return drawn, weights
 
 
