@@ -16,6 +16,7 @@ from numpy.testing import assert_array_equal
 
 import kmeans_dask._engine.hosts as hosts_module
 from kmeans_dask import KMeans
+from kmeans_dask._engine import placement
 from kmeans_dask._engine.hosts import ChunkHosts, HostLost
 from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES
 from kmeans_dask._worker.results import ClusterStats, combine_stats
@@ -43,7 +44,19 @@ def fragile_cluster():
         yield client
 
 
-def _kill_a_worker_during(client, fit):
+@pytest.fixture
+def lone_worker():
+    """One nanny-managed worker process: while its nanny restarts it, the cluster has none."""
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def _kill_a_worker_during(client, fit, workers=2):
     """Run ``fit`` while another thread SIGKILLs one worker process once it is busy."""
     fit_done = threading.Event()
     killed = {}
@@ -74,7 +87,7 @@ def _kill_a_worker_during(client, fit):
         fit_done.set()
         thread.join()
     assert killed.get("while_fitting"), "the worker was not killed during the fit"
-    client.wait_for_workers(2, timeout=60)  # the nanny replaces the killed process
+    client.wait_for_workers(workers, timeout=60)  # the nanny replaces the killed process
     return model
 
 
@@ -100,6 +113,29 @@ def test_fit_survives_a_killed_worker(fragile_cluster, rows, tmp_path, kind, eng
     if kind != "numpy":
         labels, expected = labels.compute(), expected.compute()
     assert_array_equal(labels, expected)
+
+
+def test_a_streamed_fit_waits_for_its_only_worker_to_come_back(lone_worker, rows, tmp_path):
+    store = str(tmp_path / "rows.zarr")
+    zarr.create_array(store, shape=rows.shape, chunks=(15_000, 8), dtype=rows.dtype)[:] = rows
+    undisturbed = KMeans(**PARAMS, persist=False).fit(store)
+    disturbed = _kill_a_worker_during(
+        lone_worker, lambda: KMeans(**PARAMS, persist=False).fit(store), workers=1
+    )
+    assert_array_equal(disturbed.cluster_centers_, undisturbed.cluster_centers_)
+    assert disturbed.inertia_ == undisturbed.inertia_
+    assert_array_equal(disturbed.labels_.compute(), undisturbed.labels_.compute())
+
+
+def test_a_fit_that_lost_its_last_worker_says_so_when_none_joins(monkeypatch):
+    monkeypatch.setattr(placement, "WORKER_RETURN_TIMEOUT", 0.5)
+    data = placement.DistributedData(chunks=[], row_chunks=(), n_features=2, dtype=np.float64)
+    with (
+        LocalCluster(n_workers=0, host="127.0.0.1", dashboard_address=":0") as cluster,
+        Client(cluster) as client,
+        pytest.raises(RuntimeError, match=r"a worker was lost and none is left: waited 0 s"),
+    ):
+        data.recover(client)
 
 
 async def _handler_changed(hosts):

@@ -59,6 +59,9 @@ PARALLEL_BLOCKS = 16
 MAX_STATISTICS_SHARE = 1 / 16
 
 
+#: How long a fit that lost a worker waits for one to join when none is left.
+WORKER_RETURN_TIMEOUT = 60.0
+
 #: Share of the workers' total memory limit that persisted data may use.
 PERSIST_MEMORY_FRACTION = 0.5
 
@@ -184,10 +187,21 @@ class DistributedData:
         Raises
         ------
         RuntimeError
-            If a chunk was lost that cannot be re-sent.
+            If a chunk was lost that cannot be re-sent, or no worker is left
+            nor joins within :data:`WORKER_RETURN_TIMEOUT`.
         """
         # An actor may have died with its worker: they start again on next use.
         self._close_hosts()
+        # The step needs a worker to run on: a nanny restarts a killed one in
+        # seconds, even the only one.
+        try:
+            client.wait_for_workers(1, timeout=WORKER_RETURN_TIMEOUT)
+        except TimeoutError as exc:
+            raise RuntimeError(
+                f"a worker was lost and none is left: waited {WORKER_RETURN_TIMEOUT:.0f} s for "
+                "one to join the cluster (a nanny restarts a killed worker; without one, "
+                "start new workers)"
+            ) from exc
         if self.client_copy is None:
             # The scheduler recomputes lost chunks from their graph; wait for them.
             try:
