@@ -79,13 +79,13 @@ def read_rate(path: str, threads: int, heap_buffers: bool = False) -> float:
     """Bytes per second to read and decompress every chunk of the array.
 
     With ``heap_buffers``, under :func:`streaming_allocations` for blocks of
-    one chunk, ``threads`` at a time.
+    one chunk.
     """
     array = zarr.open_array(path, mode="r")
     rows = array.chunks[0]
     starts = range(0, array.shape[0], rows)
     block_bytes = rows * array.shape[1] * array.dtype.itemsize
-    tuning = streaming_allocations(block_bytes, 2 * threads) if heap_buffers else nullcontext()
+    tuning = streaming_allocations(block_bytes) if heap_buffers else nullcontext()
     started = time.perf_counter()
     with tuning, ThreadPoolExecutor(threads) as pool:
         list(pool.map(lambda s: array[s : s + rows].sum(), starts))
@@ -93,7 +93,7 @@ def read_rate(path: str, threads: int, heap_buffers: bool = False) -> float:
 
 
 @contextmanager
-def _nanny_allocator(block_bytes: int, blocks_held: int) -> Iterator[None]:
+def _nanny_allocator(block_bytes: int) -> Iterator[None]:
     """Stands in for :func:`streaming_allocations`: the allocator as the nanny set it."""
     yield
 

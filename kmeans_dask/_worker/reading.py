@@ -94,12 +94,7 @@ class ReadAhead:
         self._stopped = False
         self._lock = threading.Lock()
         self._allocations = ExitStack()
-        # As many readers as threads work on the blocks: each holds one.
-        self._allocations.enter_context(
-            streaming_allocations(
-                largest_streamed_block(sources), COPIES_WHILE_READ * (readers + ahead)
-            )
-        )
+        self._allocations.enter_context(streaming_allocations(largest_streamed_block(sources)))
         self._pool = (
             ThreadPoolExecutor(readers, thread_name_prefix="kmeans-read-ahead")
             if ahead > 0 and len(sources) > 0
