@@ -6,6 +6,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dask.array as da
 import numpy as np
@@ -32,12 +34,15 @@ def rows():
     return np.random.default_rng(0).uniform(size=(120_000, 8))
 
 
-@pytest.fixture
-def fragile_cluster():
-    """Two nanny-managed worker processes: a killed one is restarted by its nanny."""
+@contextmanager
+def _nanny_cluster(n_workers: int, threads_per_worker: int) -> Iterator[Client]:
+    """A client of nanny-managed worker processes: a killed one is restarted by its nanny."""
     with (
         LocalCluster(
-            n_workers=2, threads_per_worker=1, host="127.0.0.1", dashboard_address=":0"
+            n_workers=n_workers,
+            threads_per_worker=threads_per_worker,
+            host="127.0.0.1",
+            dashboard_address=":0",
         ) as cluster,
         Client(cluster) as client,
     ):
@@ -45,14 +50,16 @@ def fragile_cluster():
 
 
 @pytest.fixture
+def fragile_cluster():
+    """Two worker processes, one thread each."""
+    with _nanny_cluster(2, 1) as client:
+        yield client
+
+
+@pytest.fixture
 def lone_worker():
-    """One nanny-managed worker process: while its nanny restarts it, the cluster has none."""
-    with (
-        LocalCluster(
-            n_workers=1, threads_per_worker=2, host="127.0.0.1", dashboard_address=":0"
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    """One worker process: while its nanny restarts it, the cluster has none."""
+    with _nanny_cluster(1, 2) as client:
         yield client
 
 
