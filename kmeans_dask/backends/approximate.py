@@ -253,11 +253,17 @@ def balanced_lists(centers: np.ndarray, coarse: np.ndarray, ratio: float) -> np.
 
 
 def list_means(centers: np.ndarray, lists: np.ndarray, coarse: np.ndarray) -> np.ndarray:
-    """(nlist, d) float32: the mean of each list's centres (``coarse`` for an empty list)."""
-    sums = np.zeros(coarse.shape)
-    np.add.at(sums, lists, centers.astype(np.float64))
+    """(nlist, d) float32: the mean of each list's centres (``coarse`` for an empty list).
+
+    Each list's centres are summed in index order, by one ``np.add.reduceat``
+    over the centres sorted by list (faster than ``np.add.at``).
+    """
     counts = np.bincount(lists, minlength=len(coarse))
-    means = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], coarse)
+    filled = counts > 0
+    first = np.cumsum(counts) - counts
+    by_list = centers.astype(np.float64)[np.argsort(lists, kind="stable")]
+    means = coarse.astype(np.float64)
+    means[filled] = np.add.reduceat(by_list, first[filled], axis=0) / counts[filled, None]
     return means.astype(np.float32)
 
 
