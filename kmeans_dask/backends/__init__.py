@@ -220,9 +220,9 @@ def resolve_search(
 def closing_search(search: str, n_clusters: int) -> str:
     """The search of a run's last Lloyd iteration (the one ``max_iter`` ends).
 
-    An IVF search whose ``nprobe`` was left to the default probes
-    :func:`~kmeans_dask.backends.approximate.closing_nprobe` lists there
-    (twice the default): the final centres are the means of that
+    An IVF search whose ``nprobe`` was left to the default probes twice the
+    default lists there (:func:`~kmeans_dask.backends.approximate.default_nprobe`
+    with ``closing=True``): the final centres are the means of that
     iteration's assignment. Every other search, and an IVF search with an
     ``nprobe`` of the user's, is returned unchanged.
 
@@ -236,10 +236,10 @@ def closing_search(search: str, n_clusters: int) -> str:
     name, options = _parse_spec(search)
     if name != "ivf" or "nprobe" in options:
         return search
-    from kmeans_dask.backends.approximate import closing_nprobe, default_nlist
+    from kmeans_dask.backends.approximate import default_nlist, default_nprobe
 
     nlist = options.get("nlist", default_nlist(n_clusters))
-    return search_spec(name, {**options, "nprobe": closing_nprobe(nlist)})
+    return search_spec(name, {**options, "nprobe": default_nprobe(nlist, closing=True)})
 
 
 def resolve_algorithm(algorithm: str, search: str) -> str:

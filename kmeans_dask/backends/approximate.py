@@ -81,7 +81,7 @@ MAX_LIST_SIZE_RATIO = 4.0
 _LIST_CHOICES = 8
 
 #: How many times the default ``nprobe`` a run's last Lloyd iteration probes
-#: (:func:`closing_nprobe`).
+#: (:func:`default_nprobe`).
 CLOSING_PROBE_FACTOR = 2
 
 #: HNSW build parameter (candidate list size while inserting).
@@ -110,7 +110,7 @@ def default_nlist(n_clusters: int) -> int:
     return int(min(n_clusters, max(1, round(math.sqrt(n_clusters)))))
 
 
-def default_nprobe(nlist: int) -> int:
+def default_nprobe(nlist: int, *, closing: bool = False) -> int:
     """Number of IVF lists probed per row when ``nprobe`` is not given: ``min(nlist, 8)``.
 
     On the benchmark data (scripts/bench_approximate.py) the inertia lost to
@@ -121,10 +121,20 @@ def default_nprobe(nlist: int) -> int:
     at about half the speed-up. With ``nlist = sqrt(k)`` a row then scans
     about ``9 sqrt(k)`` centres instead of ``k``.
 
+    A run's last Lloyd iteration (``closing=True``) probes
+    :data:`CLOSING_PROBE_FACTOR` times as many lists (at most ``nlist``):
+    the final centres are the means of its assignment, so its misses weigh
+    most on the final inertia. On the benchmark data
+    (``scripts/bench_assign_fit.py``, RESULTS.md) that alone about halved the
+    inertia gap to exact Lloyd at k = 4096, for one iteration scanning about
+    1.7 times the centres.
+
     Parameters
     ----------
     nlist : int
         Number of IVF lists.
+    closing : bool, default=False
+        For a run's last iteration.
 
     Returns
     -------
@@ -132,29 +142,7 @@ def default_nprobe(nlist: int) -> int:
     """
     if nlist < 1:
         raise ValueError(f"nlist must be positive, got {nlist}")
-    return int(min(nlist, 8))
-
-
-def closing_nprobe(nlist: int) -> int:
-    """Lists probed in a run's last Lloyd iteration when ``nprobe`` is not given.
-
-    ``min(nlist, CLOSING_PROBE_FACTOR * default_nprobe(nlist))``. The final
-    centres are the means of the last iteration's assignment, so its misses
-    weigh most on the final inertia: on the benchmark data
-    (``scripts/bench_assign_fit.py``, RESULTS.md) twice the probes in that
-    iteration alone about halved the inertia gap to exact Lloyd, for the
-    price of one iteration scanning about twice the centres.
-
-    Parameters
-    ----------
-    nlist : int
-        Number of IVF lists.
-
-    Returns
-    -------
-    int
-    """
-    return int(min(nlist, CLOSING_PROBE_FACTOR * default_nprobe(nlist)))
+    return int(min(nlist, 8 * (CLOSING_PROBE_FACTOR if closing else 1)))
 
 
 def default_ef_search(n_clusters: int) -> int:
