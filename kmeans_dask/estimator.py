@@ -96,7 +96,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     assign_options : dict, optional
         Options of the approximate search: ``nlist``, ``nprobe`` for "ivf"
         (defaults ``sqrt(k)`` and 8; without ``nprobe``, the iteration that
-        ``max_iter`` ends probes twice as many, at most ``nlist``), ``m``,
+        ``max_iter`` ends probes 12, at most ``nlist``), ``m``,
         ``ef_search`` for "hnsw".
     algorithm : {"auto", "lloyd", "hamerly"}, default="auto"
         "hamerly" keeps per-row distance bounds (Hamerly 2010; 20 bytes a

@@ -63,20 +63,21 @@ def test_approximate_iterations_relocate_empty_clusters_without_another_pass(
 @pytest.mark.parametrize(
     ("search", "n_clusters", "closing"),
     [
-        ("ivf", 256, "ivf:nprobe=16"),  # nlist 16, default nprobe 8
-        ("ivf", 4096, "ivf:nprobe=16"),  # nlist 64
+        ("ivf", 256, "ivf:nprobe=12"),  # nlist 16, default nprobe 8
+        ("ivf", 4096, "ivf:nprobe=12"),  # nlist 64
         ("ivf:nlist=8", 4096, "ivf:nlist=8,nprobe=8"),  # never above nlist
-        ("ivf:nlist=64,scan=faiss", 4096, "ivf:nlist=64,nprobe=16,scan=faiss"),
+        ("ivf:nlist=10", 4096, "ivf:nlist=10,nprobe=10"),
+        ("ivf:nlist=64,scan=faiss", 4096, "ivf:nlist=64,nprobe=12,scan=faiss"),
         ("ivf:nprobe=4", 4096, "ivf:nprobe=4"),  # the user's nprobe is kept
         ("hnsw:ef_search=64", 4096, "hnsw:ef_search=64"),
         ("numpy", 4096, "numpy"),
     ],
 )
-def test_closing_search_doubles_only_the_default_ivf_probes(search, n_clusters, closing):
+def test_closing_search_raises_only_the_default_ivf_probes(search, n_clusters, closing):
     assert closing_search(search, n_clusters) == closing
 
 
-def test_last_iteration_probes_twice_the_lists(client, clustered, monkeypatch):
+def test_last_iteration_probes_more_lists(client, clustered, monkeypatch):
     """The iteration ``max_iter`` ends searches with ``closing_search``; the others do not."""
     import kmeans_dask._fit.lloyd as lloyd
 
@@ -90,7 +91,7 @@ def test_last_iteration_probes_twice_the_lists(client, clustered, monkeypatch):
     monkeypatch.setattr(lloyd, "_statistics", recording)
     X, init = clustered
     KMeans(256, init=init, max_iter=3, tol=0, assign="ivf").fit(X)
-    assert searches == ["ivf", "ivf", "ivf:nprobe=16"]
+    assert searches == ["ivf", "ivf", "ivf:nprobe=12"]
 
 
 def test_auto_is_exact_for_small_k(client, clustered):

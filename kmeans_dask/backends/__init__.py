@@ -220,10 +220,11 @@ def resolve_search(
 def closing_search(search: str, n_clusters: int) -> str:
     """The search of a run's last Lloyd iteration (the one ``max_iter`` ends).
 
-    An IVF search whose ``nprobe`` was left to the default probes twice the
-    default lists there (:func:`~kmeans_dask.backends.approximate.default_nprobe`
-    with ``closing=True``): the final centres are the means of that
-    iteration's assignment. Every other search, and an IVF search with an
+    An IVF search whose ``nprobe`` was left to the default probes more lists
+    there (12 instead of 8,
+    :func:`~kmeans_dask.backends.approximate.default_nprobe` with
+    ``closing=True``): the final centres are the means of that iteration's
+    assignment. Every other search, and an IVF search with an
     ``nprobe`` of the user's, is returned unchanged.
 
     Parameters
