@@ -95,7 +95,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         final pass (``labels_``, ``inertia_``) and ``predict`` are exact.
     assign_options : dict, optional
         Options of the approximate search: ``nlist``, ``nprobe`` for "ivf"
-        (defaults ``sqrt(k)`` and 8), ``m``, ``ef_search`` for "hnsw".
+        (defaults ``sqrt(k)`` and 8; without ``nprobe``, the iteration that
+        ``max_iter`` ends probes 12, at most ``nlist``), ``m``,
+        ``ef_search`` for "hnsw".
     algorithm : {"auto", "lloyd", "hamerly"}, default="auto"
         "hamerly" keeps per-row distance bounds (Hamerly 2010; 20 bytes a
         row of worker memory) so rows whose centre cannot change skip the

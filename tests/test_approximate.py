@@ -232,6 +232,23 @@ def test_lists_are_capped_when_one_coarse_centroid_is_nearest_to_all():
     assert sizes[0] == sizes.max()  # the middle list is filled first, up to its cap
 
 
+def test_list_means_are_each_lists_mean_and_keep_an_empty_lists_centroid():
+    from kmeans_dask.backends.approximate import list_means
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(50, 8)).astype(np.float32)
+    lists = rng.choice([0, 1, 3, 4], size=50)  # list 2 is empty
+    lists[-1] = 4  # the last list ends at the last centre
+    coarse = rng.normal(size=(5, 8)).astype(np.float32)
+    expected = coarse.copy()
+    for list_no in (0, 1, 3, 4):
+        expected[list_no] = centers[lists == list_no].astype(np.float64).mean(axis=0)
+    means = list_means(centers, lists, coarse)
+    assert means.dtype == np.float32
+    np.testing.assert_allclose(means, expected, rtol=1e-6)
+    np.testing.assert_array_equal(means[2], coarse[2])
+
+
 def test_fill_with_capacity_takes_the_first_choice_with_room():
     from kmeans_dask._kernels.block_kernels import fill_with_capacity
 

@@ -8,6 +8,7 @@ from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
 from kmeans_dask import KMeans
+from kmeans_dask.backends import closing_search
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +58,40 @@ def test_approximate_iterations_relocate_empty_clusters_without_another_pass(
     assert model.history_[0].n_empty == 1
     # The relocated centre is a row of the data, its cluster's only member.
     assert (model.cluster_centers_[0] == X).all(axis=1).any()
+
+
+@pytest.mark.parametrize(
+    ("search", "n_clusters", "closing"),
+    [
+        ("ivf", 256, "ivf:nprobe=12"),  # nlist 16, default nprobe 8
+        ("ivf", 4096, "ivf:nprobe=12"),  # nlist 64
+        ("ivf:nlist=8", 4096, "ivf:nlist=8,nprobe=8"),  # never above nlist
+        ("ivf:nlist=10", 4096, "ivf:nlist=10,nprobe=10"),
+        ("ivf:nlist=64,scan=faiss", 4096, "ivf:nlist=64,nprobe=12,scan=faiss"),
+        ("ivf:nprobe=4", 4096, "ivf:nprobe=4"),  # the user's nprobe is kept
+        ("hnsw:ef_search=64", 4096, "hnsw:ef_search=64"),
+        ("numpy", 4096, "numpy"),
+    ],
+)
+def test_closing_search_raises_only_the_default_ivf_probes(search, n_clusters, closing):
+    assert closing_search(search, n_clusters) == closing
+
+
+def test_last_iteration_probes_more_lists(client, clustered, monkeypatch):
+    """The iteration ``max_iter`` ends searches with ``closing_search``; the others do not."""
+    import kmeans_dask._fit.lloyd as lloyd
+
+    searches = []
+    statistics = lloyd._statistics
+
+    def recording(client, data, centers, search, *args):
+        searches.append(search)
+        return statistics(client, data, centers, search, *args)
+
+    monkeypatch.setattr(lloyd, "_statistics", recording)
+    X, init = clustered
+    KMeans(256, init=init, max_iter=3, tol=0, assign="ivf").fit(X)
+    assert searches == ["ivf", "ivf", "ivf:nprobe=12"]
 
 
 def test_auto_is_exact_for_small_k(client, clustered):

@@ -41,6 +41,7 @@ from kmeans_dask._worker.tasks import (
     kept_labels,
     stats_keeping_labels,
 )
+from kmeans_dask.backends import closing_search
 
 
 @dataclass(frozen=True)
@@ -268,7 +269,9 @@ def lloyd(
         Absolute threshold on :func:`center_shift` (already scaled by the
         data's mean variance, as scikit-learn does).
     backend : str
-        Search spec of the iterations (see :func:`kmeans_dask.backends.get_backend`).
+        Search spec of the iterations (see :func:`kmeans_dask.backends.get_backend`);
+        the one ``max_iter`` ends uses
+        :func:`~kmeans_dask.backends.closing_search` of it (more IVF probes).
     final_backend : str, optional
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
@@ -302,13 +305,14 @@ def lloyd(
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         ticket = schedule.ticket(iteration, centers)
-        stats = _statistics(client, data, centers, backend, ticket, "kmeans-assign")
+        search = closing_search(backend, len(centers)) if iteration == max_iter else backend
+        stats = _statistics(client, data, centers, search, ticket, "kmeans-assign")
         schedule.ran(centers, ticket)
         # An empty cluster moves onto a row farthest from the centre the
         # iteration assigned it (its nearest, when the search is exact): the
         # chunks report such rows, with the labels the statistics counted
         # them under. An approximate search is not redone exactly for it.
-        find_far = partial(_farthest_rows, client, data, centers, backend, stats.farthest)
+        find_far = partial(_farthest_rows, client, data, centers, search, stats.farthest)
         updated, n_empty = _update(
             stats, centers, find_far, relocation_pays(history, stats.inertia)
         )

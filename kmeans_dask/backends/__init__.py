@@ -217,6 +217,32 @@ def resolve_search(
     return spec
 
 
+def closing_search(search: str, n_clusters: int) -> str:
+    """The search of a run's last Lloyd iteration (the one ``max_iter`` ends).
+
+    An IVF search whose ``nprobe`` was left to the default probes more lists
+    there (12 instead of 8,
+    :func:`~kmeans_dask.backends.approximate.default_nprobe` with
+    ``closing=True``): the final centres are the means of that iteration's
+    assignment. Every other search, and an IVF search with an
+    ``nprobe`` of the user's, is returned unchanged.
+
+    Parameters
+    ----------
+    search : str
+        The iterations' search spec (see :func:`search_spec`).
+    n_clusters : int
+        Number of centres ``k`` (for the default ``nlist``).
+    """
+    name, options = _parse_spec(search)
+    if name != "ivf" or "nprobe" in options:
+        return search
+    from kmeans_dask.backends.approximate import default_nlist, default_nprobe
+
+    nlist = options.get("nlist", default_nlist(n_clusters))
+    return search_spec(name, {**options, "nprobe": default_nprobe(nlist, closing=True)})
+
+
 def resolve_algorithm(algorithm: str, search: str) -> str:
     """When the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._worker.bounds`).
 
