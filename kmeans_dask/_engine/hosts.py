@@ -80,8 +80,13 @@ from kmeans_dask._worker.reading import ReadAhead, read_ahead_for
 
 logger = logging.getLogger(__name__)
 
-#: Largest total size of the per-chunk results gathered by the client in one
-#: iteration; above it the iterations run as tasks and reduce on the cluster.
+#: Largest total size of the per-chunk statistics of one iteration that
+#: ``engine="auto"`` sends through the actors; above it the iterations run as
+#: tasks. The actors combine large statistics worker to worker now, so the
+#: client no longer gathers them, but with 1 GiB of them per iteration (64
+#: chunks, k = 16384, d = 128) tasks were still 1.5-2.2x faster on 4 to 32
+#: local workers, while at 64.5 to 258 MiB the actors were mostly faster
+#: (benchmarks/RESULTS.md, "Actors or tasks for large statistics").
 MAX_GATHERED_BYTES = 64 * 2**20
 
 #: How long to wait for the scheduler to notice a worker that stopped answering.
@@ -822,5 +827,5 @@ def combine_in_tree(
 
 
 def fits_hosts(n_chunks: int, result_bytes: int) -> bool:
-    """Whether gathering one result per chunk every iteration stays cheap."""
+    """Whether one iteration's per-chunk results stay within :data:`MAX_GATHERED_BYTES`."""
     return n_chunks * result_bytes <= MAX_GATHERED_BYTES

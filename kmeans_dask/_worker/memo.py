@@ -2,7 +2,7 @@
 
 Some results of a pass over a chunk are worth keeping in the memory of the
 worker that holds the chunk: the Hamerly bounds of one Lloyd iteration for
-the next (:mod:`kmeans_dask._worker.bounds`), the labels of the final pass for the
+the next (:mod:`kmeans_dask._worker.bounds`), the labels of the latest Lloyd pass for the
 tasks that hand them over as futures (:func:`kmeans_dask._worker.tasks.kept_labels`).
 A :class:`ChunkMemo` keeps them there; they never cross the network.
 
