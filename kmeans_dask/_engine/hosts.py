@@ -82,11 +82,10 @@ logger = logging.getLogger(__name__)
 
 #: Largest total size of the per-chunk statistics of one iteration that
 #: ``engine="auto"`` sends through the actors; above it the iterations run as
-#: tasks. The actors combine large statistics worker to worker now, so the
-#: client no longer gathers them, but with 1 GiB of them per iteration (64
-#: chunks, k = 16384, d = 128) tasks were still 1.5-2.2x faster on 4 to 32
-#: local workers, while at 64.5 to 258 MiB the actors were mostly faster
-#: (benchmarks/RESULTS.md, "Actors or tasks for large statistics").
+#: tasks. The actors combine large statistics worker to worker, so the client
+#: no longer gathers them, but with the largest statistics on several workers
+#: the tasks were still faster (benchmarks/RESULTS.md, "Actors or tasks for
+#: large statistics").
 MAX_GATHERED_BYTES = 64 * 2**20
 
 #: How long to wait for the scheduler to notice a worker that stopped answering.

@@ -393,8 +393,8 @@ def distribute(
 
 
 def uses_hosts(engine: str, n_chunks: int, statistics_bytes: int) -> bool:
-    """Whether the passes go through actors: ``engine="actors"``, or ``"auto"`` while
-    gathering one result per chunk stays cheap."""
+    """Whether the passes go through actors: ``engine="actors"``, or ``"auto"`` while one
+    iteration's per-chunk statistics stay small (:func:`~kmeans_dask._engine.hosts.fits_hosts`)."""
     return engine == "actors" or (engine == "auto" and fits_hosts(n_chunks, statistics_bytes))
 
 
@@ -402,8 +402,8 @@ def scatter_direct(client: Client, use_hosts: bool) -> bool:
     """Whether to scatter rows straight to the workers rather than through the scheduler.
 
     Through the scheduler every byte crosses the network twice (client to
-    scheduler, scheduler to worker): 1M x 32 float32 rows took twice as long
-    (benchmarks/RESULTS.md, "Whole-fit fixed cost"). Straight to the workers
+    scheduler, scheduler to worker; benchmarks/RESULTS.md, "Whole-fit fixed
+    cost"). Straight to the workers
     needs the client to reach them, which the actors' calls need too; so
     direct when the fit uses actors, or when the client was made with
     ``direct_to_workers=True``. A client made with ``direct_to_workers=False``
