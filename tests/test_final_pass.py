@@ -16,6 +16,10 @@ from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
 from kmeans_dask._fit import lloyd as lloyd_module
+from kmeans_dask._worker import tasks as tasks_module
+from kmeans_dask._worker.chunks import make_chunk
+from kmeans_dask._worker.host_ops import host_ops
+from kmeans_dask._worker.tasks import chunk_labels, kept_labels, stats_keeping_labels
 
 
 @pytest.fixture
@@ -108,3 +112,20 @@ def test_a_run_stopped_by_tol_or_max_iter_ends_with_its_final_pass(client, blobs
     within_tol = KMeans(6, init="random", random_state=0, tol=0.1).fit(blobs[0])
     assert within_tol.history_[-1].center_shift > 0
     assert final_passes == [True, True]
+
+
+def test_a_plain_pass_keeps_its_labels_in_those_nobody_took():
+    """No new memory per iteration (page faults under the nanny's malloc settings)."""
+    rng = np.random.default_rng(0)
+    chunk = make_chunk(rng.normal(size=(500, 3)), None, 0, np.float64, host_ops())
+    centers, moved = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
+    stats_keeping_labels(chunk, centers, "numpy", None, ("run", 1))
+    first = tasks_module.LABELS.get(chunk, ("run", 1))
+    stats_keeping_labels(chunk, moved, "numpy", None, ("run", 2))
+    second = tasks_module.LABELS.get(chunk, ("run", 2))
+    assert second is first
+    assert_array_equal(second, chunk_labels(chunk, moved, "numpy")[0])
+    handed_over = kept_labels(chunk, moved, "numpy", ("run", 2))
+    stats_keeping_labels(chunk, centers, "numpy", None, ("run", 3))
+    assert tasks_module.LABELS.take(chunk, ("run", 3)) is not handed_over
+    assert_array_equal(handed_over, chunk_labels(chunk, moved, "numpy")[0])

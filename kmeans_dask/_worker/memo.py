@@ -40,6 +40,14 @@ class ChunkMemo(Generic[Value]):
             entry = self._entries.pop(id(chunk), None)
         return _value_for(entry, chunk, tag)
 
+    def take_any(self, chunk: object) -> Value | None:
+        """The value kept for ``chunk`` under any tag, if any (and forget it)."""
+        with self._lock:
+            entry = self._entries.pop(id(chunk), None)
+        if entry is None or entry[0]() is not chunk:
+            return None
+        return entry[2]
+
     def get(self, chunk: object, tag: Hashable) -> Value | None:
         """The value kept for ``chunk`` under ``tag``, if any (and keep it)."""
         with self._lock:

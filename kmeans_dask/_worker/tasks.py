@@ -63,18 +63,24 @@ def checked_pass(
 
 
 def _assign(
-    source: RowSource, centers: np.ndarray, search: str, ticket: BoundsTicket | None, keep: bool
+    source: RowSource,
+    centers: np.ndarray,
+    search: str,
+    ticket: BoundsTicket | None,
+    keep: bool,
+    reuse: Any | None = None,
 ) -> LloydPass:
     """A Lloyd pass over a chunk; with a ``ticket``, through the bounds kept next to it.
 
     The bounds left by the previous iteration of the same run are taken from
     this process's memo (when the chunk has them) and, if ``ticket.keep``,
     this iteration's are left there for the next one. Ops that keep no
-    bounds make plain passes: the bounds only ever skip work.
+    bounds make plain passes: the bounds only ever skip work. A plain pass may
+    write the labels it keeps into ``reuse`` (see ``ChunkOps.lloyd_pass``).
     """
     chunk = _start_task(source)
     if ticket is None or not chunk.ops.keeps_bounds:
-        return chunk.ops.lloyd_pass(chunk, centers, search, keep_labels=keep)
+        return chunk.ops.lloyd_pass(chunk, centers, search, keep_labels=keep, reuse=reuse)
     previous = MEMO.take(source, (ticket.run, ticket.iteration - 1))
     result = chunk.ops.bounded_pass(chunk, centers, search, previous, ticket.movement)
     if ticket.keep:
@@ -112,9 +118,13 @@ def stats_keeping_labels(
     """:func:`chunk_stats`, keeping the rows' labels on the worker under ``tag``.
 
     They stay in the chunk's memory (on the GPU for device rows) until
-    :func:`kept_labels` hands them over.
+    :func:`kept_labels` hands them over. The labels an earlier pass kept and
+    nobody took are overwritten: a plain pass writes into them. (Bounds that
+    share them belong to an iteration no later pass reads: a bounded pass
+    reads only the previous iteration's, and a plain pass leaves none.)
     """
-    result = _assign(chunk, centers, search, ticket, keep=True)
+    unclaimed = LABELS.take_any(chunk)
+    result = _assign(chunk, centers, search, ticket, keep=True, reuse=unclaimed)
     LABELS.put(chunk, tag, result.labels)
     return result.stats
 
