@@ -18,6 +18,10 @@ one thread each, over Dask input of ``--chunks`` blocks of ``--rows`` rows
   the statistics' size (``chosen``), so both see the same load.
 * ``sweep``: ``paired`` for several k x d, with also the whole tree worker
   to worker whatever the size (``workers``), to choose the threshold.
+* ``engines``: empty iterations of the statistics' real size through the
+  actors and as tasks, alternating on the same cluster over the same
+  chunks (so both see the same load), for ``--k`` x ``--d`` and the sizes
+  of ``sweep``: whether ``engine="auto"`` needs tasks for large statistics.
 
 Bytes into the client count the array bytes of every value the client
 receives from the hosts' calls or ``Client.gather`` (the statistics; the
@@ -204,10 +208,47 @@ def paired(args: argparse.Namespace, n_workers: int) -> list[dict]:
     return rows
 
 
+def engines(args: argparse.Namespace, n_workers: int) -> list[dict]:
+    """Empty iterations through the actors and as tasks, interleaved, for several k x d."""
+    rows = []
+    X = _data(args)
+    with _cluster(n_workers) as cluster, Client(cluster) as client:
+        data = distribute(client, X, None, engine="tasks")
+        hosts = ChunkHosts(client, data.chunks)
+        try:
+            for k, d in dict.fromkeys([(args.k, args.d), *SWEEP_SIZES]):
+                centers = np.zeros((k, d), dtype=np.float32)
+                size = statistics_nbytes(k, d)
+                ways = {"actors": hosts, "tasks": None}
+                seconds: dict[str, list[float]] = {way: [] for way in ways}
+                for round_ in range(args.iterations + 1):
+                    for way, way_hosts in ways.items():
+                        start = time.perf_counter()
+                        _empty_iteration(client, data, way_hosts, centers, size)
+                        if round_:  # the first round warms up
+                            seconds[way].append(time.perf_counter() - start)
+                medians = {way: statistics.median(s) for way, s in seconds.items()}
+                rows.append(
+                    {
+                        "k": k,
+                        "d": d,
+                        "gathered_MiB": args.chunks * size / 2**20,
+                        **{f"{way}_s": m for way, m in medians.items()},
+                        "tasks_over_actors": medians["tasks"] / medians["actors"],
+                    }
+                )
+        finally:
+            hosts.close()
+            data.release()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--label", default="", help="written into every line (before/after)")
-    parser.add_argument("--measure", choices=["empty", "fit", "paired", "sweep"], default="empty")
+    parser.add_argument(
+        "--measure", choices=["empty", "fit", "paired", "sweep", "engines"], default="empty"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 4, 16, 32])
     parser.add_argument("--engines", nargs="+", default=["actors", "tasks"])
     parser.add_argument("--k", type=int, default=16384)
@@ -220,8 +261,9 @@ def main() -> None:
     common = {"label": args.label, "measure": args.measure, "k": args.k, "d": args.d}
     common |= {"chunks": args.chunks, "rows": args.rows}
     for n_workers in args.workers:
-        if args.measure in ("paired", "sweep"):
-            for row in paired(args, n_workers):
+        if args.measure in ("paired", "sweep", "engines"):
+            measure = engines if args.measure == "engines" else paired
+            for row in measure(args, n_workers):
                 print(json.dumps({**common, "workers": n_workers, **row}), flush=True)
             continue
         for engine in args.engines:

@@ -80,8 +80,12 @@ from kmeans_dask._worker.reading import ReadAhead, read_ahead_for
 
 logger = logging.getLogger(__name__)
 
-#: Largest total size of the per-chunk results gathered by the client in one
-#: iteration; above it the iterations run as tasks and reduce on the cluster.
+#: Largest total size of the per-chunk statistics of one iteration that
+#: ``engine="auto"`` sends through the actors; above it the iterations run as
+#: tasks. The actors combine large statistics worker to worker, so the client
+#: no longer gathers them, but with the largest statistics on several workers
+#: the tasks were still faster (benchmarks/RESULTS.md, "Actors or tasks for
+#: large statistics").
 MAX_GATHERED_BYTES = 64 * 2**20
 
 #: How long to wait for the scheduler to notice a worker that stopped answering.
@@ -822,5 +826,5 @@ def combine_in_tree(
 
 
 def fits_hosts(n_chunks: int, result_bytes: int) -> bool:
-    """Whether gathering one result per chunk every iteration stays cheap."""
+    """Whether one iteration's per-chunk results stay within :data:`MAX_GATHERED_BYTES`."""
     return n_chunks * result_bytes <= MAX_GATHERED_BYTES

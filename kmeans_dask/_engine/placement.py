@@ -4,8 +4,10 @@ NumPy input is scattered to the workers in row blocks; Dask input is
 computed into worker memory, so its chunks can be recomputed from their
 source if a worker dies. Zarr input that does not fit in the workers' memory
 is not persisted at all: every pass streams the blocks from the store.
-Finiteness and weights are checked in one pass over the chunks once they are
-on the workers (:meth:`DistributedData.check`).
+Finiteness and weights are checked in the fit's first pass over the chunks,
+whatever that pass is (:meth:`DistributedData.map_reduce`), or in a pass of
+their own when the summary is wanted before any other
+(:meth:`DistributedData.summary`).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ from kmeans_dask._worker.array_api_ops import ArrayAPIOps
 from kmeans_dask._worker.chunks import Chunk, ZarrBlock, make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.ops import ChunkOps
-from kmeans_dask._worker.results import ChunkSummary
-from kmeans_dask._worker.tasks import summarize
+from kmeans_dask._worker.results import ChunkSummary, combine_checked
+from kmeans_dask._worker.tasks import checked_pass, summarize
 from kmeans_dask.backends import backend_info, holds_rows
 
 logger = logging.getLogger(__name__)
@@ -88,6 +90,15 @@ def numpy_row_chunks(
     return tuple(base + (i < extra) for i in range(n_blocks))
 
 
+def refuse_unusable(summary: ChunkSummary) -> None:
+    """The least a data check's summary must be judged by: refused rows are an error."""
+    if summary.refused:
+        raise ValueError(
+            f"the data holds {summary.nonfinite_count} non-finite value(s) and "
+            f"{summary.bad_weight_count} negative or non-finite weight(s)"
+        )
+
+
 @dataclass
 class DistributedData:
     """Row chunks persisted on the workers (or Zarr blocks streamed by every pass)."""
@@ -104,7 +115,13 @@ class DistributedData:
     For streamed blocks too: every pass then reads the blocks ahead of the
     work on them.
     """
+    validate: Callable[[ChunkSummary], None] = field(default=refuse_unusable, repr=False)
+    """Judges the data check's summary; raises for data the fit refuses (at least
+    for a :attr:`~kmeans_dask._worker.results.ChunkSummary.refused` summary)."""
+    with_digest: bool = True
+    """Whether the data check computes the rows' content digest (checkpoints need it)."""
     _hosts: ChunkHosts | None = field(default=None, init=False, repr=False)
+    _summary: ChunkSummary | None = field(default=None, init=False, repr=False)
 
     @property
     def n_samples(self) -> int:
@@ -139,31 +156,53 @@ class DistributedData:
         in the tree of :func:`~kmeans_dask._engine.mapreduce.tree_reduce`, so with
         the same result. ``result_bytes``, the size of one value when known,
         lets large values be combined on the cluster up to the root.
+
+        The first such pass also makes the data check
+        (:func:`~kmeans_dask._worker.tasks.checked_pass`): its summary is
+        judged by :attr:`validate` before the pass's value is returned.
         """
+        merge = partial(combine, *leading)
+        checking = self._summary is None
+        if checking:
+            func = partial(checked_pass, func, self.with_digest)
+            merge = partial(combine_checked, merge)
         hosts = self.hosts(client)
         if hosts is not None:
-            return hosts.map_reduce(
-                func, partial(combine, *leading), *args, result_bytes=result_bytes
+            value = hosts.map_reduce(func, merge, *args, result_bytes=result_bytes)
+        else:
+            sent = [send(client, a, name) if isinstance(a, np.ndarray) else a for a in args]
+            parts = map_chunks(client, func, self.chunks, *sent, name=name)
+            value = tree_reduce(
+                client, merge, parts, name=f"{name}-merge", result_bytes=result_bytes
             )
-        sent = [send(client, a, name) if isinstance(a, np.ndarray) else a for a in args]
-        parts = map_chunks(client, func, self.chunks, *sent, name=name)
-        return tree_reduce(
-            client,
-            combine,
-            parts,
-            name=f"{name}-merge",
-            leading=leading,
-            result_bytes=result_bytes,
-        )
+        if not checking:
+            return value
+        self._accept(value.summary())
+        return value.value
+
+    def summary(self, client: Client) -> ChunkSummary:
+        """The data check's summary: that of the first pass, else of a pass of its own now.
+
+        Raises what :attr:`validate` raises for it.
+        """
+        if self._summary is None:
+            self._accept(self.check(client))
+        return self._summary
 
     def check(self, client: Client) -> ChunkSummary:
         """One pass learning finiteness, column moments and weight sums of all rows."""
         hosts = self.hosts(client)
         if hosts is not None:
-            parts = hosts.map(summarize)
+            parts = hosts.map(summarize, self.with_digest)
         else:
-            parts = client.gather(map_chunks(client, summarize, self.chunks, name="kmeans-check"))
+            parts = client.gather(
+                map_chunks(client, summarize, self.chunks, self.with_digest, name="kmeans-check")
+            )
         return reduce(ChunkSummary.merge, parts)
+
+    def _accept(self, summary: ChunkSummary) -> None:
+        self.validate(summary)
+        self._summary = summary
 
     def release(self) -> None:
         self._close_hosts()
@@ -280,6 +319,8 @@ def distribute(
     engine: str = "auto",
     backend: str = "auto",
     ops: ChunkOps | None = None,
+    validate: Callable[[ChunkSummary], None] = refuse_unusable,
+    with_digest: bool = True,
 ) -> DistributedData:
     """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures.
 
@@ -291,7 +332,8 @@ def distribute(
     or with ``"auto"`` while gathering one result per chunk stays cheap;
     streamed blocks are then read ahead of the work on them. The chunks
     are held and worked on by ``ops`` (default: :func:`chunk_ops_for` ``X``
-    and ``backend``).
+    and ``backend``). ``validate`` and ``with_digest`` say how the data
+    check is judged and whether it digests the rows (:class:`DistributedData`).
     """
     ops = chunk_ops_for(X, backend) if ops is None else ops
     dtype = np.dtype(X.dtype)
@@ -349,13 +391,36 @@ def distribute(
         client_copy = local
         # Each worker places its chunks as it unpickles them (Chunk.__reduce__):
         # no load task, no round trip.
-        chunks = client.scatter(local, hash=False)
-    small_results = fits_hosts(len(chunks), statistics_bytes)
+        direct = scatter_direct(client, uses_hosts(engine, len(local), statistics_bytes))
+        chunks = client.scatter(local, hash=False, direct=direct)
     return DistributedData(
         chunks=chunks,
         row_chunks=row_chunks,
         n_features=int(X.shape[1]),
         dtype=dtype,
         client_copy=client_copy,
-        use_hosts=engine == "actors" or (engine == "auto" and small_results),
+        use_hosts=uses_hosts(engine, len(chunks), statistics_bytes),
+        validate=validate,
+        with_digest=with_digest,
     )
+
+
+def uses_hosts(engine: str, n_chunks: int, statistics_bytes: int) -> bool:
+    """Whether the passes go through actors: ``engine="actors"``, or ``"auto"`` while one
+    iteration's per-chunk statistics stay small (:func:`~kmeans_dask._engine.hosts.fits_hosts`)."""
+    return engine == "actors" or (engine == "auto" and fits_hosts(n_chunks, statistics_bytes))
+
+
+def scatter_direct(client: Client, use_hosts: bool) -> bool:
+    """Whether to scatter rows straight to the workers rather than through the scheduler.
+
+    Through the scheduler every byte crosses the network twice (client to
+    scheduler, scheduler to worker; benchmarks/RESULTS.md, "Whole-fit fixed
+    cost"). Straight to the workers
+    needs the client to reach them, which the actors' calls need too; so
+    direct when the fit uses actors, or when the client was made with
+    ``direct_to_workers=True``. A client made with ``direct_to_workers=False``
+    always goes through the scheduler.
+    """
+    chosen = client.direct_to_workers
+    return use_hosts if chosen is None else bool(chosen)

@@ -1,9 +1,10 @@
 """Fitting on the cluster: from checked data and resolved parameters to a Lloyd result.
 
 :func:`fit_on_cluster` opens (or finds) the client, places the rows on the
-workers once, checks them in one pass, builds the plan of the runs (seeds,
-initialisation, tolerance, checkpoint identity), runs them and brings back
-the best run and its labels. The estimator only resolves what it is given
+workers once, builds the plan of the runs (seeds, initialisation, tolerance,
+checkpoint identity), runs them and brings back the best run and its labels.
+The rows are checked (finiteness, weights, magnitudes) by the fit's first
+pass over them, before anything uses its result. The estimator only resolves what it is given
 (:class:`FitRequest`) and sets its attributes from :class:`FitOutcome`.
 """
 
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import dask.array as da
@@ -83,11 +85,12 @@ def fit_on_cluster(request: FitRequest, report: Callable[[str], None]) -> FitOut
             statistics_bytes=statistics_nbytes(params["n_clusters"], X.shape[1]),
             engine=params["engine"],
             backend=params["backend"],
+            validate=partial(raise_for_summary, dtype=np.dtype(X.dtype)),
+            # The digest identifies the data in checkpoints only.
+            with_digest=request.checkpoint is not None,
         )
         try:
-            summary = surviving_worker_loss(client, data, lambda: data.check(client), report)
-            raise_for_summary(summary, dtype=data.dtype)
-            plan = run_plan(client, data, summary, request, report)
+            plan = run_plan(client, data, request, report)
             progress = LloydProgress(params["max_iter"], params["init"])
             with progress if params["verbose"] else nullcontext() as bar:
                 best = run_all(
@@ -120,13 +123,15 @@ def stream_source(client: Client, X: Any, zarr_array: Any | None, persist: bool 
 def run_plan(
     client: Client,
     data: DistributedData,
-    summary: ChunkSummary,
     request: FitRequest,
     report: Callable[[str], None],
 ) -> RunPlan:
-    """The runs to make: seeds, initialisation, tolerance, and the fit's identity."""
+    """The runs to make: seeds, initialisation, tolerance, and the fit's identity.
+
+    The data check is made by the fit's first pass; only a checkpoint, whose
+    identity must be known before that pass, has it made in a pass of its own.
+    """
     params = request.params
-    mean_variance = float(np.mean(summary.column_m2 / summary.n_rows))
 
     def initialize(seed: int) -> np.ndarray:
         if request.init_centers is not None:
@@ -136,17 +141,27 @@ def run_plan(
         report(f"Initialization complete: {params['init']} in {time.perf_counter() - start:.3f} s")
         return centers
 
+    fingerprint = None
+    if request.checkpoint is not None:
+        summary = surviving_worker_loss(client, data, lambda: data.summary(client), report)
+        fingerprint = fit_identity(params, summary, data)
     return RunPlan(
         seeds=request.seeds,
         initialize=initialize,
         max_iter=params["max_iter"],
-        tol=mean_variance * params["tol"],
+        tol=partial(absolute_tol, client, data, params["tol"]),
         backend=request.backend,
         search=request.search,
         bounds=request.bounds if data.persisted else "off",
-        fingerprint=fit_identity(params, summary, data),
+        fingerprint=fingerprint,
         checkpoint=request.checkpoint,
     )
+
+
+def absolute_tol(client: Client, data: DistributedData, tol: float) -> float:
+    """``tol`` times the data's mean column variance (as scikit-learn scales it)."""
+    summary = data.summary(client)
+    return float(np.mean(summary.column_m2 / summary.n_rows)) * tol
 
 
 def fit_identity(params: dict[str, Any], summary: ChunkSummary, data: DistributedData) -> str:

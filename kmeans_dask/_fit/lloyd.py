@@ -13,9 +13,10 @@ from __future__ import annotations
 import operator
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 from distributed import Client, Future
@@ -254,7 +255,7 @@ def lloyd(
     centers: np.ndarray,
     *,
     max_iter: int,
-    tol: float,
+    tol: float | Callable[[], float],
     backend: str,
     final_backend: str | None = None,
     bounds: str = "off",
@@ -265,9 +266,11 @@ def lloyd(
 
     Parameters
     ----------
-    tol : float
+    tol : float or callable
         Absolute threshold on :func:`center_shift` (already scaled by the
-        data's mean variance, as scikit-learn does).
+        data's mean variance, as scikit-learn does), or a function giving it,
+        called only once a pass has run (the first pass checks the data and
+        learns its variance).
     backend : str
         Search spec of the iterations (see :func:`kmeans_dask.backends.get_backend`);
         the one ``max_iter`` ends uses
@@ -292,21 +295,30 @@ def lloyd(
     Returns
     -------
     LloydResult
-        Final centres, the inertia and labels *of those centres* (one more
-        assignment pass after the last update), and the history. The labels
-        stay in worker memory, as futures; streamed (out-of-core) data keeps
-        none, and its labels are computed lazily.
+        Final centres, the inertia and labels *of those centres*, and the
+        history. They come from one more assignment pass after the last
+        update, unless that update left every centre as it was, bit for bit
+        (strict convergence, when scikit-learn skips its last E-step too):
+        the last iteration's pass then assigned the rows to the final
+        centres already, with the same search. The labels stay in worker
+        memory, as futures; streamed (out-of-core) data keeps none, and its
+        labels are computed lazily.
     """
     history = list(history)
     final_backend = final_backend or backend
     schedule = BoundsSchedule(bounds)
-    converged = bool(history) and history[-1].center_shift <= tol
+    converged = bool(history) and history[-1].center_shift <= _value(tol)
     iteration = len(history)
+    # The labels of each iteration's pass stay with the chunks under this tag.
+    labels_tag = uuid.uuid4().hex
+    last_pass = None
     for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         ticket = schedule.ticket(iteration, centers)
         search = closing_search(backend, len(centers)) if iteration == max_iter else backend
-        stats = _statistics(client, data, centers, search, ticket, "kmeans-assign")
+        stats = _statistics(
+            client, data, centers, search, ticket, "kmeans-assign", (labels_tag, iteration)
+        )
         schedule.ran(centers, ticket)
         # An empty cluster moves onto a row farthest from the centre the
         # iteration assigned it (its nearest, when the search is exact): the
@@ -317,6 +329,8 @@ def lloyd(
             stats, centers, find_far, relocation_pays(history, stats.inertia)
         )
         shift = center_shift(centers, updated)
+        unchanged = n_empty == 0 and updated.tobytes() == centers.tobytes()
+        last_pass = LastPass(stats, search, (labels_tag, iteration)) if unchanged else None
         centers = updated
         record = IterationRecord(
             iteration, stats.inertia, shift, n_empty, time.perf_counter() - start
@@ -324,14 +338,18 @@ def lloyd(
         history.append(record)
         if on_iteration is not None:
             on_iteration(centers, history)
-        if shift <= tol:
+        if shift <= _value(tol):
             break
         interrupt_point()
-    # The final pass uses bounds the last iteration left; it never seeds them.
-    final_ticket = (
-        schedule.final_ticket(iteration + 1, centers) if final_backend == backend else None
-    )
-    final, labels = _final_pass(client, data, centers, final_backend, final_ticket)
+    if last_pass is not None and last_pass.search == final_backend:
+        final = last_pass.stats
+        labels = _labels_kept(client, data, centers, final_backend, last_pass.labels_tag)
+    else:
+        # The final pass uses bounds the last iteration left; it never seeds them.
+        final_ticket = (
+            schedule.final_ticket(iteration + 1, centers) if final_backend == backend else None
+        )
+        final, labels = _final_pass(client, data, centers, final_backend, final_ticket)
     return LloydResult(
         centers=centers,
         inertia=final.inertia,
@@ -339,8 +357,22 @@ def lloyd(
         history=history,
         cluster_weights=final.counts,
         labels=labels,
-        converged=bool(history) and history[-1].center_shift <= tol,
+        converged=bool(history) and history[-1].center_shift <= _value(tol),
     )
+
+
+class LastPass(NamedTuple):
+    """The pass of an iteration that left the centres as they were."""
+
+    stats: ClusterStats
+    search: str
+    """The search it made."""
+    labels_tag: tuple[str, int]
+    """Under which its labels stay with the chunks (persisted data)."""
+
+
+def _value(tol: float | Callable[[], float]) -> float:
+    return tol() if callable(tol) else tol
 
 
 def _statistics(
@@ -350,17 +382,46 @@ def _statistics(
     backend: str,
     ticket: BoundsTicket | None,
     name: str,
+    labels_tag: Hashable | None = None,
 ) -> ClusterStats:
-    """One assignment pass's statistics, combined on the cluster up to the root if large."""
+    """One assignment pass's statistics, combined on the cluster up to the root if large.
+
+    With ``labels_tag``, persisted chunks keep their rows' labels under it
+    (:func:`~kmeans_dask._worker.tasks.stats_keeping_labels`), for
+    :func:`_labels_kept`; streamed chunks keep nothing.
+    """
+    keep = labels_tag is not None and data.persisted
     return data.map_reduce(
         client,
-        chunk_stats,
+        stats_keeping_labels if keep else chunk_stats,
         combine_stats,
         centers,
         backend,
         ticket,
+        *((labels_tag,) if keep else ()),
         name=name,
         result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
+def _labels_kept(
+    client: Client, data: DistributedData, centers: np.ndarray, backend: str, tag: Hashable
+) -> list[Future]:
+    """Per-chunk label futures of the pass that kept them under ``tag`` (none if streamed).
+
+    A chunk whose worker lost them (a task run elsewhere, a chunk recomputed)
+    labels its rows afresh with ``centers``, the centres of that pass.
+    """
+    if not data.persisted:
+        return []
+    return map_chunks(
+        client,
+        kept_labels,
+        data.chunks,
+        send(client, centers, "kmeans-centers"),
+        backend,
+        tag,
+        name="kmeans-labels",
     )
 
 
@@ -405,16 +466,7 @@ def _final_pass(
             tag,
             result_bytes=statistics_nbytes(*centers.shape),
         )
-        labels = map_chunks(
-            client,
-            kept_labels,
-            chunks,
-            send(client, centers, "kmeans-centers"),
-            backend,
-            tag,
-            name="kmeans-labels",
-        )
-        return final, labels
+        return final, _labels_kept(client, data, centers, backend, tag)
     centers_future = send(client, centers, "kmeans-centers")
     pairs = map_chunks(
         client, chunk_labels, chunks, centers_future, backend, ticket, name="kmeans-label"

@@ -70,14 +70,15 @@ class RunPlan:
     initialize: Callable[[int], np.ndarray]
     """Initial centres for a seed."""
     max_iter: int
-    tol: float
-    """Absolute tolerance on the summed squared centre shift."""
+    tol: Callable[[], float]
+    """Absolute tolerance on the summed squared centre shift, known once the
+    data check has run (it scales with the data's variance)."""
     backend: str
     """Exact search: the final pass (labels, inertia)."""
     search: str
     """Search of the Lloyd iterations (exact, or approximate for large k)."""
-    fingerprint: str
-    """Identifies the fit, so a checkpoint of another fit is refused."""
+    fingerprint: str | None
+    """Identifies the fit, so a checkpoint of another fit is refused (None without one)."""
     checkpoint: str | os.PathLike | None = None
     bounds: str = "off"
     """When to keep Hamerly bounds with the chunks: "off", "always", "settled"."""
@@ -87,7 +88,7 @@ def _stop(history: list[IterationRecord], plan: RunPlan) -> int:
     """The iteration at which the plan's ``max_iter`` and ``tol`` stop a run with this
     history, or 0 if they let it go on after its last iteration."""
     for iteration, record in enumerate(history, start=1):
-        if iteration >= plan.max_iter or record.center_shift <= plan.tol:
+        if iteration >= plan.max_iter or record.center_shift <= plan.tol():
             return iteration
     return 0
 
@@ -215,7 +216,7 @@ def run_all(
             )
 
         result = surviving_worker_loss(client, data, iterate, report)
-        report(stopping_message(result.history, plan.tol, plan.max_iter))
+        report(stopping_message(result.history, plan.tol(), plan.max_iter))
         report(
             f"run {run + 1}/{n_runs}: inertia {result.inertia:.6g} after "
             f"{result.n_iter} iteration(s)"
@@ -241,5 +242,5 @@ def run_all(
     )
     final.history = _records(best)
     final.n_iter = len(final.history)
-    final.converged = bool(final.history) and final.history[-1].center_shift <= plan.tol
+    final.converged = bool(final.history) and final.history[-1].center_shift <= plan.tol()
     return final

@@ -147,7 +147,12 @@ class ArrayAPIOps:
     # --- Lloyd -----------------------------------------------------------------------
 
     def lloyd_pass(
-        self, chunk: Chunk, centers: np.ndarray, search: str, keep_labels: bool
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        keep_labels: bool,
+        reuse: Any | None = None,
     ) -> LloydPass:
         xp = self.xp
         labels, sq_dist = self.nearest(chunk, centers, search)

@@ -100,10 +100,22 @@ class HostOps:
         )
 
     def lloyd_pass(
-        self, chunk: Chunk, centers: np.ndarray, search: str, keep_labels: bool
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        keep_labels: bool,
+        reuse: np.ndarray | None = None,
     ) -> LloydPass:
         n_rows = chunk.n_rows
-        labels = np.empty(n_rows, np.int32) if keep_labels else scratch("labels", n_rows, np.int32)
+        if not keep_labels:
+            labels = scratch("labels", n_rows, np.int32)
+        elif reuse is not None and reuse.shape == (n_rows,) and reuse.dtype == np.int32:
+            # Fresh memory of this size costs page faults under the nanny's
+            # MALLOC_TRIM_THRESHOLD_ (RESULTS.md, "Whole-fit fixed cost").
+            labels = reuse
+        else:
+            labels = np.empty(n_rows, np.int32)
         stats, labels, sq_dist = statistics_and_labels(
             chunk.data,
             chunk.weights,

@@ -2,7 +2,7 @@
 
 Some results of a pass over a chunk are worth keeping in the memory of the
 worker that holds the chunk: the Hamerly bounds of one Lloyd iteration for
-the next (:mod:`kmeans_dask._worker.bounds`), the labels of the final pass for the
+the next (:mod:`kmeans_dask._worker.bounds`), the labels of the latest Lloyd pass for the
 tasks that hand them over as futures (:func:`kmeans_dask._worker.tasks.kept_labels`).
 A :class:`ChunkMemo` keeps them there; they never cross the network.
 
@@ -39,6 +39,14 @@ class ChunkMemo(Generic[Value]):
         with self._lock:
             entry = self._entries.pop(id(chunk), None)
         return _value_for(entry, chunk, tag)
+
+    def take_any(self, chunk: object) -> Value | None:
+        """The value kept for ``chunk`` under any tag, if any (and forget it)."""
+        with self._lock:
+            entry = self._entries.pop(id(chunk), None)
+        if entry is None or entry[0]() is not chunk:
+            return None
+        return entry[2]
 
     def get(self, chunk: object, tag: Hashable) -> Value | None:
         """The value kept for ``chunk`` under ``tag``, if any (and keep it)."""

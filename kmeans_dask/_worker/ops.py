@@ -61,9 +61,20 @@ class ChunkOps(Protocol):
         """Finiteness, column moments, weight checks and (optionally) the content digest."""
 
     def lloyd_pass(
-        self, chunk: Chunk, centers: np.ndarray, search: str, keep_labels: bool
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        keep_labels: bool,
+        reuse: Any | None = None,
     ) -> LloydPass:
-        """Assign every row to its nearest centre and accumulate the statistics."""
+        """Assign every row to its nearest centre and accumulate the statistics.
+
+        ``keep_labels``: the labels must outlive the call (else they may sit
+        in memory the next call overwrites). ``reuse``: labels of an earlier
+        pass over this chunk that nothing holds any more; the kept labels
+        may be written into them rather than into new memory.
+        """
 
     def bounded_pass(
         self,

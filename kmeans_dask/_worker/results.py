@@ -8,6 +8,7 @@ chunks, so results are the same for any placement.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,11 @@ class ChunkSummary:
     """:func:`~kmeans_dask._kernels.block_kernels.content_digest` of the rows and
     weights: the same for any chunking, so it identifies the data for checkpoints."""
 
+    @property
+    def refused(self) -> bool:
+        """Whether the rows hold values no fit accepts: non-finite values or invalid weights."""
+        return self.nonfinite_count > 0 or self.bad_weight_count > 0
+
     def merge(self, other: ChunkSummary) -> ChunkSummary:
         """Combine two summaries (Chan et al.'s parallel variance update)."""
         n_a, n_b = self.n_rows, other.n_rows
@@ -64,6 +70,33 @@ class ChunkSummary:
             bad_weight_rows=(self.bad_weight_rows + other.bad_weight_rows)[:N_REPORTED_POSITIONS],
             digest=(self.digest + other.digest) % 2**64,
         )
+
+
+@dataclass
+class Checked:
+    """A pass's value over some chunks, with the data check's summary of each of them."""
+
+    summaries: tuple[ChunkSummary, ...]
+    """One per chunk, in chunk order."""
+    value: Any | None
+    """The pass's value; None when a chunk's summary is :attr:`~ChunkSummary.refused`
+    (the pass did not run over rows the fit refuses)."""
+
+    def summary(self) -> ChunkSummary:
+        """The chunks' summaries merged in chunk order (as a pass of its own merges them)."""
+        merged = self.summaries[0]
+        for part in self.summaries[1:]:
+            merged = merged.merge(part)
+        return merged
+
+
+def combine_checked(combine: Callable[..., Any], *parts: Checked) -> Checked:
+    """``combine`` the parts' values, in order, keeping every chunk's summary."""
+    values = [part.value for part in parts]
+    return Checked(
+        tuple(summary for part in parts for summary in part.summaries),
+        None if any(value is None for value in values) else combine(*values),
+    )
 
 
 def nonfinite_positions(data: np.ndarray, offset: int = 0) -> tuple[int, list[tuple[int, int]]]:

@@ -56,9 +56,14 @@ class StagedOps:
         return self.device.summarize(self.on_device(chunk), with_digest)
 
     def lloyd_pass(
-        self, chunk: Chunk, centers: np.ndarray, search: str, keep_labels: bool
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        keep_labels: bool,
+        reuse: Any | None = None,
     ) -> LloydPass:
-        return self.device.lloyd_pass(self.on_device(chunk), centers, search, keep_labels)
+        return self.device.lloyd_pass(self.on_device(chunk), centers, search, keep_labels, reuse)
 
     def bounded_pass(self, chunk, centers, search, previous, movement) -> LloydPass:
         raise NotImplementedError(f"{self.name} keeps no Hamerly bounds (keeps_bounds is False)")

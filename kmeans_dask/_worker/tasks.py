@@ -12,6 +12,7 @@ final labels, each row's nearest k-means|| candidate).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,7 +22,13 @@ from kmeans_dask._worker.bounds import MEMO, BoundsTicket
 from kmeans_dask._worker.chunks import Chunk, RowSource
 from kmeans_dask._worker.memo import ChunkMemo
 from kmeans_dask._worker.ops import LloydPass
-from kmeans_dask._worker.results import ChunkSummary, ClusterStats, NearestCandidate, RankedRows
+from kmeans_dask._worker.results import (
+    Checked,
+    ChunkSummary,
+    ClusterStats,
+    NearestCandidate,
+    RankedRows,
+)
 from kmeans_dask._worker.threads import limit_worker_threads
 
 
@@ -40,19 +47,40 @@ def summarize(source: RowSource, with_digest: bool = True) -> ChunkSummary:
     return chunk.ops.summarize(chunk, with_digest)
 
 
+def checked_pass(
+    func: Callable[..., Any], with_digest: bool, source: RowSource, *args: Any
+) -> Checked:
+    """``func(chunk, *args)`` and the chunk's data check (:func:`summarize`), in one pass.
+
+    The rows are brought into memory once (a streamed block is read once)
+    for both. A chunk whose rows the fit refuses (non-finite values, invalid
+    weights) is only summarised: ``func`` never runs over such rows, and the
+    client raises from the summaries before it uses any value.
+    """
+    chunk = _start_task(source)
+    summary = chunk.ops.summarize(chunk, with_digest)
+    return Checked((summary,), None if summary.refused else func(chunk, *args))
+
+
 def _assign(
-    source: RowSource, centers: np.ndarray, search: str, ticket: BoundsTicket | None, keep: bool
+    source: RowSource,
+    centers: np.ndarray,
+    search: str,
+    ticket: BoundsTicket | None,
+    keep: bool,
+    reuse: Any | None = None,
 ) -> LloydPass:
     """A Lloyd pass over a chunk; with a ``ticket``, through the bounds kept next to it.
 
     The bounds left by the previous iteration of the same run are taken from
     this process's memo (when the chunk has them) and, if ``ticket.keep``,
     this iteration's are left there for the next one. Ops that keep no
-    bounds make plain passes: the bounds only ever skip work.
+    bounds make plain passes: the bounds only ever skip work. A plain pass may
+    write the labels it keeps into ``reuse`` (see ``ChunkOps.lloyd_pass``).
     """
     chunk = _start_task(source)
     if ticket is None or not chunk.ops.keeps_bounds:
-        return chunk.ops.lloyd_pass(chunk, centers, search, keep_labels=keep)
+        return chunk.ops.lloyd_pass(chunk, centers, search, keep_labels=keep, reuse=reuse)
     previous = MEMO.take(source, (ticket.run, ticket.iteration - 1))
     result = chunk.ops.bounded_pass(chunk, centers, search, previous, ticket.movement)
     if ticket.keep:
@@ -78,18 +106,27 @@ def chunk_labels(
     return chunk.ops.handed_over(result.labels), result.stats
 
 
-#: Labels of a final pass made through the actors, kept on the worker that
-#: holds their chunk until :func:`kept_labels` hands them over as a task result.
+#: Labels of a Lloyd pass (each iteration's, then the final pass's), kept on
+#: the worker that holds their chunk until :func:`kept_labels` hands them over
+#: as a task result; a chunk keeps only its latest.
 LABELS: ChunkMemo[Any] = ChunkMemo()
 
 
 def stats_keeping_labels(
     chunk: Chunk, centers: np.ndarray, search: str, ticket: BoundsTicket | None, tag: str
 ) -> ClusterStats:
-    """:func:`chunk_stats`, keeping the rows' labels on the worker under ``tag``."""
-    labels, stats = chunk_labels(chunk, centers, search, ticket)
-    LABELS.put(chunk, tag, labels)
-    return stats
+    """:func:`chunk_stats`, keeping the rows' labels on the worker under ``tag``.
+
+    They stay in the chunk's memory (on the GPU for device rows) until
+    :func:`kept_labels` hands them over. The labels an earlier pass kept and
+    nobody took are overwritten: a plain pass writes into them. (Bounds that
+    share them belong to an iteration no later pass reads: a bounded pass
+    reads only the previous iteration's, and a plain pass leaves none.)
+    """
+    unclaimed = LABELS.take_any(chunk)
+    result = _assign(chunk, centers, search, ticket, keep=True, reuse=unclaimed)
+    LABELS.put(chunk, tag, result.labels)
+    return result.stats
 
 
 def kept_labels(chunk: Chunk, centers: np.ndarray, search: str, tag: str) -> Any:
@@ -100,8 +137,8 @@ def kept_labels(chunk: Chunk, centers: np.ndarray, search: str, tag: str) -> Any
     """
     labels = LABELS.take(chunk, tag)
     if labels is None:
-        labels = chunk_labels(chunk, centers, search)[0]
-    return labels
+        return chunk_labels(chunk, centers, search)[0]
+    return chunk.ops.handed_over(labels)
 
 
 def farthest_rows(source: RowSource, centers: np.ndarray, search: str, count: int) -> RankedRows:
