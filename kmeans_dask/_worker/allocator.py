@@ -6,9 +6,10 @@ off glibc's adaptive mmap threshold, which then stays at 128 KiB: every
 buffer of a block read from a store (the compressed bytes, the decompressed
 rows, the array) becomes a fresh mapping that the kernel fills with zeros
 page by page and that is unmapped again when freed. Reading a Zstandard store
-with two threads under that setting ran at 264 MiB/s, with 1.66 s of kernel
-time per GiB, against 622 MiB/s without it (RESULTS.md, "Read-ahead through
-the actors").
+with two threads under that setting ran at 534 MiB/s, with 1.59 s of kernel
+time per GiB, against 834 MiB/s and 0.54 s without it
+(``scripts/bench_allocator.py``; RESULTS.md, "Read-ahead through the
+actors").
 
 :func:`streaming_allocations` lifts the mmap threshold above the blocks'
 size and the trim threshold to two blocks, for as long as a streamed pass
