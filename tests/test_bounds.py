@@ -12,6 +12,7 @@ from sklearn.cluster import KMeans as SKKMeans
 
 import kmeans_dask._fit.lloyd as lloyd_module
 import kmeans_dask._worker.bounds as bounds_module
+import kmeans_dask._worker.tasks as tasks_module
 from kmeans_dask import KMeans
 from kmeans_dask._fit.bounds_schedule import center_movement, centers_settled, half_gaps
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
@@ -266,9 +267,14 @@ def test_fit_with_bounds_equals_plain_lloyd_and_uses_them(client, blobs, dtype):
         assert [r.inertia for r in bounded.history_] == [r.inertia for r in plain.history_]
 
 
+@pytest.mark.parametrize("max_iter", [1, 20])
 @pytest.mark.parametrize("engine", ["tasks", "actors"])
-def test_workers_reuse_bounds_and_free_them(blobs, memo_hits, engine):
-    hits = memo_hits(bounds_module.MEMO)
+def test_workers_reuse_bounds_and_free_them(blobs, memo_hits, monkeypatch, engine, max_iter):
+    # A memo of this test's own (the workers run in this process).
+    memo = ChunkMemo()
+    monkeypatch.setattr(bounds_module, "MEMO", memo)
+    monkeypatch.setattr(tasks_module, "MEMO", memo)
+    hits = memo_hits(memo)
     X, y = blobs
     # Start near the blob centres, so the bounds skip most rows from the start.
     init = np.array([X[y == label].mean(axis=0) + 0.3 for label in range(6)])
@@ -278,16 +284,16 @@ def test_workers_reuse_bounds_and_free_them(blobs, memo_hits, engine):
         ) as cluster,
         Client(cluster),
     ):
-        model = KMeans(6, init=init, max_iter=5, tol=0.0, algorithm="hamerly", engine=engine)
-        model.fit(X)
-    # A final pass unless the last iteration left the centres as they were.
-    final_passes = 0 if model.history_[-1].center_shift == 0 else 1
-    n_chunks = len(hits) // (model.n_iter_ + final_passes)
-    # The first iteration searches everything; every later task (and the
-    # final pass) finds the bounds its chunk left in the previous one.
-    assert hits == [False] * n_chunks + [True] * (len(hits) - n_chunks)
-    gc.collect()
-    assert len(bounds_module.MEMO) == 0
+        model = KMeans(6, init=init, max_iter=max_iter, tol=0.0, algorithm="hamerly")
+        model.set_params(engine=engine).fit(X)
+        # Stopped by max_iter, or converged strictly (no final pass).
+        assert (model.history_[-1].center_shift == 0) == (max_iter == 20)
+        # The first iteration searches everything; every later task finds the
+        # bounds its chunk left in the previous one, and so does the final
+        # pass, or the labels' hand-over when there is none.
+        n_chunks = len(hits) // (model.n_iter_ + 1)
+        assert hits == [False] * n_chunks + [True] * (len(hits) - n_chunks)
+        assert len(memo) == 0  # freed while the chunks are still alive
 
 
 def test_empty_clusters_move_to_the_rows_the_pass_reported(client, blobs, monkeypatch):

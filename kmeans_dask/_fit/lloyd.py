@@ -343,7 +343,11 @@ def lloyd(
         interrupt_point()
     if last_pass is not None and last_pass.search == final_backend:
         final = last_pass.stats
-        labels = _labels_kept(client, data, centers, final_backend, last_pass.labels_tag)
+        # No final pass reads the bounds the last iteration left: drop them.
+        spent_bounds = (schedule.run, iteration) if schedule.left_bounds else None
+        labels = _labels_kept(
+            client, data, centers, final_backend, last_pass.labels_tag, spent_bounds
+        )
     else:
         # The final pass uses bounds the last iteration left; it never seeds them.
         final_ticket = (
@@ -405,12 +409,18 @@ def _statistics(
 
 
 def _labels_kept(
-    client: Client, data: DistributedData, centers: np.ndarray, backend: str, tag: Hashable
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    tag: Hashable,
+    spent_bounds: Hashable | None = None,
 ) -> list[Future]:
     """Per-chunk label futures of the pass that kept them under ``tag`` (none if streamed).
 
     A chunk whose worker lost them (a task run elsewhere, a chunk recomputed)
-    labels its rows afresh with ``centers``, the centres of that pass.
+    labels its rows afresh with ``centers``, the centres of that pass. The
+    tasks drop the Hamerly bounds kept under ``spent_bounds``.
     """
     if not data.persisted:
         return []
@@ -421,6 +431,7 @@ def _labels_kept(
         send(client, centers, "kmeans-centers"),
         backend,
         tag,
+        spent_bounds,
         name="kmeans-labels",
     )
 

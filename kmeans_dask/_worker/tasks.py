@@ -12,7 +12,7 @@ final labels, each row's nearest k-means|| candidate).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 import numpy as np
@@ -129,12 +129,22 @@ def stats_keeping_labels(
     return result.stats
 
 
-def kept_labels(chunk: Chunk, centers: np.ndarray, search: str, tag: str) -> Any:
+def kept_labels(
+    chunk: Chunk,
+    centers: np.ndarray,
+    search: str,
+    tag: str,
+    spent_bounds: Hashable | None = None,
+) -> Any:
     """The labels :func:`stats_keeping_labels` kept under ``tag``, or the labels afresh.
 
     Computed afresh (without bounds) only when the memo has lost them: the
-    task runs on another worker, or after its chunk was recomputed.
+    task runs on another worker, or after its chunk was recomputed. The
+    Hamerly bounds kept under ``spent_bounds``, which no later pass reads
+    (the last iteration's, when no final pass follows), are dropped.
     """
+    if spent_bounds is not None:
+        MEMO.take(chunk, spent_bounds)
     labels = LABELS.take(chunk, tag)
     if labels is None:
         return chunk_labels(chunk, centers, search)[0]
