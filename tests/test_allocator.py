@@ -138,23 +138,36 @@ def test_a_streamed_pass_reads_under_the_thresholds_of_its_largest_block(tmp_pat
     reason="glibc's mallopt exists only on Linux with glibc",
 )
 def test_block_buffers_are_reused_instead_of_mapped_afresh_under_the_nannys_setting():
-    # Page faults, not time: 30 buffers of 6 MiB each fault their pages in
-    # afresh when each is a new mapping (15,450 faults here; fewer than
-    # pages, as NumPy asks for huge pages); reused from the heap, 497.
+    # Page faults, not time: 30 buffers of 6 MiB, each written once, fault
+    # their pages in afresh when each is a new mapping (at least once each,
+    # even where the kernel backs them with huge pages); reused from the
+    # heap, hardly at all. (malloc and memset, not NumPy, which asks for
+    # huge pages.)
     script = textwrap.dedent(
         """
-        import resource
-        import numpy as np
+        import ctypes, resource
         from kmeans_dask._worker.allocator import streaming_allocations
 
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype = ctypes.c_void_p
+        libc.malloc.argtypes = [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        SIZE = 6 * 2**20
+
+        def write_one():
+            buffer = libc.malloc(SIZE)
+            ctypes.memset(buffer, 1, SIZE)
+            libc.free(buffer)
+
         def faults():
+            write_one()  # the first may grow the heap
             before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             for _ in range(30):
-                np.ones(6 * 2**20 // 8)
+                write_one()
             return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
         mapped = faults()
-        with streaming_allocations(6 * 2**20):
+        with streaming_allocations(SIZE):
             reused = faults()
         again = faults()
         print(mapped, reused, again)
@@ -168,5 +181,6 @@ def test_block_buffers_are_reused_instead_of_mapped_afresh_under_the_nannys_sett
         check=True,
     )
     mapped, reused, again = map(int, result.stdout.split())
+    assert mapped >= 30
     assert reused <= mapped // 10
     assert again >= mapped // 2  # the nanny's setting is back
