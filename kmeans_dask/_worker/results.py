@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import reduce
 from typing import Any
 
 import numpy as np
@@ -84,10 +85,7 @@ class Checked:
 
     def summary(self) -> ChunkSummary:
         """The chunks' summaries merged in chunk order (as a pass of its own merges them)."""
-        merged = self.summaries[0]
-        for part in self.summaries[1:]:
-            merged = merged.merge(part)
-        return merged
+        return reduce(ChunkSummary.merge, self.summaries)
 
 
 def combine_checked(combine: Callable[..., Any], *parts: Checked) -> Checked:
