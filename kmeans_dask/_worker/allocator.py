@@ -127,9 +127,10 @@ def streaming_allocations(block_bytes: int) -> Iterator[None]:
     Only where the environment fixed glibc's thresholds (as distributed's
     nanny does); elsewhere a no-op.
     """
-    libc = _glibc()
-    base = environment_thresholds(os.environ)
-    if libc is None or base is None or block_bytes <= 0:
+    # Passes over chunks in memory (no block read) ask nothing of the allocator.
+    libc = _glibc() if block_bytes > 0 else None
+    base = environment_thresholds(os.environ) if libc is not None else None
+    if base is None:
         yield
         return
     needed = streaming_thresholds(block_bytes)
