@@ -33,6 +33,7 @@ from kmeans_dask._engine.hosts import ChunkHosts, fits_hosts
 from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
 from kmeans_dask._io.inputs import is_dask_array
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps
+from kmeans_dask._worker.chunk_files import chunk_files_of
 from kmeans_dask._worker.chunks import Chunk, ZarrBlock, make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.ops import ChunkOps
@@ -343,6 +344,7 @@ def distribute(
         bounds = np.cumsum((0, *row_chunks))
         if weights is not None and is_dask_array(weights):
             weights = weights.compute()
+        files = chunk_files_of(stream_from)
         chunks = [
             ZarrBlock(
                 stream_from,
@@ -351,6 +353,7 @@ def distribute(
                 dtype,
                 None if weights is None else weights[a:b],
                 ops,
+                files,
             )
             for a, b in itertools.pairwise(bounds)
         ]

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from kmeans_dask._worker.chunk_files import ChunkFiles
     from kmeans_dask._worker.ops import ChunkOps
 
 
@@ -62,6 +63,10 @@ class ZarrBlock:
     dtype: np.dtype
     weights: np.ndarray | None
     ops: ChunkOps
+    files: ChunkFiles | None = None
+    """How to read the rows straight from the chunk files, where the array's
+    layout allows (:func:`~kmeans_dask._worker.chunk_files.chunk_files_of`);
+    None: through zarr."""
 
     @property
     def nbytes(self) -> int:
@@ -69,7 +74,7 @@ class ZarrBlock:
         return self.n_rows * int(self.array.shape[1]) * self.dtype.itemsize
 
     def load(self) -> Chunk:
-        """Read the rows from the store into a :class:`Chunk`.
+        """Read the rows from the store into a :class:`Chunk` (from its files if ``files``).
 
         Raises
         ------
@@ -79,7 +84,10 @@ class ZarrBlock:
         """
         end = self.offset + self.n_rows
         try:
-            block = self.array[self.offset : end]
+            if self.files is None:
+                block = self.array[self.offset : end]
+            else:
+                block = self.files.read(self.offset, self.n_rows)
         except Exception as exc:
             raise BlockReadError(
                 f"could not read rows {self.offset} to {end} of the Zarr array at "
