@@ -5,20 +5,25 @@ memory limit of a one-worker LocalCluster, then measures in the same run,
 ``--repeats`` times in turn (medians reported):
 
 * the raw rate at which the store can be read and decompressed (every chunk
-  read with ``zarr`` by as many threads as the worker has), in this process
+  read by as many threads as the worker has), through ``zarr`` (the
+  reference of issue #24) and straight from the chunk files
+  (:class:`~kmeans_dask._worker.chunk_files.ChunkFiles`), in this process
   and inside the worker (whose memory allocator distributed's nanny tunes
   to return freed memory at once, ``MALLOC_TRIM_THRESHOLD_``), there both
   as the nanny left it and under :func:`streaming_allocations`, and
-* the rate at which ``KMeans(persist=False)`` streams it, through each
-  engine: ``tasks`` (one task per block and pass: the streamed path before
-  read-ahead), ``actors`` with read-ahead turned off in the worker,
-  ``nanny`` (actors reading ahead, with the worker's allocator left as the
-  nanny set it: the streamed path before
-  :mod:`kmeans_dask._worker.allocator`) and ``auto`` (actors reading ahead
-  into buffers reused from the heap). For each: the median Lloyd iteration
-  (bytes of the array over its seconds) and the whole fit (bytes times the
-  passes over it: the k-means++ sample pass, which checks the data too, one
-  per Lloyd iteration and the final pass, over the fit's wall time),
+* the rate at which ``KMeans(persist=False)`` streams it, each way:
+  ``tasks`` (one task per block and pass, blocks read through zarr: the
+  streamed path before read-ahead), ``actors`` with read-ahead turned off
+  in the worker, ``nanny`` (actors reading ahead through zarr, with the
+  worker's allocator left as the nanny set it: the streamed path before
+  :mod:`kmeans_dask._worker.allocator`), ``zarr`` (actors reading ahead
+  through zarr into buffers reused from the heap: the streamed path before
+  :mod:`kmeans_dask._worker.chunk_files`) and ``auto`` (today's: that, the
+  blocks decoded straight from the chunk files). For each: the median Lloyd
+  iteration (bytes of the array over its seconds) and the whole fit (bytes
+  times the passes over it: the k-means++ sample pass, which checks the
+  data too, one per Lloyd iteration and the final pass, over the fit's wall
+  time),
 
 and the peak resident memory of the worker during each fit against its limit.
 
@@ -39,6 +44,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from typing import NamedTuple
+from unittest.mock import patch
 
 import zarr
 from dask.utils import parse_bytes
@@ -46,7 +52,9 @@ from distributed import Client, LocalCluster
 from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_dask import KMeans
+from kmeans_dask._engine import placement
 from kmeans_dask._worker.allocator import streaming_allocations
+from kmeans_dask._worker.chunk_files import chunk_files_of
 from kmeans_dask.benchmark.memory import peak_rss, reset_peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
 
@@ -59,6 +67,8 @@ class Variant(NamedTuple):
     read_ahead: bool
     heap_buffers: bool
     """Whether the worker runs streamed passes under :func:`streaming_allocations`."""
+    chunk_files: bool
+    """Whether blocks are decoded straight from the chunk files (else through zarr)."""
 
     @property
     def name(self) -> str:
@@ -68,27 +78,46 @@ class Variant(NamedTuple):
 
 #: The streamed passes compared.
 VARIANTS = [
-    Variant("tasks (before)", "tasks", read_ahead=True, heap_buffers=False),
-    Variant("actors, no read-ahead", "actors", read_ahead=False, heap_buffers=True),
-    Variant("nanny: actors + read-ahead, nanny's allocator", "auto", True, heap_buffers=False),
-    Variant("auto: actors + read-ahead + heap buffers", "auto", True, heap_buffers=True),
+    Variant("tasks (before)", "tasks", True, heap_buffers=False, chunk_files=False),
+    Variant("actors, no read-ahead", "actors", False, heap_buffers=True, chunk_files=True),
+    Variant("nanny: actors + read-ahead, nanny's allocator, zarr", "auto", True, False, False),
+    Variant("zarr: actors + read-ahead + heap buffers, zarr", "auto", True, True, False),
+    Variant("auto: actors + read-ahead + heap buffers + chunk files", "auto", True, True, True),
 ]
 
 
-def read_rate(path: str, threads: int, heap_buffers: bool = False) -> float:
+#: Raw rates measured inside the worker: label, heap buffers, from the chunk files.
+IN_WORKER_RATES = [
+    ("worker", False, False),
+    ("worker, heap buffers", True, False),
+    ("worker, heap buffers, chunk files", True, True),
+]
+
+
+def read_rate(path: str, threads: int, heap_buffers: bool = False, files: bool = False) -> float:
     """Bytes per second to read and decompress every chunk of the array.
 
-    With ``heap_buffers``, under :func:`streaming_allocations` for blocks of
-    one chunk.
+    Through zarr, or with ``files`` straight from the chunk files. With
+    ``heap_buffers``, under :func:`streaming_allocations` for blocks of one
+    chunk.
     """
     array = zarr.open_array(path, mode="r")
     rows = array.chunks[0]
     starts = range(0, array.shape[0], rows)
     block_bytes = rows * array.shape[1] * array.dtype.itemsize
     tuning = streaming_allocations(block_bytes) if heap_buffers else nullcontext()
+    chunk_files = chunk_files_of(array) if files else None
+    if files and chunk_files is None:
+        raise SystemExit(f"{path}: a layout that zarr must read (see chunk_files_of)")
+
+    def read(start: int) -> float:
+        if chunk_files is None:
+            return array[start : start + rows].sum()
+        return chunk_files.read(start, rows).sum()
+
     started = time.perf_counter()
     with tuning, ThreadPoolExecutor(threads) as pool:
-        list(pool.map(lambda s: array[s : s + rows].sum(), starts))
+        list(pool.map(read, starts))
     return array.nbytes / (time.perf_counter() - started)
 
 
@@ -108,6 +137,16 @@ def _configure_worker(variant: Variant) -> None:
     )
 
 
+@contextmanager
+def _reading(variant: Variant) -> Iterator[None]:
+    """Blocks read from the chunk files, or (``chunk_files`` False) through zarr."""
+    if variant.chunk_files:
+        yield
+        return
+    with patch.object(placement, "chunk_files_of", lambda array: None):
+        yield
+
+
 def _fit(client: Client, path: str, args: argparse.Namespace, variant: Variant) -> dict:
     client.run(_configure_worker, variant)
     client.run(reset_peak_rss)
@@ -121,7 +160,8 @@ def _fit(client: Client, path: str, args: argparse.Namespace, variant: Variant) 
         persist=False,
     )
     started = time.perf_counter()
-    model.fit(path)
+    with _reading(variant):
+        model.fit(path)
     seconds = time.perf_counter() - started
     return {
         "fit_seconds": seconds,
@@ -206,11 +246,14 @@ def main() -> None:
         KMeans(args.n_clusters, max_iter=1, n_init=1).fit(array[: 2 * args.chunk_rows])
         for repeat in range(args.repeats):
             rates["here"].append(read_rate(args.path, args.threads))
+            rates["here, chunk files"].append(read_rate(args.path, args.threads, files=True))
             if args.raw_in_worker:
                 # client.run, not a task: a worker paused near its memory
                 # limit runs no task until its memory falls.
-                for heap_buffers, label in [(False, "worker"), (True, "worker, heap buffers")]:
-                    (rate,) = client.run(read_rate, args.path, args.threads, heap_buffers).values()
+                for label, heap_buffers, files in IN_WORKER_RATES:
+                    (rate,) = client.run(
+                        read_rate, args.path, args.threads, heap_buffers, files
+                    ).values()
                     rates[label].append(rate)
             order = variants if repeat % 2 == 0 else variants[::-1]
             for variant in order:
@@ -218,16 +261,21 @@ def main() -> None:
             print(f"repeat {repeat + 1} of {args.repeats} done (load {os.getloadavg()[0]:.1f})")
 
     raw = statistics.median(rates["here"])
+    raw_files = statistics.median(rates["here, chunk files"])
     print(f"raw read + decompress ({args.threads} threads), here: {raw / 2**20:,.0f} MiB/s")
+    print(f"  ... from the chunk files: {raw_files / 2**20:,.0f} MiB/s ({raw_files / raw:.0%})")
     if args.raw_in_worker:
-        for label in ["worker", "worker, heap buffers"]:
+        for label, _, _ in IN_WORKER_RATES:
             in_worker = statistics.median(rates[label])
             print(
                 f"  ... inside the {label}: {in_worker / 2**20:,.0f} MiB/s ({in_worker / raw:.0%})"
             )
-    print(f"medians of {args.repeats}:")
-    print("| pass | median iteration | of raw | whole fit | of raw | worker peak RSS |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print(f"medians of {args.repeats}; 'of raw': of zarr's raw rate here, then of the files'")
+    print(
+        "| pass | median iteration | of raw | of files' raw | whole fit | of raw "
+        "| worker peak RSS |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for variant in variants:
         label = variant.label
         runs = fits[label]
@@ -238,7 +286,7 @@ def main() -> None:
         print(f"{label}: whole fit {fit_seconds:.1f} s")
         print(
             f"| {label} | {iteration / 2**20:,.0f} MiB/s | {iteration / raw:.0%} "
-            f"| {whole / 2**20:,.0f} MiB/s | {whole / raw:.0%} "
+            f"| {iteration / raw_files:.0%} | {whole / 2**20:,.0f} MiB/s | {whole / raw:.0%} "
             f"| {peak / 2**20:,.0f} of {limit / 2**20:,.0f} MiB |"
         )
     inertias = {r["inertia"] for runs in fits.values() for r in runs}
