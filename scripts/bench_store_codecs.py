@@ -3,8 +3,9 @@
 Copies the first ``--rows`` rows of a 2-D float32 Zarr array into one store
 per variant (Zstandard level 0, Zarr's default; no compression; Blosc-LZ4
 with byte shuffle; Zstandard with smaller and larger chunks), then reads
-each back with 2 threads, 3 times, and prints the median rate and the
-process CPU seconds per GiB read. CPU time is what a loaded machine
+each back with 2 threads, 3 times, through zarr and straight from the chunk
+files as a streamed pass does (:mod:`kmeans_dask._worker.chunk_files`), and
+prints the median rate and the process CPU seconds per GiB read. CPU time is what a loaded machine
 distorts least. Run it once as it is and once with
 ``MALLOC_TRIM_THRESHOLD_=65536`` (what distributed's nanny gives a worker).
 
@@ -25,6 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 import zarr
 from zarr.codecs import BloscCodec
 
+from kmeans_dask._worker.chunk_files import chunk_files_of
+
 #: name -> (rows per chunk, compressors as zarr.create_array takes them)
 VARIANTS = {
     "zstd-0, 100k rows": (100_000, "auto"),
@@ -40,6 +43,25 @@ def _cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def read_cost(array: zarr.Array, chunk_rows: int, files: bool) -> tuple[float, float]:
+    """Median rate (bytes/s) and CPU seconds per GiB of 3 reads of ``array`` by 2 threads."""
+    chunk_files = chunk_files_of(array) if files else None
+
+    def read(start: int) -> float:
+        if chunk_files is None:
+            return array[start : start + chunk_rows].sum()
+        return chunk_files.read(start, chunk_rows).sum()
+
+    rates, costs = [], []
+    for _ in range(3):
+        cpu, started = _cpu_seconds(), time.perf_counter()
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(read, range(0, array.shape[0], chunk_rows)))
+        rates.append(array.nbytes / (time.perf_counter() - started))
+        costs.append((_cpu_seconds() - cpu) / (array.nbytes / 2**30))
+    return statistics.median(rates), statistics.median(costs)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", required=True, help="a 2-D Zarr array to copy rows from")
@@ -47,8 +69,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=6_400_000, help="rows copied")
     args = parser.parse_args()
     source = zarr.open_array(args.source, mode="r")
-    print("| codec, chunk | on disk | read rate | CPU s/GiB |")
-    print("| --- | --- | --- | --- |")
+    print("| codec, chunk | on disk | zarr: rate | CPU s/GiB | chunk files: rate | CPU s/GiB |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for name, (chunk_rows, compressors) in VARIANTS.items():
         path = os.path.join(args.work, name.replace(", ", "-").replace(" ", ""))
         if not os.path.exists(path):
@@ -67,17 +89,13 @@ def main() -> None:
             for root, _, files in os.walk(path)
             for file in files
         )
-        rates, costs = [], []
-        for _ in range(3):
-            cpu, started = _cpu_seconds(), time.perf_counter()
-            with ThreadPoolExecutor(2) as pool:
-                starts = range(0, args.rows, chunk_rows)
-                list(pool.map(lambda s, a=array, r=chunk_rows: a[s : s + r].sum(), starts))
-            rates.append(array.nbytes / (time.perf_counter() - started))
-            costs.append((_cpu_seconds() - cpu) / (array.nbytes / 2**30))
+        (zarr_rate, zarr_cost), (files_rate, files_cost) = (
+            read_cost(array, chunk_rows, files) for files in (False, True)
+        )
         print(
-            f"| {name} | {stored / array.nbytes:.0%} | "
-            f"{statistics.median(rates) / 2**20:,.0f} MiB/s | {statistics.median(costs):.2f} |"
+            f"| {name} | {stored / array.nbytes:.0%} "
+            f"| {zarr_rate / 2**20:,.0f} MiB/s | {zarr_cost:.2f} "
+            f"| {files_rate / 2**20:,.0f} MiB/s | {files_cost:.2f} |"
         )
 
 
