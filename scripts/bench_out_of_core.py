@@ -7,7 +7,7 @@ memory limit of a one-worker LocalCluster, then measures in the same run,
 * the raw rate at which the store can be read and decompressed (every chunk
   read by as many threads as the worker has), through ``zarr`` (the
   reference of issue #24) and straight from the chunk files
-  (:class:`~kmeans_dask._worker.chunk_files.ChunkFiles`), in this process
+  (:class:`~kmeans_dask._io.chunk_files.ChunkFiles`), in this process
   and inside the worker (whose memory allocator distributed's nanny tunes
   to return freed memory at once, ``MALLOC_TRIM_THRESHOLD_``), there both
   as the nanny left it and under :func:`streaming_allocations`, and
@@ -18,7 +18,7 @@ memory limit of a one-worker LocalCluster, then measures in the same run,
   worker's allocator left as the nanny set it: the streamed path before
   :mod:`kmeans_dask._worker.allocator`), ``zarr`` (actors reading ahead
   through zarr into buffers reused from the heap: the streamed path before
-  :mod:`kmeans_dask._worker.chunk_files`) and ``auto`` (today's: that, the
+  :mod:`kmeans_dask._io.chunk_files`) and ``auto`` (today's: that, the
   blocks decoded straight from the chunk files). For each: the median Lloyd
   iteration (bytes of the array over its seconds) and the whole fit (bytes
   times the passes over it: the k-means++ sample pass, which checks the
@@ -53,8 +53,8 @@ from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_dask import KMeans
 from kmeans_dask._engine import placement
+from kmeans_dask._io.chunk_files import chunk_files_of
 from kmeans_dask._worker.allocator import streaming_allocations
-from kmeans_dask._worker.chunk_files import chunk_files_of
 from kmeans_dask.benchmark.memory import peak_rss, reset_peak_rss
 from kmeans_dask.datasets import write_blobs_zarr
 

@@ -4,7 +4,7 @@ Copies the first ``--rows`` rows of a 2-D float32 Zarr array into one store
 per variant (Zstandard level 0, Zarr's default; no compression; Blosc-LZ4
 with byte shuffle; Zstandard with smaller and larger chunks), then reads
 each back with 2 threads, 3 times, through zarr and straight from the chunk
-files as a streamed pass does (:mod:`kmeans_dask._worker.chunk_files`), and
+files as a streamed pass does (:mod:`kmeans_dask._io.chunk_files`), and
 prints the median rate and the process CPU seconds per GiB read. CPU time is what a loaded machine
 distorts least. Run it once as it is and once with
 ``MALLOC_TRIM_THRESHOLD_=65536`` (what distributed's nanny gives a worker).
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 import zarr
 from zarr.codecs import BloscCodec
 
-from kmeans_dask._worker.chunk_files import chunk_files_of
+from kmeans_dask._io.chunk_files import chunk_files_of
 
 #: name -> (rows per chunk, compressors as zarr.create_array takes them)
 VARIANTS = {

@@ -12,11 +12,14 @@ import zarr
 from numpy.testing import assert_array_equal
 from zarr.codecs import BloscCodec, BytesCodec, GzipCodec, TransposeCodec, ZstdCodec
 
-from kmeans_dask._worker.chunk_files import (
+from kmeans_dask._io.chunk_files import (
+    FileRows,
     chunk_files_of,
     decoded_size,
+    zarr_rows,
     zstd_content_size,
 )
+from kmeans_dask._io.inputs import zarr_as_dask
 from kmeans_dask._worker.chunks import BlockReadError, ZarrBlock
 from kmeans_dask._worker.host_ops import host_ops
 
@@ -214,3 +217,61 @@ def test_headers_that_do_not_say_give_no_size():
 def test_the_blosc_header_gives_the_decoded_size(n_bytes):
     encoded = numcodecs.Blosc(cname="lz4").encode(np.ones(n_bytes, np.uint8))
     assert decoded_size(numcodecs.Blosc(), encoded) == n_bytes
+
+
+#: Indexes of an array: row slices (read from the files), and others (read by zarr).
+INDEXES = [
+    slice(None),
+    slice(130, 470),
+    slice(-40, None),
+    slice(1_000, 5_000),
+    slice(300, 200),
+    (slice(10, 250), slice(None)),
+    (slice(10, 250), slice(1, 4)),
+    (slice(10, 250), 2),
+    (slice(0, 400, 3), slice(None)),
+    7,
+    (5, slice(None)),
+    ([3, 1, 900], slice(None)),
+]
+
+
+@pytest.mark.parametrize("index", INDEXES, ids=repr)
+def test_file_rows_are_indexed_as_the_array_is(tmp_path, index):
+    array = _write(tmp_path / "a.zarr", 3, ZstdCodec(), "float32")
+    rows = zarr_rows(array)
+    assert isinstance(rows, FileRows)
+    assert (rows.shape, rows.dtype, rows.ndim, rows.chunks) == (
+        array.shape,
+        array.dtype,
+        array.ndim,
+        array.chunks,
+    )
+    assert_array_equal(rows[index], array[index])
+
+
+def test_zarr_rows_leaves_other_layouts_as_they_are(tmp_path):
+    array = zarr.create_array(
+        store=str(tmp_path / "a.zarr"),
+        shape=SHAPE,
+        chunks=(CHUNK_ROWS, 6),
+        dtype="f4",
+        shards=(200, 6),
+    )
+    assert zarr_rows(array) is array
+
+
+def test_the_dask_array_over_a_store_reads_its_chunk_files(tmp_path, monkeypatch):
+    array = _write(tmp_path / "a.zarr", 3, ZstdCodec(), "float64")
+    X = zarr_as_dask(array)
+    assert X.chunks == ((CHUNK_ROWS,) * 10 + (30,), (6,))
+    assert X.name == zarr_as_dask(zarr.open_array(str(tmp_path / "a.zarr"), mode="r")).name
+    reads = []
+    real_read = type(chunk_files_of(array)).read
+    monkeypatch.setattr(
+        type(chunk_files_of(array)),
+        "read",
+        lambda files, offset, n_rows: reads.append(offset) or real_read(files, offset, n_rows),
+    )
+    assert_array_equal(X.compute(scheduler="sync"), array[:])
+    assert sorted(reads) == list(range(0, SHAPE[0], CHUNK_ROWS))

@@ -31,9 +31,9 @@ from distributed import Client, Future, wait
 from kmeans_dask._engine.client import worker_info
 from kmeans_dask._engine.hosts import ChunkHosts, fits_hosts
 from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
+from kmeans_dask._io.chunk_files import chunk_files_of
 from kmeans_dask._io.inputs import is_dask_array
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps
-from kmeans_dask._worker.chunk_files import chunk_files_of
 from kmeans_dask._worker.chunks import Chunk, ZarrBlock, make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.ops import ChunkOps

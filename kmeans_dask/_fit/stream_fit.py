@@ -12,6 +12,7 @@ from sklearn.utils import check_random_state
 from kmeans_dask._fit.batch_rows import DeviceRows, HostRows
 from kmeans_dask._fit.searches import resolve_searches
 from kmeans_dask._fit.streaming import StreamState, init_stream_state, minibatch_update
+from kmeans_dask._io.chunk_files import zarr_rows
 from kmeans_dask._io.inputs import (
     check_dask_array,
     is_device_array,
@@ -105,8 +106,9 @@ def stream_batches(
     if is_zarr_source(batches):
         array = open_zarr(batches)
         check_dask_array(zarr_as_dask(array))
+        rows = zarr_rows(array)
         batches = (
-            array[start : start + batch_size] for start in range(0, array.shape[0], batch_size)
+            rows[start : start + batch_size] for start in range(0, array.shape[0], batch_size)
         )
     if sample_weights is None:
         yield from ((batch, None) for batch in batches)

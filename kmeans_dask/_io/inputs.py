@@ -16,6 +16,9 @@ from typing import Any
 
 import dask.array as da
 import numpy as np
+from dask.base import tokenize
+
+from kmeans_dask._io.chunk_files import zarr_rows
 
 
 def is_dask_array(X: Any) -> bool:
@@ -151,9 +154,16 @@ class NpyFile:
 
 
 def zarr_as_dask(array) -> da.Array:
-    """A Dask array over a Zarr array, with the store's row chunks and one column block."""
-    return da.from_zarr(
-        array, chunks=(array.chunks[0], array.shape[1]) if array.ndim == 2 else None
+    """A Dask array over a Zarr array, with the store's row chunks and one column block.
+
+    Its blocks are read straight from the chunk files where the layout
+    allows (:func:`~kmeans_dask._io.chunk_files.zarr_rows`).
+    """
+    if array.ndim != 2:
+        return da.from_zarr(array)
+    chunks = (array.chunks[0], array.shape[1])
+    return da.from_array(
+        zarr_rows(array), chunks=chunks, name="from-zarr-" + tokenize(array, chunks)
     )
 
 

@@ -9,13 +9,19 @@ that every task reads again, for data larger than the cluster's memory.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from kmeans_dask._worker.chunk_files import ChunkFiles
     from kmeans_dask._worker.ops import ChunkOps
+
+
+class RowReader(Protocol):
+    """Reads rows of a store without zarr (:class:`kmeans_dask._io.chunk_files.ChunkFiles`)."""
+
+    def read(self, offset: int, n_rows: int) -> np.ndarray:
+        """Rows ``offset:offset + n_rows``, as the Zarr array gives them."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +69,9 @@ class ZarrBlock:
     dtype: np.dtype
     weights: np.ndarray | None
     ops: ChunkOps
-    files: ChunkFiles | None = None
+    files: RowReader | None = None
     """How to read the rows straight from the chunk files, where the array's
-    layout allows (:func:`~kmeans_dask._worker.chunk_files.chunk_files_of`);
+    layout allows (:func:`~kmeans_dask._io.chunk_files.chunk_files_of`);
     None: through zarr."""
 
     @property

@@ -15,7 +15,10 @@ codec, then ``zstd``, ``blosc`` or ``gzip``; Zarr v2: any numcodecs
 compressor and no filters). :class:`ChunkFiles` then reads a block with the
 values zarr gives: chunks never written hold the fill value, and a chunk
 file that does not decode to a whole chunk is an error, never rows left
-unwritten. Any other array is read through zarr.
+unwritten. Any other array is read through zarr. :func:`zarr_rows` wraps an
+array so that its row slices are read this way wherever it is indexed (the
+Dask array over a store, batches of ``fit_stream``); a streamed pass's
+blocks carry their :class:`ChunkFiles` to the workers.
 """
 
 from __future__ import annotations
@@ -148,6 +151,39 @@ def zstd_content_size(frame: bytes) -> int | None:
         return None
     size = int.from_bytes(frame[start : start + size_bytes], "little")
     return size + 256 if size_bytes == 2 else size
+
+
+class FileRows:
+    """A 2-D Zarr array whose row slices are read from its chunk files.
+
+    Indexed as the array is: a slice of rows with step 1 (and any index of
+    columns) is read by :class:`ChunkFiles`, any other index by zarr.
+    Picklable: it travels as the array and its :class:`ChunkFiles` do.
+    """
+
+    def __init__(self, array: Any, files: ChunkFiles) -> None:
+        self.array = array
+        self.files = files
+        self.shape = tuple(array.shape)
+        self.dtype = array.dtype
+        self.ndim = array.ndim
+        self.chunks = array.chunks
+
+    def __getitem__(self, index: Any) -> Any:
+        rows, columns = index if isinstance(index, tuple) and len(index) == 2 else (index, None)
+        if not isinstance(rows, slice) or isinstance(columns, tuple):
+            return self.array[index]
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            return self.array[index]
+        block = self.files.read(start, max(stop - start, 0))
+        return block if columns is None else block[:, columns]
+
+
+def zarr_rows(array: Any) -> Any:
+    """``array``, its row slices read from the chunk files where :func:`chunk_files_of` can."""
+    files = chunk_files_of(array)
+    return array if files is None else FileRows(array, files)
 
 
 def chunk_files_of(array: Any) -> ChunkFiles | None:
