@@ -97,6 +97,15 @@ def test_chunk_paths_are_the_keys_zarr_writes(tmp_path):
             assert os.path.exists(files.chunk_path(index))
 
 
+def test_a_store_opened_by_a_relative_path_is_read_from_anywhere(tmp_path, monkeypatch):
+    written = _write(tmp_path / "a.zarr", 3, ZstdCodec(), "float32")
+    monkeypatch.chdir(tmp_path)
+    files = chunk_files_of(zarr.open_array("a.zarr", mode="r"))
+    monkeypatch.chdir("/")
+    assert files.directory == str(tmp_path / "a.zarr")
+    assert_array_equal(files.read(0, 300), written[0:300])
+
+
 def test_arrays_inside_a_group_are_found_at_their_path(tmp_path):
     group = zarr.open_group(str(tmp_path / "g.zarr"), mode="w")
     written = group.create_array("inner/x", shape=SHAPE, chunks=(CHUNK_ROWS, 6), dtype="f4")

@@ -45,7 +45,7 @@ class ChunkFiles:
     """
 
     directory: str
-    """The array's directory."""
+    """The array's directory, absolute."""
     key_prefix: str
     """What precedes the chunk's row index in its key (``"c/"`` in Zarr v3)."""
     separator: str
@@ -209,7 +209,8 @@ def chunk_files_of(array: Any) -> ChunkFiles | None:
     if dtype.kind not in "biuf":
         return None
     return ChunkFiles(
-        directory=os.path.join(str(array.store.root), array.path),
+        # Absolute: a worker may run in another directory than the client.
+        directory=os.path.abspath(os.path.join(str(array.store.root), array.path)),
         key_prefix=key_prefix,
         separator=separator,
         shape=(int(array.shape[0]), int(array.shape[1])),
