@@ -26,6 +26,9 @@ memory limit of a one-worker LocalCluster, then measures in the same run,
   time),
 
 and the peak resident memory of the worker during each fit against its limit.
+On a shared machine rates move with the load; the CPU seconds per GiB
+(process CPU time over the GiB read, or over the GiB a fit streamed) move
+far less, so they are printed besides.
 
 Usage::
 
@@ -36,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import time
 import warnings
@@ -94,8 +98,10 @@ IN_WORKER_RATES = [
 ]
 
 
-def read_rate(path: str, threads: int, heap_buffers: bool = False, files: bool = False) -> float:
-    """Bytes per second to read and decompress every chunk of the array.
+def read_rate(
+    path: str, threads: int, heap_buffers: bool = False, files: bool = False
+) -> tuple[float, float]:
+    """Bytes per second to read and decompress every chunk of the array, and CPU s per GiB.
 
     Through zarr, or with ``files`` straight from the chunk files. With
     ``heap_buffers``, under :func:`streaming_allocations` for blocks of one
@@ -115,10 +121,17 @@ def read_rate(path: str, threads: int, heap_buffers: bool = False, files: bool =
             return array[start : start + rows].sum()
         return chunk_files.read(start, rows).sum()
 
-    started = time.perf_counter()
+    cpu, started = cpu_seconds(), time.perf_counter()
     with tuning, ThreadPoolExecutor(threads) as pool:
         list(pool.map(read, starts))
-    return array.nbytes / (time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return array.nbytes / seconds, (cpu_seconds() - cpu) / (array.nbytes / 2**30)
+
+
+def cpu_seconds() -> float:
+    """User and system CPU time of this process so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 @contextmanager
@@ -147,6 +160,11 @@ def _reading(variant: Variant) -> Iterator[None]:
         yield
 
 
+def array_gib(path: str) -> float:
+    """Size of the array at ``path`` in GiB."""
+    return zarr.open_array(path, mode="r").nbytes / 2**30
+
+
 def _fit(client: Client, path: str, args: argparse.Namespace, variant: Variant) -> dict:
     client.run(_configure_worker, variant)
     client.run(reset_peak_rss)
@@ -159,15 +177,19 @@ def _fit(client: Client, path: str, args: argparse.Namespace, variant: Variant) 
         engine=variant.engine,
         persist=False,
     )
+    (cpu,) = client.run(cpu_seconds).values()
     started = time.perf_counter()
     with _reading(variant):
         model.fit(path)
     seconds = time.perf_counter() - started
+    (cpu_after,) = client.run(cpu_seconds).values()
+    # The k-means++ sample (which checks the data too), the iterations, and
+    # the final pass unless the last iteration moved no centre.
+    passes = 1 + model.n_iter_ + int(model.history_[-1].center_shift > 0)
     return {
         "fit_seconds": seconds,
-        # The k-means++ sample (which checks the data too), the iterations,
-        # and the final pass unless the last iteration moved no centre.
-        "passes": 1 + model.n_iter_ + int(model.history_[-1].center_shift > 0),
+        "passes": passes,
+        "cpu_per_gib": (cpu_after - cpu) / (passes * array_gib(path)),
         "iteration": statistics.median(r.seconds for r in model.history_),
         "peak": max(client.run(peak_rss).values()),
         "inertia": model.inertia_,
@@ -231,6 +253,7 @@ def main() -> None:
     )
 
     rates: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
     fits: dict[str, list[dict]] = defaultdict(list)
     with (
         LocalCluster(
@@ -245,16 +268,19 @@ def main() -> None:
         # Compile the kernels in the worker first: that is no part of a pass.
         KMeans(args.n_clusters, max_iter=1, n_init=1).fit(array[: 2 * args.chunk_rows])
         for repeat in range(args.repeats):
-            rates["here"].append(read_rate(args.path, args.threads))
-            rates["here, chunk files"].append(read_rate(args.path, args.threads, files=True))
+            for label, files in [("here", False), ("here, chunk files", True)]:
+                rate, cost = read_rate(args.path, args.threads, files=files)
+                rates[label].append(rate)
+                cpu[label].append(cost)
             if args.raw_in_worker:
                 # client.run, not a task: a worker paused near its memory
                 # limit runs no task until its memory falls.
                 for label, heap_buffers, files in IN_WORKER_RATES:
-                    (rate,) = client.run(
+                    ((rate, cost),) = client.run(
                         read_rate, args.path, args.threads, heap_buffers, files
                     ).values()
                     rates[label].append(rate)
+                    cpu[label].append(cost)
             order = variants if repeat % 2 == 0 else variants[::-1]
             for variant in order:
                 fits[variant.label].append(_fit(client, args.path, args, variant))
@@ -262,20 +288,31 @@ def main() -> None:
 
     raw = statistics.median(rates["here"])
     raw_files = statistics.median(rates["here, chunk files"])
-    print(f"raw read + decompress ({args.threads} threads), here: {raw / 2**20:,.0f} MiB/s")
-    print(f"  ... from the chunk files: {raw_files / 2**20:,.0f} MiB/s ({raw_files / raw:.0%})")
+
+    def cost(label: str) -> str:
+        return f"{statistics.median(cpu[label]):.2f} CPU s/GiB"
+
+    print(
+        f"raw read + decompress ({args.threads} threads), here: {raw / 2**20:,.0f} MiB/s, "
+        f"{cost('here')}"
+    )
+    print(
+        f"  ... from the chunk files: {raw_files / 2**20:,.0f} MiB/s ({raw_files / raw:.0%}), "
+        f"{cost('here, chunk files')}"
+    )
     if args.raw_in_worker:
         for label, _, _ in IN_WORKER_RATES:
             in_worker = statistics.median(rates[label])
             print(
-                f"  ... inside the {label}: {in_worker / 2**20:,.0f} MiB/s ({in_worker / raw:.0%})"
+                f"  ... inside the {label}: {in_worker / 2**20:,.0f} MiB/s "
+                f"({in_worker / raw:.0%}), {cost(label)}"
             )
     print(f"medians of {args.repeats}; 'of raw': of zarr's raw rate here, then of the files'")
     print(
         "| pass | median iteration | of raw | of files' raw | whole fit | of raw "
-        "| worker peak RSS |"
+        "| worker CPU s/GiB per pass | worker peak RSS |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for variant in variants:
         label = variant.label
         runs = fits[label]
@@ -283,11 +320,12 @@ def main() -> None:
         whole = statistics.median(array.nbytes * r["passes"] / r["fit_seconds"] for r in runs)
         peak = max(r["peak"] for r in runs)
         fit_seconds = statistics.median(r["fit_seconds"] for r in runs)
+        pass_cost = statistics.median(r["cpu_per_gib"] for r in runs)
         print(f"{label}: whole fit {fit_seconds:.1f} s")
         print(
             f"| {label} | {iteration / 2**20:,.0f} MiB/s | {iteration / raw:.0%} "
             f"| {iteration / raw_files:.0%} | {whole / 2**20:,.0f} MiB/s | {whole / raw:.0%} "
-            f"| {peak / 2**20:,.0f} of {limit / 2**20:,.0f} MiB |"
+            f"| {pass_cost:.2f} | {peak / 2**20:,.0f} of {limit / 2**20:,.0f} MiB |"
         )
     inertias = {r["inertia"] for runs in fits.values() for r in runs}
     print(f"inertia the same in every fit: {len(inertias) == 1}")
