@@ -21,6 +21,7 @@ from kmeans_dask._kernels.block_kernels import (
     largest,
     squared_distances,
 )
+from kmeans_dask._kernels.candidate_search import candidate_labels
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
@@ -51,6 +52,7 @@ class HostOps:
 
     name = "host"
     keeps_bounds = True
+    scans_candidates = True
 
     def __reduce__(self) -> tuple[Callable[[], HostOps], tuple]:
         return host_ops, ()
@@ -153,6 +155,29 @@ class HostOps:
         stats = ClusterStats(sums, counts, inertia)
         stats.farthest = self.top_rows(chunk, sq_dist, bounds.labels, FAR_ROWS)
         return LloydPass(stats, bounds.labels, bounds)
+
+    def candidate_pass(
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        table: np.ndarray,
+        labels: np.ndarray,
+    ) -> LloydPass:
+        n_clusters, n_features = centers.shape
+        centers64 = aligned_float64(centers)
+        with single_threaded_native():
+            if candidate_labels(chunk.data, centers64, table, labels):
+                _search_unassigned(chunk.data, labels, centers, search)
+        sums = aligned_zeros((n_clusters, n_features))
+        counts = np.zeros(n_clusters)
+        sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
+        inertia = accumulate_rows(
+            chunk.data, 0, chunk.n_rows, labels, chunk.weights, centers64, sums, counts, sq_dist
+        )
+        stats = ClusterStats(sums, counts, inertia)
+        stats.farthest = self.top_rows(chunk, sq_dist, labels, FAR_ROWS)
+        return LloydPass(stats, labels)
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str):
         return nearest(chunk.data, centers, search)
@@ -295,6 +320,15 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
                 data, start, stop, labels, weights, centers64, sums, counts, sq_dist
             )
     return labels, sq_dist, inertia
+
+
+def _search_unassigned(data: np.ndarray, labels: np.ndarray, centers: np.ndarray, search: str):
+    """Label the rows whose label is -1 with ``search``'s searcher, block by block."""
+    unassigned = np.flatnonzero(labels < 0)
+    searcher = prepared_search(search, centers.astype(data.dtype, copy=False)).searcher
+    for start in range(0, unassigned.size, searcher.block_rows):
+        rows = unassigned[start : start + searcher.block_rows]
+        labels[rows] = searcher.nearest(data[rows])
 
 
 def nearest(data: np.ndarray, centers: np.ndarray, search: str):

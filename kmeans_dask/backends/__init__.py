@@ -70,6 +70,10 @@ REGISTRY: dict[str, BackendInfo] = {
     "hnsw": BackendInfo(
         "kmeans_dask.backends.approximate", "HNSWBackend", "faiss-cpu", exact=False
     ),
+    # IVF, then each row among the centres nearest to its previous one (assign="auto").
+    "candidates": BackendInfo(
+        "kmeans_dask.backends.approximate", "CandidateBackend", "faiss-cpu", exact=False
+    ),
 }
 
 #: Order in which ``backend="auto"`` tries backends for NumPy chunks. The
@@ -201,7 +205,8 @@ def resolve_search(
     """The search spec the Lloyd iterations use for ``backend`` and ``assign``.
 
     ``assign="exact"`` is the exact ``backend``; "ivf" and "hnsw" are the
-    approximate searches over the centres, with ``options``; "auto" takes IVF
+    approximate searches over the centres, with ``options`` ("candidates": IVF,
+    then each row among its previous centre's neighbours); "auto" takes "candidates"
     only where it measured faster (large k, see
     :func:`kmeans_dask.backends.approximate.choose_assign_mode`).
     """
@@ -241,6 +246,14 @@ def closing_search(search: str, n_clusters: int) -> str:
 
     nlist = options.get("nlist", default_nlist(n_clusters))
     return search_spec(name, {**options, "nprobe": default_nprobe(nlist, closing=True)})
+
+
+def candidate_search(search: str):
+    """The :class:`~kmeans_dask.backends.approximate.CandidateBackend` of a "candidates"
+    search spec, else None."""
+    if _parse_spec(search)[0] != "candidates":
+        return None
+    return get_backend(search)
 
 
 def resolve_algorithm(algorithm: str, search: str) -> str:

@@ -16,6 +16,14 @@ and look only at the centres near each row:
   ``IndexIVFFlat.search``, faster; ``scan="faiss"`` calls Faiss's own scanner.
 * :class:`HNSWSearcher` searches a Faiss ``IndexHNSWFlat`` graph over the
   centres.
+* :class:`CandidateBackend` (``assign="candidates"``, what ``assign="auto"``
+  takes at large ``k``): in a Lloyd iteration whose rows' labels of the
+  previous iteration are still kept next to their chunk, each row scores only
+  the :data:`DEFAULT_CANDIDATES` centres nearest to its previous centre
+  (:mod:`kmeans_dask._kernels.candidate_search`; the neighbour table is made
+  once per iteration by the client, :func:`candidate_table`). Every other
+  search of such a fit (the first iteration, a chunk whose labels were lost,
+  streamed chunks, the farthest rows) is the IVF search above.
 
 Rows for which a search finds no centre (every probed list empty, or a graph
 search that returns ``-1``) are assigned by exact search, so every label is a
@@ -35,7 +43,9 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
@@ -84,6 +94,22 @@ _LIST_CHOICES = 8
 #: and in a run's last Lloyd iteration.
 DEFAULT_NPROBE = 8
 CLOSING_NPROBE = 12
+
+#: Centres a row scores in a candidate iteration: the nearest to its previous
+#: centre, that centre included (:class:`CandidateBackend`).
+DEFAULT_CANDIDATES = 16
+
+#: A centre that moved farther than this many times the distance to its
+#: nearest other centre sends its rows to the IVF search in the next
+#: candidate iteration (:func:`moved_too_far`). After the first Lloyd update
+#: from random rows, centres move about twice that distance and 0.5-5% of
+#: the rows' new nearest centres are not among their previous centre's 16
+#: nearest; once they settle (moves of 0.1-0.3 times it), 99.9-100% are
+#: (RESULTS.md, "Candidates from the previous centre").
+CANDIDATE_MAX_MOVE = 0.5
+
+#: Fewest centres per thread when :func:`candidate_table` splits its work.
+_TABLE_MIN_CENTERS_PER_THREAD = 512
 
 #: HNSW build parameter (candidate list size while inserting).
 DEFAULT_EF_CONSTRUCTION = 40
@@ -178,14 +204,16 @@ def choose_assign_mode(n_clusters: int, n_features: int) -> str:
 
     Returns
     -------
-    {"exact", "ivf"}
+    {"exact", "candidates"}
+        "candidates": IVF where a row has no previous label, its previous
+        centre's neighbours where it has (:class:`CandidateBackend`).
     """
     if n_clusters < 1 or n_features < 1:
         raise ValueError(
             f"n_clusters and n_features must be positive, got {n_clusters} and {n_features}"
         )
     if n_clusters >= AUTO_IVF_MIN_CLUSTERS and n_features >= AUTO_IVF_MIN_FEATURES:
-        return "ivf"
+        return "candidates"
     return "exact"
 
 
@@ -545,6 +573,97 @@ class IVFBackend:
     def searcher(self, centers: np.ndarray) -> IVFSearcher:
         """Index ``centers`` (k, d), in the data's dtype."""
         return IVFSearcher(centers, self.nlist, self.nprobe, scan=self.scan)
+
+
+class CandidateBackend:
+    """Candidates from each row's previous centre (registry name ``"candidates"``).
+
+    A Lloyd iteration that finds the labels of the run's previous iteration
+    kept next to a chunk moves each of its rows to the nearest of the ``m``
+    centres nearest to its previous centre (the client's
+    :func:`candidate_table`, exact float64 distances for the candidates,
+    :func:`~kmeans_dask._kernels.candidate_search.candidate_pass_rows`).
+    Every other search made with this spec is an :class:`IVFSearcher`
+    (``nlist``, ``nprobe``): :meth:`searcher` returns one, for the first
+    iteration, chunks whose labels are not kept (streamed data, labels lost
+    with a worker), the farthest rows of an empty cluster.
+
+    Parameters
+    ----------
+    m : int, default=DEFAULT_CANDIDATES
+        Candidates per row, at least 1 (at most ``k`` are used).
+    nlist, nprobe : int, optional
+        Of the IVF searches; ``None`` picks the defaults from ``k``.
+    """
+
+    name = "candidates"
+
+    def __init__(
+        self, m: int = DEFAULT_CANDIDATES, nlist: int | None = None, nprobe: int | None = None
+    ) -> None:
+        if int(m) < 1:
+            raise ValueError(f"m (candidates per row) must be at least 1, got {m}")
+        self.m = int(m)
+        self.ivf = IVFBackend(nlist, nprobe)
+
+    def searcher(self, centers: np.ndarray) -> IVFSearcher:
+        """The IVF searcher over ``centers`` (k, d), for rows without previous labels."""
+        return self.ivf.searcher(centers)
+
+    def table(self, centers: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """The (k, min(m, k)) int32 table of a candidate iteration (:func:`candidate_table`).
+
+        ``centers`` are the iteration's, ``previous`` those of the iteration
+        before (the ones the rows' labels refer to). A centre that moved
+        farther than :data:`CANDIDATE_MAX_MOVE` times the distance to its
+        nearest other centre gets a row of -1: its rows are searched with
+        IVF (:func:`moved_too_far`).
+        """
+        table = candidate_table(centers, min(self.m, len(centers)))
+        table[moved_too_far(centers, previous, table)] = -1
+        return table
+
+
+def moved_too_far(centers: np.ndarray, previous: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(k,) bool: the centres whose rows' previous centre says little about their new one.
+
+    A centre that moved more than :data:`CANDIDATE_MAX_MOVE` times its
+    distance to its nearest other centre (``table[:, 1]``; none with a
+    single column).
+    """
+    if table.shape[1] < 2:
+        return np.zeros(len(centers), dtype=bool)
+    centers64 = centers.astype(np.float64)
+    moved = centers64 - previous.astype(np.float64)
+    gap = centers64 - centers64[table[:, 1]]
+    return np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * np.einsum(
+        "ij,ij->i", gap, gap
+    )
+
+
+def candidate_table(centers: np.ndarray, m: int) -> np.ndarray:
+    """(k, m) int32: each centre's ``m`` nearest centres, itself first.
+
+    :func:`~kmeans_dask._kernels.candidate_search.neighbour_table` over
+    contiguous blocks of centres, one block per core, each with one BLAS
+    thread: a centre's scores are computed alike whatever the number of
+    cores, so the table is too.
+    """
+    from threadpoolctl import threadpool_limits
+
+    from kmeans_dask._kernels.candidate_search import neighbour_table
+
+    centers = _as_centers(centers)
+    n_blocks = max(1, min(os.cpu_count() or 1, len(centers) // _TABLE_MIN_CENTERS_PER_THREAD))
+    bounds = np.linspace(0, len(centers), n_blocks + 1).astype(int)
+    table = np.empty((len(centers), m), dtype=np.int32)
+    with threadpool_limits(limits=1), ThreadPoolExecutor(n_blocks) as pool:
+        done = pool.map(
+            lambda block: neighbour_table(centers, m, block, table[block]),
+            [slice(start, stop) for start, stop in itertools.pairwise(bounds)],
+        )
+        list(done)  # raise what a block raised
+    return table
 
 
 class HNSWBackend:
