@@ -229,7 +229,8 @@ def closing_search(search: str, n_clusters: int) -> str:
     there (12 instead of 8,
     :func:`~kmeans_dask.backends.approximate.default_nprobe` with
     ``closing=True``): the final centres are the means of that iteration's
-    assignment. Every other search, and an IVF search with an
+    assignment. So do the IVF searches of a "candidates" search (its rows
+    without previous labels, or whose centre moved too far). Every other search, and an IVF search with an
     ``nprobe`` of the user's, is returned unchanged.
 
     Parameters
@@ -240,7 +241,7 @@ def closing_search(search: str, n_clusters: int) -> str:
         Number of centres ``k`` (for the default ``nlist``).
     """
     name, options = _parse_spec(search)
-    if name != "ivf" or "nprobe" in options:
+    if name not in ("ivf", "candidates") or "nprobe" in options:
         return search
     from kmeans_dask.backends.approximate import default_nlist, default_nprobe
 
