@@ -21,6 +21,7 @@ from kmeans_dask.backends.approximate import (
     candidate_table,
     default_candidates,
     moved_too_far,
+    refined_table,
 )
 
 
@@ -88,6 +89,37 @@ def test_candidate_table_lists_each_centres_nearest_itself_first(dtype, m):
     assert_array_equal(table, expected)
 
 
+def test_refined_table_keeps_an_exact_table_of_unmoved_centres():
+    centers = np.random.default_rng(7).standard_normal((700, 5))
+    exact = candidate_table(centers, 9)
+    assert_array_equal(refined_table(centers, exact), exact)
+
+
+def test_refined_table_finds_most_neighbours_after_a_small_move():
+    rng = np.random.default_rng(8)
+    centers = rng.standard_normal((2000, 16)).astype(np.float32)
+    moved = centers + np.float32(0.02) * rng.standard_normal(centers.shape).astype(np.float32)
+    refined = refined_table(moved, candidate_table(centers, 16))
+    exact = candidate_table(moved, 16)
+    assert_array_equal(refined[:, 0], np.arange(2000))
+    assert all(len(set(row)) == 16 for row in refined)
+    recall = np.mean([len(np.intersect1d(a, b)) for a, b in zip(refined, exact, strict=True)])
+    assert recall / 16 > 0.95
+    # each row sorted by exact distance, ties to the lower index
+    distances = np.take_along_axis(_squared(moved, moved), refined.astype(np.int64), axis=1)
+    assert (np.diff(distances[:, 1:], axis=1) >= 0).all()
+
+
+def test_candidates_pay_only_once_the_centres_settle():
+    rng = np.random.default_rng(9)
+    centers = rng.standard_normal((1000, 8))
+    backend = CandidateBackend()
+    assert backend.settled(centers, centers)
+    assert backend.settled(centers, centers + 0.01)
+    assert not backend.settled(centers, rng.standard_normal((1000, 8)))
+    assert backend.settled(centers[:1], centers[:1] + 5.0)  # one centre: nothing else to find
+
+
 def test_neighbour_table_of_a_slice_is_that_slice_of_the_whole_table():
     centers = np.random.default_rng(3).standard_normal((700, 5)).astype(np.float32)
     whole = candidate_table(centers, 7)
@@ -111,8 +143,9 @@ def test_a_centre_that_moved_farther_than_its_neighbour_gets_no_candidates():
     table = candidate_table(centers, 2)
     assert_array_equal(moved_too_far(centers, previous, table), [False, False, True])
     backend = CandidateBackend(m=2)
-    assert_array_equal(backend.table(centers, previous)[2], [-1, -1])
-    assert_array_equal(backend.table(centers, previous)[:2], table[:2])
+    assert_array_equal(backend.neighbours(centers), table)
+    assert_array_equal(backend.table(centers, previous, table)[2], [-1, -1])
+    assert_array_equal(backend.table(centers, previous, table)[:2], table[:2])
     assert CANDIDATE_MAX_MOVE < 9.0 / 9.0
     # one candidate per centre: nothing to compare a move with, nothing sent away
     assert not moved_too_far(centers, previous, candidate_table(centers, 1)).any()
@@ -135,7 +168,7 @@ def test_default_candidates_give_each_row_a_scan_of_at_least_1024_features(
     assert default_candidates(n_clusters, n_features) == m
     centers = np.random.default_rng(6).standard_normal((n_clusters, n_features))
     if n_clusters * n_features <= 40 * 8:
-        assert CandidateBackend().table(centers, centers).shape == (n_clusters, m)
+        assert CandidateBackend().neighbours(centers).shape == (n_clusters, m)
 
 
 def test_candidate_backend_options_and_its_searcher():
@@ -144,8 +177,8 @@ def test_candidate_backend_options_and_its_searcher():
     centers = np.random.default_rng(4).standard_normal((32, 3)).astype(np.float32)
     searcher = backend.searcher(centers)
     assert isinstance(searcher, IVFSearcher) and (searcher.nlist, searcher.nprobe) == (4, 2)
-    assert backend.table(centers, centers).shape == (32, 8)
-    assert backend.table(centers[:5], centers[:5]).shape == (5, 5)  # at most k
+    assert backend.neighbours(centers).shape == (32, 8)
+    assert backend.neighbours(centers[:5]).shape == (5, 5)  # at most k
     assert candidate_search("candidates:m=8") is not None
     assert candidate_search("ivf") is None and candidate_search("numpy") is None
     with pytest.raises(ValueError, match=r"m \(candidates per row\) must be at least 1, got 0"):
@@ -266,9 +299,11 @@ def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch
             return original(*args, **kwargs)
 
         monkeypatch.setattr(lloyd, name, recording)
-    KMeans(256, init=init, max_iter=4, tol=0, assign="candidates").fit(X)
-    # the first iteration and the exact final pass search all centres
-    assert calls[:4] == ["_statistics", *["_candidate_statistics"] * 3]
+    KMeans(256, init=init, max_iter=6, tol=0, assign="candidates").fit(X)
+    # the first iteration searches with IVF; once the centres settle, candidates
+    assert calls[0] == "_statistics"
+    assert calls[1:6].count("_candidate_statistics") >= 3
+    assert calls[4:6] == ["_candidate_statistics"] * 2
 
 
 def test_candidate_fits_are_deterministic_and_do_not_depend_on_the_chunking(client, clustered):

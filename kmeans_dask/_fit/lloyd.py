@@ -277,9 +277,10 @@ def lloyd(
         the one ``max_iter`` ends uses
         :func:`~kmeans_dask.backends.closing_search` of it (more IVF probes).
         With a "candidates" search over persisted chunks, every iteration
-        after this call's first moves each row among the centres nearest to
-        its previous one (:func:`_candidate_statistics`); the first, and
-        chunks whose kept labels were lost, search with IVF.
+        after this call's first whose centres have settled moves each row
+        among the centres nearest to its previous one
+        (:func:`_candidate_statistics`); the others, and chunks whose kept
+        labels were lost, search with IVF.
     final_backend : str, optional
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
@@ -318,14 +319,19 @@ def lloyd(
     labels_tag = uuid.uuid4().hex
     last_pass = None
     first_iteration = len(history) + 1
-    previous_centers = centers
+    previous_centers, neighbours = centers, None
     for iteration in range(first_iteration, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         ticket = schedule.ticket(iteration, centers)
         search = closing_search(backend, len(centers)) if iteration == max_iter else backend
         candidates = candidate_search(search) if data.persisted else None
-        if candidates is not None and iteration > first_iteration:
-            table = candidates.table(centers, previous_centers)
+        if (
+            candidates is not None
+            and iteration > first_iteration
+            and candidates.settled(centers, previous_centers)
+        ):
+            neighbours = candidates.neighbours(centers, neighbours)
+            table = candidates.table(centers, previous_centers, neighbours)
             stats = _candidate_statistics(
                 client, data, centers, search, table, labels_tag, iteration
             )

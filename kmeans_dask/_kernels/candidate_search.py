@@ -108,3 +108,62 @@ def candidate_labels(data, centers, table, labels):
         else:
             labels[i] = nearest_candidate(data, i, centers, table, previous)
     return unassigned
+
+
+@cached_njit(nogil=True, inline="always")
+def _precedes(value, label, other_value, other_label):
+    """Whether (``value``, ``label``) ranks first: smaller, or equal with a lower label."""
+    return value < other_value or (value == other_value and label < other_label)
+
+
+@cached_njit(nogil=True)
+def refined_neighbours(centers, previous_table, start, stop, out):
+    """Write into ``out`` the ``m`` nearest centres of each centre ``start:stop``
+    among its previous neighbours' previous neighbours, nearest first.
+
+    ``previous_table`` (k, m) is the table of the centres before their last
+    move (:func:`neighbour_table`, or this function's): after a small move a
+    centre's nearest centres are almost always its old neighbours or theirs,
+    so this scores about ``m * m`` centres per centre instead of ``k``.
+    Exact float64 distances
+    (:func:`~kmeans_dask._kernels.row_statistics.row_distance` between
+    centres); the centre itself first, other ties to the lower index.
+
+    Parameters
+    ----------
+    centers : (k, d) float64, C-contiguous
+    previous_table : (k, m) int32
+        Each row ``m`` distinct centres, the centre itself first (so the
+        centre's previous neighbours are among the candidates).
+    start, stop : int
+        The centres (rows of the table) to do.
+    out : (stop - start, m) int32
+    """
+    n_centers = centers.shape[0]
+    m = previous_table.shape[1]
+    seen = np.full(n_centers, -1, dtype=np.int64)
+    kept = np.empty(m, dtype=np.float64)
+    for c in range(start, stop):
+        row = out[c - start]
+        seen[c] = c
+        kept[0] = -1.0
+        row[0] = c
+        size = 1
+        for a in range(m):
+            for b in range(m):
+                j = previous_table[previous_table[c, a], b]
+                if seen[j] == c:
+                    continue
+                seen[j] = c
+                value = row_distance(centers, c, centers, j)
+                if size == m and not _precedes(value, j, kept[m - 1], row[m - 1]):
+                    continue
+                position = size if size < m else m - 1
+                while position > 1 and _precedes(value, j, kept[position - 1], row[position - 1]):
+                    kept[position] = kept[position - 1]
+                    row[position] = row[position - 1]
+                    position -= 1
+                kept[position] = value
+                row[position] = j
+                if size < m:
+                    size += 1

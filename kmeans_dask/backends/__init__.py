@@ -230,8 +230,9 @@ def closing_search(search: str, n_clusters: int) -> str:
     :func:`~kmeans_dask.backends.approximate.default_nprobe` with
     ``closing=True``): the final centres are the means of that iteration's
     assignment. So do the IVF searches of a "candidates" search (its rows
-    without previous labels, or whose centre moved too far). Every other search, and an IVF search with an
-    ``nprobe`` of the user's, is returned unchanged.
+    without previous labels, or whose centre moved too far). Every other
+    search, and an IVF search with an ``nprobe`` of the user's, is returned
+    unchanged.
 
     Parameters
     ----------

@@ -44,7 +44,7 @@ from __future__ import annotations
 import itertools
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
@@ -109,6 +109,9 @@ CANDIDATE_SCAN_FEATURES = 1024
 #: nearest; once they settle (moves of 0.1-0.3 times it), 99.9-100% are
 #: (RESULTS.md, "Candidates from the previous centre").
 CANDIDATE_MAX_MOVE = 0.5
+
+#: Centres sampled by :meth:`CandidateBackend.settled`.
+_SETTLED_SAMPLE = 256
 
 #: Fewest centres per thread when :func:`candidate_table` splits its work.
 _TABLE_MIN_CENTERS_PER_THREAD = 512
@@ -636,19 +639,54 @@ class CandidateBackend:
         """The IVF searcher over ``centers`` (k, d), for rows without previous labels."""
         return self.ivf.searcher(centers)
 
-    def table(self, centers: np.ndarray, previous: np.ndarray) -> np.ndarray:
-        """The (k, min(m, k)) int32 table of a candidate iteration (:func:`candidate_table`).
+    def settled(self, centers: np.ndarray, previous: np.ndarray) -> bool:
+        """Whether candidates pay in an iteration from ``previous`` to ``centers``.
 
-        ``centers`` are the iteration's, ``previous`` those of the iteration
-        before (the ones the rows' labels refer to). A centre that moved
-        farther than :data:`CANDIDATE_MAX_MOVE` times the distance to its
-        nearest other centre gets a row of -1: its rows are searched with
-        IVF (:func:`moved_too_far`).
+        Not when more than half of a sample of :data:`_SETTLED_SAMPLE`
+        centres (evenly spaced indices) moved too far
+        (:data:`CANDIDATE_MAX_MOVE`) from ``previous``: their rows would go
+        to IVF anyway, and the neighbour table would be made for nothing
+        (as after the first update from random rows). The iteration is then
+        searched with IVF alone.
+        """
+        if len(centers) < 2:
+            return True
+        sample = np.unique(np.linspace(0, len(centers) - 1, _SETTLED_SAMPLE).astype(np.int64))
+        centers64 = centers.astype(np.float64)
+        rows = centers64[sample]
+        gaps = (
+            np.einsum("ij,ij->i", rows, rows)[:, None]
+            - 2.0 * rows @ centers64.T
+            + np.einsum("ij,ij->i", centers64, centers64)
+        )
+        gaps[np.arange(len(sample)), sample] = np.inf
+        moved = rows - previous[sample].astype(np.float64)
+        too_far = np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * gaps.min(axis=1)
+        return bool(np.mean(too_far) <= 0.5)
+
+    def neighbours(self, centers: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        """(k, min(m, k)) int32: each centre's nearest centres, itself first.
+
+        Exact (:func:`candidate_table`) without ``previous``, the table of
+        the centres before their last move; else among the previous
+        neighbours' previous neighbours (:func:`refined_table`).
         """
         n_clusters, n_features = centers.shape
         m = default_candidates(n_clusters, n_features) if self.m is None else self.m
-        table = candidate_table(centers, min(m, n_clusters))
-        table[moved_too_far(centers, previous, table)] = -1
+        m = min(m, n_clusters)
+        if previous is None or previous.shape != (n_clusters, m):
+            return candidate_table(centers, m)
+        return refined_table(centers, previous)
+
+    def table(
+        self, centers: np.ndarray, previous: np.ndarray, neighbours: np.ndarray
+    ) -> np.ndarray:
+        """The table a candidate iteration searches: ``neighbours`` (of ``centers``),
+        with a row of -1 for each centre that moved too far from ``previous``
+        (the centres the rows' labels refer to): its rows are searched with
+        IVF (:func:`moved_too_far`)."""
+        table = neighbours.copy()
+        table[moved_too_far(centers, previous, neighbours)] = -1
         return table
 
 
@@ -672,26 +710,50 @@ def moved_too_far(centers: np.ndarray, previous: np.ndarray, table: np.ndarray) 
 def candidate_table(centers: np.ndarray, m: int) -> np.ndarray:
     """(k, m) int32: each centre's ``m`` nearest centres, itself first.
 
-    :func:`~kmeans_dask._kernels.candidate_search.neighbour_table` over
-    contiguous blocks of centres, one block per core, each with one BLAS
-    thread: a centre's scores are computed alike whatever the number of
-    cores, so the table is too.
+    :func:`~kmeans_dask._kernels.candidate_search.neighbour_table`, whose
+    GEMM costs ``2 k^2 d`` flops (about 0.6 s at k = 16384, d = 128 on two
+    cores): made once per fit, then refined (:func:`refined_table`).
     """
-    from threadpoolctl import threadpool_limits
-
     from kmeans_dask._kernels.candidate_search import neighbour_table
 
     centers = _as_centers(centers)
-    n_blocks = max(1, min(os.cpu_count() or 1, len(centers) // _TABLE_MIN_CENTERS_PER_THREAD))
-    bounds = np.linspace(0, len(centers), n_blocks + 1).astype(int)
     table = np.empty((len(centers), m), dtype=np.int32)
-    with threadpool_limits(limits=1), ThreadPoolExecutor(n_blocks) as pool:
-        done = pool.map(
-            lambda block: neighbour_table(centers, m, block, table[block]),
-            [slice(start, stop) for start, stop in itertools.pairwise(bounds)],
-        )
-        list(done)  # raise what a block raised
+    _by_blocks(len(centers), lambda block: neighbour_table(centers, m, block, table[block]))
     return table
+
+
+def refined_table(centers: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """(k, m) int32: each centre's ``m`` nearest among its ``previous`` neighbours' neighbours.
+
+    :func:`~kmeans_dask._kernels.candidate_search.refined_neighbours`:
+    about ``m^2`` exact distances per centre instead of ``k``.
+    """
+    from kmeans_dask._kernels.candidate_search import refined_neighbours
+
+    centers64 = np.ascontiguousarray(centers, dtype=np.float64)
+    table = np.empty(previous.shape, dtype=np.int32)
+    _by_blocks(
+        len(centers),
+        lambda block: refined_neighbours(
+            centers64, previous, block.start, block.stop, table[block]
+        ),
+    )
+    return table
+
+
+def _by_blocks(n_centers: int, work: Callable[[slice], None]) -> None:
+    """``work`` over contiguous blocks of the centres, one block per core, in threads.
+
+    Each with one BLAS thread: a centre's scores are computed alike whatever
+    the number of cores, so the tables are too.
+    """
+    from threadpoolctl import threadpool_limits
+
+    n_blocks = max(1, min(os.cpu_count() or 1, n_centers // _TABLE_MIN_CENTERS_PER_THREAD))
+    bounds = np.linspace(0, n_centers, n_blocks + 1).astype(int)
+    blocks = [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
+    with threadpool_limits(limits=1), ThreadPoolExecutor(n_blocks) as pool:
+        list(pool.map(work, blocks))  # raises what a block raised
 
 
 class HNSWBackend:
