@@ -210,7 +210,8 @@ BAD_PARAMS = [
         {"assign": "approx"},
         ValueError,
         lit(
-            "assign='approx' is not supported; expected one of ['exact', 'ivf', 'hnsw', 'candidates', 'auto']"
+            "assign='approx' is not supported; expected one of "
+            "['exact', 'ivf', 'hnsw', 'candidates', 'auto']"
         ),
     ),
     (
