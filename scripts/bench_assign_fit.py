@@ -9,8 +9,9 @@ threads, ``--iterations`` Lloyd iterations with ``tol=0``:
 * ``auto``: ``KMeans(assign="auto")`` (at large k: IVF over the centres in
   the first iteration, then each row among its previous centre's
   neighbours, ``assign="candidates"``);
-* ``ivf`` (with ``--ivf``): ``KMeans(assign="ivf")``, IVF in every iteration
-  (what ``auto`` was before the candidates);
+* each mode of ``--also`` (e.g. ``--also ivf,candidates``): ``KMeans(assign=mode)``
+  (``ivf``: IVF in every iteration, what ``auto`` was before the candidates;
+  ``candidates`` where ``auto`` is exact, to choose its threshold);
 * ``faiss.Kmeans``: from the same initial centres, no subsampling, with
   ``workers x threads`` OpenMP threads, in this process.
 
@@ -104,7 +105,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
-        "--ivf", action="store_true", help="also fit with assign='ivf' (IVF in every iteration)"
+        "--also",
+        default="",
+        help="more assign modes to fit, comma-separated (e.g. ivf,candidates)",
     )
     args = parser.parse_args(argv)
 
@@ -146,9 +149,9 @@ def main(argv: list[str] | None = None) -> None:
                     X, init, args.iterations, args.workers * args.threads
                 ),
             }
-            if args.ivf:
-                variants["ivf"] = lambda init=init: fit_ours(
-                    client, data, init, "ivf", args.iterations
+            for mode in filter(None, args.also.split(",")):
+                variants[mode] = lambda init=init, mode=mode: fit_ours(
+                    client, data, init, mode, args.iterations
                 )
             fit_ours(client, data, init, "auto", 1)  # compile and warm the workers
             load_before = os.getloadavg()

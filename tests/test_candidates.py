@@ -205,7 +205,7 @@ def test_candidate_task_searches_the_previous_centres_neighbours(chunk_and_cente
     previous = tasks.LABELS.get(chunk, "previous").copy()
     moved = centers + np.float32(0.05)
     table = candidate_table(moved, 4)
-    stats = tasks.stats_from_candidates(chunk, moved, search, None, "new", "previous", table)
+    stats = tasks.stats_from_candidates(chunk, moved, search, "new", "previous", table)
     labels = tasks.LABELS.take(chunk, "new")
     assert_array_equal(labels, _brute_candidates(chunk.data, moved, table, previous))
     exact = np.argmin(_squared(chunk.data, moved), axis=1)
@@ -225,24 +225,29 @@ def test_candidate_task_without_previous_labels_makes_the_plain_pass(chunk_and_c
     chunk, centers = chunk_and_centers
     search = "candidates:m=4,nlist=8,nprobe=2"
     table = candidate_table(centers, 4)
-    stats = tasks.stats_from_candidates(chunk, centers, search, None, "new", "lost", table)
+    stats = tasks.stats_from_candidates(chunk, centers, search, "new", "lost", table)
     plain = _plain_pass(chunk, centers, "ivf:nlist=8,nprobe=2")
     assert_array_equal(stats.sums, plain.sums)
     assert_array_equal(stats.counts, plain.counts)
     assert tasks.LABELS.take(chunk, "new") is not None  # kept for the next iteration
 
 
-def test_candidate_task_of_ops_that_scan_no_candidates_makes_the_plain_pass(chunk_and_centers):
+def test_candidate_task_of_ops_that_scan_no_candidates_makes_the_plain_pass(
+    chunk_and_centers, monkeypatch
+):
     chunk, centers = chunk_and_centers
     staged = Chunk(chunk.data, None, 0, StagedOps(host_ops()))
     tasks.LABELS.put(staged, "previous", np.zeros(chunk.n_rows, np.int32))
     search = "candidates:m=4,nlist=8,nprobe=2"
     # StagedOps' device here is the host: its plain pass is the host's.
-    staged.ops.device.resident = lambda data, weights, offset, dtype: Chunk(
-        data, weights, offset, host_ops()
+    monkeypatch.setattr(
+        staged.ops.device,
+        "resident",
+        lambda data, weights, offset, dtype: Chunk(data, weights, offset, host_ops()),
+        raising=False,
     )
     table = candidate_table(centers, 4)
-    stats = tasks.stats_from_candidates(staged, centers, search, None, "new", "previous", table)
+    stats = tasks.stats_from_candidates(staged, centers, search, "new", "previous", table)
     plain = _plain_pass(chunk, centers, "ivf:nlist=8,nprobe=2")
     assert_array_equal(stats.counts, plain.counts)
     with pytest.raises(NotImplementedError, match="scans no candidates"):

@@ -450,7 +450,6 @@ def _candidate_statistics(
         combine_stats,
         centers,
         search,
-        None,
         (labels_tag, iteration),
         (labels_tag, iteration - 1),
         table,

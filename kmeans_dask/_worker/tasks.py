@@ -133,7 +133,6 @@ def stats_from_candidates(
     chunk: Chunk,
     centers: np.ndarray,
     search: str,
-    ticket: BoundsTicket | None,
     tag: Hashable,
     previous_tag: Hashable,
     table: np.ndarray,
@@ -147,12 +146,12 @@ def stats_from_candidates(
     labels were lost with a worker, or taken by another pass) or whose ops
     scan no candidates makes the plain pass of ``search`` instead: the
     result then depends on whether they were there, which a lost worker
-    changes.
+    changes. (An approximate search keeps no Hamerly bounds: no ticket.)
     """
     previous = LABELS.take(chunk, previous_tag)
     loaded = _start_task(chunk)
     if previous is None or not loaded.ops.scans_candidates:
-        return stats_keeping_labels(chunk, centers, search, ticket, tag)
+        return stats_keeping_labels(chunk, centers, search, None, tag)
     result = loaded.ops.candidate_pass(loaded, centers, search, table, previous)
     LABELS.put(chunk, tag, result.labels)
     return result.stats
