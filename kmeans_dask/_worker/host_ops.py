@@ -167,7 +167,9 @@ class HostOps:
         n_clusters, n_features = centers.shape
         centers64 = aligned_float64(centers)
         with single_threaded_native():
-            if candidate_labels(chunk.data, centers64, table, labels):
+            if not _candidates_hold(chunk.data, centers, centers64, table, labels):
+                labels.fill(-1)
+            if (labels < 0).any():
                 _search_unassigned(chunk.data, labels, centers, search)
         sums = aligned_zeros((n_clusters, n_features))
         counts = np.zeros(n_clusters)
@@ -320,6 +322,53 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
                 data, start, stop, labels, weights, centers64, sums, counts, sq_dist
             )
     return labels, sq_dist, inertia
+
+
+#: Every how many rows a candidate pass checks against the exact search, and
+#: the share of those checked rows that may have a nearer centre than their
+#: candidates before the whole chunk is searched with IVF instead
+#: (:func:`_candidates_hold`).
+CANDIDATE_CHECK_STEP = 32
+CANDIDATE_MAX_MISSES = 0.005
+
+
+def _candidates_hold(
+    data: np.ndarray,
+    centers: np.ndarray,
+    centers64: np.ndarray,
+    table: np.ndarray,
+    labels: np.ndarray,
+) -> bool:
+    """Move the rows to their candidates (:func:`candidate_labels`) if a sample says they hold.
+
+    Every :data:`CANDIDATE_CHECK_STEP`-th row (from the chunk's first) is
+    searched exactly first; when more than :data:`CANDIDATE_MAX_MISSES` of
+    them have a centre strictly nearer than their best candidate, the
+    candidates miss too much here (as when centres still cross between
+    groups of rows: k about the number of blobs), ``labels`` are left as
+    they were and False is returned.
+    """
+    checked = np.ascontiguousarray(data[::CANDIDATE_CHECK_STEP])
+    exact = np.empty(len(checked), np.int32)
+    if len(checked):
+        exact[:] = prepared_search(
+            "numpy", centers.astype(data.dtype, copy=False)
+        ).searcher.nearest(checked)
+    candidate = labels[::CANDIDATE_CHECK_STEP].copy()
+    candidate_labels(checked, centers64, table, candidate)
+    assigned = np.flatnonzero(candidate >= 0)
+    misses = 0
+    if assigned.size:  # rows of centres with candidates only
+        rows = np.ascontiguousarray(checked[assigned])
+        exact_distance = np.empty(len(assigned))
+        candidate_distance = np.empty(len(assigned))
+        squared_distances(rows, exact[assigned], centers64, exact_distance)
+        squared_distances(rows, candidate[assigned], centers64, candidate_distance)
+        misses = np.count_nonzero(candidate_distance > exact_distance)
+    if misses > CANDIDATE_MAX_MISSES * len(checked):
+        return False
+    candidate_labels(data, centers64, table, labels)
+    return True
 
 
 def _search_unassigned(data: np.ndarray, labels: np.ndarray, centers: np.ndarray, search: str):
