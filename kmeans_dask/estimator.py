@@ -94,8 +94,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         "candidates": IVF until the centres settle, then each row among the
         ``m`` centres nearest to its previous centre (its label of the
         previous iteration, kept next to its chunk; chunks whose labels are
-        not kept, e.g. streamed from Zarr, or were lost with a worker, and
-        rows whose centre moved too far, search with IVF); "auto" takes
+        not kept, e.g. streamed from Zarr, or were lost with a worker,
+        chunks where a sample of rows finds nearer centres than the
+        candidates, and rows whose centre moved too far, search with IVF);
+        "auto" takes
         "candidates" where it measured faster (k >= 4096). Initialisation,
         the final pass (``labels_``, ``inertia_``) and ``predict`` are
         exact. The approximate searches are deterministic for the same
