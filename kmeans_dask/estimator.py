@@ -88,16 +88,29 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         (``faiss.GpuIndexFlatL2`` on host rows; the ``faiss-gpu`` extra),
         "cupy" (rows on each worker's GPU for the whole fit; the ``gpu``
         extra); "auto": "cupy" for CuPy blocks, else "numpy".
-    assign : {"exact", "ivf", "hnsw", "auto"}, default="exact"
+    assign : {"exact", "ivf", "hnsw", "candidates", "auto"}, default="exact"
         The Lloyd iterations' search: "exact" with ``backend``; "ivf" and
-        "hnsw" through a Faiss index over the centres (approximate); "auto"
-        takes IVF where it measured faster (k >= 4096). Initialisation, the
-        final pass (``labels_``, ``inertia_``) and ``predict`` are exact.
+        "hnsw" through a Faiss index over the centres (approximate);
+        "candidates": IVF until the centres settle, then each row among the
+        ``m`` centres nearest to its previous centre (its label of the
+        previous iteration, kept next to its chunk; chunks whose labels are
+        not kept, e.g. streamed from Zarr, or were lost with a worker,
+        chunks where a sample of rows finds nearer centres than the
+        candidates, and rows whose centre moved too far, search with IVF);
+        "auto" takes
+        "candidates" where it measured faster (k >= 4096). Initialisation,
+        the final pass (``labels_``, ``inertia_``) and ``predict`` are
+        exact. The approximate searches are deterministic for the same
+        data, chunking and initial centres; "candidates" also depends on
+        which chunks kept their labels, so after a lost worker, a task run
+        away from its chunk's worker, or a resumed checkpoint, its centres
+        can differ from an uninterrupted fit's (within its approximation).
     assign_options : dict, optional
         Options of the approximate search: ``nlist``, ``nprobe`` for "ivf"
         (defaults ``sqrt(k)`` and 8; without ``nprobe``, the iteration that
         ``max_iter`` ends probes 12, at most ``nlist``), ``m``,
-        ``ef_search`` for "hnsw".
+        ``ef_search`` for "hnsw"; ``m`` (default ``max(16, 1024 // d)``),
+        ``nlist``, ``nprobe`` (of its IVF searches) for "candidates".
     algorithm : {"auto", "lloyd", "hamerly"}, default="auto"
         "hamerly" keeps per-row distance bounds (Hamerly 2010; 20 bytes a
         row of worker memory) so rows whose centre cannot change skip the

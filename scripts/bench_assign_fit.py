@@ -6,7 +6,12 @@ rows) on one LocalCluster of ``--workers`` workers x ``--threads``
 threads, ``--iterations`` Lloyd iterations with ``tol=0``:
 
 * ``exact``: ``KMeans(assign="exact")``;
-* ``auto``: ``KMeans(assign="auto")`` (IVF over the centres at large k);
+* ``auto``: ``KMeans(assign="auto")`` (at large k: IVF over the centres in
+  the first iteration, then each row among its previous centre's
+  neighbours, ``assign="candidates"``);
+* each mode of ``--also`` (e.g. ``--also ivf,candidates``): ``KMeans(assign=mode)``
+  (``ivf``: IVF in every iteration, what ``auto`` was before the candidates;
+  ``candidates`` where ``auto`` is exact, to choose its threshold);
 * ``faiss.Kmeans``: from the same initial centres, no subsampling, with
   ``workers x threads`` OpenMP threads, in this process.
 
@@ -99,6 +104,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--also",
+        default="",
+        help="more assign modes to fit, comma-separated (e.g. ivf,candidates)",
+    )
     args = parser.parse_args(argv)
 
     import dask.array as da
@@ -139,6 +149,10 @@ def main(argv: list[str] | None = None) -> None:
                     X, init, args.iterations, args.workers * args.threads
                 ),
             }
+            for mode in filter(None, args.also.split(",")):
+                variants[mode] = lambda init=init, mode=mode: fit_ours(
+                    client, data, init, mode, args.iterations
+                )
             fit_ours(client, data, init, "auto", 1)  # compile and warm the workers
             load_before = os.getloadavg()
             results: dict[str, list] = {name: [] for name in variants}

@@ -209,8 +209,8 @@ def test_choose_assign_mode():
     assert choose_assign_mode(8, 2) == "exact"
     assert choose_assign_mode(1024, 128) == "exact"
     assert choose_assign_mode(AUTO_IVF_MIN_CLUSTERS - 1, 128) == "exact"
-    assert choose_assign_mode(AUTO_IVF_MIN_CLUSTERS, 128) == "ivf"
-    assert choose_assign_mode(16384, 64) == "ivf"
+    assert choose_assign_mode(AUTO_IVF_MIN_CLUSTERS, 128) == "candidates"
+    assert choose_assign_mode(16384, 64) == "candidates"
     assert choose_assign_mode(16384, AUTO_IVF_MIN_FEATURES - 1) == "exact"
     with pytest.raises(ValueError):
         choose_assign_mode(0, 10)

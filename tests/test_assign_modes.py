@@ -70,6 +70,8 @@ def test_approximate_iterations_relocate_empty_clusters_without_another_pass(
         ("ivf:nlist=64,scan=faiss", 4096, "ivf:nlist=64,nprobe=12,scan=faiss"),
         ("ivf:nprobe=4", 4096, "ivf:nprobe=4"),  # the user's nprobe is kept
         ("hnsw:ef_search=64", 4096, "hnsw:ef_search=64"),
+        ("candidates", 4096, "candidates:nprobe=12"),  # its IVF searches
+        ("candidates:m=8,nprobe=4", 4096, "candidates:m=8,nprobe=4"),
         ("numpy", 4096, "numpy"),
     ],
 )

@@ -209,7 +209,10 @@ BAD_PARAMS = [
     (
         {"assign": "approx"},
         ValueError,
-        lit("assign='approx' is not supported; expected one of ['exact', 'ivf', 'hnsw', 'auto']"),
+        lit(
+            "assign='approx' is not supported; expected one of "
+            "['exact', 'ivf', 'hnsw', 'candidates', 'auto']"
+        ),
     ),
     (
         {"algorithm": "elkan"},

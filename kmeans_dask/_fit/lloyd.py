@@ -40,9 +40,10 @@ from kmeans_dask._worker.tasks import (
     chunk_stats,
     farthest_rows,
     kept_labels,
+    stats_from_candidates,
     stats_keeping_labels,
 )
-from kmeans_dask.backends import closing_search
+from kmeans_dask.backends import candidate_search, closing_search
 
 
 @dataclass(frozen=True)
@@ -275,6 +276,11 @@ def lloyd(
         Search spec of the iterations (see :func:`kmeans_dask.backends.get_backend`);
         the one ``max_iter`` ends uses
         :func:`~kmeans_dask.backends.closing_search` of it (more IVF probes).
+        With a "candidates" search over persisted chunks, every iteration
+        after this call's first whose centres have settled moves each row
+        among the centres nearest to its previous one
+        (:func:`_candidate_statistics`); the others, and chunks whose kept
+        labels were lost, search with IVF.
     final_backend : str, optional
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
@@ -312,13 +318,27 @@ def lloyd(
     # The labels of each iteration's pass stay with the chunks under this tag.
     labels_tag = uuid.uuid4().hex
     last_pass = None
-    for iteration in range(len(history) + 1, 0 if converged else max_iter + 1):
+    first_iteration = len(history) + 1
+    previous_centers, neighbours = centers, None
+    for iteration in range(first_iteration, 0 if converged else max_iter + 1):
         start = time.perf_counter()
         ticket = schedule.ticket(iteration, centers)
         search = closing_search(backend, len(centers)) if iteration == max_iter else backend
-        stats = _statistics(
-            client, data, centers, search, ticket, "kmeans-assign", (labels_tag, iteration)
-        )
+        candidates = candidate_search(search) if data.persisted else None
+        if (
+            candidates is not None
+            and iteration > first_iteration
+            and candidates.settled(centers, previous_centers)
+        ):
+            neighbours = candidates.neighbours(centers, neighbours)
+            table = candidates.table(centers, previous_centers, neighbours)
+            stats = _candidate_statistics(
+                client, data, centers, search, table, labels_tag, iteration
+            )
+        else:
+            stats = _statistics(
+                client, data, centers, search, ticket, "kmeans-assign", (labels_tag, iteration)
+            )
         schedule.ran(centers, ticket)
         # An empty cluster moves onto a row farthest from the centre the
         # iteration assigned it (its nearest, when the search is exact): the
@@ -331,7 +351,7 @@ def lloyd(
         shift = center_shift(centers, updated)
         unchanged = n_empty == 0 and updated.tobytes() == centers.tobytes()
         last_pass = LastPass(stats, search, (labels_tag, iteration)) if unchanged else None
-        centers = updated
+        previous_centers, centers = centers, updated
         record = IterationRecord(
             iteration, stats.inertia, shift, n_empty, time.perf_counter() - start
         )
@@ -404,6 +424,36 @@ def _statistics(
         ticket,
         *((labels_tag,) if keep else ()),
         name=name,
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
+def _candidate_statistics(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    search: str,
+    table: np.ndarray,
+    labels_tag: str,
+    iteration: int,
+) -> ClusterStats:
+    """An iteration's statistics, each row searched among its previous centre's ``table`` row.
+
+    The previous iteration's labels, kept next to each chunk under
+    ``(labels_tag, iteration - 1)``, give the rows' previous centres; the new
+    labels are kept under ``(labels_tag, iteration)``
+    (:func:`~kmeans_dask._worker.tasks.stats_from_candidates`).
+    """
+    return data.map_reduce(
+        client,
+        stats_from_candidates,
+        combine_stats,
+        centers,
+        search,
+        (labels_tag, iteration),
+        (labels_tag, iteration - 1),
+        table,
+        name="kmeans-assign",
         result_bytes=statistics_nbytes(*centers.shape),
     )
 

@@ -55,6 +55,7 @@ class ArrayAPIOps:
     """
 
     keeps_bounds = False
+    scans_candidates = False
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
@@ -166,6 +167,9 @@ class ArrayAPIOps:
 
     def bounded_pass(self, chunk, centers, search, previous, movement) -> LloydPass:
         raise NotImplementedError(f"{self.name} keeps no Hamerly bounds (keeps_bounds is False)")
+
+    def candidate_pass(self, chunk, centers, search, table, labels) -> LloydPass:
+        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
         """Nearest centre by the GEMM expansion, exact squared distance in float64.

@@ -21,6 +21,7 @@ from kmeans_dask._kernels.block_kernels import (
     largest,
     squared_distances,
 )
+from kmeans_dask._kernels.candidate_search import candidate_labels
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
@@ -51,6 +52,7 @@ class HostOps:
 
     name = "host"
     keeps_bounds = True
+    scans_candidates = True
 
     def __reduce__(self) -> tuple[Callable[[], HostOps], tuple]:
         return host_ops, ()
@@ -153,6 +155,31 @@ class HostOps:
         stats = ClusterStats(sums, counts, inertia)
         stats.farthest = self.top_rows(chunk, sq_dist, bounds.labels, FAR_ROWS)
         return LloydPass(stats, bounds.labels, bounds)
+
+    def candidate_pass(
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        table: np.ndarray,
+        labels: np.ndarray,
+    ) -> LloydPass:
+        n_clusters, n_features = centers.shape
+        centers64 = aligned_float64(centers)
+        with single_threaded_native():
+            if not _candidates_hold(chunk.data, centers, centers64, table, labels):
+                labels.fill(-1)
+            if (labels < 0).any():
+                _search_unassigned(chunk.data, labels, centers, search)
+        sums = aligned_zeros((n_clusters, n_features))
+        counts = np.zeros(n_clusters)
+        sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
+        inertia = accumulate_rows(
+            chunk.data, 0, chunk.n_rows, labels, chunk.weights, centers64, sums, counts, sq_dist
+        )
+        stats = ClusterStats(sums, counts, inertia)
+        stats.farthest = self.top_rows(chunk, sq_dist, labels, FAR_ROWS)
+        return LloydPass(stats, labels)
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str):
         return nearest(chunk.data, centers, search)
@@ -295,6 +322,62 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
                 data, start, stop, labels, weights, centers64, sums, counts, sq_dist
             )
     return labels, sq_dist, inertia
+
+
+#: Every how many rows a candidate pass checks against the exact search, and
+#: the share of those checked rows that may have a nearer centre than their
+#: candidates before the whole chunk is searched with IVF instead
+#: (:func:`_candidates_hold`).
+CANDIDATE_CHECK_STEP = 32
+CANDIDATE_MAX_MISSES = 0.005
+
+
+def _candidates_hold(
+    data: np.ndarray,
+    centers: np.ndarray,
+    centers64: np.ndarray,
+    table: np.ndarray,
+    labels: np.ndarray,
+) -> bool:
+    """Move the rows to their candidates (:func:`candidate_labels`) if a sample says they hold.
+
+    Every :data:`CANDIDATE_CHECK_STEP`-th row (from the chunk's first) is
+    searched exactly first; when more than :data:`CANDIDATE_MAX_MISSES` of
+    them have a centre strictly nearer than their best candidate, the
+    candidates miss too much here (as when centres still cross between
+    groups of rows: k about the number of blobs), ``labels`` are left as
+    they were and False is returned.
+    """
+    checked = np.ascontiguousarray(data[::CANDIDATE_CHECK_STEP])
+    exact = np.empty(len(checked), np.int32)
+    if len(checked):
+        exact[:] = prepared_search(
+            "numpy", centers.astype(data.dtype, copy=False)
+        ).searcher.nearest(checked)
+    candidate = labels[::CANDIDATE_CHECK_STEP].copy()
+    candidate_labels(checked, centers64, table, candidate)
+    assigned = np.flatnonzero(candidate >= 0)
+    misses = 0
+    if assigned.size:  # rows of centres with candidates only
+        rows = np.ascontiguousarray(checked[assigned])
+        exact_distance = np.empty(len(assigned))
+        candidate_distance = np.empty(len(assigned))
+        squared_distances(rows, exact[assigned], centers64, exact_distance)
+        squared_distances(rows, candidate[assigned], centers64, candidate_distance)
+        misses = np.count_nonzero(candidate_distance > exact_distance)
+    if misses > CANDIDATE_MAX_MISSES * len(checked):
+        return False
+    candidate_labels(data, centers64, table, labels)
+    return True
+
+
+def _search_unassigned(data: np.ndarray, labels: np.ndarray, centers: np.ndarray, search: str):
+    """Label the rows whose label is -1 with ``search``'s searcher, block by block."""
+    unassigned = np.flatnonzero(labels < 0)
+    searcher = prepared_search(search, centers.astype(data.dtype, copy=False)).searcher
+    for start in range(0, unassigned.size, searcher.block_rows):
+        rows = unassigned[start : start + searcher.block_rows]
+        labels[rows] = searcher.nearest(data[rows])
 
 
 def nearest(data: np.ndarray, centers: np.ndarray, search: str):

@@ -53,6 +53,8 @@ class ChunkOps(Protocol):
     """Short name, shown in errors and in the dashboard's worker logs."""
     keeps_bounds: bool
     """Whether :meth:`bounded_pass` is offered (Hamerly bounds next to the rows)."""
+    scans_candidates: bool
+    """Whether :meth:`candidate_pass` is offered (each row's previous centre's neighbours)."""
 
     def place(self, block: Any, weights: Any, offset: int, dtype: np.dtype) -> Chunk:
         """A chunk holding ``block`` (rows) and ``weights`` in this memory, as ``dtype``."""
@@ -85,6 +87,18 @@ class ChunkOps(Protocol):
         movement: CenterMovement | None,
     ) -> LloydPass:
         """:meth:`lloyd_pass` skipping rows whose bounds prove their centre unchanged."""
+
+    def candidate_pass(
+        self, chunk: Chunk, centers: np.ndarray, search: str, table: np.ndarray, labels: Any
+    ) -> LloydPass:
+        """:meth:`lloyd_pass` moving each row to the nearest of ``table[labels[row]]``.
+
+        ``labels`` (kept from the previous pass over this chunk, held by
+        nothing else) are overwritten with the new labels, which the pass
+        returns. ``table`` (k, m) int32 lists each centre's candidates
+        (:func:`~kmeans_dask.backends.approximate.candidate_table`); the rows
+        of a centre whose table row is -1 are searched with ``search``.
+        """
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
         """Nearest centre (int32) and exact squared distance (float64) of each row."""

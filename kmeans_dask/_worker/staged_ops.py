@@ -30,6 +30,7 @@ class StagedOps:
     """
 
     keeps_bounds = False
+    scans_candidates = False
 
     def __init__(self, device: ChunkOps) -> None:
         self.device = device
@@ -67,6 +68,9 @@ class StagedOps:
 
     def bounded_pass(self, chunk, centers, search, previous, movement) -> LloydPass:
         raise NotImplementedError(f"{self.name} keeps no Hamerly bounds (keeps_bounds is False)")
+
+    def candidate_pass(self, chunk, centers, search, table, labels) -> LloydPass:
+        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
         return self.device.nearest(self.on_device(chunk), centers, search)

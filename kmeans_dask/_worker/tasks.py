@@ -129,6 +129,34 @@ def stats_keeping_labels(
     return result.stats
 
 
+def stats_from_candidates(
+    chunk: Chunk,
+    centers: np.ndarray,
+    search: str,
+    tag: Hashable,
+    previous_tag: Hashable,
+    table: np.ndarray,
+) -> ClusterStats:
+    """:func:`stats_keeping_labels`, each row searched among its previous centre's neighbours.
+
+    The labels the run's previous iteration kept under ``previous_tag``
+    give each row's previous centre; ``table`` its candidates
+    (:meth:`~kmeans_dask._worker.ops.ChunkOps.candidate_pass`), and the new
+    labels are written over the previous ones. A chunk without them (its
+    labels were lost with a worker, or taken by another pass) or whose ops
+    scan no candidates makes the plain pass of ``search`` instead: the
+    result then depends on whether they were there, which a lost worker
+    changes. (An approximate search keeps no Hamerly bounds: no ticket.)
+    """
+    previous = LABELS.take(chunk, previous_tag)
+    loaded = _start_task(chunk)
+    if previous is None or not loaded.ops.scans_candidates:
+        return stats_keeping_labels(chunk, centers, search, None, tag)
+    result = loaded.ops.candidate_pass(loaded, centers, search, table, previous)
+    LABELS.put(chunk, tag, result.labels)
+    return result.stats
+
+
 def kept_labels(
     chunk: Chunk,
     centers: np.ndarray,

@@ -70,6 +70,10 @@ REGISTRY: dict[str, BackendInfo] = {
     "hnsw": BackendInfo(
         "kmeans_dask.backends.approximate", "HNSWBackend", "faiss-cpu", exact=False
     ),
+    # IVF, then each row among the centres nearest to its previous one (assign="auto").
+    "candidates": BackendInfo(
+        "kmeans_dask.backends.approximate", "CandidateBackend", "faiss-cpu", exact=False
+    ),
 }
 
 #: Order in which ``backend="auto"`` tries backends for NumPy chunks. The
@@ -201,7 +205,8 @@ def resolve_search(
     """The search spec the Lloyd iterations use for ``backend`` and ``assign``.
 
     ``assign="exact"`` is the exact ``backend``; "ivf" and "hnsw" are the
-    approximate searches over the centres, with ``options``; "auto" takes IVF
+    approximate searches over the centres, with ``options`` ("candidates": IVF,
+    then each row among its previous centre's neighbours); "auto" takes "candidates"
     only where it measured faster (large k, see
     :func:`kmeans_dask.backends.approximate.choose_assign_mode`).
     """
@@ -224,8 +229,10 @@ def closing_search(search: str, n_clusters: int) -> str:
     there (12 instead of 8,
     :func:`~kmeans_dask.backends.approximate.default_nprobe` with
     ``closing=True``): the final centres are the means of that iteration's
-    assignment. Every other search, and an IVF search with an
-    ``nprobe`` of the user's, is returned unchanged.
+    assignment. So do the IVF searches of a "candidates" search (its rows
+    without previous labels, or whose centre moved too far). Every other
+    search, and an IVF search with an ``nprobe`` of the user's, is returned
+    unchanged.
 
     Parameters
     ----------
@@ -235,12 +242,20 @@ def closing_search(search: str, n_clusters: int) -> str:
         Number of centres ``k`` (for the default ``nlist``).
     """
     name, options = _parse_spec(search)
-    if name != "ivf" or "nprobe" in options:
+    if name not in ("ivf", "candidates") or "nprobe" in options:
         return search
     from kmeans_dask.backends.approximate import default_nlist, default_nprobe
 
     nlist = options.get("nlist", default_nlist(n_clusters))
     return search_spec(name, {**options, "nprobe": default_nprobe(nlist, closing=True)})
+
+
+def candidate_search(search: str):
+    """The :class:`~kmeans_dask.backends.approximate.CandidateBackend` of a "candidates"
+    search spec, else None."""
+    if _parse_spec(search)[0] != "candidates":
+        return None
+    return get_backend(search)
 
 
 def resolve_algorithm(algorithm: str, search: str) -> str:

@@ -16,6 +16,14 @@ and look only at the centres near each row:
   ``IndexIVFFlat.search``, faster; ``scan="faiss"`` calls Faiss's own scanner.
 * :class:`HNSWSearcher` searches a Faiss ``IndexHNSWFlat`` graph over the
   centres.
+* :class:`CandidateBackend` (``assign="candidates"``, what ``assign="auto"``
+  takes at large ``k``): in a Lloyd iteration whose rows' labels of the
+  previous iteration are still kept next to their chunk, each row scores only
+  the few centres nearest to its previous centre (:func:`default_candidates`)
+  (:mod:`kmeans_dask._kernels.candidate_search`; the neighbour table is made
+  once per iteration by the client, :func:`candidate_table`). Every other
+  search of such a fit (the first iteration, a chunk whose labels were lost,
+  streamed chunks, the farthest rows) is the IVF search above.
 
 Rows for which a search finds no centre (every probed list empty, or a graph
 search that returns ``-1``) are assigned by exact search, so every label is a
@@ -35,7 +43,9 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
@@ -84,6 +94,27 @@ _LIST_CHOICES = 8
 #: and in a run's last Lloyd iteration.
 DEFAULT_NPROBE = 8
 CLOSING_NPROBE = 12
+
+#: Fewest centres a row scores in a candidate iteration (the nearest to its
+#: previous centre, that centre included), and the features x candidates a
+#: row's scan is given at least (:func:`default_candidates`).
+MIN_CANDIDATES = 16
+CANDIDATE_SCAN_FEATURES = 1024
+
+#: A centre that moved farther than this many times the distance to its
+#: nearest other centre sends its rows to the IVF search in the next
+#: candidate iteration (:func:`moved_too_far`). After the first Lloyd update
+#: from random rows, centres move about twice that distance and 0.5-5% of
+#: the rows' new nearest centres are not among their previous centre's 16
+#: nearest; once they settle (moves of 0.1-0.3 times it), 99.9-100% are
+#: (RESULTS.md, "Candidates from the previous centre").
+CANDIDATE_MAX_MOVE = 0.5
+
+#: Centres sampled by :meth:`CandidateBackend.settled`.
+_SETTLED_SAMPLE = 256
+
+#: Fewest centres per thread when :func:`candidate_table` splits its work.
+_TABLE_MIN_CENTERS_PER_THREAD = 512
 
 #: HNSW build parameter (candidate list size while inserting).
 DEFAULT_EF_CONSTRUCTION = 40
@@ -145,6 +176,29 @@ def default_nprobe(nlist: int, *, closing: bool = False) -> int:
     return int(min(nlist, CLOSING_NPROBE if closing else DEFAULT_NPROBE))
 
 
+def default_candidates(n_clusters: int, n_features: int) -> int:
+    """Candidates per row when ``m`` is not given: ``max(16, 1024 // d)``, at most ``k``.
+
+    At d = 128, 16 candidates held the new nearest centre of 99.5% of the
+    rows after the first Lloyd update and 99.98-100% after the later ones
+    (the benchmark's blobs, k = 4096). In few dimensions more centres crowd
+    around a row's previous one: at d = 16, 16 candidates left the inertia
+    1.4-2.1% above exact Lloyd's, 64 within 0.6% (as IVF) or below it
+    (RESULTS.md, "Candidates from the previous centre"); a row's scan then
+    costs the same ``m * d`` as 16 candidates at d = 64.
+
+    Parameters
+    ----------
+    n_clusters : int
+    n_features : int
+
+    Returns
+    -------
+    int
+    """
+    return int(min(n_clusters, max(MIN_CANDIDATES, CANDIDATE_SCAN_FEATURES // n_features)))
+
+
 def default_ef_search(n_clusters: int) -> int:
     """HNSW ``efSearch`` used when ``ef_search`` is not given: 64.
 
@@ -178,14 +232,16 @@ def choose_assign_mode(n_clusters: int, n_features: int) -> str:
 
     Returns
     -------
-    {"exact", "ivf"}
+    {"exact", "candidates"}
+        "candidates": IVF where a row has no previous label, its previous
+        centre's neighbours where it has (:class:`CandidateBackend`).
     """
     if n_clusters < 1 or n_features < 1:
         raise ValueError(
             f"n_clusters and n_features must be positive, got {n_clusters} and {n_features}"
         )
     if n_clusters >= AUTO_IVF_MIN_CLUSTERS and n_features >= AUTO_IVF_MIN_FEATURES:
-        return "ivf"
+        return "candidates"
     return "exact"
 
 
@@ -545,6 +601,159 @@ class IVFBackend:
     def searcher(self, centers: np.ndarray) -> IVFSearcher:
         """Index ``centers`` (k, d), in the data's dtype."""
         return IVFSearcher(centers, self.nlist, self.nprobe, scan=self.scan)
+
+
+class CandidateBackend:
+    """Candidates from each row's previous centre (registry name ``"candidates"``).
+
+    A Lloyd iteration that finds the labels of the run's previous iteration
+    kept next to a chunk moves each of its rows to the nearest of the ``m``
+    centres nearest to its previous centre (the client's
+    :func:`candidate_table`, exact float64 distances for the candidates,
+    :func:`~kmeans_dask._kernels.candidate_search.candidate_pass_rows`).
+    Every other search made with this spec is an :class:`IVFSearcher`
+    (``nlist``, ``nprobe``): :meth:`searcher` returns one, for the first
+    iteration, chunks whose labels are not kept (streamed data, labels lost
+    with a worker), the farthest rows of an empty cluster.
+
+    Parameters
+    ----------
+    m : int, optional
+        Candidates per row, at least 1 (at most ``k`` are used). Default
+        :func:`default_candidates` (16 at d >= 64, more in fewer dimensions).
+    nlist, nprobe : int, optional
+        Of the IVF searches; ``None`` picks the defaults from ``k``.
+    """
+
+    name = "candidates"
+
+    def __init__(
+        self, m: int | None = None, nlist: int | None = None, nprobe: int | None = None
+    ) -> None:
+        if m is not None and int(m) < 1:
+            raise ValueError(f"m (candidates per row) must be at least 1, got {m}")
+        self.m = None if m is None else int(m)
+        self.ivf = IVFBackend(nlist, nprobe)
+
+    def searcher(self, centers: np.ndarray) -> IVFSearcher:
+        """The IVF searcher over ``centers`` (k, d), for rows without previous labels."""
+        return self.ivf.searcher(centers)
+
+    def settled(self, centers: np.ndarray, previous: np.ndarray) -> bool:
+        """Whether candidates pay in an iteration from ``previous`` to ``centers``.
+
+        Not when more than half of a sample of :data:`_SETTLED_SAMPLE`
+        centres (evenly spaced indices) moved too far
+        (:data:`CANDIDATE_MAX_MOVE`) from ``previous``: their rows would go
+        to IVF anyway, and the neighbour table would be made for nothing
+        (as after the first update from random rows). The iteration is then
+        searched with IVF alone.
+        """
+        if len(centers) < 2:
+            return True
+        sample = np.unique(np.linspace(0, len(centers) - 1, _SETTLED_SAMPLE).astype(np.int64))
+        centers64 = centers.astype(np.float64)
+        rows = centers64[sample]
+        gaps = (
+            np.einsum("ij,ij->i", rows, rows)[:, None]
+            - 2.0 * rows @ centers64.T
+            + np.einsum("ij,ij->i", centers64, centers64)
+        )
+        gaps[np.arange(len(sample)), sample] = np.inf
+        moved = rows - previous[sample].astype(np.float64)
+        too_far = np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * gaps.min(axis=1)
+        return bool(np.mean(too_far) <= 0.5)
+
+    def neighbours(self, centers: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+        """(k, min(m, k)) int32: each centre's nearest centres, itself first.
+
+        Exact (:func:`candidate_table`) without ``previous``, the table of
+        the centres before their last move; else among the previous
+        neighbours' previous neighbours (:func:`refined_table`).
+        """
+        n_clusters, n_features = centers.shape
+        m = default_candidates(n_clusters, n_features) if self.m is None else self.m
+        m = min(m, n_clusters)
+        if previous is None or previous.shape != (n_clusters, m):
+            return candidate_table(centers, m)
+        return refined_table(centers, previous)
+
+    def table(
+        self, centers: np.ndarray, previous: np.ndarray, neighbours: np.ndarray
+    ) -> np.ndarray:
+        """The table a candidate iteration searches: ``neighbours`` (of ``centers``),
+        with a row of -1 for each centre that moved too far from ``previous``
+        (the centres the rows' labels refer to): its rows are searched with
+        IVF (:func:`moved_too_far`)."""
+        table = neighbours.copy()
+        table[moved_too_far(centers, previous, neighbours)] = -1
+        return table
+
+
+def moved_too_far(centers: np.ndarray, previous: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(k,) bool: the centres whose rows' previous centre says little about their new one.
+
+    A centre that moved more than :data:`CANDIDATE_MAX_MOVE` times its
+    distance to its nearest other centre (``table[:, 1]``; none with a
+    single column).
+    """
+    if table.shape[1] < 2:
+        return np.zeros(len(centers), dtype=bool)
+    centers64 = centers.astype(np.float64)
+    moved = centers64 - previous.astype(np.float64)
+    gap = centers64 - centers64[table[:, 1]]
+    return np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * np.einsum(
+        "ij,ij->i", gap, gap
+    )
+
+
+def candidate_table(centers: np.ndarray, m: int) -> np.ndarray:
+    """(k, m) int32: each centre's ``m`` nearest centres, itself first.
+
+    :func:`~kmeans_dask._kernels.candidate_search.neighbour_table`, whose
+    GEMM costs ``2 k^2 d`` flops (about 0.6 s at k = 16384, d = 128 on two
+    cores): made once per fit, then refined (:func:`refined_table`).
+    """
+    from kmeans_dask._kernels.candidate_search import neighbour_table
+
+    centers = _as_centers(centers)
+    table = np.empty((len(centers), m), dtype=np.int32)
+    _by_blocks(len(centers), lambda block: neighbour_table(centers, m, block, table[block]))
+    return table
+
+
+def refined_table(centers: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    """(k, m) int32: each centre's ``m`` nearest among its ``previous`` neighbours' neighbours.
+
+    :func:`~kmeans_dask._kernels.candidate_search.refined_neighbours`:
+    about ``m^2`` exact distances per centre instead of ``k``.
+    """
+    from kmeans_dask._kernels.candidate_search import refined_neighbours
+
+    centers64 = np.ascontiguousarray(centers, dtype=np.float64)
+    table = np.empty(previous.shape, dtype=np.int32)
+    _by_blocks(
+        len(centers),
+        lambda block: refined_neighbours(
+            centers64, previous, block.start, block.stop, table[block]
+        ),
+    )
+    return table
+
+
+def _by_blocks(n_centers: int, work: Callable[[slice], None]) -> None:
+    """``work`` over contiguous blocks of the centres, one block per core, in threads.
+
+    Each with one BLAS thread: a centre's scores are computed alike whatever
+    the number of cores, so the tables are too.
+    """
+    from threadpoolctl import threadpool_limits
+
+    n_blocks = max(1, min(os.cpu_count() or 1, n_centers // _TABLE_MIN_CENTERS_PER_THREAD))
+    bounds = np.linspace(0, n_centers, n_blocks + 1).astype(int)
+    blocks = [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
+    with threadpool_limits(limits=1), ThreadPoolExecutor(n_blocks) as pool:
+        list(pool.map(work, blocks))  # raises what a block raised
 
 
 class HNSWBackend:

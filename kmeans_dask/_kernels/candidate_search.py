@@ -1,0 +1,169 @@
+"""Compiled search among each row's candidate centres: the centres nearest its previous one.
+
+Between two Lloyd iterations the centres move little, and a row's new
+nearest centre is almost always one of the few centres nearest to the
+centre it had (RESULTS.md, "Candidates from the previous centre"). A
+*neighbour table* lists, for every centre, its ``m`` nearest centres (itself
+included, nearest first); :func:`candidate_pass_rows` scores each row
+against the ``m`` entries of its previous label's row only
+(:func:`candidate_labels`), with exact float64 distances
+(:func:`~kmeans_dask._kernels.row_statistics.row_distance`, the distance the
+statistics use). Ties go to the lowest centre index, whatever the table's
+order.
+
+Pure functions over NumPy arrays, compiled with Numba, without the GIL.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kmeans_dask._kernels.block_kernels import smallest_per_row
+from kmeans_dask._kernels.row_statistics import row_distance, statistics_buffers_ok
+from kmeans_dask._kernels.shared_cache import cached_njit
+
+#: Centres scored against the table's rows at once (a (block, k) float64 buffer).
+_TABLE_BLOCK_ROWS = 256
+
+
+def neighbour_table(centers: np.ndarray, m: int, rows: slice, out: np.ndarray) -> None:
+    """Write into ``out`` the ``m`` nearest centres of each centre in ``rows``, nearest first.
+
+    Scored as ``||c_j||^2 - 2 c_i . c_j`` in the centres' dtype, block by
+    block through BLAS, and the ``m`` smallest kept (ties to the lower
+    index); each centre's own score is set to ``-inf``, so it comes first.
+    The table only chooses which centres a row scores, so rounding here can
+    change which centres are looked at, never the distances a row is
+    assigned by.
+
+    Parameters
+    ----------
+    centers : ndarray of shape (k, d), float32 or float64
+    m : int
+        Neighbours per centre, between 1 and ``k``.
+    rows : slice
+        The centres (rows of the table) to do, with step 1.
+    out : ndarray of shape (rows' length, m), int32
+    """
+    n_centers = centers.shape[0]
+    if not 1 <= m <= n_centers:
+        raise ValueError(f"m must be in [1, {n_centers}] (the number of centres), got {m}")
+    sq_norms = np.einsum("ij,ij->i", centers, centers)
+    found = np.empty((_TABLE_BLOCK_ROWS, m), dtype=np.int64)
+    first, last, _ = rows.indices(n_centers)
+    for start in range(first, last, _TABLE_BLOCK_ROWS):
+        stop = min(start + _TABLE_BLOCK_ROWS, last)
+        scores = centers[start:stop] @ centers.T
+        scores *= -2.0
+        scores += sq_norms
+        scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf
+        smallest_per_row(scores, m, found[: stop - start])
+        out[start - first : stop - first] = found[: stop - start]
+
+
+@cached_njit(nogil=True)
+def nearest_candidate(block, i, centers, table, previous):
+    """Label and float64 squared distance of the centre nearest row ``i`` among
+    ``table[previous]`` (ties to the lowest centre index).
+
+    ``centers`` float64 and ``block`` C-contiguous, as for
+    :func:`~kmeans_dask._kernels.row_statistics.row_distance`.
+    """
+    best_label = table[previous, 0]
+    best = row_distance(block, i, centers, best_label)
+    for q in range(1, table.shape[1]):
+        label = table[previous, q]
+        dist = row_distance(block, i, centers, label)
+        if dist < best or (dist == best and label < best_label):
+            best = dist
+            best_label = label
+    return best_label
+
+
+@cached_njit(nogil=True)
+def candidate_labels(data, centers, table, labels):
+    """Move each row to the nearest centre of its previous centre's ``table`` row.
+
+    ``labels[i]`` holds row ``i``'s previous label on entry and its new one
+    on return, written in place; a row whose previous centre's table row
+    starts with -1 (no candidates: that centre moved too far, see
+    :func:`~kmeans_dask.backends.approximate.candidate_table`) gets -1, for
+    another search. Returns the number of such rows.
+
+    Parameters
+    ----------
+    data : (n, d) float32 or float64, C-contiguous
+    centers : (k, d) float64, C-contiguous
+    table : (k, m) int32
+    labels : (n,) int32, in-out
+    """
+    if not statistics_buffers_ok(data, centers, None):
+        raise ValueError("candidate_labels needs C-contiguous rows and float64 centres")
+    unassigned = 0
+    for i in range(data.shape[0]):
+        previous = labels[i]
+        if table[previous, 0] < 0:
+            labels[i] = -1
+            unassigned += 1
+        else:
+            labels[i] = nearest_candidate(data, i, centers, table, previous)
+    return unassigned
+
+
+@cached_njit(nogil=True, inline="always")
+def _precedes(value, label, other_value, other_label):
+    """Whether (``value``, ``label``) ranks first: smaller, or equal with a lower label."""
+    return value < other_value or (value == other_value and label < other_label)
+
+
+@cached_njit(nogil=True)
+def refined_neighbours(centers, previous_table, start, stop, out):
+    """Write into ``out`` the ``m`` nearest centres of each centre ``start:stop``
+    among its previous neighbours' previous neighbours, nearest first.
+
+    ``previous_table`` (k, m) is the table of the centres before their last
+    move (:func:`neighbour_table`, or this function's): after a small move a
+    centre's nearest centres are almost always its old neighbours or theirs,
+    so this scores about ``m * m`` centres per centre instead of ``k``.
+    Exact float64 distances
+    (:func:`~kmeans_dask._kernels.row_statistics.row_distance` between
+    centres); the centre itself first, other ties to the lower index.
+
+    Parameters
+    ----------
+    centers : (k, d) float64, C-contiguous
+    previous_table : (k, m) int32
+        Each row ``m`` distinct centres, the centre itself first (so the
+        centre's previous neighbours are among the candidates).
+    start, stop : int
+        The centres (rows of the table) to do.
+    out : (stop - start, m) int32
+    """
+    n_centers = centers.shape[0]
+    m = previous_table.shape[1]
+    seen = np.full(n_centers, -1, dtype=np.int64)
+    kept = np.empty(m, dtype=np.float64)
+    for c in range(start, stop):
+        row = out[c - start]
+        seen[c] = c
+        kept[0] = -1.0
+        row[0] = c
+        size = 1
+        for a in range(m):
+            for b in range(m):
+                j = previous_table[previous_table[c, a], b]
+                if seen[j] == c:
+                    continue
+                seen[j] = c
+                value = row_distance(centers, c, centers, j)
+                if size == m and not _precedes(value, j, kept[m - 1], row[m - 1]):
+                    continue
+                position = size if size < m else m - 1
+                while position > 1 and _precedes(value, j, kept[position - 1], row[position - 1]):
+                    kept[position] = kept[position - 1]
+                    row[position] = row[position - 1]
+                    position -= 1
+                kept[position] = value
+                row[position] = j
+                if size < m:
+                    size += 1

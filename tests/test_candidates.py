@@ -1,0 +1,367 @@
+"""assign="candidates": each row among the centres nearest to its previous centre."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+from sklearn.datasets import make_blobs
+
+from kmeans_dask import KMeans
+from kmeans_dask._kernels.candidate_search import candidate_labels, neighbour_table
+from kmeans_dask._worker import tasks
+from kmeans_dask._worker.chunks import Chunk
+from kmeans_dask._worker.host_ops import host_ops
+from kmeans_dask._worker.staged_ops import StagedOps
+from kmeans_dask.backends import candidate_search, get_backend
+from kmeans_dask.backends.approximate import (
+    CANDIDATE_MAX_MOVE,
+    CandidateBackend,
+    IVFSearcher,
+    candidate_table,
+    default_candidates,
+    moved_too_far,
+    refined_table,
+)
+
+
+def _squared(rows: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    rows, centers = rows.astype(np.float64), centers.astype(np.float64)
+    return ((rows[:, None, :] - centers[None]) ** 2).sum(-1)
+
+
+def _brute_candidates(rows, centers, table, previous):
+    """Nearest centre of ``table[previous[i]]`` for each row, ties to the lowest index."""
+    labels = np.empty(len(rows), dtype=np.int32)
+    for i, row in enumerate(rows):
+        candidates = np.sort(table[previous[i]])
+        distances = _squared(row[None], centers[candidates])[0]
+        labels[i] = candidates[np.argmin(distances)]  # argmin: first of equal minima
+    return labels
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_candidate_labels_agree_with_brute_force_with_ties_and_duplicates(dtype):
+    rng = np.random.default_rng(0)
+    centers = rng.integers(-3, 4, size=(40, 6)).astype(np.float64)
+    centers[7] = centers[3]  # duplicate centres: equal distances, lowest index wins
+    centers[30] = centers[3]
+    rows = rng.integers(-3, 4, size=(500, 6)).astype(dtype)  # integer grid: many ties
+    rows[100:110] = rows[0]  # duplicate rows
+    table = rng.permuted(np.tile(np.arange(40, dtype=np.int32), (40, 1)), axis=1)[:, :9]
+    table[:, 0] = np.arange(40)
+    table[5, 1:4] = [3, 7, 30]
+    previous = rng.integers(0, 40, size=500).astype(np.int32)
+    labels = previous.copy()
+    assert candidate_labels(rows, centers, table, labels) == 0
+    assert_array_equal(labels, _brute_candidates(rows, centers, table, previous))
+    # a row whose candidates are the three equal centres takes the lowest
+    labels = np.full(1, 5, dtype=np.int32)
+    candidate_labels(centers[3:4].astype(dtype), centers, table, labels)
+    assert labels[0] == 3
+
+
+def test_candidate_labels_leave_the_rows_of_a_centre_without_candidates_unassigned():
+    rng = np.random.default_rng(1)
+    centers = rng.standard_normal((10, 4))
+    rows = rng.standard_normal((50, 4))
+    table = np.tile(np.arange(10, dtype=np.int32), (10, 1))
+    table[2] = -1
+    previous = np.arange(50, dtype=np.int32) % 10
+    labels = previous.copy()
+    assert candidate_labels(rows, centers, table, labels) == 5
+    assert_array_equal(labels < 0, previous == 2)
+    exact = np.argmin(_squared(rows, centers), axis=1)
+    assert_array_equal(labels[previous != 2], exact[previous != 2])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 5, 64])
+def test_candidate_table_lists_each_centres_nearest_itself_first(dtype, m):
+    rng = np.random.default_rng(2)
+    centers = rng.standard_normal((1500, 8)).astype(dtype)  # more than one thread's share
+    table = candidate_table(centers, m)
+    assert table.shape == (1500, m) and table.dtype == np.int32
+    assert_array_equal(table[:, 0], np.arange(1500))
+    distances = _squared(centers, centers)
+    np.fill_diagonal(distances, -1.0)
+    expected = np.argsort(distances, axis=1, kind="stable")[:, :m]
+    assert_array_equal(table, expected)
+
+
+def test_refined_table_keeps_an_exact_table_of_unmoved_centres():
+    centers = np.random.default_rng(7).standard_normal((700, 5))
+    exact = candidate_table(centers, 9)
+    assert_array_equal(refined_table(centers, exact), exact)
+
+
+def test_refined_table_finds_most_neighbours_after_a_small_move():
+    rng = np.random.default_rng(8)
+    centers = rng.standard_normal((2000, 16)).astype(np.float32)
+    moved = centers + np.float32(0.02) * rng.standard_normal(centers.shape).astype(np.float32)
+    refined = refined_table(moved, candidate_table(centers, 16))
+    exact = candidate_table(moved, 16)
+    assert_array_equal(refined[:, 0], np.arange(2000))
+    assert all(len(set(row)) == 16 for row in refined)
+    recall = np.mean([len(np.intersect1d(a, b)) for a, b in zip(refined, exact, strict=True)])
+    assert recall / 16 > 0.95
+    # each row sorted by exact distance, ties to the lower index
+    distances = np.take_along_axis(_squared(moved, moved), refined.astype(np.int64), axis=1)
+    assert (np.diff(distances[:, 1:], axis=1) >= 0).all()
+
+
+def test_candidates_pay_only_once_the_centres_settle():
+    rng = np.random.default_rng(9)
+    centers = rng.standard_normal((1000, 8))
+    backend = CandidateBackend()
+    assert backend.settled(centers, centers)
+    assert backend.settled(centers, centers + 0.01)
+    assert not backend.settled(centers, rng.standard_normal((1000, 8)))
+    assert backend.settled(centers[:1], centers[:1] + 5.0)  # one centre: nothing else to find
+
+
+def test_neighbour_table_of_a_slice_is_that_slice_of_the_whole_table():
+    centers = np.random.default_rng(3).standard_normal((700, 5)).astype(np.float32)
+    whole = candidate_table(centers, 7)
+    part = np.empty((300, 7), dtype=np.int32)
+    neighbour_table(centers, 7, slice(250, 550), part)
+    assert_array_equal(part, whole[250:550])
+
+
+@pytest.mark.parametrize("m", [0, 11])
+def test_neighbour_table_refuses_more_neighbours_than_centres(m):
+    centers = np.zeros((10, 2))
+    with pytest.raises(ValueError, match=rf"m must be in \[1, 10\].*got {m}"):
+        neighbour_table(centers, m, slice(0, 10), np.empty((10, max(m, 1)), np.int32))
+
+
+def test_a_centre_that_moved_farther_than_its_neighbour_gets_no_candidates():
+    centers = np.array([[0.0, 0.0], [1.0, 0.0], [10.0, 0.0]])
+    previous = centers.copy()
+    previous[0] = [0.0, 0.4]  # moved 0.4, nearest other centre at 1: kept
+    previous[2] = [10.0, 9.0]  # moved 9, nearest other centre at 9: sent to IVF
+    table = candidate_table(centers, 2)
+    assert_array_equal(moved_too_far(centers, previous, table), [False, False, True])
+    backend = CandidateBackend(m=2)
+    assert_array_equal(backend.neighbours(centers), table)
+    assert_array_equal(backend.table(centers, previous, table)[2], [-1, -1])
+    assert_array_equal(backend.table(centers, previous, table)[:2], table[:2])
+    assert CANDIDATE_MAX_MOVE < 9.0 / 9.0
+    # one candidate per centre: nothing to compare a move with, nothing sent away
+    assert not moved_too_far(centers, previous, candidate_table(centers, 1)).any()
+
+
+@pytest.mark.parametrize(
+    ("n_clusters", "n_features", "m"),
+    [
+        (4096, 128, 16),
+        (4096, 64, 16),
+        (4096, 16, 64),
+        (4096, 8, 128),
+        (40, 8, 40),
+        (4096, 1, 1024),
+    ],
+)
+def test_default_candidates_give_each_row_a_scan_of_at_least_1024_features(
+    n_clusters, n_features, m
+):
+    assert default_candidates(n_clusters, n_features) == m
+    centers = np.random.default_rng(6).standard_normal((n_clusters, n_features))
+    if n_clusters * n_features <= 40 * 8:
+        assert CandidateBackend().neighbours(centers).shape == (n_clusters, m)
+
+
+def test_candidate_backend_options_and_its_searcher():
+    backend = get_backend("candidates:m=8,nlist=4,nprobe=2")
+    assert isinstance(backend, CandidateBackend) and backend.m == 8
+    centers = np.random.default_rng(4).standard_normal((32, 3)).astype(np.float32)
+    searcher = backend.searcher(centers)
+    assert isinstance(searcher, IVFSearcher) and (searcher.nlist, searcher.nprobe) == (4, 2)
+    assert backend.neighbours(centers).shape == (32, 8)
+    assert backend.neighbours(centers[:5]).shape == (5, 5)  # at most k
+    assert candidate_search("candidates:m=8") is not None
+    assert candidate_search("ivf") is None and candidate_search("numpy") is None
+    with pytest.raises(ValueError, match=r"m \(candidates per row\) must be at least 1, got 0"):
+        get_backend("candidates:m=0")
+
+
+# --- the chunk task and its fallbacks -----------------------------------------------
+
+
+@pytest.fixture
+def chunk_and_centers():
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((64, 6)).astype(np.float32)
+    rows = (centers[rng.integers(0, 64, 2000)] + 0.3 * rng.standard_normal((2000, 6))).astype(
+        np.float32
+    )
+    return host_ops().place(rows, None, 0, np.float32), centers
+
+
+def test_candidate_task_searches_the_previous_centres_neighbours(chunk_and_centers):
+    chunk, centers = chunk_and_centers
+    search = "candidates:m=16,nlist=8,nprobe=8"  # IVF probing every list: exact
+    tasks.stats_keeping_labels(chunk, centers, search, None, "previous")
+    previous = tasks.LABELS.get(chunk, "previous").copy()
+    moved = centers + np.float32(0.05)
+    table = candidate_table(moved, 16)
+    stats = tasks.stats_from_candidates(chunk, moved, search, "new", "previous", table)
+    labels = tasks.LABELS.take(chunk, "new")
+    assert_array_equal(labels, _brute_candidates(chunk.data, moved, table, previous))
+    exact = np.argmin(_squared(chunk.data, moved), axis=1)
+    assert np.mean(labels == exact) > 0.99
+    assert_array_equal(stats.counts, np.bincount(labels, minlength=64))
+    assert stats.inertia == pytest.approx(
+        _squared(chunk.data, moved)[np.arange(2000), labels].sum(), rel=1e-9
+    )
+
+
+def _plain_pass(chunk: Chunk, centers, search):
+    return tasks.chunk_stats(chunk, centers, search)
+
+
+def test_candidate_task_without_previous_labels_makes_the_plain_pass(chunk_and_centers):
+    """Labels lost with a worker (or never kept): the IVF pass of the same spec."""
+    chunk, centers = chunk_and_centers
+    search = "candidates:m=4,nlist=8,nprobe=2"
+    table = candidate_table(centers, 4)
+    stats = tasks.stats_from_candidates(chunk, centers, search, "new", "lost", table)
+    plain = _plain_pass(chunk, centers, "ivf:nlist=8,nprobe=2")
+    assert_array_equal(stats.sums, plain.sums)
+    assert_array_equal(stats.counts, plain.counts)
+    assert tasks.LABELS.take(chunk, "new") is not None  # kept for the next iteration
+
+
+def test_candidate_task_of_ops_that_scan_no_candidates_makes_the_plain_pass(
+    chunk_and_centers, monkeypatch
+):
+    chunk, centers = chunk_and_centers
+    staged = Chunk(chunk.data, None, 0, StagedOps(host_ops()))
+    tasks.LABELS.put(staged, "previous", np.zeros(chunk.n_rows, np.int32))
+    search = "candidates:m=4,nlist=8,nprobe=2"
+    # StagedOps' device here is the host: its plain pass is the host's.
+    monkeypatch.setattr(
+        staged.ops.device,
+        "resident",
+        lambda data, weights, offset, dtype: Chunk(data, weights, offset, host_ops()),
+        raising=False,
+    )
+    table = candidate_table(centers, 4)
+    stats = tasks.stats_from_candidates(staged, centers, search, "new", "previous", table)
+    plain = _plain_pass(chunk, centers, "ivf:nlist=8,nprobe=2")
+    assert_array_equal(stats.counts, plain.counts)
+    with pytest.raises(NotImplementedError, match="scans no candidates"):
+        staged.ops.candidate_pass(staged, centers, search, table, np.zeros(2000, np.int32))
+
+
+def test_rows_of_centres_without_candidates_are_searched_with_ivf(chunk_and_centers):
+    chunk, centers = chunk_and_centers
+    search = "candidates:m=2,nlist=8,nprobe=8"
+    previous = np.arange(chunk.n_rows, dtype=np.int32) % 64
+    table = candidate_table(centers, 2)
+    table[::2] = -1
+    result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
+    exact = np.argmin(_squared(chunk.data, centers), axis=1)
+    sent_away = previous % 2 == 0
+    assert_array_equal(result.labels[sent_away], exact[sent_away])  # IVF over every list
+    assert_array_equal(
+        result.labels[~sent_away],
+        _brute_candidates(chunk.data, centers, table, previous)[~sent_away],
+    )
+
+
+# --- through KMeans.fit --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    X, _ = make_blobs(n_samples=20_000, n_features=16, centers=300, random_state=0)
+    X = X.astype(np.float32)
+    return X, X[np.random.default_rng(0).choice(len(X), 256, replace=False)]
+
+
+def test_candidates_stay_as_near_exact_lloyd_as_ivf_on_clustered_data(client, clustered):
+    X, init = clustered
+    exact = KMeans(256, init=init, max_iter=8, tol=0).fit(X)
+    ivf = KMeans(256, init=init, max_iter=8, tol=0, assign="ivf").fit(X)
+    candidates = KMeans(256, init=init, max_iter=8, tol=0, assign="candidates").fit(X)
+    assert candidates.inertia_ <= 1.01 * exact.inertia_
+    assert candidates.inertia_ <= 1.001 * ivf.inertia_
+    # the final pass is exact: labels are the nearest final centres
+    assert_array_equal(candidates.labels_, candidates.predict(X))
+
+
+def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch):
+    import kmeans_dask._fit.lloyd as lloyd
+
+    X, init = clustered
+    calls = []
+    for name in ("_statistics", "_candidate_statistics"):
+        original = getattr(lloyd, name)
+
+        def recording(*args, name=name, original=original, **kwargs):
+            calls.append(name)
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(lloyd, name, recording)
+    KMeans(256, init=init, max_iter=6, tol=0, assign="candidates").fit(X)
+    # the first iteration searches with IVF; once the centres settle, candidates
+    assert calls[0] == "_statistics"
+    assert calls[1:6].count("_candidate_statistics") >= 3
+    assert calls[4:6] == ["_candidate_statistics"] * 2
+
+
+def test_candidate_fits_are_deterministic_and_do_not_depend_on_the_chunking(client, clustered):
+    import dask.array as da
+
+    X, init = clustered
+    fits = [
+        KMeans(256, init=init, max_iter=6, tol=0, assign="candidates").fit(
+            da.from_array(X, chunks=(rows, 16))
+        )
+        for rows in (5000, 5000, 3000)
+    ]
+    assert_array_equal(fits[0].cluster_centers_, fits[1].cluster_centers_)
+    assert_array_equal(fits[0].labels_, fits[1].labels_)
+    # Each row's search depends on its own previous label only; the sums'
+    # order changes with the chunks, so the centres agree to rounding.
+    np.testing.assert_allclose(fits[2].cluster_centers_, fits[0].cluster_centers_, rtol=1e-5)
+    assert_array_equal(fits[2].labels_, fits[0].labels_)
+
+
+def test_streamed_chunks_keep_no_labels_and_search_with_ivf(client, clustered, tmp_path):
+    zarr = pytest.importorskip("zarr")
+    X, init = clustered
+    store = zarr.open_array(str(tmp_path / "x.zarr"), mode="w", shape=X.shape, chunks=(5000, 16))
+    store[:] = X
+    params = {"init": init, "max_iter": 3, "tol": 0, "persist": False}
+    candidates = KMeans(256, assign="candidates", **params).fit(store)
+    ivf = KMeans(256, assign="ivf", **params).fit(store)
+    assert_array_equal(candidates.cluster_centers_, ivf.cluster_centers_)
+
+
+def test_a_chunk_whose_candidates_miss_is_searched_with_ivf(chunk_and_centers):
+    """The sampled rows find nearer centres than their candidates: no candidates here."""
+    chunk, centers = chunk_and_centers
+    search = "candidates:m=2,nlist=8,nprobe=8"  # IVF probing every list: exact
+    exact = np.argmin(_squared(chunk.data, centers), axis=1)
+    # Each centre's candidates: itself and its farthest centre; the rows'
+    # previous centres: a wrong one, so most rows' nearest is not a candidate.
+    table = np.stack([np.arange(64), np.argmax(_squared(centers, centers), axis=1)], axis=1)
+    previous = ((exact + 1) % 64).astype(np.int32)
+    result = host_ops().candidate_pass(chunk, centers, search, table.astype(np.int32), previous)
+    assert_array_equal(result.labels, exact)
+
+
+def test_candidates_fall_back_where_k_is_about_the_number_of_blobs(client):
+    """Centres still cross between blobs: rows would keep to their previous centre's
+    neighbourhood and the inertia stay percents above exact Lloyd's (+1.4% to +6.6%
+    at 100,000 x 128 with k = the number of blobs, RESULTS.md)."""
+    from kmeans_dask.benchmark.data import initial_centers
+    from kmeans_dask.benchmark.data import make_blobs as benchmark_blobs
+
+    X = benchmark_blobs(20_000, 64, 256, 0)
+    init = initial_centers(X, 256, 0)
+    exact = KMeans(256, init=init, max_iter=6, tol=0).fit(X)
+    candidates = KMeans(256, init=init, max_iter=6, tol=0, assign="candidates").fit(X)
+    assert candidates.inertia_ <= 1.01 * exact.inertia_
