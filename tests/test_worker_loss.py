@@ -15,6 +15,7 @@ import pytest
 import zarr
 from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
+from sklearn.datasets import make_blobs
 
 import kmeans_dask._engine.hosts as hosts_module
 from kmeans_dask import KMeans
@@ -231,3 +232,36 @@ def test_fit_through_the_actors_survives_a_killed_worker_either_way(
     assert_array_equal(disturbed.cluster_centers_, undisturbed.cluster_centers_)
     assert disturbed.inertia_ == undisturbed.inertia_
     assert_array_equal(disturbed.labels_, undisturbed.labels_)
+
+
+def _count_candidate_checks(dask_worker):
+    """In a worker: count the chunk passes whose candidates held (and were used)."""
+    from kmeans_dask._worker import host_ops
+
+    checks = dask_worker.candidate_checks_held = []
+    check = host_ops._candidates_hold
+
+    def counted(*args):
+        held = check(*args)
+        checks.append(held)
+        return held
+
+    host_ops._candidates_hold = counted
+
+
+def test_a_candidate_fit_survives_a_killed_worker_with_exact_final_labels(fragile_cluster):
+    """Chunks whose kept labels died with their worker search with IVF for an iteration
+    (README, "Faults"): the fit ends, its final pass is exact, and it lands as near."""
+    X, _ = make_blobs(60_000, 8, centers=40, cluster_std=2.0, random_state=1)
+    params = {**PARAMS, "n_clusters": 64, "max_iter": 30, "assign": "candidates"}
+    fragile_cluster.run(_count_candidate_checks)
+    undisturbed = KMeans(**params, engine="actors").fit(X)
+    held = fragile_cluster.run(lambda dask_worker: sum(dask_worker.candidate_checks_held))
+    assert sum(held.values()) > 0, "no chunk moved its rows among candidates"
+    disturbed = _kill_a_worker_during(
+        fragile_cluster, lambda: KMeans(**params, engine="actors").fit(X)
+    )
+    distances = ((X[:, None, :] - disturbed.cluster_centers_[None]) ** 2).sum(axis=2)
+    assert_array_equal(disturbed.labels_, distances.argmin(axis=1))
+    assert disturbed.inertia_ == pytest.approx(distances.min(axis=1).sum(), rel=1e-9)
+    assert disturbed.inertia_ == pytest.approx(undisturbed.inertia_, rel=0.01)
