@@ -62,8 +62,11 @@ def test_each_thread_searches_with_its_own_gpu_index(stand_in_gpu_faiss):
     X, init = _data()
     searcher = get_backend("faiss-gpu").searcher(init)
     results = {}
+    # Both threads alive at once: a finished thread's ident can be reused.
+    both_started = threading.Barrier(2)
 
     def search(name):
+        both_started.wait(timeout=30)
         results[name] = searcher.nearest(X)
         results[name + "-again"] = searcher.nearest(X)
 
