@@ -115,8 +115,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         "hamerly" keeps per-row distance bounds (Hamerly 2010; 20 bytes a
         row of worker memory) so rows whose centre cannot change skip the
         search, with the result of "lloyd". "auto" starts bounds once the
-        centres settle (exact "numpy" search); "lloyd" searches every row.
-        Data streamed from Zarr always runs "lloyd".
+        centres settle (exact "numpy" search); until then, after an exact
+        pass, it searches each row whose centre did not move among the
+        centres that moved alone, while at most a quarter of them moved (the
+        same result again). "lloyd" searches every row. With an approximate
+        ``assign``, "auto" makes the iteration ``max_iter`` ends and those
+        after an update that moved at most a quarter of the centres exact
+        ("numpy" ``backend``), so the final pass costs little. Data streamed
+        from Zarr always runs "lloyd".
     engine : {"auto", "tasks", "actors"}, default="auto"
         How the passes over the data reach the workers: "tasks", one Dask
         task per chunk and pass (shown in the dashboard's task stream);

@@ -237,6 +237,10 @@ def test_algorithm_needs_a_search_that_gives_bounds():
     assert resolve_algorithm("hamerly", "numpy") == "always"
     assert resolve_algorithm("lloyd", "numpy") == "off"
     assert resolve_algorithm("auto", "ivf:nprobe=8") == "off"
+    # An approximate search whose exact final pass gives bounds: exact at the close.
+    assert resolve_algorithm("auto", "ivf:nprobe=8", exact="numpy") == "closing"
+    assert resolve_algorithm("auto", "candidates", exact="faiss-cpu") == "off"
+    assert resolve_algorithm("lloyd", "candidates", exact="numpy") == "off"
     with pytest.raises(ValueError, match=r"algorithm='hamerly' needs .*'ivf:nprobe=8'"):
         resolve_algorithm("hamerly", "ivf:nprobe=8")
     X = np.random.default_rng(0).normal(size=(100, 2))

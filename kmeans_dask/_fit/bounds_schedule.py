@@ -6,7 +6,11 @@ almost every row fails the test and the bounds add the runner-up search to
 a full search. So ``algorithm="auto"`` runs plain iterations until an
 iteration's centre movement is small (:func:`centers_settled`), then seeds
 bounds and keeps them while the movement stays small;
-``algorithm="hamerly"`` keeps them throughout. :class:`BoundsSchedule`
+``algorithm="hamerly"`` keeps them throughout. With an approximate search
+("closing"), no iteration keeps bounds: the iteration ``max_iter`` ends
+searches exactly, and the final pass searches each row only among the
+centres that moved since (:mod:`kmeans_dask._worker.moved_centers`).
+:class:`BoundsSchedule`
 makes that decision iteration by iteration and writes the tickets the
 chunk tasks follow.
 """
@@ -100,9 +104,10 @@ class BoundsSchedule:
 
     Parameters
     ----------
-    mode : {"off", "always", "settled"}
+    mode : {"off", "always", "settled", "closing"}
         Never, in every iteration, or once the centres settle (see
-        :func:`kmeans_dask.backends.resolve_algorithm`).
+        :func:`kmeans_dask.backends.resolve_algorithm`); "closing" keeps
+        none either.
     """
 
     mode: str
@@ -117,7 +122,7 @@ class BoundsSchedule:
         self, iteration: int, centers: np.ndarray, keep: bool = True
     ) -> BoundsTicket | None:
         """Bounds for ``iteration`` over ``centers`` (seeded afresh if the last one had none)."""
-        if self.mode == "off":
+        if self.mode in ("off", "closing"):
             return None
         if self.mode == "settled" and (
             self.last_centers is None or not centers_settled(self.last_centers, centers)

@@ -41,6 +41,7 @@ from kmeans_dask._worker.tasks import (
     farthest_rows,
     kept_labels,
     stats_from_candidates,
+    stats_from_moved_centers,
     stats_keeping_labels,
 )
 from kmeans_dask.backends import candidate_search, closing_search
@@ -122,6 +123,13 @@ class LloydResult:
     def n_nonempty(self) -> int:
         return int((self.cluster_weights > 0).sum())
 
+
+#: A pass after an exact one (an iteration or the final pass) searches each
+#: row whose centre did not move among the centres that moved in the last
+#: update alone, while at most this share of them moved; beyond it, the rows
+#: whose centre moved and the moved centres make most of a full search,
+#: which is made instead.
+MOVED_CENTERS_MAX_SHARE = 0.25
 
 #: A row closer to its centre than this share of their norms sits on the
 #: centre up to rounding: the float64 mean of ``n`` equal rows can differ
@@ -280,17 +288,23 @@ def lloyd(
         after this call's first whose centres have settled moves each row
         among the centres nearest to its previous one
         (:func:`_candidate_statistics`); the others, and chunks whose kept
-        labels were lost, search with IVF.
+        labels were lost, search with IVF ("closing" ``bounds``: unless the
+        centres moved little, see ``bounds``).
     final_backend : str, optional
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
         Defaults to ``backend``.
-    bounds : {"off", "always", "settled"}
+    bounds : {"off", "always", "settled", "closing"}
         When to keep Hamerly bounds next to the chunks
         (:mod:`kmeans_dask._worker.bounds`) so rows whose centre cannot change skip
-        the search: never, in every iteration, or once the centres settle.
-        Needs an exact ``backend`` that provides them ("numpy") and
-        worker-resident chunks.
+        the search: never, in every iteration, or once the centres settle;
+        "closing" (with an approximate ``backend``) keeps none, but searches
+        with the exact ``final_backend`` in the iteration ``max_iter`` ends
+        and in those after an update that moved few centres. Bounds need a
+        search that provides them ("numpy") and worker-resident chunks.
+        Unless "off", a pass after an exact one whose labels stay with the
+        chunks, without bounds, searches each row among the centres that
+        moved since alone, while few did (:func:`_moved_centers_statistics`).
     history : sequence of IterationRecord
         Iterations already done (when resuming from a checkpoint): ``centers``
         are the centres after the last of them, and the loop continues as if
@@ -320,10 +334,16 @@ def lloyd(
     last_pass = None
     first_iteration = len(history) + 1
     previous_centers, neighbours = centers, None
+    last_search = None
     for iteration in range(first_iteration, 0 if converged else max_iter + 1):
         start = time.perf_counter()
+        closing = iteration == max_iter
         ticket = schedule.ticket(iteration, centers)
-        search = closing_search(backend, len(centers)) if iteration == max_iter else backend
+        moved = moved_centers(previous_centers, centers) if iteration > first_iteration else None
+        few_moved = moved is not None and moved.size <= MOVED_CENTERS_MAX_SHARE * len(centers)
+        search = _iteration_search(
+            backend, final_backend, schedule.mode, closing, few_moved, len(centers)
+        )
         candidates = candidate_search(search) if data.persisted else None
         if (
             candidates is not None
@@ -335,11 +355,18 @@ def lloyd(
             stats = _candidate_statistics(
                 client, data, centers, search, table, labels_tag, iteration
             )
+        elif few_moved and _exact_labels_kept(
+            data, schedule.mode, ticket, last_search, search, final_backend
+        ):
+            stats = _moved_centers_statistics(
+                client, data, centers, search, moved, (labels_tag, iteration), "kmeans-assign"
+            )
         else:
             stats = _statistics(
                 client, data, centers, search, ticket, "kmeans-assign", (labels_tag, iteration)
             )
         schedule.ran(centers, ticket)
+        last_search = search
         # An empty cluster moves onto a row farthest from the centre the
         # iteration assigned it (its nearest, when the search is exact): the
         # chunks report such rows, with the labels the statistics counted
@@ -371,9 +398,19 @@ def lloyd(
     else:
         # The final pass uses bounds the last iteration left; it never seeds them.
         final_ticket = (
-            schedule.final_ticket(iteration + 1, centers) if final_backend == backend else None
+            schedule.final_ticket(iteration + 1, centers) if last_search == final_backend else None
         )
-        final, labels = _final_pass(client, data, centers, final_backend, final_ticket)
+        moved = moved_centers(previous_centers, centers)
+        if moved.size <= MOVED_CENTERS_MAX_SHARE * len(centers) and _exact_labels_kept(
+            data, schedule.mode, final_ticket, last_search, final_backend, final_backend
+        ):
+            tag = (labels_tag, iteration + 1)
+            final = _moved_centers_statistics(
+                client, data, centers, final_backend, moved, tag, "kmeans-final-stats"
+            )
+            labels = _labels_kept(client, data, centers, final_backend, tag)
+        else:
+            final, labels = _final_pass(client, data, centers, final_backend, final_ticket)
     return LloydResult(
         centers=centers,
         inertia=final.inertia,
@@ -383,6 +420,52 @@ def lloyd(
         labels=labels,
         converged=bool(history) and history[-1].center_shift <= _value(tol),
     )
+
+
+def _iteration_search(
+    backend: str,
+    final_backend: str,
+    bounds: str,
+    closing: bool,
+    few_moved: bool,
+    n_clusters: int,
+) -> str:
+    """The search of an iteration: ``backend``'s, or its closing search in the one
+    ``max_iter`` ends (``closing``).
+
+    With an approximate ``backend`` ("closing" bounds), the exact
+    ``final_backend`` instead in the one ``max_iter`` ends and wherever the
+    last update moved few centres (``few_moved``): from an exact pass, the
+    next ones search each row among the moved centres alone
+    (:func:`_moved_centers_statistics`), the final pass included.
+    """
+    if bounds == "closing" and (closing or few_moved):
+        return final_backend
+    return closing_search(backend, n_clusters) if closing else backend
+
+
+def moved_centers(previous: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(m,) int32, ascending: the centres that differ from ``previous`` in any value."""
+    return np.flatnonzero((previous != centers).any(axis=1)).astype(np.int32)
+
+
+def _exact_labels_kept(
+    data: DistributedData,
+    bounds: str,
+    ticket: BoundsTicket | None,
+    last_search: str | None,
+    search: str,
+    exact: str,
+) -> bool:
+    """Whether a pass of ``search`` can start from the labels the last pass kept,
+    searching each row among the moved centres alone (:func:`_moved_centers_statistics`).
+
+    It can when the last pass of this call searched exactly with the same
+    ``search`` (``exact``) and kept its labels next to the chunks (persisted
+    data), no Hamerly ``ticket`` skips rows instead, and ``bounds`` is not
+    "off" (``algorithm="lloyd"`` searches every row).
+    """
+    return bounds != "off" and ticket is None and data.persisted and last_search == search == exact
 
 
 class LastPass(NamedTuple):
@@ -454,6 +537,35 @@ def _candidate_statistics(
         (labels_tag, iteration - 1),
         table,
         name="kmeans-assign",
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
+def _moved_centers_statistics(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    search: str,
+    moved: np.ndarray,
+    tag: tuple[str, int],
+    name: str,
+) -> ClusterStats:
+    """A pass's statistics from the exact labels the previous pass kept, under
+    ``(tag[0], tag[1] - 1)``: each row whose centre is not among ``moved`` is
+    searched among those alone
+    (:func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`). Its labels
+    are kept under ``tag``.
+    """
+    return data.map_reduce(
+        client,
+        stats_from_moved_centers,
+        combine_stats,
+        centers,
+        search,
+        tag,
+        (tag[0], tag[1] - 1),
+        moved,
+        name=name,
         result_bytes=statistics_nbytes(*centers.shape),
     )
 

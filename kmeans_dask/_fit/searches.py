@@ -46,7 +46,9 @@ def resolve_searches(params: dict[str, Any], n_features: int) -> Searches:
         backend, params["assign"], params["assign_options"], params["n_clusters"], n_features
     )
     if not holds_rows(params["backend"]):
-        return Searches(backend, search, resolve_algorithm(params["algorithm"], search))
+        return Searches(
+            backend, search, resolve_algorithm(params["algorithm"], search, exact=backend)
+        )
     device_ops(params["backend"])  # its library is there
     if params["algorithm"] == "hamerly":
         raise ValueError(

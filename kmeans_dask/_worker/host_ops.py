@@ -26,6 +26,7 @@ from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
 from kmeans_dask._worker.chunks import Chunk
+from kmeans_dask._worker.moved_centers import nearest_after_moves
 from kmeans_dask._worker.ops import LloydPass
 from kmeans_dask._worker.results import (
     FAR_ROWS,
@@ -164,19 +165,49 @@ class HostOps:
         table: np.ndarray,
         labels: np.ndarray,
     ) -> LloydPass:
-        n_clusters, n_features = centers.shape
         centers64 = aligned_float64(centers)
         with single_threaded_native():
             if not _candidates_hold(chunk.data, centers, centers64, table, labels):
                 labels.fill(-1)
             if (labels < 0).any():
                 _search_unassigned(chunk.data, labels, centers, search)
-        sums = aligned_zeros((n_clusters, n_features))
-        counts = np.zeros(n_clusters)
+        return self._pass_of_labels(chunk, centers64, labels)
+
+    def moved_centers_pass(
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        moved: np.ndarray,
+        labels: np.ndarray,
+    ) -> LloydPass:
+        centers64 = aligned_float64(centers)
+        with single_threaded_native():
+            nearest_after_moves(chunk.data, centers, centers64, search, moved, labels)
+        # Summed as the plain pass of ``search`` sums: the same inertia, bit for bit.
+        plain = prepared_search(search, centers.astype(chunk.data.dtype, copy=False)).searcher
+        return self._pass_of_labels(chunk, centers64, labels, plain.block_rows)
+
+    def _pass_of_labels(
+        self,
+        chunk: Chunk,
+        centers64: np.ndarray,
+        labels: np.ndarray,
+        block_rows: int | None = None,
+    ) -> LloydPass:
+        """The statistics of a pass whose ``labels`` are found, the inertia summed
+        over blocks of ``block_rows`` (all the rows at once by default), as the
+        searcher of a plain pass sums it."""
+        sums = aligned_zeros(centers64.shape)
+        counts = np.zeros(len(centers64))
         sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
-        inertia = accumulate_rows(
-            chunk.data, 0, chunk.n_rows, labels, chunk.weights, centers64, sums, counts, sq_dist
-        )
+        step = block_rows or max(chunk.n_rows, 1)
+        inertia = 0.0
+        for start in range(0, chunk.n_rows, step):
+            stop = min(start + step, chunk.n_rows)
+            inertia += accumulate_rows(
+                chunk.data, start, stop, labels, chunk.weights, centers64, sums, counts, sq_dist
+            )
         stats = ClusterStats(sums, counts, inertia)
         stats.farthest = self.top_rows(chunk, sq_dist, labels, FAR_ROWS)
         return LloydPass(stats, labels)

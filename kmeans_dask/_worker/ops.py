@@ -54,7 +54,8 @@ class ChunkOps(Protocol):
     keeps_bounds: bool
     """Whether :meth:`bounded_pass` is offered (Hamerly bounds next to the rows)."""
     scans_candidates: bool
-    """Whether :meth:`candidate_pass` is offered (each row's previous centre's neighbours)."""
+    """Whether :meth:`candidate_pass` and :meth:`moved_centers_pass` are offered (each row
+    searched from its previous centre: among its neighbours, or among the moved centres)."""
 
     def place(self, block: Any, weights: Any, offset: int, dtype: np.dtype) -> Chunk:
         """A chunk holding ``block`` (rows) and ``weights`` in this memory, as ``dtype``."""
@@ -98,6 +99,18 @@ class ChunkOps(Protocol):
         returns. ``table`` (k, m) int32 lists each centre's candidates
         (:func:`~kmeans_dask.backends.approximate.candidate_table`); the rows
         of a centre whose table row is -1 are searched with ``search``.
+        """
+
+    def moved_centers_pass(
+        self, chunk: Chunk, centers: np.ndarray, search: str, moved: np.ndarray, labels: Any
+    ) -> LloydPass:
+        """:meth:`lloyd_pass` of the exact ``search``, given each row's nearest centre
+        before the centres ``moved`` moved.
+
+        ``labels`` (kept from the previous pass over this chunk, an exact
+        one, held by nothing else) are overwritten with the new labels, which
+        the pass returns. A row whose centre did not move is searched among
+        ``moved`` alone (:mod:`kmeans_dask._worker.moved_centers`).
         """
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:

@@ -148,11 +148,49 @@ def stats_from_candidates(
     result then depends on whether they were there, which a lost worker
     changes. (An approximate search keeps no Hamerly bounds: no ticket.)
     """
+    return _stats_from_previous_labels(
+        "candidate_pass", chunk, centers, search, tag, previous_tag, table
+    )
+
+
+def stats_from_moved_centers(
+    chunk: Chunk,
+    centers: np.ndarray,
+    search: str,
+    tag: Hashable,
+    previous_tag: Hashable,
+    moved: np.ndarray,
+) -> ClusterStats:
+    """:func:`stats_keeping_labels` of the exact ``search``, each row searched from its
+    previous centre: among the centres ``moved`` since, if its own did not move.
+
+    The labels kept under ``previous_tag`` must be those of an exact pass
+    over the centres before the move
+    (:meth:`~kmeans_dask._worker.ops.ChunkOps.moved_centers_pass`); without
+    them, the plain pass of ``search`` is made, with the same result.
+    """
+    return _stats_from_previous_labels(
+        "moved_centers_pass", chunk, centers, search, tag, previous_tag, moved
+    )
+
+
+def _stats_from_previous_labels(
+    method: str,
+    chunk: Chunk,
+    centers: np.ndarray,
+    search: str,
+    tag: Hashable,
+    previous_tag: Hashable,
+    *args: Any,
+) -> ClusterStats:
+    """The ops' pass ``method`` from the labels kept under ``previous_tag`` (which it
+    overwrites), the new labels kept under ``tag``; the plain pass of ``search``
+    where they are missing or the ops offer no such pass."""
     previous = LABELS.take(chunk, previous_tag)
     loaded = _start_task(chunk)
     if previous is None or not loaded.ops.scans_candidates:
         return stats_keeping_labels(chunk, centers, search, None, tag)
-    result = loaded.ops.candidate_pass(loaded, centers, search, table, previous)
+    result = getattr(loaded.ops, method)(loaded, centers, search, *args, previous)
     LABELS.put(chunk, tag, result.labels)
     return result.stats
 

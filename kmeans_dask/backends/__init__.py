@@ -258,15 +258,27 @@ def candidate_search(search: str):
     return get_backend(search)
 
 
-def resolve_algorithm(algorithm: str, search: str) -> str:
+def resolve_algorithm(algorithm: str, search: str, exact: str | None = None) -> str:
     """When the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._worker.bounds`).
+
+    Parameters
+    ----------
+    algorithm : {"auto", "lloyd", "hamerly"}
+        The estimator's parameter.
+    search : str
+        The iterations' search spec.
+    exact : str, optional
+        The exact search of the final pass, when ``search`` is approximate.
 
     Returns
     -------
     str
-        "off" (plain Lloyd), "always" (``algorithm="hamerly"``) or "settled"
+        "off" (plain Lloyd), "always" (``algorithm="hamerly"``), "settled"
         (``algorithm="auto"`` with the exact BLAS search: bounds once the
-        centres move little).
+        centres move little) or "closing" (``algorithm="auto"`` with an
+        approximate ``search`` and an ``exact`` search that provides bounds:
+        the iteration ``max_iter`` ends searches exactly and keeps bounds,
+        so the final pass searches only the rows whose centre may change).
 
     Raises
     ------
@@ -284,6 +296,8 @@ def resolve_algorithm(algorithm: str, search: str) -> str:
             f"assign='exact'), but the iterations would use {search!r}; use "
             "algorithm='lloyd' or 'auto' with this backend and assign mode"
         )
+    if exact is not None and search_capabilities(exact).runner_up:
+        return "closing"
     return "off"
 
 
