@@ -150,31 +150,38 @@ def test_exact_fits_search_moved_centres_with_the_result_of_plain_lloyd(
     assert [r.inertia for r in fit.history_] == [r.inertia for r in plain.history_]
 
 
+@pytest.mark.parametrize("settled", [True, False])
 def test_a_fit_ended_by_tol_searches_no_row_of_an_unmoved_centre_in_its_final_pass(
-    client, many_blobs, monkeypatch
+    client, many_blobs, monkeypatch, settled
 ):
     """Hamerly bounds skip rows in the final pass where the centres settled;
     where they did not, the rows search among the moved centres."""
     X, init = many_blobs
     plain = KMeans(128, init=init, max_iter=100, tol=1e-3, algorithm="lloyd").fit(X)
     assert plain.history_[-1].center_shift > 0  # a final pass is needed
-    for settled in (True, False):
-        if not settled:  # the centres never count as settled: no bounds
-            monkeypatch.setattr(lloyd.BoundsSchedule, "ticket", lambda *args, **kwargs: None)
-        finals = []
-        original = lloyd._final_pass
-        monkeypatch.setattr(
-            lloyd, "_final_pass", lambda *args: finals.append(args[-1]) or original(*args)
-        )
-        calls = _record(monkeypatch, ["_moved_centers_statistics"])
-        fit = KMeans(128, init=init, max_iter=100, tol=1e-3).fit(X)
-        if settled:
-            assert len(finals) == 1 and finals[0] is not None  # with the bounds
-        else:
-            assert finals == [] and calls[-1] == "_moved_centers_statistics"
-        assert_array_equal(fit.labels_, plain.labels_)
-        assert_array_equal(fit.labels_, fit.predict(X))
-        assert fit.inertia_ == pytest.approx(plain.inertia_, rel=1e-12)
+    if not settled:  # the centres never count as settled: no bounds
+        monkeypatch.setattr(lloyd.BoundsSchedule, "ticket", lambda *args, **kwargs: None)
+    finals = []
+    original = lloyd._final_pass
+    monkeypatch.setattr(
+        lloyd, "_final_pass", lambda *args: finals.append(args[-1]) or original(*args)
+    )
+    calls = _record(monkeypatch, ["_moved_centers_statistics"])
+    fit = KMeans(128, init=init, max_iter=100, tol=1e-3).fit(X)
+    if settled:
+        assert len(finals) == 1 and finals[0] is not None  # with the bounds
+    else:
+        assert finals == [] and calls[-1] == "_moved_centers_statistics"
+    assert_array_equal(fit.labels_, plain.labels_)
+    assert_array_equal(fit.labels_, fit.predict(X))
+    assert fit.inertia_ == pytest.approx(plain.inertia_, rel=1e-12)
+
+
+def test_few_centres_or_many_moved_make_a_full_search():
+    assert lloyd.few_moved(np.arange(32), 128)
+    assert not lloyd.few_moved(np.arange(33), 128)  # more than a quarter
+    assert not lloyd.few_moved(np.arange(1), 64)  # gathering the rows costs a search
+    assert not lloyd.few_moved(None, 1024)  # the call's first iteration
 
 
 def test_approximate_fits_end_with_exact_iterations_and_final_labels(
