@@ -94,6 +94,18 @@ def test_statistics_benchmark_times_both_settings_with_equal_sums():
     assert all(row[7] == "ours, loop, numpy |" for row in body)  # the same sums, bit for bit
 
 
+def test_moved_centres_benchmark_times_each_share_of_each_shape():
+    argv = ["--shapes", "2000x4x8,1000x3x16", "--shares", "0,0.5", "--repeats", "1"]
+    body = _table_rows("bench_moved_centers.py", argv)[1:]
+    assert [(row[1], row[2]) for row in body] == [
+        ("8", "1 (12.5%)"),
+        ("8", "4 (50.0%)"),
+        ("16", "1 (6.2%)"),
+        ("16", "8 (50.0%)"),
+    ]
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in body)  # milliseconds
+
+
 def test_statistics_benchmark_refuses_an_offset_that_splits_a_float():
     script = Path(__file__).parents[1] / "scripts" / "bench_statistics.py"
     done = subprocess.run(
