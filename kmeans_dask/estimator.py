@@ -108,7 +108,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     assign_options : dict, optional
         Options of the approximate search: ``nlist``, ``nprobe`` for "ivf"
         (defaults ``sqrt(k)`` and 8; without ``nprobe``, the iteration that
-        ``max_iter`` ends probes 12, at most ``nlist``), ``m``,
+        ``max_iter`` ends probes 12, at most ``nlist``, where it is not exact,
+        see ``algorithm``), ``m``,
         ``ef_search`` for "hnsw"; ``m`` (default ``max(16, 1024 // d)``),
         ``nlist``, ``nprobe`` (of its IVF searches) for "candidates".
     algorithm : {"auto", "lloyd", "hamerly"}, default="auto"

@@ -80,7 +80,9 @@ def test_closing_search_raises_only_the_default_ivf_probes(search, n_clusters, c
 
 
 def test_last_iteration_probes_more_lists(client, clustered, monkeypatch):
-    """The iteration ``max_iter`` ends searches with ``closing_search``; the others do not."""
+    """The iteration ``max_iter`` ends searches with ``closing_search``; the others do not.
+
+    With ``algorithm="auto"`` it searches exactly instead (test_moved_centers)."""
     import kmeans_dask._fit.lloyd as lloyd
 
     searches = []
@@ -92,8 +94,11 @@ def test_last_iteration_probes_more_lists(client, clustered, monkeypatch):
 
     monkeypatch.setattr(lloyd, "_statistics", recording)
     X, init = clustered
-    KMeans(256, init=init, max_iter=3, tol=0, assign="ivf").fit(X)
+    KMeans(256, init=init, max_iter=3, tol=0, assign="ivf", algorithm="lloyd").fit(X)
     assert searches == ["ivf", "ivf", "ivf:nprobe=12"]
+    searches.clear()
+    KMeans(256, init=init, max_iter=3, tol=0, assign="ivf").fit(X)
+    assert searches[0] == "ivf" and searches[-1] == "numpy"
 
 
 def test_auto_is_exact_for_small_k(client, clustered):
