@@ -32,15 +32,18 @@ def rows_and_centers():
 
 
 @pytest.mark.parametrize("share", [0.0, 0.05, 0.2, 0.5, 1.0])
-@pytest.mark.parametrize("search", ["numpy", "faiss-cpu"])
-def test_rows_find_their_nearest_centre_among_the_moved_ones(rows_and_centers, share, search):
+@pytest.mark.parametrize(("search", "dtype"), [("numpy", np.float32), ("numpy", np.float64),
+                                               ("faiss-cpu", np.float32)])  # fmt: skip
+def test_rows_find_their_nearest_centre_among_the_moved_ones(
+    rows_and_centers, share, search, dtype
+):
     if search == "faiss-cpu":
         pytest.importorskip("faiss")
-    rows, centers = rows_and_centers
+    rows, centers = (array.astype(dtype) for array in rows_and_centers)
     rng = np.random.default_rng(int(share * 100))
     moved = np.sort(rng.choice(len(centers), int(share * len(centers)), replace=False))
     after = centers.copy()
-    after[moved] += (0.6 * rng.standard_normal((moved.size, centers.shape[1]))).astype(np.float32)
+    after[moved] += (0.6 * rng.standard_normal((moved.size, centers.shape[1]))).astype(dtype)
     labels = _exact(rows, centers)
     before = labels.copy()
     nearest_after_moves(rows, after, aligned_float64(after), search, moved, labels)
