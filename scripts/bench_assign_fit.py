@@ -11,7 +11,11 @@ threads, ``--iterations`` Lloyd iterations with ``tol=0``:
   neighbours, ``assign="candidates"``);
 * each mode of ``--also`` (e.g. ``--also ivf,candidates``): ``KMeans(assign=mode)``
   (``ivf``: IVF in every iteration, what ``auto`` was before the candidates;
-  ``candidates`` where ``auto`` is exact, to choose its threshold);
+  ``candidates`` where ``auto`` is exact, to choose its threshold); a mode
+  written ``assign/algorithm`` also sets ``algorithm`` (``auto/lloyd``: no
+  Hamerly bounds and no moved-centre passes, every row searched in every
+  pass, the approximate iterations throughout: what ``auto`` was before the
+  moved-centre passes; ``exact/lloyd`` likewise);
 * ``faiss.Kmeans``: from the same initial centres, no subsampling, with
   ``workers x threads`` OpenMP threads, in this process.
 
@@ -62,10 +66,21 @@ def exact_inertia(X: np.ndarray, centers: np.ndarray) -> float:
 
 
 def fit_ours(client, data, init: np.ndarray, assign: str, iterations: int):
-    """(seconds, per-iteration seconds, final centres) of one ``KMeans.fit``."""
+    """(seconds, per-iteration seconds, final centres) of one ``KMeans.fit``.
+
+    ``assign`` is an assign mode, or ``mode/algorithm``.
+    """
     from kmeans_dask import KMeans
 
-    model = KMeans(len(init), init=init, max_iter=iterations, tol=0.0, assign=assign)
+    assign, _, algorithm = assign.partition("/")
+    model = KMeans(
+        len(init),
+        init=init,
+        max_iter=iterations,
+        tol=0.0,
+        assign=assign,
+        algorithm=algorithm or "auto",
+    )
     start = time.perf_counter()
     model.fit(data)
     seconds = time.perf_counter() - start
