@@ -261,6 +261,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         -------
         self : KMeans
             Fitted estimator.
+
+        Raises
+        ------
+        WorkersPausedError
+            A ``RuntimeError`` when every worker that could run the fit's work
+            stays paused by its memory limit for longer than the dask config
+            value ``kmeans_dask.paused-timeout`` (default 60 s), naming the
+            workers, their memory and the fixes; the model is left as it was.
         """
         with unchanged_on_error(self), validated_params(self):
             checked, zarr_array = check_input(self, X, reset=True)

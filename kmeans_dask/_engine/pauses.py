@@ -25,6 +25,7 @@ paused worker too (the pause holds back tasks only).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ from distributed import Client, Future, wait
 
 from kmeans_dask._engine.client import scheduler_identity
 
+logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The dask config key of the longest time every worker that could run a
@@ -184,17 +186,41 @@ def _describe(address: str, info: dict, fraction: Any) -> str:
 
 
 async def _watching(operation: Awaitable[T], watch: PauseWatch) -> T:
-    """Await ``operation``, looking at the workers while it takes longer than a moment."""
+    """Await ``operation``; once it has taken :data:`QUIET_WAIT`, look at the workers.
+
+    Only :class:`WorkersPausedError` ends the operation: a look that fails
+    otherwise (a scheduler gone) leaves the operation to fail on its own.
+    A wait that ends within :data:`QUIET_WAIT` costs one timer.
+    """
     task = asyncio.ensure_future(operation)
+    stopped: list[WorkersPausedError] = []
+
+    async def keep_looking() -> None:
+        while True:
+            try:
+                await watch.look()
+            except WorkersPausedError as exc:
+                stopped.append(exc)
+                task.cancel()
+                return
+            except Exception as exc:  # the operation meets it too, and says so
+                logger.debug("could not look at the workers' status: %r", exc)
+            await asyncio.sleep(CHECK_INTERVAL)
+
+    looking: list[asyncio.Task] = []
+    timer = asyncio.get_running_loop().call_later(
+        QUIET_WAIT, lambda: looking.append(asyncio.ensure_future(keep_looking()))
+    )
     try:
-        done, _ = await asyncio.wait({task}, timeout=QUIET_WAIT)
-        while not done:
-            await watch.look()
-            done, _ = await asyncio.wait({task}, timeout=CHECK_INTERVAL)
-    except BaseException:
-        task.cancel()
+        return await task
+    except asyncio.CancelledError:
+        if stopped:
+            raise stopped[0] from None
         raise
-    return task.result()
+    finally:
+        timer.cancel()
+        for watcher in looking:
+            watcher.cancel()
 
 
 def watched(
