@@ -114,7 +114,7 @@ def tree_reduce(
     level = _reduce_to_last_group(client, combine, parts, name, split_every, leading)
     if len(level) * result_bytes > CLIENT_GATHER_BYTES:
         root = client.submit(combine, *leading, *level, key=task_keys(name, 1)[0], pure=False)
-        return watched_gather(client, [root])[0]
+        return watched_gather(client, root)
     return combine(*leading, *watched_gather(client, level))
 
 

@@ -250,10 +250,10 @@ def watched(
 
 
 def watched_gather(
-    client: Client, futures: Sequence[Future], workers: Collection[str] | None = None
-) -> list[Any]:
+    client: Client, futures: Future | list[Future], workers: Collection[str] | None = None
+) -> Any:
     """``client.gather(futures)``, ended by :class:`WorkersPausedError` (see :func:`watched`)."""
-    return watched(client, lambda: client.gather(list(futures), asynchronous=True), workers)
+    return watched(client, lambda: client.gather(futures, asynchronous=True), workers)
 
 
 def watched_scatter(client: Client, data: list[Any], **kwargs: Any) -> list[Future]:
