@@ -137,6 +137,22 @@ def test_a_fit_on_workers_their_memory_paused_fails_naming_them(rows, tmp_path, 
     assert not hasattr(model, "cluster_centers_")
 
 
+def test_partial_fit_on_a_dask_batch_of_paused_workers_fails_and_keeps_the_model(rows):
+    """A Dask batch is computed on the active client: watched as the fit's passes are."""
+    model = KMeans(**PARAMS).partial_fit(rows[:1000])
+    before = model.cluster_centers_.copy()
+    batch = da.from_array(rows[1000:], chunks=1000)
+    with threaded_cluster(1, memory_limit=0) as client, dask.config.set({PAUSED_TIMEOUT_KEY: 0.5}):
+        assert_array_equal(model.partial_fit(batch[:500]).labels_.shape, (500,))
+        after_one = model.cluster_centers_.copy()
+        set_status(client, "paused")
+        with pytest.raises(WorkersPausedError, match="has been paused"):
+            finished_within(DEADLINE, lambda: model.partial_fit(batch))
+    assert not np.array_equal(after_one, before)
+    assert_array_equal(model.cluster_centers_, after_one)
+    assert model.n_steps_ == 2
+
+
 def test_a_fit_stopped_by_paused_workers_keeps_the_model_and_its_checkpoint(
     rows, tmp_path, monkeypatch
 ):
