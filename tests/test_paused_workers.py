@@ -137,6 +137,19 @@ def test_a_fit_on_workers_their_memory_paused_fails_naming_them(rows, tmp_path, 
     assert not hasattr(model, "cluster_centers_")
 
 
+def test_a_scatter_that_gives_up_on_paused_workers_says_why(rows):
+    """Scattering gives up by itself after distributed's connect timeout (here 1 s,
+    shorter than the paused timeout): that too is reported as the workers' pause."""
+    with (
+        dask.config.set({"distributed.comm.timeouts.connect": "1s"}),
+        threaded_cluster(1, memory_limit=0) as client,
+        dask.config.set({PAUSED_TIMEOUT_KEY: 30}),
+    ):
+        set_status(client, "paused")
+        with pytest.raises(WorkersPausedError, match=r"paused for \d+ s: .*no memory limit"):
+            finished_within(DEADLINE, lambda: KMeans(**PARAMS).fit(rows))
+
+
 def test_partial_fit_on_a_dask_batch_of_paused_workers_fails_and_keeps_the_model(rows):
     """A Dask batch is computed on the active client: watched as the fit's passes are."""
     model = KMeans(**PARAMS).partial_fit(rows[:1000])

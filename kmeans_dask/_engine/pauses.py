@@ -104,23 +104,27 @@ class PauseWatch:
         """Whether the watch can end a wait at all (False with no timeout)."""
         return self._timeout is not None
 
-    async def look(self) -> None:
-        """Ask the scheduler once; raise when every worker has been paused too long.
+    async def look(self) -> WorkersPausedError | None:
+        """Ask the scheduler once: the error to end the wait with, or None to go on.
 
-        Raises
-        ------
-        WorkersPausedError
-            If every worker that could run the work has been paused in every
-            look for longer than :func:`paused_timeout`.
+        The error when every worker that could run the work has been paused
+        in every look for longer than :func:`paused_timeout`. A scheduler
+        that does not answer is no reason to end the wait: the wait meets
+        that itself, and says so.
         """
-        paused = await self.paused_workers()
+        try:
+            paused = await self.paused_workers()
+        except Exception as exc:
+            logger.debug("could not look at the workers' status: %r", exc)
+            return None
         now = time.monotonic()
         if not paused:
             self._since = None
         elif self._since is None:
             self._since = now
         elif self._timeout is not None and now - self._since > self._timeout:
-            raise await self.error(paused, now - self._since)
+            return await self.error(paused, now - self._since)
+        return None
 
     async def paused_workers(self) -> dict[str, dict]:
         """The scheduler's account of the workers of the wait, if every one is paused; else {}."""
@@ -188,24 +192,17 @@ def _describe(address: str, info: dict, fraction: Any) -> str:
 async def _watching(operation: Awaitable[T], watch: PauseWatch) -> T:
     """Await ``operation``; once it has taken :data:`QUIET_WAIT`, look at the workers.
 
-    Only :class:`WorkersPausedError` ends the operation: a look that fails
-    otherwise (a scheduler gone) leaves the operation to fail on its own.
-    A wait that ends within :data:`QUIET_WAIT` costs one timer.
+    The operation is cancelled, and :class:`WorkersPausedError` raised, when
+    a look says so. A wait that ends within :data:`QUIET_WAIT` costs one timer.
     """
     task = asyncio.ensure_future(operation)
     stopped: list[WorkersPausedError] = []
 
     async def keep_looking() -> None:
-        while True:
-            try:
-                await watch.look()
-            except WorkersPausedError as exc:
-                stopped.append(exc)
-                task.cancel()
-                return
-            except Exception as exc:  # the operation meets it too, and says so
-                logger.debug("could not look at the workers' status: %r", exc)
+        while (error := await watch.look()) is None:
             await asyncio.sleep(CHECK_INTERVAL)
+        stopped.append(error)
+        task.cancel()
 
     looking: list[asyncio.Task] = []
     timer = asyncio.get_running_loop().call_later(
@@ -213,7 +210,7 @@ async def _watching(operation: Awaitable[T], watch: PauseWatch) -> T:
     )
     try:
         return await task
-    except asyncio.CancelledError:
+    except BaseException:  # cancelled by the look, or failed while it cancelled it
         if stopped:
             raise stopped[0] from None
         raise
@@ -296,5 +293,7 @@ def watched_wait(
                 wait(futures, timeout=timeout)
                 return
             except (TimeoutError, asyncio.TimeoutError):
-                client.sync(watch.look)
+                error = client.sync(watch.look)
+                if error is not None:
+                    raise error from None
                 timeout = CHECK_INTERVAL
