@@ -10,6 +10,7 @@ its test instead of hanging the suite.
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,15 @@ PARAMS = {"n_clusters": 4, "random_state": 0, "n_init": 1, "max_iter": 300, "tol
 @pytest.fixture(scope="module")
 def rows() -> np.ndarray:
     return np.random.default_rng(0).normal(size=(4000, 3))
+
+
+@pytest.fixture(autouse=True)
+def collected() -> Iterator[None]:
+    """After each test, collect its garbage: the workers ran in this process, and what
+    they keep for a chunk (kmeans_dask._worker.memo) goes only with the chunk, which an
+    error's traceback can hold in a reference cycle."""
+    yield
+    gc.collect()
 
 
 @contextmanager

@@ -189,11 +189,16 @@ def _describe(address: str, info: dict, fraction: Any) -> str:
     return f"{address} ({used} of its memory_limit {format_bytes(limit)}, {threshold})"
 
 
-async def _watching(operation: Awaitable[T], watch: PauseWatch) -> T:
+async def _watching(
+    operation: Awaitable[T],
+    watch: PauseWatch,
+    stop: Callable[[], Awaitable[Any]] | None = None,
+) -> T:
     """Await ``operation``; once it has taken :data:`QUIET_WAIT`, look at the workers.
 
-    The operation is cancelled, and :class:`WorkersPausedError` raised, when
-    a look says so. A wait that ends within :data:`QUIET_WAIT` costs one timer.
+    When a look says so, ``operation`` is ended by ``stop()``, or cancelled
+    without one, and :class:`WorkersPausedError` raised. A wait that ends
+    within :data:`QUIET_WAIT` costs one timer.
     """
     task = asyncio.ensure_future(operation)
     stopped: list[WorkersPausedError] = []
@@ -202,6 +207,12 @@ async def _watching(operation: Awaitable[T], watch: PauseWatch) -> T:
         while (error := await watch.look()) is None:
             await asyncio.sleep(CHECK_INTERVAL)
         stopped.append(error)
+        try:
+            if stop is not None:
+                await stop()
+                return
+        except Exception as exc:
+            logger.debug("could not stop the wait gently: %r", exc)
         task.cancel()
 
     looking: list[asyncio.Task] = []
@@ -224,11 +235,12 @@ def watched(
     client: Client,
     operation: Callable[[], Awaitable[T]],
     workers: Collection[str] | None = None,
+    stop: Callable[[], Awaitable[Any]] | None = None,
 ) -> T:
     """``operation()`` run on the client's event loop, ended if its workers stay paused.
 
     ``operation`` makes the awaitable on the loop (``client.gather(...,
-    asynchronous=True)`` and the like).
+    asynchronous=True)`` and the like); ``stop`` ends it (else it is cancelled).
 
     Raises
     ------
@@ -241,7 +253,7 @@ def watched(
     async def run() -> T:
         if not watch.active:
             return await operation()
-        return await _watching(operation(), watch)
+        return await _watching(operation(), watch, stop)
 
     return client.sync(run)
 
@@ -249,8 +261,17 @@ def watched(
 def watched_gather(
     client: Client, futures: Future | list[Future], workers: Collection[str] | None = None
 ) -> Any:
-    """``client.gather(futures)``, ended by :class:`WorkersPausedError` (see :func:`watched`)."""
-    return watched(client, lambda: client.gather(futures, asynchronous=True), workers)
+    """``client.gather(futures)``, ended by :class:`WorkersPausedError` (see :func:`watched`).
+
+    Ended by cancelling ``futures``: a gather cancelled itself would leave
+    distributed's tasks that wait on each future to log their errors later.
+    """
+    return watched(
+        client,
+        lambda: client.gather(futures, asynchronous=True),
+        workers,
+        stop=lambda: client.cancel(futures, asynchronous=True, reason="workers paused"),
+    )
 
 
 def watched_scatter(client: Client, data: list[Any], **kwargs: Any) -> list[Future]:
