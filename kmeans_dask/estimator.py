@@ -32,13 +32,12 @@ from kmeans_dask._fit.fit_request import resolve_fit
 from kmeans_dask._fit.guards import unchanged_on_error, validated_params, warn_if_incomplete
 from kmeans_dask._fit.lloyd import History
 from kmeans_dask._fit.searches import client_backend
-from kmeans_dask._fit.stream_fit import resumed_stream, stream_batches, stream_step
+from kmeans_dask._fit.stream_fit import local_batch, resumed_stream, stream_batches, stream_step
 from kmeans_dask._fit.validation import (
     validate_params,
 )
 from kmeans_dask._io.inputs import (
     as_host_array,
-    as_local_array,
     check_device_batch,
     check_input,
     check_sample_weight,
@@ -268,6 +267,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         -------
         self : KMeans
             Fitted estimator.
+
+        Raises
+        ------
+        WorkersPausedError
+            A ``RuntimeError`` when every worker that could run the fit's work
+            stays paused by its memory limit for longer than the dask config
+            value ``kmeans_dask.paused-timeout`` (default 60 s), naming the
+            workers, their memory and the fixes; the model is left as it was.
         """
         with unchanged_on_error(self), validated_params(self):
             checked, zarr_array = check_input(self, X, reset=True)
@@ -328,11 +335,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         stream (as messages name it); returns the batch's number of rows."""
         with unchanged_on_error(self), validated_params(self):
             fitted = hasattr(self, "cluster_centers_")
-            batch = as_local_array(X)
+            batch = local_batch(X)
             if is_device_array(batch):  # worked on where it is (a GPU's memory)
                 batch = check_device_batch(self, batch, reset=not fitted)
             else:  # a Zarr batch comes back as a Dask array
-                batch = as_local_array(check_input(self, batch, reset=not fitted)[0])
+                batch = local_batch(check_input(self, batch, reset=not fitted)[0])
             weights = check_sample_weight(as_host_array(sample_weight), batch.shape[0])
             stream = self.__dict__.get("_stream")
             if stream is None and fitted:

@@ -306,7 +306,9 @@ def test_the_client_receives_one_set_per_iteration_whatever_the_workers(four_wor
     gathered = []
     gather = four_workers.gather
     monkeypatch.setattr(
-        four_workers, "gather", lambda futures: gathered.append(futures) or gather(futures)
+        four_workers,
+        "gather",
+        lambda futures, **kwargs: gathered.append(futures) or gather(futures, **kwargs),
     )
     parts = [four_workers.submit(_large_stats, four_workers.scatter(a), k, d) for a in arrays]
     tree_reduce(four_workers, combine_stats, parts, name="t", result_bytes=LARGE)

@@ -178,13 +178,15 @@ def worker_info(client: Client, timeout: float | None = None) -> dict[str, dict]
         distributed's connection timeouts).
     """
 
-    async def identity() -> dict:
-        try:
-            return await client.scheduler.identity(n_workers=-1)
-        except TypeError:  # distributed before 2025.4 lists every worker, unasked
-            return await client.scheduler.identity()
+    return client.sync(scheduler_identity, client, callback_timeout=timeout).get("workers")
 
-    return client.sync(identity, callback_timeout=timeout).get("workers")
+
+async def scheduler_identity(client: Client) -> dict:
+    """The scheduler's account of itself and of every worker (on the client's event loop)."""
+    try:
+        return await client.scheduler.identity(n_workers=-1)
+    except TypeError:  # distributed before 2025.4 lists every worker, unasked
+        return await client.scheduler.identity()
 
 
 def wait_until_idle(client: Client, timeout: float = 10.0) -> bool:

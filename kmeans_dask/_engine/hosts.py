@@ -70,11 +70,12 @@ from concurrent.futures import CancelledError
 from typing import Any, NamedTuple
 
 import numpy as np
-from distributed import Actor, Client, Future, get_worker, wait
+from distributed import Actor, Client, Future, get_worker
 from distributed.protocol import to_serialize
 
 from kmeans_dask._engine.client import scheduler_lost, worker_info
 from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, SPLIT_EVERY, task_keys
+from kmeans_dask._engine.pauses import watched_gather, watched_wait
 from kmeans_dask._worker.chunks import ZarrBlock
 from kmeans_dask._worker.reading import ReadAhead, read_ahead_for
 
@@ -491,7 +492,10 @@ class ChunkHosts:
             for (address, indices), key in zip(self._groups, keys, strict=True)
         ]
         # Waits for the actors to start (raising what a constructor raised).
-        self._handles: list[Actor] = client.gather(self._futures)
+        # Each actor starts as a task on its worker, which a paused worker holds back.
+        self._handles: list[Actor] = watched_gather(
+            client, self._futures, workers=[address for address, _ in self._groups]
+        )
         #: Whether calls go straight to the workers' handler (else through the handles).
         self.direct = client.sync(self._direct_calls_answer)
         #: The last iteration reduced worker to worker (:meth:`ChunkHost.reduce_tree`).
@@ -776,8 +780,7 @@ def reduction_tree(n_chunks: int, split_every: int) -> list[list[int]]:
 
 def _where_held(client: Client, chunks: Sequence[Future]) -> dict[str, list[int]]:
     """The positions of the chunks each worker holds (the first, if several hold one)."""
-    with client.as_current():
-        wait(chunks)
+    watched_wait(client, chunks)
     who_has = client.who_has(chunks)
     by_worker: dict[str, list[int]] = defaultdict(list)
     for index, chunk in enumerate(chunks):

@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 from distributed import Client, Future
 
+from kmeans_dask._engine.pauses import watched_gather
+
 #: Partial results combined per reduce task.
 SPLIT_EVERY = 8
 #: Arrays up to this size are sent inline with every task that uses them.
@@ -102,13 +104,18 @@ def tree_reduce(
     Returns
     -------
     The combined value (not a future).
+
+    Raises
+    ------
+    WorkersPausedError
+        If every worker stays paused by its memory limit while the client
+        waits (:mod:`kmeans_dask._engine.pauses`).
     """
     level = _reduce_to_last_group(client, combine, parts, name, split_every, leading)
     if len(level) * result_bytes > CLIENT_GATHER_BYTES:
-        return client.gather(
-            client.submit(combine, *leading, *level, key=task_keys(name, 1)[0], pure=False)
-        )
-    return combine(*leading, *client.gather(level))
+        root = client.submit(combine, *leading, *level, key=task_keys(name, 1)[0], pure=False)
+        return watched_gather(client, root)
+    return combine(*leading, *watched_gather(client, level))
 
 
 def tree_reduce_future(

@@ -26,11 +26,12 @@ import dask
 import dask.array as da
 import numpy as np
 from array_api_compat import array_namespace
-from distributed import Client, Future, wait
+from distributed import Client, Future
 
 from kmeans_dask._engine.client import worker_info
 from kmeans_dask._engine.hosts import ChunkHosts, fits_hosts
 from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
+from kmeans_dask._engine.pauses import watched_gather, watched_scatter, watched_wait
 from kmeans_dask._io.chunk_files import chunk_files_of
 from kmeans_dask._io.inputs import is_dask_array
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps
@@ -196,8 +197,9 @@ class DistributedData:
         if hosts is not None:
             parts = hosts.map(summarize, self.with_digest)
         else:
-            parts = client.gather(
-                map_chunks(client, summarize, self.chunks, self.with_digest, name="kmeans-check")
+            parts = watched_gather(
+                client,
+                map_chunks(client, summarize, self.chunks, self.with_digest, name="kmeans-check"),
             )
         return reduce(ChunkSummary.merge, parts)
 
@@ -245,8 +247,7 @@ class DistributedData:
         if self.client_copy is None:
             # The scheduler recomputes lost chunks from their graph; wait for them.
             try:
-                with client.as_current():
-                    wait([c for c in self.chunks if isinstance(c, Future)])
+                watched_wait(client, [c for c in self.chunks if isinstance(c, Future)])
             except CancelledError as exc:
                 raise RuntimeError(
                     "data chunk(s) were lost with a worker and cannot be recomputed"
@@ -259,7 +260,7 @@ class DistributedData:
         ]
         if lost:
             # Placed by the worker as it unpickles them (Chunk.__reduce__).
-            scattered = client.scatter([self.client_copy[i] for i in lost], hash=False)
+            scattered = watched_scatter(client, [self.client_copy[i] for i in lost], hash=False)
             for i, future in zip(lost, scattered, strict=True):
                 self.chunks[i] = future
             logger.warning("re-sent %d chunk(s) of NumPy input lost with a worker", len(lost))
@@ -395,7 +396,7 @@ def distribute(
         # Each worker places its chunks as it unpickles them (Chunk.__reduce__):
         # no load task, no round trip.
         direct = scatter_direct(client, uses_hosts(engine, len(local), statistics_bytes))
-        chunks = client.scatter(local, hash=False, direct=direct)
+        chunks = watched_scatter(client, local, hash=False, direct=direct)
     return DistributedData(
         chunks=chunks,
         row_chunks=row_chunks,

@@ -20,9 +20,10 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from array_api_compat import array_namespace
-from distributed import Client, wait
+from distributed import Client
 
 from kmeans_dask._engine.client import active_client, client_for_fit
+from kmeans_dask._engine.pauses import watched_gather, watched_wait
 from kmeans_dask._engine.placement import DistributedData, distribute, fits_in_memory
 from kmeans_dask._fit.hybrid_init import init_hybrid, resolve_sample_size
 from kmeans_dask._fit.initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
@@ -100,7 +101,7 @@ def fit_on_cluster(request: FitRequest, report: Callable[[str], None]) -> FitOut
                     report=report,
                     on_iteration=bar.update if params["verbose"] else None,
                 )
-            labels = labels_from(best, X, data, keep_lazy) if data.persisted else None
+            labels = labels_from(client, best, X, data, keep_lazy) if data.persisted else None
         finally:
             data.release()
     return FitOutcome(best, labels)
@@ -200,13 +201,15 @@ def initial_centers(
     return init_random(client, data, n_clusters, seed)
 
 
-def labels_from(result: LloydResult, X: Any, data: DistributedData, keep_lazy: bool) -> Any:
+def labels_from(
+    client: Client, result: LloydResult, X: Any, data: DistributedData, keep_lazy: bool
+) -> Any:
     """``labels_``: NumPy for NumPy input, else a Dask array chunked as X's rows."""
     if is_dask_array(X) and keep_lazy:
         # The labels stay on the workers, but no task of the fit may still
         # run when it returns: a client closed right after would be sent
         # their results (and the scheduler would log that it could not).
-        wait(result.labels)
+        watched_wait(client, result.labels)
         # CuPy rows keep their labels on the GPU: the blocks are of X's library.
         meta = array_namespace(X._meta).empty((0,), dtype=np.int32)
         labels = da.concatenate(
@@ -217,7 +220,7 @@ def labels_from(result: LloydResult, X: Any, data: DistributedData, keep_lazy: b
         )
         # The fit left out X's empty blocks; give them back.
         return labels if labels.chunks == X.chunks[:1] else labels.rechunk(X.chunks[:1])
-    parts = result.labels[0].client.gather(result.labels)
+    parts = watched_gather(client, result.labels)
     labels = array_namespace(*parts).concat(parts) if parts else np.empty(0, np.int32)
     if is_dask_array(X):
         return da.from_array(labels, chunks=X.chunks[:1])

@@ -24,6 +24,7 @@ from sklearn.cluster import kmeans_plusplus
 
 from kmeans_dask._engine.hosts import ChunkHosts
 from kmeans_dask._engine.mapreduce import map_pairs, send, task_keys, tree_reduce_future
+from kmeans_dask._engine.pauses import watched_gather
 from kmeans_dask._engine.placement import DistributedData
 from kmeans_dask._fit.interrupts import interrupt_point
 from kmeans_dask._fit.lloyd import farthest, local_lloyd
@@ -276,7 +277,7 @@ def _candidates_as_tasks(
     weights_sent = tree_reduce_future(
         client, add_arrays, weight_parts, name="kmeans||-weights-sum"
     )
-    *rounds_drawn, weights = client.gather([*drawn, weights_sent])
+    *rounds_drawn, weights = watched_gather(client, [*drawn, weights_sent])
     return rounds_drawn, weights
 
 

@@ -7,14 +7,19 @@ from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
+from dask.base import get_scheduler
 from sklearn.utils import check_random_state
 
+from kmeans_dask._engine.client import active_client
+from kmeans_dask._engine.pauses import watched_gather
 from kmeans_dask._fit.batch_rows import DeviceRows, HostRows
 from kmeans_dask._fit.searches import resolve_searches
 from kmeans_dask._fit.streaming import StreamState, init_stream_state, minibatch_update
 from kmeans_dask._io.chunk_files import zarr_rows
 from kmeans_dask._io.inputs import (
+    as_local_array,
     check_dask_array,
+    is_dask_array,
     is_device_array,
     is_zarr_source,
     open_zarr,
@@ -81,6 +86,16 @@ def stream_step(
     labels, sq_dist = rows.nearest(stream.centers, backend)
     inertia = float(sq_dist.sum() if weights is None else np.dot(weights, sq_dist))
     return StreamStep(stream, random_state, labels, inertia)
+
+
+def local_batch(X: Any) -> Any:
+    """``as_local_array(X)``: a Dask batch computed, on the active client through
+    :func:`~kmeans_dask._engine.pauses.watched_gather`, so a batch whose workers
+    stay paused by their memory limit raises ``WorkersPausedError`` instead of hanging."""
+    client = active_client()
+    if not is_dask_array(X) or client is None or get_scheduler(collections=[X]) != client.get:
+        return as_local_array(X)
+    return watched_gather(client, client.compute(X))
 
 
 def resumed_stream(centers: np.ndarray, counts: np.ndarray | None) -> StreamState:
