@@ -13,13 +13,15 @@ from typing import TYPE_CHECKING
 from kmeans_dask._version import __version__
 
 if TYPE_CHECKING:
+    from kmeans_dask._engine.pauses import WorkersPausedError
     from kmeans_dask._io.tables import read_table
     from kmeans_dask.estimator import KMeans, load
 
-__all__ = ["KMeans", "__version__", "load", "read_table"]
+__all__ = ["KMeans", "WorkersPausedError", "__version__", "load", "read_table"]
 
 _LAZY = {
     "KMeans": "kmeans_dask.estimator",
+    "WorkersPausedError": "kmeans_dask._engine.pauses",
     "load": "kmeans_dask.estimator",
     "read_table": "kmeans_dask._io.tables",
 }

@@ -270,7 +270,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
 
         Raises
         ------
-        WorkersPausedError
+        kmeans_dask.WorkersPausedError
             A ``RuntimeError`` when every worker that could run the fit's work
             stays paused by its memory limit for longer than the dask config
             value ``kmeans_dask.paused-timeout`` (default 60 s), naming the

@@ -276,3 +276,10 @@ def test_the_paused_timeout_defaults_to_a_minute():
 def test_a_bad_paused_timeout_is_refused(value, match):
     with dask.config.set({PAUSED_TIMEOUT_KEY: value}), pytest.raises(ValueError, match=match):
         paused_timeout()
+
+
+def test_the_error_is_public_and_a_runtime_error():
+    import kmeans_dask
+
+    assert "WorkersPausedError" in dir(kmeans_dask)
+    assert issubclass(kmeans_dask.WorkersPausedError, RuntimeError)
