@@ -1,10 +1,10 @@
 """Exact search after a move of a few centres: only the moved centres are searched.
 
 Late in a fit an update leaves most centres exactly where they were: only
-the clusters whose rows changed move (RESULTS.md, "The final pass after
-few moves"). A row whose nearest centre before the update was ``a``, and
-``a`` did not move, is still nearer to ``a`` than to every other centre that
-did not move: their distances are unchanged. Its new nearest centre is
+the clusters whose rows changed move (RESULTS.md, "moved centres"). A row
+whose nearest centre before the update was ``a``, and ``a`` did not move,
+is still nearer to ``a`` than to every other centre that did not move:
+their distances are unchanged. Its new nearest centre is
 ``a`` or one of the moved centres, so the row is searched among those
 alone. Only the rows whose own centre moved are searched among all the
 centres. The result is the exact search's; as with Hamerly bounds
