@@ -344,9 +344,8 @@ def lloyd(
         closing = iteration == max_iter
         ticket = schedule.ticket(iteration, centers)
         moved = moved_centers(previous_centers, centers) if iteration > first_iteration else None
-        search = _iteration_search(
-            backend, final_backend, schedule.mode, closing, few_moved(moved, k), k
-        )
+        moved_few = few_moved(moved, k)
+        search = _iteration_search(backend, final_backend, schedule.mode, closing, moved_few, k)
         candidates = candidate_search(search) if data.persisted else None
         if (
             candidates is not None
@@ -358,7 +357,7 @@ def lloyd(
             stats = _candidate_statistics(
                 client, data, centers, search, table, labels_tag, iteration
             )
-        elif few_moved(moved, k) and _exact_labels_kept(
+        elif moved_few and _exact_labels_kept(
             data, schedule.mode, ticket, last_search, search, final_backend
         ):
             stats = _moved_centers_statistics(
