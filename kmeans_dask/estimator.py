@@ -117,11 +117,12 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         search, with the result of "lloyd". "auto" starts bounds once the
         centres settle (exact "numpy" search); until then, after an exact
         pass, it searches each row whose centre did not move among the
-        centres that moved alone, while at most a quarter of them moved (the
-        same result again). "lloyd" searches every row. With an approximate
-        ``assign``, "auto" makes the iteration ``max_iter`` ends and those
-        after an update that moved at most a quarter of the centres exact
-        ("numpy" ``backend``), so the final pass costs little. Data streamed
+        centres that moved alone, while at most a quarter of them moved
+        (half from k = 1024; none below k = 128), with the same result
+        again. "lloyd" searches every row. With an approximate ``assign``,
+        "auto" makes the iteration ``max_iter`` ends and those after an
+        update that moved that few centres exact ("numpy" ``backend``), so
+        the final pass costs little. Data streamed
         from Zarr always runs "lloyd".
     engine : {"auto", "tasks", "actors"}, default="auto"
         How the passes over the data reach the workers: "tasks", one Dask

@@ -185,6 +185,8 @@ def test_few_centres_or_many_moved_make_a_full_search():
     assert not lloyd.few_moved(np.arange(33), 128)  # more than a quarter
     assert not lloyd.few_moved(np.arange(1), 64)  # gathering the rows costs a search
     assert not lloyd.few_moved(None, 1024)  # the call's first iteration
+    assert lloyd.few_moved(np.arange(512), 1024)  # up to half from k = 1024
+    assert not lloyd.few_moved(np.arange(513), 1024)
 
 
 def test_approximate_fits_end_with_exact_iterations_and_final_labels(

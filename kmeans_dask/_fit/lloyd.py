@@ -127,12 +127,17 @@ class LloydResult:
 #: A pass after an exact one (an iteration or the final pass) searches each
 #: row whose centre did not move among the centres that moved in the last
 #: update alone, while at most this share of them moved, with at least
-#: :data:`MOVED_CENTERS_MIN_CLUSTERS` centres. Measured per chunk on the AMD
-#: EPYC (one thread, ``numpy`` search): with a quarter of the centres moved
-#: the pass costs 0.41-0.68 of a full one at k = 256 to 16384, 1.25 at
-#: k = 64, where gathering the rows costs as much as searching them all.
+#: :data:`MOVED_CENTERS_MIN_CLUSTERS` centres (at least
+#: :data:`MOVED_CENTERS_MANY_CLUSTERS`: :data:`MOVED_CENTERS_MAX_SHARE_MANY`).
+#: Measured per chunk on the AMD EPYC (one thread, ``numpy`` search,
+#: ``scripts/bench_moved_centers.py``): with a quarter of the centres moved
+#: the pass costs 0.44-0.68 of a full one at k = 256 to 16384, and 0.98-1.21
+#: at k = 64, where gathering the rows costs as much as searching them all;
+#: with half of them moved, 0.95 at k = 256, 0.74-0.75 at k = 2048 and 16384.
 MOVED_CENTERS_MAX_SHARE = 0.25
 MOVED_CENTERS_MIN_CLUSTERS = 128
+MOVED_CENTERS_MANY_CLUSTERS = 1024
+MOVED_CENTERS_MAX_SHARE_MANY = 0.5
 
 #: A row closer to its centre than this share of their norms sits on the
 #: centre up to rounding: the float64 mean of ``n`` equal rows can differ
@@ -453,12 +458,12 @@ def moved_centers(previous: np.ndarray, centers: np.ndarray) -> np.ndarray:
 
 def few_moved(moved: np.ndarray | None, n_clusters: int) -> bool:
     """Whether searching among the ``moved`` centres alone pays
-    (:data:`MOVED_CENTERS_MAX_SHARE`, :data:`MOVED_CENTERS_MIN_CLUSTERS`)."""
-    return (
-        moved is not None
-        and n_clusters >= MOVED_CENTERS_MIN_CLUSTERS
-        and moved.size <= MOVED_CENTERS_MAX_SHARE * n_clusters
-    )
+    (:data:`MOVED_CENTERS_MAX_SHARE` and the constants after it)."""
+    if moved is None or n_clusters < MOVED_CENTERS_MIN_CLUSTERS:
+        return False
+    many = n_clusters >= MOVED_CENTERS_MANY_CLUSTERS
+    share = MOVED_CENTERS_MAX_SHARE_MANY if many else MOVED_CENTERS_MAX_SHARE
+    return moved.size <= share * n_clusters
 
 
 def _exact_labels_kept(
