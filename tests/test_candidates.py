@@ -296,20 +296,22 @@ def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch
 
     X, init = clustered
     calls = []
-    for name in ("_statistics", "_candidate_statistics"):
-        original = getattr(lloyd, name)
+    statistics, from_kept_labels = lloyd._statistics, lloyd._statistics_from_kept_labels
+    monkeypatch.setattr(
+        lloyd, "_statistics", lambda *args: calls.append("_statistics") or statistics(*args)
+    )
 
-        def recording(*args, name=name, original=original, **kwargs):
-            calls.append(name)
-            return original(*args, **kwargs)
+    def recording_task(client, data, task, *args):
+        calls.append(task.__name__)
+        return from_kept_labels(client, data, task, *args)
 
-        monkeypatch.setattr(lloyd, name, recording)
+    monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
     # algorithm="lloyd": no exact iteration where few centres move (test_moved_centers)
     KMeans(256, init=init, max_iter=6, tol=0, assign="candidates", algorithm="lloyd").fit(X)
     # the first iteration searches with IVF; once the centres settle, candidates
     assert calls[0] == "_statistics"
-    assert calls[1:6].count("_candidate_statistics") >= 3
-    assert calls[4:6] == ["_candidate_statistics"] * 2
+    assert calls[1:6].count("stats_from_candidates") >= 3
+    assert calls[4:6] == ["stats_from_candidates"] * 2
 
 
 def test_candidate_fits_are_deterministic_and_do_not_depend_on_the_chunking(client, clustered):

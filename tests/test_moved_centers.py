@@ -14,6 +14,7 @@ from kmeans_dask._worker import tasks
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.moved_centers import nearest_after_moves
+from kmeans_dask._worker.searchers import prepared_search
 from kmeans_dask._worker.staged_ops import StagedOps
 
 
@@ -21,6 +22,12 @@ def _exact(rows: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Brute force in float64, ties to the lowest index."""
     rows, centers = rows.astype(np.float64), centers.astype(np.float64)
     return np.argmin(((rows[:, None, :] - centers[None]) ** 2).sum(-1), axis=1).astype(np.int32)
+
+
+def _after_moves(rows, centers, search, moved, labels):
+    """:func:`nearest_after_moves` with the searcher over all ``centers`` prepared."""
+    everywhere = prepared_search(search, centers.astype(rows.dtype)).searcher
+    nearest_after_moves(rows, everywhere, centers, aligned_float64(centers), search, moved, labels)
 
 
 @pytest.fixture
@@ -46,7 +53,7 @@ def test_rows_find_their_nearest_centre_among_the_moved_ones(
     after[moved] += (0.6 * rng.standard_normal((moved.size, centers.shape[1]))).astype(dtype)
     labels = _exact(rows, centers)
     before = labels.copy()
-    nearest_after_moves(rows, after, aligned_float64(after), search, moved, labels)
+    _after_moves(rows, after, search, moved, labels)
     assert_array_equal(labels, _exact(rows, after))
     changed = labels != before
     assert changed.any() == (share > 0)
@@ -62,10 +69,10 @@ def test_a_tie_between_a_moved_centre_and_the_own_one_goes_to_the_lower_index():
     after = centers.copy()
     after[0] = 0.0
     labels = np.array([2, 0], dtype=np.int32)
-    nearest_after_moves(rows, after, aligned_float64(after), "numpy", np.array([0, 2]), labels)
+    _after_moves(rows, after, "numpy", np.array([0, 2]), labels)
     assert_array_equal(labels, [0, 0])
     labels = np.array([2, 2], dtype=np.int32)
-    nearest_after_moves(rows, after, aligned_float64(after), "numpy", np.array([0]), labels)
+    _after_moves(rows, after, "numpy", np.array([0]), labels)
     assert_array_equal(labels, [0, 0])
 
 
@@ -74,7 +81,7 @@ def test_no_moved_centre_leaves_every_label(rows_and_centers):
     labels = _exact(rows, centers)
     kept = labels.copy()
     empty = np.array([], dtype=np.int32)
-    nearest_after_moves(rows, centers, aligned_float64(centers), "numpy", empty, labels)
+    _after_moves(rows, centers, "numpy", empty, labels)
     assert_array_equal(labels, kept)
 
 
@@ -125,8 +132,13 @@ def many_blobs():
 
 
 def _record(monkeypatch, names):
+    """The calls, in order, of the ``lloyd`` functions ``names``; a pass from kept
+    labels is recorded by its task's name (``stats_from_candidates``,
+    ``stats_from_moved_centers``)."""
     calls = []
     for name in names:
+        if name.startswith("stats_from_"):
+            continue
         original = getattr(lloyd, name)
 
         def recording(*args, name=name, original=original, **kwargs):
@@ -134,6 +146,14 @@ def _record(monkeypatch, names):
             return original(*args, **kwargs)
 
         monkeypatch.setattr(lloyd, name, recording)
+    from_kept_labels = lloyd._statistics_from_kept_labels
+
+    def recording_task(client, data, task, *args):
+        if task.__name__ in names:
+            calls.append(task.__name__)
+        return from_kept_labels(client, data, task, *args)
+
+    monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
     return calls
 
 
@@ -143,9 +163,9 @@ def test_exact_fits_search_moved_centres_with_the_result_of_plain_lloyd(
 ):
     X, init = many_blobs
     plain = KMeans(128, init=init, max_iter=30, tol=0, algorithm="lloyd", engine=engine).fit(X)
-    calls = _record(monkeypatch, ["_statistics", "_moved_centers_statistics"])
+    calls = _record(monkeypatch, ["_statistics", "stats_from_moved_centers"])
     fit = KMeans(128, init=init, max_iter=30, tol=0, engine=engine).fit(X)
-    assert "_moved_centers_statistics" in calls
+    assert "stats_from_moved_centers" in calls
     assert_array_equal(fit.cluster_centers_, plain.cluster_centers_)
     assert_array_equal(fit.labels_, plain.labels_)
     assert fit.inertia_ == plain.inertia_
@@ -169,12 +189,12 @@ def test_a_fit_ended_by_tol_searches_no_row_of_an_unmoved_centre_in_its_final_pa
     monkeypatch.setattr(
         lloyd, "_final_pass", lambda *args: finals.append(args[-1]) or original(*args)
     )
-    calls = _record(monkeypatch, ["_moved_centers_statistics"])
+    calls = _record(monkeypatch, ["stats_from_moved_centers"])
     fit = KMeans(128, init=init, max_iter=100, tol=1e-3).fit(X)
     if settled:
         assert len(finals) == 1 and finals[0] is not None  # with the bounds
     else:
-        assert finals == [] and calls[-1] == "_moved_centers_statistics"
+        assert finals == [] and calls[-1] == "stats_from_moved_centers"
     assert_array_equal(fit.labels_, plain.labels_)
     assert_array_equal(fit.labels_, fit.predict(X))
     assert fit.inertia_ == pytest.approx(plain.inertia_, rel=1e-12)
@@ -196,12 +216,12 @@ def test_approximate_fits_end_with_exact_iterations_and_final_labels(
     X, init = many_blobs
     calls = _record(
         monkeypatch,
-        ["_statistics", "_candidate_statistics", "_moved_centers_statistics", "_final_pass"],
+        ["_statistics", "stats_from_candidates", "stats_from_moved_centers", "_final_pass"],
     )
     fit = KMeans(128, init=init, max_iter=8, tol=0, assign="candidates").fit(X)
     assert calls[0] == "_statistics"  # IVF from the initial centres
     assert "_final_pass" not in calls
-    assert calls[-1] == "_moved_centers_statistics"
+    assert calls[-1] == "stats_from_moved_centers"
     assert_array_equal(fit.labels_, fit.predict(X))
     exact = KMeans(128, init=init, max_iter=8, tol=0).fit(X)
     assert fit.inertia_ <= 1.01 * exact.inertia_
@@ -209,8 +229,8 @@ def test_approximate_fits_end_with_exact_iterations_and_final_labels(
 
 def test_algorithm_lloyd_searches_every_row(client, many_blobs, monkeypatch):
     X, init = many_blobs
-    calls = _record(monkeypatch, ["_moved_centers_statistics", "_candidate_statistics"])
+    calls = _record(monkeypatch, ["stats_from_moved_centers", "stats_from_candidates"])
     KMeans(128, init=init, max_iter=8, tol=0, algorithm="lloyd").fit(X)
     KMeans(128, init=init, max_iter=8, tol=0, assign="candidates", algorithm="lloyd").fit(X)
-    assert "_moved_centers_statistics" not in calls
-    assert "_candidate_statistics" in calls  # the approximate iterations throughout
+    assert "stats_from_moved_centers" not in calls
+    assert "stats_from_candidates" in calls  # the approximate iterations throughout

@@ -295,7 +295,7 @@ def lloyd(
         With a "candidates" search over persisted chunks, every iteration
         after this call's first whose centres have settled moves each row
         among the centres nearest to its previous one
-        (:func:`_candidate_statistics`); the others, and chunks whose kept
+        (:func:`_statistics_from_kept_labels`); the others, and chunks whose kept
         labels were lost, search with IVF ("closing" ``bounds``: unless the
         centres moved little, see ``bounds``).
     final_backend : str, optional
@@ -312,7 +312,7 @@ def lloyd(
         search that provides them ("numpy") and worker-resident chunks.
         Unless "off", a pass after an exact one whose labels stay with the
         chunks, without bounds, searches each row among the centres that
-        moved since alone, while few did (:func:`_moved_centers_statistics`).
+        moved since alone, while few did (:func:`_statistics_from_kept_labels`).
     history : sequence of IterationRecord
         Iterations already done (when resuming from a checkpoint): ``centers``
         are the centres after the last of them, and the loop continues as if
@@ -359,14 +359,28 @@ def lloyd(
         ):
             neighbours = candidates.neighbours(centers, neighbours)
             table = candidates.table(centers, previous_centers, neighbours)
-            stats = _candidate_statistics(
-                client, data, centers, search, table, labels_tag, iteration
+            stats = _statistics_from_kept_labels(
+                client,
+                data,
+                stats_from_candidates,
+                centers,
+                search,
+                (labels_tag, iteration),
+                table,
+                "kmeans-assign",
             )
         elif moved_few and _exact_labels_kept(
             data, schedule.mode, ticket, last_search, search, final_backend
         ):
-            stats = _moved_centers_statistics(
-                client, data, centers, search, moved, (labels_tag, iteration), "kmeans-assign"
+            stats = _statistics_from_kept_labels(
+                client,
+                data,
+                stats_from_moved_centers,
+                centers,
+                search,
+                (labels_tag, iteration),
+                moved,
+                "kmeans-assign",
             )
         else:
             stats = _statistics(
@@ -407,13 +421,21 @@ def lloyd(
         final_ticket = (
             schedule.final_ticket(iteration + 1, centers) if last_search == final_backend else None
         )
-        moved = moved_centers(previous_centers, centers)
-        if few_moved(moved, k) and _exact_labels_kept(
+        labels_kept = _exact_labels_kept(
             data, schedule.mode, final_ticket, last_search, final_backend, final_backend
-        ):
+        )
+        moved = moved_centers(previous_centers, centers) if labels_kept else None
+        if few_moved(moved, k):
             tag = (labels_tag, iteration + 1)
-            final = _moved_centers_statistics(
-                client, data, centers, final_backend, moved, tag, "kmeans-final-stats"
+            final = _statistics_from_kept_labels(
+                client,
+                data,
+                stats_from_moved_centers,
+                centers,
+                final_backend,
+                tag,
+                moved,
+                "kmeans-final-stats",
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
         else:
@@ -444,7 +466,7 @@ def _iteration_search(
     ``final_backend`` instead in the one ``max_iter`` ends and wherever the
     last update moved few centres (``moved_few``, :func:`few_moved`): from an exact pass, the
     next ones search each row among the moved centres alone
-    (:func:`_moved_centers_statistics`), the final pass included.
+    (:func:`_statistics_from_kept_labels`), the final pass included.
     """
     if bounds == "closing" and (closing or moved_few):
         return final_backend
@@ -475,7 +497,7 @@ def _exact_labels_kept(
     exact: str,
 ) -> bool:
     """Whether a pass of ``search`` can start from the labels the last pass kept,
-    searching each row among the moved centres alone (:func:`_moved_centers_statistics`).
+    searching each row among the moved centres alone (:func:`_statistics_from_kept_labels`).
 
     It can when the last pass of this call searched exactly with the same
     ``search`` (``exact``) and kept its labels next to the chunks (persisted
@@ -528,60 +550,34 @@ def _statistics(
     )
 
 
-def _candidate_statistics(
+def _statistics_from_kept_labels(
     client: Client,
     data: DistributedData,
+    task: Callable[..., ClusterStats],
     centers: np.ndarray,
     search: str,
-    table: np.ndarray,
-    labels_tag: str,
-    iteration: int,
-) -> ClusterStats:
-    """An iteration's statistics, each row searched among its previous centre's ``table`` row.
-
-    The previous iteration's labels, kept next to each chunk under
-    ``(labels_tag, iteration - 1)``, give the rows' previous centres; the new
-    labels are kept under ``(labels_tag, iteration)``
-    (:func:`~kmeans_dask._worker.tasks.stats_from_candidates`).
-    """
-    return data.map_reduce(
-        client,
-        stats_from_candidates,
-        combine_stats,
-        centers,
-        search,
-        (labels_tag, iteration),
-        (labels_tag, iteration - 1),
-        table,
-        name="kmeans-assign",
-        result_bytes=statistics_nbytes(*centers.shape),
-    )
-
-
-def _moved_centers_statistics(
-    client: Client,
-    data: DistributedData,
-    centers: np.ndarray,
-    search: str,
-    moved: np.ndarray,
     tag: tuple[str, int],
+    how: np.ndarray,
     name: str,
 ) -> ClusterStats:
-    """A pass's statistics from the exact labels the previous pass kept, under
-    ``(tag[0], tag[1] - 1)``: each row whose centre is not among ``moved`` is
-    searched among those alone
-    (:func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`). Its labels
-    are kept under ``tag``.
+    """A pass's statistics, each row searched from the label the previous pass kept
+    next to its chunk under ``(tag[0], tag[1] - 1)``; its new label is kept under ``tag``.
+
+    ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_candidates`
+    (``how``: the neighbour table; each row among its previous centre's
+    neighbours) or :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
+    (``how``: the moved centres, after an exact pass; each row whose centre
+    did not move among those alone).
     """
     return data.map_reduce(
         client,
-        stats_from_moved_centers,
+        task,
         combine_stats,
         centers,
         search,
         tag,
         (tag[0], tag[1] - 1),
-        moved,
+        how,
         name=name,
         result_bytes=statistics_nbytes(*centers.shape),
     )

@@ -182,10 +182,10 @@ class HostOps:
         labels: np.ndarray,
     ) -> LloydPass:
         centers64 = aligned_float64(centers)
-        with single_threaded_native():
-            nearest_after_moves(chunk.data, centers, centers64, search, moved, labels)
-        # Summed as the plain pass of ``search`` sums: the same inertia, bit for bit.
         plain = prepared_search(search, centers.astype(chunk.data.dtype, copy=False)).searcher
+        with single_threaded_native():
+            nearest_after_moves(chunk.data, plain, centers, centers64, search, moved, labels)
+        # Summed as the plain pass of ``search`` sums: the same inertia, bit for bit.
         return self._pass_of_labels(chunk, centers64, labels, plain.block_rows)
 
     def _pass_of_labels(

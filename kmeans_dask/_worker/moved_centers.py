@@ -19,10 +19,12 @@ import numpy as np
 
 from kmeans_dask._kernels.block_kernels import squared_distances
 from kmeans_dask._worker.searchers import prepared_search
+from kmeans_dask.backends import Searcher
 
 
 def nearest_after_moves(
     data: np.ndarray,
+    everywhere: Searcher,
     centers: np.ndarray,
     centers64: np.ndarray,
     search: str,
@@ -35,6 +37,10 @@ def nearest_after_moves(
     ----------
     data : (n, d) float32 or float64, C-contiguous
         The rows.
+    everywhere : Searcher
+        The prepared searcher of ``search`` over all of ``centers``
+        (:func:`~kmeans_dask._worker.searchers.prepared_search`), for the
+        rows whose centre moved.
     centers : (k, d)
         The centres, after the move.
     centers64 : (k, d) float64, C-contiguous
@@ -54,7 +60,6 @@ def nearest_after_moves(
     is_moved = np.zeros(len(centers), dtype=bool)
     is_moved[moved] = True
     own_moved = is_moved[labels]
-    everywhere = prepared_search(search, centers).searcher
     for rows in _blocks(np.flatnonzero(own_moved), everywhere.block_rows):
         labels[rows] = everywhere.nearest(data[rows])
     if not moved.size:
