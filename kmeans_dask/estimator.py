@@ -95,7 +95,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         previous iteration, kept next to its chunk; chunks whose labels are
         not kept, e.g. streamed from Zarr, or were lost with a worker,
         chunks where a sample of rows finds nearer centres than the
-        candidates, and rows whose centre moved too far, search with IVF);
+        candidates, and rows whose centre moved too far, search with IVF,
+        or exactly when fewer than ``16 sqrt(k)`` rows of a chunk do);
         "auto" takes
         "candidates" where it measured faster (k >= 4096). Initialisation,
         the final pass (``labels_``, ``inertia_``) and ``predict`` are

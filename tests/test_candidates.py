@@ -256,14 +256,34 @@ def test_candidate_task_of_ops_that_scan_no_candidates_makes_the_plain_pass(
 
 def test_rows_of_centres_without_candidates_are_searched_with_ivf(chunk_and_centers):
     chunk, centers = chunk_and_centers
-    search = "candidates:m=2,nlist=8,nprobe=8"
+    search = "candidates:m=2,nlist=8,nprobe=1"
     previous = np.arange(chunk.n_rows, dtype=np.int32) % 64
     table = candidate_table(centers, 2)
-    table[::2] = -1
+    table[::2] = -1  # 1000 rows, more than 16 sqrt(k) = 128: IVF pays
     result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
-    exact = np.argmin(_squared(chunk.data, centers), axis=1)
     sent_away = previous % 2 == 0
-    assert_array_equal(result.labels[sent_away], exact[sent_away])  # IVF over every list
+    ivf = IVFSearcher(centers, 8, 1).nearest(chunk.data[sent_away])
+    assert_array_equal(result.labels[sent_away], ivf)
+    assert_array_equal(
+        result.labels[~sent_away],
+        _brute_candidates(chunk.data, centers, table, previous)[~sent_away],
+    )
+
+
+def test_a_few_rows_without_candidates_are_searched_exactly(chunk_and_centers, monkeypatch):
+    """Fewer than 16 sqrt(k) rows: searching them exactly costs less than indexing for IVF."""
+    chunk, centers = chunk_and_centers
+    monkeypatch.setattr(
+        IVFSearcher, "__init__", lambda *args, **kwargs: pytest.fail("IVF index built")
+    )
+    search = "candidates:m=2,nlist=8,nprobe=1"
+    exact = np.argmin(_squared(chunk.data, centers), axis=1).astype(np.int32)
+    previous = exact.copy()
+    table = candidate_table(centers, 2)
+    table[[3, 40]] = -1  # about 2 x 31 rows
+    result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
+    sent_away = np.isin(previous, [3, 40])
+    assert_array_equal(result.labels[sent_away], exact[sent_away])
     assert_array_equal(
         result.labels[~sent_away],
         _brute_candidates(chunk.data, centers, table, previous)[~sent_away],

@@ -10,6 +10,7 @@ prepared once per set of centres in each process
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -402,9 +403,21 @@ def _candidates_hold(
     return True
 
 
+#: Rows left without candidates are searched exactly while they number fewer
+#: than this many times ``sqrt(k)`` (about the IVF lists): indexing the
+#: centres for IVF (a Faiss k-means over them) costs as much as searching
+#: about ``20 sqrt(k)`` rows exactly (20 ms against 14 us a row at k = 4096,
+#: d = 128, one thread on the AMD EPYC), and a candidate pass typically
+#: leaves a few dozen rows per chunk (those of centres that moved too far).
+EXACT_UNASSIGNED_ROWS_PER_ROOT_K = 16
+
+
 def _search_unassigned(data: np.ndarray, labels: np.ndarray, centers: np.ndarray, search: str):
-    """Label the rows whose label is -1 with ``search``'s searcher, block by block."""
+    """Label the rows whose label is -1 with ``search``'s searcher, block by block;
+    exactly when they are few (:data:`EXACT_UNASSIGNED_ROWS_PER_ROOT_K`)."""
     unassigned = np.flatnonzero(labels < 0)
+    if unassigned.size < EXACT_UNASSIGNED_ROWS_PER_ROOT_K * math.sqrt(len(centers)):
+        search = "numpy"
     searcher = prepared_search(search, centers.astype(data.dtype, copy=False)).searcher
     for start in range(0, unassigned.size, searcher.block_rows):
         rows = unassigned[start : start + searcher.block_rows]
