@@ -127,3 +127,18 @@ def test_search_benchmark_times_every_searcher_on_each_shape():
     ]
     assert all(cell.endswith("x") for row in body for cell in row[5:8])  # all agree, no "(!)"
     assert [row[8] for row in body] == ["column |", "fused |", "fused |", "fused |"]
+
+
+def test_assign_fit_benchmark_fits_each_variant_and_prints_the_issue_lines():
+    argv = ["--rows", "3000", "--features", "8", "--ks", "64", "--repeats", "1",
+            "--iterations", "3", "--chunks", "2",
+            "--also", "auto+approximate-final,candidates/lloyd+approximate-final"]  # fmt: skip
+    body = _table_rows("bench_assign_fit.py", argv)[1:]
+    assert [row[1] for row in body] == [
+        "exact",
+        "auto",
+        "faiss.Kmeans",
+        "auto+approximate-final",
+        "candidates/lloyd+approximate-final",
+    ]
+    assert body[1][4] == "1.00x"  # auto's speed-up over itself

@@ -225,6 +225,16 @@ BAD_PARAMS = [
         lit("engine='threads' is not supported; expected one of ['auto', 'tasks', 'actors']"),
     ),
     (
+        {"assign": "candidates", "assign_options": {"exact_final": "no"}},
+        TypeError,
+        lit("assign_options['exact_final'] must be True or False, got 'no'"),
+    ),
+    (
+        {"algorithm": "hamerly", "assign": "ivf", "assign_options": {"exact_final": False}},
+        ValueError,
+        r"algorithm='hamerly' needs the exact BLAS search .* would use 'ivf'",
+    ),
+    (
         {"algorithm": "hamerly", "assign": "ivf"},
         ValueError,
         r"algorithm='hamerly' needs the exact BLAS search .* would use 'ivf'",

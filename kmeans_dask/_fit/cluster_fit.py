@@ -60,6 +60,8 @@ class FitRequest:
     """The exact search the client runs (k-means|| candidates)."""
     search: str
     """The iterations' search."""
+    final_search: str
+    """The final pass's search (``backend`` unless the fit leaves it approximate)."""
     bounds: str
     """When the iterations keep Hamerly bounds (:mod:`kmeans_dask._fit.bounds_schedule`)."""
     checkpoint: Any | None
@@ -153,6 +155,7 @@ def run_plan(
         tol=partial(absolute_tol, client, data, params["tol"]),
         backend=request.backend,
         search=request.search,
+        final_search=request.final_search,
         bounds=request.bounds if data.persisted else "off",
         fingerprint=fingerprint,
         checkpoint=request.checkpoint,

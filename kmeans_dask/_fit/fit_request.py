@@ -54,6 +54,7 @@ def resolve_fit(
         seeds=fit_seeds(params["random_state"], params["n_init"], checkpoint),
         backend=searches.backend,
         search=searches.search,
+        final_search=searches.final_search,
         bounds=searches.bounds,
         checkpoint=checkpoint,
     )

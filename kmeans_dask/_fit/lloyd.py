@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 from distributed import Client, Future
@@ -45,6 +45,9 @@ from kmeans_dask._worker.tasks import (
     stats_keeping_labels,
 )
 from kmeans_dask.backends import candidate_search, closing_search
+
+if TYPE_CHECKING:
+    from kmeans_dask.backends.approximate import CandidateBackend
 
 
 @dataclass(frozen=True)
@@ -357,16 +360,14 @@ def lloyd(
             and iteration > first_iteration
             and candidates.settled(centers, previous_centers)
         ):
-            neighbours = candidates.neighbours(centers, neighbours)
-            table = candidates.table(centers, previous_centers, neighbours)
-            stats = _statistics_from_kept_labels(
+            stats, neighbours = _candidate_statistics(
                 client,
                 data,
-                stats_from_candidates,
-                centers,
+                candidates,
+                (previous_centers, centers),
+                neighbours,
                 search,
                 (labels_tag, iteration),
-                table,
                 "kmeans-assign",
             )
         elif moved_few and _exact_labels_kept(
@@ -425,7 +426,26 @@ def lloyd(
             data, schedule.mode, final_ticket, last_search, final_backend, final_backend
         )
         moved = moved_centers(previous_centers, centers) if labels_kept else None
-        if few_moved(moved, k):
+        # An approximate final pass ("exact_final": False) from this call's kept labels.
+        candidates = candidate_search(final_backend) if data.persisted else None
+        if (
+            candidates is not None
+            and iteration >= first_iteration
+            and candidates.settled(centers, previous_centers)
+        ):
+            tag = (labels_tag, iteration + 1)
+            final, _ = _candidate_statistics(
+                client,
+                data,
+                candidates,
+                (previous_centers, centers),
+                neighbours,
+                final_backend,
+                tag,
+                "kmeans-final-stats",
+            )
+            labels = _labels_kept(client, data, centers, final_backend, tag)
+        elif few_moved(moved, k):
             tag = (labels_tag, iteration + 1)
             final = _statistics_from_kept_labels(
                 client,
@@ -581,6 +601,28 @@ def _statistics_from_kept_labels(
         name=name,
         result_bytes=statistics_nbytes(*centers.shape),
     )
+
+
+def _candidate_statistics(
+    client: Client,
+    data: DistributedData,
+    candidates: CandidateBackend,
+    previous_and_centers: tuple[np.ndarray, np.ndarray],
+    neighbours: np.ndarray | None,
+    search: str,
+    tag: tuple[str, int],
+    name: str,
+) -> tuple[ClusterStats, np.ndarray]:
+    """A candidate pass (:func:`_statistics_from_kept_labels`) after the centres moved
+    from ``previous_and_centers[0]`` to ``[1]``, and its neighbour table (refined
+    from ``neighbours``, the last pass's, if any), for the next pass."""
+    previous, centers = previous_and_centers
+    neighbours = candidates.neighbours(centers, neighbours)
+    table = candidates.table(centers, previous, neighbours)
+    stats = _statistics_from_kept_labels(
+        client, data, stats_from_candidates, centers, search, tag, table, name
+    )
+    return stats, neighbours
 
 
 def _labels_kept(

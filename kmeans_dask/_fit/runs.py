@@ -74,9 +74,12 @@ class RunPlan:
     """Absolute tolerance on the summed squared centre shift, known once the
     data check has run (it scales with the data's variance)."""
     backend: str
-    """Exact search: the final pass (labels, inertia)."""
+    """Exact search (initialisation)."""
     search: str
     """Search of the Lloyd iterations (exact, or approximate for large k)."""
+    final_search: str
+    """Search of the final pass (labels, inertia): ``backend``, unless the fit
+    leaves it approximate (``assign_options={"exact_final": False}``)."""
     fingerprint: str | None
     """Identifies the fit, so a checkpoint of another fit is refused (None without one)."""
     checkpoint: str | os.PathLike | None = None
@@ -209,7 +212,7 @@ def run_all(
                 max_iter=plan.max_iter,
                 tol=plan.tol,
                 backend=plan.search,
-                final_backend=plan.backend,
+                final_backend=plan.final_search,
                 bounds=plan.bounds,
                 history=history,
                 on_iteration=after_iteration,
@@ -237,7 +240,9 @@ def run_all(
     final = surviving_worker_loss(
         client,
         data,
-        lambda: lloyd(client, data, best.centers, max_iter=0, tol=plan.tol, backend=plan.backend),
+        lambda: lloyd(
+            client, data, best.centers, max_iter=0, tol=plan.tol, backend=plan.final_search
+        ),
         report,
     )
     final.history = _records(best)

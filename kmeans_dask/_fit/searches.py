@@ -14,6 +14,9 @@ from kmeans_dask.backends import (
     resolve_search,
 )
 
+#: The ``assign_options`` key that leaves the final pass approximate.
+EXACT_FINAL = "exact_final"
+
 
 class Searches(NamedTuple):
     backend: str
@@ -21,7 +24,9 @@ class Searches(NamedTuple):
     search: str
     """The Lloyd iterations' search."""
     bounds: str
-    """When the iterations keep Hamerly bounds: "off", "always" or "settled"."""
+    """When the iterations keep Hamerly bounds: "off", "always", "settled" or "closing"."""
+    final_search: str
+    """The final pass's search: ``backend``, or ``search`` without an exact final pass."""
 
 
 def client_backend(backend: str) -> str:
@@ -42,13 +47,18 @@ def resolve_searches(params: dict[str, Any], n_features: int) -> Searches:
     """
     backend = client_backend(params["backend"])
     get_backend(backend)
-    search = resolve_search(
-        backend, params["assign"], params["assign_options"], params["n_clusters"], n_features
-    )
-    if not holds_rows(params["backend"]):
-        return Searches(
-            backend, search, resolve_algorithm(params["algorithm"], search, exact=backend)
+    options = dict(params["assign_options"] or {})
+    exact_final = options.pop(EXACT_FINAL, True)
+    if not isinstance(exact_final, bool):
+        raise TypeError(
+            f"assign_options[{EXACT_FINAL!r}] must be True or False, got {exact_final!r}"
         )
+    search = resolve_search(backend, params["assign"], options, params["n_clusters"], n_features)
+    final_search = backend if exact_final else search
+    if not holds_rows(params["backend"]):
+        exact = backend if final_search == backend else None
+        bounds = resolve_algorithm(params["algorithm"], search, exact=exact)
+        return Searches(backend, search, bounds, final_search)
     device_ops(params["backend"])  # its library is there
     if params["algorithm"] == "hamerly":
         raise ValueError(
@@ -56,4 +66,4 @@ def resolve_searches(params: dict[str, Any], n_features: int) -> Searches:
             f"{params['backend']!r} holds the rows on a device; use algorithm='auto' or "
             "'lloyd' with this backend"
         )
-    return Searches(backend, search, "off")
+    return Searches(backend, search, "off", final_search)

@@ -1,0 +1,134 @@
+"""assign_options={"exact_final": False}: the final pass searches as the iterations do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+from sklearn.datasets import make_blobs
+
+import kmeans_dask._fit.lloyd as lloyd
+from kmeans_dask import KMeans
+from kmeans_dask._fit.searches import resolve_searches
+
+APPROXIMATE_FINAL = {"exact_final": False}
+
+
+@pytest.fixture(scope="module")
+def clustered():
+    X, _ = make_blobs(n_samples=20_000, n_features=16, centers=300, random_state=3)
+    X = X.astype(np.float32)
+    return X, X[np.random.default_rng(3).choice(len(X), 256, replace=False)]
+
+
+def _passes(monkeypatch) -> list[str]:
+    """The passes of the fits that follow, in order: ``_statistics`` and
+    ``_final_pass`` (every row searched), or the task of a pass from kept labels."""
+    calls = []
+    for name in ("_statistics", "_final_pass"):
+        original = getattr(lloyd, name)
+
+        def recording(*args, name=name, original=original):
+            calls.append(name)
+            return original(*args)
+
+        monkeypatch.setattr(lloyd, name, recording)
+    from_kept_labels = lloyd._statistics_from_kept_labels
+
+    def recording_task(client, data, task, *args):
+        calls.append(task.__name__)
+        return from_kept_labels(client, data, task, *args)
+
+    monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
+    return calls
+
+
+def _inertia(X, centers, labels) -> float:
+    difference = X.astype(np.float64) - centers.astype(np.float64)[labels]
+    return float(np.einsum("ij,ij->", difference, difference))
+
+
+def test_the_final_pass_moves_each_row_among_its_candidates(client, clustered, monkeypatch):
+    X, init = clustered
+    passes = _passes(monkeypatch)
+    fit = KMeans(
+        256, init=init, max_iter=6, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
+    ).fit(X)
+    # IVF first; then candidates only: no exact iteration, no full final pass
+    assert passes[0] == "_statistics"
+    assert passes[-3:] == ["stats_from_candidates"] * 3
+    assert len(passes) == 7 and "stats_from_moved_centers" not in passes
+    # labels_ and inertia_ are those of the approximate pass, consistent with each other
+    assert fit.inertia_ == pytest.approx(_inertia(X, fit.cluster_centers_, fit.labels_), rel=1e-9)
+    exact_labels = fit.predict(X)
+    assert np.mean(fit.labels_ == exact_labels) > 0.99
+    exact_inertia = -fit.score(X)
+    assert (1 - 1e-12) * exact_inertia <= fit.inertia_ <= 1.001 * exact_inertia
+
+
+def test_iterations_and_centres_are_those_of_the_exact_final_fit_without_exact_steps(
+    client, clustered
+):
+    """With algorithm="lloyd" both fits make the same approximate iterations: only the
+    final pass differs."""
+    X, init = clustered
+    params = {"init": init, "max_iter": 5, "tol": 0, "assign": "candidates", "algorithm": "lloyd"}
+    exact_final = KMeans(256, **params).fit(X)
+    approximate = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
+    assert_array_equal(approximate.cluster_centers_, exact_final.cluster_centers_)
+    assert [r.inertia for r in approximate.history_] == [r.inertia for r in exact_final.history_]
+    assert_array_equal(exact_final.labels_, exact_final.predict(X))
+    assert approximate.inertia_ >= (1 - 1e-12) * exact_final.inertia_
+
+
+@pytest.mark.parametrize("engine", ["tasks", "actors"])
+def test_approximate_final_fits_agree_across_engines_and_chunkings(client, clustered, engine):
+    import dask.array as da
+
+    X, init = clustered
+    params = {"init": init, "max_iter": 5, "tol": 0, "assign": "candidates"}
+    reference = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
+    fit = KMeans(256, assign_options=APPROXIMATE_FINAL, engine=engine, **params).fit(
+        da.from_array(X, chunks=(5000, 16))
+    )
+    assert_array_equal(fit.cluster_centers_, reference.cluster_centers_)
+    assert_array_equal(fit.labels_, reference.labels_)
+    assert fit.inertia_ == pytest.approx(reference.inertia_, rel=1e-12)
+
+
+def test_a_fit_too_short_for_candidates_ends_with_an_ivf_pass(client, clustered, monkeypatch):
+    """After one iteration from random rows the centres have not settled: no
+    candidates, every row searched with IVF (not exactly)."""
+    X, init = clustered
+    passes = _passes(monkeypatch)
+    fit = KMeans(
+        256, init=init, max_iter=1, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
+    ).fit(X)
+    assert passes == ["_statistics", "_final_pass"]
+    assert fit.inertia_ == pytest.approx(_inertia(X, fit.cluster_centers_, fit.labels_), rel=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("assign", "options", "final"),
+    [
+        ("candidates", APPROXIMATE_FINAL, "candidates"),
+        ("ivf", {"nprobe": 4, "exact_final": False}, "ivf:nprobe=4"),
+        ("candidates", {"exact_final": True}, "numpy"),
+        ("candidates", None, "numpy"),
+        ("exact", APPROXIMATE_FINAL, "numpy"),  # an exact fit stays exact
+        ("auto", APPROXIMATE_FINAL, "numpy"),  # k < 4096: "auto" is exact
+    ],
+)
+def test_the_final_search_and_bounds(assign, options, final):
+    params = {
+        "backend": "numpy",
+        "assign": assign,
+        "assign_options": options,
+        "n_clusters": 256,
+        "algorithm": "auto",
+    }
+    searches = resolve_searches(params, 16)
+    assert searches.final_search == final
+    approximate = searches.search != "numpy"
+    expected = "off" if final != "numpy" else ("closing" if approximate else "settled")
+    assert searches.bounds == expected
