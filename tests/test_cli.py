@@ -256,14 +256,20 @@ def test_fit_offers_every_estimator_parameter_with_its_default(tmp_path, on_clus
     npy = _npy(tmp_path)
     argv = ["fit", npy, "-k", "3", "--assign", "ivf", "--assign-options", "{nprobe: 2, nlist: 2}"]
     assert _estimator(parser.parse_args(argv)).assign_options == {"nprobe": 2, "nlist": 2}
+    argv = ["fit", npy, "--assign", "ivf", "--assign-options", "nprobe=2,exact_final=false"]
+    assert _estimator(parser.parse_args(argv)).assign_options == {
+        "nprobe": 2,
+        "exact_final": False,
+    }
     model_path = str(tmp_path / "m.safetensors")
     argv = ["fit", npy, "-k", "3", "--oversampling-factor", "3", "--init-rounds", "2"]
     argv += ["--decay", "0.5", "--batch-size", "100", "--reassignment-ratio", "0"]
     argv += ["--random-state", "7", "--persist", "yes", "--engine", "tasks"]
-    argv += ["--assign", "ivf", "--assign-options", "{nprobe: 2, nlist: 2}"]
+    argv += ["--assign", "ivf", "--assign-options", "{nprobe: 2, nlist: 2, exact_final: false}"]
     assert main([*argv, "-o", model_path, "--json", *on_cluster]) == 0
     loaded = kmeans_dask.load(model_path).get_params()
-    assert (loaded["assign"], loaded["assign_options"]) == ("ivf", {"nprobe": 2, "nlist": 2})
+    options = {"nprobe": 2, "nlist": 2, "exact_final": False}
+    assert (loaded["assign"], loaded["assign_options"]) == ("ivf", options)
     assert (loaded["oversampling_factor"], loaded["init_rounds"]) == (3.0, 2)
     assert (loaded["decay"], loaded["batch_size"], loaded["reassignment_ratio"]) == (0.5, 100, 0)
     assert (loaded["random_state"], loaded["persist"], loaded["engine"]) == (7, True, "tasks")
