@@ -232,6 +232,22 @@ def test_lists_are_capped_when_one_coarse_centroid_is_nearest_to_all():
     assert sizes[0] == sizes.max()  # the middle list is filled first, up to its cap
 
 
+def test_squared_distances_are_the_expanded_expression_bit_for_bit():
+    """Scored in place in the GEMM's output: the same values, without temporaries."""
+    from kmeans_dask.backends.approximate import _squared_distances
+
+    rng = np.random.default_rng(4)
+    rows, others = rng.normal(size=(300, 37)), 3.0 * rng.normal(size=(500, 37))
+    expanded = (
+        np.einsum("ij,ij->i", rows, rows)[:, None]
+        - 2.0 * rows @ others.T
+        + np.einsum("ij,ij->i", others, others)
+    )
+    assert np.array_equal(_squared_distances(rows, others), expanded)
+    brute = ((rows[:, None, :] - others[None]) ** 2).sum(-1)
+    np.testing.assert_allclose(expanded, brute, rtol=1e-9, atol=1e-9)
+
+
 def test_list_means_are_each_lists_mean_and_keep_an_empty_lists_centroid():
     from kmeans_dask.backends.approximate import list_means
 

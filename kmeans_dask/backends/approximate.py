@@ -269,6 +269,16 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
+def _squared_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """(len(rows), len(others)): ``||r||^2 - 2 r . o + ||o||^2``, in place in the GEMM's
+    output (the same values as the expression written out, without its temporaries)."""
+    scores = rows @ others.T
+    scores *= -2.0
+    scores += np.einsum("ij,ij->i", rows, rows)[:, None]
+    scores += np.einsum("ij,ij->i", others, others)
+    return scores
+
+
 def balanced_lists(centers: np.ndarray, coarse: np.ndarray, ratio: float) -> np.ndarray:
     """Each centre's IVF list: its nearest coarse centroid with room.
 
@@ -282,11 +292,7 @@ def balanced_lists(centers: np.ndarray, coarse: np.ndarray, ratio: float) -> np.
     """
     n_centers, n_lists = len(centers), len(coarse)
     centers64, coarse64 = centers.astype(np.float64), coarse.astype(np.float64)
-    distances = (
-        np.einsum("ij,ij->i", centers64, centers64)[:, None]
-        - 2.0 * centers64 @ coarse64.T
-        + np.einsum("ij,ij->i", coarse64, coarse64)
-    )
+    distances = _squared_distances(centers64, coarse64)
     choices = np.empty((n_centers, min(n_lists, _LIST_CHOICES)), dtype=np.int64)
     smallest_per_row(distances, choices.shape[1], choices)
     priority = np.argsort(distances[np.arange(n_centers), choices[:, 0]], kind="stable")
@@ -654,11 +660,7 @@ class CandidateBackend:
         sample = np.unique(np.linspace(0, len(centers) - 1, _SETTLED_SAMPLE).astype(np.int64))
         centers64 = centers.astype(np.float64)
         rows = centers64[sample]
-        gaps = (
-            np.einsum("ij,ij->i", rows, rows)[:, None]
-            - 2.0 * rows @ centers64.T
-            + np.einsum("ij,ij->i", centers64, centers64)
-        )
+        gaps = _squared_distances(rows, centers64)
         gaps[np.arange(len(sample)), sample] = np.inf
         moved = rows - previous[sample].astype(np.float64)
         too_far = np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * gaps.min(axis=1)
