@@ -89,7 +89,8 @@ def test_zarr_on_slurm_takes_slurm_when_available_else_falls_back(tmp_path, caps
     pytest.importorskip("zarr")
     example = _load("zarr_on_slurm")
     partition, why_not = example.slurm_status()
-    assert example.main(["--small", "--output-dir", str(tmp_path)]) == 0
+    argv = ["--small", "--n-samples", "200000", "--output-dir", str(tmp_path)]
+    assert example.main(argv) == 0
     output = capsys.readouterr().out
 
     cluster_line = next(line for line in output.splitlines() if line.startswith("cluster: "))
@@ -99,7 +100,7 @@ def test_zarr_on_slurm_takes_slurm_when_available_else_falls_back(tmp_path, caps
     else:
         assert cluster_line.startswith("cluster: local (FALLBACK"), output
         assert why_not in cluster_line
-    _check_zarr_outputs(tmp_path, output, 1_600_000)
+    _check_zarr_outputs(tmp_path, output, 200_000)
     print(f"\nzarr_on_slurm took: {cluster_line}")
 
 
