@@ -132,3 +132,18 @@ def test_the_final_search_and_bounds(assign, options, final):
     approximate = searches.search != "numpy"
     expected = "off" if final != "numpy" else ("closing" if approximate else "settled")
     assert searches.bounds == expected
+
+
+def test_a_fit_resumed_after_its_runs_finished_labels_its_rows_exactly(
+    client, clustered, tmp_path
+):
+    """No labels are kept to start candidates from: the one pass searches exactly."""
+    X, init = clustered
+    params = {"init": init, "max_iter": 5, "tol": 0, "assign": "candidates"}
+    checkpoint = tmp_path / "fit.ckpt"
+    first = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X, checkpoint=checkpoint)
+    resumed = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X, checkpoint=checkpoint)
+    assert_array_equal(resumed.cluster_centers_, first.cluster_centers_)
+    assert_array_equal(resumed.labels_, resumed.predict(X))
+    assert resumed.inertia_ == pytest.approx(-resumed.score(X), rel=1e-9)
+    assert resumed.inertia_ <= first.inertia_ * (1 + 1e-12)

@@ -236,13 +236,13 @@ def run_all(
 
     if isinstance(best, LloydResult):
         return best
-    # The best run finished before this call: one pass gives its labels.
+    # The best run finished before this call: one pass gives its labels. It is
+    # exact even without an exact final pass: no labels are kept to start the
+    # candidates from, and an IVF pass would undo their precision.
     final = surviving_worker_loss(
         client,
         data,
-        lambda: lloyd(
-            client, data, best.centers, max_iter=0, tol=plan.tol, backend=plan.final_search
-        ),
+        lambda: lloyd(client, data, best.centers, max_iter=0, tol=plan.tol, backend=plan.backend),
         report,
     )
     final.history = _records(best)
