@@ -116,12 +116,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         With any approximate search, ``exact_final`` (default True): False
         makes the final pass approximate too ("candidates": each row among
         its last centre's neighbours) and no iteration exact (see
-        ``algorithm``), so no pass searches every row exactly; ``labels_``
-        and ``inertia_`` are then those of that pass (of an exact one in a
-        fit resumed from a checkpoint whose runs had all finished), and ``labels_`` can
+        ``algorithm``), so no pass searches every row exactly. ``labels_``
+        and ``inertia_`` are then those of that pass, and ``labels_`` can
         differ from ``predict`` on the rows it misses (at 100k x 128,
         k = 4096, the fit took 1.58 s instead of 2.46 s, its centres within
         0.032% of the exact fit's inertia, ``scripts/bench_assign_fit.py``).
+        A fit resumed from a checkpoint whose runs had all finished keeps no
+        labels to start from: its one pass is exact.
     algorithm : {"auto", "lloyd", "hamerly"}, default="auto"
         "hamerly" keeps per-row distance bounds (Hamerly 2010; 20 bytes a
         row of worker memory) so rows whose centre cannot change skip the
