@@ -268,7 +268,8 @@ def resolve_algorithm(algorithm: str, search: str, exact: str | None = None) -> 
     search : str
         The iterations' search spec.
     exact : str, optional
-        The exact search of the final pass, when ``search`` is approximate.
+        The exact search of the final pass, when ``search`` is approximate
+        (None when the final pass is approximate too: "off").
 
     Returns
     -------
@@ -277,8 +278,10 @@ def resolve_algorithm(algorithm: str, search: str, exact: str | None = None) -> 
         (``algorithm="auto"`` with the exact BLAS search: bounds once the
         centres move little) or "closing" (``algorithm="auto"`` with an
         approximate ``search`` and an ``exact`` search that provides bounds:
-        the iteration ``max_iter`` ends searches exactly and keeps bounds,
-        so the final pass searches only the rows whose centre may change).
+        no bounds are kept, but the iteration ``max_iter`` ends and those
+        after an update that moved few centres search with ``exact``, so
+        the final pass searches each row whose centre did not move among
+        the moved centres alone).
 
     Raises
     ------
