@@ -31,6 +31,16 @@ def test_the_same_centres_get_the_same_searcher_and_other_centres_another():
     assert prepared_search("faiss-cpu", centers) is not first
 
 
+def test_centres_that_differ_only_between_the_rows_compared_first_are_other_centres():
+    centers = np.random.default_rng(2).normal(size=(200, 4))  # rows 0, 3, ... compared first
+    first = prepared_search("numpy", centers)
+    moved = centers.copy()
+    moved[199, 0] += 1.0
+    assert prepared_search("numpy", moved) is not first
+    assert prepared_search("numpy", centers[:199]) is not first
+    assert prepared_search("numpy", centers.copy()) is first
+
+
 def test_the_cache_keeps_a_few_recent_searchers_only():
     rng = np.random.default_rng(1)
     sets = [rng.normal(size=(4, 3)) for _ in range(CACHED_SEARCHERS + 2)]
