@@ -137,22 +137,50 @@ BAD_PARAMS = [
     # n_clusters
     ({"n_clusters": 0}, InvalidParameterError, lit("n_clusters must be >= 1, got n_clusters=0")),
     ({"n_clusters": -2}, InvalidParameterError, lit("n_clusters must be >= 1, got n_clusters=-2")),
-    ({"n_clusters": 2.5}, InvalidParameterError, lit("n_clusters must be an integer, got 2.5 of type float")),
-    ({"n_clusters": "3"}, InvalidParameterError, lit("n_clusters must be an integer, got '3' of type str")),
-    ({"n_clusters": None}, InvalidParameterError, lit("n_clusters must be an integer, got None of type")),
-    ({"n_clusters": True}, InvalidParameterError, lit("n_clusters must be an integer, got True of type bool")),
+    (
+        {"n_clusters": 2.5},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got 2.5 of type float"),
+    ),
+    (
+        {"n_clusters": "3"},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got '3' of type str"),
+    ),
+    (
+        {"n_clusters": None},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got None of type"),
+    ),
+    (
+        {"n_clusters": True},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got True of type bool"),
+    ),
     # n_init
     ({"n_init": 0}, InvalidParameterError, lit("n_init must be >= 1, got n_init=0")),
     ({"n_init": -1}, InvalidParameterError, lit("n_init must be >= 1, got n_init=-1")),
-    ({"n_init": 1.5}, InvalidParameterError, lit("n_init must be 'auto' or an integer, got 1.5 of type float")),
+    (
+        {"n_init": 1.5},
+        InvalidParameterError,
+        lit("n_init must be 'auto' or an integer, got 1.5 of type float"),
+    ),
     # max_iter
     ({"max_iter": 0}, InvalidParameterError, lit("max_iter must be >= 1, got max_iter=0")),
     ({"max_iter": -5}, InvalidParameterError, lit("max_iter must be >= 1, got max_iter=-5")),
-    ({"max_iter": 10.0}, InvalidParameterError, lit("max_iter must be an integer, got 10.0 of type float")),
+    (
+        {"max_iter": 10.0},
+        InvalidParameterError,
+        lit("max_iter must be an integer, got 10.0 of type float"),
+    ),
     # tol
     ({"tol": -1e-3}, InvalidParameterError, lit("tol must be >= 0.0, got tol=-0.001")),
     ({"tol": -1}, InvalidParameterError, lit("tol must be >= 0.0, got tol=-1")),
-    ({"tol": "small"}, InvalidParameterError, lit("tol must be a finite real number, got 'small'")),
+    (
+        {"tol": "small"},
+        InvalidParameterError,
+        lit("tol must be a finite real number, got 'small'"),
+    ),
     # oversampling_factor
     (
         {"oversampling_factor": 0},
@@ -165,7 +193,11 @@ BAD_PARAMS = [
         lit("oversampling_factor must be > 0.0, got oversampling_factor=-1.5"),
     ),
     # init_rounds
-    ({"init_rounds": 0}, InvalidParameterError, lit("init_rounds must be >= 1, got init_rounds=0")),
+    (
+        {"init_rounds": 0},
+        InvalidParameterError,
+        lit("init_rounds must be >= 1, got init_rounds=0"),
+    ),
     (
         {"init_rounds": 2.0},
         InvalidParameterError,
@@ -178,7 +210,11 @@ BAD_PARAMS = [
         r"backend='gpu' is not a known backend; expected one of "
         r"\['auto', 'cupy', 'faiss-cpu', 'faiss-gpu', 'numpy'\]",
     ),
-    ({"backend": None}, InvalidParameterError, r"backend=None is not a known backend; expected one of \["),
+    (
+        {"backend": None},
+        InvalidParameterError,
+        r"backend=None is not a known backend; expected one of \[",
+    ),
     (
         {"init": "kmeans"},
         InvalidParameterError,
@@ -187,7 +223,11 @@ BAD_PARAMS = [
             "['k-means||', 'k-means++', 'hybrid', 'random']"
         ),
     ),
-    ({"init": 3}, InvalidParameterError, r"init must be one of \[.*\] or an array of shape .*, got int"),
+    (
+        {"init": 3},
+        InvalidParameterError,
+        r"init must be one of \[.*\] or an array of shape .*, got int",
+    ),
     # init_sample_size (checked whatever the init)
     (
         {"init_sample_size": 0},
@@ -199,14 +239,26 @@ BAD_PARAMS = [
         InvalidParameterError,
         lit("init_sample_size as a float is a fraction of the rows and must be in (0, 1], got "),
     ),
-    ({"init_sample_size": 1.5}, InvalidParameterError, r"must be in \(0, 1\], got init_sample_size=1\.5"),
-    ({"init_sample_size": float("nan")}, InvalidParameterError, r"in \(0, 1\], got init_sample_size=nan"),
+    (
+        {"init_sample_size": 1.5},
+        InvalidParameterError,
+        r"must be in \(0, 1\], got init_sample_size=1\.5",
+    ),
+    (
+        {"init_sample_size": float("nan")},
+        InvalidParameterError,
+        r"in \(0, 1\], got init_sample_size=nan",
+    ),
     (
         {"init_sample_size": "10%"},
         InvalidParameterError,
         lit("init_sample_size must be None, an integer >= 1 (rows) or a float in (0, 1] (a "),
     ),
-    ({"init_sample_size": True}, InvalidParameterError, r"init_sample_size must be None, .* got True of"),
+    (
+        {"init_sample_size": True},
+        InvalidParameterError,
+        r"init_sample_size must be None, .* got True of",
+    ),
     (
         {"assign": "approx"},
         InvalidParameterError,

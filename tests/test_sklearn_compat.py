@@ -8,7 +8,6 @@ scikit-learn's KMeans"; these tests cover what now matches.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import scipy.sparse as sp
 from numpy.testing import assert_array_equal
