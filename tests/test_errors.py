@@ -14,6 +14,7 @@ import re
 import dask.array as da
 import numpy as np
 import pytest
+import scipy.sparse
 from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
@@ -55,6 +56,10 @@ BAD_WEIGHTS_NEGATIVE = lit(
 BAD_WEIGHTS_NONFINITE = lit(
     "sample_weight contains 2 negative or non-finite value(s); first at rows 2, 33. "
     "Weights must be finite and >= 0."
+)
+SPARSE_DASK_BLOCKS = (
+    r"Sparse data was passed for X \(a Dask array of scipy\.sparse\..*csr_matrix blocks\), "
+    + lit("but dense data is required. Convert its blocks first, e.g. X.map_blocks(lambda block:")
 )
 WEIGHTS_SHAPE_39 = lit("sample_weight has shape (39,); expected (40,) to match the 40 rows of X")
 
@@ -519,6 +524,19 @@ BAD_FIT_X = [
         lit("X has dtype complex128; expected a real numeric dtype"),
         id="complex-dask",
     ),
+    # sparse: refused as scikit-learn refuses what it cannot take, naming the fix
+    pytest.param(
+        lambda: scipy.sparse.csr_matrix(good()),
+        TypeError,
+        lit("Sparse data was passed for X, but dense data is required. Use '.toarray()'"),
+        id="sparse-scipy",
+    ),
+    pytest.param(
+        lambda: dask(good()).map_blocks(scipy.sparse.csr_matrix),
+        TypeError,
+        SPARSE_DASK_BLOCKS,
+        id="sparse-dask-blocks",
+    ),
 ]
 
 
@@ -684,6 +702,12 @@ BAD_PREDICT_X = [
                 lambda: dask(strings()),
                 TypeError,
                 lit("X has dtype <U1; expected a real numeric dtype"),
+            ),
+            (
+                "sparse-dask-blocks",
+                lambda: dask(good()).map_blocks(scipy.sparse.csr_matrix),
+                TypeError,
+                SPARSE_DASK_BLOCKS,
             ),
         ]
     ),

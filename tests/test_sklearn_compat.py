@@ -2,14 +2,14 @@
 check, where ``kmeans_dask.KMeans`` once differed from scikit-learn's ``KMeans``.
 
 The documented differences (``algorithm`` names, no ``copy_x``, no callable
-``init``, sparse input refused...) are listed in README.md, "Differences from
-scikit-learn's KMeans"; these tests cover what now matches.
+``init``, sparse input refused: tests/test_errors.py) are listed in README.md,
+"Differences from scikit-learn's and dask-ml's KMeans"; these tests cover what
+now matches.
 """
 
 from __future__ import annotations
 
 import pytest
-import scipy.sparse as sp
 from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
@@ -55,9 +55,3 @@ def test_parameter_errors_are_value_and_type_errors(params):
     for expected in (ValueError, TypeError):
         with pytest.raises(expected, match=next(iter(params))):
             model.fit(X)
-
-
-def test_sparse_input_is_refused_naming_the_fix():
-    """Sparse X is refused before any work, with the conversion to use."""
-    with pytest.raises(TypeError, match=r"Sparse data was passed for X.*\.toarray\(\)"):
-        KMeans(2).fit(sp.csr_matrix(X))
