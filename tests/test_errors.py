@@ -324,6 +324,14 @@ BAD_PARAMS = [
         ),
     ),
     (
+        {"init": INIT_CENTERS[0]},
+        ValueError,
+        lit(
+            "The initial centers must be a 2D array, got 1 dimension(s): init array has "
+            "shape (3,); expected (n_clusters, n_features) = (3, 3)"
+        ),
+    ),
+    (
         {"init": with_values(INIT_CENTERS, (1, 2, np.nan))},
         ValueError,
         lit("init array contains 1 non-finite values"),
