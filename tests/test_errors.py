@@ -14,11 +14,13 @@ import re
 import dask.array as da
 import numpy as np
 import pytest
+import scipy.sparse
 from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import NotFittedError
 
 from kmeans_dask import KMeans
+from kmeans_dask._fit.validation import InvalidParameterError
 
 N_SAMPLES, N_FEATURES, N_CLUSTERS, SEED = 40, 3, 3, 0
 CHUNKS = (10, N_FEATURES)
@@ -54,6 +56,10 @@ BAD_WEIGHTS_NEGATIVE = lit(
 BAD_WEIGHTS_NONFINITE = lit(
     "sample_weight contains 2 negative or non-finite value(s); first at rows 2, 33. "
     "Weights must be finite and >= 0."
+)
+SPARSE_DASK_BLOCKS = (
+    r"Sparse data was passed for X \(a Dask array of scipy\.sparse\..*csr_matrix blocks\), "
+    + lit("but dense data is required. Convert its blocks first, e.g. X.map_blocks(lambda block:")
 )
 WEIGHTS_SHAPE_39 = lit("sample_weight has shape (39,); expected (40,) to match the 40 rows of X")
 
@@ -134,81 +140,133 @@ def assert_unchanged(model: KMeans, before: dict) -> None:
 
 BAD_PARAMS = [
     # n_clusters
-    ({"n_clusters": 0}, ValueError, lit("n_clusters must be >= 1, got n_clusters=0")),
-    ({"n_clusters": -2}, ValueError, lit("n_clusters must be >= 1, got n_clusters=-2")),
-    ({"n_clusters": 2.5}, TypeError, lit("n_clusters must be an integer, got 2.5 of type float")),
-    ({"n_clusters": "3"}, TypeError, lit("n_clusters must be an integer, got '3' of type str")),
-    ({"n_clusters": None}, TypeError, lit("n_clusters must be an integer, got None of type")),
-    ({"n_clusters": True}, TypeError, lit("n_clusters must be an integer, got True of type bool")),
+    ({"n_clusters": 0}, InvalidParameterError, lit("n_clusters must be >= 1, got n_clusters=0")),
+    ({"n_clusters": -2}, InvalidParameterError, lit("n_clusters must be >= 1, got n_clusters=-2")),
+    (
+        {"n_clusters": 2.5},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got 2.5 of type float"),
+    ),
+    (
+        {"n_clusters": "3"},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got '3' of type str"),
+    ),
+    (
+        {"n_clusters": None},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got None of type"),
+    ),
+    (
+        {"n_clusters": True},
+        InvalidParameterError,
+        lit("n_clusters must be an integer, got True of type bool"),
+    ),
     # n_init
-    ({"n_init": 0}, ValueError, lit("n_init must be >= 1, got n_init=0")),
-    ({"n_init": -1}, ValueError, lit("n_init must be >= 1, got n_init=-1")),
-    ({"n_init": 1.5}, TypeError, lit("n_init must be an integer, got 1.5 of type float")),
+    ({"n_init": 0}, InvalidParameterError, lit("n_init must be >= 1, got n_init=0")),
+    ({"n_init": -1}, InvalidParameterError, lit("n_init must be >= 1, got n_init=-1")),
+    (
+        {"n_init": 1.5},
+        InvalidParameterError,
+        lit("n_init must be 'auto' or an integer, got 1.5 of type float"),
+    ),
     # max_iter
-    ({"max_iter": 0}, ValueError, lit("max_iter must be >= 1, got max_iter=0")),
-    ({"max_iter": -5}, ValueError, lit("max_iter must be >= 1, got max_iter=-5")),
-    ({"max_iter": 10.0}, TypeError, lit("max_iter must be an integer, got 10.0 of type float")),
+    ({"max_iter": 0}, InvalidParameterError, lit("max_iter must be >= 1, got max_iter=0")),
+    ({"max_iter": -5}, InvalidParameterError, lit("max_iter must be >= 1, got max_iter=-5")),
+    (
+        {"max_iter": 10.0},
+        InvalidParameterError,
+        lit("max_iter must be an integer, got 10.0 of type float"),
+    ),
     # tol
-    ({"tol": -1e-3}, ValueError, lit("tol must be >= 0.0, got tol=-0.001")),
-    ({"tol": -1}, ValueError, lit("tol must be >= 0.0, got tol=-1")),
-    ({"tol": "small"}, TypeError, lit("tol must be a finite real number, got 'small'")),
+    ({"tol": -1e-3}, InvalidParameterError, lit("tol must be >= 0.0, got tol=-0.001")),
+    ({"tol": -1}, InvalidParameterError, lit("tol must be >= 0.0, got tol=-1")),
+    (
+        {"tol": "small"},
+        InvalidParameterError,
+        lit("tol must be a finite real number, got 'small'"),
+    ),
     # oversampling_factor
     (
         {"oversampling_factor": 0},
-        ValueError,
+        InvalidParameterError,
         lit("oversampling_factor must be > 0.0, got oversampling_factor=0"),
     ),
     (
         {"oversampling_factor": -1.5},
-        ValueError,
+        InvalidParameterError,
         lit("oversampling_factor must be > 0.0, got oversampling_factor=-1.5"),
     ),
     # init_rounds
-    ({"init_rounds": 0}, ValueError, lit("init_rounds must be >= 1, got init_rounds=0")),
+    (
+        {"init_rounds": 0},
+        InvalidParameterError,
+        lit("init_rounds must be >= 1, got init_rounds=0"),
+    ),
     (
         {"init_rounds": 2.0},
-        TypeError,
+        InvalidParameterError,
         lit("init_rounds must be an integer, got 2.0 of type float"),
     ),
     # names
     (
         {"backend": "gpu"},
-        ValueError,
+        InvalidParameterError,
         r"backend='gpu' is not a known backend; expected one of "
         r"\['auto', 'cupy', 'faiss-cpu', 'faiss-gpu', 'numpy'\]",
     ),
-    ({"backend": None}, ValueError, r"backend=None is not a known backend; expected one of \["),
+    (
+        {"backend": None},
+        InvalidParameterError,
+        r"backend=None is not a known backend; expected one of \[",
+    ),
     (
         {"init": "kmeans"},
-        ValueError,
+        InvalidParameterError,
         lit(
             "init='kmeans' is not supported; expected one of "
             "['k-means||', 'k-means++', 'hybrid', 'random']"
         ),
     ),
-    ({"init": 3}, TypeError, r"init must be one of \[.*\] or an array of shape .*, got int"),
+    (
+        {"init": 3},
+        InvalidParameterError,
+        r"init must be one of \[.*\] or an array of shape .*, got int",
+    ),
     # init_sample_size (checked whatever the init)
     (
         {"init_sample_size": 0},
-        ValueError,
+        InvalidParameterError,
         lit("init_sample_size must be >= 1 when it counts rows, got init_sample_size=0"),
     ),
     (
         {"init": "hybrid", "init_sample_size": 0.0},
-        ValueError,
+        InvalidParameterError,
         lit("init_sample_size as a float is a fraction of the rows and must be in (0, 1], got "),
     ),
-    ({"init_sample_size": 1.5}, ValueError, r"must be in \(0, 1\], got init_sample_size=1\.5"),
-    ({"init_sample_size": float("nan")}, ValueError, r"in \(0, 1\], got init_sample_size=nan"),
+    (
+        {"init_sample_size": 1.5},
+        InvalidParameterError,
+        r"must be in \(0, 1\], got init_sample_size=1\.5",
+    ),
+    (
+        {"init_sample_size": float("nan")},
+        InvalidParameterError,
+        r"in \(0, 1\], got init_sample_size=nan",
+    ),
     (
         {"init_sample_size": "10%"},
-        TypeError,
+        InvalidParameterError,
         lit("init_sample_size must be None, an integer >= 1 (rows) or a float in (0, 1] (a "),
     ),
-    ({"init_sample_size": True}, TypeError, r"init_sample_size must be None, .* got True of"),
+    (
+        {"init_sample_size": True},
+        InvalidParameterError,
+        r"init_sample_size must be None, .* got True of",
+    ),
     (
         {"assign": "approx"},
-        ValueError,
+        InvalidParameterError,
         lit(
             "assign='approx' is not supported; expected one of "
             "['exact', 'ivf', 'hnsw', 'candidates', 'auto']"
@@ -216,12 +274,12 @@ BAD_PARAMS = [
     ),
     (
         {"algorithm": "elkan"},
-        ValueError,
+        InvalidParameterError,
         lit("algorithm='elkan' is not supported; expected one of ['auto', 'lloyd', 'hamerly']"),
     ),
     (
         {"engine": "threads"},
-        ValueError,
+        InvalidParameterError,
         lit("engine='threads' is not supported; expected one of ['auto', 'tasks', 'actors']"),
     ),
     (
@@ -243,17 +301,35 @@ BAD_PARAMS = [
     (
         {"init": INIT_CENTERS[:2]},
         ValueError,
-        lit("init array has shape (2, 3); expected (n_clusters, n_features) = (3, 3)"),
+        lit(
+            "The shape of the initial centers (2, 3) does not match the number of clusters 3: "
+            "init array has shape (2, 3); expected (n_clusters, n_features) = (3, 3)"
+        ),
     ),
     (
         {"init": INIT_CENTERS[:, :2]},
         ValueError,
-        lit("init array has shape (3, 2); expected (n_clusters, n_features) = (3, 3)"),
+        lit(
+            "The shape of the initial centers (3, 2) does not match the number of features "
+            "of the data 3: init array has shape (3, 2); expected (n_clusters, n_features) "
+            "= (3, 3)"
+        ),
     ),
     (
         {"init": INIT_CENTERS, "n_clusters": 4},
         ValueError,
-        lit("init array has shape (3, 3); expected (n_clusters, n_features) = (4, 3)"),
+        lit(
+            "The shape of the initial centers (3, 3) does not match the number of clusters 4: "
+            "init array has shape (3, 3); expected (n_clusters, n_features) = (4, 3)"
+        ),
+    ),
+    (
+        {"init": INIT_CENTERS[0]},
+        ValueError,
+        lit(
+            "The initial centers must be a 2D array, got 1 dimension(s): init array has "
+            "shape (3,); expected (n_clusters, n_features) = (3, 3)"
+        ),
     ),
     (
         {"init": with_values(INIT_CENTERS, (1, 2, np.nan))},
@@ -267,9 +343,10 @@ BAD_PARAMS = [
     ),
     (
         {"init": INIT_CENTERS, "n_init": 2},
-        ValueError,
+        InvalidParameterError,
         lit(
-            "n_init=2 but init is an array of centres: with explicit initial centres only n_init=1"
+            "n_init=2 but init is an array of centres: with explicit initial centres only "
+            "n_init=1 (or 'auto')"
         ),
     ),
     (
@@ -455,6 +532,19 @@ BAD_FIT_X = [
         lit("X has dtype complex128; expected a real numeric dtype"),
         id="complex-dask",
     ),
+    # sparse: refused as scikit-learn refuses what it cannot take, naming the fix
+    pytest.param(
+        lambda: scipy.sparse.csr_matrix(good()),
+        TypeError,
+        lit("Sparse data was passed for X, but dense data is required. Use '.toarray()'"),
+        id="sparse-scipy",
+    ),
+    pytest.param(
+        lambda: dask(good()).map_blocks(scipy.sparse.csr_matrix),
+        TypeError,
+        SPARSE_DASK_BLOCKS,
+        id="sparse-dask-blocks",
+    ),
 ]
 
 
@@ -620,6 +710,12 @@ BAD_PREDICT_X = [
                 lambda: dask(strings()),
                 TypeError,
                 lit("X has dtype <U1; expected a real numeric dtype"),
+            ),
+            (
+                "sparse-dask-blocks",
+                lambda: dask(good()).map_blocks(scipy.sparse.csr_matrix),
+                TypeError,
+                SPARSE_DASK_BLOCKS,
             ),
         ]
     ),

@@ -57,8 +57,9 @@ def unchanged_on_error(estimator: Any) -> Iterator[None]:
 
 
 def warn_if_incomplete(result: LloydResult, n_clusters: int, max_iter: int, tol: float) -> None:
-    """Warn, as scikit-learn does, when the kept run did not converge or left
-    clusters empty (``ConvergenceWarning``, pointing at the caller of ``fit``)."""
+    """Warn (``ConvergenceWarning``, pointing at the caller of ``fit``) when the
+    kept run did not converge, which scikit-learn's ``KMeans`` does not, or left
+    clusters empty, in scikit-learn's words."""
     if not result.converged:
         warnings.warn(
             f"KMeans stopped at max_iter={max_iter} before converging: in the last "

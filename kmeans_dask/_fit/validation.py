@@ -20,6 +20,17 @@ from kmeans_dask._worker.results import ChunkSummary
 from kmeans_dask.backends import ALGORITHMS, ASSIGN_MODES, ENGINES, check_backend_name
 
 INIT_METHODS = ("k-means||", "k-means++", "hybrid", "random")
+#: Runs ``n_init="auto"`` makes, as scikit-learn: 10 for ``init="random"``, else 1.
+AUTO_N_INIT_RANDOM = 10
+
+
+class InvalidParameterError(ValueError, TypeError):
+    """A constructor parameter breaks its rule.
+
+    Both a ``ValueError`` and a ``TypeError``, as scikit-learn's own
+    ``InvalidParameterError``, so code written for scikit-learn's ``KMeans``
+    catches it with either.
+    """
 
 
 def _integer(name: str, value: Any, minimum: int) -> int:
@@ -51,17 +62,25 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     -------
     dict
         The parameters with the numbers as plain Python ``int`` and ``float``
-        (a NumPy ``uint8`` ``n_clusters`` would overflow in size arithmetic);
-        everything else as given.
+        (a NumPy ``uint8`` ``n_clusters`` would overflow in size arithmetic)
+        and ``n_init="auto"`` as its number of runs; everything else as given.
 
     Raises
     ------
-    TypeError, ValueError
+    InvalidParameterError
         Naming the parameter, the expected values and the value seen.
     """
+    try:
+        return _validated(params)
+    except (TypeError, ValueError) as error:
+        raise InvalidParameterError(str(error)) from None
+
+
+def _validated(params: dict[str, Any]) -> dict[str, Any]:
     plain = dict(params)
-    for name in ("n_clusters", "n_init", "max_iter", "init_rounds", "batch_size"):
+    for name in ("n_clusters", "max_iter", "init_rounds", "batch_size"):
         plain[name] = _integer(name, params[name], 1)
+    plain["n_init"] = _n_init(params["n_init"], params["init"])
     _integer("verbose", int(params["verbose"]), 0)
     plain["tol"] = _real("tol", params["tol"], minimum=0.0)
     plain["oversampling_factor"] = _real(
@@ -89,10 +108,10 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
             f"init must be one of {list(INIT_METHODS)} or an array of shape "
             f"(n_clusters, n_features), got {type(init).__name__}"
         )
-    elif params["n_init"] != 1:
+    elif plain["n_init"] != 1:
         raise ValueError(
             f"n_init={params['n_init']} but init is an array of centres: with explicit "
-            "initial centres only n_init=1 makes sense"
+            "initial centres only n_init=1 (or 'auto') makes sense"
         )
     if params["persist"] not in (None, True, False):
         raise TypeError(f"persist must be True, False or None, got {params['persist']!r}")
@@ -105,6 +124,17 @@ def validate_params(params: dict[str, Any]) -> dict[str, Any]:
     if options is not None and not isinstance(options, dict):
         raise TypeError(f"assign_options must be a dict or None, got {type(options).__name__}")
     return plain
+
+
+def _n_init(value: Any, init: Any) -> int:
+    """``n_init`` as a number of runs; ``"auto"`` as scikit-learn resolves it."""
+    if isinstance(value, str) and value == "auto":
+        return AUTO_N_INIT_RANDOM if isinstance(init, str) and init == "random" else 1
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise TypeError(
+            f"n_init must be 'auto' or an integer, got {value!r} of type {type(value).__name__}"
+        )
+    return _integer("n_init", value, 1)
 
 
 def _random_state(value: Any) -> None:
@@ -122,6 +152,21 @@ def _random_state(value: Any) -> None:
         )
 
 
+def _init_shape_mismatch(shape: tuple[int, ...], n_clusters: int, n_features: int) -> str:
+    """What is wrong with the shape of an ``init`` array, in scikit-learn's words."""
+    if len(shape) != 2:
+        return f"The initial centers must be a 2D array, got {len(shape)} dimension(s)"
+    if shape[0] != n_clusters:
+        return (
+            f"The shape of the initial centers {shape} does not match the number of "
+            f"clusters {n_clusters}"
+        )
+    return (
+        f"The shape of the initial centers {shape} does not match the number of features "
+        f"of the data {n_features}"
+    )
+
+
 def check_init_array(init: Any, n_clusters: int, n_features: int, dtype) -> np.ndarray:
     """Validate user-given initial centres: shape (n_clusters, n_features), finite."""
     centers = np.asarray(init)
@@ -129,7 +174,8 @@ def check_init_array(init: Any, n_clusters: int, n_features: int, dtype) -> np.n
         raise TypeError(f"init array must be numeric, got dtype {centers.dtype}")
     if centers.shape != (n_clusters, n_features):
         raise ValueError(
-            f"init array has shape {centers.shape}; expected (n_clusters, n_features) = "
+            f"{_init_shape_mismatch(centers.shape, n_clusters, n_features)}: init array has "
+            f"shape {centers.shape}; expected (n_clusters, n_features) = "
             f"({n_clusters}, {n_features})"
         )
     if not np.isfinite(centers).all():

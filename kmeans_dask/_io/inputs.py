@@ -174,6 +174,7 @@ def compute_dtype(dtype: np.dtype) -> np.dtype:
 
 def check_dask_array(X: da.Array, name: str = "X") -> da.Array:
     """Validate a Dask array from its metadata and give it one column block."""
+    _refuse_sparse_blocks(X, name)
     if X.ndim != 2:
         raise ValueError(
             f"Expected a 2-D array for {name}, got a {X.ndim}-D Dask array of shape {X.shape}. "
@@ -196,6 +197,21 @@ def check_dask_array(X: da.Array, name: str = "X") -> da.Array:
     if len(X.chunks[1]) > 1:
         X = X.rechunk({1: -1})
     return X
+
+
+def _refuse_sparse_blocks(X: da.Array, name: str) -> None:
+    """A Dask array of sparse blocks (SciPy or pydata ``sparse``), refused from its
+    metadata before any work, as scikit-learn refuses sparse input it cannot take."""
+    import scipy.sparse
+
+    block_type = type(X._meta)
+    if scipy.sparse.issparse(X._meta) or block_type.__module__.split(".")[0] == "sparse":
+        raise TypeError(
+            f"Sparse data was passed for {name} (a Dask array of "
+            f"{block_type.__module__}.{block_type.__name__} blocks), but dense data is "
+            f"required. Convert its blocks first, e.g. "
+            f"{name}.map_blocks(lambda block: block.toarray())."
+        )
 
 
 def check_sample_weight(

@@ -1,0 +1,57 @@
+"""Behaviours that scikit-learn's own k-means tests (sklearn/cluster/tests/test_k_means.py)
+check, where ``kmeans_dask.KMeans`` once differed from scikit-learn's ``KMeans``.
+
+The documented differences (``algorithm`` names, no ``copy_x``, no callable
+``init``, sparse input refused: tests/test_errors.py) are listed in README.md,
+"Differences from scikit-learn's and dask-ml's KMeans"; these tests cover what
+now matches.
+"""
+
+from __future__ import annotations
+
+import pytest
+from numpy.testing import assert_array_equal
+from sklearn.datasets import make_blobs
+
+from kmeans_dask import KMeans
+
+X, _ = make_blobs(n_samples=120, n_features=3, centers=4, cluster_std=1.5, random_state=7)
+
+
+@pytest.mark.parametrize(("init", "runs"), [("random", 10), ("k-means++", 1), ("k-means||", 1)])
+def test_n_init_auto_runs_as_many_initialisations_as_scikit_learn(client, init, runs):
+    """scikit-learn's ``n_init="auto"``: 10 runs for ``init="random"``, else 1."""
+    params = {"init": init, "max_iter": 5, "random_state": 3}
+    auto = KMeans(4, n_init="auto", **params).fit(X)
+    counted = KMeans(4, n_init=runs, **params).fit(X)
+    assert auto.get_params()["n_init"] == "auto"
+    assert_array_equal(auto.cluster_centers_, counted.cluster_centers_)
+    assert auto.inertia_ == counted.inertia_
+
+
+def test_n_init_auto_with_explicit_centres_runs_once(client):
+    """scikit-learn's ``n_init="auto"`` takes explicit centres as they are, without a warning."""
+    init = X[[0, 30, 60, 90]]
+    auto = KMeans(4, init=init, n_init="auto", max_iter=5).fit(X)
+    once = KMeans(4, init=init, n_init=1, max_iter=5).fit(X)
+    assert_array_equal(auto.cluster_centers_, once.cluster_centers_)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"n_clusters": 2.5},
+        {"n_clusters": 0},
+        {"n_init": "many"},
+        {"algorithm": "elkan"},
+        {"random_state": "seed"},
+        {"tol": "small"},
+    ],
+)
+def test_parameter_errors_are_value_and_type_errors(params):
+    """As scikit-learn's ``InvalidParameterError``: caught by ``except ValueError``
+    and by ``except TypeError`` alike."""
+    model = KMeans(**params)
+    for expected in (ValueError, TypeError):
+        with pytest.raises(expected, match=next(iter(params))):
+            model.fit(X)
