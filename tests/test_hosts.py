@@ -3,7 +3,9 @@ the final labels handed over from worker memory."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import threading
 import time
 
 import dask.array as da
@@ -14,7 +16,13 @@ from numpy.testing import assert_array_equal
 
 import kmeans_dask._worker.tasks as tasks_module
 from kmeans_dask import KMeans
-from kmeans_dask._engine.hosts import ChunkHosts, combine_in_tree, fits_hosts, reduction_tree
+from kmeans_dask._engine.hosts import (
+    ChunkHosts,
+    HostLost,
+    combine_in_tree,
+    fits_hosts,
+    reduction_tree,
+)
 from kmeans_dask._engine.mapreduce import (
     CLIENT_GATHER_BYTES,
     SPLIT_EVERY,
@@ -61,6 +69,58 @@ def test_errors_inside_a_host_come_back_as_raised_without_waiting(client):
             hosts.map(_fail)
         assert time.monotonic() - start < 5  # not mistaken for a lost worker
     finally:
+        hosts.close()
+
+
+class _SilentHandle:
+    """An ``Actor`` handle whose worker died: its calls never answer."""
+
+    def __getattr__(self, method):
+        return lambda *args: asyncio.get_running_loop().create_future()
+
+
+class _FutureLostAfter:
+    """A host's future that the scheduler reports lost ``seconds`` from now."""
+
+    def __init__(self, seconds: float) -> None:
+        self._lost_at = time.monotonic() + seconds
+
+    @property
+    def status(self) -> str:
+        return "lost" if time.monotonic() >= self._lost_at else "finished"
+
+
+@pytest.mark.parametrize("direct", [False, True])
+def test_a_call_that_never_answers_ends_once_its_worker_is_reported_lost(
+    client, monkeypatch, direct
+):
+    """A handle's call to a dead worker can wait for ever (and a direct call for the
+    connect timeout): the client gives it up when the host's future is lost."""
+    chunks = [client.scatter(np.full(3, 1.0))]
+    hosts = ChunkHosts(client, chunks)
+    futures = hosts._futures
+    outcome = []
+
+    def call():
+        try:
+            outcome.append(hosts.map(_first_value_and_worker))
+        except Exception as exc:
+            outcome.append(exc)
+
+    try:
+        hosts.direct = direct
+        hosts._handles = [_SilentHandle()]
+        monkeypatch.setattr(
+            hosts, "_call_direct", lambda *args: asyncio.get_running_loop().create_future()
+        )
+        hosts._futures = [_FutureLostAfter(0.5)]
+        waiting = threading.Thread(target=call, daemon=True)
+        waiting.start()
+        waiting.join(timeout=30)
+        assert len(outcome) == 1, "the call still waits for the lost worker"
+        assert isinstance(outcome[0], HostLost)
+    finally:
+        hosts._futures = futures
         hosts.close()
 
 

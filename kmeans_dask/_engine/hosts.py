@@ -96,6 +96,8 @@ _WORKER_GONE_TIMEOUT = 30.0
 _SCHEDULER_ANSWER_TIMEOUT = 2.0
 #: How long the client waits for the hosts to hear that it gave up an iteration.
 _ABANDON_TIMEOUT = 2.0
+#: How often the client, waiting for the hosts, looks whether one's worker was lost.
+_LOSS_POLL_SECONDS = 0.1
 
 
 class HostGroup(NamedTuple):
@@ -646,7 +648,35 @@ class ChunkHosts:
     async def _call_hosts(
         self, method: str, args: tuple[Any, ...], own: Sequence[tuple[Any, ...]]
     ) -> list[Any]:
-        """The calls of :meth:`_call`, made on the client's event loop."""
+        """The calls of :meth:`_call`, made on the client's event loop, given up with an
+        ``OSError`` once the scheduler has dropped the worker of a host.
+
+        A call through an ``Actor`` handle to a worker that died can wait for ever
+        (the handle then waits for its actor's future, which a restarted worker
+        never settles), and a direct call to one that died before it was reached
+        waits for the connect timeout: the loss shows first in the status of the
+        host's future.
+        """
+        answers = asyncio.ensure_future(self._answers(method, args, own))
+        lost = asyncio.ensure_future(self._until_a_host_is_lost())
+        try:
+            await asyncio.wait([answers, lost], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost.cancel()
+        if answers.done():
+            return answers.result()
+        answers.cancel()
+        raise OSError(f"the worker of a host was lost while the client waited for {method!r}")
+
+    async def _until_a_host_is_lost(self) -> None:
+        """Return once the future of a host is no longer finished (its worker was lost)."""
+        while all(future.status == "finished" for future in self._futures):
+            await asyncio.sleep(_LOSS_POLL_SECONDS)
+
+    async def _answers(
+        self, method: str, args: tuple[Any, ...], own: Sequence[tuple[Any, ...]]
+    ) -> list[Any]:
+        """Every host's answer to ``method``, in host order."""
         calls = [(*mine, *args) for mine in own]
         if not self.direct:
             return list(
