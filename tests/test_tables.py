@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
+from pathlib import Path
 
 import dask.dataframe as dd
 import numpy as np
@@ -198,6 +200,27 @@ def test_write_table_leaves_nothing_when_the_table_fails(tmp_path):
     for name in ("out.csv", "out.parquet"):
         with pytest.raises(ValueError, match="column 'amount'"):
             write_table(table, tmp_path / name)
+    assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
+
+
+def test_a_failed_csv_leaves_no_staging_even_when_a_late_task_writes_there(tmp_path, monkeypatch):
+    """A task still running after the error can recreate its file while the staging
+    directory is removed, which then stays: it is removed again."""
+    (tmp_path / "a.csv").write_text("amount\n1.5\n")
+    (tmp_path / "b.csv").write_text("amount\noops\n")
+    table = read_table(str(tmp_path / "*.csv"))
+    remove_tree, removals = shutil.rmtree, []
+
+    def late_task_writes(path, ignore_errors=False):
+        removals.append(path)
+        remove_tree(path, ignore_errors=ignore_errors)
+        if len(removals) == 1:
+            os.makedirs(path)
+            (Path(path) / "table.csv").write_text("amount\n1.5\n")
+
+    monkeypatch.setattr(shutil, "rmtree", late_task_writes)
+    with pytest.raises(ValueError, match="column 'amount'"):
+        write_table(table, tmp_path / "out.csv")
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
 
 
