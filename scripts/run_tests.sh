@@ -21,7 +21,7 @@ else
     echo "run_tests: not root, Slurm not started; its test will skip (sudo bash scripts/start_slurm.sh)"
 fi
 status=0
-.venv/bin/python -m pytest "$@" || status=$?
+.venv/bin/python -m pytest --durations=20 "$@" || status=$?
 
 if [ "${KMEANS_DASK_OLDEST:-1}" != 0 ]; then
     # The lower bound as pyproject.toml writes it: "dask[array,distributed]>=X.Y.Z".

@@ -167,7 +167,7 @@ def test_ctrl_c_in_other_commands_says_what_was_saved(tmp_path, client, command)
             "nothing was saved; run the same command again",
         ),
         "tune": (
-            ["tune", "x.npy", "-k", "512", "--sample", "200000"],
+            ["tune", "x.npy", "-k", "512", "--sample", "50000"],
             "nothing was saved; run the same command again",
         ),
     }[command]

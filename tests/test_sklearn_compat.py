@@ -64,10 +64,16 @@ def test_parameter_errors_are_value_and_type_errors(params):
 
 def test_scikit_learns_own_kmeans_tests_fail_only_on_documented_differences():
     """``scripts/sklearn_suite.py``: scikit-learn's test_k_means.py against our ``KMeans``;
-    each failure must be one of the differences README.md lists, and most tests pass."""
+    each failure must be one of the differences README.md lists, and most tests pass.
+
+    With "elkan" taken as "lloyd" and sparse X densified, so the tests behind those two
+    run too; those parametrized with "elkan" are left out (they would repeat "lloyd").
+    """
     script = Path(__file__).resolve().parents[1] / "scripts" / "sklearn_suite.py"
     run = subprocess.run(
-        [sys.executable, str(script), "--lloyd-dense"], capture_output=True, text=True
+        [sys.executable, str(script), "--lloyd-dense", "-k", "not elkan"],
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stdout + run.stderr
     passed = int(re.search(r"(\d+) passed", run.stdout)[1])
