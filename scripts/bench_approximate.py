@@ -308,6 +308,10 @@ def bench_shape(args: argparse.Namespace, k: int, d: int, log: Callable[[str], N
             exact_seconds = _median(run.seconds)
         gap, recall = _summarize(run, X, reference, reference_inertia, full)
         twin = twins.get(name, "")
+        scanned = ""
+        if name == "ivf":
+            searcher_params = tuple(int(p.split("=")[1]) for p in params.split())
+            scanned = _scanned_note(X, (init, run.last_centers_used), *searcher_params)
         seconds = _median(run.seconds)
         row = Row(
             k,
@@ -320,7 +324,7 @@ def bench_shape(args: argparse.Namespace, k: int, d: int, log: Callable[[str], N
             speedup=exact_seconds / seconds,
             inertia_gap=gap,
             recall=recall,
-            note="" if full else f"{iterations} timed iteration(s); {twin}",
+            note=scanned if full else f"{iterations} timed iteration(s); {twin}",
         )
         rows.append(row)
         log(_format_row(row))
@@ -330,6 +334,29 @@ def bench_shape(args: argparse.Namespace, k: int, d: int, log: Callable[[str], N
             rows.append(row)
             log(_format_row(row))
     return rows
+
+
+def scanned_per_row(X: np.ndarray, centers: np.ndarray, nlist: int, nprobe: int) -> float:
+    """Mean number of centres the IVF lists a row probes hold (its coarse step aside)."""
+    searcher = IVFSearcher(np.asarray(centers, dtype=X.dtype), nlist, nprobe)
+    sizes = np.diff(searcher._list_bounds)
+    return float(sizes[searcher._probes(X)].sum(axis=1).mean())
+
+
+def _scanned_note(
+    X: np.ndarray, centers: tuple[np.ndarray, np.ndarray], nlist: int, nprobe: int
+) -> str:
+    """What a row scans with the first and the last iteration's centres: centres, share
+    of k, and times ``nprobe`` mean-sized lists (the lists near dense regions are larger)."""
+    k = len(centers[0])
+    parts = []
+    for when, these in zip(("first", "last"), centers, strict=True):
+        scanned = scanned_per_row(X, these, nlist, nprobe)
+        parts.append(
+            f"{when} iteration {scanned:.0f} ({scanned / k:.1%}, "
+            f"{scanned / (nprobe * k / nlist):.2f}x {nprobe} mean lists)"
+        )
+    return "centres scanned per row: " + "; ".join(parts)
 
 
 def _faiss_kmeans_rows(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -142,3 +143,22 @@ def test_assign_fit_benchmark_fits_each_variant_and_prints_the_issue_lines():
         "candidates/lloyd+approximate-final",
     ]
     assert body[1][4] == "1.00x"  # auto's speed-up over itself
+
+
+def test_approximate_benchmark_reports_what_an_ivf_row_scans():
+    """``scripts/bench_approximate.py`` on a tiny shape: exact and IVF rows, and the
+    centres an IVF row scans in the first and the last iteration."""
+    rows = _table_rows(
+        "bench_approximate.py",
+        [
+            *("--n-samples", "3000", "--ks", "64", "--ds", "8", "--iterations", "2"),
+            *("--skip-hnsw", "--skip-ivf-faiss-scan", "--slow-iterations", "0"),
+            *("--faiss-kmeans", "none"),
+        ],
+    )
+    by_variant = {cells[2]: cells for cells in rows[1:]}
+    assert set(by_variant) == {"exact (numpy)", "ivf"}
+    assert re.search(
+        r"first iteration \d+ \([\d.]+%, [\d.]+x 8 mean lists\); last iteration \d+",
+        by_variant["ivf"][-1],
+    )
