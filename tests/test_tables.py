@@ -203,9 +203,13 @@ def test_write_table_leaves_nothing_when_the_table_fails(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
 
 
-def test_a_failed_csv_leaves_no_staging_even_when_a_late_task_writes_there(tmp_path, monkeypatch):
-    """A task still running after the error can recreate its file while the staging
-    directory is removed, which then stays: it is removed again."""
+@pytest.mark.parametrize("name", ["out.csv", "out.parquet"])
+def test_a_failed_table_leaves_nothing_even_when_a_late_task_writes_there(
+    tmp_path, monkeypatch, name
+):
+    """A task still running after the error can recreate its file while a half-written
+    directory (the CSV's staging, the Parquet parts) is removed, which then stays: it is
+    removed again."""
     (tmp_path / "a.csv").write_text("amount\n1.5\n")
     (tmp_path / "b.csv").write_text("amount\noops\n")
     table = read_table(str(tmp_path / "*.csv"))
@@ -220,7 +224,8 @@ def test_a_failed_csv_leaves_no_staging_even_when_a_late_task_writes_there(tmp_p
 
     monkeypatch.setattr(shutil, "rmtree", late_task_writes)
     with pytest.raises(ValueError, match="column 'amount'"):
-        write_table(table, tmp_path / "out.csv")
+        write_table(table, tmp_path / name)
+    assert removals, "no half-written directory was removed"
     assert sorted(os.listdir(tmp_path)) == ["a.csv", "b.csv"]
 
 

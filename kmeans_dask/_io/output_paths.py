@@ -11,6 +11,7 @@ import os
 import secrets
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -164,13 +165,13 @@ def written_whole(
     try:
         yield temporary
     except BaseException:
-        _remove(temporary)
+        remove_partial(temporary)
         raise
     if os.path.lexists(target):
         aside = os.path.join(directory, f".old-{token}.{name}")
         os.replace(target, aside)
         os.replace(temporary, target)
-        _remove(aside)
+        remove_partial(aside)
     else:
         os.replace(temporary, target)
 
@@ -181,8 +182,23 @@ def _is_zarr_store(path: str) -> bool:
     )
 
 
-def _remove(path: str) -> None:
+#: How long :func:`remove_partial` outlasts tasks still writing into a directory.
+_REMOVAL_SECONDS = 10.0
+
+
+def remove_partial(path: str) -> None:
+    """Remove a half-written output file or directory.
+
+    Tasks still running after the error that ended the output may recreate
+    their file in a directory between ``rmtree``'s removal of its files and
+    of the directory itself, which then stays: it is removed again, for up
+    to :data:`_REMOVAL_SECONDS`.
+    """
     if os.path.isdir(path) and not os.path.islink(path):
+        deadline = time.monotonic() + _REMOVAL_SECONDS
         shutil.rmtree(path, ignore_errors=True)
+        while os.path.lexists(path) and time.monotonic() < deadline:
+            time.sleep(0.01)
+            shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
         os.unlink(path)

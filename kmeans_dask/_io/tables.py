@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
-import time
 from collections.abc import Sequence
 from functools import partial
 from typing import Any
@@ -297,8 +295,11 @@ def _write_csv(table, path: str) -> None:
 
     When a partition fails, tasks already running may still append to the
     file after the error has reached us; inside a directory that is removed
-    then, they can no longer create it again (:func:`_remove_staging`).
+    then, they can no longer create it again
+    (:func:`~kmeans_dask._io.output_paths.remove_partial`).
     """
+    from kmeans_dask._io.output_paths import remove_partial
+
     staging = f"{path}.parts"
     os.makedirs(staging)
     try:
@@ -306,21 +307,7 @@ def _write_csv(table, path: str) -> None:
         table.to_csv(written, single_file=True, index=False)
         os.replace(written, path)
     finally:
-        _remove_staging(staging)
-
-
-#: How long :func:`_remove_staging` outlasts tasks still writing into the directory.
-_STAGING_REMOVAL_SECONDS = 10.0
-
-
-def _remove_staging(staging: str) -> None:
-    """Remove the directory ``staging``, again while a task still writing there
-    recreates its file between the removal of the files and of the directory."""
-    deadline = time.monotonic() + _STAGING_REMOVAL_SECONDS
-    shutil.rmtree(staging, ignore_errors=True)
-    while os.path.lexists(staging) and time.monotonic() < deadline:
-        time.sleep(0.01)
-        shutil.rmtree(staging, ignore_errors=True)
+        remove_partial(staging)
 
 
 def _is_parquet_dir(path: str) -> bool:
