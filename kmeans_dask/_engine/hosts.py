@@ -670,8 +670,12 @@ class ChunkHosts:
 
     async def _until_a_host_is_lost(self) -> None:
         """Return once the future of a host is no longer finished (its worker was lost)."""
-        while all(future.status == "finished" for future in self._futures):
+        while not self._a_future_lost():
             await asyncio.sleep(_LOSS_POLL_SECONDS)
+
+    def _a_future_lost(self) -> bool:
+        """Whether the scheduler reports a host's future no longer finished (its worker died)."""
+        return any(future.status != "finished" for future in self._futures)
 
     async def _answers(
         self, method: str, args: tuple[Any, ...], own: Sequence[tuple[Any, ...]]
@@ -770,9 +774,7 @@ class ChunkHosts:
                 alive = worker_info(self._client, timeout=_SCHEDULER_ANSWER_TIMEOUT)
             except OSError:  # the scheduler does not answer: its loss shows in a moment
                 alive = None
-            if alive is not None and (
-                not addresses <= set(alive) or any(f.status != "finished" for f in self._futures)
-            ):
+            if alive is not None and (not addresses <= set(alive) or self._a_future_lost()):
                 return True
             if time.monotonic() >= deadline:
                 return False
