@@ -120,7 +120,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         ``algorithm``), so no pass searches every row exactly. ``labels_``
         and ``inertia_`` are then those of that pass, and ``labels_`` can
         differ from ``predict`` on the rows it misses (at 100k x 128,
-        k = 4096, the fit took 1.51-1.58 s instead of 2.12-2.46 s, its
+        k = 4096, the fit took 1.43-1.58 s instead of 2.12-2.46 s, its
         centres within 0.032% of the exact fit's inertia,
         ``scripts/bench_assign_fit.py``).
         A fit resumed from a checkpoint whose runs had all finished keeps no
