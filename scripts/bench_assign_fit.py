@@ -138,14 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    from kmeans_dask._kernels.vector_target import compile_target
     from kmeans_dask.benchmark.machine import environment_info
 
     info = environment_info()
-    target = compile_target()
     print(
-        f"{info['date']}, {info['cpu_model']} ({info['cpus_usable']} usable cores), "
-        f"kernels for {target.cpu} with {target.vector_bits}-bit vectors, "
+        f"{info['date']}, {info['cpu_model']} ({info['vector_extensions']}, "
+        f"{info['cpus_usable']} usable cores), kernels for {info['kernels']}, "
+        f"faiss SIMD level {info['faiss_simd']}, BLAS {info['blas']}, "
         f"OPENBLAS overrides: {info['openblas_overrides'] or 'none'}"
     )
     X = make_blobs(args.rows, args.features, 1024, args.seed)

@@ -64,7 +64,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import faiss
 
+    from kmeans_dask.benchmark.machine import environment_info
+
     faiss.omp_set_num_threads(1)
+    info = environment_info()
+    print(
+        f"{info['date']}, {info['cpu_model']} ({info['vector_extensions']}), kernels for "
+        f"{info['kernels']}, faiss SIMD level {info['faiss_simd']}, BLAS {info['blas']}"
+    )
     rng = np.random.default_rng(0)
     print("| k | d | rows | fused ms/1M rows | GFLOP/s | column | faiss | sklearn | auto picks |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from kmeans_dask._kernels.vector_target import compile_target
 from kmeans_dask.benchmark import main
+from kmeans_dask.benchmark.machine import kernel_target, vector_extensions
 from kmeans_dask.benchmark.options import parse_variants
 from kmeans_dask.benchmark.schedule import run_order, wait_until_idle
 
@@ -40,6 +42,20 @@ def test_small_benchmark_reports_ratios_overheads_and_equal_inertias(tmp_path, c
     for engine in ("tasks", "actors"):
         assert all(seconds > 0 for seconds in result["empty_iteration_seconds"][engine])
     assert result["parameters"]["spread"] == 10.0
+
+
+def test_the_machine_is_described_by_its_vector_extensions_and_the_kernels_target(monkeypatch):
+    assert vector_extensions({"sse2", "avx", "avx2", "fma"}) == "AVX2"
+    assert vector_extensions({"avx2", "avx512f", "avx512bw", "avx512vl"}) == "AVX-512"
+    assert vector_extensions({"fp", "asimd"}) == "NEON"
+    assert vector_extensions(set()) == "unknown"
+    target = compile_target()
+    monkeypatch.setattr("numba.config.CPU_NAME", None)  # the host's CPU, whatever this run set
+    described = kernel_target()
+    assert described == f"{target.cpu}, {target.vector_bits}-bit vectors x {target.registers}"
+    # A fixed compile target is an emulation, and the line says so.
+    monkeypatch.setattr("numba.config.CPU_NAME", "haswell")
+    assert kernel_target() == described + " (NUMBA_CPU_NAME=haswell: emulating another CPU)"
 
 
 def test_variants_are_checked():

@@ -1,4 +1,4 @@
-"""The machine the benchmark runs on: its SGEMM throughput, CPU, BLAS and library versions."""
+"""The machine a benchmark runs on: SGEMM throughput, CPU and vector extensions, versions."""
 
 from __future__ import annotations
 
@@ -92,6 +92,75 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: Vector extensions by the /proc/cpuinfo flag that shows them, widest first.
+_VECTOR_EXTENSIONS = (
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+    ("avx", "AVX"),
+    ("sse2", "SSE2"),
+    ("sve", "SVE"),
+    ("asimd", "NEON"),
+)
+
+
+def vector_extensions(flags: set[str] | None = None) -> str:
+    """The widest vector extension the CPU has, by name ("AVX-512", "AVX2", "NEON", ...).
+
+    Parameters
+    ----------
+    flags : set of str, optional
+        CPU flags as /proc/cpuinfo lists them ("flags" on x86-64, "Features"
+        on aarch64); by default this machine's.
+
+    Returns
+    -------
+    str
+        The name, or ``"unknown"`` where no flag names a known extension.
+    """
+    if flags is None:
+        flags = set()
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as f:
+                for line in f:
+                    if line.split(":", 1)[0].strip().lower() in ("flags", "features"):
+                        flags = set(line.split(":", 1)[1].split())
+                        break
+        except OSError:
+            pass
+    return next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags), "unknown")
+
+
+def kernel_target() -> str:
+    """What kmeans_dask's kernels are generated for, saying when the target is fixed.
+
+    Returns
+    -------
+    str
+        For example ``"znver4, 512-bit vectors x 32"``, or with
+        ``NUMBA_CPU_NAME=haswell`` set ``"haswell, 256-bit vectors x 16
+        (NUMBA_CPU_NAME=haswell: emulating another CPU)"``.
+    """
+    import numba
+
+    from kmeans_dask._kernels.vector_target import compile_target
+
+    target = compile_target()
+    text = f"{target.cpu}, {target.vector_bits}-bit vectors x {target.registers}"
+    if numba.config.CPU_NAME:
+        text += f" (NUMBA_CPU_NAME={numba.config.CPU_NAME}: emulating another CPU)"
+    return text
+
+
+def faiss_simd_level() -> str | None:
+    """The SIMD level Faiss dispatches to (``FAISS_SIMD_LEVEL`` may lower it), if installed."""
+    try:
+        import faiss
+    except ImportError:
+        return None
+    config = getattr(faiss, "SIMDConfig", None)
+    return str(config.get_level_name()) if config is not None else None
+
+
 def _version(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -104,7 +173,7 @@ def _version(dist: str) -> str | None:
 
 
 def environment_info() -> dict[str, Any]:
-    """Date, host, CPU, cores, memory, BLAS and library versions.
+    """Date, host, CPU and its vector extensions, kernels' target, cores, memory, BLAS, versions.
 
     Returns
     -------
@@ -135,6 +204,9 @@ def environment_info() -> dict[str, Any]:
         "date": dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z"),
         "host": platform.node(),
         "cpu_model": _cpu_model(),
+        "vector_extensions": vector_extensions(),
+        "kernels": kernel_target(),
+        "faiss_simd": faiss_simd_level(),
         "cpu_count": os.cpu_count(),
         "cpus_usable": usable,
         "memory_gib": memory_gib,

@@ -232,9 +232,10 @@ def format_markdown(
     lines = [
         f"### {env['date']} — {env['host']}",
         "",
-        f"- CPU: {env['cpu_model']}; {env['cpus_usable']} usable cores "
-        f"({env['cpu_count']} logical); {env['memory_gib']} GiB; Python {env['python']}; "
-        f"BLAS: {env['blas']}",
+        f"- CPU: {env['cpu_model']} ({env['vector_extensions']}); {env['cpus_usable']} usable "
+        f"cores ({env['cpu_count']} logical); {env['memory_gib']} GiB; Python {env['python']}; "
+        f"BLAS: {env['blas']}; kernels for {env['kernels']}"
+        + (f"; faiss SIMD level {env['faiss_simd']}" if env["faiss_simd"] else ""),
         f"- Versions: {versions}",
         f"- Data: {params['n_samples']} x {params['n_features']} {params['dtype']} blobs "
         f"(centres in [-{params['spread']:g}, {params['spread']:g}]^d), "
