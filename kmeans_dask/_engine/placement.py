@@ -122,6 +122,9 @@ class DistributedData:
     for a :attr:`~kmeans_dask._worker.results.ChunkSummary.refused` summary)."""
     with_digest: bool = True
     """Whether the data check computes the rows' content digest (checkpoints need it)."""
+    labels_to_client: bool = False
+    """Whether the fit's labels go to the client (a NumPy ``labels_``) rather than
+    staying on the workers: the actors then hand them over in one call."""
     _hosts: ChunkHosts | None = field(default=None, init=False, repr=False)
     _summary: ChunkSummary | None = field(default=None, init=False, repr=False)
 
@@ -323,6 +326,7 @@ def distribute(
     ops: ChunkOps | None = None,
     validate: Callable[[ChunkSummary], None] = refuse_unusable,
     with_digest: bool = True,
+    labels_to_client: bool = False,
 ) -> DistributedData:
     """Put validated ``X`` (and weights) on the workers as :class:`Chunk` futures.
 
@@ -335,7 +339,8 @@ def distribute(
     streamed blocks are then read ahead of the work on them. The chunks
     are held and worked on by ``ops`` (default: :func:`chunk_ops_for` ``X``
     and ``backend``). ``validate`` and ``with_digest`` say how the data
-    check is judged and whether it digests the rows (:class:`DistributedData`).
+    check is judged and whether it digests the rows, ``labels_to_client``
+    where the labels go (:class:`DistributedData`).
     """
     ops = chunk_ops_for(X, backend) if ops is None else ops
     dtype = np.dtype(X.dtype)
@@ -406,6 +411,7 @@ def distribute(
         use_hosts=uses_hosts(engine, len(chunks), statistics_bytes),
         validate=validate,
         with_digest=with_digest,
+        labels_to_client=labels_to_client,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import dask.array as da
 import numpy as np
 from array_api_compat import array_namespace
-from distributed import Client
+from distributed import Client, Future
 
 from kmeans_dask._engine.client import active_client, client_for_fit
 from kmeans_dask._engine.pauses import watched_gather, watched_wait
@@ -91,6 +91,7 @@ def fit_on_cluster(request: FitRequest, report: Callable[[str], None]) -> FitOut
             validate=partial(raise_for_summary, dtype=np.dtype(X.dtype)),
             # The digest identifies the data in checkpoints only.
             with_digest=request.checkpoint is not None,
+            labels_to_client=not (is_dask_array(X) and keep_lazy),
         )
         try:
             plan = run_plan(client, data, request, report)
@@ -223,7 +224,9 @@ def labels_from(
         )
         # The fit left out X's empty blocks; give them back.
         return labels if labels.chunks == X.chunks[:1] else labels.rechunk(X.chunks[:1])
-    parts = watched_gather(client, result.labels)
+    parts = result.labels
+    if parts and isinstance(parts[0], Future):
+        parts = watched_gather(client, parts)
     labels = array_namespace(*parts).concat(parts) if parts else np.empty(0, np.int32)
     if is_dask_array(X):
         return da.from_array(labels, chunks=X.chunks[:1])

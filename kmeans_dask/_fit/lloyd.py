@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from distributed import Client, Future
@@ -117,8 +117,9 @@ class LloydResult:
     history: list[IterationRecord]
     cluster_weights: np.ndarray
     """(k,) total weight assigned to each final centre."""
-    labels: list[Future] = field(default_factory=list)
-    """Per-chunk label futures from the final pass (distributed runs only)."""
+    labels: list[Future] | list[Any] = field(default_factory=list)
+    """Per-chunk labels of the final centres (distributed runs only): futures,
+    or the arrays themselves where they go to the client (:func:`_labels_kept`)."""
     converged: bool = True
     """Whether the last centre shift was within the tolerance (else ``max_iter`` ended it)."""
 
@@ -632,15 +633,21 @@ def _labels_kept(
     backend: str,
     tag: Hashable,
     spent_bounds: Hashable | None = None,
-) -> list[Future]:
-    """Per-chunk label futures of the pass that kept them under ``tag`` (none if streamed).
+) -> list[Future] | list[Any]:
+    """Per-chunk labels of the pass that kept them under ``tag`` (none if streamed).
 
-    A chunk whose worker lost them (a task run elsewhere, a chunk recomputed)
-    labels its rows afresh with ``centers``, the centres of that pass. The
-    tasks drop the Hamerly bounds kept under ``spent_bounds``.
+    Futures, or, where the labels go to the client and actors serve the
+    chunks, the arrays themselves, handed over in one call per worker rather
+    than a task per chunk. A chunk whose worker lost them (a task run
+    elsewhere, a chunk recomputed) labels its rows afresh with ``centers``,
+    the centres of that pass. The Hamerly bounds kept under ``spent_bounds``
+    are dropped.
     """
     if not data.persisted:
         return []
+    engine = data.hosts(client) if data.labels_to_client else None
+    if engine is not None:
+        return engine.map(kept_labels, centers, backend, tag, spent_bounds)
     return map_chunks(
         client,
         kept_labels,
