@@ -250,6 +250,24 @@ def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
     assert isinstance(exact_searcher(centers), layout)
 
 
+@pytest.mark.parametrize(
+    ("cpu", "bits", "limits"),
+    [
+        ("haswell", 256, (16384, 16384 * 256)),  # AVX2: measured on the AMD EPYC (Zen 3)
+        ("znver3", 256, (16384, 16384 * 256)),
+        ("znver4", 512, (16384, 16384 * 256)),  # AVX-512 through 256-bit units (Zen 4)
+        ("skylake-avx512", 512, (2048, 65536)),  # AVX-512 on an Intel Xeon
+        ("generic", 128, (2048, 65536)),  # not measured: the large shapes go to BLAS
+    ],
+)
+def test_the_fused_kernels_search_the_shapes_measured_faster_on_each_cpu(cpu, bits, limits):
+    from kmeans_dask._kernels.vector_target import VectorTarget
+    from kmeans_dask.backends.numpy_blas import row_layout_limits
+
+    registers = 32 if bits == 512 else 16
+    assert row_layout_limits(VectorTarget(cpu, bits, registers)) == limits
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("k", [1, 2, 7, 16, 17, 33, 64, 65, 100, 129, 256])
 @pytest.mark.parametrize("d", [1, 3, 32])

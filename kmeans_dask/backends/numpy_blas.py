@@ -38,20 +38,32 @@ from kmeans_dask._kernels.block_kernels import (
     runner_up_distances,
 )
 from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
-from kmeans_dask._kernels.vector_target import compile_target
+from kmeans_dask._kernels.vector_target import VectorTarget, compile_target
 
-#: Most centres and largest ``k * d`` searched by the fused kernels, by the
-#: compile target's vector width (:mod:`kmeans_dask._kernels.vector_target`);
-#: above them the column layout is used. With AVX-512 the column layout kept
-#: up above 2048 centres or ``k * d = 65536`` (Intel Xeon, 2026-11); with AVX2 the
-#: fused kernels were faster at every shape measured, up to k = 16384 and
-#: ``k * d = 16384 * 256`` (AMD EPYC, 2026: ``scripts/bench_search.py``,
-#: RESULTS.md). Other targets (128-bit NEON or SSE) were not measured and
-#: keep the AVX-512 limits, which leave the large shapes to BLAS.
-_ROW_LAYOUT_LIMITS = {256: (16384, 16384 * 256)}
-ROW_LAYOUT_MAX_CENTERS, ROW_LAYOUT_MAX_CENTERS_X_FEATURES = _ROW_LAYOUT_LIMITS.get(
-    compile_target().vector_bits, (2048, 65536)
-)
+#: Most centres and largest ``k * d`` searched by the fused kernels; above
+#: them the column layout is used (``scripts/bench_search.py``, RESULTS.md).
+#: The fused kernels were faster at every shape measured, up to k = 16384 and
+#: ``k * d = 16384 * 256``, with AVX2 (AMD EPYC Zen 3, 2026-12) and with
+#: AVX-512 on AMD Zen 4 (1.17-1.59x, 2026-12-06), whose 512-bit multiply-adds
+#: take two passes through 256-bit units, so BLAS gains less from them than
+#: the kernels gain from 32 registers. On an Intel Xeon with AVX-512 the
+#: column layout kept up above 2048 centres or ``k * d = 65536`` (2026-11):
+#: those limits stay for the other 512-bit targets, and for the 128-bit ones
+#: (NEON, SSE), which were not measured and leave the large shapes to BLAS.
+_WIDE_ROW_LAYOUT_LIMITS = (16384, 16384 * 256)
+_NARROW_ROW_LAYOUT_LIMITS = (2048, 65536)
+
+
+def row_layout_limits(target: VectorTarget) -> tuple[int, int]:
+    """Most centres and largest ``k * d`` the fused kernels search on ``target``."""
+    if target.vector_bits == 256 or (
+        target.vector_bits == 512 and target.cpu.startswith(("znver4", "znver5"))
+    ):
+        return _WIDE_ROW_LAYOUT_LIMITS
+    return _NARROW_ROW_LAYOUT_LIMITS
+
+
+ROW_LAYOUT_MAX_CENTERS, ROW_LAYOUT_MAX_CENTERS_X_FEATURES = row_layout_limits(compile_target())
 #: Smallest ``k * d`` searched by the fused kernels: below it most of their
 #: vector lanes would score padding and the column layout is faster.
 ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
