@@ -12,6 +12,7 @@ import dask.array as da
 import numpy as np
 import pytest
 import zarr
+from distributed import get_task_stream
 from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
@@ -129,3 +130,18 @@ def test_a_plain_pass_keeps_its_labels_in_those_nobody_took():
     stats_keeping_labels(chunk, centers, "numpy", None, ("run", 3))
     assert tasks_module.LABELS.take(chunk, ("run", 3)) is not handed_over
     assert_array_equal(handed_over, chunk_labels(chunk, moved, "numpy")[0])
+
+
+@pytest.mark.parametrize("n_init", [1, 3])
+def test_numpy_labels_come_from_the_actors_without_a_task_per_chunk(client, blobs, n_init):
+    """A NumPy fit through the actors gets its labels in one call per worker: no
+    ``kmeans-labels`` task runs, and they are those of the tasks engine and of predict."""
+    X = blobs[0]
+    params = {"n_clusters": 6, "random_state": 0, "n_init": n_init, "max_iter": 4, "tol": 0.0}
+    with get_task_stream(client) as stream:
+        through_actors = KMeans(**params, engine="actors").fit(X)
+    assert not [t for t in stream.data if str(t["key"]).startswith("('kmeans-labels")]
+    through_tasks = KMeans(**params, engine="tasks").fit(X)
+    assert isinstance(through_actors.labels_, np.ndarray)
+    assert_array_equal(through_actors.labels_, through_tasks.labels_)
+    assert_array_equal(through_actors.labels_, through_actors.predict(X))
