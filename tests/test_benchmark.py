@@ -18,7 +18,11 @@ from kmeans_dask.benchmark.options import parse_variants
 from kmeans_dask.benchmark.schedule import run_order, wait_until_idle
 
 
-def test_small_benchmark_reports_ratios_overheads_and_equal_inertias(tmp_path, capsys):
+def test_small_benchmark_reports_ratios_overheads_and_equal_inertias(
+    tmp_path, capsys, monkeypatch
+):
+    # Timings are not checked here: no waiting for an idle machine before each run.
+    monkeypatch.setattr("kmeans_dask.benchmark.driver.wait_until_idle", lambda: 0.0)
     out = tmp_path / "bench.json"
     argv = [
         "--n-samples", "6000", "--n-features", "4", "--n-clusters", "5", "--iterations", "4",
@@ -84,11 +88,29 @@ def test_wait_until_idle_gives_up_after_its_timeout():
     assert 0.2 <= time.monotonic() - start < 2.0
 
 
-def _table_rows(script_name: str, argv: list[str]) -> list[list[str]]:
-    """Run a benchmark script; the cells of its Markdown table rows (header included)."""
+#: ``python SCRIPT ARGS...`` without :func:`wait_until_idle`'s waits for an idle machine.
+_WITHOUT_IDLE_WAITS = """
+import os, runpy, sys
+import kmeans_dask.benchmark.schedule as schedule
+schedule.wait_until_idle = lambda: 0.0
+sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(sys.argv[0])
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
+def _table_rows(
+    script_name: str, argv: list[str], *, wait_for_idle: bool = True
+) -> list[list[str]]:
+    """Run a benchmark script; the cells of its Markdown table rows (header included).
+
+    With ``wait_for_idle=False`` its timed runs start at once, not on an idle
+    machine (for tests that check what it reports, not its timings).
+    """
     script = Path(__file__).resolve().parents[1] / "scripts" / script_name
+    python = [sys.executable] if wait_for_idle else [sys.executable, "-c", _WITHOUT_IDLE_WAITS]
     done = subprocess.run(
-        [sys.executable, str(script), *argv], capture_output=True, text=True, timeout=300
+        [*python, str(script), *argv], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
     return [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")]
@@ -97,7 +119,7 @@ def _table_rows(script_name: str, argv: list[str]) -> list[list[str]]:
 def test_initialisation_benchmark_runs_and_reports_all_three():
     pytest.importorskip("dask_ml", reason="dask-ml is not installed")
     argv = ["--n-samples", "4000", "--n-features", "3", "--n-clusters", "4", "--repeats", "1"]
-    body = _table_rows("bench_init.py", argv)[1:]
+    body = _table_rows("bench_init.py", argv, wait_for_idle=False)[1:]
     assert [row[0] for row in body] == ["| kmeans_dask", "| dask-ml", "| sklearn"]
     assert body[0][2] == "1.00x"
 

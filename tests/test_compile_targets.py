@@ -1,8 +1,8 @@
 """The generated kernels compiled for other CPUs than this one, through Numba's fixed target.
 
-Each case starts a Python with ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` set
-(and a cache of its own): it checks the vector width the kernels were
-generated for, that the multiply-add loops of the fused search keep their
+Each case runs a Python with ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` set
+(and a cache of its own; the three start at once): it checks the vector
+width the kernels were generated for, that the multiply-add loops of the fused search keep their
 accumulators in registers (no stack access inside them) and use the
 target's widest registers, and, where this CPU can run the code, compares
 the results with brute force. A target this CPU cannot run (AVX-512 on an
@@ -15,6 +15,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Iterator
 
 import pytest
 from llvmlite import binding
@@ -116,27 +117,44 @@ def _host_runs(cpu: str) -> bool:
     return all(host.get(feature, False) for feature in needed[cpu])
 
 
-@pytest.mark.parametrize(
-    ("cpu", "bits", "registers"),
-    [("generic", 128, 16), ("haswell", 256, 16), ("skylake-avx512", 512, 32)],
+#: The targets checked: CPU name, vector bits and vector registers the kernels get.
+_TARGETS = [("generic", 128, 16), ("haswell", 256, 16), ("skylake-avx512", 512, 32)]
+
+
+@pytest.fixture(scope="module")
+def checks(tmp_path_factory) -> Iterator[dict[str, subprocess.Popen]]:
+    """The check of every target, all started at once: each compiles in its own process."""
+    processes = {}
+    for cpu, bits, registers in _TARGETS:
+        env = {
+            **os.environ,
+            "NUMBA_CPU_NAME": cpu,
+            "NUMBA_CPU_FEATURES": "",  # the named CPU's own features, not this host's
+            "NUMBA_CACHE_DIR": str(tmp_path_factory.mktemp(cpu)),
+        }
+        run = "run" if _host_runs(cpu) else "compile"
+        processes[cpu] = subprocess.Popen(
+            [sys.executable, "-c", _CHECK, str(bits), str(registers), run],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    yield processes
+    for process in processes.values():
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64"), reason="the targets named here are x86-64 CPUs"
 )
-def test_kernels_compiled_for_a_fixed_target(tmp_path, cpu, bits, registers):
-    if platform.machine() not in ("x86_64", "AMD64"):
-        pytest.skip("the targets named here are x86-64 CPUs")
-    run = "run" if _host_runs(cpu) else "compile"
-    env = {
-        **os.environ,
-        "NUMBA_CPU_NAME": cpu,
-        "NUMBA_CPU_FEATURES": "",  # the named CPU's own features, not this host's
-        "NUMBA_CACHE_DIR": str(tmp_path),
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", _CHECK, str(bits), str(registers), run],
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
+@pytest.mark.parametrize("cpu", [cpu for cpu, _, _ in _TARGETS])
+def test_kernels_compiled_for_a_fixed_target(checks, cpu):
+    done = checks[cpu]
+    _, stderr = done.communicate()
+    assert done.returncode == 0, stderr[-4000:]
 
 
 _ADD_VECTORS = """
