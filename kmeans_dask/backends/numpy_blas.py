@@ -64,6 +64,7 @@ def row_layout_limits(target: VectorTarget) -> tuple[int, int]:
 
 
 ROW_LAYOUT_MAX_CENTERS, ROW_LAYOUT_MAX_CENTERS_X_FEATURES = row_layout_limits(compile_target())
+
 #: Smallest ``k * d`` searched by the fused kernels: below it most of their
 #: vector lanes would score padding and the column layout is faster.
 ROW_LAYOUT_MIN_CENTERS_X_FEATURES = 16
