@@ -138,15 +138,9 @@ def main(argv: list[str] | None = None) -> None:
     import dask.array as da
     from distributed import Client, LocalCluster
 
-    from kmeans_dask.benchmark.machine import environment_info
+    from kmeans_dask.benchmark.machine import environment_info, machine_line
 
-    info = environment_info()
-    print(
-        f"{info['date']}, {info['cpu_model']} ({info['vector_extensions']}, "
-        f"{info['cpus_usable']} usable cores), kernels for {info['kernels']}, "
-        f"faiss SIMD level {info['faiss_simd']}, BLAS {info['blas']}, "
-        f"OPENBLAS overrides: {info['openblas_overrides'] or 'none'}"
-    )
+    print(machine_line(environment_info()))
     X = make_blobs(args.rows, args.features, 1024, args.seed)
     data = da.from_array(X, chunks=(-(-args.rows // args.chunks), args.features))
     print(

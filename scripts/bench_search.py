@@ -64,14 +64,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import faiss
 
-    from kmeans_dask.benchmark.machine import environment_info
+    from kmeans_dask.benchmark.machine import environment_info, machine_line
 
     faiss.omp_set_num_threads(1)
-    info = environment_info()
-    print(
-        f"{info['date']}, {info['cpu_model']} ({info['vector_extensions']}), kernels for "
-        f"{info['kernels']}, faiss SIMD level {info['faiss_simd']}, BLAS {info['blas']}"
-    )
+    print(machine_line(environment_info()))
     rng = np.random.default_rng(0)
     print("| k | d | rows | fused ms/1M rows | GFLOP/s | column | faiss | sklearn | auto picks |")
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---|")

@@ -81,15 +81,21 @@ def measure_sgemm(result: SgemmResult, repeats: int = 3) -> SgemmResult:
     return result
 
 
-def _cpu_model() -> str:
+def _cpuinfo_value(*names: str) -> str | None:
+    """The value of the first /proc/cpuinfo line named one of ``names`` (lower case), if any."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                name, _, value = line.partition(":")
+                if name.strip().lower() in names:
+                    return value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def _cpu_model() -> str:
+    return _cpuinfo_value("model name") or platform.processor() or platform.machine()
 
 
 #: Vector extensions by the /proc/cpuinfo flag that shows them, widest first.
@@ -118,15 +124,7 @@ def vector_extensions(flags: set[str] | None = None) -> str:
         The name, or ``"unknown"`` where no flag names a known extension.
     """
     if flags is None:
-        flags = set()
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as f:
-                for line in f:
-                    if line.split(":", 1)[0].strip().lower() in ("flags", "features"):
-                        flags = set(line.split(":", 1)[1].split())
-                        break
-        except OSError:
-            pass
+        flags = set((_cpuinfo_value("flags", "features") or "").split())
     return next((name for flag, name in _VECTOR_EXTENSIONS if flag in flags), "unknown")
 
 
@@ -159,6 +157,20 @@ def faiss_simd_level() -> str | None:
         return None
     config = getattr(faiss, "SIMDConfig", None)
     return str(config.get_level_name()) if config is not None else None
+
+
+def machine_line(info: dict[str, Any]) -> str:
+    """One line naming the machine of :func:`environment_info` ``info``, for a script's header.
+
+    Date, CPU and its vector extensions, usable cores, the kernels' target,
+    Faiss's SIMD level, BLAS and any OpenBLAS overrides.
+    """
+    return (
+        f"{info['date']}, {info['cpu_model']} ({info['vector_extensions']}, "
+        f"{info['cpus_usable']} usable cores), kernels for {info['kernels']}, "
+        f"faiss SIMD level {info['faiss_simd']}, BLAS {info['blas']}, "
+        f"OPENBLAS overrides: {info['openblas_overrides'] or 'none'}"
+    )
 
 
 def _version(dist: str) -> str | None:
