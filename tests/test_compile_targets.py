@@ -2,9 +2,9 @@
 
 Each case runs a Python with ``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` set
 (and a cache of its own; the three start at once): it checks the vector
-width the kernels were generated for, that the multiply-add loops of the fused search keep their
-accumulators in registers (no stack access inside them) and use the
-target's widest registers, and, where this CPU can run the code, compares
+width the kernels were generated for, that the multiply-add loops of the
+fused search keep their accumulators in registers (no stack access inside
+them) and use the target's widest registers, and, where this CPU can run the code, compares
 the results with brute force. A target this CPU cannot run (AVX-512 on an
 AVX2 machine) is only compiled to machine code, never called.
 """
