@@ -128,6 +128,20 @@ def test_neighbour_table_of_a_slice_is_that_slice_of_the_whole_table():
     assert_array_equal(part, whole[250:550])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m", [1, 2, 16, 17, 40, 300])
+def test_neighbour_table_is_each_centre_then_the_nearest_with_ties_to_the_lower_index(dtype, m):
+    """Small integer coordinates: every score is exact and many tie (duplicate
+    centres too); 300 centres span two of the table's row blocks, and m = 300
+    ranks them all."""
+    centers = np.random.default_rng(4).integers(-3, 4, size=(300, 3)).astype(dtype)
+    table = np.empty((300, m), dtype=np.int32)
+    neighbour_table(centers, m, slice(0, 300), table)
+    scores = _squared(centers, centers)
+    np.fill_diagonal(scores, -np.inf)
+    assert_array_equal(table, np.argsort(scores, axis=1, kind="stable")[:, :m])
+
+
 @pytest.mark.parametrize("m", [0, 11])
 def test_neighbour_table_refuses_more_neighbours_than_centres(m):
     centers = np.zeros((10, 2))
