@@ -749,12 +749,12 @@ def _by_blocks(n_centers: int, work: Callable[[slice], None]) -> None:
     Each with one BLAS thread: a centre's scores are computed alike whatever
     the number of cores, so the tables are too.
     """
-    from kmeans_dask._worker.threads import single_threaded_native
+    from threadpoolctl import threadpool_limits
 
     n_blocks = max(1, min(os.cpu_count() or 1, n_centers // _TABLE_MIN_CENTERS_PER_THREAD))
     bounds = np.linspace(0, n_centers, n_blocks + 1).astype(int)
     blocks = [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
-    with single_threaded_native(), ThreadPoolExecutor(n_blocks) as pool:
+    with threadpool_limits(limits=1), ThreadPoolExecutor(n_blocks) as pool:
         list(pool.map(work, blocks))  # raises what a block raised
 
 
