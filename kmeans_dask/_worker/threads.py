@@ -48,9 +48,12 @@ def limit_worker_threads() -> None:
     """Cap native thread pools at one thread, once per worker process.
 
     Outside a Dask worker (a local ``predict`` on NumPy data, say) nothing is
-    changed, so local calls keep every core.
+    changed, so local calls keep every core. Faiss is capped once it has
+    been imported; while another thread is still importing it (its module
+    in ``sys.modules`` without the function yet), at a later call.
     """
-    pending = {"native"} | ({"faiss"} if "faiss" in sys.modules else set())
+    set_faiss_threads = getattr(sys.modules.get("faiss"), "omp_set_num_threads", None)
+    pending = {"native"} | ({"faiss"} if set_faiss_threads is not None else set())
     if pending <= _limited or not _in_dask_worker():
         return
     with _lock:
@@ -62,7 +65,7 @@ def limit_worker_threads() -> None:
             atexit.register(skip_final_collection)
             _limited.add("native")
         if "faiss" in pending and "faiss" not in _limited:
-            sys.modules["faiss"].omp_set_num_threads(1)
+            set_faiss_threads(1)
             _limited.add("faiss")
 
 
