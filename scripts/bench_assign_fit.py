@@ -27,7 +27,9 @@ the median whole-fit seconds (the final assignment pass included), the
 median per-iteration seconds of the fit's history, each variant's speed-up
 over ``auto`` and the relative gap of its final inertia to the exact fit's
 (every inertia computed exactly, over all rows, from the final centres).
-It also prints the date, the CPU and the kernels' vector width, the load
+With ``--histories`` it also prints every iteration's seconds of each
+variant's median fit (which passes are full, which cheap), and the rest of
+the fit. It also prints the date, the CPU and the kernels' vector width, the load
 average before and after each ``k``, and for each ``k`` one line with
 issue #22's figures: auto's whole-fit speed-up over exact and over
 faiss.Kmeans (ratios of the medians of this run) and its inertia gap, and
@@ -72,7 +74,8 @@ def exact_inertia(X: np.ndarray, centers: np.ndarray) -> float:
 
 
 def fit_ours(client, data, init: np.ndarray, assign: str, iterations: int):
-    """(seconds, per-iteration seconds, final centres) of one ``KMeans.fit``.
+    """(seconds, median iteration seconds, final centres, every iteration's seconds)
+    of one ``KMeans.fit``.
 
     ``assign`` is an assign mode, or ``mode/algorithm``, either followed by
     ``+approximate-final``.
@@ -93,8 +96,8 @@ def fit_ours(client, data, init: np.ndarray, assign: str, iterations: int):
     start = time.perf_counter()
     model.fit(data)
     seconds = time.perf_counter() - start
-    per_iteration = statistics.median(record.seconds for record in model.history_)
-    return seconds, per_iteration, model.cluster_centers_
+    iteration_seconds = [record.seconds for record in model.history_]
+    return seconds, statistics.median(iteration_seconds), model.cluster_centers_, iteration_seconds
 
 
 def fit_faiss(X: np.ndarray, init: np.ndarray, iterations: int, threads: int):
@@ -114,7 +117,7 @@ def fit_faiss(X: np.ndarray, init: np.ndarray, iterations: int, threads: int):
     km.train(X, init_centroids=np.ascontiguousarray(init, dtype=np.float32))
     seconds = time.perf_counter() - start
     times = np.diff([0.0, *[float(s["time"]) for s in km.iteration_stats]])
-    return seconds, float(np.median(times)), km.centroids
+    return seconds, float(np.median(times)), km.centroids, times.tolist()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--iterations", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--histories",
+        action="store_true",
+        help="also print every iteration's seconds of each variant's median fit",
+    )
     parser.add_argument(
         "--also",
         default="",
@@ -196,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
                     f"| {k} | {name} | {seconds[name]:.2f} | {per_iteration:.3f} | "
                     f"{seconds[name] / seconds['auto']:.2f}x | {gap[name]:+.4%} |"
                 )
+            if args.histories:
+                print_histories(k, results)
             for name in (n for n in results if n == "auto" or n.startswith("auto+")):
                 print(
                     f"k = {k}: {name} {seconds['exact'] / seconds[name]:.2f}x faster than "
@@ -203,6 +213,19 @@ def main(argv: list[str] | None = None) -> None:
                     f"faiss.Kmeans, inertia gap {gap[name]:+.4%} (issue #22: >= 2x and within "
                     "0.1% at k = 4096, >= 3x over exact within 1% at k = 16384)"
                 )
+
+
+def print_histories(k: int, results: dict[str, list]) -> None:
+    """Each variant's fit of median whole-fit time: its iterations' seconds, and the
+    rest of the fit (the final pass and the fixed cost)."""
+    print()
+    for name, runs in results.items():
+        seconds, _, _, iterations = sorted(runs, key=lambda run: run[0])[(len(runs) - 1) // 2]
+        print(
+            f"k = {k}: {name} fit {seconds:.2f} s: iterations "
+            + ", ".join(f"{value:.3f}" for value in iterations)
+            + f" s; the rest {seconds - sum(iterations):.2f} s"
+        )
 
 
 def _loads(loads: tuple[float, float, float]) -> str:

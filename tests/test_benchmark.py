@@ -107,13 +107,22 @@ def _table_rows(
     With ``wait_for_idle=False`` its timed runs start at once, not on an idle
     machine (for tests that check what it reports, not its timings).
     """
+    return _rows_of(_script_output(script_name, argv, wait_for_idle=wait_for_idle))
+
+
+def _script_output(script_name: str, argv: list[str], *, wait_for_idle: bool = True) -> str:
+    """What a benchmark script printed (:func:`_table_rows`)."""
     script = Path(__file__).resolve().parents[1] / "scripts" / script_name
     python = [sys.executable] if wait_for_idle else [sys.executable, "-c", _WITHOUT_IDLE_WAITS]
     done = subprocess.run(
         [*python, str(script), *argv], capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    return [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| ")]
+    return done.stdout
+
+
+def _rows_of(output: str) -> list[list[str]]:
+    return [line.split(" | ") for line in output.splitlines() if line.startswith("| ")]
 
 
 def test_initialisation_benchmark_runs_and_reports_all_three():
@@ -170,17 +179,26 @@ def test_search_benchmark_times_every_searcher_on_each_shape():
 
 def test_assign_fit_benchmark_fits_each_variant_and_prints_the_issue_lines():
     argv = ["--rows", "3000", "--features", "8", "--ks", "64", "--repeats", "1",
-            "--iterations", "3", "--chunks", "2",
+            "--iterations", "3", "--chunks", "2", "--histories",
             "--also", "auto+approximate-final,candidates/lloyd+approximate-final"]  # fmt: skip
-    body = _table_rows("bench_assign_fit.py", argv)[1:]
-    assert [row[1] for row in body] == [
+    output = _script_output("bench_assign_fit.py", argv)
+    body = _rows_of(output)[1:]
+    variants = [
         "exact",
         "auto",
         "faiss.Kmeans",
         "auto+approximate-final",
         "candidates/lloyd+approximate-final",
     ]
+    assert [row[1] for row in body] == variants
     assert body[1][4] == "1.00x"  # auto's speed-up over itself
+    histories = re.findall(
+        r"^k = 64: (\S+) fit [\d.]+ s: iterations ([\d., ]+) s; the rest -?[\d.]+ s$",
+        output,
+        re.MULTILINE,
+    )
+    assert [name for name, _ in histories] == variants
+    assert all(len(iterations.split(", ")) == 3 for _, iterations in histories)  # tol=0
 
 
 def test_approximate_benchmark_reports_what_an_ivf_row_scans():
