@@ -29,9 +29,9 @@ over ``auto`` and the relative gap of its final inertia to the exact fit's
 (every inertia computed exactly, over all rows, from the final centres).
 With ``--histories`` it also prints every iteration's seconds of each
 variant's median fit (which passes are full, which cheap), and the rest of
-the fit. It also prints the date, the CPU and the kernels' vector width, the load
-average before and after each ``k``, and for each ``k`` one line with
-issue #22's figures: auto's whole-fit speed-up over exact and over
+the fit. It also prints the date, the CPU and the kernels' vector width,
+the load average before and after each ``k``, and for each ``k`` one line
+with issue #22's figures: auto's whole-fit speed-up over exact and over
 faiss.Kmeans (ratios of the medians of this run) and its inertia gap, and
 the same line for each ``--also`` mode of ``assign="auto"``. The gap
 compares the final centres (each fit's ``inertia_`` is not used: with
