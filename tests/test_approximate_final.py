@@ -48,22 +48,55 @@ def _inertia(X, centers, labels) -> float:
     return float(np.einsum("ij,ij->", difference, difference))
 
 
-def test_the_final_pass_moves_each_row_among_its_candidates(client, clustered, monkeypatch):
+def test_no_pass_searches_every_row_exactly(client, clustered, monkeypatch):
+    """IVF while the centres move far, then candidates; once an update moves at most
+    an eighth of the centres, each row from its kept label among the moved centres
+    alone (here the final pass): never a full exact pass."""
     X, init = clustered
     passes = _passes(monkeypatch)
+    moved_shares = []
+    decide = lloyd.approximate_moved_few
+
+    def recording(bounds, moved, n_clusters):
+        chosen = decide(bounds, moved, n_clusters)
+        if chosen:
+            moved_shares.append(moved.size / n_clusters)
+        return chosen
+
+    monkeypatch.setattr(lloyd, "approximate_moved_few", recording)
     fit = KMeans(
         256, init=init, max_iter=6, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
     ).fit(X)
-    # IVF first; then candidates only: no exact iteration, no full final pass
-    assert passes[0] == "_statistics"
-    assert passes[-3:] == ["stats_from_candidates"] * 3
-    assert len(passes) == 7 and "stats_from_moved_centers" not in passes
+    assert passes[:2] == ["_statistics"] * 2  # IVF: from random rows, then not settled
+    assert passes[2:-1] == ["stats_from_candidates"] * 4
+    assert passes[-1] == "stats_from_moved_centers"
+    assert len(moved_shares) == 1
+    assert all(0 <= share <= lloyd.APPROXIMATE_MOVED_MAX_SHARE for share in moved_shares)
     # labels_ and inertia_ are those of the approximate pass, consistent with each other
     assert fit.inertia_ == pytest.approx(_inertia(X, fit.cluster_centers_, fit.labels_), rel=1e-9)
     exact_labels = fit.predict(X)
     assert np.mean(fit.labels_ == exact_labels) > 0.99
     exact_inertia = -fit.score(X)
     assert (1 - 1e-12) * exact_inertia <= fit.inertia_ <= 1.001 * exact_inertia
+
+
+def test_a_final_pass_among_the_moved_centres_mends_what_the_candidates_missed(
+    client, clustered, monkeypatch
+):
+    """The same fit with the final pass from candidates instead (moved-centre passes
+    switched off; the earlier passes are the same): with two candidates a row, the
+    candidates leave rows that the moved centres' search puts nearer."""
+    X, init = clustered
+    params = {"init": init, "max_iter": 6, "tol": 0, "assign": "candidates"}
+    options = {"m": 2, "exact_final": False}
+    moved_final = KMeans(256, assign_options=options, **params).fit(X)
+    monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE", 0.0)
+    candidates_final = KMeans(256, assign_options=options, **params).fit(X)
+    assert_array_equal(moved_final.cluster_centers_, candidates_final.cluster_centers_)
+    assert np.any(moved_final.labels_ != candidates_final.labels_)
+    assert moved_final.inertia_ < candidates_final.inertia_
+    exact_inertia = -moved_final.score(X)
+    assert (1 - 1e-12) * exact_inertia <= moved_final.inertia_
 
 
 def test_iterations_and_centres_are_those_of_the_exact_final_fit_without_exact_steps(
@@ -130,7 +163,7 @@ def test_the_final_search_and_bounds(assign, options, final):
     searches = resolve_searches(params, 16)
     assert searches.final_search == final
     approximate = searches.search != "numpy"
-    expected = "off" if final != "numpy" else ("closing" if approximate else "settled")
+    expected = "moved" if final != "numpy" else ("closing" if approximate else "settled")
     assert searches.bounds == expected
 
 

@@ -241,6 +241,10 @@ def test_algorithm_needs_a_search_that_gives_bounds():
     assert resolve_algorithm("auto", "ivf:nprobe=8", exact="numpy") == "closing"
     assert resolve_algorithm("auto", "candidates", exact="faiss-cpu") == "off"
     assert resolve_algorithm("lloyd", "candidates", exact="numpy") == "off"
+    # Without an exact final pass: moved-centre passes from the approximate labels.
+    assert resolve_algorithm("auto", "candidates", exact="numpy", exact_final=False) == "moved"
+    assert resolve_algorithm("auto", "ivf", exact="faiss-cpu", exact_final=False) == "off"
+    assert resolve_algorithm("lloyd", "ivf", exact="numpy", exact_final=False) == "off"
     with pytest.raises(ValueError, match=r"algorithm='hamerly' needs .*'ivf:nprobe=8'"):
         resolve_algorithm("hamerly", "ivf:nprobe=8")
     X = np.random.default_rng(0).normal(size=(100, 2))

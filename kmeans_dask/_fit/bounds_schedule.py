@@ -9,7 +9,9 @@ bounds and keeps them while the movement stays small;
 ``algorithm="hamerly"`` keeps them throughout. With an approximate search
 ("closing"), no iteration keeps bounds: the iteration ``max_iter`` ends
 searches exactly, and the final pass searches each row only among the
-centres that moved since (:mod:`kmeans_dask._worker.moved_centers`).
+centres that moved since (:mod:`kmeans_dask._worker.moved_centers`); without
+an exact final pass ("moved"), the passes after an update that moved very
+few centres search that way from the approximate labels.
 :class:`BoundsSchedule`
 makes that decision iteration by iteration and writes the tickets the
 chunk tasks follow.
@@ -104,10 +106,10 @@ class BoundsSchedule:
 
     Parameters
     ----------
-    mode : {"off", "always", "settled", "closing"}
+    mode : {"off", "always", "settled", "closing", "moved"}
         Never, in every iteration, or once the centres settle (see
-        :func:`kmeans_dask.backends.resolve_algorithm`); "closing" keeps
-        none either.
+        :func:`kmeans_dask.backends.resolve_algorithm`); "closing" and
+        "moved" keep none either.
     """
 
     mode: str
@@ -122,7 +124,7 @@ class BoundsSchedule:
         self, iteration: int, centers: np.ndarray, keep: bool = True
     ) -> BoundsTicket | None:
         """Bounds for ``iteration`` over ``centers`` (seeded afresh if the last one had none)."""
-        if self.mode in ("off", "closing"):
+        if self.mode in ("off", "closing", "moved"):
             return None
         if self.mode == "settled" and (
             self.last_centers is None or not centers_settled(self.last_centers, centers)

@@ -142,6 +142,15 @@ MOVED_CENTERS_MAX_SHARE = 0.25
 MOVED_CENTERS_MIN_CLUSTERS = 128
 MOVED_CENTERS_MANY_CLUSTERS = 1024
 MOVED_CENTERS_MAX_SHARE_MANY = 0.5
+#: Without an exact final pass ("moved" bounds) the passes from the last
+#: pass's approximate labels do so while at most this share of the centres
+#: moved: the pass they replace is a candidate or IVF pass, not a full exact
+#: one. A moved-centre pass costs about twice the moved share of a full
+#: pass (the table above), a candidate pass 0.17-0.26 of one, and the first
+#: candidate pass also builds the neighbour table: through ``KMeans.fit``
+#: (100k x 128, k = 4096 and 16384, RESULTS.md, "Moved centres without an
+#: exact final pass"), 1/8 and 1/4 chose the same passes.
+APPROXIMATE_MOVED_MAX_SHARE = 0.125
 
 #: A row closer to its centre than this share of their norms sits on the
 #: centre up to rounding: the float64 mean of ``n`` equal rows can differ
@@ -280,6 +289,7 @@ def lloyd(
     backend: str,
     final_backend: str | None = None,
     bounds: str = "off",
+    exact_backend: str | None = None,
     history: Sequence[IterationRecord] = (),
     on_iteration: Callable[[np.ndarray, list[IterationRecord]], None] | None = None,
 ) -> LloydResult:
@@ -306,7 +316,7 @@ def lloyd(
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
         Defaults to ``backend``.
-    bounds : {"off", "always", "settled", "closing"}
+    bounds : {"off", "always", "settled", "closing", "moved"}
         When to keep Hamerly bounds next to the chunks
         (:mod:`kmeans_dask._worker.bounds`) so rows whose centre cannot change skip
         the search: never, in every iteration, or once the centres settle;
@@ -317,6 +327,13 @@ def lloyd(
         Unless "off", a pass after an exact one whose labels stay with the
         chunks, without bounds, searches each row among the centres that
         moved since alone, while few did (:func:`_statistics_from_kept_labels`).
+        "moved" (with an approximate ``backend`` and ``final_backend``)
+        searches that way, with ``exact_backend``, from the labels of the
+        last approximate pass, while very few centres moved
+        (:func:`approximate_moved_few`): the iterations' and the final
+        pass's labels stay approximate, at least as near as the last pass's.
+    exact_backend : str, optional
+        The exact search of those passes; needed with "moved" ``bounds``.
     history : sequence of IterationRecord
         Iterations already done (when resuming from a checkpoint): ``centers``
         are the centres after the last of them, and the loop continues as if
@@ -338,6 +355,8 @@ def lloyd(
     """
     history = list(history)
     final_backend = final_backend or backend
+    if bounds == "moved" and exact_backend is None:
+        raise ValueError('bounds="moved" needs the exact search of its passes (exact_backend)')
     schedule = BoundsSchedule(bounds)
     converged = bool(history) and history[-1].center_shift <= _value(tol)
     iteration = len(history)
@@ -356,7 +375,18 @@ def lloyd(
         moved_few = few_moved(moved, k)
         search = _iteration_search(backend, final_backend, schedule.mode, closing, moved_few, k)
         candidates = candidate_search(search) if data.persisted else None
-        if (
+        if data.persisted and approximate_moved_few(schedule.mode, moved, k):
+            stats = _statistics_from_kept_labels(
+                client,
+                data,
+                stats_from_moved_centers,
+                centers,
+                exact_backend,
+                (labels_tag, iteration),
+                moved,
+                "kmeans-assign",
+            )
+        elif (
             candidates is not None
             and iteration > first_iteration
             and candidates.settled(centers, previous_centers)
@@ -429,7 +459,23 @@ def lloyd(
         moved = moved_centers(previous_centers, centers) if labels_kept else None
         # An approximate final pass ("exact_final": False) from this call's kept labels.
         candidates = candidate_search(final_backend) if data.persisted else None
-        if (
+        last_moved = (
+            moved_centers(previous_centers, centers) if iteration >= first_iteration else None
+        )
+        if data.persisted and approximate_moved_few(schedule.mode, last_moved, k):
+            tag = (labels_tag, iteration + 1)
+            final = _statistics_from_kept_labels(
+                client,
+                data,
+                stats_from_moved_centers,
+                centers,
+                exact_backend,
+                tag,
+                last_moved,
+                "kmeans-final-stats",
+            )
+            labels = _labels_kept(client, data, centers, final_backend, tag)
+        elif (
             candidates is not None
             and iteration >= first_iteration
             and candidates.settled(centers, previous_centers)
@@ -507,6 +553,18 @@ def few_moved(moved: np.ndarray | None, n_clusters: int) -> bool:
     many = n_clusters >= MOVED_CENTERS_MANY_CLUSTERS
     share = MOVED_CENTERS_MAX_SHARE_MANY if many else MOVED_CENTERS_MAX_SHARE
     return moved.size <= share * n_clusters
+
+
+def approximate_moved_few(bounds: str, moved: np.ndarray | None, n_clusters: int) -> bool:
+    """Whether a pass without an exact final pass ("moved" ``bounds``) searches each
+    row from its last label among the ``moved`` centres alone
+    (:data:`APPROXIMATE_MOVED_MAX_SHARE`)."""
+    return (
+        bounds == "moved"
+        and moved is not None
+        and n_clusters >= MOVED_CENTERS_MIN_CLUSTERS
+        and moved.size <= APPROXIMATE_MOVED_MAX_SHARE * n_clusters
+    )
 
 
 def _exact_labels_kept(

@@ -84,7 +84,8 @@ class RunPlan:
     """Identifies the fit, so a checkpoint of another fit is refused (None without one)."""
     checkpoint: str | os.PathLike | None = None
     bounds: str = "off"
-    """When to keep Hamerly bounds with the chunks: "off", "always", "settled"."""
+    """When to keep Hamerly bounds with the chunks: "off", "always", "settled", "closing"
+    or "moved" (:func:`~kmeans_dask.backends.resolve_algorithm`)."""
 
 
 def _stop(history: list[IterationRecord], plan: RunPlan) -> int:
@@ -214,6 +215,7 @@ def run_all(
                 backend=plan.search,
                 final_backend=plan.final_search,
                 bounds=plan.bounds,
+                exact_backend=plan.backend,
                 history=history,
                 on_iteration=after_iteration,
             )

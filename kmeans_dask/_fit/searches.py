@@ -24,7 +24,8 @@ class Searches(NamedTuple):
     search: str
     """The Lloyd iterations' search."""
     bounds: str
-    """When the iterations keep Hamerly bounds: "off", "always", "settled" or "closing"."""
+    """When the iterations keep Hamerly bounds: "off", "always", "settled", "closing" or
+    "moved" (:func:`~kmeans_dask.backends.resolve_algorithm`)."""
     final_search: str
     """The final pass's search: ``backend``, or ``search`` without an exact final pass."""
 
@@ -56,8 +57,8 @@ def resolve_searches(params: dict[str, Any], n_features: int) -> Searches:
     search = resolve_search(backend, params["assign"], options, params["n_clusters"], n_features)
     final_search = backend if exact_final else search
     if not holds_rows(params["backend"]):
-        exact = backend if final_search == backend else None
-        bounds = resolve_algorithm(params["algorithm"], search, exact=exact)
+        exact = None if search == backend else backend
+        bounds = resolve_algorithm(params["algorithm"], search, exact, exact_final=exact_final)
         return Searches(backend, search, bounds, final_search)
     device_ops(params["backend"])  # its library is there
     if params["algorithm"] == "hamerly":

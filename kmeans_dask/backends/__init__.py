@@ -258,7 +258,9 @@ def candidate_search(search: str):
     return get_backend(search)
 
 
-def resolve_algorithm(algorithm: str, search: str, exact: str | None = None) -> str:
+def resolve_algorithm(
+    algorithm: str, search: str, exact: str | None = None, *, exact_final: bool = True
+) -> str:
     """When the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._worker.bounds`).
 
     Parameters
@@ -268,20 +270,25 @@ def resolve_algorithm(algorithm: str, search: str, exact: str | None = None) -> 
     search : str
         The iterations' search spec.
     exact : str, optional
-        The exact search of the final pass, when ``search`` is approximate
-        (None when the final pass is approximate too: "off").
+        The fit's exact search, when ``search`` is approximate.
+    exact_final : bool, default=True
+        Whether the final pass searches with ``exact`` (else as ``search``).
 
     Returns
     -------
     str
         "off" (plain Lloyd), "always" (``algorithm="hamerly"``), "settled"
         (``algorithm="auto"`` with the exact BLAS search: bounds once the
-        centres move little) or "closing" (``algorithm="auto"`` with an
-        approximate ``search`` and an ``exact`` search that provides bounds:
-        no bounds are kept, but the iteration ``max_iter`` ends and those
-        after an update that moved few centres search with ``exact``, so
-        the final pass searches each row whose centre did not move among
-        the moved centres alone).
+        centres move little), "closing" (``algorithm="auto"`` with an
+        approximate ``search``, an ``exact`` search that provides bounds and
+        ``exact_final``: no bounds are kept, but the iteration ``max_iter``
+        ends and those after an update that moved few centres search with
+        ``exact``, so the final pass searches each row whose centre did not
+        move among the moved centres alone) or "moved" (the same without
+        ``exact_final``: no pass is made exact, but once an update moves
+        very few centres, a pass searches each row whose centre did not move
+        among the moved centres alone, with ``exact``, from the label the
+        last, approximate pass kept).
 
     Raises
     ------
@@ -291,6 +298,17 @@ def resolve_algorithm(algorithm: str, search: str, exact: str | None = None) -> 
     """
     if algorithm == "lloyd":
         return "off"
+    if search_capabilities(search).runner_up:
+        return "always" if algorithm == "hamerly" else "settled"
+    if algorithm == "hamerly":
+        raise ValueError(
+            f"algorithm='hamerly' needs the exact BLAS search (backend='numpy', "
+            f"assign='exact'), but the iterations would use {search!r}; use "
+            "algorithm='lloyd' or 'auto' with this backend and assign mode"
+        )
+    if exact is not None and search_capabilities(exact).runner_up:
+        return "closing" if exact_final else "moved"
+    return "off"
     if search_capabilities(search).runner_up:
         return "always" if algorithm == "hamerly" else "settled"
     if algorithm == "hamerly":
