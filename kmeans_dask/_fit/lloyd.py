@@ -142,14 +142,15 @@ MOVED_CENTERS_MAX_SHARE = 0.25
 MOVED_CENTERS_MIN_CLUSTERS = 128
 MOVED_CENTERS_MANY_CLUSTERS = 1024
 MOVED_CENTERS_MAX_SHARE_MANY = 0.5
-#: Without an exact final pass ("moved" bounds) the passes from the last
-#: pass's approximate labels do so while at most this share of the centres
-#: moved: the pass they replace is a candidate or IVF pass, not a full exact
-#: one. A moved-centre pass costs about twice the moved share of a full
-#: pass (the table above), a candidate pass 0.17-0.26 of one, and the first
-#: candidate pass also builds the neighbour table: through ``KMeans.fit``
-#: (100k x 128, k = 4096 and 16384, RESULTS.md, "Moved centres without an
-#: exact final pass"), 1/8 and 1/4 chose the same passes.
+#: Without an exact final pass ("moved" bounds), a pass searches each row
+#: from the last pass's approximate label among the moved centres alone
+#: while at most this share of the centres moved: the pass it replaces is a
+#: candidate or IVF pass, not a full exact one. A moved-centre pass costs
+#: about twice the moved share of a full pass (the table above), a candidate
+#: pass 0.17-0.26 of one, and the first candidate pass also builds the
+#: neighbour table: through ``KMeans.fit`` (100k x 128, k = 4096 and 16384,
+#: RESULTS.md, "Moved centres without an exact final pass"), 1/8 and 1/4
+#: chose the same passes.
 APPROXIMATE_MOVED_MAX_SHARE = 0.125
 
 #: A row closer to its centre than this share of their norms sits on the
@@ -456,12 +457,12 @@ def lloyd(
         labels_kept = _exact_labels_kept(
             data, schedule.mode, final_ticket, last_search, final_backend, final_backend
         )
-        moved = moved_centers(previous_centers, centers) if labels_kept else None
-        # An approximate final pass ("exact_final": False) from this call's kept labels.
-        candidates = candidate_search(final_backend) if data.persisted else None
         last_moved = (
             moved_centers(previous_centers, centers) if iteration >= first_iteration else None
         )
+        moved = last_moved if labels_kept else None  # labels kept: an iteration ran
+        # An approximate final pass ("exact_final": False) from this call's kept labels.
+        candidates = candidate_search(final_backend) if data.persisted else None
         if data.persisted and approximate_moved_few(schedule.mode, last_moved, k):
             tag = (labels_tag, iteration + 1)
             final = _statistics_from_kept_labels(
