@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
@@ -97,6 +99,17 @@ def test_a_final_pass_among_the_moved_centres_mends_what_the_candidates_missed(
     assert moved_final.inertia_ < candidates_final.inertia_
     exact_inertia = -moved_final.score(X)
     assert (1 - 1e-12) * exact_inertia <= moved_final.inertia_
+
+
+def test_an_approximate_pass_s_labels_never_count_as_exact():
+    """With "moved" bounds the final search is approximate: no pass starts from its
+    labels as from an exact pass's (among the moved centres with that search);
+    :func:`lloyd.approximate_moved_few` passes search exactly instead."""
+    data = types.SimpleNamespace(persisted=True)
+    approximate = ("candidates", "candidates", "candidates")
+    assert not lloyd._exact_labels_kept(data, "moved", None, *approximate)
+    assert lloyd._exact_labels_kept(data, "closing", None, "numpy", "numpy", "numpy")
+    assert not lloyd._exact_labels_kept(data, "off", None, "numpy", "numpy", "numpy")
 
 
 def test_iterations_and_centres_are_those_of_the_exact_final_fit_without_exact_steps(

@@ -376,13 +376,22 @@ def lloyd(
         moved_few = few_moved(moved, k)
         search = _iteration_search(backend, final_backend, schedule.mode, closing, moved_few, k)
         candidates = candidate_search(search) if data.persisted else None
-        if data.persisted and approximate_moved_few(schedule.mode, moved, k):
+        from_exact_labels = moved_few and _exact_labels_kept(
+            data, schedule.mode, ticket, last_search, search, final_backend
+        )
+        moved_search = _moved_centers_search(
+            data.persisted and approximate_moved_few(schedule.mode, moved, k),
+            exact_backend,
+            from_exact_labels,
+            search,
+        )
+        if moved_search is not None:
             stats = _statistics_from_kept_labels(
                 client,
                 data,
                 stats_from_moved_centers,
                 centers,
-                exact_backend,
+                moved_search,
                 (labels_tag, iteration),
                 moved,
                 "kmeans-assign",
@@ -400,19 +409,6 @@ def lloyd(
                 neighbours,
                 search,
                 (labels_tag, iteration),
-                "kmeans-assign",
-            )
-        elif moved_few and _exact_labels_kept(
-            data, schedule.mode, ticket, last_search, search, final_backend
-        ):
-            stats = _statistics_from_kept_labels(
-                client,
-                data,
-                stats_from_moved_centers,
-                centers,
-                search,
-                (labels_tag, iteration),
-                moved,
                 "kmeans-assign",
             )
         else:
@@ -457,22 +453,25 @@ def lloyd(
         labels_kept = _exact_labels_kept(
             data, schedule.mode, final_ticket, last_search, final_backend, final_backend
         )
-        last_moved = (
-            moved_centers(previous_centers, centers) if iteration >= first_iteration else None
+        moved = moved_centers(previous_centers, centers) if iteration >= first_iteration else None
+        moved_search = _moved_centers_search(
+            data.persisted and approximate_moved_few(schedule.mode, moved, k),
+            exact_backend,
+            labels_kept and few_moved(moved, k),
+            final_backend,
         )
-        moved = last_moved if labels_kept else None  # labels kept: an iteration ran
         # An approximate final pass ("exact_final": False) from this call's kept labels.
         candidates = candidate_search(final_backend) if data.persisted else None
-        if data.persisted and approximate_moved_few(schedule.mode, last_moved, k):
+        if moved_search is not None:
             tag = (labels_tag, iteration + 1)
             final = _statistics_from_kept_labels(
                 client,
                 data,
                 stats_from_moved_centers,
                 centers,
-                exact_backend,
+                moved_search,
                 tag,
-                last_moved,
+                moved,
                 "kmeans-final-stats",
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
@@ -490,19 +489,6 @@ def lloyd(
                 neighbours,
                 final_backend,
                 tag,
-                "kmeans-final-stats",
-            )
-            labels = _labels_kept(client, data, centers, final_backend, tag)
-        elif few_moved(moved, k):
-            tag = (labels_tag, iteration + 1)
-            final = _statistics_from_kept_labels(
-                client,
-                data,
-                stats_from_moved_centers,
-                centers,
-                final_backend,
-                tag,
-                moved,
                 "kmeans-final-stats",
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
@@ -568,6 +554,18 @@ def approximate_moved_few(bounds: str, moved: np.ndarray | None, n_clusters: int
     )
 
 
+def _moved_centers_search(
+    from_approximate: bool, exact_backend: str | None, from_exact: bool, search: str
+) -> str | None:
+    """The search of a pass among the moved centres from the last pass's kept labels:
+    ``exact_backend`` from approximate labels ("moved" bounds,
+    :func:`approximate_moved_few`), ``search`` itself from exact ones
+    (:func:`few_moved`, :func:`_exact_labels_kept`); None for neither."""
+    if from_approximate:
+        return exact_backend
+    return search if from_exact else None
+
+
 def _exact_labels_kept(
     data: DistributedData,
     bounds: str,
@@ -581,10 +579,16 @@ def _exact_labels_kept(
 
     It can when the last pass of this call searched exactly with the same
     ``search`` (``exact``) and kept its labels next to the chunks (persisted
-    data), no Hamerly ``ticket`` skips rows instead, and ``bounds`` is not
-    "off" (``algorithm="lloyd"`` searches every row).
+    data), no Hamerly ``ticket`` skips rows instead, and ``bounds`` is neither
+    "off" (``algorithm="lloyd"`` searches every row) nor "moved" (whose final
+    search, ``exact`` here, is approximate: :func:`approximate_moved_few`).
     """
-    return bounds != "off" and ticket is None and data.persisted and last_search == search == exact
+    return (
+        bounds not in ("off", "moved")
+        and ticket is None
+        and data.persisted
+        and last_search == search == exact
+    )
 
 
 class LastPass(NamedTuple):

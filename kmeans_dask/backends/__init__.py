@@ -309,17 +309,6 @@ def resolve_algorithm(
     if exact is not None and search_capabilities(exact).runner_up:
         return "closing" if exact_final else "moved"
     return "off"
-    if search_capabilities(search).runner_up:
-        return "always" if algorithm == "hamerly" else "settled"
-    if algorithm == "hamerly":
-        raise ValueError(
-            f"algorithm='hamerly' needs the exact BLAS search (backend='numpy', "
-            f"assign='exact'), but the iterations would use {search!r}; use "
-            "algorithm='lloyd' or 'auto' with this backend and assign mode"
-        )
-    if exact is not None and search_capabilities(exact).runner_up:
-        return "closing"
-    return "off"
 
 
 def backend_info(backend: str) -> BackendInfo:
