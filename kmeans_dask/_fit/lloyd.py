@@ -334,7 +334,9 @@ def lloyd(
         (:func:`approximate_moved_few`): the iterations' and the final
         pass's labels stay approximate, at least as near as the last pass's.
     exact_backend : str, optional
-        The exact search of those passes; needed with "moved" ``bounds``.
+        The exact search of every pass among the moved centres. Defaults to
+        ``final_backend``, which is exact unless ``bounds`` is "moved" (which
+        needs it given).
     history : sequence of IterationRecord
         Iterations already done (when resuming from a checkpoint): ``centers``
         are the centres after the last of them, and the loop continues as if
@@ -358,6 +360,7 @@ def lloyd(
     final_backend = final_backend or backend
     if bounds == "moved" and exact_backend is None:
         raise ValueError('bounds="moved" needs the exact search of its passes (exact_backend)')
+    exact_backend = exact_backend or final_backend
     schedule = BoundsSchedule(bounds)
     converged = bool(history) and history[-1].center_shift <= _value(tol)
     iteration = len(history)
@@ -376,22 +379,18 @@ def lloyd(
         moved_few = few_moved(moved, k)
         search = _iteration_search(backend, final_backend, schedule.mode, closing, moved_few, k)
         candidates = candidate_search(search) if data.persisted else None
-        from_exact_labels = moved_few and _exact_labels_kept(
-            data, schedule.mode, ticket, last_search, search, final_backend
+        # From the labels the last pass kept, exact or ("moved" bounds) not.
+        among_moved = (data.persisted and approximate_moved_few(schedule.mode, moved, k)) or (
+            moved_few
+            and _exact_labels_kept(data, schedule.mode, ticket, last_search, search, final_backend)
         )
-        moved_search = _moved_centers_search(
-            data.persisted and approximate_moved_few(schedule.mode, moved, k),
-            exact_backend,
-            from_exact_labels,
-            search,
-        )
-        if moved_search is not None:
+        if among_moved:
             stats = _statistics_from_kept_labels(
                 client,
                 data,
                 stats_from_moved_centers,
                 centers,
-                moved_search,
+                exact_backend,
                 (labels_tag, iteration),
                 moved,
                 "kmeans-assign",
@@ -454,22 +453,19 @@ def lloyd(
             data, schedule.mode, final_ticket, last_search, final_backend, final_backend
         )
         moved = moved_centers(previous_centers, centers) if iteration >= first_iteration else None
-        moved_search = _moved_centers_search(
-            data.persisted and approximate_moved_few(schedule.mode, moved, k),
-            exact_backend,
-            labels_kept and few_moved(moved, k),
-            final_backend,
+        among_moved = (data.persisted and approximate_moved_few(schedule.mode, moved, k)) or (
+            labels_kept and few_moved(moved, k)
         )
         # An approximate final pass ("exact_final": False) from this call's kept labels.
         candidates = candidate_search(final_backend) if data.persisted else None
-        if moved_search is not None:
+        if among_moved:
             tag = (labels_tag, iteration + 1)
             final = _statistics_from_kept_labels(
                 client,
                 data,
                 stats_from_moved_centers,
                 centers,
-                moved_search,
+                exact_backend,
                 tag,
                 moved,
                 "kmeans-final-stats",
@@ -532,38 +528,23 @@ def moved_centers(previous: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.flatnonzero((previous != centers).any(axis=1)).astype(np.int32)
 
 
-def few_moved(moved: np.ndarray | None, n_clusters: int) -> bool:
-    """Whether searching among the ``moved`` centres alone pays
-    (:data:`MOVED_CENTERS_MAX_SHARE` and the constants after it)."""
+def few_moved(moved: np.ndarray | None, n_clusters: int, max_share: float | None = None) -> bool:
+    """Whether searching among the ``moved`` centres alone pays: at most ``max_share``
+    of them moved (default :data:`MOVED_CENTERS_MAX_SHARE` and the constants
+    after it), from :data:`MOVED_CENTERS_MIN_CLUSTERS` centres."""
     if moved is None or n_clusters < MOVED_CENTERS_MIN_CLUSTERS:
         return False
-    many = n_clusters >= MOVED_CENTERS_MANY_CLUSTERS
-    share = MOVED_CENTERS_MAX_SHARE_MANY if many else MOVED_CENTERS_MAX_SHARE
-    return moved.size <= share * n_clusters
+    if max_share is None:
+        many = n_clusters >= MOVED_CENTERS_MANY_CLUSTERS
+        max_share = MOVED_CENTERS_MAX_SHARE_MANY if many else MOVED_CENTERS_MAX_SHARE
+    return moved.size <= max_share * n_clusters
 
 
 def approximate_moved_few(bounds: str, moved: np.ndarray | None, n_clusters: int) -> bool:
     """Whether a pass without an exact final pass ("moved" ``bounds``) searches each
     row from its last label among the ``moved`` centres alone
     (:data:`APPROXIMATE_MOVED_MAX_SHARE`)."""
-    return (
-        bounds == "moved"
-        and moved is not None
-        and n_clusters >= MOVED_CENTERS_MIN_CLUSTERS
-        and moved.size <= APPROXIMATE_MOVED_MAX_SHARE * n_clusters
-    )
-
-
-def _moved_centers_search(
-    from_approximate: bool, exact_backend: str | None, from_exact: bool, search: str
-) -> str | None:
-    """The search of a pass among the moved centres from the last pass's kept labels:
-    ``exact_backend`` from approximate labels ("moved" bounds,
-    :func:`approximate_moved_few`), ``search`` itself from exact ones
-    (:func:`few_moved`, :func:`_exact_labels_kept`); None for neither."""
-    if from_approximate:
-        return exact_backend
-    return search if from_exact else None
+    return bounds == "moved" and few_moved(moved, n_clusters, APPROXIMATE_MOVED_MAX_SHARE)
 
 
 def _exact_labels_kept(
