@@ -18,7 +18,8 @@ threads, ``--iterations`` Lloyd iterations with ``tol=0``:
   moved-centre passes; ``exact/lloyd`` likewise); a mode ending in
   ``+approximate-final`` also sets ``assign_options={"exact_final": False}``
   (``auto+approximate-final``: no exact iteration, and a final pass among
-  each row's candidates instead of an exact one);
+  each row's candidates instead of an exact one); and ``+name=integer``
+  sets that assign option (``auto+nlist=256``: IVF searches with 256 lists);
 * ``faiss.Kmeans``: from the same initial centres, no subsampling, with
   ``workers x threads`` OpenMP threads, in this process.
 
@@ -73,25 +74,37 @@ def exact_inertia(X: np.ndarray, centers: np.ndarray) -> float:
     return total
 
 
-def fit_ours(client, data, init: np.ndarray, assign: str, iterations: int):
-    """(seconds, median iteration seconds, final centres, every iteration's seconds)
-    of one ``KMeans.fit``.
+def variant_parameters(variant: str) -> dict:
+    """The ``KMeans`` parameters of a variant: ``assign``, or ``assign/algorithm``,
+    then any of ``+approximate-final`` and ``+name=integer`` (assign options).
 
-    ``assign`` is an assign mode, or ``mode/algorithm``, either followed by
-    ``+approximate-final``.
+    >>> variant_parameters("auto/lloyd+approximate-final+nlist=256")["assign_options"]
+    {'exact_final': False, 'nlist': 256}
     """
+    mode, *extras = variant.split("+")
+    assign, _, algorithm = mode.partition("/")
+    options: dict = {}
+    for extra in extras:
+        name, equals, value = extra.partition("=")
+        if extra == "approximate-final":
+            options["exact_final"] = False
+        elif equals and value.isdigit():
+            options[name] = int(value)
+        else:
+            raise ValueError(
+                f"variant {variant!r}: {extra!r} is neither 'approximate-final' nor "
+                "an assign option written name=integer"
+            )
+    return {"assign": assign, "algorithm": algorithm or "auto", "assign_options": options or None}
+
+
+def fit_ours(client, data, init: np.ndarray, variant: str, iterations: int):
+    """(seconds, median iteration seconds, final centres, every iteration's seconds)
+    of one ``KMeans.fit`` of ``variant`` (:func:`variant_parameters`)."""
     from kmeans_dask import KMeans
 
-    assign, approximate_final, _ = assign.partition("+approximate-final")
-    assign, _, algorithm = assign.partition("/")
     model = KMeans(
-        len(init),
-        init=init,
-        max_iter=iterations,
-        tol=0.0,
-        assign=assign,
-        algorithm=algorithm or "auto",
-        assign_options={"exact_final": False} if approximate_final else None,
+        len(init), init=init, max_iter=iterations, tol=0.0, **variant_parameters(variant)
     )
     start = time.perf_counter()
     model.fit(data)
@@ -139,9 +152,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--also",
         default="",
-        help="more assign modes, comma-separated (e.g. ivf,auto/lloyd,auto+approximate-final)",
+        help="more assign modes, comma-separated (e.g. ivf,auto/lloyd,auto+approximate-final,"
+        "auto+nlist=256)",
     )
     args = parser.parse_args(argv)
+    also = [mode for mode in args.also.split(",") if mode]
+    for mode in also:
+        try:
+            variant_parameters(mode)
+        except ValueError as exc:
+            parser.error(str(exc))
 
     import dask.array as da
     from distributed import Client, LocalCluster
@@ -174,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
                     X, init, args.iterations, args.workers * args.threads
                 ),
             }
-            for mode in filter(None, args.also.split(",")):
+            for mode in also:
                 variants[mode] = lambda init=init, mode=mode: fit_ours(
                     client, data, init, mode, args.iterations
                 )

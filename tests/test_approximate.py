@@ -268,11 +268,33 @@ def test_list_means_are_each_lists_mean_and_keep_an_empty_lists_centroid():
 def test_fill_with_capacity_takes_the_first_choice_with_room():
     from kmeans_dask._kernels.block_kernels import fill_with_capacity
 
-    choices = np.array([[0, 1], [0, 1], [0, 2], [0, 1], [1, 0]], dtype=np.int64)
+    choices = np.array([[0, 1], [0, 1], [0, 2], [0, 1], [1, 0], [1, 0]], dtype=np.int64)
     # Capacity 2: two rows fill list 0, then the next choices; the last row
-    # finds lists 1 and 0 full and goes to the emptiest list (3).
-    assert fill_with_capacity(choices, 2, 4).tolist() == [0, 0, 2, 1, 1]
-    assert fill_with_capacity(choices, 10, 4).tolist() == [0, 0, 0, 0, 1]
+    # finds lists 1 and 0 full and goes to its first choice all the same,
+    # not to an empty list it did not choose (3).
+    assert fill_with_capacity(choices, 2, 4).tolist() == [0, 0, 2, 1, 1, 1]
+    assert fill_with_capacity(choices, 10, 4).tolist() == [0, 0, 0, 0, 1, 1]
+
+
+def test_every_centre_goes_to_one_of_its_nearest_lists_even_when_they_are_full():
+    """A centre sent beyond its nearest lists is found by few of its rows (they
+    probe the lists nearest to them): with nlist = 4 sqrt(k) at k = 4096 such
+    centres had been left without rows by the search, relocated, and the final
+    inertia had risen by 10%."""
+    from kmeans_dask.backends.approximate import _LIST_CHOICES, balanced_lists
+
+    rng = np.random.default_rng(3)
+    centers = rng.normal(size=(600, 16))
+    coarse = np.vstack([np.zeros((1, 16)), 4.0 * rng.normal(size=(31, 16))])
+    ratio = 1.0  # room for 19 centres per list: the middle lists overflow
+    lists = balanced_lists(centers, coarse, ratio)
+    distances = ((centers[:, None, :] - coarse[None]) ** 2).sum(-1)
+    nearest_lists = np.argsort(distances, axis=1, kind="stable")[:, :_LIST_CHOICES]
+    assert all(lists[i] in nearest_lists[i] for i in range(len(centers)))
+    sizes = np.bincount(lists, minlength=len(coarse))
+    assert sizes.max() > np.ceil(ratio * 600 / 32)  # some centres went over the cap
+    overflowed = np.flatnonzero(lists == nearest_lists[:, 0])
+    assert overflowed.size  # those to their nearest list
 
 
 def test_ivf_lists_stay_balanced_on_centres_filling_a_ball():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import runpy
 import subprocess
 import sys
 import time
@@ -178,18 +179,18 @@ def test_search_benchmark_times_every_searcher_on_each_shape():
 
 
 def test_assign_fit_benchmark_fits_each_variant_and_prints_the_issue_lines():
-    argv = ["--rows", "3000", "--features", "8", "--ks", "64", "--repeats", "1",
-            "--iterations", "3", "--chunks", "2", "--histories",
-            "--also", "auto+approximate-final,candidates/lloyd+approximate-final"]  # fmt: skip
-    output = _script_output("bench_assign_fit.py", argv)
-    body = _rows_of(output)[1:]
     variants = [
         "exact",
         "auto",
         "faiss.Kmeans",
         "auto+approximate-final",
-        "candidates/lloyd+approximate-final",
+        "candidates/lloyd+approximate-final+nlist=4",
     ]
+    argv = ["--rows", "3000", "--features", "8", "--ks", "64", "--repeats", "1",
+            "--iterations", "3", "--chunks", "2", "--histories",
+            "--also", ",".join(variants[3:])]  # fmt: skip
+    output = _script_output("bench_assign_fit.py", argv)
+    body = _rows_of(output)[1:]
     assert [row[1] for row in body] == variants
     assert body[1][4] == "1.00x"  # auto's speed-up over itself
     histories = re.findall(
@@ -199,6 +200,30 @@ def test_assign_fit_benchmark_fits_each_variant_and_prints_the_issue_lines():
     )
     assert [name for name, _ in histories] == variants
     assert all(len(iterations.split(", ")) == 3 for _, iterations in histories)  # tol=0
+
+
+def test_assign_fit_variants_name_their_parameters_and_bad_ones_are_refused():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "bench_assign_fit.py"
+    variant_parameters = runpy.run_path(str(script))["variant_parameters"]
+    assert variant_parameters("exact") == {
+        "assign": "exact",
+        "algorithm": "auto",
+        "assign_options": None,
+    }
+    assert variant_parameters("auto/lloyd+approximate-final+nlist=256") == {
+        "assign": "auto",
+        "algorithm": "lloyd",
+        "assign_options": {"exact_final": False, "nlist": 256},
+    }
+    with pytest.raises(ValueError, match=r"'nlist=many' is neither 'approximate-final'"):
+        variant_parameters("auto+nlist=many")
+    done = subprocess.run(
+        [sys.executable, str(script), "--also", "auto+approximate"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "'approximate' is neither" in done.stderr  # before any fit
 
 
 def test_approximate_benchmark_reports_what_an_ivf_row_scans():

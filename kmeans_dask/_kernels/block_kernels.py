@@ -503,20 +503,17 @@ def rows_by_list(probes, n_lists):
 def fill_with_capacity(choices, capacity, n_lists):
     """Row ``i`` in order goes to the first of ``choices[i]`` with fewer than ``capacity`` rows.
 
-    When all its choices are full, to the list with the fewest rows (the
-    lowest such list). ``capacity * n_lists`` must be at least the number of
-    rows. Returns each row's list (int64).
+    When all its choices are full, to its first choice, over capacity: a row
+    never goes to a list it did not choose. Returns each row's list (int64).
     """
     sizes = np.zeros(n_lists, dtype=np.int64)
     lists = np.empty(choices.shape[0], dtype=np.int64)
     for i in range(choices.shape[0]):
-        chosen = -1
+        chosen = choices[i, 0]
         for q in range(choices.shape[1]):
             if sizes[choices[i, q]] < capacity:
                 chosen = choices[i, q]
                 break
-        if chosen < 0:
-            chosen = np.argmin(sizes)
         lists[i] = chosen
         sizes[chosen] += 1
     return lists

@@ -79,7 +79,8 @@ _BLOCK_ROWS = 32768
 #: Elements of the coarse score buffer (rows x lists) computed at once.
 _COARSE_BUFFER_ELEMENTS = 1 << 20
 
-#: Most centres an IVF list holds, as a multiple of the mean ``k / nlist``.
+#: Most centres an IVF list takes, as a multiple of the mean ``k / nlist``,
+#: from centres that have a nearer list with room (:func:`balanced_lists`).
 #: K-means over centres that fill a ball evenly (as after the first Lloyd
 #: steps on overlapping data) can leave one coarse centroid near the middle,
 #: nearer to most centres than any other: one list then held 3659 of 4096
@@ -87,7 +88,9 @@ _COARSE_BUFFER_ELEMENTS = 1 << 20
 #: (``scripts/bench_assign_fit.py``, RESULTS.md).
 MAX_LIST_SIZE_RATIO = 4.0
 
-#: Lists a centre may go to, nearest first, before any list with room.
+#: Lists a centre may go to, nearest first. A centre whose nearest lists
+#: are all full goes to its nearest, over the cap: placed in a farther list,
+#: it would be found by few of its rows, which probe the lists nearest to them.
 _LIST_CHOICES = 8
 
 #: Lists probed per row when ``nprobe`` is not given (:func:`default_nprobe`),
@@ -282,9 +285,13 @@ def _squared_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
 def balanced_lists(centers: np.ndarray, coarse: np.ndarray, ratio: float) -> np.ndarray:
     """Each centre's IVF list: its nearest coarse centroid with room.
 
-    No list gets more than ``ceil(ratio * k / nlist)`` centres. Centres
-    nearest to a coarse centroid choose first; a centre whose
-    :data:`_LIST_CHOICES` nearest lists are full goes to the emptiest list.
+    A list has room while it holds fewer than ``ceil(ratio * k / nlist)``
+    centres. Centres nearest to a coarse centroid choose first; a centre
+    whose :data:`_LIST_CHOICES` nearest lists are all full goes to its
+    nearest list all the same. (Sent to the emptiest list, such centres had
+    lain beyond the lists their rows probe: with ``nlist = 4 sqrt(k)`` at
+    k = 4096, 165 centres then found no row after one Lloyd update, and
+    their relocation raised the final inertia by 10%, RESULTS.md.)
 
     Returns
     -------
@@ -372,9 +379,10 @@ class IVFSearcher:
     The quantizer is trained on the ``k`` centres themselves; Faiss's warning
     about fewer than 39 training points per list is switched off
     (``min_points_per_centroid = 1``), as ``k / nlist`` is typically far
-    below 39 and the partition only has to group nearby centres. No list
-    holds more than :data:`MAX_LIST_SIZE_RATIO` times the mean number of
-    centres (:func:`balanced_lists`), and each coarse centroid is then moved
+    below 39 and the partition only has to group nearby centres. A list
+    takes more than :data:`MAX_LIST_SIZE_RATIO` times the mean number of
+    centres only from centres whose :data:`_LIST_CHOICES` nearest lists are
+    all full (:func:`balanced_lists`), and each coarse centroid is then moved
     to the mean of its list's centres; Faiss's index holds the same lists.
     """
 
