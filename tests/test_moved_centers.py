@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
@@ -24,10 +26,21 @@ def _exact(rows: np.ndarray, centers: np.ndarray) -> np.ndarray:
     return np.argmin(((rows[:, None, :] - centers[None]) ** 2).sum(-1), axis=1).astype(np.int32)
 
 
-def _after_moves(rows, centers, search, moved, labels):
-    """:func:`nearest_after_moves` with the searcher over all ``centers`` prepared."""
-    everywhere = prepared_search(search, centers.astype(rows.dtype)).searcher
-    nearest_after_moves(rows, everywhere, centers, aligned_float64(centers), search, moved, labels)
+def _after_moves(rows, before, after, search, moved, labels):
+    """:func:`nearest_after_moves` from ``before`` to ``after``, with the searcher over all
+    of ``after`` prepared; the rows that searcher was asked about."""
+    everywhere = prepared_search(search, after.astype(rows.dtype)).searcher
+    asked = []
+    spy = SimpleNamespace(
+        block_rows=everywhere.block_rows,
+        nearest=lambda block: asked.append(len(block)) or everywhere.nearest(block),
+    )
+    moved = np.asarray(moved)
+    moved_from = before[moved]
+    nearest_after_moves(
+        rows, spy, after, aligned_float64(after), search, moved, moved_from, labels
+    )
+    return sum(asked)
 
 
 @pytest.fixture
@@ -53,7 +66,7 @@ def test_rows_find_their_nearest_centre_among_the_moved_ones(
     after[moved] += (0.6 * rng.standard_normal((moved.size, centers.shape[1]))).astype(dtype)
     labels = _exact(rows, centers)
     before = labels.copy()
-    _after_moves(rows, after, search, moved, labels)
+    _after_moves(rows, centers, after, search, moved, labels)
     assert_array_equal(labels, _exact(rows, after))
     changed = labels != before
     assert changed.any() == (share > 0)
@@ -69,10 +82,10 @@ def test_a_tie_between_a_moved_centre_and_the_own_one_goes_to_the_lower_index():
     after = centers.copy()
     after[0] = 0.0
     labels = np.array([2, 0], dtype=np.int32)
-    _after_moves(rows, after, "numpy", np.array([0, 2]), labels)
+    _after_moves(rows, centers, after, "numpy", np.array([0, 2]), labels)
     assert_array_equal(labels, [0, 0])
     labels = np.array([2, 2], dtype=np.int32)
-    _after_moves(rows, after, "numpy", np.array([0]), labels)
+    _after_moves(rows, centers, after, "numpy", np.array([0]), labels)
     assert_array_equal(labels, [0, 0])
 
 
@@ -81,8 +94,27 @@ def test_no_moved_centre_leaves_every_label(rows_and_centers):
     labels = _exact(rows, centers)
     kept = labels.copy()
     empty = np.array([], dtype=np.int32)
-    _after_moves(rows, centers, "numpy", empty, labels)
+    assert _after_moves(rows, centers, centers, "numpy", empty, labels) == 0
     assert_array_equal(labels, kept)
+
+
+def test_only_rows_whose_centre_moved_away_are_searched_among_all_centres(rows_and_centers):
+    """A row whose centre moved nearer to it is searched among the moved centres alone:
+    every centre that did not move is at least as far as its own was."""
+    rows, centers = rows_and_centers
+    rng = np.random.default_rng(5)
+    moved = np.sort(rng.choice(len(centers), 30, replace=False)).astype(np.int32)
+    after = centers.copy()
+    after[moved] += (0.3 * rng.standard_normal((moved.size, centers.shape[1]))).astype(np.float32)
+    labels = _exact(rows, centers)
+    own = labels.copy()
+    searched = _after_moves(rows, centers, after, "numpy", moved[::-1], labels)  # any order
+    assert_array_equal(labels, _exact(rows, after))
+    own_moved = np.isin(own, moved)
+    sq = lambda c: ((rows.astype(np.float64) - c[own].astype(np.float64)) ** 2).sum(1)  # noqa: E731
+    away = own_moved & (sq(after) >= sq(centers))
+    assert searched == away.sum()
+    assert 0 < away.sum() < own_moved.sum()  # some moved nearer, some away
 
 
 # --- the chunk task ---------------------------------------------------------------
@@ -95,7 +127,9 @@ def test_task_from_kept_labels_equals_the_plain_pass(rows_and_centers):
     moved = np.array([3, 17, 40], dtype=np.int32)
     after = centers.copy()
     after[moved] += np.float32(0.3)
-    stats = tasks.stats_from_moved_centers(chunk, after, "numpy", "new", "previous", moved)
+    stats = tasks.stats_from_moved_centers(
+        chunk, after, "numpy", "new", "previous", moved, centers[moved]
+    )
     plain = tasks.chunk_stats(chunk, after, "numpy")
     assert_array_equal(tasks.LABELS.take(chunk, "new"), _exact(rows, after))
     assert_array_equal(stats.sums, plain.sums)
@@ -108,7 +142,9 @@ def test_task_without_kept_labels_makes_the_plain_pass(rows_and_centers):
     rows, centers = rows_and_centers
     chunk = host_ops().place(rows, None, 0, np.float32)
     moved = np.array([5], dtype=np.int32)
-    stats = tasks.stats_from_moved_centers(chunk, centers, "numpy", "new", "lost", moved)
+    stats = tasks.stats_from_moved_centers(
+        chunk, centers, "numpy", "new", "lost", moved, centers[moved]
+    )
     plain = tasks.chunk_stats(chunk, centers, "numpy")
     assert_array_equal(stats.sums, plain.sums)
     assert tasks.LABELS.take(chunk, "new") is not None  # kept for the next pass
@@ -118,7 +154,9 @@ def test_ops_that_scan_no_candidates_refuse_the_pass(rows_and_centers):
     rows, centers = rows_and_centers
     staged = Chunk(rows, None, 0, StagedOps(host_ops()))
     with pytest.raises(NotImplementedError, match="scans no candidates"):
-        staged.ops.moved_centers_pass(staged, centers, "numpy", np.array([1]), np.zeros(3000))
+        staged.ops.moved_centers_pass(
+            staged, centers, "numpy", np.array([1]), centers[[1]], np.zeros(3000)
+        )
 
 
 # --- fits ---------------------------------------------------------------------------

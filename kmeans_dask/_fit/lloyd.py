@@ -392,7 +392,7 @@ def lloyd(
                 centers,
                 exact_backend,
                 (labels_tag, iteration),
-                moved,
+                (moved, previous_centers[moved]),
                 "kmeans-assign",
             )
         elif (
@@ -467,7 +467,7 @@ def lloyd(
                 centers,
                 exact_backend,
                 tag,
-                moved,
+                (moved, previous_centers[moved]),
                 "kmeans-final-stats",
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
@@ -622,7 +622,7 @@ def _statistics_from_kept_labels(
     centers: np.ndarray,
     search: str,
     tag: tuple[str, int],
-    how: np.ndarray,
+    how: tuple[np.ndarray, ...],
     name: str,
 ) -> ClusterStats:
     """A pass's statistics, each row searched from the label the previous pass kept
@@ -631,8 +631,9 @@ def _statistics_from_kept_labels(
     ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_candidates`
     (``how``: the neighbour table; each row among its previous centre's
     neighbours) or :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
-    (``how``: the moved centres, after an exact pass; each row whose centre
-    did not move among those alone).
+    (``how``: the moved centres and their positions before the move, after
+    an exact pass; each row whose centre did not move, or moved nearer to
+    it, among those alone).
     """
     return data.map_reduce(
         client,
@@ -642,7 +643,7 @@ def _statistics_from_kept_labels(
         search,
         tag,
         (tag[0], tag[1] - 1),
-        how,
+        *how,
         name=name,
         result_bytes=statistics_nbytes(*centers.shape),
     )
@@ -665,7 +666,7 @@ def _candidate_statistics(
     neighbours = candidates.neighbours(centers, neighbours)
     table = candidates.table(centers, previous, neighbours)
     stats = _statistics_from_kept_labels(
-        client, data, stats_from_candidates, centers, search, tag, table, name
+        client, data, stats_from_candidates, centers, search, tag, (table,), name
     )
     return stats, neighbours
 

@@ -171,7 +171,7 @@ class ArrayAPIOps:
     def candidate_pass(self, chunk, centers, search, table, labels) -> LloydPass:
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
-    def moved_centers_pass(self, chunk, centers, search, moved, labels) -> LloydPass:
+    def moved_centers_pass(self, chunk, centers, search, moved, moved_from, labels) -> LloydPass:
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:

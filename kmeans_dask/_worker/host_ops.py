@@ -180,12 +180,15 @@ class HostOps:
         centers: np.ndarray,
         search: str,
         moved: np.ndarray,
+        moved_from: np.ndarray,
         labels: np.ndarray,
     ) -> LloydPass:
         centers64 = aligned_float64(centers)
         plain = prepared_search(search, centers.astype(chunk.data.dtype, copy=False)).searcher
         with single_threaded_native():
-            nearest_after_moves(chunk.data, plain, centers, centers64, search, moved, labels)
+            nearest_after_moves(
+                chunk.data, plain, centers, centers64, search, moved, moved_from, labels
+            )
         # Summed as the plain pass of ``search`` sums: the same inertia, bit for bit.
         return self._pass_of_labels(chunk, centers64, labels, plain.block_rows)
 

@@ -102,15 +102,22 @@ class ChunkOps(Protocol):
         """
 
     def moved_centers_pass(
-        self, chunk: Chunk, centers: np.ndarray, search: str, moved: np.ndarray, labels: Any
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        search: str,
+        moved: np.ndarray,
+        moved_from: np.ndarray,
+        labels: Any,
     ) -> LloydPass:
         """:meth:`lloyd_pass` of the exact ``search``, given each row's nearest centre
-        before the centres ``moved`` moved.
+        before the centres ``moved`` moved from ``moved_from`` (their positions then).
 
         ``labels`` (kept from the previous pass over this chunk, an exact
         one, held by nothing else) are overwritten with the new labels, which
-        the pass returns. A row whose centre did not move is searched among
-        ``moved`` alone (:mod:`kmeans_dask._worker.moved_centers`).
+        the pass returns. A row whose centre did not move, or moved nearer to
+        it, is searched among ``moved`` alone
+        (:mod:`kmeans_dask._worker.moved_centers`).
         """
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:

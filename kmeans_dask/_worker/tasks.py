@@ -160,9 +160,11 @@ def stats_from_moved_centers(
     tag: Hashable,
     previous_tag: Hashable,
     moved: np.ndarray,
+    moved_from: np.ndarray,
 ) -> ClusterStats:
     """:func:`stats_keeping_labels` of the exact ``search``, each row searched from its
-    previous centre: among the centres ``moved`` since, if its own did not move.
+    previous centre: among the centres ``moved`` since (from ``moved_from``), if its
+    own did not move or moved nearer to it.
 
     The labels kept under ``previous_tag`` must be those of an exact pass
     over the centres before the move
@@ -170,7 +172,7 @@ def stats_from_moved_centers(
     them, the plain pass of ``search`` is made, with the same result.
     """
     return _stats_from_previous_labels(
-        "moved_centers_pass", chunk, centers, search, tag, previous_tag, moved
+        "moved_centers_pass", chunk, centers, search, tag, previous_tag, moved, moved_from
     )
 
 
