@@ -51,10 +51,11 @@ def nearest_after_moves(
     centers64 : (k, d) float64, C-contiguous
         The same in float64
         (:func:`~kmeans_dask._kernels.row_statistics.aligned_float64`): the
-        distances a row's own centre and its nearest moved one are compared by.
+        distances a row's own centre and its nearest moved one are compared by
+        (and its own centre now and where it was, in ``moved_from``).
     search : str
         An exact search spec, of the searches among all the centres (rows
-        whose centre moved) and among the moved ones (the others).
+        whose centre moved away) and among the moved ones (the others).
     moved : (m,) int
         The centres that changed since ``labels`` were found.
     moved_from : (m, d) float
