@@ -1,7 +1,8 @@
 """Component benchmark: one chunk's pass among the moved centres against a full pass.
 
-After an exact pass, a row whose centre did not move is searched among the
-centres that moved alone (:mod:`kmeans_dask._worker.moved_centers`). This
+After an exact pass, a row whose centre did not move (or moved nearer to
+it) is searched among the centres that moved alone
+(:mod:`kmeans_dask._worker.moved_centers`). This
 times, on one thread and one chunk of float32 blobs, the plain exact pass
 (``tasks.chunk_stats``, ``"numpy"`` search) and the pass from the previous
 labels (``tasks.stats_from_moved_centers``) with the first ``m`` centres
@@ -58,7 +59,9 @@ def time_shape(n_rows: int, n_features: int, k: int, shares, repeats: int) -> li
         def among_moved(moved=moved, after=after) -> float:
             tasks.stats_keeping_labels(chunk, centers, "numpy", None, "previous")
             start = time.perf_counter()
-            tasks.stats_from_moved_centers(chunk, after, "numpy", "new", "previous", moved)
+            tasks.stats_from_moved_centers(
+                chunk, after, "numpy", "new", "previous", moved, centers[moved]
+            )
             seconds = time.perf_counter() - start
             tasks.LABELS.take(chunk, "new")
             return seconds
