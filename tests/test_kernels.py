@@ -75,6 +75,29 @@ def test_combined_statistics_equal_whole_array_statistics():
     assert combined.inertia == pytest.approx(whole.inertia, rel=1e-12)
 
 
+def test_statistics_travel_as_their_fields_with_the_arrays_out_of_band():
+    """distributed sends a chunk's statistics field by field, each array as its own
+    frames (not copied into a pickle), and the client gets them back whole and writable."""
+    from distributed.protocol import deserialize, serialize
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(500, 6)).astype(np.float32)
+    stats, labels, sq_dist = statistics_and_labels(X, None, X[:9].copy(), "numpy")
+    chunk = Chunk(X, None, 0, host_ops())
+    stats.farthest = chunk.ops.top_rows(chunk, sq_dist, labels, FAR_ROWS)
+    header, frames = serialize(stats, serializers=("dask", "pickle"))
+    assert header["serializer"] == "dask"
+    assert sum(memoryview(frame).nbytes for frame in frames) < stats.sums.nbytes + 4096
+    assert any(memoryview(frame).nbytes == stats.sums.nbytes for frame in frames)
+    back = deserialize(header, frames)
+    assert type(back) is type(stats)
+    assert_array_equal(back.sums, stats.sums)
+    assert_array_equal(back.counts, stats.counts)
+    assert back.inertia == stats.inertia
+    assert_array_equal(back.farthest.index, stats.farthest.index)
+    back.sums[0] += 1.0  # relocating an empty cluster writes into them
+
+
 def test_summary_merge_gives_column_variance_and_nonfinite_positions():
     rng = np.random.default_rng(2)
     X = rng.normal(size=(1000, 3)) * [1.0, 5.0, 0.1]

@@ -9,11 +9,15 @@ chunks, so results are the same for any placement.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import reduce
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from distributed.protocol import dask_deserialize, dask_serialize
+from distributed.protocol.serialize import deserialize, serialize
+
+T = TypeVar("T")
 
 #: How many offending positions an error message quotes.
 N_REPORTED_POSITIONS = 5
@@ -153,6 +157,32 @@ def merge_top(count: int, *parts: RankedRows) -> RankedRows:
     )
 
 
+def sent_field_by_field(cls: type[T]) -> type[T]:
+    """Have distributed send the dataclass ``cls`` as the list of its fields.
+
+    Each array field then travels with distributed's own NumPy serializer
+    rather than inside a pickle of the whole object: a chunk's statistics at
+    k = 16384, d = 128 (16 MiB) reached the client in 24 ms instead of 42
+    (median of 12, one LocalCluster worker; RESULTS.md, "Statistics sent
+    field by field").
+    """
+    names = [item.name for item in fields(cls)]
+
+    @dask_serialize.register(cls)
+    def _serialize(value: T) -> tuple[dict, list]:
+        header, frames = serialize(
+            [getattr(value, name) for name in names], serializers=("dask", "pickle")
+        )
+        return {"fields": header}, frames
+
+    @dask_deserialize.register(cls)
+    def _deserialize(header: dict, frames: list) -> T:
+        return cls(*deserialize(header["fields"], frames))
+
+    return cls
+
+
+@sent_field_by_field
 @dataclass
 class ClusterStats:
     """Partial Lloyd statistics: per-cluster weighted sums and counts, inertia."""
