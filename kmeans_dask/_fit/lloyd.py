@@ -387,14 +387,13 @@ def lloyd(
             and _exact_labels_kept(data, schedule.mode, ticket, last_search, search, final_backend)
         )
         if among_moved:
-            stats = _statistics_from_kept_labels(
+            stats = _moved_centers_statistics(
                 client,
                 data,
-                stats_from_moved_centers,
-                centers,
+                (previous_centers, centers),
+                moved,
                 exact_backend,
                 (labels_tag, iteration),
-                (moved, previous_centers[moved]),
                 "kmeans-assign",
             )
         elif (
@@ -462,14 +461,13 @@ def lloyd(
         candidates = candidate_search(final_backend) if data.persisted else None
         if among_moved:
             tag = (labels_tag, iteration + 1)
-            final = _statistics_from_kept_labels(
+            final = _moved_centers_statistics(
                 client,
                 data,
-                stats_from_moved_centers,
-                centers,
+                (previous_centers, centers),
+                moved,
                 exact_backend,
                 tag,
-                (moved, previous_centers[moved]),
                 "kmeans-final-stats",
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
@@ -648,6 +646,31 @@ def _statistics_from_kept_labels(
         *how,
         name=name,
         result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
+def _moved_centers_statistics(
+    client: Client,
+    data: DistributedData,
+    previous_and_centers: tuple[np.ndarray, np.ndarray],
+    moved: np.ndarray,
+    search: str,
+    tag: tuple[str, int],
+    name: str,
+) -> ClusterStats:
+    """A moved-centre pass (:func:`_statistics_from_kept_labels`) after the centres
+    ``moved`` left ``previous_and_centers[0]`` for ``[1]``: the tasks get the moved
+    centres and where they were."""
+    previous, centers = previous_and_centers
+    return _statistics_from_kept_labels(
+        client,
+        data,
+        stats_from_moved_centers,
+        centers,
+        search,
+        tag,
+        (moved, previous[moved]),
+        name,
     )
 
 
