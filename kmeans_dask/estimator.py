@@ -109,9 +109,9 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         can differ from an uninterrupted fit's (within its approximation).
     assign_options : dict, optional
         Options of the approximate search: ``nlist``, ``nprobe`` for "ivf"
-        (defaults ``sqrt(k)`` and 8; without ``nprobe``, the iteration that
-        ``max_iter`` ends probes 12, at most ``nlist``, where it is not exact,
-        see ``algorithm``), ``m``,
+        (defaults ``sqrt(k)``, ``2 sqrt(k)`` from k = 16384, and 8; without
+        ``nprobe``, the iteration that ``max_iter`` ends probes 12, at most
+        ``nlist``, where it is not exact, see ``algorithm``), ``m``,
         ``ef_search`` for "hnsw"; ``m`` (default ``max(16, 1024 // d)``),
         ``nlist``, ``nprobe`` (of its IVF searches) for "candidates".
         With any approximate search, ``exact_final`` (default True): False

@@ -41,7 +41,7 @@ class TuneResult:
 
 
 def candidate_searches(n_clusters: int) -> list[tuple[str, dict]]:
-    """Exact, IVF with 4 to 32 probes (of ``sqrt(k)`` lists), and HNSW."""
+    """Exact, IVF with 4 to 32 probes (of :func:`default_nlist` lists), and HNSW."""
     nlist = default_nlist(n_clusters)
     candidates = [("exact", {})]
     candidates += [("ivf", {"nprobe": p}) for p in (4, 8, 16, 32) if p < nlist]

@@ -11,6 +11,7 @@ from kmeans_dask._kernels.block_kernels import accumulate
 from kmeans_dask.backends.approximate import (
     AUTO_IVF_MIN_CLUSTERS,
     AUTO_IVF_MIN_FEATURES,
+    MORE_LISTS_FROM,
     HNSWBackend,
     HNSWSearcher,
     IVFBackend,
@@ -167,6 +168,12 @@ def test_defaults_stay_in_range():
         exact = exact_searcher(centers).nearest(X)
         np.testing.assert_array_equal(IVFSearcher(centers).nearest(X), exact)
         np.testing.assert_array_equal(HNSWSearcher(centers).nearest(X), exact)
+
+
+def test_default_nlist_is_sqrt_k_then_up_to_twice_it_from_more_lists_from():
+    assert MORE_LISTS_FROM == 8192
+    expected = {500: 22, 4096: 64, 8192: 91, 11585: 161, 16384: 256, 65536: 512, 1 << 20: 2048}
+    assert {k: default_nlist(k) for k in expected} == expected
 
 
 def test_probing_every_list_is_exact(clustered):
