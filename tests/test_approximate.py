@@ -171,9 +171,11 @@ def test_defaults_stay_in_range():
 
 
 def test_default_nlist_is_sqrt_k_then_up_to_twice_it_from_more_lists_from():
-    assert MORE_LISTS_FROM == 8192
     expected = {500: 22, 4096: 64, 8192: 91, 11585: 161, 16384: 256, 65536: 512, 1 << 20: 2048}
     assert {k: default_nlist(k) for k in expected} == expected
+    below, twice = MORE_LISTS_FROM, 2 * MORE_LISTS_FROM
+    assert default_nlist(below) == round(below**0.5)
+    assert default_nlist(twice) == round(2 * twice**0.5)
 
 
 def test_probing_every_list_is_exact(clustered):

@@ -137,7 +137,7 @@ def default_nlist(n_clusters: int) -> int:
     (a k-means of ``nlist`` centroids over the ``k`` centres, in every
     iteration). Through ``KMeans.fit`` at 100k x 128 (RESULTS.md, "Twice
     as many IVF lists at k = 16384"), 256 lists at k = 16384 fitted in
-    0.90 of the time of 128 and reached a lower inertia; at k = 8192, 128
+    0.90-0.94 of the time of 128 and reached a lower inertia; at k = 8192, 128
     or 181 lists instead of 91, and at k = 4096, 128 instead of 64, were
     slower or no faster.
 
