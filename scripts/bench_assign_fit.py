@@ -23,7 +23,11 @@ threads, ``--iterations`` Lloyd iterations with ``tol=0``:
 * ``faiss.Kmeans``: from the same initial centres, no subsampling, with
   ``workers x threads`` OpenMP threads, in this process.
 
-Each variant is fitted ``--repeats`` times, interleaved; the table gives
+Each variant is fitted ``--repeats`` times, interleaved as ``scripts/bench.py``
+interleaves its runs (in an order rotated by the repeat and reversed in odd
+repeats, so no variant always follows the same one, such as faiss.Kmeans
+and its OpenMP threads in this process), each run waiting for the machine
+to be idle first; the table gives
 the median whole-fit seconds (the final assignment pass included), the
 median per-iteration seconds of the fit's history, each variant's speed-up
 over ``auto`` and the relative gap of its final inertia to the exact fit's
@@ -54,6 +58,7 @@ import time
 import numpy as np
 
 from kmeans_dask.benchmark.data import initial_centers, make_blobs
+from kmeans_dask.benchmark.schedule import run_order, wait_until_idle
 
 TABLE_HEAD = (
     "| k | variant | fit s | s/iteration | auto's speed-up over it | inertia gap to exact |\n"
@@ -201,9 +206,10 @@ def main(argv: list[str] | None = None) -> None:
             fit_ours(client, data, init, "auto", 1)  # compile and warm the workers
             load_before = os.getloadavg()
             results: dict[str, list] = {name: [] for name in variants}
-            for _ in range(args.repeats):
-                for name, run in variants.items():
-                    results[name].append(run())
+            for repeat in range(args.repeats):
+                for name in run_order(list(variants), repeat):
+                    wait_until_idle()
+                    results[name].append(variants[name]())
             load_after = os.getloadavg()
             inertia = {name: exact_inertia(X, runs[-1][2]) for name, runs in results.items()}
             seconds = {
