@@ -37,6 +37,8 @@ print(json.dumps(out))
 
 _SIMULATED_FIT = r"""
 import json
+import threading
+
 import numpy as np
 from distributed import Client, LocalCluster
 from sklearn.cluster import KMeans as SKKMeans
@@ -44,6 +46,11 @@ from sklearn.cluster import KMeans as SKKMeans
 import kmeans_dask._engine.placement as placement
 from kmeans_dask import KMeans
 from kmeans_dask._worker.cupy_ops import CuPyOps
+
+# The simulator swaps one fake ``cuda`` module into the kernel's globals while a
+# kernel runs: two kernels simulated at once (the two workers' threads) share
+# it, and their blocks can wait at each other's syncthreads for ever.
+SIMULATOR = threading.Lock()
 
 
 class SimulatedGPUOps(CuPyOps):
@@ -61,6 +68,10 @@ class SimulatedGPUOps(CuPyOps):
 
     def resident(self, block, weights, offset, dtype):
         return super(CuPyOps, self).resident(block, weights, offset, dtype)
+
+    def nearest(self, chunk, centers, search):  # one simulated kernel at a time
+        with SIMULATOR:
+            return super().nearest(chunk, centers, search)
 
 
 if __name__ == "__main__":
