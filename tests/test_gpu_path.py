@@ -47,9 +47,9 @@ import kmeans_dask._engine.placement as placement
 from kmeans_dask import KMeans
 from kmeans_dask._worker.cupy_ops import CuPyOps
 
-# The simulator swaps one fake ``cuda`` module into the kernel's globals while a
-# kernel runs: two kernels simulated at once (the two workers' threads) share
-# it, and their blocks can wait at each other's syncthreads for ever.
+# numba-cuda's simulator has one kernel context per process and does not support
+# concurrent kernel launches: the two workers' threads take turns (launched at
+# once, they hung the test in one CI run).
 SIMULATOR = threading.Lock()
 
 
