@@ -381,11 +381,10 @@ def lloyd(
         moved_few = few_moved(moved, k)
         search = _iteration_search(backend, final_backend, schedule.mode, closing, moved_few, k)
         candidates = candidate_search(search) if data.persisted else None
-        # From the labels the last pass kept, exact or ("moved" bounds) not.
-        among_moved = (data.persisted and approximate_moved_few(schedule.mode, moved, k)) or (
-            moved_few
-            and _exact_labels_kept(data, schedule.mode, ticket, last_search, search, final_backend)
+        exact_labels_kept = _exact_labels_kept(
+            data, schedule.mode, ticket, last_search, search, final_backend
         )
+        among_moved = _among_moved(data, schedule.mode, moved, k, exact_labels_kept)
         if among_moved:
             stats = _moved_centers_statistics(
                 client,
@@ -454,9 +453,7 @@ def lloyd(
             data, schedule.mode, final_ticket, last_search, final_backend, final_backend
         )
         moved = moved_centers(previous_centers, centers) if iteration >= first_iteration else None
-        among_moved = (data.persisted and approximate_moved_few(schedule.mode, moved, k)) or (
-            labels_kept and few_moved(moved, k)
-        )
+        among_moved = _among_moved(data, schedule.mode, moved, k, labels_kept)
         # An approximate final pass ("exact_final": False) from this call's kept labels.
         candidates = candidate_search(final_backend) if data.persisted else None
         if among_moved:
@@ -545,6 +542,22 @@ def approximate_moved_few(bounds: str, moved: np.ndarray | None, n_clusters: int
     row from its last label among the ``moved`` centres alone
     (:data:`APPROXIMATE_MOVED_MAX_SHARE`)."""
     return bounds == "moved" and few_moved(moved, n_clusters, APPROXIMATE_MOVED_MAX_SHARE)
+
+
+def _among_moved(
+    data: DistributedData,
+    bounds: str,
+    moved: np.ndarray | None,
+    n_clusters: int,
+    exact_labels_kept: bool,
+) -> bool:
+    """Whether a pass searches each row from the label the last pass kept among the
+    ``moved`` centres alone: from approximate labels ("moved" ``bounds``,
+    :func:`approximate_moved_few`), or from an exact pass's (``exact_labels_kept``,
+    :func:`_exact_labels_kept`) while :func:`few_moved`."""
+    return (data.persisted and approximate_moved_few(bounds, moved, n_clusters)) or (
+        exact_labels_kept and few_moved(moved, n_clusters)
+    )
 
 
 def _exact_labels_kept(
