@@ -50,11 +50,15 @@ def _inertia(X, centers, labels) -> float:
     return float(np.einsum("ij,ij->", difference, difference))
 
 
-def test_no_pass_searches_every_row_exactly(client, clustered, monkeypatch):
-    """IVF while the centres move far, then candidates; once an update moves at most
-    an eighth of the centres, each row from its kept label among the moved centres
-    alone (here the final pass): never a full exact pass."""
+def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
+    client, clustered, monkeypatch
+):
+    """From EXACT_FIRST_BELOW centres: IVF while the centres move far, then
+    candidates; once an update moves at most an eighth of the centres, each row from
+    its kept label among the moved centres alone (here the final pass): never a full
+    exact pass."""
     X, init = clustered
+    monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
     passes = _passes(monkeypatch)
     moved_shares = []
     decide = lloyd.approximate_moved_few
@@ -82,6 +86,28 @@ def test_no_pass_searches_every_row_exactly(client, clustered, monkeypatch):
     assert (1 - 1e-12) * exact_inertia <= fit.inertia_ <= 1.001 * exact_inertia
 
 
+def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
+    client, clustered, monkeypatch
+):
+    """Below EXACT_FIRST_BELOW centres the first iteration is exact, and candidates
+    from its labels follow at once: no IVF iteration, and a final inertia nearer
+    exact Lloyd's than with the two IVF iterations."""
+    X, init = clustered
+    passes = _passes(monkeypatch)
+    params = {"init": init, "max_iter": 6, "tol": 0, "assign": "candidates"}
+    fit = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
+    assert passes[0] == "_statistics"  # exact: with the IVF search, the next would be too
+    assert set(passes[1:]) <= {"stats_from_candidates", "stats_from_moved_centers"}
+    assert passes[1] == "stats_from_candidates"
+    assert passes[-1] == "stats_from_moved_centers"
+    exact_lloyd = KMeans(256, init=init, max_iter=6, tol=0).fit(X)
+    monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
+    from_ivf = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
+    assert fit.inertia_ <= from_ivf.inertia_
+    assert fit.inertia_ <= 1.001 * exact_lloyd.inertia_
+    assert fit.inertia_ == pytest.approx(_inertia(X, fit.cluster_centers_, fit.labels_), rel=1e-9)
+
+
 def test_a_final_pass_among_the_moved_centres_mends_what_the_candidates_missed(
     client, clustered, monkeypatch
 ):
@@ -89,7 +115,7 @@ def test_a_final_pass_among_the_moved_centres_mends_what_the_candidates_missed(
     switched off; the earlier passes are the same): with two candidates a row, the
     candidates leave rows that the moved centres' search puts nearer."""
     X, init = clustered
-    params = {"init": init, "max_iter": 6, "tol": 0, "assign": "candidates"}
+    params = {"init": init, "max_iter": 5, "tol": 0, "assign": "candidates"}
     options = {"m": 2, "exact_final": False}
     moved_final = KMeans(256, assign_options=options, **params).fit(X)
     monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE", 0.0)
@@ -143,15 +169,31 @@ def test_approximate_final_fits_agree_across_engines_and_chunkings(client, clust
 
 
 def test_a_fit_too_short_for_candidates_ends_with_an_ivf_pass(client, clustered, monkeypatch):
-    """After one iteration from random rows the centres have not settled: no
-    candidates, every row searched with IVF (not exactly)."""
+    """From EXACT_FIRST_BELOW centres, after one iteration from random rows the
+    centres have not settled: no candidates, every row searched with IVF (not
+    exactly)."""
     X, init = clustered
+    monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
     passes = _passes(monkeypatch)
     fit = KMeans(
         256, init=init, max_iter=1, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
     ).fit(X)
     assert passes == ["_statistics", "_final_pass"]
     assert fit.inertia_ == pytest.approx(_inertia(X, fit.cluster_centers_, fit.labels_), rel=1e-9)
+
+
+def test_below_that_size_one_exact_iteration_lets_the_final_pass_scan_candidates(
+    client, clustered, monkeypatch
+):
+    X, init = clustered
+    passes = _passes(monkeypatch)
+    fit = KMeans(
+        256, init=init, max_iter=1, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
+    ).fit(X)
+    assert passes == ["_statistics", "stats_from_candidates"]
+    assert fit.inertia_ == pytest.approx(_inertia(X, fit.cluster_centers_, fit.labels_), rel=1e-9)
+    exact_inertia = -fit.score(X)
+    assert (1 - 1e-12) * exact_inertia <= fit.inertia_ <= 1.001 * exact_inertia
 
 
 @pytest.mark.parametrize(

@@ -11,11 +11,19 @@ from kmeans_dask import KMeans
 from kmeans_dask._kernels.candidate_search import candidate_labels, neighbour_table
 from kmeans_dask._worker import tasks
 from kmeans_dask._worker.chunks import Chunk
-from kmeans_dask._worker.host_ops import host_ops
+from kmeans_dask._worker.host_ops import (
+    CANDIDATE_CHECK_SIGMAS,
+    CANDIDATE_CHECK_STEP,
+    CANDIDATE_MAX_MISSES,
+    CANDIDATE_MIN_CHECKED,
+    host_ops,
+)
 from kmeans_dask._worker.staged_ops import StagedOps
 from kmeans_dask.backends import candidate_search, get_backend
 from kmeans_dask.backends.approximate import (
     CANDIDATE_MAX_MOVE,
+    EXACT_FIRST_BELOW,
+    WIDE_CANDIDATES_FACTOR,
     CandidateBackend,
     IVFSearcher,
     candidate_table,
@@ -108,6 +116,39 @@ def test_refined_table_finds_most_neighbours_after_a_small_move():
     # each row sorted by exact distance, ties to the lower index
     distances = np.take_along_axis(_squared(moved, moved), refined.astype(np.int64), axis=1)
     assert (np.diff(distances[:, 1:], axis=1) >= 0).all()
+
+
+def test_a_table_made_afresh_right_after_an_exact_pass_is_wider_and_refined_back():
+    rng = np.random.default_rng(11)
+    centers = rng.standard_normal((600, 16)).astype(np.float32)
+    backend = CandidateBackend(m=5)
+    wide = backend.neighbours(centers, wide=True)
+    assert_array_equal(wide, candidate_table(centers, WIDE_CANDIDATES_FACTOR * 5))
+    # the next table refines the first m columns: as from an exact (600, 5) table
+    moved = centers + np.float32(0.01) * rng.standard_normal(centers.shape).astype(np.float32)
+    assert_array_equal(
+        backend.neighbours(moved, wide), refined_table(moved, candidate_table(centers, 5))
+    )
+    # a previous table is refined whether or not the pass follows an exact one
+    assert backend.neighbours(moved, wide, wide=True).shape == (600, 5)
+    assert backend.neighbours(centers[:7], wide=True).shape == (7, 7)  # at most k
+
+
+def test_right_after_an_exact_pass_no_row_is_sent_away_for_its_centre_s_move():
+    rng = np.random.default_rng(12)
+    centers = rng.standard_normal((300, 8))
+    previous = centers + 10.0 * rng.standard_normal(centers.shape)  # every centre moved far
+    backend = CandidateBackend(m=4)
+    neighbours = backend.neighbours(centers)
+    assert (backend.table(centers, previous, neighbours)[:, 0] < 0).all()
+    assert_array_equal(backend.table(centers, previous, neighbours, after_exact=True), neighbours)
+
+
+def test_the_first_iteration_is_exact_below_a_size():
+    backend = CandidateBackend()
+    assert backend.first_exact(EXACT_FIRST_BELOW - 1)
+    assert backend.first_exact(256)
+    assert not backend.first_exact(EXACT_FIRST_BELOW)
 
 
 def test_candidates_pay_only_once_the_centres_settle():
@@ -271,9 +312,10 @@ def test_candidate_task_of_ops_that_scan_no_candidates_makes_the_plain_pass(
 def test_rows_of_centres_without_candidates_are_searched_with_ivf(chunk_and_centers):
     chunk, centers = chunk_and_centers
     search = "candidates:m=2,nlist=8,nprobe=1"
-    previous = np.arange(chunk.n_rows, dtype=np.int32) % 64
+    # Each row's previous centre is its nearest: the candidates hold the check.
+    previous = np.argmin(_squared(chunk.data, centers), axis=1).astype(np.int32)
     table = candidate_table(centers, 2)
-    table[::2] = -1  # 1000 rows, more than 16 sqrt(k) = 128: IVF pays
+    table[::2] = -1  # about 1000 rows, more than 16 sqrt(k) = 128: IVF pays
     result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
     sent_away = previous % 2 == 0
     ivf = IVFSearcher(centers, 8, 1).nearest(chunk.data[sent_away])
@@ -342,7 +384,7 @@ def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch
     monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
     # algorithm="lloyd": no exact iteration where few centres move (test_moved_centers)
     KMeans(256, init=init, max_iter=6, tol=0, assign="candidates", algorithm="lloyd").fit(X)
-    # the first iteration searches with IVF; once the centres settle, candidates
+    # the first iteration searches exactly (k < EXACT_FIRST_BELOW), then candidates
     assert calls[0] == "_statistics"
     assert calls[1:6].count("stats_from_candidates") >= 3
     assert calls[4:6] == ["stats_from_candidates"] * 2
@@ -388,6 +430,37 @@ def test_a_chunk_whose_candidates_miss_is_searched_with_ivf(chunk_and_centers):
     previous = ((exact + 1) % 64).astype(np.int32)
     result = host_ops().candidate_pass(chunk, centers, search, table.astype(np.int32), previous)
     assert_array_equal(result.labels, exact)
+
+
+@pytest.mark.parametrize(("missed_share", "kept"), [(0.01, True), (0.1, False)])
+def test_a_chunk_keeps_its_candidates_unless_its_sample_misses_clearly_too_many(
+    missed_share, kept
+):
+    """A few misses among the checked rows (within CANDIDATE_CHECK_SIGMAS of what
+    CANDIDATE_MAX_MISSES allows) keep the candidates; a tenth of them does not."""
+    rng = np.random.default_rng(13)
+    centers = rng.standard_normal((64, 6)).astype(np.float32)
+    rows = centers[rng.integers(0, 64, 5000)] + 0.05 * rng.standard_normal((5000, 6))
+    chunk = host_ops().place(rows.astype(np.float32), None, 0, np.float32)
+    exact = np.argmin(_squared(chunk.data, centers), axis=1).astype(np.int32)
+    step = max(1, min(CANDIDATE_CHECK_STEP, 5000 // CANDIDATE_MIN_CHECKED))
+    checked = np.arange(0, 5000, step)
+    assert len(checked) >= CANDIDATE_MIN_CHECKED
+    # One candidate a row, its previous centre: the rows given a wrong one miss.
+    table = np.arange(64, dtype=np.int32)[:, None]
+    previous = exact.copy()
+    wrong = checked[:: round(1 / missed_share)]
+    previous[wrong] = (exact[wrong] + 1) % 64
+    expected_misses = CANDIDATE_MAX_MISSES * len(checked)
+    if kept:  # more misses than the share allows, fewer than the margin
+        assert (
+            expected_misses
+            < len(wrong)
+            <= expected_misses + CANDIDATE_CHECK_SIGMAS * np.sqrt(expected_misses)
+        )
+    search = "candidates:m=1,nlist=8,nprobe=8"  # IVF probing every list: exact
+    result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
+    assert_array_equal(result.labels, previous if kept else exact)
 
 
 def test_candidates_fall_back_where_k_is_about_the_number_of_blobs(client):

@@ -309,12 +309,14 @@ def lloyd(
         Search spec of the iterations (see :func:`kmeans_dask.backends.get_backend`);
         the one ``max_iter`` ends uses
         :func:`~kmeans_dask.backends.closing_search` of it (more IVF probes).
-        With a "candidates" search over persisted chunks, every iteration
-        after this call's first whose centres have settled moves each row
-        among the centres nearest to its previous one
-        (:func:`_statistics_from_kept_labels`); the others, and chunks whose kept
-        labels were lost, search with IVF ("closing" ``bounds``: unless the
-        centres moved little, see ``bounds``).
+        With a "candidates" search over persisted chunks, this call's first
+        iteration searches with ``exact_backend`` where
+        :meth:`~kmeans_dask.backends.approximate.CandidateBackend.first_exact`
+        says so, and every later iteration that follows it or whose centres
+        have settled moves each row among the centres nearest to its
+        previous one (:func:`_statistics_from_kept_labels`); the others, and
+        chunks whose kept labels were lost, search with IVF ("closing"
+        ``bounds``: unless the centres moved little, see ``bounds``).
     final_backend : str, optional
         Search spec of the final pass; an exact one when the iterations are
         approximate, so labels and inertia are those of the nearest centres.
@@ -372,6 +374,10 @@ def lloyd(
     first_iteration = len(history) + 1
     previous_centers, neighbours = centers, None
     last_search = None
+    # Once a pass has scanned candidates the centres count as settled for the
+    # rest of the call: their moves shrink, and the rows of one that still
+    # moves far go to IVF (CandidateBackend.table).
+    settled = False
     k = len(centers)
     for iteration in range(first_iteration, 0 if converged else max_iter + 1):
         start = time.perf_counter()
@@ -381,6 +387,9 @@ def lloyd(
         moved_few = few_moved(moved, k)
         search = _iteration_search(backend, final_backend, schedule.mode, closing, moved_few, k)
         candidates = candidate_search(search) if data.persisted else None
+        if iteration == first_iteration and candidates is not None and candidates.first_exact(k):
+            search, candidates = exact_backend, None
+        after_exact = last_search == exact_backend
         exact_labels_kept = _exact_labels_kept(
             data, schedule.mode, ticket, last_search, search, final_backend
         )
@@ -398,8 +407,9 @@ def lloyd(
         elif (
             candidates is not None
             and iteration > first_iteration
-            and candidates.settled(centers, previous_centers)
+            and (settled or after_exact or candidates.settled(centers, previous_centers))
         ):
+            settled = True
             stats, neighbours = _candidate_statistics(
                 client,
                 data,
@@ -409,6 +419,7 @@ def lloyd(
                 search,
                 (labels_tag, iteration),
                 "kmeans-assign",
+                after_exact,
             )
         else:
             stats = _statistics(
@@ -471,7 +482,11 @@ def lloyd(
         elif (
             candidates is not None
             and iteration >= first_iteration
-            and candidates.settled(centers, previous_centers)
+            and (
+                settled
+                or last_search == exact_backend
+                or candidates.settled(centers, previous_centers)
+            )
         ):
             tag = (labels_tag, iteration + 1)
             final, _ = _candidate_statistics(
@@ -483,6 +498,7 @@ def lloyd(
                 final_backend,
                 tag,
                 "kmeans-final-stats",
+                last_search == exact_backend,
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
         else:
@@ -696,13 +712,17 @@ def _candidate_statistics(
     search: str,
     tag: tuple[str, int],
     name: str,
+    after_exact: bool = False,
 ) -> tuple[ClusterStats, np.ndarray]:
     """A candidate pass (:func:`_statistics_from_kept_labels`) after the centres moved
     from ``previous_and_centers[0]`` to ``[1]``, and its neighbour table (refined
-    from ``neighbours``, the last pass's, if any), for the next pass."""
+    from ``neighbours``, the last pass's, if any), for the next pass. Right
+    after an exact pass (``after_exact``) no row goes to IVF for its centre's
+    move, and a table made afresh is wider (:meth:`CandidateBackend.neighbours`,
+    :meth:`CandidateBackend.table`)."""
     previous, centers = previous_and_centers
-    neighbours = candidates.neighbours(centers, neighbours)
-    table = candidates.table(centers, previous, neighbours)
+    neighbours = candidates.neighbours(centers, neighbours, wide=after_exact)
+    table = candidates.table(centers, previous, neighbours, after_exact=after_exact)
     stats = _statistics_from_kept_labels(
         client, data, stats_from_candidates, centers, search, tag, (table,), name
     )

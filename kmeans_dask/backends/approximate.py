@@ -21,8 +21,10 @@ and look only at the centres near each row:
   previous iteration are still kept next to their chunk, each row scores only
   the few centres nearest to its previous centre (:func:`default_candidates`)
   (:mod:`kmeans_dask._kernels.candidate_search`; the neighbour table is made
-  once per iteration by the client, :func:`candidate_table`). Every other
-  search of such a fit (the first iteration, a chunk whose labels were lost,
+  once per iteration by the client, :func:`candidate_table`). Below
+  :data:`EXACT_FIRST_BELOW` centres the first iteration searches exactly, so
+  the second scans candidates already. Every other search of such a fit (the
+  first iteration from that size on, a chunk whose labels were lost,
   streamed chunks, the farthest rows) is the IVF search above.
 
 Rows for which a search finds no centre (every probed list empty, or a graph
@@ -119,6 +121,25 @@ CANDIDATE_MAX_MOVE = 0.5
 
 #: Centres sampled by :meth:`CandidateBackend.settled`.
 _SETTLED_SAMPLE = 256
+
+#: Below this many centres a candidate fit's first Lloyd iteration searches
+#: exactly (:meth:`CandidateBackend.first_exact`). Its exact labels let the
+#: second iteration scan candidates already: IVF's labels from random-row
+#: centres missed the nearest centre of 11.7% of the rows at k = 4096,
+#: d = 128 (8 probes), and the candidates made from them 3.5%, so a second
+#: IVF iteration was needed; from exact labels candidates missed 0.3%.
+#: Through ``KMeans.fit`` at k = 4096 that saved 0.1-0.2 s of 1.35-1.42 and
+#: took the inertia gap to exact Lloyd from +0.053% to +0.003%; at k = 8192
+#: the exact pass cost more than the two IVF iterations it replaced
+#: (RESULTS.md, "An exact first iteration").
+EXACT_FIRST_BELOW = 8192
+
+#: Candidates per row in a pass right after an exact one, as a multiple of
+#: :func:`default_candidates`: the centres moved far (as after the first
+#: update from random rows), and 32 candidates held the new nearest centre
+#: of 99.7% of the rows at k = 4096, d = 128 where 16 held 99.5%, below the
+#: share a chunk's check asks for (:data:`~kmeans_dask._worker.host_ops.CANDIDATE_MAX_MISSES`).
+WIDE_CANDIDATES_FACTOR = 2
 
 #: Fewest centres per thread when :func:`candidate_table` splits its work.
 _TABLE_MIN_CENTERS_PER_THREAD = 512
@@ -666,6 +687,11 @@ class CandidateBackend:
         """The IVF searcher over ``centers`` (k, d), for rows without previous labels."""
         return self.ivf.searcher(centers)
 
+    def first_exact(self, n_clusters: int) -> bool:
+        """Whether a fit's first iteration over kept labels searches exactly
+        (below :data:`EXACT_FIRST_BELOW` centres), so the next can scan candidates."""
+        return n_clusters < EXACT_FIRST_BELOW
+
     def settled(self, centers: np.ndarray, previous: np.ndarray) -> bool:
         """Whether candidates pay in an iteration from ``previous`` to ``centers``.
 
@@ -687,29 +713,44 @@ class CandidateBackend:
         too_far = np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * gaps.min(axis=1)
         return bool(np.mean(too_far) <= 0.5)
 
-    def neighbours(self, centers: np.ndarray, previous: np.ndarray | None = None) -> np.ndarray:
+    def neighbours(
+        self, centers: np.ndarray, previous: np.ndarray | None = None, *, wide: bool = False
+    ) -> np.ndarray:
         """(k, min(m, k)) int32: each centre's nearest centres, itself first.
 
         Exact (:func:`candidate_table`) without ``previous``, the table of
         the centres before their last move; else among the previous
-        neighbours' previous neighbours (:func:`refined_table`).
+        neighbours' previous neighbours (:func:`refined_table`; among the
+        first ``m`` of a wider ``previous``). An exact table is ``wide`` (for
+        a pass right after an exact one) with :data:`WIDE_CANDIDATES_FACTOR`
+        times as many columns.
         """
         n_clusters, n_features = centers.shape
         m = default_candidates(n_clusters, n_features) if self.m is None else self.m
-        m = min(m, n_clusters)
-        if previous is None or previous.shape != (n_clusters, m):
-            return candidate_table(centers, m)
-        return refined_table(centers, previous)
+        if previous is None or previous.shape[0] != n_clusters or previous.shape[1] < m:
+            return candidate_table(
+                centers, min(m * (WIDE_CANDIDATES_FACTOR if wide else 1), n_clusters)
+            )
+        return refined_table(centers, np.ascontiguousarray(previous[:, :m]))
 
     def table(
-        self, centers: np.ndarray, previous: np.ndarray, neighbours: np.ndarray
+        self,
+        centers: np.ndarray,
+        previous: np.ndarray,
+        neighbours: np.ndarray,
+        *,
+        after_exact: bool = False,
     ) -> np.ndarray:
         """The table a candidate iteration searches: ``neighbours`` (of ``centers``),
         with a row of -1 for each centre that moved too far from ``previous``
         (the centres the rows' labels refer to): its rows are searched with
-        IVF (:func:`moved_too_far`)."""
+        IVF (:func:`moved_too_far`). None is marked ``after_exact``, when the
+        rows' labels are their nearest centres in ``previous``: each centre
+        then moved to the mean of its own nearest rows, however far, and the
+        centres near its new place are near them."""
         table = neighbours.copy()
-        table[moved_too_far(centers, previous, neighbours)] = -1
+        if not after_exact:
+            table[moved_too_far(centers, previous, neighbours)] = -1
         return table
 
 
