@@ -63,18 +63,18 @@ def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
     moved_shares = []
     decide = lloyd.approximate_moved_few
 
-    def recording(bounds, moved, n_clusters):
-        chosen = decide(bounds, moved, n_clusters)
+    def recording(bounds, moved, n_clusters, table_at_hand):
+        chosen = decide(bounds, moved, n_clusters, table_at_hand)
         if chosen:
             moved_shares.append(moved.size / n_clusters)
         return chosen
 
     monkeypatch.setattr(lloyd, "approximate_moved_few", recording)
     fit = KMeans(
-        256, init=init, max_iter=6, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
+        256, init=init, max_iter=7, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
     ).fit(X)
     assert passes[:2] == ["_statistics"] * 2  # IVF: from random rows, then not settled
-    assert passes[2:-1] == ["stats_from_candidates"] * 4
+    assert passes[2:-1] == ["stats_from_candidates"] * 5
     assert passes[-1] == "stats_from_moved_centers"
     assert len(moved_shares) == 1
     assert all(0 <= share <= lloyd.APPROXIMATE_MOVED_MAX_SHARE for share in moved_shares)
@@ -94,13 +94,13 @@ def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
     exact Lloyd's than with the two IVF iterations."""
     X, init = clustered
     passes = _passes(monkeypatch)
-    params = {"init": init, "max_iter": 6, "tol": 0, "assign": "candidates"}
+    params = {"init": init, "max_iter": 7, "tol": 0, "assign": "candidates"}
     fit = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
     assert passes[0] == "_statistics"  # exact: with the IVF search, the next would be too
     assert set(passes[1:]) <= {"stats_from_candidates", "stats_from_moved_centers"}
     assert passes[1] == "stats_from_candidates"
     assert passes[-1] == "stats_from_moved_centers"
-    exact_lloyd = KMeans(256, init=init, max_iter=6, tol=0).fit(X)
+    exact_lloyd = KMeans(256, init=init, max_iter=7, tol=0).fit(X)
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
     from_ivf = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
     assert fit.inertia_ <= from_ivf.inertia_
@@ -115,16 +115,27 @@ def test_a_final_pass_among_the_moved_centres_mends_what_the_candidates_missed(
     switched off; the earlier passes are the same): with two candidates a row, the
     candidates leave rows that the moved centres' search puts nearer."""
     X, init = clustered
-    params = {"init": init, "max_iter": 5, "tol": 0, "assign": "candidates"}
+    params = {"init": init, "max_iter": 7, "tol": 0, "assign": "candidates"}
     options = {"m": 2, "exact_final": False}
     moved_final = KMeans(256, assign_options=options, **params).fit(X)
     monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE", 0.0)
+    monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE", 0.0)
     candidates_final = KMeans(256, assign_options=options, **params).fit(X)
     assert_array_equal(moved_final.cluster_centers_, candidates_final.cluster_centers_)
     assert np.any(moved_final.labels_ != candidates_final.labels_)
     assert moved_final.inertia_ < candidates_final.inertia_
     exact_inertia = -moved_final.score(X)
     assert (1 - 1e-12) * exact_inertia <= moved_final.inertia_
+
+
+def test_with_a_neighbour_table_at_hand_fewer_moved_centres_make_a_moved_centre_pass():
+    """A candidate pass costs less once its table is made: a tenth of the centres
+    moved is then searched with candidates, not among the moved centres."""
+    moved = np.arange(100, dtype=np.int32)
+    assert lloyd.approximate_moved_few("moved", moved, 1000)
+    assert not lloyd.approximate_moved_few("moved", moved, 1000, table_at_hand=True)
+    assert lloyd.approximate_moved_few("moved", moved[:60], 1000, table_at_hand=True)
+    assert not lloyd.approximate_moved_few("closing", moved[:60], 1000, table_at_hand=True)
 
 
 def test_an_approximate_pass_s_labels_never_count_as_exact():

@@ -147,11 +147,17 @@ MOVED_CENTERS_MAX_SHARE_MANY = 0.5
 #: while at most this share of the centres moved: the pass it replaces is a
 #: candidate or IVF pass, not a full exact one. A moved-centre pass costs
 #: about twice the moved share of a full pass (the table above), a candidate
-#: pass 0.17-0.26 of one, and the first candidate pass also builds the
+#: pass 0.15-0.26 of one, and the first candidate pass also builds the
 #: neighbour table: through ``KMeans.fit`` (100k x 128, k = 4096 and 16384,
 #: RESULTS.md, "Moved centres without an exact final pass"), 1/8 and 1/4
-#: chose the same passes.
+#: chose the same passes. Once a candidate pass has made the table, the
+#: next candidate pass costs less than a moved-centre pass over more than a
+#: sixteenth of the centres: at k = 4096 the last iteration took 0.08-0.09 s
+#: instead of 0.16-0.17 s (RESULTS.md, "An exact first iteration"); at
+#: k = 16384, without a table, 1/16 made the third iteration build one
+#: (1.3 s instead of 0.6 s).
 APPROXIMATE_MOVED_MAX_SHARE = 0.125
+APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE = 0.0625
 
 #: A row closer to its centre than this share of their norms sits on the
 #: centre up to rounding: the float64 mean of ``n`` equal rows can differ
@@ -393,7 +399,9 @@ def lloyd(
         exact_labels_kept = _exact_labels_kept(
             data, schedule.mode, ticket, last_search, search, final_backend
         )
-        among_moved = _among_moved(data, schedule.mode, moved, k, exact_labels_kept)
+        among_moved = _among_moved(
+            data, schedule.mode, moved, k, exact_labels_kept, neighbours is not None
+        )
         if among_moved:
             stats = _moved_centers_statistics(
                 client,
@@ -464,7 +472,9 @@ def lloyd(
             data, schedule.mode, final_ticket, last_search, final_backend, final_backend
         )
         moved = moved_centers(previous_centers, centers) if iteration >= first_iteration else None
-        among_moved = _among_moved(data, schedule.mode, moved, k, labels_kept)
+        among_moved = _among_moved(
+            data, schedule.mode, moved, k, labels_kept, neighbours is not None
+        )
         # An approximate final pass ("exact_final": False) from this call's kept labels.
         candidates = candidate_search(final_backend) if data.persisted else None
         if among_moved:
@@ -553,11 +563,17 @@ def few_moved(moved: np.ndarray | None, n_clusters: int, max_share: float | None
     return moved.size <= max_share * n_clusters
 
 
-def approximate_moved_few(bounds: str, moved: np.ndarray | None, n_clusters: int) -> bool:
+def approximate_moved_few(
+    bounds: str, moved: np.ndarray | None, n_clusters: int, table_at_hand: bool = False
+) -> bool:
     """Whether a pass without an exact final pass ("moved" ``bounds``) searches each
     row from its last label among the ``moved`` centres alone
-    (:data:`APPROXIMATE_MOVED_MAX_SHARE`)."""
-    return bounds == "moved" and few_moved(moved, n_clusters, APPROXIMATE_MOVED_MAX_SHARE)
+    (:data:`APPROXIMATE_MOVED_MAX_SHARE`, or the smaller share after it when a
+    candidate pass has made a neighbour table, ``table_at_hand``)."""
+    max_share = (
+        APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE if table_at_hand else APPROXIMATE_MOVED_MAX_SHARE
+    )
+    return bounds == "moved" and few_moved(moved, n_clusters, max_share)
 
 
 def _among_moved(
@@ -566,14 +582,16 @@ def _among_moved(
     moved: np.ndarray | None,
     n_clusters: int,
     exact_labels_kept: bool,
+    table_at_hand: bool,
 ) -> bool:
     """Whether a pass searches each row from the label the last pass kept among the
     ``moved`` centres alone: from approximate labels ("moved" ``bounds``,
-    :func:`approximate_moved_few`), or from an exact pass's (``exact_labels_kept``,
+    :func:`approximate_moved_few`, ``table_at_hand`` when a candidate pass has
+    made a neighbour table), or from an exact pass's (``exact_labels_kept``,
     :func:`_exact_labels_kept`) while :func:`few_moved`."""
-    return (data.persisted and approximate_moved_few(bounds, moved, n_clusters)) or (
-        exact_labels_kept and few_moved(moved, n_clusters)
-    )
+    return (
+        data.persisted and approximate_moved_few(bounds, moved, n_clusters, table_at_hand)
+    ) or (exact_labels_kept and few_moved(moved, n_clusters))
 
 
 def _exact_labels_kept(
