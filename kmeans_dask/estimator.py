@@ -92,8 +92,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         The Lloyd iterations' search: "exact" with ``backend``; "ivf" and
         "hnsw" through a Faiss index over the centres (approximate);
         "candidates": a first iteration that searches exactly below
-        k = 8192 (with IVF from 8192, and then IVF until the centres
-        settle), then each row among the ``m`` centres nearest to its
+        k = 8192 with d >= 128 (else with IVF, and then IVF until the
+        centres settle), then each row among the ``m`` centres nearest to its
         previous centre (its label of the previous iteration, kept next to
         its chunk; twice as many right after the exact iteration; chunks whose labels are
         not kept, e.g. streamed from Zarr, or were lost with a worker,
@@ -119,7 +119,8 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         With any approximate search, ``exact_final`` (default True): False
         makes the final pass approximate too ("candidates": each row among
         its last centre's neighbours) and no iteration exact (see
-        ``algorithm``) but the first of "candidates" below k = 8192, so no
+        ``algorithm``) but the first of "candidates" below k = 8192 with
+        d >= 128, so no
         other pass searches every row exactly. ``labels_``
         and ``inertia_`` are then those of that pass, and ``labels_`` can
         differ from ``predict`` on the rows it misses (at 100k x 128,

@@ -23,6 +23,7 @@ from kmeans_dask.backends import candidate_search, get_backend
 from kmeans_dask.backends.approximate import (
     CANDIDATE_MAX_MOVE,
     EXACT_FIRST_BELOW,
+    EXACT_FIRST_MIN_FEATURES,
     WIDE_CANDIDATES_FACTOR,
     CandidateBackend,
     IVFSearcher,
@@ -144,11 +145,13 @@ def test_right_after_an_exact_pass_no_row_is_sent_away_for_its_centre_s_move():
     assert_array_equal(backend.table(centers, previous, neighbours, after_exact=True), neighbours)
 
 
-def test_the_first_iteration_is_exact_below_a_size():
+def test_the_first_iteration_is_exact_below_a_size_in_enough_dimensions():
     backend = CandidateBackend()
-    assert backend.first_exact(EXACT_FIRST_BELOW - 1)
-    assert backend.first_exact(256)
-    assert not backend.first_exact(EXACT_FIRST_BELOW)
+    d = EXACT_FIRST_MIN_FEATURES
+    assert backend.first_exact(EXACT_FIRST_BELOW - 1, d)
+    assert backend.first_exact(256, 4 * d)
+    assert not backend.first_exact(EXACT_FIRST_BELOW, d)
+    assert not backend.first_exact(256, d - 1)
 
 
 def test_candidates_pay_only_once_the_centres_settle():
@@ -384,7 +387,8 @@ def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch
     monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
     # algorithm="lloyd": no exact iteration where few centres move (test_moved_centers)
     KMeans(256, init=init, max_iter=6, tol=0, assign="candidates", algorithm="lloyd").fit(X)
-    # the first iteration searches exactly (k < EXACT_FIRST_BELOW), then candidates
+    # the first iteration searches with IVF (d < EXACT_FIRST_MIN_FEATURES); once the
+    # centres settle, candidates
     assert calls[0] == "_statistics"
     assert calls[1:6].count("stats_from_candidates") >= 3
     assert calls[4:6] == ["stats_from_candidates"] * 2

@@ -393,7 +393,11 @@ def lloyd(
         moved_few = few_moved(moved, k)
         search = _iteration_search(backend, final_backend, schedule.mode, closing, moved_few, k)
         candidates = candidate_search(search) if data.persisted else None
-        if iteration == first_iteration and candidates is not None and candidates.first_exact(k):
+        if (
+            iteration == first_iteration
+            and candidates is not None
+            and candidates.first_exact(*centers.shape)
+        ):
             search, candidates = exact_backend, None
         after_exact = last_search == exact_backend
         exact_labels_kept = _exact_labels_kept(

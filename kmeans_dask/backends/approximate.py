@@ -22,8 +22,9 @@ and look only at the centres near each row:
   the few centres nearest to its previous centre (:func:`default_candidates`)
   (:mod:`kmeans_dask._kernels.candidate_search`; the neighbour table is made
   once per iteration by the client, :func:`candidate_table`). Below
-  :data:`EXACT_FIRST_BELOW` centres the first iteration searches exactly, so
-  the second scans candidates already. Every other search of such a fit (the
+  :data:`EXACT_FIRST_BELOW` centres (in :data:`EXACT_FIRST_MIN_FEATURES` or
+  more dimensions) the first iteration searches exactly, so the second scans
+  candidates already. Every other search of such a fit (the
   first iteration from that size on, a chunk whose labels were lost,
   streamed chunks, the farthest rows) is the IVF search above.
 
@@ -131,8 +132,11 @@ _SETTLED_SAMPLE = 256
 #: Through ``KMeans.fit`` at k = 4096 that saved 0.1-0.2 s of 1.35-1.42 and
 #: took the inertia gap to exact Lloyd from +0.053% to +0.003%; at k = 8192
 #: the exact pass cost more than the two IVF iterations it replaced
-#: (RESULTS.md, "An exact first iteration").
+#: (RESULTS.md, "An exact first iteration"). In fewer dimensions it paid
+#: nothing: at k = 4096, d = 64 the fits took as long (0.71-0.75 s against
+#: 0.71-0.72 s), at d = 32 longer (0.88 s against 0.79-0.83 s).
 EXACT_FIRST_BELOW = 8192
+EXACT_FIRST_MIN_FEATURES = 128
 
 #: Candidates per row in a pass right after an exact one, as a multiple of
 #: :func:`default_candidates`: the centres moved far (as after the first
@@ -687,10 +691,11 @@ class CandidateBackend:
         """The IVF searcher over ``centers`` (k, d), for rows without previous labels."""
         return self.ivf.searcher(centers)
 
-    def first_exact(self, n_clusters: int) -> bool:
-        """Whether a fit's first iteration over kept labels searches exactly
-        (below :data:`EXACT_FIRST_BELOW` centres), so the next can scan candidates."""
-        return n_clusters < EXACT_FIRST_BELOW
+    def first_exact(self, n_clusters: int, n_features: int) -> bool:
+        """Whether a fit's first iteration over kept labels searches exactly (below
+        :data:`EXACT_FIRST_BELOW` centres, from :data:`EXACT_FIRST_MIN_FEATURES`
+        features), so the next can scan candidates."""
+        return n_clusters < EXACT_FIRST_BELOW and n_features >= EXACT_FIRST_MIN_FEATURES
 
     def settled(self, centers: np.ndarray, previous: np.ndarray) -> bool:
         """Whether candidates pay in an iteration from ``previous`` to ``centers``.
