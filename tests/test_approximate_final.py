@@ -54,9 +54,9 @@ def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
     client, clustered, monkeypatch
 ):
     """From EXACT_FIRST_BELOW centres: IVF while the centres move far, then
-    candidates; once an update moves at most an eighth of the centres, each row from
-    its kept label among the moved centres alone (here the final pass): never a full
-    exact pass."""
+    candidates; once an update moves at most a sixteenth of the centres (with the
+    candidates' table at hand), each row from its kept label among the moved centres
+    alone (here the final pass): never a full exact pass."""
     X, init = clustered
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
     passes = _passes(monkeypatch)
@@ -98,7 +98,7 @@ def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
     passes = _passes(monkeypatch)
     params = {"init": init, "max_iter": 7, "tol": 0, "assign": "candidates"}
     fit = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
-    assert passes[0] == "_statistics"  # exact: with the IVF search, the next would be too
+    assert passes[0] == "_statistics"  # the exact first iteration
     assert set(passes[1:]) <= {"stats_from_candidates", "stats_from_moved_centers"}
     assert passes[1] == "stats_from_candidates"
     assert passes[-1] == "stats_from_moved_centers"

@@ -366,9 +366,10 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
 #: of its count, before the whole chunk is searched with IVF instead
 #: (:func:`_candidates_hold`). Where candidates hold, they miss the nearest
 #: centre of 0-0.3% of the rows; IVF with 8 probes misses 1.5% once the
-#: centres settle, and 6% after the first update. Without the margin, a
-#: chunk of 5000 rows (156 checked, one row in 32) whose candidates missed 0.3% failed one
-#: time in three, the chunks of one fit disagreed, and the IVF search they
+#: centres settle, and 6% after the first update. Without the margin (and
+#: with one row in 32 checked), a chunk of 5000 rows whose candidates missed
+#: 0.3% failed about one time in three (one miss among its 156 checked rows
+#: was too many), the chunks of one fit disagreed, and the IVF search they
 #: fell back to was slower and further from exact Lloyd (RESULTS.md, "An
 #: exact first iteration").
 CANDIDATE_CHECK_STEP = 64

@@ -141,8 +141,9 @@ EXACT_FIRST_MIN_FEATURES = 128
 #: Candidates per row in a pass right after an exact one, as a multiple of
 #: :func:`default_candidates`: the centres moved far (as after the first
 #: update from random rows), and 32 candidates held the new nearest centre
-#: of 99.7% of the rows at k = 4096, d = 128 where 16 held 99.5%, below the
-#: share a chunk's check asks for (:data:`~kmeans_dask._worker.host_ops.CANDIDATE_MAX_MISSES`).
+#: of 99.7% of the rows at k = 4096, d = 128, where 16 held 99.5%, a miss
+#: rate at the limit of a chunk's check
+#: (:data:`~kmeans_dask._worker.host_ops.CANDIDATE_MAX_MISSES`).
 WIDE_CANDIDATES_FACTOR = 2
 
 #: Fewest centres per thread when :func:`candidate_table` splits its work.
