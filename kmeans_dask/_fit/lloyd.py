@@ -481,6 +481,7 @@ def lloyd(
         )
         # An approximate final pass ("exact_final": False) from this call's kept labels.
         candidates = candidate_search(final_backend) if data.persisted else None
+        after_exact = last_search == exact_backend
         if among_moved:
             tag = (labels_tag, iteration + 1)
             final = _moved_centers_statistics(
@@ -496,11 +497,7 @@ def lloyd(
         elif (
             candidates is not None
             and iteration >= first_iteration
-            and (
-                settled
-                or last_search == exact_backend
-                or candidates.settled(centers, previous_centers)
-            )
+            and (settled or after_exact or candidates.settled(centers, previous_centers))
         ):
             tag = (labels_tag, iteration + 1)
             final, _ = _candidate_statistics(
@@ -512,7 +509,7 @@ def lloyd(
                 final_backend,
                 tag,
                 "kmeans-final-stats",
-                last_search == exact_backend,
+                after_exact,
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
         else:
