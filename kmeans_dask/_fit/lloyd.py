@@ -416,10 +416,8 @@ def lloyd(
                 (labels_tag, iteration),
                 "kmeans-assign",
             )
-        elif (
-            candidates is not None
-            and iteration > first_iteration
-            and (settled or after_exact or candidates.settled(centers, previous_centers))
+        elif iteration > first_iteration and _scans_candidates(
+            candidates, settled, after_exact, (previous_centers, centers)
         ):
             settled = True
             stats, neighbours = _candidate_statistics(
@@ -494,10 +492,8 @@ def lloyd(
                 "kmeans-final-stats",
             )
             labels = _labels_kept(client, data, centers, final_backend, tag)
-        elif (
-            candidates is not None
-            and iteration >= first_iteration
-            and (settled or after_exact or candidates.settled(centers, previous_centers))
+        elif iteration >= first_iteration and _scans_candidates(
+            candidates, settled, after_exact, (previous_centers, centers)
         ):
             tag = (labels_tag, iteration + 1)
             final, _ = _candidate_statistics(
@@ -593,6 +589,22 @@ def _among_moved(
     return (
         data.persisted and approximate_moved_few(bounds, moved, n_clusters, table_at_hand)
     ) or (exact_labels_kept and few_moved(moved, n_clusters))
+
+
+def _scans_candidates(
+    candidates: CandidateBackend | None,
+    settled: bool,
+    after_exact: bool,
+    previous_and_centers: tuple[np.ndarray, np.ndarray],
+) -> bool:
+    """Whether a pass (not among the moved centres) scans ``candidates``: once an
+    earlier pass of the call has (``settled``), right after an exact pass
+    (``after_exact``), or when the centres have settled since
+    ``previous_and_centers[0]`` (:meth:`CandidateBackend.settled`)."""
+    if candidates is None:
+        return False
+    previous, centers = previous_and_centers
+    return settled or after_exact or candidates.settled(centers, previous)
 
 
 def _exact_labels_kept(
@@ -731,7 +743,7 @@ def _candidate_statistics(
     search: str,
     tag: tuple[str, int],
     name: str,
-    after_exact: bool = False,
+    after_exact: bool,
 ) -> tuple[ClusterStats, np.ndarray]:
     """A candidate pass (:func:`_statistics_from_kept_labels`) after the centres moved
     from ``previous_and_centers[0]`` to ``[1]``, and its neighbour table (refined
