@@ -5,7 +5,11 @@ Fits NumPy blobs (default 1M x 32 float32, k = 64, from the first k rows,
 on a LocalCluster of one worker with two threads, and times, by wrapping the
 fit's own functions: placing the rows (the scatter and the load tasks,
 waited for), starting the actors, the data check's pass of its own (where
-the tree has one), the Lloyd iterations (``history_``) and the final pass.
+the tree has one), the Lloyd iterations (``history_``), the final pass and
+making ``labels_``. With ``--input dask`` the rows are a Dask array
+persisted on the cluster beforehand, in the blocks ``scripts/bench.py``
+fits (its whole-fit figure): placing is then the load tasks that wrap the
+blocks, and the labels stay on the workers, one task per chunk.
 Each phase counts its own time only (starting the actors inside the check's
 pass counts as "actors"). The fixed cost is the whole fit less ``n_iter``
 times the median iteration, so work moved into the first iteration (the
@@ -18,6 +22,7 @@ Usage::
 
     git worktree add /tmp/before <commit>
     python scripts/bench_fit_phases.py --tree before=/tmp/before --tree after=. --repeats 5
+    python scripts/bench_fit_phases.py --tree main=. --input dask --repeats 7
 """
 
 from __future__ import annotations
@@ -38,14 +43,16 @@ PHASES = (
     "first extra",
     "iterations",
     "final",
+    "labels",
     "fixed",
     "fit",
     "per iteration",
 )
 
 
-def measure(n_samples: int, n_features: int, n_clusters: int, max_iter: int) -> dict:
-    """One fit's phases, in seconds (run inside the tree's process)."""
+def measure(n_samples: int, n_features: int, n_clusters: int, max_iter: int, rows_as: str) -> dict:
+    """One fit's phases, in seconds (run inside the tree's process); ``rows_as``
+    "numpy" or "dask" (persisted beforehand)."""
     import numpy as np
     from distributed import Client, LocalCluster, wait
 
@@ -82,22 +89,27 @@ def measure(n_samples: int, n_features: int, n_clusters: int, max_iter: int) -> 
     placement.ChunkHosts = timed("actors", hosts.ChunkHosts)
     placement.DistributedData.check = timed("check", placement.DistributedData.check)
     lloyd._final_pass = timed("final", lloyd._final_pass)
+    cluster_fit.labels_from = timed("labels", cluster_fit.labels_from)
 
     rng = np.random.default_rng(0)
     centers = rng.uniform(-2, 2, (n_clusters, n_features))
-    X = (centers[rng.integers(0, n_clusters, n_samples)] + rng.normal(size=(n_samples, 32)))[
-        :, :n_features
-    ].astype(np.float32)
+    noise = rng.normal(size=(n_samples, n_features))
+    X = (centers[rng.integers(0, n_clusters, n_samples)] + noise).astype(np.float32)
     with (
         LocalCluster(n_workers=1, threads_per_worker=2, dashboard_address=":0") as cluster,
-        Client(cluster),
+        Client(cluster) as client,
     ):
+        rows = X
+        if rows_as == "dask":
+            from kmeans_dask.benchmark.data import persisted_blocks
+
+            rows, _blocks = persisted_blocks(client, X, 0, n_clusters)
         model = KMeans(n_clusters, init=X[:n_clusters], n_init=1, max_iter=max_iter, tol=0.0)
-        model.fit(X)  # kernels compiled, worker warm
+        model.fit(rows)  # kernels compiled, worker warm
         for name in seconds:
             seconds[name] = 0.0
         start = time.perf_counter()
-        model.fit(X)
+        model.fit(rows)
         seconds["fit"] = time.perf_counter() - start
     iterations = [r.seconds for r in model.history_]
     median = statistics.median(iterations)
@@ -118,11 +130,17 @@ def main() -> None:
     parser.add_argument("--n-features", type=int, default=32)
     parser.add_argument("-k", "--n-clusters", type=int, default=64)
     parser.add_argument("--max-iter", type=int, default=10)
+    parser.add_argument(
+        "--input",
+        choices=("numpy", "dask"),
+        default="numpy",
+        help="the rows as a NumPy array, or as a Dask array persisted beforehand (bench.py's fit)",
+    )
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = (args.n_samples, args.n_features, args.n_clusters, args.max_iter)
     if args.one:
-        print(json.dumps(measure(*sizes)))
+        print(json.dumps(measure(*sizes, args.input)))
         return
     trees = [(name, Path(path)) for name, _, path in (t.partition("=") for t in args.tree)]
     found: dict[str, list[dict]] = {name: [] for name, _ in trees}
@@ -137,7 +155,10 @@ def main() -> None:
                 check=True,
             )
             found[name].append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"1 worker x 2 threads; {' x '.join(map(str, sizes[:2]))}, k = {sizes[2]}")
+    print(
+        f"1 worker x 2 threads; {' x '.join(map(str, sizes[:2]))} {args.input} rows, "
+        f"k = {sizes[2]}"
+    )
     print("| tree | " + " | ".join(f"{p} (ms)" for p in PHASES) + " | fixed / iteration |")
     print("| --- |" + " ---: |" * (len(PHASES) + 1))
     for name, runs in found.items():

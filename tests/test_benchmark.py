@@ -155,6 +155,22 @@ def test_moved_centres_benchmark_times_each_share_of_each_shape():
     assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in body)  # milliseconds
 
 
+def test_fit_phases_benchmark_times_numpy_and_dask_rows_to_the_same_fit():
+    """``scripts/bench_fit_phases.py``: every phase, the labels' included, for NumPy rows
+    and for a persisted Dask array in the same blocks, which fit to the same inertia."""
+    argv = ["--tree", "here=.", "--repeats", "1", "--n-samples", "3000", "--n-features", "3",
+            "-k", "4", "--max-iter", "3"]  # fmt: skip
+    inertias = []
+    for rows in ("numpy", "dask"):
+        output = _script_output("bench_fit_phases.py", [*argv, "--input", rows])
+        header, _, body = _rows_of(output)
+        assert "labels (ms)" in header
+        assert body[0] == "| here" and len(body) == len(header)
+        assert float(body[header.index("fit (ms)")]) > 0
+        inertias.append(re.search(r"here: inertia (\S+), n_iter 3", output)[1])
+    assert inertias[0] == inertias[1]
+
+
 def test_statistics_benchmark_refuses_an_offset_that_splits_a_float():
     script = Path(__file__).parents[1] / "scripts" / "bench_statistics.py"
     done = subprocess.run(
