@@ -30,7 +30,7 @@ from kmeans_dask._fit.apply import (
 from kmeans_dask._fit.cluster_fit import fit_on_cluster
 from kmeans_dask._fit.fit_request import resolve_fit
 from kmeans_dask._fit.guards import unchanged_on_error, validated_params, warn_if_incomplete
-from kmeans_dask._fit.lloyd import History
+from kmeans_dask._fit.history import History
 from kmeans_dask._fit.searches import client_backend
 from kmeans_dask._fit.stream_fit import local_batch, resumed_stream, stream_batches, stream_step
 from kmeans_dask._fit.validation import (

@@ -64,7 +64,7 @@ from scaling_model import (
 from kmeans_dask import KMeans
 from kmeans_dask._engine.hosts import ChunkHosts
 from kmeans_dask._engine.placement import distribute
-from kmeans_dask._fit.lloyd import center_shift, new_centers
+from kmeans_dask._fit.update import center_shift, new_centers
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.results import ClusterStats, combine_stats

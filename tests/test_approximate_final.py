@@ -10,6 +10,7 @@ from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
 import kmeans_dask._fit.lloyd as lloyd
+import kmeans_dask._fit.passes as passes_module
 from kmeans_dask import KMeans
 from kmeans_dask._fit.searches import resolve_searches
 
@@ -24,24 +25,24 @@ def clustered():
 
 
 def _passes(monkeypatch) -> list[str]:
-    """The passes of the fits that follow, in order: ``_statistics`` and
-    ``_final_pass`` (every row searched), or the task of a pass from kept labels."""
+    """The passes of the fits that follow, in order: ``search_statistics`` and
+    ``final_pass`` (every row searched), or the task of a pass from kept labels."""
     calls = []
-    for name in ("_statistics", "_final_pass"):
-        original = getattr(lloyd, name)
+    for name in ("search_statistics", "final_pass"):
+        original = getattr(passes_module, name)
 
         def recording(*args, name=name, original=original):
             calls.append(name)
             return original(*args)
 
-        monkeypatch.setattr(lloyd, name, recording)
-    from_kept_labels = lloyd._statistics_from_kept_labels
+        monkeypatch.setattr(passes_module, name, recording)
+    from_kept_labels = passes_module.statistics_from_kept_labels
 
     def recording_task(client, data, task, *args):
         calls.append(task.__name__)
         return from_kept_labels(client, data, task, *args)
 
-    monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
+    monkeypatch.setattr(passes_module, "statistics_from_kept_labels", recording_task)
     return calls
 
 
@@ -73,7 +74,7 @@ def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
     fit = KMeans(
         256, init=init, max_iter=7, tol=0, assign="candidates", assign_options=APPROXIMATE_FINAL
     ).fit(X)
-    assert passes[:2] == ["_statistics"] * 2  # IVF: from random rows, then not settled
+    assert passes[:2] == ["search_statistics"] * 2  # IVF: from random rows, then not settled
     assert passes[2:-1] == ["stats_from_candidates"] * 5
     assert passes[-1] == "stats_from_moved_centers"
     assert len(moved_shares) == 1
@@ -98,7 +99,7 @@ def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
     passes = _passes(monkeypatch)
     params = {"init": init, "max_iter": 7, "tol": 0, "assign": "candidates"}
     fit = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
-    assert passes[0] == "_statistics"  # the exact first iteration
+    assert passes[0] == "search_statistics"  # the exact first iteration
     assert set(passes[1:]) <= {"stats_from_candidates", "stats_from_moved_centers"}
     assert passes[1] == "stats_from_candidates"
     assert passes[-1] == "stats_from_moved_centers"
@@ -186,10 +187,10 @@ def test_approximate_final_fits_agree_across_engines_and_chunkings(client, clust
     [
         # From EXACT_FIRST_BELOW centres, after one iteration from random rows the
         # centres have not settled: no candidates, every row searched with IVF.
-        (("EXACT_FIRST_BELOW", 256), ["_statistics", "_final_pass"], 1.02),
+        (("EXACT_FIRST_BELOW", 256), ["search_statistics", "final_pass"], 1.02),
         # Below it (the rule made to hold for 16 features), the exact first
         # iteration's labels let the final pass scan candidates.
-        (("EXACT_FIRST_MIN_FEATURES", 16), ["_statistics", "stats_from_candidates"], 1.001),
+        (("EXACT_FIRST_MIN_FEATURES", 16), ["search_statistics", "stats_from_candidates"], 1.001),
     ],
 )
 def test_a_fit_of_one_iteration_ends_with_ivf_or_after_an_exact_one_with_candidates(

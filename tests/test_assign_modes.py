@@ -44,7 +44,7 @@ def test_approximate_iterations_relocate_empty_clusters_without_another_pass(
     With approximate iterations, no exact pass over the data looks for the
     farthest rows (it cost as much as an exact iteration).
     """
-    import kmeans_dask._fit.lloyd as lloyd
+    from kmeans_dask._fit import passes
 
     X, init = clustered
     init = init.copy()
@@ -53,7 +53,7 @@ def test_approximate_iterations_relocate_empty_clusters_without_another_pass(
     def no_extra_pass(*args, **kwargs):
         raise AssertionError("an extra pass over the data to find the farthest rows")
 
-    monkeypatch.setattr(lloyd, "farthest", no_extra_pass)
+    monkeypatch.setattr(passes, "farthest", no_extra_pass)
     model = KMeans(256, init=init, max_iter=1, tol=0, assign="ivf").fit(X)
     assert model.history_[0].n_empty == 1
     # The relocated centre is a row of the data, its cluster's only member.
@@ -83,16 +83,16 @@ def test_last_iteration_probes_more_lists(client, clustered, monkeypatch):
     """The iteration ``max_iter`` ends searches with ``closing_search``; the others do not.
 
     With ``algorithm="auto"`` it searches exactly instead (test_moved_centers)."""
-    import kmeans_dask._fit.lloyd as lloyd
+    from kmeans_dask._fit import passes
 
     searches = []
-    statistics = lloyd._statistics
+    statistics = passes.search_statistics
 
     def recording(client, data, centers, search, *args):
         searches.append(search)
         return statistics(client, data, centers, search, *args)
 
-    monkeypatch.setattr(lloyd, "_statistics", recording)
+    monkeypatch.setattr(passes, "search_statistics", recording)
     X, init = clustered
     KMeans(256, init=init, max_iter=3, tol=0, assign="ivf", algorithm="lloyd").fit(X)
     assert searches == ["ivf", "ivf", "ivf:nprobe=12"]

@@ -10,7 +10,7 @@ from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 from sklearn.cluster import KMeans as SKKMeans
 
-import kmeans_dask._fit.lloyd as lloyd_module
+import kmeans_dask._fit.passes as passes_module
 import kmeans_dask._worker.bounds as bounds_module
 import kmeans_dask._worker.tasks as tasks_module
 from kmeans_dask import KMeans
@@ -310,9 +310,9 @@ def test_empty_clusters_move_to_the_rows_the_pass_reported(client, blobs, monkey
     # Three centres far from every row: they attract nothing in the first iteration.
     init = np.vstack([X[:3], X[:3] + 1e3])
     searched_again = []
-    extra_pass = lloyd_module.farthest
+    extra_pass = passes_module.farthest
     monkeypatch.setattr(
-        lloyd_module,
+        passes_module,
         "farthest",
         lambda *args, **kwargs: searched_again.append(1) or extra_pass(*args, **kwargs),
     )

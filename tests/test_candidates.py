@@ -371,25 +371,29 @@ def test_candidates_stay_as_near_exact_lloyd_as_ivf_on_clustered_data(client, cl
 
 
 def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch):
-    import kmeans_dask._fit.lloyd as lloyd
+    import kmeans_dask._fit.passes as passes_module
 
     X, init = clustered
     calls = []
-    statistics, from_kept_labels = lloyd._statistics, lloyd._statistics_from_kept_labels
-    monkeypatch.setattr(
-        lloyd, "_statistics", lambda *args: calls.append("_statistics") or statistics(*args)
-    )
+    statistics = passes_module.search_statistics
+    from_kept_labels = passes_module.statistics_from_kept_labels
+
+    def recording(*args):
+        calls.append("search_statistics")
+        return statistics(*args)
+
+    monkeypatch.setattr(passes_module, "search_statistics", recording)
 
     def recording_task(client, data, task, *args):
         calls.append(task.__name__)
         return from_kept_labels(client, data, task, *args)
 
-    monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
+    monkeypatch.setattr(passes_module, "statistics_from_kept_labels", recording_task)
     # algorithm="lloyd": no exact iteration where few centres move (test_moved_centers)
     KMeans(256, init=init, max_iter=6, tol=0, assign="candidates", algorithm="lloyd").fit(X)
     # the first iteration searches with IVF (d < EXACT_FIRST_MIN_FEATURES); once the
     # centres settle, candidates
-    assert calls[0] == "_statistics"
+    assert calls[0] == "search_statistics"
     assert calls[1:6].count("stats_from_candidates") >= 3
     assert calls[4:6] == ["stats_from_candidates"] * 2
 

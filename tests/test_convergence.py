@@ -9,7 +9,7 @@ import pytest
 from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_dask import KMeans
-from kmeans_dask._fit.lloyd import IterationRecord, stopping_message
+from kmeans_dask._fit.history import IterationRecord, stopping_message
 
 
 def _fit_recording_warnings(model, X):

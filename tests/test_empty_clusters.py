@@ -10,7 +10,9 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.exceptions import ConvergenceWarning
 
 from kmeans_dask import KMeans
-from kmeans_dask._fit.lloyd import IterationRecord, local_lloyd, off_center, relocation_pays
+from kmeans_dask._fit.history import IterationRecord
+from kmeans_dask._fit.lloyd import local_lloyd
+from kmeans_dask._fit.update import off_center, relocation_pays
 from kmeans_dask._worker.results import RankedRows
 
 

@@ -17,6 +17,7 @@ from numpy.testing import assert_array_equal
 
 from kmeans_dask import KMeans
 from kmeans_dask._fit import lloyd as lloyd_module
+from kmeans_dask._fit import passes as passes_module
 from kmeans_dask._worker import tasks as tasks_module
 from kmeans_dask._worker.chunks import make_chunk
 from kmeans_dask._worker.host_ops import host_ops
@@ -27,13 +28,13 @@ from kmeans_dask._worker.tasks import chunk_labels, kept_labels, stats_keeping_l
 def final_passes(monkeypatch):
     """How many final passes the fits made (a list, one entry per pass)."""
     passes = []
-    final_pass = lloyd_module._final_pass
+    final_pass = passes_module.final_pass
 
     def counted(*args, **kwargs):
         passes.append(True)
         return final_pass(*args, **kwargs)
 
-    monkeypatch.setattr(lloyd_module, "_final_pass", counted)
+    monkeypatch.setattr(passes_module, "final_pass", counted)
     return passes
 
 

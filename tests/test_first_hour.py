@@ -24,7 +24,7 @@ from rich.console import Console
 import kmeans_dask
 from kmeans_dask import KMeans
 from kmeans_dask._engine.client import SchedulerLostError, local_client
-from kmeans_dask._fit.lloyd import IterationRecord
+from kmeans_dask._fit.history import IterationRecord
 from kmeans_dask._fit.progress import LloydProgress, StepProgress
 from kmeans_dask._io.checkpoints import read_checkpoint
 from kmeans_dask._io.model_files import save_model

@@ -755,7 +755,7 @@ def test_checkpoint_overwrite_and_completed(tmp_path):
 
 def test_checkpoint_accepts_iteration_records_and_numpy_scalars(tmp_path):
     @dataclass(frozen=True)
-    class Record:  # same fields as kmeans_dask._fit.lloyd.IterationRecord
+    class Record:  # same fields as kmeans_dask._fit.history.IterationRecord
         iteration: int
         inertia: float
         center_shift: float

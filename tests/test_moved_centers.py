@@ -10,6 +10,7 @@ from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
 import kmeans_dask._fit.lloyd as lloyd
+import kmeans_dask._fit.passes as passes_module
 from kmeans_dask import KMeans
 from kmeans_dask._kernels.row_statistics import aligned_float64
 from kmeans_dask._worker import tasks
@@ -170,28 +171,28 @@ def many_blobs():
 
 
 def _record(monkeypatch, names):
-    """The calls, in order, of the ``lloyd`` functions ``names``; a pass from kept
+    """The calls, in order, of the ``passes`` functions ``names``; a pass from kept
     labels is recorded by its task's name (``stats_from_candidates``,
     ``stats_from_moved_centers``)."""
     calls = []
     for name in names:
         if name.startswith("stats_from_"):
             continue
-        original = getattr(lloyd, name)
+        original = getattr(passes_module, name)
 
         def recording(*args, name=name, original=original, **kwargs):
             calls.append(name)
             return original(*args, **kwargs)
 
-        monkeypatch.setattr(lloyd, name, recording)
-    from_kept_labels = lloyd._statistics_from_kept_labels
+        monkeypatch.setattr(passes_module, name, recording)
+    from_kept_labels = passes_module.statistics_from_kept_labels
 
     def recording_task(client, data, task, *args):
         if task.__name__ in names:
             calls.append(task.__name__)
         return from_kept_labels(client, data, task, *args)
 
-    monkeypatch.setattr(lloyd, "_statistics_from_kept_labels", recording_task)
+    monkeypatch.setattr(passes_module, "statistics_from_kept_labels", recording_task)
     return calls
 
 
@@ -201,7 +202,7 @@ def test_exact_fits_search_moved_centres_with_the_result_of_plain_lloyd(
 ):
     X, init = many_blobs
     plain = KMeans(128, init=init, max_iter=30, tol=0, algorithm="lloyd", engine=engine).fit(X)
-    calls = _record(monkeypatch, ["_statistics", "stats_from_moved_centers"])
+    calls = _record(monkeypatch, ["search_statistics", "stats_from_moved_centers"])
     fit = KMeans(128, init=init, max_iter=30, tol=0, engine=engine).fit(X)
     assert "stats_from_moved_centers" in calls
     assert_array_equal(fit.cluster_centers_, plain.cluster_centers_)
@@ -223,9 +224,9 @@ def test_a_fit_ended_by_tol_searches_no_row_of_an_unmoved_centre_in_its_final_pa
     if not settled:  # the centres never count as settled: no bounds
         monkeypatch.setattr(lloyd.BoundsSchedule, "ticket", lambda *args, **kwargs: None)
     finals = []
-    original = lloyd._final_pass
+    original = passes_module.final_pass
     monkeypatch.setattr(
-        lloyd, "_final_pass", lambda *args: finals.append(args[-1]) or original(*args)
+        passes_module, "final_pass", lambda *args: finals.append(args[-1]) or original(*args)
     )
     calls = _record(monkeypatch, ["stats_from_moved_centers"])
     fit = KMeans(128, init=init, max_iter=100, tol=1e-3).fit(X)
@@ -254,11 +255,11 @@ def test_approximate_fits_end_with_exact_iterations_and_final_labels(
     X, init = many_blobs
     calls = _record(
         monkeypatch,
-        ["_statistics", "stats_from_candidates", "stats_from_moved_centers", "_final_pass"],
+        ["search_statistics", "stats_from_candidates", "stats_from_moved_centers", "final_pass"],
     )
     fit = KMeans(128, init=init, max_iter=8, tol=0, assign="candidates").fit(X)
-    assert calls[0] == "_statistics"  # IVF from the initial centres
-    assert "_final_pass" not in calls
+    assert calls[0] == "search_statistics"  # IVF from the initial centres
+    assert "final_pass" not in calls
     assert calls[-1] == "stats_from_moved_centers"
     assert_array_equal(fit.labels_, fit.predict(X))
     exact = KMeans(128, init=init, max_iter=8, tol=0).fit(X)

@@ -25,9 +25,9 @@ from distributed import Client, Future
 from kmeans_dask._engine.client import active_client, client_for_fit
 from kmeans_dask._engine.pauses import watched_gather, watched_wait
 from kmeans_dask._engine.placement import DistributedData, distribute, fits_in_memory
+from kmeans_dask._fit.history import LloydResult
 from kmeans_dask._fit.hybrid_init import init_hybrid, resolve_sample_size
 from kmeans_dask._fit.initialization import init_kmeans_parallel, init_kmeans_plusplus, init_random
-from kmeans_dask._fit.lloyd import LloydResult
 from kmeans_dask._fit.progress import LloydProgress
 from kmeans_dask._fit.runs import RunPlan, run_all, surviving_worker_loss
 from kmeans_dask._fit.validation import raise_for_summary

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
-from kmeans_dask._fit.lloyd import LloydResult
+from kmeans_dask._fit.history import LloydResult
 from kmeans_dask._fit.validation import validate_params
 
 

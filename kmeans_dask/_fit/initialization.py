@@ -27,7 +27,8 @@ from kmeans_dask._engine.mapreduce import map_pairs, send, task_keys, tree_reduc
 from kmeans_dask._engine.pauses import watched_gather
 from kmeans_dask._engine.placement import DistributedData
 from kmeans_dask._fit.interrupts import interrupt_point
-from kmeans_dask._fit.lloyd import farthest, local_lloyd
+from kmeans_dask._fit.lloyd import local_lloyd
+from kmeans_dask._fit.passes import farthest
 from kmeans_dask._worker.results import (
     RankedRows,
     add_arrays,

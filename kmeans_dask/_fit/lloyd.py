@@ -1,131 +1,43 @@
-"""The distributed Lloyd loop: map partial statistics, tree-reduce, update.
+"""The distributed Lloyd loop: which pass each iteration makes, then the update.
 
-Each iteration sends the centres (k x d) once, maps
-:func:`~kmeans_dask._worker.tasks.chunk_stats` over the worker-resident chunks
-(through the fit's actors, or as tasks) and reduces the (sums, counts,
-inertia) triples in a fixed tree. Only
-those small arrays cross the network. The same update rule also drives a
-local loop over an in-memory array (used to refine k-means|| candidates).
+Each iteration chooses its pass (:mod:`kmeans_dask._fit.passes`): every row
+searched, or each row from the label the last pass kept next to its chunk,
+among the centres that moved or among its centre's neighbours. It maps the
+pass over the worker-resident chunks (through the fit's actors, or as
+tasks), reduces the (sums, counts, inertia) triples in a fixed tree, and
+updates the centres (:mod:`kmeans_dask._fit.update`). Only those small
+arrays cross the network. The same update rule also drives a local loop over
+an in-memory array (used to refine k-means|| candidates).
 """
 
 from __future__ import annotations
 
-import operator
 import time
 import uuid
-from collections.abc import Callable, Hashable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
-from distributed import Client, Future
+from distributed import Client
 
-from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
 from kmeans_dask._engine.placement import DistributedData
+from kmeans_dask._fit import passes
 from kmeans_dask._fit.bounds_schedule import BoundsSchedule
+from kmeans_dask._fit.history import IterationRecord, LloydResult
 from kmeans_dask._fit.interrupts import interrupt_point
+from kmeans_dask._fit.update import center_shift, relocation_pays, update_centers
 from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops, statistics_and_labels
-from kmeans_dask._worker.results import (
-    ClusterStats,
-    RankedRows,
-    combine_stats,
-    merge_top,
-    statistics_nbytes,
-)
-from kmeans_dask._worker.tasks import (
-    chunk_labels,
-    chunk_stats,
-    farthest_rows,
-    kept_labels,
-    stats_from_candidates,
-    stats_from_moved_centers,
-    stats_keeping_labels,
-)
+from kmeans_dask._worker.results import ClusterStats, RankedRows
+from kmeans_dask._worker.tasks import farthest_rows
 from kmeans_dask.backends import candidate_search, closing_search
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from kmeans_dask.backends.approximate import CandidateBackend
-
-
-@dataclass(frozen=True)
-class IterationRecord:
-    """What happened in one Lloyd iteration."""
-
-    iteration: int
-    """1-based iteration number."""
-    inertia: float
-    """Weighted inertia of the assignment to the centres entering the iteration."""
-    center_shift: float
-    """Sum over clusters of the squared distance each centre moved."""
-    n_empty: int
-    """Clusters that received no weight and were relocated."""
-    seconds: float
-    """Wall time of the iteration."""
-
-
-class History(list):
-    """The :class:`IterationRecord` of every iteration, shown as a table.
-
-    A plain list otherwise; ``to_pandas()`` gives a DataFrame, and notebooks
-    render it as an HTML table.
-    """
-
-    _COLUMNS = ("iteration", "inertia", "center_shift", "n_empty", "seconds")
-
-    def to_pandas(self):
-        """The history as a ``pandas.DataFrame`` indexed by iteration."""
-        import pandas
-
-        frame = pandas.DataFrame([asdict(record) for record in self], columns=self._COLUMNS)
-        return frame.set_index("iteration")
-
-    def _rows(self) -> list[tuple[str, ...]]:
-        return [
-            (
-                str(r.iteration),
-                f"{r.inertia:.6g}",
-                f"{r.center_shift:.3g}",
-                str(r.n_empty),
-                f"{r.seconds:.4f}",
-            )
-            for r in self
-        ]
-
-    def __str__(self) -> str:
-        rows = [self._COLUMNS, *self._rows()]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(self._COLUMNS))]
-        return "\n".join(
-            "  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in rows
-        )
-
-    def _repr_html_(self) -> str:
-        head = "".join(f"<th>{c}</th>" for c in self._COLUMNS)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in self._rows()
-        )
-        return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-@dataclass
-class LloydResult:
-    centers: np.ndarray
-    inertia: float
-    n_iter: int
-    history: list[IterationRecord]
-    cluster_weights: np.ndarray
-    """(k,) total weight assigned to each final centre."""
-    labels: list[Future] | list[Any] = field(default_factory=list)
-    """Per-chunk labels of the final centres (distributed runs only): futures,
-    or the arrays themselves where they go to the client (:func:`_labels_kept`)."""
-    converged: bool = True
-    """Whether the last centre shift was within the tolerance (else ``max_iter`` ended it)."""
-
-    @property
-    def n_nonempty(self) -> int:
-        return int((self.cluster_weights > 0).sum())
 
 
 #: A pass after an exact one (an iteration or the final pass) searches each
@@ -158,134 +70,6 @@ MOVED_CENTERS_MAX_SHARE_MANY = 0.5
 #: (1.3 s instead of 0.6 s).
 APPROXIMATE_MOVED_MAX_SHARE = 0.125
 APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE = 0.0625
-
-#: A row closer to its centre than this share of their norms sits on the
-#: centre up to rounding: the float64 mean of ``n`` equal rows can differ
-#: from them by about ``n * 2**-53`` of their size (typically ``sqrt(n)``
-#: times that), so up to 2**21 equal rows summed in one chunk stay within it.
-#: (Float32 rows are summed exactly, so their mean is exact.)
-ON_CENTER_RELATIVE_DISTANCE = 2.0**-32
-
-
-def off_center(far: RankedRows, centers: np.ndarray) -> RankedRows:
-    """The leading rows of ``far`` that are farther than rounding from their centre.
-
-    ``far`` is ranked farthest first, so the rows kept are a prefix. When the
-    farthest row sits on its centre, every row does (more clusters than
-    distinct rows), and relocating an empty cluster would only swap equal
-    points back and forth: scikit-learn skips it then too (its #28055).
-    """
-    rows = far.rows.astype(np.float64)
-    assigned = centers[np.maximum(far.labels, 0)].astype(np.float64)
-    squared_norms = np.einsum("ij,ij->i", rows, rows) + np.einsum("ij,ij->i", assigned, assigned)
-    on_center = far.score <= ON_CENTER_RELATIVE_DISTANCE**2 * squared_norms
-    return far.head(int(np.argmax(on_center)) if on_center.any() else len(on_center))
-
-
-def relocation_pays(history: Sequence[IterationRecord], inertia: float) -> bool:
-    """Whether empty clusters may still be relocated in this iteration.
-
-    Moving an empty cluster onto a row at distance ``d > 0`` lowers the
-    inertia by at least that row's ``w * d``, and a Lloyd step never raises
-    it, so after an iteration that relocated, the next inertia is strictly
-    lower. Once it is not (rounding, rows of weight 0, an approximate
-    search), relocating makes no progress and could cycle until
-    ``max_iter``: from then on the run leaves empty clusters where they are.
-    Derived from the history alone, so a resumed run decides the same.
-    """
-    inertias = [record.inertia for record in history] + [inertia]
-    return not any(
-        record.n_empty and later >= record.inertia
-        for record, later in zip(history, inertias[1:], strict=True)
-    )
-
-
-def relocate_empty_clusters(stats: ClusterStats, far: RankedRows, empty: np.ndarray) -> None:
-    """Move each empty cluster onto one of the rows farthest from its centre.
-
-    As in scikit-learn, the row leaves its old cluster (its weighted sum and
-    weight are subtracted) and becomes the sole member of the empty one.
-    Modifies ``stats`` in place.
-    """
-    for cluster, row, weight, old in zip(empty, far.rows, far.weights, far.labels, strict=False):
-        stats.sums[old] -= weight * row
-        stats.counts[old] -= weight
-        stats.sums[cluster] = weight * row
-        stats.counts[cluster] = weight
-
-
-def new_centers(stats: ClusterStats, old_centers: np.ndarray, far: RankedRows | None, empty):
-    """Weighted means of the clusters; a cluster left with no weight keeps its centre.
-
-    A relocated cluster whose farthest row has weight 0 is placed on that row.
-    """
-    centers = old_centers.astype(np.float64)
-    filled = (stats.counts > 0)[:, None]
-    # In place, without copies of the filled rows (16 MiB each at k = 16384, d = 128).
-    np.divide(stats.sums, stats.counts[:, None], out=centers, where=filled)
-    if far is not None:
-        for cluster, row, weight in zip(empty, far.rows, far.weights, strict=False):
-            if weight == 0:
-                centers[cluster] = row
-    return centers.astype(old_centers.dtype)
-
-
-def _update(
-    stats: ClusterStats,
-    centers: np.ndarray,
-    find_far: Callable[[int], RankedRows],
-    relocate: bool = True,
-) -> tuple[np.ndarray, int]:
-    """New centres from an iteration's statistics; also how many clusters were relocated."""
-    empty = np.flatnonzero(stats.counts <= 0)
-    far = None
-    if empty.size and relocate:
-        far = off_center(find_far(empty.size), centers)
-        empty = empty[: len(far.rows)]
-        relocate_empty_clusters(stats, far, empty)
-    else:
-        empty = empty[:0]
-    return new_centers(stats, centers, far, empty), int(empty.size)
-
-
-def farthest(
-    client: Client, data: DistributedData, centers: np.ndarray, backend: str, count: int
-) -> RankedRows:
-    """The ``count`` rows of the distributed data farthest from the centre ``backend`` assigns."""
-    return data.map_reduce(
-        client,
-        farthest_rows,
-        merge_top,
-        centers,
-        backend,
-        count,
-        name="kmeans-far",
-        leading=(count,),
-    )
-
-
-def center_shift(old: np.ndarray, new: np.ndarray) -> float:
-    diff = new.astype(np.float64)
-    diff -= old  # cast to float64 element by element, as a copy would be
-    return float(np.einsum("ij,ij->", diff, diff))
-
-
-def stopping_message(history: Sequence[IterationRecord], tol: float, max_iter: int) -> str:
-    """Why a run stopped, worded as scikit-learn's verbose output."""
-    if not history:
-        return "No iteration run."
-    last = history[-1]
-    if last.center_shift == 0:
-        return f"Converged at iteration {last.iteration}: strict convergence."
-    if last.center_shift <= tol:
-        return (
-            f"Converged at iteration {last.iteration}: center shift {last.center_shift:.6g} "
-            f"within tolerance {tol:.6g}."
-        )
-    return (
-        f"Stopped at max_iter={max_iter} without converging: center shift "
-        f"{last.center_shift:.6g} above tolerance {tol:.6g}."
-    )
 
 
 def lloyd(
@@ -320,8 +104,9 @@ def lloyd(
         :meth:`~kmeans_dask.backends.approximate.CandidateBackend.first_exact`
         says so, and every later iteration that follows it or whose centres
         have settled moves each row among the centres nearest to its
-        previous one (:func:`_statistics_from_kept_labels`); the others, and
-        chunks whose kept labels were lost, search with IVF ("closing"
+        previous one
+        (:func:`~kmeans_dask._fit.passes.statistics_from_kept_labels`); the
+        others, and chunks whose kept labels were lost, search with IVF ("closing"
         ``bounds``: unless the centres moved little, see ``bounds``).
     final_backend : str, optional
         Search spec of the final pass; an exact one when the iterations are
@@ -337,7 +122,8 @@ def lloyd(
         search that provides them ("numpy") and worker-resident chunks.
         Unless "off", a pass after an exact one whose labels stay with the
         chunks, without bounds, searches each row among the centres that
-        moved since alone, while few did (:func:`_statistics_from_kept_labels`).
+        moved since alone, while few did
+        (:func:`~kmeans_dask._fit.passes.statistics_from_kept_labels`).
         "moved" (with an approximate ``backend`` and ``final_backend``)
         searches that way, with ``exact_backend``, from the labels of the
         last approximate pass, while very few centres moved
@@ -407,7 +193,7 @@ def lloyd(
             data, schedule.mode, moved, k, exact_labels_kept, neighbours is not None
         )
         if among_moved:
-            stats = _moved_centers_statistics(
+            stats = passes.moved_centers_statistics(
                 client,
                 data,
                 (previous_centers, centers),
@@ -420,7 +206,7 @@ def lloyd(
             candidates, settled, after_exact, (previous_centers, centers)
         ):
             settled = True
-            stats, neighbours = _candidate_statistics(
+            stats, neighbours = passes.candidate_statistics(
                 client,
                 data,
                 candidates,
@@ -432,7 +218,7 @@ def lloyd(
                 after_exact,
             )
         else:
-            stats = _statistics(
+            stats = passes.search_statistics(
                 client, data, centers, search, ticket, "kmeans-assign", (labels_tag, iteration)
             )
         schedule.ran(centers, ticket)
@@ -441,8 +227,10 @@ def lloyd(
         # iteration assigned it (its nearest, when the search is exact): the
         # chunks report such rows, with the labels the statistics counted
         # them under. An approximate search is not redone exactly for it.
-        find_far = partial(_farthest_rows, client, data, centers, search, stats.farthest)
-        updated, n_empty = _update(
+        find_far = partial(
+            passes.farthest_or_reported, client, data, centers, search, stats.farthest
+        )
+        updated, n_empty = update_centers(
             stats, centers, find_far, relocation_pays(history, stats.inertia)
         )
         shift = center_shift(centers, updated)
@@ -462,7 +250,7 @@ def lloyd(
         final = last_pass.stats
         # No final pass reads the bounds the last iteration left: drop them.
         spent_bounds = (schedule.run, iteration) if schedule.left_bounds else None
-        labels = _labels_kept(
+        labels = passes.labels_kept(
             client, data, centers, final_backend, last_pass.labels_tag, spent_bounds
         )
     else:
@@ -482,7 +270,7 @@ def lloyd(
         after_exact = last_search == exact_backend
         if among_moved:
             tag = (labels_tag, iteration + 1)
-            final = _moved_centers_statistics(
+            final = passes.moved_centers_statistics(
                 client,
                 data,
                 (previous_centers, centers),
@@ -491,12 +279,12 @@ def lloyd(
                 tag,
                 "kmeans-final-stats",
             )
-            labels = _labels_kept(client, data, centers, final_backend, tag)
+            labels = passes.labels_kept(client, data, centers, final_backend, tag)
         elif iteration >= first_iteration and _scans_candidates(
             candidates, settled, after_exact, (previous_centers, centers)
         ):
             tag = (labels_tag, iteration + 1)
-            final, _ = _candidate_statistics(
+            final, _ = passes.candidate_statistics(
                 client,
                 data,
                 candidates,
@@ -507,9 +295,9 @@ def lloyd(
                 "kmeans-final-stats",
                 after_exact,
             )
-            labels = _labels_kept(client, data, centers, final_backend, tag)
+            labels = passes.labels_kept(client, data, centers, final_backend, tag)
         else:
-            final, labels = _final_pass(client, data, centers, final_backend, final_ticket)
+            final, labels = passes.final_pass(client, data, centers, final_backend, final_ticket)
     return LloydResult(
         centers=centers,
         inertia=final.inertia,
@@ -534,9 +322,10 @@ def _iteration_search(
 
     With an approximate ``backend`` ("closing" bounds), the exact
     ``final_backend`` instead in the one ``max_iter`` ends and wherever the
-    last update moved few centres (``moved_few``, :func:`few_moved`): from an exact pass, the
-    next ones search each row among the moved centres alone
-    (:func:`_statistics_from_kept_labels`), the final pass included.
+    last update moved few centres (``moved_few``, :func:`few_moved`): from an
+    exact pass, the next ones search each row among the moved centres alone
+    (:func:`~kmeans_dask._fit.passes.statistics_from_kept_labels`), the final
+    pass included.
     """
     if bounds == "closing" and (closing or moved_few):
         return final_backend
@@ -616,7 +405,8 @@ def _exact_labels_kept(
     exact: str,
 ) -> bool:
     """Whether a pass of ``search`` can start from the labels the last pass kept,
-    searching each row among the moved centres alone (:func:`_statistics_from_kept_labels`).
+    searching each row among the moved centres alone
+    (:func:`~kmeans_dask._fit.passes.statistics_from_kept_labels`).
 
     It can when the last pass of this call searched exactly with the same
     ``search`` (``exact``) and kept its labels next to the chunks (persisted
@@ -646,218 +436,6 @@ def _value(tol: float | Callable[[], float]) -> float:
     return tol() if callable(tol) else tol
 
 
-def _statistics(
-    client: Client,
-    data: DistributedData,
-    centers: np.ndarray,
-    backend: str,
-    ticket: BoundsTicket | None,
-    name: str,
-    labels_tag: Hashable | None = None,
-) -> ClusterStats:
-    """One assignment pass's statistics, combined on the cluster up to the root if large.
-
-    With ``labels_tag``, persisted chunks keep their rows' labels under it
-    (:func:`~kmeans_dask._worker.tasks.stats_keeping_labels`), for
-    :func:`_labels_kept`; streamed chunks keep nothing.
-    """
-    keep = labels_tag is not None and data.persisted
-    return data.map_reduce(
-        client,
-        stats_keeping_labels if keep else chunk_stats,
-        combine_stats,
-        centers,
-        backend,
-        ticket,
-        *((labels_tag,) if keep else ()),
-        name=name,
-        result_bytes=statistics_nbytes(*centers.shape),
-    )
-
-
-def _statistics_from_kept_labels(
-    client: Client,
-    data: DistributedData,
-    task: Callable[..., ClusterStats],
-    centers: np.ndarray,
-    search: str,
-    tag: tuple[str, int],
-    how: tuple[np.ndarray, ...],
-    name: str,
-) -> ClusterStats:
-    """A pass's statistics, each row searched from the label the previous pass kept
-    next to its chunk under ``(tag[0], tag[1] - 1)``; its new label is kept under ``tag``.
-
-    ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_candidates`
-    (``how``: the neighbour table; each row among its previous centre's
-    neighbours) or :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
-    (``how``: the moved centres and their positions before the move, after
-    an exact pass; each row whose centre did not move, or moved nearer to
-    it, among those alone).
-    """
-    return data.map_reduce(
-        client,
-        task,
-        combine_stats,
-        centers,
-        search,
-        tag,
-        (tag[0], tag[1] - 1),
-        *how,
-        name=name,
-        result_bytes=statistics_nbytes(*centers.shape),
-    )
-
-
-def _moved_centers_statistics(
-    client: Client,
-    data: DistributedData,
-    previous_and_centers: tuple[np.ndarray, np.ndarray],
-    moved: np.ndarray,
-    search: str,
-    tag: tuple[str, int],
-    name: str,
-) -> ClusterStats:
-    """A moved-centre pass (:func:`_statistics_from_kept_labels`) after the centres
-    ``moved`` left ``previous_and_centers[0]`` for ``[1]``: the tasks get the moved
-    centres and where they were."""
-    previous, centers = previous_and_centers
-    return _statistics_from_kept_labels(
-        client,
-        data,
-        stats_from_moved_centers,
-        centers,
-        search,
-        tag,
-        (moved, previous[moved]),
-        name,
-    )
-
-
-def _candidate_statistics(
-    client: Client,
-    data: DistributedData,
-    candidates: CandidateBackend,
-    previous_and_centers: tuple[np.ndarray, np.ndarray],
-    neighbours: np.ndarray | None,
-    search: str,
-    tag: tuple[str, int],
-    name: str,
-    after_exact: bool,
-) -> tuple[ClusterStats, np.ndarray]:
-    """A candidate pass (:func:`_statistics_from_kept_labels`) after the centres moved
-    from ``previous_and_centers[0]`` to ``[1]``, and its neighbour table (refined
-    from ``neighbours``, the last pass's, if any), for the next pass. Right
-    after an exact pass (``after_exact``) no row goes to IVF for its centre's
-    move, and a table made afresh is wider (:meth:`CandidateBackend.neighbours`,
-    :meth:`CandidateBackend.table`)."""
-    previous, centers = previous_and_centers
-    neighbours = candidates.neighbours(centers, neighbours, wide=after_exact)
-    table = candidates.table(centers, previous, neighbours, after_exact=after_exact)
-    stats = _statistics_from_kept_labels(
-        client, data, stats_from_candidates, centers, search, tag, (table,), name
-    )
-    return stats, neighbours
-
-
-def _labels_kept(
-    client: Client,
-    data: DistributedData,
-    centers: np.ndarray,
-    backend: str,
-    tag: Hashable,
-    spent_bounds: Hashable | None = None,
-) -> list[Future] | list[Any]:
-    """Per-chunk labels of the pass that kept them under ``tag`` (none if streamed).
-
-    Futures, or, where the labels go to the client and actors serve the
-    chunks, the arrays themselves, handed over in one call per worker rather
-    than a task per chunk. A chunk whose worker lost them (a task run
-    elsewhere, a chunk recomputed) labels its rows afresh with ``centers``,
-    the centres of that pass. The Hamerly bounds kept under ``spent_bounds``
-    are dropped.
-    """
-    if not data.persisted:
-        return []
-    engine = data.hosts(client) if data.labels_to_client else None
-    if engine is not None:
-        return engine.map(kept_labels, centers, backend, tag, spent_bounds)
-    return map_chunks(
-        client,
-        kept_labels,
-        data.chunks,
-        send(client, centers, "kmeans-centers"),
-        backend,
-        tag,
-        spent_bounds,
-        name="kmeans-labels",
-    )
-
-
-def _farthest_rows(
-    client: Client,
-    data: DistributedData,
-    centers: np.ndarray,
-    backend: str,
-    reported: RankedRows,
-    count: int,
-) -> RankedRows:
-    """The ``count`` rows farthest from the centre ``backend`` assigns: ``reported`` if enough."""
-    if len(reported.index) >= count:
-        return merge_top(count, reported)
-    return farthest(client, data, centers, backend, count)
-
-
-def _final_pass(
-    client: Client,
-    data: DistributedData,
-    centers: np.ndarray,
-    backend: str,
-    ticket: BoundsTicket | None,
-) -> tuple[ClusterStats, list[Future]]:
-    """Statistics of the final centres and per-chunk label futures (none if streamed).
-
-    Through the actors, the labels stay on the workers until one task per
-    chunk hands them over; the fit need not wait for those tasks.
-    """
-    if not data.persisted:  # streamed chunks keep no labels
-        return _statistics(client, data, centers, backend, ticket, "kmeans-final-stats"), []
-    chunks = data.chunks
-    engine = data.hosts(client)
-    if engine is not None:
-        tag = uuid.uuid4().hex
-        final = engine.map_reduce(
-            stats_keeping_labels,
-            combine_stats,
-            centers,
-            backend,
-            ticket,
-            tag,
-            result_bytes=statistics_nbytes(*centers.shape),
-        )
-        return final, _labels_kept(client, data, centers, backend, tag)
-    centers_future = send(client, centers, "kmeans-centers")
-    pairs = map_chunks(
-        client, chunk_labels, chunks, centers_future, backend, ticket, name="kmeans-label"
-    )
-    labels = [
-        client.submit(operator.getitem, pair, 0, key=key)
-        for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=True)
-    ]
-    stats_parts = [
-        client.submit(operator.getitem, pair, 1, key=key)
-        for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
-    ]
-    final = tree_reduce(
-        client,
-        combine_stats,
-        stats_parts,
-        name="kmeans-reduce",
-        result_bytes=statistics_nbytes(*centers.shape),
-    )
-    return final, labels
-
-
 def local_lloyd(
     points: np.ndarray,
     weights: np.ndarray,
@@ -875,7 +453,7 @@ def local_lloyd(
     history: list[IterationRecord] = []
     for iteration in range(1, max_iter + 1):
         stats, _, _ = statistics_and_labels(points, weights, centers, backend)
-        updated, n_empty = _update(
+        updated, n_empty = update_centers(
             stats, centers, find_far, relocation_pays(history, stats.inertia)
         )
         shift = center_shift(centers, updated)

@@ -31,7 +31,7 @@ from rich.progress import (
 from kmeans_dask._fit.interrupts import interrupt_point
 
 if TYPE_CHECKING:
-    from kmeans_dask._fit.lloyd import IterationRecord
+    from kmeans_dask._fit.history import IterationRecord
 
 
 class _Display:

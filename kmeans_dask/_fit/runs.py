@@ -30,7 +30,8 @@ import numpy as np
 from distributed import Client
 
 from kmeans_dask._engine.placement import DistributedData
-from kmeans_dask._fit.lloyd import IterationRecord, LloydResult, lloyd, stopping_message
+from kmeans_dask._fit.history import IterationRecord, LloydResult, stopping_message
+from kmeans_dask._fit.lloyd import lloyd
 from kmeans_dask._io.checkpoints import (
     CheckpointState,
     RunProgress,

@@ -1,0 +1,271 @@
+"""The distributed passes of a Lloyd run, one function each.
+
+Every row searched; each row from the label the last pass kept next to its
+chunk, among the moved centres or among its centre's neighbours; the final
+pass and its labels; the rows farthest from their centres, where an empty
+cluster moves. Each maps a task of :mod:`kmeans_dask._worker.tasks` over the
+chunks, through the fit's actors or as tasks
+(:meth:`~kmeans_dask._engine.placement.DistributedData.map_reduce`), and
+reduces the statistics in a fixed tree.
+"""
+
+from __future__ import annotations
+
+import operator
+import uuid
+from collections.abc import Callable, Hashable
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from distributed import Client, Future
+
+from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
+from kmeans_dask._engine.placement import DistributedData
+from kmeans_dask._worker.bounds import BoundsTicket
+from kmeans_dask._worker.results import (
+    ClusterStats,
+    RankedRows,
+    combine_stats,
+    merge_top,
+    statistics_nbytes,
+)
+from kmeans_dask._worker.tasks import (
+    chunk_labels,
+    chunk_stats,
+    farthest_rows,
+    kept_labels,
+    stats_from_candidates,
+    stats_from_moved_centers,
+    stats_keeping_labels,
+)
+
+if TYPE_CHECKING:
+    from kmeans_dask.backends.approximate import CandidateBackend
+
+
+def search_statistics(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    ticket: BoundsTicket | None,
+    name: str,
+    labels_tag: Hashable | None = None,
+) -> ClusterStats:
+    """One assignment pass's statistics, combined on the cluster up to the root if large.
+
+    With ``labels_tag``, persisted chunks keep their rows' labels under it
+    (:func:`~kmeans_dask._worker.tasks.stats_keeping_labels`), for
+    :func:`labels_kept`; streamed chunks keep nothing.
+    """
+    keep = labels_tag is not None and data.persisted
+    return data.map_reduce(
+        client,
+        stats_keeping_labels if keep else chunk_stats,
+        combine_stats,
+        centers,
+        backend,
+        ticket,
+        *((labels_tag,) if keep else ()),
+        name=name,
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
+def statistics_from_kept_labels(
+    client: Client,
+    data: DistributedData,
+    task: Callable[..., ClusterStats],
+    centers: np.ndarray,
+    search: str,
+    tag: tuple[str, int],
+    how: tuple[np.ndarray, ...],
+    name: str,
+) -> ClusterStats:
+    """A pass's statistics, each row searched from the label the previous pass kept
+    next to its chunk under ``(tag[0], tag[1] - 1)``; its new label is kept under ``tag``.
+
+    ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_candidates`
+    (``how``: the neighbour table; each row among its previous centre's
+    neighbours) or :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
+    (``how``: the moved centres and their positions before the move, after
+    an exact pass; each row whose centre did not move, or moved nearer to
+    it, among those alone).
+    """
+    return data.map_reduce(
+        client,
+        task,
+        combine_stats,
+        centers,
+        search,
+        tag,
+        (tag[0], tag[1] - 1),
+        *how,
+        name=name,
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
+def moved_centers_statistics(
+    client: Client,
+    data: DistributedData,
+    previous_and_centers: tuple[np.ndarray, np.ndarray],
+    moved: np.ndarray,
+    search: str,
+    tag: tuple[str, int],
+    name: str,
+) -> ClusterStats:
+    """A moved-centre pass (:func:`statistics_from_kept_labels`) after the centres
+    ``moved`` left ``previous_and_centers[0]`` for ``[1]``: the tasks get the moved
+    centres and where they were."""
+    previous, centers = previous_and_centers
+    return statistics_from_kept_labels(
+        client,
+        data,
+        stats_from_moved_centers,
+        centers,
+        search,
+        tag,
+        (moved, previous[moved]),
+        name,
+    )
+
+
+def candidate_statistics(
+    client: Client,
+    data: DistributedData,
+    candidates: CandidateBackend,
+    previous_and_centers: tuple[np.ndarray, np.ndarray],
+    neighbours: np.ndarray | None,
+    search: str,
+    tag: tuple[str, int],
+    name: str,
+    after_exact: bool,
+) -> tuple[ClusterStats, np.ndarray]:
+    """A candidate pass (:func:`statistics_from_kept_labels`) after the centres moved
+    from ``previous_and_centers[0]`` to ``[1]``, and its neighbour table (refined
+    from ``neighbours``, the last pass's, if any), for the next pass. Right
+    after an exact pass (``after_exact``) no row goes to IVF for its centre's
+    move, and a table made afresh is wider (:meth:`CandidateBackend.neighbours`,
+    :meth:`CandidateBackend.table`)."""
+    previous, centers = previous_and_centers
+    neighbours = candidates.neighbours(centers, neighbours, wide=after_exact)
+    table = candidates.table(centers, previous, neighbours, after_exact=after_exact)
+    stats = statistics_from_kept_labels(
+        client, data, stats_from_candidates, centers, search, tag, (table,), name
+    )
+    return stats, neighbours
+
+
+def labels_kept(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    tag: Hashable,
+    spent_bounds: Hashable | None = None,
+) -> list[Future] | list[Any]:
+    """Per-chunk labels of the pass that kept them under ``tag`` (none if streamed).
+
+    Futures, or, where the labels go to the client and actors serve the
+    chunks, the arrays themselves, handed over in one call per worker rather
+    than a task per chunk. A chunk whose worker lost them (a task run
+    elsewhere, a chunk recomputed) labels its rows afresh with ``centers``,
+    the centres of that pass. The Hamerly bounds kept under ``spent_bounds``
+    are dropped.
+    """
+    if not data.persisted:
+        return []
+    engine = data.hosts(client) if data.labels_to_client else None
+    if engine is not None:
+        return engine.map(kept_labels, centers, backend, tag, spent_bounds)
+    return map_chunks(
+        client,
+        kept_labels,
+        data.chunks,
+        send(client, centers, "kmeans-centers"),
+        backend,
+        tag,
+        spent_bounds,
+        name="kmeans-labels",
+    )
+
+
+def farthest_or_reported(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    reported: RankedRows,
+    count: int,
+) -> RankedRows:
+    """The ``count`` rows farthest from the centre ``backend`` assigns: ``reported`` if enough."""
+    if len(reported.index) >= count:
+        return merge_top(count, reported)
+    return farthest(client, data, centers, backend, count)
+
+
+def final_pass(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    backend: str,
+    ticket: BoundsTicket | None,
+) -> tuple[ClusterStats, list[Future]]:
+    """Statistics of the final centres and per-chunk label futures (none if streamed).
+
+    Through the actors, the labels stay on the workers until one task per
+    chunk hands them over; the fit need not wait for those tasks.
+    """
+    if not data.persisted:  # streamed chunks keep no labels
+        return search_statistics(client, data, centers, backend, ticket, "kmeans-final-stats"), []
+    chunks = data.chunks
+    engine = data.hosts(client)
+    if engine is not None:
+        tag = uuid.uuid4().hex
+        final = engine.map_reduce(
+            stats_keeping_labels,
+            combine_stats,
+            centers,
+            backend,
+            ticket,
+            tag,
+            result_bytes=statistics_nbytes(*centers.shape),
+        )
+        return final, labels_kept(client, data, centers, backend, tag)
+    centers_future = send(client, centers, "kmeans-centers")
+    pairs = map_chunks(
+        client, chunk_labels, chunks, centers_future, backend, ticket, name="kmeans-label"
+    )
+    labels = [
+        client.submit(operator.getitem, pair, 0, key=key)
+        for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=True)
+    ]
+    stats_parts = [
+        client.submit(operator.getitem, pair, 1, key=key)
+        for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
+    ]
+    final = tree_reduce(
+        client,
+        combine_stats,
+        stats_parts,
+        name="kmeans-reduce",
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+    return final, labels
+
+
+def farthest(
+    client: Client, data: DistributedData, centers: np.ndarray, backend: str, count: int
+) -> RankedRows:
+    """The ``count`` rows of the distributed data farthest from the centre ``backend`` assigns."""
+    return data.map_reduce(
+        client,
+        farthest_rows,
+        merge_top,
+        centers,
+        backend,
+        count,
+        name="kmeans-far",
+        leading=(count,),
+    )
