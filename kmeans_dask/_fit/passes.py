@@ -214,8 +214,11 @@ def final_pass(
 ) -> tuple[ClusterStats, list[Future]]:
     """Statistics of the final centres and per-chunk label futures (none if streamed).
 
-    Through the actors, the labels stay on the workers until one task per
-    chunk hands them over; the fit need not wait for those tasks.
+    Through the actors, the labels stay with the chunks until
+    :func:`labels_kept` takes them: in one call per worker where they go to
+    the client, else by one task per chunk, which this pass does not wait for
+    (:func:`~kmeans_dask._fit.cluster_fit.labels_from` does, before the fit
+    returns).
     """
     if not data.persisted:  # streamed chunks keep no labels
         return search_statistics(client, data, centers, backend, ticket, "kmeans-final-stats"), []
