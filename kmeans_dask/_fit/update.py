@@ -64,7 +64,9 @@ def relocate_empty_clusters(stats: ClusterStats, far: RankedRows, empty: np.ndar
         stats.counts[cluster] = weight
 
 
-def new_centers(stats: ClusterStats, old_centers: np.ndarray, far: RankedRows | None, empty):
+def new_centers(
+    stats: ClusterStats, old_centers: np.ndarray, far: RankedRows | None, empty: np.ndarray
+) -> np.ndarray:
     """Weighted means of the clusters; a cluster left with no weight keeps its centre.
 
     A relocated cluster whose farthest row has weight 0 is placed on that row.
@@ -99,6 +101,8 @@ def update_centers(
 
 
 def center_shift(old: np.ndarray, new: np.ndarray) -> float:
+    """Sum over the centres of the squared distance each moved from ``old`` to ``new``,
+    in float64 (scikit-learn's ``center_shift_tot``, compared with ``tol``)."""
     diff = new.astype(np.float64)
     diff -= old  # cast to float64 element by element, as a copy would be
     return float(np.einsum("ij,ij->", diff, diff))
