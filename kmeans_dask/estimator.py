@@ -95,13 +95,13 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         k = 8192 with d >= 128 (else with IVF, and then IVF until the
         centres settle), then each row among the ``m`` centres nearest to its
         previous centre (its label of the previous iteration, kept next to
-        its chunk; twice as many right after the exact iteration; chunks whose labels are
-        not kept, e.g. streamed from Zarr, or were lost with a worker,
-        chunks where a sample of rows finds nearer centres than the
-        candidates, and rows whose centre moved too far, search with IVF,
-        or exactly when fewer than ``16 sqrt(k)`` rows of a chunk do);
-        "auto" takes
-        "candidates" where it measured faster (k >= 4096). Initialisation,
+        its chunk; twice as many right after the exact iteration; chunks
+        whose labels are not kept, e.g. streamed from Zarr, or were lost
+        with a worker, chunks where a sample of rows finds nearer centres
+        than the candidates, and rows whose centre moved too far, search
+        with IVF, or exactly when fewer than ``16 sqrt(k)`` rows of a chunk
+        do); "auto" takes "candidates" where it measured faster
+        (k >= 4096). Initialisation,
         the final pass (``labels_``, ``inertia_``; unless
         ``assign_options={"exact_final": False}``) and ``predict`` are
         exact. The approximate searches are deterministic for the same
@@ -120,8 +120,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         makes the final pass approximate too ("candidates": each row among
         its last centre's neighbours) and no iteration exact (see
         ``algorithm``) but the first of "candidates" below k = 8192 with
-        d >= 128, so no
-        other pass searches every row exactly. ``labels_``
+        d >= 128, so no other pass searches every row exactly. ``labels_``
         and ``inertia_`` are then those of that pass, and ``labels_`` can
         differ from ``predict`` on the rows it misses (at 100k x 128,
         k = 4096, on a 2-core AMD EPYC Zen 4, the fit took 1.09-1.10 s

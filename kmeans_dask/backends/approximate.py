@@ -24,9 +24,9 @@ and look only at the centres near each row:
   once per iteration by the client, :func:`candidate_table`). Below
   :data:`EXACT_FIRST_BELOW` centres (in :data:`EXACT_FIRST_MIN_FEATURES` or
   more dimensions) the first iteration searches exactly, so the second scans
-  candidates already. Every other search of such a fit (the
-  first iteration from that size on, a chunk whose labels were lost,
-  streamed chunks, the farthest rows) is the IVF search above.
+  candidates already. Every other search of such a fit (the first iteration
+  from that size on, a chunk whose labels were lost, streamed chunks, the
+  farthest rows) is the IVF search above.
 
 Rows for which a search finds no centre (every probed list empty, or a graph
 search that returns ``-1``) are assigned by exact search, so every label is a
