@@ -16,6 +16,7 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from kmeans_dask import KMeans
+from kmeans_dask._tables.transformers import IDENTIFIER_MIN_ROWS
 from kmeans_dask.preprocessing import (
     MissingValues,
     OutlierFilter,
@@ -89,6 +90,21 @@ def test_encoder_leaves_unknown_categories_unset_and_selects_columns(table):
             TypeError,
             "column 'when' holds datetime64.*convert it to numbers",
         ),
+        (
+            lambda t: t.assign(row=np.arange(1, len(t) + 1)),
+            ValueError,
+            r"column 'row' numbers the rows \(the whole numbers 1 to 200, one per row\).*--col",
+        ),
+        (
+            lambda t: t.assign(row=np.random.default_rng(0).permutation(len(t)) + 1000),
+            ValueError,
+            r"column 'row' numbers the rows \(the whole numbers 1,000 to 1,199",
+        ),
+        (
+            lambda t: t.assign(row=np.arange(len(t), dtype=float)),  # as CSV tables hold them
+            ValueError,
+            r"column 'row' numbers the rows \(the whole numbers 0 to 199",
+        ),
     ],
 )
 @pytest.mark.parametrize("kind", ["pandas", "dask"])
@@ -96,6 +112,31 @@ def test_encoder_refuses_columns_kmeans_cannot_use(table, change, error, match, 
     X = dict(_both(change(table)))[kind]
     with pytest.raises(error, match=match):
         TableEncoder().fit(X)
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param(np.arange(200) * 2, id="gaps"),
+        pytest.param(np.r_[np.arange(199), 0], id="a repeated value"),
+        pytest.param(np.r_[np.arange(199), 500], id="one far value"),
+        pytest.param(np.arange(200) + 0.5, id="not whole"),
+        pytest.param(np.r_[np.arange(198), 198.5, 199], id="one not whole"),
+    ],
+)
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_encoder_keeps_integer_columns_that_do_not_number_the_rows(table, row, kind):
+    X = dict(_both(table.assign(row=row)))[kind]
+    assert "row" in TableEncoder().fit(X).numeric_columns_
+
+
+@pytest.mark.parametrize("kind", ["pandas", "dask"])
+def test_encoder_uses_row_numbers_named_in_columns_and_in_small_tables(table, kind):
+    numbered = table.assign(row=np.arange(len(table)))
+    X = dict(_both(numbered))[kind]
+    assert TableEncoder(columns=["a", "row"]).fit(X).numeric_columns_ == ["a", "row"]
+    small = dict(_both(numbered.iloc[: IDENTIFIER_MIN_ROWS - 1]))[kind]
+    assert "row" in TableEncoder().fit(small).numeric_columns_
 
 
 @pytest.mark.parametrize(

@@ -164,6 +164,11 @@ REFUSED = [
     (_table().assign(c=3), ["--columns", "x,c"], r"column 'c' is constant \(every value is 3"),
     (_table(), [], r"column 'id' is text with about [\d,]+ distinct values.*--max-categories"),
     (_table(), ["--columns", "x,id", "--max-categories", "5"], "column 'id' is text"),
+    (
+        _table().drop(columns="id").assign(customer=np.arange(101)),
+        [],
+        r"column 'customer' numbers the rows \(the whole numbers 0 to 100, one per row\).*--col",
+    ),
     (_mixed_parts, ["--columns", "x,y"], r"column 'x' of table .*part-\*.csv.* text.*'unknown'"),
     (_table(), ["--columns", "x,y", "--outlier-z", "1e-9"], "no rows left after removing"),
     (_table(), ["--columns", "x,nope"], r"column\(s\) \['nope'\] not in the table"),

@@ -28,6 +28,11 @@ __all__ = [
 
 IMPUTE_STRATEGIES = ("mean", "median", "constant", "drop")
 SCALE_METHODS = ("standard", "robust", "minmax")
+#: Tables with fewer rows never have a column taken for a row identifier.
+IDENTIFIER_MIN_ROWS = 100
+#: Share of distinct values that makes a Dask column's approximate count (HyperLogLog,
+#: about 2% off) an identifier's.
+IDENTIFIER_DISTINCT_SHARE = 0.97
 
 
 def _frame(X: Any, step: str):
@@ -101,7 +106,8 @@ class TableEncoder(TransformerMixin, BaseEstimator):
     ------
     ValueError
         From ``fit``: a column that is missing from the table, all missing,
-        constant, or text with more than ``max_categories`` values. From
+        constant, or text with more than ``max_categories`` values; with the
+        default ``columns``, a column that numbers the rows. From
         ``transform``: a table that lacks a fitted column, or has a column
         of another kind (text where numbers were fitted, or the reverse).
     TypeError
@@ -165,6 +171,8 @@ class TableEncoder(TransformerMixin, BaseEstimator):
                     f"column {column!r} is constant (every value is {lows[column]}): it cannot "
                     "set segments apart; leave it out (columns=... / --columns)"
                 )
+        if self.columns is None:
+            _refuse_row_numbers(X, numeric, n_rows, counts, lows, highs)
         categories = {}
         for column, found in zip(text, distinct, strict=True):
             values = _first_distinct(found, cap + 1).tolist()
@@ -218,6 +226,44 @@ class TableEncoder(TransformerMixin, BaseEstimator):
     def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
         check_is_fitted(self, "categories_")
         return np.asarray(_encoded_names(self.numeric_columns_, self.categories_), dtype=object)
+
+
+def _refuse_row_numbers(X, numeric: list[str], n_rows: int, counts, lows, highs) -> None:
+    """Raise for a column whose values number the rows (see :class:`TableEncoder`).
+
+    CSV tables hold whole numbers as float64 (:func:`~kmeans_dask.read_table`),
+    so a float column counts when all its values are whole.
+    """
+    if n_rows < IDENTIFIER_MIN_ROWS:
+        return
+    candidates = [
+        column
+        for column in numeric
+        if X.dtypes[column].kind in "iuf"
+        and counts[column] == n_rows
+        and float(lows[column]).is_integer()
+        and float(highs[column]) - float(lows[column]) + 1 == n_rows
+    ]
+    if not candidates:
+        return
+    fractions = [(X[c] % 1 != 0).sum() for c in candidates]
+    if is_dask_dataframe(X):
+        distinct = [X[c].nunique_approx() for c in candidates]
+        least = IDENTIFIER_DISTINCT_SHARE * n_rows
+    else:
+        distinct = [X[c].nunique() for c in candidates]
+        least = n_rows
+    found = _compute(*distinct, *fractions)
+    for column, n_distinct, fractional in zip(
+        candidates, found[: len(candidates)], found[len(candidates) :], strict=True
+    ):
+        if n_distinct >= least and fractional == 0:
+            raise ValueError(
+                f"column {column!r} numbers the rows (the whole numbers {int(lows[column]):,} "
+                f"to {int(highs[column]):,}, one per row): segments would follow the rows' "
+                "order, not what they hold; leave it out (columns=... / --columns), or name "
+                "it in columns to use it anyway"
+            )
 
 
 def _n_rows(X):
