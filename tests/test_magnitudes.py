@@ -34,6 +34,13 @@ ABSURD = [
     ),
     pytest.param(lambda: X_GOOD * 1e160, lambda: None, "too large for float64 sums", id="values"),
     pytest.param(
+        lambda: X_GOOD * 1e200,
+        lambda: None,
+        r"X is too large for float64 sums: it holds \|values\| beyond 1\.34e\+154, whose "
+        r"squares exceed float64's largest value .*; rescale X$",
+        id="values-whose-moments-overflow",
+    ),
+    pytest.param(
         lambda: da.from_array(X_GOOD * 1e160, chunks=(20, 3)),
         lambda: None,
         "too large for float64 sums",

@@ -265,7 +265,14 @@ def check_magnitudes(
     with np.errstate(over="ignore", invalid="ignore"):
         reach = 4.0 * float(np.sum(np.square(largest, dtype=np.float64)))
         bound = total_weight * reach
-    seen = f"|values| <= {float(np.max(largest, initial=0.0)):.3g} ({bound_from})"
+    top = float(np.max(largest, initial=0.0))
+    if not math.isfinite(top):  # the moments overflowed (inf, or nan from inf - inf)
+        raise ValueError(
+            f"{name} is too large for float64 sums: it holds |values| beyond "
+            f"{math.sqrt(np.finfo(np.float64).max):.3g}, whose squares exceed float64's "
+            f"largest value {np.finfo(np.float64).max:.3g} ({bound_from}); rescale {name}"
+        )
+    seen = f"|values| <= {top:.3g} ({bound_from})"
     limit = float(np.finfo(np.float32).max)
     if np.dtype(dtype) == np.float32 and not reach <= limit:
         raise ValueError(
