@@ -241,15 +241,21 @@ def _check_ks(ks: Iterable[int]) -> list[int]:
 
 
 @contextmanager
-def _shared_client(report: Callable[[str], None]) -> Iterator[None]:
-    """Make sure every fit uses one client: the active one, or one LocalCluster."""
+def _shared_client(report: Callable[[str], None], X: Any) -> Iterator[None]:
+    """Make sure every fit uses one client: the active one, or one LocalCluster.
+
+    The LocalCluster's workers are threads of this process for rows already
+    in its memory, as a fit's own (:func:`~kmeans_dask._engine.client.local_client`).
+    """
     from kmeans_dask._engine.client import active_client, local_client
+    from kmeans_dask._io.inputs import is_dask_array, is_zarr_source
 
     if active_client() is not None:
         yield
         return
+    in_memory = not (is_dask_array(X) or is_zarr_source(X))
     # The default client while the fits run, so every fit finds it.
-    with local_client("elbow", report, set_as_default=True):
+    with local_client("elbow", report, set_as_default=True, in_process=in_memory):
         yield
 
 
@@ -476,7 +482,7 @@ def elbow(
     verbose = kmeans_params.get("verbose", 0)
     report = print if verbose else logger.debug
     steps = StepProgress("elbow", len(ks), "fits", enabled=progress)
-    with _shared_client(report), steps:
+    with _shared_client(report, X), steps:
         for k in ks:
             model = KMeans(k, random_state=random_state, **kmeans_params)
             started = time.perf_counter()

@@ -171,6 +171,32 @@ def test_fit_phases_benchmark_times_numpy_and_dask_rows_to_the_same_fit():
     assert inertias[0] == inertias[1]
 
 
+def test_no_client_benchmark_times_every_implementation_on_each_shape():
+    pytest.importorskip("faiss", reason="faiss is not installed")
+    argv = ["--shapes", "2000x3:4,3000x2:2", "--iterations", "2", "--repeats", "2"]
+    body = _table_rows("bench_no_client.py", argv)[1:]
+    shapes = ["| 2,000 x 3, k = 4"] * 4 + ["| 3,000 x 2, k = 2"] * 4
+    assert [row[0] for row in body] == shapes
+    assert [row[1] for row in body[:4]] == [
+        "kmeans_dask, NumPy rows (in-process threads)",
+        "kmeans_dask, Dask array (worker processes)",
+        "scikit-learn",
+        "faiss.Kmeans",
+    ]
+    assert [row[4] for row in body[::4]] == ["1.00x |", "1.00x |"]
+    assert all(float(row[2]) >= 0 and float(row[3]) >= 0 for row in body)
+    assert all(float(row[3]) > 0 for row in body[::4])  # ours starts a cluster each time
+
+
+def test_no_client_benchmark_refuses_a_shape_it_cannot_read():
+    script = Path(__file__).parents[1] / "scripts" / "bench_no_client.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--shapes", "3000:4"], capture_output=True, text=True
+    )
+    assert done.returncode == 2
+    assert "expected ROWSxFEATURES:K, e.g. 3000x5:3; got '3000:4'" in done.stderr
+
+
 def test_statistics_benchmark_refuses_an_offset_that_splits_a_float():
     script = Path(__file__).parents[1] / "scripts" / "bench_statistics.py"
     done = subprocess.run(

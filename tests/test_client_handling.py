@@ -8,6 +8,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from distributed import default_client
+from numpy.testing import assert_allclose
 
 from kmeans_dask import KMeans
 
@@ -38,17 +39,66 @@ def test_without_a_client_a_local_cluster_is_started_and_closed(capsys):
     assert link in capsys.readouterr().out  # asked for
 
 
+@pytest.mark.parametrize(
+    ("make_X", "where"),
+    [
+        (lambda X: X, {"processes": False}),  # rows in this process: worker threads
+        (lambda X: da.from_array(X, chunks=1000), {"host": "127.0.0.1"}),  # worker processes
+    ],
+    ids=["numpy", "dask"],
+)
+def test_without_a_client_numpy_rows_are_fitted_by_threads_that_give_cores_back(
+    monkeypatch, make_X, where
+):
+    import faiss
+    from threadpoolctl import threadpool_info
+
+    from kmeans_dask._engine import client as client_module
+
+    started = []
+    local_cluster = client_module.LocalCluster
+
+    def recording(**kwargs):
+        started.append(kwargs)
+        return local_cluster(**kwargs)
+
+    monkeypatch.setattr(client_module, "LocalCluster", recording)
+    pools = [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
+    faiss_threads = faiss.omp_get_max_threads()
+    X = np.random.default_rng(0).normal(size=(3000, 3))
+    exact = KMeans(3, random_state=0).fit(X)
+    model = KMeans(3, random_state=0, backend="faiss-cpu").fit(make_X(X))
+    in_process = {"dashboard_address": "127.0.0.1:0", "processes": False}
+    assert started == [in_process, {"dashboard_address": "127.0.0.1:0", **where}]
+    assert_allclose(np.asarray(model.labels_), exact.labels_)
+    # The workers' one-thread caps on BLAS, OpenMP and Faiss ended with their cluster.
+    assert [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()] == pools
+    assert faiss.omp_get_max_threads() == faiss_threads
+
+
+def _tasks_run_per_prefix(client) -> dict[str, int]:
+    return client.run_on_scheduler(
+        lambda dask_scheduler: {
+            name: sum(prefix.state_counts.values())
+            for name, prefix in dask_scheduler.task_prefixes.items()
+        }
+    )
+
+
 def test_the_active_client_is_used(client, capsys):
-    before = client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.task_prefixes))
+    before = _tasks_run_per_prefix(client)
     X = np.random.default_rng(0).normal(size=(2000, 3))
     KMeans(3, random_state=0).fit(X)  # iterations through per-worker actors
     KMeans(3, random_state=0, engine="tasks").fit(X)  # iterations as tasks
+    KMeans(3, random_state=0).fit(da.from_array(X, chunks=500))  # blocks loaded by tasks
     assert "started a LocalCluster" not in capsys.readouterr().out
-    prefixes = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.task_prefixes))
-    assert len(prefixes) >= before
-    for name in ["kmeans-load", "kmeans-check", "kmeans-hosts", "kmeans-assign", "kmeans-label"]:
-        assert name in prefixes, prefixes
-    assert any(p.startswith("kmeans||") for p in prefixes), prefixes
+    after = _tasks_run_per_prefix(client)
+    for name in ["kmeans-load", "kmeans-hosts", "kmeans-assign", "kmeans-label"]:
+        assert after.get(name, 0) > before.get(name, 0), (name, after)
+    assert any(
+        name.startswith("kmeans||") and count > before.get(name, 0)
+        for name, count in after.items()
+    ), after
 
 
 def test_dask_labels_stay_on_the_cluster_with_an_active_client(client):

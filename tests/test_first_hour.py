@@ -48,15 +48,15 @@ def test_the_dashboard_is_served_by_the_base_install():
         assert status == 200 and "bokeh" in page.lower()
 
 
-def test_a_script_without_a_main_guard_still_fits_and_says_what_to_add(tmp_path):
+def _run_unguarded(tmp_path, make_X: str) -> subprocess.CompletedProcess:
     script = tmp_path / "unguarded.py"
     script.write_text(
         textwrap.dedent(
-            """\
+            f"""\
+            import dask.array as da
             import numpy as np
             from kmeans_dask import KMeans
-
-            X = np.random.default_rng(0).normal(size=(2000, 3))
+            X = {make_X}
             model = KMeans(3, random_state=0).fit(X)
             print("inertia", model.inertia_)
             """
@@ -67,9 +67,22 @@ def test_a_script_without_a_main_guard_still_fits_and_says_what_to_add(tmp_path)
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("inertia ")
-    assert f"{script}:5: RuntimeWarning" in done.stderr
+    return done
+
+
+def test_a_script_without_a_main_guard_still_fits_dask_data_and_says_what_to_add(tmp_path):
+    done = _run_unguarded(
+        tmp_path, "da.from_array(np.random.default_rng(0).normal(size=(2000, 3)), chunks=500)"
+    )
+    assert f"{tmp_path / 'unguarded.py'}:5: RuntimeWarning" in done.stderr
     assert 'Put the script\'s work under `if __name__ == "__main__":`' in done.stderr
     assert len(done.stderr.splitlines()) <= 3, done.stderr  # a few lines, no traceback
+
+
+def test_a_script_without_a_main_guard_fits_numpy_data_in_process_silently(tmp_path):
+    # Rows in the script's memory are fitted by worker threads: no process to start.
+    done = _run_unguarded(tmp_path, "np.random.default_rng(0).normal(size=(2000, 3))")
+    assert done.stderr == ""
 
 
 def test_the_fit_progress_bar_fills_when_the_fit_converges_early():

@@ -30,6 +30,8 @@ from functools import cache
 import dask
 from distributed import Client, LocalCluster, default_client
 
+from kmeans_dask._worker.threads import in_process_native_limits
+
 logger = logging.getLogger(__name__)
 
 
@@ -101,14 +103,21 @@ def unguarded_script_line() -> tuple[str, int] | None:
 
 @contextmanager
 def local_client(
-    purpose: str, report: Callable[[str], None], *, set_as_default: bool = False
+    purpose: str,
+    report: Callable[[str], None],
+    *,
+    set_as_default: bool = False,
+    in_process: bool = False,
 ) -> Iterator[Client]:
     """A LocalCluster on 127.0.0.1 for ``purpose`` ("this fit", "elbow"), closed afterwards.
 
     Its dashboard link goes to the ``kmeans_dask`` logger and to ``report``
-    (the caller's ``verbose`` output).
+    (the caller's ``verbose`` output). ``in_process``: its workers are
+    threads of this process (for data already in its memory: nothing to
+    copy, and a start in milliseconds rather than seconds), with native
+    thread pools capped until it closes (:func:`in_process_native_limits`).
     """
-    unguarded = unguarded_script_line()
+    unguarded = None if in_process else unguarded_script_line()
     if unguarded is not None:
         script, line = unguarded
         warnings.warn_explicit(
@@ -120,9 +129,11 @@ def local_client(
             filename=script,
             lineno=line,
         )
+    threads = in_process or unguarded is not None
     # Threads talk in-process (no network at all); processes over 127.0.0.1.
-    where = {"processes": False} if unguarded else {"host": "127.0.0.1"}
+    where = {"processes": False} if threads else {"host": "127.0.0.1"}
     with (
+        in_process_native_limits() if threads else nullcontext(),
         LocalCluster(dashboard_address="127.0.0.1:0", **where) as cluster,
         Client(cluster, set_as_default=set_as_default) as client,
     ):
@@ -142,17 +153,25 @@ def scheduler_lost(client: Client) -> bool:
 
 @contextmanager
 def client_for_fit(
-    report: Callable[[str], None] = logger.debug, *, resume_hint: Callable[[], str] = str
+    report: Callable[[str], None] = logger.debug,
+    *,
+    resume_hint: Callable[[], str] = str,
+    in_process: bool = False,
 ) -> Iterator[Client]:
     """Yield the active client, or a LocalCluster's client that is closed afterwards.
 
     The temporary cluster binds to 127.0.0.1 only; its dashboard link is
-    logged and passed to ``report``. An error raised after the scheduler went
+    logged and passed to ``report``; ``in_process`` makes its workers
+    threads of this process (:func:`local_client`). An error raised after the scheduler went
     away becomes a :class:`SchedulerLostError` ending with ``resume_hint()``
     (what was saved, how to go on).
     """
     client = active_client()
-    with local_client("this fit", report) if client is None else nullcontext(client) as client:
+    with (
+        local_client("this fit", report, in_process=in_process)
+        if client is None
+        else nullcontext(client) as client
+    ):
         try:
             yield client
         except Exception as exc:

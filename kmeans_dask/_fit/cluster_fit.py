@@ -79,7 +79,12 @@ def fit_on_cluster(request: FitRequest, report: Callable[[str], None]) -> FitOut
     """Run the fit ``request`` describes on the active client or a local cluster."""
     params, X = request.params, request.X
     keep_lazy = active_client() is not None
-    with client_for_fit(report, resume_hint=lambda: resume_hint(request.checkpoint)) as client:
+    with client_for_fit(
+        report,
+        resume_hint=lambda: resume_hint(request.checkpoint),
+        # Rows already in this process's memory stay there, fitted by worker threads.
+        in_process=not is_dask_array(X),
+    ) as client:
         data = distribute(
             client,
             X,

@@ -5,7 +5,10 @@ so each task's native libraries should use one thread. Nanny-started
 workers already get ``OMP_NUM_THREADS=1`` and friends from distributed's
 ``pre-spawn-environ``; in-process workers and clusters started by other
 tools may not, so every chunk task calls :func:`limit_worker_threads`,
-which caps the native thread pools of the worker process once.
+which caps the native thread pools of the worker process once. The
+in-process clusters a fit starts for rows already in memory run in the
+user's process: there the caps last only while they run
+(:func:`in_process_native_limits`).
 
 In the client process (``predict`` on NumPy data, ``partial_fit``, the
 refinement of k-means|| candidates) the same small block GEMMs run under
@@ -32,6 +35,11 @@ import numpy as np
 
 _lock = threading.Lock()
 _limited: set[str] = set()
+#: While in-process clusters run (:func:`in_process_native_limits`): how many, and
+#: the threadpoolctl limiter to undo after the last.
+_in_process: dict[str, Any] = {"clusters": 0, "limiter": None}
+#: Per thread: whether OpenMP (Faiss) was capped on it (OpenMP's count is per thread).
+_this_thread = threading.local()
 
 
 def _in_dask_worker() -> bool:
@@ -54,6 +62,13 @@ def limit_worker_threads() -> None:
     """
     set_faiss_threads = getattr(sys.modules.get("faiss"), "omp_set_num_threads", None)
     pending = {"native"} | ({"faiss"} if set_faiss_threads is not None else set())
+    if _in_process["clusters"] and _in_dask_worker():
+        # A worker thread of the user's process: BLAS is capped for the cluster's
+        # lifetime by in_process_native_limits; OpenMP's count belongs to the thread.
+        if set_faiss_threads is not None and not getattr(_this_thread, "faiss_capped", False):
+            set_faiss_threads(1)
+            _this_thread.faiss_capped = True
+        return
     if pending <= _limited or not _in_dask_worker():
         return
     with _lock:
@@ -67,6 +82,36 @@ def limit_worker_threads() -> None:
         if "faiss" in pending and "faiss" not in _limited:
             set_faiss_threads(1)
             _limited.add("faiss")
+
+
+@contextmanager
+def in_process_native_limits() -> Iterator[None]:
+    """Cap BLAS at one thread while in-process clusters run, then give it back.
+
+    The workers of a ``LocalCluster(processes=False)`` are threads of the
+    user's process, so :func:`limit_worker_threads` must not cap that
+    process for good. BLAS's thread count is the process's: here it is
+    capped from the first such cluster's start to the last one's end, and
+    then restored. OpenMP's (Faiss's) belongs to each thread:
+    :func:`limit_worker_threads` caps it on each worker thread, which ends
+    with its cluster.
+    """
+    from threadpoolctl import threadpool_limits
+
+    with _lock:
+        _in_process["clusters"] += 1
+        if _in_process["clusters"] == 1 and "native" not in _limited:
+            _in_process["limiter"] = threadpool_limits(limits=1)
+            _limited.add("native")
+    try:
+        yield
+    finally:
+        with _lock:
+            _in_process["clusters"] -= 1
+            if _in_process["clusters"] == 0 and _in_process["limiter"] is not None:
+                _in_process["limiter"].restore_original_limits()
+                _in_process["limiter"] = None
+                _limited.discard("native")
 
 
 def skip_final_collection() -> None:
