@@ -54,8 +54,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
     centre and tree-reduces per-cluster sums in a fixed order, so the result
     does not depend on the number of workers. The fit runs on the active
     ``distributed.Client``'s cluster, else on a ``LocalCluster`` started for
-    it. Distances are computed in the data's dtype (float32 stays float32;
-    other types become float64), sums and inertia in float64.
+    it (whose workers are threads of this process for rows already in its
+    memory, processes for Dask arrays and Zarr stores). Distances are
+    computed in the data's dtype (float32 stays float32; other types become
+    float64), sums and inertia in float64.
 
     Parameters
     ----------
