@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 
 import dask.array as da
 import numpy as np
@@ -55,6 +58,9 @@ def test_without_a_client_numpy_rows_are_fitted_by_threads_that_give_cores_back(
 
     from kmeans_dask._engine import client as client_module
 
+    for name in client_module.nanny_variables():  # as in a process that started no cluster
+        monkeypatch.delenv(name, raising=False)
+
     started = []
     local_cluster = client_module.LocalCluster
 
@@ -74,6 +80,68 @@ def test_without_a_client_numpy_rows_are_fitted_by_threads_that_give_cores_back(
     # The workers' one-thread caps on BLAS, OpenMP and Faiss ended with their cluster.
     assert [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()] == pools
     assert faiss.omp_get_max_threads() == faiss_threads
+    # Worker processes' nannies set OMP_NUM_THREADS=1 and others here; they are gone.
+    assert not client_module.nanny_variables() & set(os.environ)
+
+
+_CONCURRENT_FITS = """
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from sklearn.cluster import KMeans as SklearnKMeans
+from threadpoolctl import threadpool_info
+
+from kmeans_dask import KMeans
+
+
+def data(seed):
+    X = np.random.default_rng(seed).normal(size=(20000, 4))
+    X[::3] += 4
+    return X, X[:5].copy()
+
+
+def fit(seed):
+    X, init = data(seed)
+    return KMeans(5, init=init, max_iter=10, tol=0).fit(X).labels_
+
+
+if __name__ == "__main__":
+    # scikit-learn first, alone: its own caps, overlapping in threads, can leave
+    # BLAS capped (threadpoolctl's limiters each restore what they found).
+    expected = [
+        SklearnKMeans(5, init=init, n_init=1, max_iter=10, tol=0).fit(X).labels_
+        for X, init in map(data, range(6))
+    ]
+    pools = [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
+    with ThreadPoolExecutor(3) as threads:
+        labels = list(threads.map(fit, range(6)))
+    after = [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
+    agreed = all((a == b).all() for a, b in zip(labels, expected))
+    print(agreed, after == pools, max(n for _, n in pools))
+"""
+
+
+def test_fits_in_several_threads_at_once_agree_and_give_cores_back(tmp_path):
+    # In a fresh process: the cap is shared by the fits' in-process clusters and
+    # undone when the last one ends, whichever thread that is.
+    script = tmp_path / "concurrent_fits.py"
+    script.write_text(_CONCURRENT_FITS)
+    from kmeans_dask._engine.client import nanny_variables
+
+    # Not the one-thread settings the session cluster's nannies left in this process.
+    environment = {k: v for k, v in os.environ.items() if k not in nanny_variables()}
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env=environment,
+    )
+    assert done.returncode == 0, done.stderr
+    agreed, restored, threads = done.stdout.split()
+    assert (agreed, restored) == ("True", "True"), done.stdout
+    assert int(threads) == (os.cpu_count() or 1)  # the check is not vacuous
 
 
 def _tasks_run_per_prefix(client) -> dict[str, int]:

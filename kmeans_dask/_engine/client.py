@@ -115,7 +115,9 @@ def local_client(
     (the caller's ``verbose`` output). ``in_process``: its workers are
     threads of this process (for data already in its memory: nothing to
     copy, and a start in milliseconds rather than seconds), with native
-    thread pools capped until it closes (:func:`in_process_native_limits`).
+    thread pools capped until it closes (:func:`in_process_native_limits`);
+    else worker processes, whose nannies' changes to this process's
+    environment are undone when it closes (:func:`environment_kept`).
     """
     unguarded = None if in_process else unguarded_script_line()
     if unguarded is not None:
@@ -133,7 +135,7 @@ def local_client(
     # Threads talk in-process (no network at all); processes over 127.0.0.1.
     where = {"processes": False} if threads else {"host": "127.0.0.1"}
     with (
-        in_process_native_limits() if threads else nullcontext(),
+        in_process_native_limits() if threads else environment_kept(),
         LocalCluster(dashboard_address="127.0.0.1:0", **where) as cluster,
         Client(cluster, set_as_default=set_as_default) as client,
     ):
@@ -144,6 +146,31 @@ def local_client(
         logger.info(message)
         report(message)
         yield client
+
+
+def nanny_variables() -> set[str]:
+    """The environment variables distributed's nannies set in this process to spawn workers."""
+    return {*dask.config.get("distributed.nanny.pre-spawn-environ", {}), "PYTHONHASHSEED"}
+
+
+@contextmanager
+def environment_kept() -> Iterator[None]:
+    """Give this process back the environment variables that starting worker processes set.
+
+    Before spawning a worker, a nanny sets ``distributed.nanny.pre-spawn-environ``
+    (``OMP_NUM_THREADS=1``, ``MALLOC_TRIM_THRESHOLD_``...) and ``PYTHONHASHSEED``
+    in its own process's ``os.environ``, and leaves them there: programs run
+    from this process after the fit would inherit one-thread BLAS and OpenMP.
+    """
+    before = {name: os.environ.get(name) for name in nanny_variables()}
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def scheduler_lost(client: Client) -> bool:

@@ -35,9 +35,13 @@ import numpy as np
 
 _lock = threading.Lock()
 _limited: set[str] = set()
-#: While in-process clusters run (:func:`in_process_native_limits`): how many, and
-#: the threadpoolctl limiter to undo after the last.
-_in_process: dict[str, Any] = {"clusters": 0, "limiter": None}
+#: In-process clusters running now (:func:`in_process_native_limits`).
+_in_process = {"clusters": 0}
+#: The one-thread cap this process's threads share (:func:`_native_cap`): how many
+#: hold it, and the threadpoolctl limiter that undoes it when the last lets go.
+_cap: dict[str, Any] = {"holders": 0, "limiter": None}
+#: threadpoolctl's controller, made once (finding the loaded libraries takes a while).
+_controller = None
 #: Per thread: whether OpenMP (Faiss) was capped on it (OpenMP's count is per thread).
 _this_thread = threading.local()
 
@@ -91,27 +95,65 @@ def in_process_native_limits() -> Iterator[None]:
     The workers of a ``LocalCluster(processes=False)`` are threads of the
     user's process, so :func:`limit_worker_threads` must not cap that
     process for good. BLAS's thread count is the process's: here it is
-    capped from the first such cluster's start to the last one's end, and
-    then restored. OpenMP's (Faiss's) belongs to each thread:
-    :func:`limit_worker_threads` caps it on each worker thread, which ends
-    with its cluster.
+    capped from the first such cluster's start to the last one's end (with
+    the other holders of :func:`_native_cap`), and then restored. OpenMP's
+    (Faiss's) belongs to each thread: :func:`limit_worker_threads` caps it
+    on each worker thread, which ends with its cluster.
     """
-    from threadpoolctl import threadpool_limits
-
     with _lock:
         _in_process["clusters"] += 1
-        if _in_process["clusters"] == 1 and "native" not in _limited:
-            _in_process["limiter"] = threadpool_limits(limits=1)
-            _limited.add("native")
+    try:
+        with _native_cap():
+            yield
+    finally:
+        with _lock:
+            _in_process["clusters"] -= 1
+
+
+@contextmanager
+def _native_cap() -> Iterator[None]:
+    """Hold native thread pools at one thread; the last holder to let go restores them.
+
+    threadpoolctl's limiters each restore what they found, so two that
+    overlap in different threads can leave the process capped (the second
+    finds the first's cap and "restores" it). Counting the holders, only the
+    first finds the real limits and only the last restores them.
+    """
+    global _controller
+    with _lock:
+        _cap["holders"] += 1
+        if _cap["holders"] == 1:
+            from threadpoolctl import ThreadpoolController
+
+            if _controller is None:
+                _controller = ThreadpoolController()
+            _cap["limiter"] = _controller.limit(limits=1)
+            _release_openblas_control()
     try:
         yield
     finally:
         with _lock:
-            _in_process["clusters"] -= 1
-            if _in_process["clusters"] == 0 and _in_process["limiter"] is not None:
-                _in_process["limiter"].restore_original_limits()
-                _in_process["limiter"] = None
-                _limited.discard("native")
+            _cap["holders"] -= 1
+            if _cap["holders"] == 0:
+                _cap["limiter"].restore_original_limits()
+                _cap["limiter"] = None
+                _release_openblas_control()
+
+
+def _release_openblas_control() -> None:
+    """Let any thread set OpenBLAS's limits again.
+
+    threadpoolctl 3.6 and later let only the thread that last set OpenBLAS's
+    thread count change it, until that thread clears its claim; the cap of
+    :func:`_native_cap` is set by one thread and may be restored by another,
+    so no thread keeps the claim.
+    """
+    import threadpoolctl
+
+    openblas = getattr(threadpoolctl, "OpenBLASController", None)
+    clear = getattr(openblas, "clear_controlling_thread", None)
+    if clear is not None:
+        clear(force=True)
 
 
 def skip_final_collection() -> None:
@@ -129,24 +171,16 @@ def skip_final_collection() -> None:
     gc.freeze()
 
 
-_controller = None
-
-
 @contextmanager
 def single_threaded_native() -> Iterator[None]:
     """Run native libraries (BLAS, OpenMP) on one thread for the duration.
 
     A no-op inside Dask workers, which are capped for good.
     """
-    global _controller
     if "native" in _limited:
         yield
         return
-    from threadpoolctl import ThreadpoolController
-
-    if _controller is None:
-        _controller = ThreadpoolController()
-    with _controller.limit(limits=1):
+    with _native_cap():
         yield
 
 
