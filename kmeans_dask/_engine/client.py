@@ -2,8 +2,11 @@
 
 Starting a cluster says so through the ``kmeans_dask`` logger (and, with
 ``verbose``, through the caller's ``report``): a library prints nothing
-unasked. Two things a new user runs into are handled here rather than left to
-a long traceback:
+unasked. A fit of rows already in memory gets an in-process cluster (worker
+threads: nothing to copy, a start in milliseconds); Dask arrays and Zarr
+stores get worker processes. Either way the process is left as it was
+found: thread pools and environment variables. Two things a new user runs
+into are handled here rather than left to a long traceback:
 
 * a script that calls ``fit`` at module level, without ``if __name__ ==
   "__main__":``, cannot start worker processes (each would import the script
@@ -189,9 +192,9 @@ def client_for_fit(
 
     The temporary cluster binds to 127.0.0.1 only; its dashboard link is
     logged and passed to ``report``; ``in_process`` makes its workers
-    threads of this process (:func:`local_client`). An error raised after the scheduler went
-    away becomes a :class:`SchedulerLostError` ending with ``resume_hint()``
-    (what was saved, how to go on).
+    threads of this process (:func:`local_client`). An error raised after
+    the scheduler went away becomes a :class:`SchedulerLostError` ending
+    with ``resume_hint()`` (what was saved, how to go on).
     """
     client = active_client()
     with (
