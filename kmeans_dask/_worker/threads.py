@@ -143,10 +143,10 @@ def _native_cap() -> Iterator[None]:
 def _release_openblas_control() -> None:
     """Let any thread set OpenBLAS's limits again.
 
-    threadpoolctl 3.6 and later let only the thread that last set OpenBLAS's
-    thread count change it, until that thread clears its claim; the cap of
-    :func:`_native_cap` is set by one thread and may be restored by another,
-    so no thread keeps the claim.
+    Recent threadpoolctl (3.8 here; older ones have no such claim) lets only
+    the thread that last set OpenBLAS's thread count change it, until that
+    thread clears its claim; the cap of :func:`_native_cap` is set by one
+    thread and may be restored by another, so no thread keeps the claim.
     """
     import threadpoolctl
 
