@@ -188,22 +188,26 @@ def test_no_client_benchmark_times_every_implementation_on_each_shape():
     assert all(float(row[3]) > 0 for row in body[::4])  # ours starts a cluster each time
 
 
-def test_no_client_benchmark_refuses_a_shape_it_cannot_read():
-    script = Path(__file__).parents[1] / "scripts" / "bench_no_client.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--shapes", "3000:4"], capture_output=True, text=True
-    )
+@pytest.mark.parametrize(
+    ("script_name", "argv", "message"),
+    [
+        (
+            "bench_statistics.py",
+            ["--offset", "4"],
+            "--offset must be a multiple of 8 bytes, got 4",
+        ),
+        (
+            "bench_no_client.py",
+            ["--shapes", "3000:4"],
+            "expected ROWSxFEATURES:K, e.g. 3000x5:3; got '3000:4'",
+        ),
+    ],
+)
+def test_benchmarks_refuse_bad_arguments_naming_them(script_name, argv, message):
+    script = Path(__file__).parents[1] / "scripts" / script_name
+    done = subprocess.run([sys.executable, str(script), *argv], capture_output=True, text=True)
     assert done.returncode == 2
-    assert "expected ROWSxFEATURES:K, e.g. 3000x5:3; got '3000:4'" in done.stderr
-
-
-def test_statistics_benchmark_refuses_an_offset_that_splits_a_float():
-    script = Path(__file__).parents[1] / "scripts" / "bench_statistics.py"
-    done = subprocess.run(
-        [sys.executable, str(script), "--offset", "4"], capture_output=True, text=True
-    )
-    assert done.returncode == 2
-    assert "--offset must be a multiple of 8 bytes, got 4" in done.stderr
+    assert message in done.stderr
 
 
 def test_search_benchmark_times_every_searcher_on_each_shape():
