@@ -91,6 +91,14 @@ def test_encoder_leaves_unknown_categories_unset_and_selects_columns(table):
             "column 'when' holds datetime64.*convert it to numbers",
         ),
         (
+            lambda t: t.assign(
+                when=(pd.Timestamp("2026-01-01") + pd.to_timedelta(range(len(t)), "D")).astype(str)
+            ),
+            TypeError,
+            r"column 'when' holds dates as text \(e.g. \['2026-01-01', '2026-01-02', .*"
+            "convert it to numbers",
+        ),
+        (
             lambda t: t.assign(row=np.arange(1, len(t) + 1)),
             ValueError,
             r"column 'row' numbers the rows \(the whole numbers 1 to 200, one per row\).*--col",

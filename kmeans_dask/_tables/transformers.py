@@ -111,7 +111,9 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         ``transform``: a table that lacks a fitted column, or has a column
         of another kind (text where numbers were fitted, or the reverse).
     TypeError
-        From ``fit``: a column that is neither numbers nor text (dates).
+        From ``fit``: a column that is neither numbers nor text (dates), or
+        text that is all ISO 8601 dates, with more than ``max_categories``
+        values.
 
     Examples
     --------
@@ -176,6 +178,11 @@ class TableEncoder(TransformerMixin, BaseEstimator):
         categories = {}
         for column, found in zip(text, distinct, strict=True):
             values = _first_distinct(found, cap + 1).tolist()
+            if len(values) > cap and _all_dates(values):
+                raise TypeError(
+                    f"column {column!r} holds dates as text (e.g. {values[:3]}): convert it to "
+                    "numbers (e.g. days since a date) or leave it out (columns=... / --columns)"
+                )
             if len(values) > cap:
                 (about,) = _compute(
                     X[column].nunique_approx() if is_dask_dataframe(X) else X[column].nunique()
@@ -264,6 +271,14 @@ def _refuse_row_numbers(X, numeric: list[str], n_rows: int, counts, lows, highs)
                 "order, not what they hold; leave it out (columns=... / --columns), or name "
                 "it in columns to use it anyway"
             )
+
+
+def _all_dates(values: list) -> bool:
+    """Whether every value is an ISO 8601 date or time written as text (as CSV holds them)."""
+    if not all(isinstance(value, str) for value in values):
+        return False
+    parsed = pd.to_datetime(pd.Series(values), errors="coerce", format="ISO8601")
+    return bool(parsed.notna().all())
 
 
 def _n_rows(X):
