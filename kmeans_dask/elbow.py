@@ -248,14 +248,13 @@ def _shared_client(report: Callable[[str], None], X: Any) -> Iterator[None]:
     in its memory, as a fit's own (:func:`~kmeans_dask._engine.client.local_client`).
     """
     from kmeans_dask._engine.client import active_client, local_client
-    from kmeans_dask._io.inputs import is_dask_array, is_zarr_source
+    from kmeans_dask._io.inputs import is_in_memory
 
     if active_client() is not None:
         yield
         return
-    in_memory = not (is_dask_array(X) or is_zarr_source(X))
     # The default client while the fits run, so every fit finds it.
-    with local_client("elbow", report, set_as_default=True, in_process=in_memory):
+    with local_client("elbow", report, set_as_default=True, in_process=is_in_memory(X)):
         yield
 
 

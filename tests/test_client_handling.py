@@ -153,15 +153,16 @@ def _tasks_run_per_prefix(client) -> dict[str, int]:
     )
 
 
-def test_the_active_client_is_used(client, capsys):
+def test_the_active_client_is_used(client, capsys, tmp_path):
     before = _tasks_run_per_prefix(client)
     X = np.random.default_rng(0).normal(size=(2000, 3))
     KMeans(3, random_state=0).fit(X)  # iterations through per-worker actors
-    KMeans(3, random_state=0, engine="tasks").fit(X)  # iterations as tasks
+    # Iterations as tasks; a checkpoint has the data checked in a pass of its own.
+    KMeans(3, random_state=0, engine="tasks").fit(X, checkpoint=tmp_path / "fit.ckpt")
     KMeans(3, random_state=0).fit(da.from_array(X, chunks=500))  # blocks loaded by tasks
     assert "started a LocalCluster" not in capsys.readouterr().out
     after = _tasks_run_per_prefix(client)
-    for name in ["kmeans-load", "kmeans-hosts", "kmeans-assign", "kmeans-label"]:
+    for name in ["kmeans-load", "kmeans-check", "kmeans-hosts", "kmeans-assign", "kmeans-label"]:
         assert after.get(name, 0) > before.get(name, 0), (name, after)
     assert any(
         name.startswith("kmeans||") and count > before.get(name, 0)

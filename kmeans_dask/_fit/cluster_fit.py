@@ -32,7 +32,7 @@ from kmeans_dask._fit.progress import LloydProgress
 from kmeans_dask._fit.runs import RunPlan, run_all, surviving_worker_loss
 from kmeans_dask._fit.validation import raise_for_summary
 from kmeans_dask._io.fingerprint import fit_fingerprint
-from kmeans_dask._io.inputs import is_dask_array
+from kmeans_dask._io.inputs import is_dask_array, is_in_memory
 from kmeans_dask._io.output_paths import resume_hint
 from kmeans_dask._worker.results import ChunkSummary, statistics_nbytes
 
@@ -83,7 +83,7 @@ def fit_on_cluster(request: FitRequest, report: Callable[[str], None]) -> FitOut
         report,
         resume_hint=lambda: resume_hint(request.checkpoint),
         # Rows already in this process's memory stay there, fitted by worker threads.
-        in_process=not is_dask_array(X),
+        in_process=is_in_memory(X),
     ) as client:
         data = distribute(
             client,

@@ -32,6 +32,15 @@ def is_zarr_source(X: Any) -> bool:
     return type(X).__module__.startswith("zarr")  # an array, or a group to refuse
 
 
+def is_in_memory(X: Any) -> bool:
+    """Whether ``X`` holds its rows in this process (not a Dask array or a Zarr store).
+
+    Fits of such rows without a client get an in-process cluster
+    (:func:`~kmeans_dask._engine.client.local_client`).
+    """
+    return not (is_dask_array(X) or is_zarr_source(X))
+
+
 def is_device_array(X: Any) -> bool:
     """Whether ``X`` is an array of an array-API library other than NumPy (CuPy...)."""
     return not isinstance(X, np.ndarray | da.Array) and hasattr(X, "__array_namespace__")
