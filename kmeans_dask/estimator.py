@@ -464,11 +464,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         Returns
         -------
         distances : ndarray or dask.array of shape (n_samples, n_clusters)
-            Lazy for Dask input.
+            Lazy for Dask input. float64 if X or the centres are float64
+            (as scikit-learn), else float32.
         """
         checked = self._check_predict_data(X)
-        centers = self.cluster_centers_.astype(checked.dtype)
-        return _like_input(X, center_distances_of(checked, centers))
+        return _like_input(X, center_distances_of(checked, self.cluster_centers_))
 
     def score(self, X: Any, y: None = None, sample_weight: Any = None) -> float:
         """Opposite of the (weighted) inertia of X under this model.

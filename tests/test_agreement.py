@@ -97,6 +97,21 @@ def test_predict_transform_score_agree_with_sklearn(client):
     assert ours.score(X_dask) == pytest.approx(ref.score(X_new), rel=1e-9)
 
 
+@pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("new_dtype", [np.float32, np.float64])
+def test_transform_dtype_and_values_as_sklearn(client, fit_dtype, new_dtype):
+    """float64 distances where the rows or the centres are float64 (dask-ml's suite checks it)."""
+    X, init = _data(600, 3, 4, fit_dtype, seed=8)
+    ours = KMeans(4, init=init).fit(X)
+    ref = SKKMeans(4, init=init, n_init=1, algorithm="lloyd").fit(X)
+    X_new = np.random.default_rng(1).normal(scale=8.0, size=(300, 3)).astype(new_dtype)
+    expected = ref.transform(X_new)
+    rtol = 1e-9 if expected.dtype == np.float64 and fit_dtype == np.float64 else 1e-4
+    for got in (ours.transform(X_new), ours.transform(da.from_array(X_new, chunks=(100, 3)))):
+        assert got.dtype == expected.dtype
+        assert_allclose(np.asarray(got), expected, rtol=rtol)
+
+
 def test_fit_predict_and_labels_match_predict(client, blobs):
     X, _ = blobs
     model = KMeans(6, random_state=0)

@@ -42,13 +42,18 @@ def predict_labels(X: Any, centers: np.ndarray, backend: str) -> Any:
 
 
 def center_distances_of(X: Any, centers: np.ndarray) -> Any:
-    """Euclidean distance of each row to every centre; lazy for Dask input."""
+    """Euclidean distance of each row to every centre; lazy for Dask input.
+
+    Computed in the wider of the rows' and the centres' dtypes, as
+    scikit-learn's ``transform``: float32 rows and float64 centres give float64.
+    """
+    centers = centers.astype(np.result_type(X.dtype, centers.dtype), copy=False)
     if is_dask_array(X):
         return X.map_blocks(
             _transform_block,
             centers,
             chunks=(X.chunks[0], (centers.shape[0],)),
-            dtype=X.dtype,
+            dtype=centers.dtype,
             name=f"kmeans-transform-{tokenize(X, centers)}",
         )
     return euclidean_distances(X, centers)
@@ -107,10 +112,11 @@ def _predict_block(block, centers, backend, block_info=None):
 def _transform_block(block, centers, block_info=None):
     if not isinstance(block, np.ndarray):  # CuPy rows: distances on their device
         _raise_if_nonfinite_on_device(block, _block_offset(block_info))
-        return center_distances(array_namespace(block), block, centers)
+        xp = array_namespace(block)
+        return center_distances(xp, xp.astype(block, centers.dtype, copy=False), centers)
     raise_if_nonfinite(block, _block_offset(block_info))
     if not len(block):  # scikit-learn refuses empty arrays
-        return np.empty((0, len(centers)), dtype=block.dtype)
+        return np.empty((0, len(centers)), dtype=centers.dtype)
     return euclidean_distances(block, centers)
 
 
