@@ -80,6 +80,13 @@ def _seed(text: str) -> int:
     return int(value)
 
 
+def _n_init(text: str) -> int | str:
+    """``--n-init``: a number of runs (integer >= 1) or "auto" (10 for random rows, else 1)."""
+    if text == "auto":
+        return text
+    return _type(int, lambda v: v >= 1, "'auto' or an integer >= 1")(text)
+
+
 def _sample_size(text: str) -> int | float:
     """``--init-sample-size``: a number of rows (integer >= 1) or a fraction in (0, 1]."""
     expected = "a number of rows (an integer >= 1) or a fraction of the rows in (0, 1]"
@@ -181,7 +188,11 @@ def _estimator_options(parser: argparse.ArgumentParser) -> None:
         type=_init,
         help="k-means||, k-means++, hybrid, random, or a .npy file of centres",
     )
-    add("--n-init", type=positive_int, help="initialisations; the lowest inertia is kept")
+    add(
+        "--n-init",
+        type=_n_init,
+        help="initialisations; the lowest inertia is kept ('auto': 10 for random, else 1)",
+    )
     add("--max-iter", type=positive_int, help="Lloyd iterations per run")
     add("--tol", type=non_negative_float, help="relative tolerance (scikit-learn's)")
     add("--random-state", type=_seed, help="seed of every random draw (default: random)")

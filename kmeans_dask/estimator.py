@@ -70,9 +70,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         n_clusters)`` rows. "hybrid": k-means to convergence on a sample of
         ``init_sample_size`` rows. "random": distinct rows drawn with
         probability proportional to their weight. An array gives the centres.
-    n_init : int or "auto", default=1
+    n_init : int or "auto", default="auto"
         Number of initialisations; the run with the lowest final inertia is
-        kept. "auto", as scikit-learn: 10 for ``init="random"``, else 1.
+        kept. "auto", as scikit-learn: 10 for ``init="random"`` (one draw of
+        random rows often starts two centres in one cluster), else 1.
         Must be 1 or "auto" when ``init`` is an array.
     max_iter : int, default=300
         Maximum number of Lloyd iterations per run.
@@ -224,7 +225,7 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         n_clusters: int = 8,
         *,
         init: str | np.ndarray = "k-means||",
-        n_init: int | str = 1,
+        n_init: int | str = "auto",
         max_iter: int = 300,
         tol: float = 1e-4,
         random_state: int | np.random.RandomState | None = None,

@@ -176,7 +176,9 @@ def test_final_pass_through_the_actors_keeps_the_labels_on_the_workers(blobs, me
     ):
         fits = {
             # Stopped before converging, so the fit ends with its final pass.
-            engine: KMeans(6, init="random", random_state=0, max_iter=1, engine=engine).fit(X)
+            engine: KMeans(
+                6, init="random", n_init=1, random_state=0, max_iter=1, engine=engine
+            ).fit(X)
             for engine in ("actors", "tasks")
         }
         assert all(model.history_[-1].center_shift > 0 for model in fits.values())

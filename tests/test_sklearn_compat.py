@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from numpy.testing import assert_array_equal
+from sklearn.cluster import KMeans as SKKMeans
 from sklearn.datasets import make_blobs
 
 from kmeans_dask import KMeans
@@ -32,6 +33,15 @@ def test_n_init_auto_runs_as_many_initialisations_as_scikit_learn(client, init, 
     assert auto.get_params()["n_init"] == "auto"
     assert_array_equal(auto.cluster_centers_, counted.cluster_centers_)
     assert auto.inertia_ == counted.inertia_
+
+
+def test_n_init_defaults_to_auto_as_in_scikit_learn(client):
+    """One draw of random rows often starts two centres in one blob: 10 runs by default."""
+    assert KMeans().get_params()["n_init"] == SKKMeans().get_params()["n_init"] == "auto"
+    params = {"init": "random", "max_iter": 5, "random_state": 3}
+    default = KMeans(4, **params).fit(X)
+    ten = KMeans(4, n_init=10, **params).fit(X)
+    assert_array_equal(default.cluster_centers_, ten.cluster_centers_)
 
 
 def test_n_init_auto_with_explicit_centres_runs_once(client):
