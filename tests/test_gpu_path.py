@@ -185,6 +185,10 @@ def test_predict_and_transform_of_device_blocks_stay_on_their_device():
     np.testing.assert_allclose(
         np.from_dlpack(_transform_block(xp.asarray(X), centers)), distances, rtol=1e-9
     )
+    # float32 rows and float64 centres: float64 distances, as transform's other paths.
+    widened = _transform_block(xp.asarray(X.astype(np.float32)), centers)
+    assert widened.dtype == xp.float64
+    np.testing.assert_allclose(np.from_dlpack(widened), distances, rtol=1e-6)
     bad = X.copy()
     bad[7, 2] = np.nan
     with pytest.raises(ValueError, match=r"\(row 17, column 2\)|row 17"):

@@ -113,7 +113,8 @@ def _transform_block(block, centers, block_info=None):
     if not isinstance(block, np.ndarray):  # CuPy rows: distances on their device
         _raise_if_nonfinite_on_device(block, _block_offset(block_info))
         xp = array_namespace(block)
-        return center_distances(xp, xp.astype(block, centers.dtype, copy=False), centers)
+        wide = getattr(xp, centers.dtype.name)  # the namespace's own float32/float64
+        return center_distances(xp, xp.astype(block, wide, copy=False), centers)
     raise_if_nonfinite(block, _block_offset(block_info))
     if not len(block):  # scikit-learn refuses empty arrays
         return np.empty((0, len(centers)), dtype=centers.dtype)
