@@ -25,8 +25,9 @@ def test_a_0_1_0_model_converts_to_the_same_model(tmp_path):
     convert_legacy_model(OLD, tmp_path / "model.safetensors")
     model = load_model(tmp_path / "model.safetensors")
     assert OLD.read_bytes() == before
-    # Parameters added after 0.1.0 are absent and take their defaults on load.
-    defaults = kmeans_dask.KMeans(3, random_state=0).get_params()
+    # Parameters added after 0.1.0 are absent and take their defaults on load;
+    # n_init is written in the file (1, then the default), and stays.
+    defaults = kmeans_dask.KMeans(3, random_state=0, n_init=1).get_params()
     assert model.params == {k: v for k, v in defaults.items() if k != "init_sample_size"}
     assert kmeans_dask.load(tmp_path / "model.safetensors").get_params() == defaults
     assert_array_equal(model.arrays["cluster_centers_"], [[0.0, 1.0], [2.5, -3.0], [10.0, 4.25]])
