@@ -40,7 +40,7 @@ def test_fit_with_empty_blocks_equals_fit_without_them(client, chunks, engine, i
     X = da.from_array(ROWS, chunks=(chunks, (4,)))
     weights = da.from_array(WEIGHTS, chunks=(chunks,))
     without = tuple(c for c in chunks if c)
-    params = dict(n_clusters=3, init=init, engine=engine, random_state=0, max_iter=20)
+    params = dict(n_clusters=3, init=init, n_init=1, engine=engine, random_state=0, max_iter=20)
     model = KMeans(**params).fit(X, sample_weight=weights)
     reference = KMeans(**params).fit(
         da.from_array(ROWS, chunks=(without, (4,))),

@@ -80,7 +80,7 @@ def test_actors_and_tasks_pick_the_same_initial_centres(client, init):
 
     X, _ = make_blobs(n_samples=12_000, n_features=5, centers=9, random_state=3)
     fits = {
-        engine: KMeans(9, init=init, random_state=4, max_iter=1, engine=engine).fit(X)
+        engine: KMeans(9, init=init, n_init=1, random_state=4, max_iter=1, engine=engine).fit(X)
         for engine in ("tasks", "actors")
     }
     np.testing.assert_array_equal(fits["actors"].cluster_centers_, fits["tasks"].cluster_centers_)

@@ -42,8 +42,10 @@ def test_zarr_path_array_and_numpy_give_the_same_fit(client, store):
     ],
 )
 def test_streamed_fit_equals_persisted_fit(client, store, init, engine):
-    persisted = KMeans(8, init=init, random_state=3, persist=True).fit(store)
-    streamed = KMeans(8, init=init, random_state=3, persist=False, engine=engine).fit(store)
+    persisted = KMeans(8, init=init, n_init=1, random_state=3, persist=True).fit(store)
+    streamed = KMeans(8, init=init, n_init=1, random_state=3, persist=False, engine=engine).fit(
+        store
+    )
     assert_array_equal(streamed.cluster_centers_, persisted.cluster_centers_)
     assert streamed.inertia_ == persisted.inertia_
     assert streamed.n_iter_ == persisted.n_iter_
