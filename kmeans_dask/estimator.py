@@ -103,8 +103,14 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         with a worker, chunks where a sample of rows finds nearer centres
         than the candidates, and rows whose centre moved too far, search
         with IVF, or exactly when fewer than ``16 sqrt(k)`` rows of a chunk
-        do); "auto" takes "candidates" where it measured faster
-        (k >= 4096). Initialisation,
+        do). From k = 8192 the first iteration's IVF search keeps instead
+        each row's own ``m`` candidates, its nearest centres in the IVF list
+        nearest to it, and later iterations search each row among those, its
+        last centre, the centres whose clusters emptied since and those that
+        moved far in the last update (a chunk whose sample misses too much,
+        or that lost them, searches with IVF again and keeps new ones: ``m``
+        int32 per row next to each chunk). "auto" takes "candidates" where it
+        measured faster (k >= 4096). Initialisation,
         the final pass (``labels_``, ``inertia_``; unless
         ``assign_options={"exact_final": False}``) and ``predict`` are
         exact. The approximate searches are deterministic for the same

@@ -64,8 +64,8 @@ def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
     moved_shares = []
     decide = lloyd.approximate_moved_few
 
-    def recording(bounds, moved, n_clusters, table_at_hand):
-        chosen = decide(bounds, moved, n_clusters, table_at_hand)
+    def recording(bounds, moved, n_clusters, max_share):
+        chosen = decide(bounds, moved, n_clusters, max_share)
         if chosen:
             moved_shares.append(moved.size / n_clusters)
         return chosen
@@ -135,10 +135,16 @@ def test_with_a_neighbour_table_at_hand_fewer_moved_centres_make_a_moved_centre_
     """A candidate pass costs less once its table is made: a tenth of the centres
     moved is then searched with candidates, not among the moved centres."""
     moved = np.arange(100, dtype=np.int32)
-    assert lloyd.approximate_moved_few("moved", moved, 1000)
-    assert not lloyd.approximate_moved_few("moved", moved, 1000, table_at_hand=True)
-    assert lloyd.approximate_moved_few("moved", moved[:60], 1000, table_at_hand=True)
-    assert not lloyd.approximate_moved_few("closing", moved[:60], 1000, table_at_hand=True)
+    table = np.zeros((1000, 16), dtype=np.int32)
+    with_table = lloyd._approximate_share(table, own=False)
+    assert lloyd.approximate_moved_few("moved", moved, 1000, lloyd._approximate_share(None, False))
+    assert not lloyd.approximate_moved_few("moved", moved, 1000, with_table)
+    assert lloyd.approximate_moved_few("moved", moved[:60], 1000, with_table)
+    assert not lloyd.approximate_moved_few("closing", moved[:60], 1000, with_table)
+    # Where the rows keep their own candidates, fewer still (a sixty-fourth).
+    own = lloyd._approximate_share(None, own=True)
+    assert not lloyd.approximate_moved_few("moved", moved[:60], 1000, own)
+    assert lloyd.approximate_moved_few("moved", moved[:15], 1000, own)
 
 
 def test_an_approximate_pass_s_labels_never_count_as_exact():

@@ -36,7 +36,9 @@ from kmeans_dask._worker.tasks import (
     kept_labels,
     stats_from_candidates,
     stats_from_moved_centers,
+    stats_from_row_candidates,
     stats_keeping_labels,
+    stats_keeping_row_candidates,
 )
 
 if TYPE_CHECKING:
@@ -155,6 +157,45 @@ def candidate_statistics(
         client, data, stats_from_candidates, centers, search, tag, (table,), name
     )
     return stats, neighbours
+
+
+def row_candidate_statistics(
+    client: Client,
+    data: DistributedData,
+    centers: np.ndarray,
+    search: str,
+    tag: tuple[str, int],
+    m: int,
+    name: str,
+    *,
+    first: bool,
+    everyone: np.ndarray | None = None,
+    last: bool = False,
+) -> ClusterStats:
+    """A pass with each row's own candidates: the ``first`` searches with IVF and
+    keeps each row's ``m`` nearest centres in its nearest IVF list
+    (:func:`~kmeans_dask._worker.tasks.stats_keeping_row_candidates`); the
+    others search each row among its last centre, those and the centres
+    ``everyone`` (:func:`~kmeans_dask._worker.tasks.stats_from_row_candidates`),
+    the ``last`` dropping them. Labels are kept under ``tag``, the candidates
+    under the run's ``tag[0]``."""
+    run, iteration = tag
+    if first:
+        task, args = stats_keeping_row_candidates, (tag, run, m)
+    else:
+        everyone = np.empty(0, np.int32) if everyone is None else everyone.astype(np.int32)
+        previous_tag = (run, iteration - 1)
+        task, args = stats_from_row_candidates, (tag, previous_tag, run, m, everyone, last)
+    return data.map_reduce(
+        client,
+        task,
+        combine_stats,
+        centers,
+        search,
+        *args,
+        name=name,
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
 
 
 def labels_kept(

@@ -477,6 +477,35 @@ def smallest_per_row(scores, count, out):
 
 
 @cached_njit(nogil=True)
+def fold_smallest(scores, rows, ids, kept_scores, kept_ids):
+    """Fold ``scores[r, j]`` (row ``rows[r]``, centre ``ids[j]``) into each row's
+    ``m`` smallest so far, kept sorted in ``kept_scores[row]`` / ``kept_ids[row]``.
+
+    ``kept_scores`` starts at ``+inf`` and ``kept_ids`` at -1. Equal scores
+    keep the lower centre index first, whatever order the lists come in.
+    """
+    m = kept_scores.shape[1]
+    for r in range(scores.shape[0]):
+        row = rows[r]
+        for j in range(scores.shape[1]):
+            value = scores[r, j]
+            label = ids[j]
+            last = kept_scores[row, m - 1]
+            if value > last or (value == last and 0 <= kept_ids[row, m - 1] < label):
+                continue
+            position = m - 1
+            while position > 0:
+                before = kept_scores[row, position - 1]
+                if before < value or (before == value and kept_ids[row, position - 1] < label):
+                    break
+                kept_scores[row, position] = kept_scores[row, position - 1]
+                kept_ids[row, position] = kept_ids[row, position - 1]
+                position -= 1
+            kept_scores[row, position] = value
+            kept_ids[row, position] = label
+
+
+@cached_njit(nogil=True)
 def rows_by_list(probes, n_lists):
     """The rows probing each list: a counting sort of ``probes`` (rows x probes).
 

@@ -110,6 +110,40 @@ def candidate_labels(data, centers, table, labels):
     return unassigned
 
 
+@cached_njit(nogil=True)
+def own_candidate_labels(data, centers, candidates, everyone, labels):
+    """Move each row to the nearest of its previous centre, its own ``candidates[i]``
+    and the centres in ``everyone`` (those every row scores, e.g. centres moved
+    onto far rows after their clusters emptied, which no row has as a candidate).
+
+    ``labels[i]`` holds row ``i``'s previous label on entry and its new one
+    on return: never a farther centre than the previous one (ties to the
+    lowest centre index).
+
+    Parameters
+    ----------
+    data : (n, d) float32 or float64, C-contiguous
+    centers : (k, d) float64, C-contiguous
+    candidates : (n, m) int32
+    everyone : (f,) int32
+    labels : (n,) int32, in-out
+    """
+    if not statistics_buffers_ok(data, centers, None):
+        raise ValueError("own_candidate_labels needs C-contiguous rows and float64 centres")
+    m = candidates.shape[1]
+    for i in range(data.shape[0]):
+        best_label = labels[i]
+        best = row_distance(data, i, centers, best_label)
+        for q in range(m + everyone.shape[0]):
+            label = candidates[i, q] if q < m else everyone[q - m]
+            if label != best_label:
+                dist = row_distance(data, i, centers, label)
+                if _precedes(dist, label, best, best_label):
+                    best = dist
+                    best_label = label
+        labels[i] = best_label
+
+
 @cached_njit(nogil=True, inline="always")
 def _precedes(value, label, other_value, other_label):
     """Whether (``value``, ``label``) ranks first: smaller, or equal with a lower label."""

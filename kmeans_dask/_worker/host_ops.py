@@ -22,7 +22,7 @@ from kmeans_dask._kernels.block_kernels import (
     largest,
     squared_distances,
 )
-from kmeans_dask._kernels.candidate_search import candidate_labels
+from kmeans_dask._kernels.candidate_search import candidate_labels, own_candidate_labels
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
@@ -172,6 +172,40 @@ class HostOps:
                 labels.fill(-1)
             if (labels < 0).any():
                 _search_unassigned(chunk.data, labels, centers, search)
+        return self._pass_of_labels(chunk, centers64, labels)
+
+    def pass_keeping_candidates(
+        self, chunk: Chunk, centers: np.ndarray, search: str, m: int
+    ) -> tuple[LloydPass, np.ndarray]:
+        searcher = prepared_search(search, centers.astype(chunk.data.dtype, copy=False)).searcher
+        labels = np.empty(chunk.n_rows, dtype=np.int32)
+        candidates = np.empty((chunk.n_rows, min(m, len(centers))), dtype=np.int32)
+        with single_threaded_native():
+            for start in range(0, chunk.n_rows, searcher.block_rows):
+                stop = min(start + searcher.block_rows, chunk.n_rows)
+                labels[start:stop], candidates[start:stop] = searcher.nearest_with_candidates(
+                    chunk.data[start:stop], m
+                )
+        result = self._pass_of_labels(chunk, aligned_float64(centers), labels, searcher.block_rows)
+        return result, candidates
+
+    def row_candidates_pass(
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        candidates: np.ndarray,
+        everyone: np.ndarray,
+        labels: np.ndarray,
+    ) -> LloydPass | None:
+        centers64 = aligned_float64(centers)
+        with single_threaded_native():
+            sample = _checked_rows(chunk.data)
+            found = labels[sample].copy()
+            checked = np.ascontiguousarray(chunk.data[sample])
+            own_candidate_labels(checked, centers64, candidates[sample], everyone, found)
+            if _misses_too_many(checked, centers, centers64, found):
+                return None
+            own_candidate_labels(chunk.data, centers64, candidates, everyone, labels)
         return self._pass_of_labels(chunk, centers64, labels)
 
     def moved_centers_pass(
@@ -397,29 +431,46 @@ def _candidates_hold(
     groups of rows: k about the number of blobs), ``labels`` are left as
     they were and False is returned.
     """
-    step = max(1, min(CANDIDATE_CHECK_STEP, len(data) // CANDIDATE_MIN_CHECKED))
-    checked = np.ascontiguousarray(data[::step])
-    exact = np.empty(len(checked), np.int32)
-    if len(checked):
-        exact[:] = prepared_search(
-            "numpy", centers.astype(data.dtype, copy=False)
-        ).searcher.nearest(checked)
-    candidate = labels[::step].copy()
+    sample = _checked_rows(data)
+    checked = np.ascontiguousarray(data[sample])
+    candidate = labels[sample].copy()
     candidate_labels(checked, centers64, table, candidate)
-    assigned = np.flatnonzero(candidate >= 0)
-    misses = 0
-    if assigned.size:  # rows of centres with candidates only
-        rows = np.ascontiguousarray(checked[assigned])
-        exact_distance = np.empty(len(assigned))
-        candidate_distance = np.empty(len(assigned))
-        squared_distances(rows, exact[assigned], centers64, exact_distance)
-        squared_distances(rows, candidate[assigned], centers64, candidate_distance)
-        misses = np.count_nonzero(candidate_distance > exact_distance)
-    expected = CANDIDATE_MAX_MISSES * len(checked)
-    if misses > expected + CANDIDATE_CHECK_SIGMAS * math.sqrt(expected):
+    if _misses_too_many(checked, centers, centers64, candidate):
         return False
     candidate_labels(data, centers64, table, labels)
     return True
+
+
+def _checked_rows(data: np.ndarray) -> slice:
+    """The rows a chunk's candidate check searches exactly: every
+    :data:`CANDIDATE_CHECK_STEP`-th, or more often in a chunk of fewer than
+    ``CANDIDATE_CHECK_STEP * CANDIDATE_MIN_CHECKED`` rows."""
+    return slice(None, None, max(1, min(CANDIDATE_CHECK_STEP, len(data) // CANDIDATE_MIN_CHECKED)))
+
+
+def _misses_too_many(
+    checked: np.ndarray, centers: np.ndarray, centers64: np.ndarray, found: np.ndarray
+) -> bool:
+    """Whether more of the ``checked`` rows have a centre strictly nearer than the
+    label their candidates ``found`` (-1: none, not counted) than a miss rate of
+    :data:`CANDIDATE_MAX_MISSES` explains, by :data:`CANDIDATE_CHECK_SIGMAS`
+    Poisson standard deviations."""
+    exact = np.empty(len(checked), np.int32)
+    if len(checked):
+        exact[:] = prepared_search(
+            "numpy", centers.astype(checked.dtype, copy=False)
+        ).searcher.nearest(checked)
+    assigned = np.flatnonzero(found >= 0)
+    misses = 0
+    if assigned.size:
+        rows = np.ascontiguousarray(checked[assigned])
+        exact_distance = np.empty(len(assigned))
+        found_distance = np.empty(len(assigned))
+        squared_distances(rows, exact[assigned], centers64, exact_distance)
+        squared_distances(rows, found[assigned], centers64, found_distance)
+        misses = np.count_nonzero(found_distance > exact_distance)
+    expected = CANDIDATE_MAX_MISSES * len(checked)
+    return misses > expected + CANDIDATE_CHECK_SIGMAS * math.sqrt(expected)
 
 
 #: Rows left without candidates are searched exactly while they number fewer

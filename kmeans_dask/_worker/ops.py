@@ -54,8 +54,10 @@ class ChunkOps(Protocol):
     keeps_bounds: bool
     """Whether :meth:`bounded_pass` is offered (Hamerly bounds next to the rows)."""
     scans_candidates: bool
-    """Whether :meth:`candidate_pass` and :meth:`moved_centers_pass` are offered (each row
-    searched from its previous centre: among its neighbours, or among the moved centres)."""
+    """Whether :meth:`candidate_pass`, :meth:`moved_centers_pass`,
+    :meth:`pass_keeping_candidates` and :meth:`row_candidates_pass` are offered
+    (each row searched from its previous centre: among its neighbours, among
+    the moved centres, or among its own candidates)."""
 
     def place(self, block: Any, weights: Any, offset: int, dtype: np.dtype) -> Chunk:
         """A chunk holding ``block`` (rows) and ``weights`` in this memory, as ``dtype``."""
@@ -100,6 +102,23 @@ class ChunkOps(Protocol):
         (:func:`~kmeans_dask.backends.approximate.candidate_table`); the rows
         of a centre whose table row is -1 are searched with ``search``.
         """
+
+    def pass_keeping_candidates(
+        self, chunk: Chunk, centers: np.ndarray, search: str, m: int
+    ) -> tuple[LloydPass, Any]:
+        """:meth:`lloyd_pass` of the IVF ``search``, also returning each row's ``m``
+        nearest centres in the list nearest to it, (n, m) int32, nearest first
+        (:meth:`~kmeans_dask.backends.approximate.IVFSearcher.nearest_with_candidates`)."""
+
+    def row_candidates_pass(
+        self, chunk: Chunk, centers: np.ndarray, candidates: Any, everyone: Any, labels: Any
+    ) -> LloydPass | None:
+        """:meth:`lloyd_pass` moving each row to the nearest of its previous centre, its
+        own ``candidates`` (those :meth:`pass_keeping_candidates` kept) and the
+        centres in ``everyone``, exact float64 distances. ``labels`` (the
+        previous pass's, held by nothing else) are overwritten. None, and the
+        labels left as they were, where a sample of rows searched exactly says
+        the candidates miss too much (as the check of :meth:`candidate_pass`)."""
 
     def moved_centers_pass(
         self,

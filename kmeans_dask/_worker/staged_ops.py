@@ -75,6 +75,12 @@ class StagedOps:
     def moved_centers_pass(self, chunk, centers, search, moved, moved_from, labels) -> LloydPass:
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
+    def pass_keeping_candidates(self, chunk, centers, search, m):
+        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
+
+    def row_candidates_pass(self, chunk, centers, candidates, everyone, labels) -> LloydPass:
+        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
+
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
         return self.device.nearest(self.on_device(chunk), centers, search)
 

@@ -197,6 +197,62 @@ def _stats_from_previous_labels(
     return result.stats
 
 
+#: Each row's own candidates (:func:`stats_keeping_row_candidates`), kept next
+#: to its chunk for the later passes of the same run, under the run's tag.
+ROW_CANDIDATES: ChunkMemo[Any] = ChunkMemo()
+
+
+def stats_keeping_row_candidates(
+    chunk: Chunk, centers: np.ndarray, search: str, tag: Hashable, run: Hashable, m: int
+) -> ClusterStats:
+    """:func:`stats_keeping_labels` of the IVF ``search``, also keeping each row's
+    ``m`` nearest centres in its nearest IVF list under ``run``, for
+    :func:`stats_from_row_candidates`. Ops that scan no candidates make the
+    plain pass and keep none."""
+    loaded = _start_task(chunk)
+    if not loaded.ops.scans_candidates:
+        return stats_keeping_labels(chunk, centers, search, None, tag)
+    LABELS.take_any(chunk)
+    result, candidates = loaded.ops.pass_keeping_candidates(loaded, centers, search, m)
+    LABELS.put(chunk, tag, result.labels)
+    ROW_CANDIDATES.put(chunk, run, candidates)
+    return result.stats
+
+
+def stats_from_row_candidates(
+    chunk: Chunk,
+    centers: np.ndarray,
+    search: str,
+    tag: Hashable,
+    previous_tag: Hashable,
+    run: Hashable,
+    m: int,
+    everyone: np.ndarray,
+    last: bool,
+) -> ClusterStats:
+    """:func:`stats_keeping_labels`, each row searched among its previous centre, its
+    own candidates, those :func:`stats_keeping_row_candidates` kept under
+    ``run`` (dropped after the ``last`` pass of the run), and the centres
+    ``everyone`` (int32). A chunk without them (lost with a worker, a task run
+    elsewhere), or whose candidates a sample of its rows finds missing too
+    many nearest centres (centres still crossing between groups of rows),
+    makes that pass again, keeping new ones: the result then depends on
+    whether they were there, which a lost worker changes."""
+    candidates = (ROW_CANDIDATES.take if last else ROW_CANDIDATES.get)(chunk, run)
+    previous = LABELS.take(chunk, previous_tag)
+    loaded = _start_task(chunk)
+    result = None
+    if candidates is not None and previous is not None:
+        result = loaded.ops.row_candidates_pass(loaded, centers, candidates, everyone, previous)
+    if result is None:
+        stats = stats_keeping_row_candidates(chunk, centers, search, tag, run, m)
+        if last:
+            ROW_CANDIDATES.take(chunk, run)
+        return stats
+    LABELS.put(chunk, tag, result.labels)
+    return result.stats
+
+
 def kept_labels(
     chunk: Chunk,
     centers: np.ndarray,

@@ -57,6 +57,7 @@ import numpy as np
 
 from kmeans_dask._kernels.block_kernels import (
     fill_with_capacity,
+    fold_smallest,
     rows_by_list,
     smallest_per_row,
 )
@@ -137,6 +138,17 @@ _SETTLED_SAMPLE = 256
 #: 0.71-0.72 s), at d = 32 longer (0.88 s against 0.79-0.83 s).
 EXACT_FIRST_BELOW = 8192
 EXACT_FIRST_MIN_FEATURES = 128
+
+#: From this many centres a candidate fit keeps each row's own candidates
+#: (:meth:`CandidateBackend.row_candidates`): the first pass's IVF search
+#: keeps each row's ``m`` nearest centres in the list nearest to it
+#: (:meth:`IVFSearcher.nearest_with_candidates`), and the later passes search
+#: each row among those, its last centre and the centres that emptied or
+#: moved far, with no neighbour table (whose GEMM costs ``2 k^2 d``) and no
+#: second IVF pass. At 100k x 128, k = 16384 (5 iterations) the fit took
+#: 2.0-2.5 s instead of 2.4-3.0 s, its inertia 0.29% above exact Lloyd's
+#: instead of 0.14% (RESULTS.md, "Per-row candidates").
+ROW_CANDIDATES_FROM = 8192
 
 #: Candidates per row in a pass right after an exact one, as a multiple of
 #: :func:`default_candidates`: the centres moved far (as after the first
@@ -457,7 +469,9 @@ class IVFSearcher:
         self.scan = scan
         self.block_rows = _BLOCK_ROWS
         self._dtype = centers.dtype
+        self._centers = centers
         self._fallback = _ExactFallback(centers)
+        self._scored_lists: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] | None = None
 
         centers32 = _float32(centers)
         quantizer = faiss.IndexFlatL2(n_features)
@@ -518,10 +532,11 @@ class IVFSearcher:
             smallest_per_row(scores, self.nprobe, probes[start : start + rows.shape[0]])
         return probes
 
-    def _nearest_fused(self, block: np.ndarray) -> np.ndarray:
+    def _nearest_fused(self, block: np.ndarray, probes: np.ndarray | None = None) -> np.ndarray:
         block = np.ascontiguousarray(block, dtype=self._dtype)
         n_rows = block.shape[0]
-        row_of, row_bounds = rows_by_list(self._probes(block), self.nlist)
+        probes = self._probes(block) if probes is None else probes
+        row_of, row_bounds = rows_by_list(probes, self.nlist)
         best_score = np.full(n_rows, np.inf, dtype=self._dtype)
         labels = np.full(n_rows, -1, dtype=np.int32)
         for list_no, packed in self._list_packed:
@@ -553,6 +568,74 @@ class IVFSearcher:
             return np.empty(0, dtype=np.int32)
         scan = self._nearest_fused if self.scan == "fused" else self._nearest_faiss
         return self._fallback.fill(block, scan(block))
+
+    def nearest_with_candidates(self, block: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """Each row's nearest centre (as :meth:`nearest`) and its ``m`` nearest centres
+        in the list nearest to it.
+
+        The candidates come from the row's first probe alone: the list's
+        centres scored by GEMM (``-2 x . c + ||c||^2`` in the data's dtype),
+        the ``m`` smallest kept
+        (:func:`~kmeans_dask._kernels.block_kernels.fold_smallest`; ties to
+        the lower index). On the benchmark's data (100k x 128, k = 16384)
+        these held the rows' later centres as well as the ``m`` nearest over
+        all ``nprobe`` lists (RESULTS.md, "Per-row candidates"), for an
+        eighth of the scoring. ``scan="faiss"`` asks ``IndexIVFFlat.search``
+        with one probe for them.
+
+        Parameters
+        ----------
+        block : ndarray of shape (b, d)
+        m : int
+            Candidates per row, at least 1 (at most ``k`` are kept).
+
+        Returns
+        -------
+        labels : ndarray of shape (b,), int32
+            As :meth:`nearest`.
+        candidates : ndarray of shape (b, min(m, k)), int32
+            Nearest first; where the list holds fewer than ``m`` centres, the
+            rest repeat the label.
+        """
+        m = min(int(m), len(self._centers))
+        if m < 1:
+            raise ValueError(f"m (candidates per row) must be at least 1, got {m}")
+        block = np.ascontiguousarray(block, dtype=self._dtype)
+        if block.shape[0] == 0:
+            return np.empty(0, dtype=np.int32), np.empty((0, m), dtype=np.int32)
+        if self.scan == "faiss":
+            labels = self.nearest(block)
+            _, found = self.index.search(
+                _float32(block), m, params=faiss.SearchParametersIVF(nprobe=1)
+            )
+            found = found.astype(np.int32)
+        else:
+            probes = self._probes(block)
+            labels = self._fallback.fill(block, self._nearest_fused(block, probes))
+            scores = np.full((block.shape[0], m), np.inf, dtype=self._dtype)
+            found = np.full((block.shape[0], m), -1, dtype=np.int32)
+            row_of, row_bounds = rows_by_list(np.ascontiguousarray(probes[:, :1]), self.nlist)
+            for list_no, ids, minus_two_t, sq_norms in self._lists_for_gemm():
+                rows = row_of[row_bounds[list_no] : row_bounds[list_no + 1]]
+                if rows.size:
+                    list_scores = block[rows] @ minus_two_t
+                    list_scores += sq_norms
+                    fold_smallest(list_scores, rows, ids, scores, found)
+        return labels, np.where(found < 0, labels[:, None], found)
+
+    def _lists_for_gemm(self) -> list[tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per non-empty list: its number, centre ids, ``-2 C^T`` and ``||c||^2`` (made once)."""
+        if self._scored_lists is None:
+            lists = []
+            for list_no, (first, last) in enumerate(itertools.pairwise(self._list_bounds)):
+                if last > first:
+                    ids = self._list_ids[first:last]
+                    members = self._centers[ids]
+                    minus_two_t = np.ascontiguousarray(-2.0 * members.T, dtype=self._dtype)
+                    sq_norms = np.einsum("ij,ij->i", members, members).astype(self._dtype)
+                    lists.append((list_no, ids, minus_two_t, sq_norms))
+            self._scored_lists = lists
+        return self._scored_lists
 
 
 class HNSWSearcher:
@@ -697,6 +780,16 @@ class CandidateBackend:
         :data:`EXACT_FIRST_BELOW` centres, from :data:`EXACT_FIRST_MIN_FEATURES`
         features), so the next can scan candidates."""
         return n_clusters < EXACT_FIRST_BELOW and n_features >= EXACT_FIRST_MIN_FEATURES
+
+    def row_candidates(self, n_clusters: int, n_features: int) -> bool:
+        """Whether a fit keeps each row's own candidates from its first (IVF) pass
+        (from :data:`ROW_CANDIDATES_FROM` centres) instead of scanning its
+        previous centre's neighbours."""
+        return n_clusters >= ROW_CANDIDATES_FROM and not self.first_exact(n_clusters, n_features)
+
+    def candidates_per_row(self, n_clusters: int, n_features: int) -> int:
+        """``m``, or :func:`default_candidates` when not given."""
+        return default_candidates(n_clusters, n_features) if self.m is None else self.m
 
     def settled(self, centers: np.ndarray, previous: np.ndarray) -> bool:
         """Whether candidates pay in an iteration from ``previous`` to ``centers``.
