@@ -26,7 +26,9 @@ and look only at the centres near each row:
   more dimensions) the first iteration searches exactly, so the second scans
   candidates already. Every other search of such a fit (the first iteration
   from that size on, a chunk whose labels were lost, streamed chunks, the
-  farthest rows) is the IVF search above.
+  farthest rows) is the IVF search above. From :data:`ROW_CANDIDATES_FROM`
+  centres the rows keep their own candidates from the first IVF pass
+  instead (:meth:`IVFSearcher.nearest_with_candidates`), with no table.
 
 Rows for which a search finds no centre (every probed list empty, or a graph
 search that returns ``-1``) are assigned by exact search, so every label is a
