@@ -9,6 +9,7 @@ import os
 # support is switched on, which must happen before SciPy is imported.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 from sklearn.datasets import make_blobs
@@ -44,6 +45,19 @@ def client(cluster):
     """A client on the session cluster, set as the default for the test."""
     with Client(cluster) as client:
         yield client
+
+
+@pytest.fixture
+def chunk_and_centers():
+    """A host chunk of 2,000 float32 rows around 64 centres in 6 features, and the centres."""
+    from kmeans_dask._worker.host_ops import host_ops
+
+    rng = np.random.default_rng(5)
+    centers = rng.standard_normal((64, 6)).astype(np.float32)
+    rows = (centers[rng.integers(0, 64, 2000)] + 0.3 * rng.standard_normal((2000, 6))).astype(
+        np.float32
+    )
+    return host_ops().place(rows, None, 0, np.float32), centers
 
 
 @pytest.fixture

@@ -246,16 +246,6 @@ def test_candidate_backend_options_and_its_searcher():
 # --- the chunk task and its fallbacks -----------------------------------------------
 
 
-@pytest.fixture
-def chunk_and_centers():
-    rng = np.random.default_rng(5)
-    centers = rng.standard_normal((64, 6)).astype(np.float32)
-    rows = (centers[rng.integers(0, 64, 2000)] + 0.3 * rng.standard_normal((2000, 6))).astype(
-        np.float32
-    )
-    return host_ops().place(rows, None, 0, np.float32), centers
-
-
 def test_candidate_task_searches_the_previous_centres_neighbours(chunk_and_centers):
     chunk, centers = chunk_and_centers
     search = "candidates:m=16,nlist=8,nprobe=8"  # IVF probing every list: exact

@@ -127,16 +127,6 @@ def test_row_candidates_from_the_size_that_starts_with_ivf():
 # --- the chunk tasks -----------------------------------------------------------------
 
 
-@pytest.fixture
-def chunk_and_centers():
-    rng = np.random.default_rng(5)
-    centers = rng.standard_normal((64, 6)).astype(np.float32)
-    rows = (centers[rng.integers(0, 64, 2000)] + 0.3 * rng.standard_normal((2000, 6))).astype(
-        np.float32
-    )
-    return host_ops().place(rows, None, 0, np.float32), centers
-
-
 def test_the_first_pass_keeps_each_rows_candidates_and_the_next_searches_them(chunk_and_centers):
     chunk, centers = chunk_and_centers
     first = tasks.stats_keeping_row_candidates(chunk, centers, SEARCH, ("run", 1), "run", 6)
