@@ -89,10 +89,13 @@ def statistics_from_kept_labels(
 
     ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_candidates`
     (``how``: the neighbour table; each row among its previous centre's
-    neighbours) or :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
+    neighbours), :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
     (``how``: the moved centres and their positions before the move, after
     an exact pass; each row whose centre did not move, or moved nearer to
-    it, among those alone).
+    it, among those alone) or
+    :func:`~kmeans_dask._worker.tasks.stats_from_row_candidates` (``how``:
+    the run, ``m``, the centres every row scores and whether it is the last
+    pass; each row among its own candidates).
     """
     return data.map_reduce(
         client,
@@ -179,20 +182,22 @@ def row_candidate_statistics(
     ``everyone`` (:func:`~kmeans_dask._worker.tasks.stats_from_row_candidates`),
     the ``last`` dropping them. Labels are kept under ``tag``, the candidates
     under the run's ``tag[0]``."""
-    run, iteration = tag
-    if first:
-        task, args = stats_keeping_row_candidates, (tag, run, m)
-    else:
+    run = tag[0]
+    if not first:
         everyone = np.empty(0, np.int32) if everyone is None else everyone.astype(np.int32)
-        previous_tag = (run, iteration - 1)
-        task, args = stats_from_row_candidates, (tag, previous_tag, run, m, everyone, last)
+        how = (run, m, everyone, last)
+        return statistics_from_kept_labels(
+            client, data, stats_from_row_candidates, centers, search, tag, how, name
+        )
     return data.map_reduce(
         client,
-        task,
+        stats_keeping_row_candidates,
         combine_stats,
         centers,
         search,
-        *args,
+        tag,
+        run,
+        m,
         name=name,
         result_bytes=statistics_nbytes(*centers.shape),
     )
