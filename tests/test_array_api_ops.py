@@ -17,6 +17,7 @@ from sklearn.cluster import KMeans as SKKMeans
 from sklearn.datasets import make_blobs
 
 import kmeans_dask._engine.placement as placement
+import kmeans_dask._fit.passes as passes
 from kmeans_dask import KMeans
 from kmeans_dask._worker.array_api_ops import ArrayAPIOps, nearest_rows, segment_sums
 
@@ -144,3 +145,20 @@ def test_segment_sums_match_bincount_and_repeat_bit_for_bit(monkeypatch):
     assert_allclose(np.from_dlpack(sums), expected_sums, rtol=1e-10, atol=1e-12)
     again, _ = segment_sums(xp, xp.asarray(X), xp.asarray(weights), xp.asarray(labels), 11)
     assert_array_equal(np.from_dlpack(again), np.from_dlpack(sums))
+
+
+def test_ops_that_scan_no_candidates_get_no_row_candidate_passes(
+    client, strict_chunks, monkeypatch
+):
+    """Their chunks would make plain passes whose changes cannot be added up, and each
+    pass's statistics would be counted twice: the fit makes plain passes instead."""
+    monkeypatch.setattr("kmeans_dask.backends.approximate.ROW_CANDIDATES_FROM", 8)
+    monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 8)
+    row_candidate_passes = []
+    monkeypatch.setattr(
+        passes, "row_candidate_statistics", lambda *args, **kw: row_candidate_passes.append(args)
+    )
+    X, init = _data(n=3000, d=8, k=8)
+    model = KMeans(8, init=init, max_iter=4, tol=0, assign="candidates").fit(X)
+    assert strict_chunks and not row_candidate_passes
+    assert model.inertia_ > 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 import pytest
+from distributed import Client, LocalCluster
 from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
@@ -15,6 +16,12 @@ from kmeans_dask._kernels.candidate_search import own_candidate_labels
 from kmeans_dask._worker import tasks
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops
+from kmeans_dask._worker.results import (
+    ClusterStats,
+    StatsChange,
+    combine_changes,
+    combine_stats,
+)
 from kmeans_dask._worker.staged_ops import StagedOps
 from kmeans_dask.backends.approximate import (
     EXACT_FIRST_BELOW,
@@ -190,6 +197,90 @@ def test_ops_that_scan_no_candidates_make_the_plain_pass(chunk_and_centers, monk
         )
 
 
+# --- what a later pass sends: the change of the statistics ------------------------------
+
+
+def _labels_stats(chunk, centers, labels) -> ClusterStats:
+    return chunk.ops.statistics_of_labels(chunk, centers, labels)
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_the_change_of_labels_added_to_the_old_statistics_gives_the_new(
+    chunk_and_centers, weighted
+):
+    chunk, centers = chunk_and_centers
+    rng = np.random.default_rng(9)
+    if weighted:
+        chunk = host_ops().place(chunk.data, rng.random(chunk.n_rows) * 3, 0, np.float32)
+    previous = rng.integers(0, 64, chunk.n_rows).astype(np.int32)
+    labels = previous.copy()
+    moved = rng.choice(chunk.n_rows, 150, replace=False)
+    labels[moved] = rng.integers(0, 64, moved.size)
+    labels[:5] = 63  # several rows into one cluster
+    change = chunk.ops.change_of_labels(chunk, centers, previous, labels)
+    before, after = _labels_stats(chunk, centers, previous), _labels_stats(chunk, centers, labels)
+    changed = np.union1d(previous[previous != labels], labels[previous != labels])
+    assert_array_equal(change.clusters, changed)  # only the clusters rows left or joined
+    assert change.complete
+    applied = change.applied_to(before)
+    np.testing.assert_allclose(applied.sums, after.sums, rtol=1e-12, atol=1e-9)
+    assert_array_equal(applied.counts, after.counts)  # whole, not added up
+    assert applied.inertia == pytest.approx(after.inertia, rel=1e-12)
+    assert_array_equal(applied.farthest.index, after.farthest.index)
+    assert before.sums[0, 0] == _labels_stats(chunk, centers, previous).sums[0, 0]  # untouched
+
+
+def test_changes_combine_as_their_dense_sums_in_any_grouping():
+    rng = np.random.default_rng(3)
+    k, d = 20, 3
+
+    def part(n):
+        clusters = np.sort(rng.choice(k, n, replace=False)).astype(np.int64)
+        return StatsChange(clusters, rng.normal(size=(n, d)), rng.random(k), float(rng.random()))
+
+    parts = [part(n) for n in (4, 0, 7, 11)]
+    dense = np.zeros((k, d))
+    for p in parts:
+        dense[p.clusters] += p.sums
+    for combined in (
+        combine_changes(*parts),
+        combine_changes(combine_changes(*parts[:2]), combine_changes(*parts[2:])),
+    ):
+        assert np.all(np.diff(combined.clusters) > 0)
+        filled = np.zeros((k, d))
+        filled[combined.clusters] = combined.sums
+        np.testing.assert_allclose(filled, dense, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(combined.counts, sum(p.counts for p in parts), rtol=1e-15)
+        assert combined.inertia == pytest.approx(sum(p.inertia for p in parts))
+    lost = StatsChange.of_unknown_sums(ClusterStats(np.zeros((k, d)), rng.random(k), 1.0))
+    assert not lost.complete and lost.sums.shape == (0, d)
+    assert not combine_changes(parts[0], lost).complete
+
+
+def test_a_chunk_that_lost_its_previous_labels_says_its_change_is_incomplete(chunk_and_centers):
+    """The candidates are there but the labels are not: the sums cannot be a change,
+    and the statistics of the labels it kept are counted afresh."""
+    chunk, centers = chunk_and_centers
+    tasks.stats_keeping_row_candidates(chunk, centers, SEARCH, ("run", 1), "run", 6)
+    tasks.LABELS.take(chunk, ("run", 1))  # lost
+    change = tasks.stats_from_row_candidates(
+        chunk, centers, SEARCH, ("run", 2), ("run", 1), "run", 6, NOBODY, False
+    )
+    assert not change.complete
+    kept = tasks.LABELS.get(chunk, ("run", 2))
+    recount = tasks.stats_of_kept_labels(chunk, centers, SEARCH, ("run", 2))
+    expected = _labels_stats(chunk, centers, kept)
+    assert_array_equal(recount.sums, expected.sums)
+    assert_array_equal(change.counts, expected.counts)
+    tasks.LABELS.take(chunk, ("run", 2))  # a chunk without kept labels searches afresh
+    again = tasks.stats_of_kept_labels(chunk, centers, SEARCH, ("run", 2))
+    assert_array_equal(
+        again.counts, np.bincount(tasks.LABELS.get(chunk, ("run", 2)), minlength=64)
+    )
+    tasks.LABELS.take(chunk, ("run", 2))
+    tasks.ROW_CANDIDATES.take(chunk, "run")
+
+
 # --- through KMeans.fit -----------------------------------------------------------------
 
 
@@ -208,9 +299,9 @@ def own_from_512(monkeypatch):
     calls = []
     original = passes_module.row_candidate_statistics
 
-    def recording(*args, first, everyone=None, last=False):
+    def recording(*args, first, last=False, **options):
         calls.append("first" if first else "last" if last else "again")
-        return original(*args, first=first, everyone=everyone, last=last)
+        return original(*args, first=first, last=last, **options)
 
     monkeypatch.setattr(passes_module, "row_candidate_statistics", recording)
     return calls
@@ -234,6 +325,101 @@ def test_a_fit_keeps_its_rows_candidates_once_and_stays_near_exact_lloyd(
     assert fit.inertia_ == pytest.approx(distances[np.arange(len(X)), labels].sum(), rel=1e-6)
     assert np.mean(labels == fit.predict(data).compute()) > 0.99
     assert len(tasks.ROW_CANDIDATES) == 0
+
+
+@pytest.fixture
+def recounted(monkeypatch):
+    """After every later row-candidate pass, its statistics counted afresh from the
+    labels it kept, with the statistics the pass added up from changes."""
+    pairs = []
+    original = passes_module.row_candidate_statistics
+
+    def recounting(client, data, centers, search, tag, m, name, *, first, **options):
+        stats = original(client, data, centers, search, tag, m, name, first=first, **options)
+        if not first:
+            fresh = data.map_reduce(
+                client,
+                tasks.stats_of_kept_labels,
+                combine_stats,
+                centers,
+                search,
+                tag,
+                name="test-recount",
+            )
+            pairs.append((stats, fresh))
+        return stats
+
+    monkeypatch.setattr(passes_module, "row_candidate_statistics", recounting)
+    return pairs
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_statistics_added_up_from_changes_are_those_of_the_labels(
+    client, clustered, recounted, monkeypatch, weighted
+):
+    """Across a whole fit (clusters emptied and relocated included), with sample weights."""
+    monkeypatch.setattr("kmeans_dask.backends.approximate.ROW_CANDIDATES_FROM", 512)
+    monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 512)
+    X, init = clustered
+    weights = np.random.default_rng(2).random(len(X)) + 0.5 if weighted else None
+    fit = KMeans(
+        512,
+        init=init,
+        max_iter=6,
+        tol=0,
+        assign="candidates",
+        assign_options={"exact_final": False},
+    ).fit(da.from_array(X, chunks=(5000, 16)), sample_weight=weights)
+    assert len(recounted) >= 4
+    for added, fresh in recounted:
+        np.testing.assert_allclose(added.sums, fresh.sums, rtol=1e-11, atol=1e-9)
+        assert_array_equal(added.counts, fresh.counts)
+        assert added.inertia == pytest.approx(fresh.inertia, rel=1e-12)
+    assert sum(record.n_empty for record in fit.history_) > 0  # relocations on the way
+
+
+def test_a_pass_whose_chunk_lost_its_labels_counts_its_statistics_afresh(
+    clustered, recounted, monkeypatch
+):
+    """One chunk's labels go missing before the third pass (as with a worker lost):
+    that pass's changes cannot be added up, so its statistics are counted again."""
+    monkeypatch.setattr("kmeans_dask.backends.approximate.ROW_CANDIDATES_FROM", 512)
+    monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 512)
+    original_take = tasks.LABELS.take
+    lost = []
+
+    def losing(chunk, tag):
+        labels = original_take(chunk, tag)
+        if isinstance(tag, tuple) and tag[1] == 2 and not lost:
+            lost.append(tag)
+            return None
+        return labels
+
+    monkeypatch.setattr(tasks.LABELS, "take", losing)
+    X, init = clustered
+    # Worker threads of this process, which see the patched memo.
+    with (
+        LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        Client(cluster),
+    ):
+        fit = KMeans(
+            512,
+            init=init,
+            max_iter=5,
+            tol=0,
+            assign="candidates",
+            engine="tasks",
+            assign_options={"exact_final": False},
+        ).fit(da.from_array(X, chunks=(5000, 16)))
+        labels = fit.labels_.compute()
+    assert lost and len(recounted) >= 3
+    for added, fresh in recounted:
+        np.testing.assert_allclose(added.sums, fresh.sums, rtol=1e-11, atol=1e-9)
+        assert_array_equal(added.counts, fresh.counts)
+    distances = _squared(X, fit.cluster_centers_)
+    assert fit.inertia_ == pytest.approx(distances[np.arange(len(X)), labels].sum(), rel=1e-6)
 
 
 def test_engines_agree_and_exact_final_labels_are_predict_s(client, clustered, own_from_512):

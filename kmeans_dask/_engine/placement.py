@@ -125,6 +125,10 @@ class DistributedData:
     labels_to_client: bool = False
     """Whether the fit's labels go to the client (a NumPy ``labels_``) rather than
     staying on the workers: the actors then hand them over in one call."""
+    scans_candidates: bool = True
+    """Whether the chunks' ops search rows among candidates
+    (:attr:`~kmeans_dask._worker.ops.ChunkOps.scans_candidates`): else the fit's
+    candidate passes would all be plain passes."""
     _hosts: ChunkHosts | None = field(default=None, init=False, repr=False)
     _summary: ChunkSummary | None = field(default=None, init=False, repr=False)
 
@@ -412,6 +416,7 @@ def distribute(
         validate=validate,
         with_digest=with_digest,
         labels_to_client=labels_to_client,
+        scans_candidates=ops.scans_candidates,
     )
 
 

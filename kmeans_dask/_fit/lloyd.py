@@ -185,6 +185,8 @@ def lloyd(
     # moved onto far rows) since, which are nobody's candidates.
     own_kept = False
     emptied = far_movers = np.empty(0, dtype=np.int32)
+    # The statistics of the last pass, to which a row-candidate pass adds its changes.
+    counted = None
     k = len(centers)
     for iteration in range(first_iteration, 0 if converged else max_iter + 1):
         start = time.perf_counter()
@@ -200,7 +202,11 @@ def lloyd(
             and candidates.first_exact(*centers.shape)
         ):
             search, candidates = exact_backend, None
-        own = candidates is not None and candidates.row_candidates(*centers.shape)
+        own = (
+            candidates is not None
+            and data.scans_candidates
+            and candidates.row_candidates(*centers.shape)
+        )
         after_exact = last_search == exact_backend
         exact_labels_kept = _exact_labels_kept(
             data, schedule.mode, ticket, last_search, search, final_backend
@@ -235,6 +241,7 @@ def lloyd(
                 "kmeans-assign",
                 first=first,
                 everyone=everyone,
+                counted=counted,
             )
             own_kept = True
         elif iteration > first_iteration and _scans_candidates(
@@ -257,6 +264,7 @@ def lloyd(
                 client, data, centers, search, ticket, "kmeans-assign", (labels_tag, iteration)
             )
         schedule.ran(centers, ticket)
+        counted = stats
         last_search = search
         # An empty cluster moves onto a row farthest from the centre the
         # iteration assigned it (its nearest, when the search is exact): the
@@ -333,6 +341,7 @@ def lloyd(
                 first=False,
                 everyone=np.union1d(emptied, far_movers).astype(np.int32),
                 last=True,
+                counted=counted,
             )
             labels = passes.labels_kept(client, data, centers, final_backend, tag)
         elif iteration >= first_iteration and _scans_candidates(

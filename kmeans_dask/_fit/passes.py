@@ -25,6 +25,7 @@ from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.results import (
     ClusterStats,
     RankedRows,
+    combine_changes,
     combine_stats,
     merge_top,
     statistics_nbytes,
@@ -39,6 +40,7 @@ from kmeans_dask._worker.tasks import (
     stats_from_row_candidates,
     stats_keeping_labels,
     stats_keeping_row_candidates,
+    stats_of_kept_labels,
 )
 
 if TYPE_CHECKING:
@@ -83,9 +85,11 @@ def statistics_from_kept_labels(
     tag: tuple[str, int],
     how: tuple[np.ndarray, ...],
     name: str,
-) -> ClusterStats:
-    """A pass's statistics, each row searched from the label the previous pass kept
-    next to its chunk under ``(tag[0], tag[1] - 1)``; its new label is kept under ``tag``.
+    combine: Callable[..., Any] = combine_stats,
+) -> Any:
+    """A pass's statistics (combined by ``combine``), each row searched from the label
+    the previous pass kept next to its chunk under ``(tag[0], tag[1] - 1)``; its new
+    label is kept under ``tag``.
 
     ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_candidates`
     (``how``: the neighbour table; each row among its previous centre's
@@ -95,12 +99,13 @@ def statistics_from_kept_labels(
     it, among those alone) or
     :func:`~kmeans_dask._worker.tasks.stats_from_row_candidates` (``how``:
     the run, ``m``, the centres every row scores and whether it is the last
-    pass; each row among its own candidates).
+    pass; each row among its own candidates; it returns changes, which
+    :func:`~kmeans_dask._worker.results.combine_changes` combines).
     """
     return data.map_reduce(
         client,
         task,
-        combine_stats,
+        combine,
         centers,
         search,
         tag,
@@ -174,6 +179,7 @@ def row_candidate_statistics(
     first: bool,
     everyone: np.ndarray | None = None,
     last: bool = False,
+    counted: ClusterStats | None = None,
 ) -> ClusterStats:
     """A pass with each row's own candidates: the ``first`` searches with IVF and
     keeps each row's ``m`` nearest centres in its nearest IVF list
@@ -181,13 +187,42 @@ def row_candidate_statistics(
     others search each row among its last centre, those and the centres
     ``everyone`` (:func:`~kmeans_dask._worker.tasks.stats_from_row_candidates`),
     the ``last`` dropping them. Labels are kept under ``tag``, the candidates
-    under the run's ``tag[0]``."""
+    under the run's ``tag[0]``.
+
+    The chunks of a later pass send only what their moved rows changed,
+    added to ``counted``, the statistics of the previous pass (before any
+    empty cluster was relocated). Where a chunk had lost the labels it
+    started from, the statistics of the new labels are counted in a second
+    pass (:func:`~kmeans_dask._worker.tasks.stats_of_kept_labels`).
+    """
     run = tag[0]
     if not first:
+        if counted is None:
+            raise ValueError("a later row-candidate pass adds its changes to the last pass's")
         everyone = np.empty(0, np.int32) if everyone is None else everyone.astype(np.int32)
         how = (run, m, everyone, last)
-        return statistics_from_kept_labels(
-            client, data, stats_from_row_candidates, centers, search, tag, how, name
+        change = statistics_from_kept_labels(
+            client,
+            data,
+            stats_from_row_candidates,
+            centers,
+            search,
+            tag,
+            how,
+            name,
+            combine=combine_changes,
+        )
+        if change.complete:
+            return change.applied_to(counted)
+        return data.map_reduce(
+            client,
+            stats_of_kept_labels,
+            combine_stats,
+            centers,
+            search,
+            tag,
+            name=f"{name}-recount",
+            result_bytes=statistics_nbytes(*centers.shape),
         )
     return data.map_reduce(
         client,

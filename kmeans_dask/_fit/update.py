@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -88,12 +89,17 @@ def update_centers(
     find_far: Callable[[int], RankedRows],
     relocate: bool = True,
 ) -> tuple[np.ndarray, int]:
-    """New centres from an iteration's statistics; also how many clusters were relocated."""
+    """New centres from an iteration's statistics; also how many clusters were relocated.
+
+    ``stats`` is left as it was (the relocation works on a copy): a later pass
+    may add what it changed to them.
+    """
     empty = np.flatnonzero(stats.counts <= 0)
     far = None
     if empty.size and relocate:
         far = off_center(find_far(empty.size), centers)
         empty = empty[: len(far.rows)]
+        stats = replace(stats, sums=stats.sums.copy(), counts=stats.counts.copy())
         relocate_empty_clusters(stats, far, empty)
     else:
         empty = empty[:0]

@@ -206,6 +206,26 @@ def squared_distances(block, labels, centers, out):
 
 
 @cached_njit(nogil=True)
+def add_moved_rows(data, moved, weights, left, joined, out):
+    """What the rows ``moved`` took from the clusters they ``left`` to those they ``joined``.
+
+    Row ``moved[i]`` of ``data`` (times its weight, 1 where ``weights`` is
+    None) is subtracted from ``out[left[i]]`` and added to ``out[joined[i]]``,
+    in float64: ``out`` (c, d), zeros on entry, becomes the change of those
+    clusters' weighted sums.
+    """
+    for i in range(moved.shape[0]):
+        row = moved[i]
+        weight = 1.0
+        if weights is not None:
+            weight = weights[row]
+        for j in range(data.shape[1]):
+            value = weight * np.float64(data[row, j])
+            out[left[i], j] -= value
+            out[joined[i], j] += value
+
+
+@cached_njit(nogil=True)
 def loosen_bounds(
     labels,
     upper,

@@ -17,6 +17,7 @@ import numpy as np
 
 from kmeans_dask._kernels.block_kernels import (
     accumulate_rows,
+    add_moved_rows,
     column_moments,
     content_digest,
     largest,
@@ -36,6 +37,7 @@ from kmeans_dask._worker.results import (
     ClusterStats,
     NearestCandidate,
     RankedRows,
+    StatsChange,
     nonfinite_positions,
 )
 from kmeans_dask._worker.scratch import scratch
@@ -196,7 +198,7 @@ class HostOps:
         candidates: np.ndarray,
         everyone: np.ndarray,
         labels: np.ndarray,
-    ) -> LloydPass | None:
+    ) -> StatsChange | None:
         centers64 = aligned_float64(centers)
         with single_threaded_native():
             sample = _checked_rows(chunk.data)
@@ -205,8 +207,40 @@ class HostOps:
             own_candidate_labels(checked, centers64, candidates[sample], everyone, found)
             if _misses_too_many(checked, centers, centers64, found):
                 return None
+            previous = labels.copy()
             own_candidate_labels(chunk.data, centers64, candidates, everyone, labels)
-        return self._pass_of_labels(chunk, centers64, labels)
+            return self._change_of_labels(chunk, centers64, previous, labels)
+
+    def change_of_labels(
+        self, chunk: Chunk, centers: np.ndarray, previous: np.ndarray, labels: np.ndarray
+    ) -> StatsChange:
+        with single_threaded_native():
+            return self._change_of_labels(chunk, aligned_float64(centers), previous, labels)
+
+    def statistics_of_labels(
+        self, chunk: Chunk, centers: np.ndarray, labels: np.ndarray
+    ) -> ClusterStats:
+        with single_threaded_native():
+            return self._pass_of_labels(chunk, aligned_float64(centers), labels).stats
+
+    def _change_of_labels(
+        self, chunk: Chunk, centers64: np.ndarray, previous: np.ndarray, labels: np.ndarray
+    ) -> StatsChange:
+        """The change of the chunk's statistics from the labels ``previous`` to ``labels``:
+        the sums of the clusters that moved rows left or joined, whole counts and
+        inertia (exact float64 distances to ``centers64``), the farthest rows."""
+        moved = np.flatnonzero(previous != labels)
+        left, joined = previous[moved], labels[moved]
+        clusters = np.union1d(left, joined).astype(np.int64)
+        sums = np.zeros((clusters.size, chunk.data.shape[1]))
+        slot_left, slot_joined = np.searchsorted(clusters, left), np.searchsorted(clusters, joined)
+        add_moved_rows(chunk.data, moved, chunk.weights, slot_left, slot_joined, sums)
+        sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
+        squared_distances(chunk.data, labels, centers64, sq_dist)
+        counts = np.bincount(labels, chunk.weights, minlength=len(centers64)).astype(np.float64)
+        inertia = float(np.dot(_weights_or_ones(chunk), sq_dist))
+        farthest = self.top_rows(chunk, sq_dist, labels, FAR_ROWS)
+        return StatsChange(clusters, sums, counts, inertia, farthest)
 
     def moved_centers_pass(
         self,

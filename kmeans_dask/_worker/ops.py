@@ -31,6 +31,7 @@ if TYPE_CHECKING:
         ClusterStats,
         NearestCandidate,
         RankedRows,
+        StatsChange,
     )
 
 
@@ -55,9 +56,10 @@ class ChunkOps(Protocol):
     """Whether :meth:`bounded_pass` is offered (Hamerly bounds next to the rows)."""
     scans_candidates: bool
     """Whether :meth:`candidate_pass`, :meth:`moved_centers_pass`,
-    :meth:`pass_keeping_candidates` and :meth:`row_candidates_pass` are offered
-    (each row searched from its previous centre: among its neighbours, among
-    the moved centres, or among its own candidates)."""
+    :meth:`pass_keeping_candidates`, :meth:`row_candidates_pass`,
+    :meth:`change_of_labels` and :meth:`statistics_of_labels` are offered (each
+    row searched from its previous centre: among its neighbours, among the
+    moved centres, or among its own candidates)."""
 
     def place(self, block: Any, weights: Any, offset: int, dtype: np.dtype) -> Chunk:
         """A chunk holding ``block`` (rows) and ``weights`` in this memory, as ``dtype``."""
@@ -112,13 +114,24 @@ class ChunkOps(Protocol):
 
     def row_candidates_pass(
         self, chunk: Chunk, centers: np.ndarray, candidates: Any, everyone: Any, labels: Any
-    ) -> LloydPass | None:
-        """:meth:`lloyd_pass` moving each row to the nearest of its previous centre, its
-        own ``candidates`` (those :meth:`pass_keeping_candidates` kept) and the
-        centres in ``everyone``, exact float64 distances. ``labels`` (the
+    ) -> StatsChange | None:
+        """Move each row to the nearest of its previous centre, its own ``candidates``
+        (those :meth:`pass_keeping_candidates` kept) and the centres in
+        ``everyone``, exact float64 distances, and return what that changed in
+        the chunk's statistics (:meth:`change_of_labels`). ``labels`` (the
         previous pass's, held by nothing else) are overwritten. None, and the
         labels left as they were, where a sample of rows searched exactly says
         the candidates miss too much (as the check of :meth:`candidate_pass`)."""
+
+    def change_of_labels(
+        self, chunk: Chunk, centers: np.ndarray, previous: Any, labels: Any
+    ) -> StatsChange:
+        """What relabelling the rows from ``previous`` to ``labels`` changed in the
+        chunk's statistics: the sums of the clusters rows left or joined, and the
+        whole counts, inertia and farthest rows of ``labels`` for ``centers``."""
+
+    def statistics_of_labels(self, chunk: Chunk, centers: np.ndarray, labels: Any) -> ClusterStats:
+        """The chunk's statistics with its rows assigned ``labels``, for ``centers``."""
 
     def moved_centers_pass(
         self,

@@ -197,6 +197,62 @@ class ClusterStats:
     """The (at most :data:`FAR_ROWS`) rows farthest from their assigned centre."""
 
 
+@sent_field_by_field
+@dataclass
+class StatsChange:
+    """What a pass from kept labels changed in a chunk's statistics.
+
+    A pass that starts each row from its previous label and moves few rows
+    need not send the ``k x d`` sums of all its rows (16 MiB at k = 16384,
+    d = 128, per chunk and pass): only what the moved rows took from the
+    clusters they left and gave to those they joined. The counts (``k``
+    floats) and the inertia are whole, so they are exactly those of a full
+    pass; the sums are the previous pass's plus the change, equal to a full
+    pass's up to float64 rounding.
+    """
+
+    clusters: np.ndarray
+    """(c,) int64 the clusters whose sums changed, ascending, distinct."""
+    sums: np.ndarray
+    """(c, d) float64 the change of those clusters' weighted sums."""
+    counts: np.ndarray
+    """(k,) float64 total weight assigned to each cluster (whole, not a change)."""
+    inertia: float
+    """Weighted sum of squared distances to the assigned centres (whole)."""
+    farthest: RankedRows | None = None
+    """The (at most :data:`FAR_ROWS`) rows farthest from their assigned centre."""
+    complete: bool = True
+    """False where a chunk had lost the labels the change is from (a worker lost,
+    a task run elsewhere): its sums are then unknown, and the pass's statistics
+    must be counted afresh from the labels it kept."""
+
+    @classmethod
+    def of_unknown_sums(cls, stats: ClusterStats) -> StatsChange:
+        """An incomplete change: the whole counts, inertia and farthest rows of ``stats``."""
+        no_sums = np.empty((0, stats.sums.shape[1]))
+        no_clusters = np.empty(0, np.int64)
+        return cls(no_clusters, no_sums, stats.counts, stats.inertia, stats.farthest, False)
+
+    def applied_to(self, previous: ClusterStats) -> ClusterStats:
+        """The statistics of the pass: ``previous`` (the statistics of the labels this
+        change starts from) with the change; ``previous`` is left as it was."""
+        sums = previous.sums.copy()
+        sums[self.clusters] += self.sums
+        return ClusterStats(sums, self.counts, self.inertia, self.farthest)
+
+
+def combine_changes(*parts: StatsChange) -> StatsChange:
+    """Add the changes of several chunks, in the order given (fixed, so reproducible)."""
+    clusters = np.concatenate([part.clusters for part in parts])
+    sums = np.concatenate([part.sums for part in parts])
+    order = np.argsort(clusters, kind="stable")
+    distinct, starts = np.unique(clusters[order], return_index=True)
+    summed = np.add.reduceat(sums[order], starts) if distinct.size else sums[:0]
+    counts, inertia, farthest = _add_whole(parts)
+    complete = all(part.complete for part in parts)
+    return StatsChange(distinct, summed, counts, inertia, farthest, complete)
+
+
 def statistics_nbytes(n_clusters: int, n_features: int) -> int:
     """Bytes of one chunk's partial sums and counts (what every iteration moves)."""
     return 8 * n_clusters * (n_features + 1)
@@ -205,16 +261,25 @@ def statistics_nbytes(n_clusters: int, n_features: int) -> int:
 def combine_stats(*parts: ClusterStats) -> ClusterStats:
     """Add partial statistics, in the order given (fixed, so reproducible)."""
     sums = parts[0].sums.copy()
+    for part in parts[1:]:
+        sums += part.sums
+    return ClusterStats(sums, *_add_whole(parts))
+
+
+def _add_whole(
+    parts: tuple[ClusterStats, ...] | tuple[StatsChange, ...],
+) -> tuple[np.ndarray, float, RankedRows | None]:
+    """The counts and inertia of ``parts`` added in the order given, and their
+    farthest rows merged (None unless every part has them)."""
     counts = parts[0].counts.copy()
     inertia = parts[0].inertia
     for part in parts[1:]:
-        sums += part.sums
         counts += part.counts
         inertia += part.inertia
     farthest = None
     if all(part.farthest is not None for part in parts):
         farthest = merge_top(FAR_ROWS, *(part.farthest for part in parts))
-    return ClusterStats(sums, counts, inertia, farthest)
+    return counts, inertia, farthest
 
 
 @dataclass

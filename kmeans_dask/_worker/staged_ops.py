@@ -78,7 +78,13 @@ class StagedOps:
     def pass_keeping_candidates(self, chunk, centers, search, m):
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
-    def row_candidates_pass(self, chunk, centers, candidates, everyone, labels) -> LloydPass:
+    def row_candidates_pass(self, chunk, centers, candidates, everyone, labels):
+        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
+
+    def change_of_labels(self, chunk, centers, previous, labels):
+        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
+
+    def statistics_of_labels(self, chunk, centers, labels):
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:

@@ -28,6 +28,7 @@ from kmeans_dask._worker.results import (
     ClusterStats,
     NearestCandidate,
     RankedRows,
+    StatsChange,
 )
 from kmeans_dask._worker.threads import limit_worker_threads
 
@@ -229,28 +230,54 @@ def stats_from_row_candidates(
     m: int,
     everyone: np.ndarray,
     last: bool,
-) -> ClusterStats:
-    """:func:`stats_keeping_labels`, each row searched among its previous centre, its
-    own candidates, those :func:`stats_keeping_row_candidates` kept under
-    ``run`` (dropped after the ``last`` pass of the run), and the centres
-    ``everyone`` (int32). A chunk without them (lost with a worker, a task run
+) -> StatsChange:
+    """Each row searched among its previous centre (the label kept under
+    ``previous_tag``), its own candidates, those
+    :func:`stats_keeping_row_candidates` kept under ``run`` (dropped after the
+    ``last`` pass of the run), and the centres ``everyone`` (int32); the new
+    labels kept under ``tag``. Returns what that changed in the chunk's
+    statistics (:class:`~kmeans_dask._worker.results.StatsChange`), which is
+    small where few rows move.
+
+    A chunk without its candidates (lost with a worker, a task run
     elsewhere), or whose candidates a sample of its rows finds missing too
     many nearest centres (centres still crossing between groups of rows),
     makes that pass again, keeping new ones: the result then depends on
-    whether they were there, which a lost worker changes."""
+    whether they were there, which a lost worker changes. A chunk that lost
+    its previous labels too returns an incomplete change: the client then
+    counts the statistics of the labels kept under ``tag``
+    (:func:`stats_of_kept_labels`).
+    """
     candidates = (ROW_CANDIDATES.take if last else ROW_CANDIDATES.get)(chunk, run)
     previous = LABELS.take(chunk, previous_tag)
     loaded = _start_task(chunk)
-    result = None
     if candidates is not None and previous is not None:
-        result = loaded.ops.row_candidates_pass(loaded, centers, candidates, everyone, previous)
-    if result is None:
-        stats = stats_keeping_row_candidates(chunk, centers, search, tag, run, m)
-        if last:
-            ROW_CANDIDATES.take(chunk, run)
-        return stats
-    LABELS.put(chunk, tag, result.labels)
-    return result.stats
+        change = loaded.ops.row_candidates_pass(loaded, centers, candidates, everyone, previous)
+        if change is not None:
+            LABELS.put(chunk, tag, previous)  # overwritten with the new labels
+            return change
+    stats = stats_keeping_row_candidates(chunk, centers, search, tag, run, m)
+    if last:
+        ROW_CANDIDATES.take(chunk, run)
+    if previous is None or not loaded.ops.scans_candidates:
+        return StatsChange.of_unknown_sums(stats)
+    return loaded.ops.change_of_labels(loaded, centers, previous, LABELS.get(chunk, tag))
+
+
+def stats_of_kept_labels(
+    chunk: Chunk, centers: np.ndarray, search: str, tag: Hashable
+) -> ClusterStats:
+    """The chunk's statistics for the labels kept under ``tag``, which stay kept.
+
+    For a pass whose changes could not be added up (a chunk had lost the
+    labels its change starts from). Where these labels are lost too, or the
+    ops scan no candidates, the plain pass of ``search``, keeping its labels.
+    """
+    labels = LABELS.get(chunk, tag)
+    loaded = _start_task(chunk)
+    if labels is None or not loaded.ops.scans_candidates:
+        return stats_keeping_labels(chunk, centers, search, None, tag)
+    return loaded.ops.statistics_of_labels(loaded, centers, labels)
 
 
 def kept_labels(
