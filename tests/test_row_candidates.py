@@ -114,7 +114,8 @@ def test_own_candidate_labels_are_the_nearest_of_the_label_and_the_candidates():
     previous = rng.integers(0, 50, size=300).astype(np.int32)
     everyone = np.array([7, 3], dtype=np.int32)  # scored by every row
     labels = previous.copy()
-    own_candidate_labels(rows, np.ascontiguousarray(centers), candidates, everyone, labels)
+    order = rng.permutation(300).astype(np.int32)  # any order: the same labels
+    own_candidate_labels(rows, np.ascontiguousarray(centers), candidates, everyone, labels, order)
     distances = _squared(rows, centers)
     for i in range(300):
         allowed = np.union1d(np.union1d(candidates[i], previous[i]), everyone)  # sorted
@@ -138,10 +139,14 @@ def test_the_first_pass_keeps_each_rows_candidates_and_the_next_searches_them(ch
     chunk, centers = chunk_and_centers
     first = tasks.stats_keeping_row_candidates(chunk, centers, SEARCH, ("run", 1), "run", 6)
     labels = tasks.LABELS.get(chunk, ("run", 1)).copy()
-    candidates = tasks.ROW_CANDIDATES.get(chunk, "run")
-    expected, kept = IVFSearcher(centers, 8, 2).nearest_with_candidates(chunk.data, 6)
+    kept = tasks.ROW_CANDIDATES.get(chunk, "run")
+    searcher = IVFSearcher(centers, 8, 2)
+    expected, candidates = searcher.nearest_with_candidates(chunk.data, 6)
     assert_array_equal(labels, expected)
-    assert_array_equal(candidates, kept)
+    assert_array_equal(kept.ids, candidates)
+    assert_array_equal(np.sort(kept.order), np.arange(2000))  # every row, list by list
+    row_lists = searcher.center_lists[candidates[kept.order, 0]]
+    assert (np.diff(row_lists) >= 0).all()
     assert_array_equal(first.counts, np.bincount(labels, minlength=64))
 
     moved = centers + np.float32(0.05)
@@ -154,7 +159,7 @@ def test_the_first_pass_keeps_each_rows_candidates_and_the_next_searches_them(ch
         allowed = np.union1d(candidates[i], labels[i])
         assert new[i] == allowed[np.argmin(distances[i, allowed])]
     assert stats.inertia == pytest.approx(distances[np.arange(2000), new].sum(), rel=1e-9)
-    assert tasks.ROW_CANDIDATES.get(chunk, "run") is candidates  # kept for the next pass
+    assert tasks.ROW_CANDIDATES.get(chunk, "run") is kept  # kept for the next pass
 
     tasks.stats_from_row_candidates(
         chunk, moved, SEARCH, ("run", 3), ("run", 2), "run", 6, NOBODY, True

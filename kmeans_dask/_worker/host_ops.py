@@ -29,7 +29,7 @@ from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.moved_centers import nearest_after_moves
-from kmeans_dask._worker.ops import LloydPass
+from kmeans_dask._worker.ops import LloydPass, RowCandidates
 from kmeans_dask._worker.results import (
     FAR_ROWS,
     N_REPORTED_POSITIONS,
@@ -178,7 +178,7 @@ class HostOps:
 
     def pass_keeping_candidates(
         self, chunk: Chunk, centers: np.ndarray, search: str, m: int
-    ) -> tuple[LloydPass, np.ndarray]:
+    ) -> tuple[LloydPass, RowCandidates]:
         searcher = prepared_search(search, centers.astype(chunk.data.dtype, copy=False)).searcher
         labels = np.empty(chunk.n_rows, dtype=np.int32)
         candidates = np.empty((chunk.n_rows, min(m, len(centers))), dtype=np.int32)
@@ -189,13 +189,15 @@ class HostOps:
                     chunk.data[start:stop], m
                 )
         result = self._pass_of_labels(chunk, aligned_float64(centers), labels, searcher.block_rows)
-        return result, candidates
+        # The nearest candidate is in the row's nearest list.
+        order = np.argsort(searcher.center_lists[candidates[:, 0]], kind="stable")
+        return result, RowCandidates(candidates, order.astype(np.int32))
 
     def row_candidates_pass(
         self,
         chunk: Chunk,
         centers: np.ndarray,
-        candidates: np.ndarray,
+        candidates: RowCandidates,
         everyone: np.ndarray,
         labels: np.ndarray,
     ) -> StatsChange | None:
@@ -204,11 +206,15 @@ class HostOps:
             sample = _checked_rows(chunk.data)
             found = labels[sample].copy()
             checked = np.ascontiguousarray(chunk.data[sample])
-            own_candidate_labels(checked, centers64, candidates[sample], everyone, found)
+            checked_ids = candidates.ids[sample]
+            in_row_order = np.arange(len(checked), dtype=np.int32)
+            own_candidate_labels(checked, centers64, checked_ids, everyone, found, in_row_order)
             if _misses_too_many(checked, centers, centers64, found):
                 return None
             previous = labels.copy()
-            own_candidate_labels(chunk.data, centers64, candidates, everyone, labels)
+            own_candidate_labels(
+                chunk.data, centers64, candidates.ids, everyone, labels, candidates.order
+            )
             return self._change_of_labels(chunk, centers64, previous, labels)
 
     def change_of_labels(

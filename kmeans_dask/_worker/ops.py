@@ -19,7 +19,7 @@ picklable objects: they travel with the placing tasks.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import numpy as np
 
@@ -45,6 +45,16 @@ class LloydPass:
     """(n,) int32 label of each row, in the chunk's memory; scratch unless kept."""
     bounds: RowBounds | None = None
     """The rows' Hamerly bounds for these centres, when the pass kept bounds."""
+
+
+class RowCandidates(NamedTuple):
+    """Each row's own candidates (:meth:`ChunkOps.pass_keeping_candidates`), kept
+    next to its chunk for the later passes of a run."""
+
+    ids: Any
+    """(n, m) int32 the ``m`` nearest centres in the row's nearest IVF list, nearest first."""
+    order: Any
+    """(n,) int32 the rows, list by list: the order the later passes visit them in."""
 
 
 class ChunkOps(Protocol):
@@ -107,13 +117,18 @@ class ChunkOps(Protocol):
 
     def pass_keeping_candidates(
         self, chunk: Chunk, centers: np.ndarray, search: str, m: int
-    ) -> tuple[LloydPass, Any]:
+    ) -> tuple[LloydPass, RowCandidates]:
         """:meth:`lloyd_pass` of the IVF ``search``, also returning each row's ``m``
-        nearest centres in the list nearest to it, (n, m) int32, nearest first
+        nearest centres in the list nearest to it
         (:meth:`~kmeans_dask.backends.approximate.IVFSearcher.nearest_with_candidates`)."""
 
     def row_candidates_pass(
-        self, chunk: Chunk, centers: np.ndarray, candidates: Any, everyone: Any, labels: Any
+        self,
+        chunk: Chunk,
+        centers: np.ndarray,
+        candidates: RowCandidates,
+        everyone: Any,
+        labels: Any,
     ) -> StatsChange | None:
         """Move each row to the nearest of its previous centre, its own ``candidates``
         (those :meth:`pass_keeping_candidates` kept) and the centres in

@@ -426,6 +426,8 @@ class IVFSearcher:
         The values in use.
     index : faiss.IndexIVFFlat
         The index over the centres (float32).
+    center_lists : ndarray of shape (k,), int64
+        The list of each centre.
 
     Notes
     -----
@@ -484,6 +486,7 @@ class IVFSearcher:
         index.train(centers32)
         trained = quantizer.reconstruct_n(0, nlist)
         lists = balanced_lists(centers32, trained, MAX_LIST_SIZE_RATIO)
+        self.center_lists = lists
         quantizer.reset()
         quantizer.add(list_means(centers32, lists, trained))
         index.add_core(n_clusters, faiss.swig_ptr(centers32), None, faiss.swig_ptr(lists))
