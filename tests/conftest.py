@@ -84,3 +84,37 @@ def memo_hits(monkeypatch):
         return hits
 
     return record
+
+
+class Recounts(list):
+    """(added up from changes, counted afresh) statistics of passes, in order."""
+
+    def assert_same(self) -> None:
+        """Sums equal up to float64 rounding; counts (sent whole) and inertia equal."""
+        for added, fresh in self:
+            np.testing.assert_allclose(added.sums, fresh.sums, rtol=1e-11, atol=1e-9)
+            np.testing.assert_array_equal(added.counts, fresh.counts)
+            assert added.inertia == pytest.approx(fresh.inertia, rel=1e-12)
+
+
+@pytest.fixture
+def recounted(monkeypatch) -> Recounts:
+    """After every pass whose chunks send changes, its statistics counted afresh from
+    the labels it kept."""
+    import kmeans_dask._fit.passes as passes
+    from kmeans_dask._worker.results import combine_stats
+    from kmeans_dask._worker.tasks import stats_of_kept_labels
+
+    pairs = Recounts()
+    original = passes.statistics_from_changes
+
+    def recounting(client, data, task, centers, search, tag, *rest):
+        stats = original(client, data, task, centers, search, tag, *rest)
+        fresh = data.map_reduce(
+            client, stats_of_kept_labels, combine_stats, centers, search, tag, name="recount"
+        )
+        pairs.append((stats, fresh))
+        return stats
+
+    monkeypatch.setattr(passes, "statistics_from_changes", recounting)
+    return pairs

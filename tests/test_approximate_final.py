@@ -38,9 +38,9 @@ def _passes(monkeypatch) -> list[str]:
         monkeypatch.setattr(passes_module, name, recording)
     from_kept_labels = passes_module.statistics_from_kept_labels
 
-    def recording_task(client, data, task, *args):
+    def recording_task(client, data, task, *args, **options):
         calls.append(task.__name__)
-        return from_kept_labels(client, data, task, *args)
+        return from_kept_labels(client, data, task, *args, **options)
 
     monkeypatch.setattr(passes_module, "statistics_from_kept_labels", recording_task)
     return calls

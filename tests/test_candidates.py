@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dask.array as da
 import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
@@ -273,10 +274,12 @@ def test_candidate_task_without_previous_labels_makes_the_plain_pass(chunk_and_c
     chunk, centers = chunk_and_centers
     search = "candidates:m=4,nlist=8,nprobe=2"
     table = candidate_table(centers, 4)
-    stats = tasks.stats_from_candidates(chunk, centers, search, "new", "lost", table)
+    change = tasks.stats_from_candidates(chunk, centers, search, "new", "lost", table)
     plain = _plain_pass(chunk, centers, "ivf:nlist=8,nprobe=2")
-    assert_array_equal(stats.sums, plain.sums)
-    assert_array_equal(stats.counts, plain.counts)
+    assert not change.complete  # no labels to start a change from: counted afresh
+    assert_array_equal(change.counts, plain.counts)
+    recount = tasks.stats_of_kept_labels(chunk, centers, search, "new")
+    assert_array_equal(recount.sums, plain.sums)
     assert tasks.LABELS.take(chunk, "new") is not None  # kept for the next iteration
 
 
@@ -295,9 +298,10 @@ def test_candidate_task_of_ops_that_scan_no_candidates_makes_the_plain_pass(
         raising=False,
     )
     table = candidate_table(centers, 4)
-    stats = tasks.stats_from_candidates(staged, centers, search, "new", "previous", table)
+    change = tasks.stats_from_candidates(staged, centers, search, "new", "previous", table)
     plain = _plain_pass(chunk, centers, "ivf:nlist=8,nprobe=2")
-    assert_array_equal(stats.counts, plain.counts)
+    assert_array_equal(change.counts, plain.counts)
+    assert not change.complete
     with pytest.raises(NotImplementedError, match="scans no candidates"):
         staged.ops.candidate_pass(staged, centers, search, table, np.zeros(2000, np.int32))
 
@@ -309,12 +313,13 @@ def test_rows_of_centres_without_candidates_are_searched_with_ivf(chunk_and_cent
     previous = np.argmin(_squared(chunk.data, centers), axis=1).astype(np.int32)
     table = candidate_table(centers, 2)
     table[::2] = -1  # about 1000 rows, more than 16 sqrt(k) = 128: IVF pays
-    result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
+    labels = previous.copy()
+    host_ops().candidate_pass(chunk, centers, search, table, labels)
     sent_away = previous % 2 == 0
     ivf = IVFSearcher(centers, 8, 1).nearest(chunk.data[sent_away])
-    assert_array_equal(result.labels[sent_away], ivf)
+    assert_array_equal(labels[sent_away], ivf)
     assert_array_equal(
-        result.labels[~sent_away],
+        labels[~sent_away],
         _brute_candidates(chunk.data, centers, table, previous)[~sent_away],
     )
 
@@ -330,11 +335,12 @@ def test_a_few_rows_without_candidates_are_searched_exactly(chunk_and_centers, m
     previous = exact.copy()
     table = candidate_table(centers, 2)
     table[[3, 40]] = -1  # about 2 x 31 rows
-    result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
+    labels = previous.copy()
+    host_ops().candidate_pass(chunk, centers, search, table, labels)
     sent_away = np.isin(previous, [3, 40])
-    assert_array_equal(result.labels[sent_away], exact[sent_away])
+    assert_array_equal(labels[sent_away], exact[sent_away])
     assert_array_equal(
-        result.labels[~sent_away],
+        labels[~sent_away],
         _brute_candidates(chunk.data, centers, table, previous)[~sent_away],
     )
 
@@ -360,6 +366,28 @@ def test_candidates_stay_as_near_exact_lloyd_as_ivf_on_clustered_data(client, cl
     assert_array_equal(candidates.labels_, candidates.predict(X))
 
 
+@pytest.mark.parametrize("weighted", [False, True])
+def test_statistics_added_up_from_candidate_changes_are_those_of_the_labels(
+    client, clustered, recounted, weighted
+):
+    """Each candidate pass sends what its moved rows changed: added to the last
+    pass's statistics, they are those of its labels counted afresh."""
+    X, init = clustered
+    weights = np.random.default_rng(1).random(len(X)) + 0.5 if weighted else None
+    fit = KMeans(
+        256,
+        init=init,
+        max_iter=8,
+        tol=0,
+        assign="candidates",
+        algorithm="lloyd",
+        assign_options={"exact_final": False},
+    ).fit(da.from_array(X, chunks=(5000, 16)), sample_weight=weights)
+    assert len(recounted) >= 4  # candidate passes, the final one among them
+    recounted.assert_same()
+    assert fit.n_iter_ == 8
+
+
 def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch):
     import kmeans_dask._fit.passes as passes_module
 
@@ -374,9 +402,9 @@ def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch
 
     monkeypatch.setattr(passes_module, "search_statistics", recording)
 
-    def recording_task(client, data, task, *args):
+    def recording_task(client, data, task, *args, **options):
         calls.append(task.__name__)
-        return from_kept_labels(client, data, task, *args)
+        return from_kept_labels(client, data, task, *args, **options)
 
     monkeypatch.setattr(passes_module, "statistics_from_kept_labels", recording_task)
     # algorithm="lloyd": no exact iteration where few centres move (test_moved_centers)
@@ -426,8 +454,8 @@ def test_a_chunk_whose_candidates_miss_is_searched_with_ivf(chunk_and_centers):
     # previous centres: a wrong one, so most rows' nearest is not a candidate.
     table = np.stack([np.arange(64), np.argmax(_squared(centers, centers), axis=1)], axis=1)
     previous = ((exact + 1) % 64).astype(np.int32)
-    result = host_ops().candidate_pass(chunk, centers, search, table.astype(np.int32), previous)
-    assert_array_equal(result.labels, exact)
+    host_ops().candidate_pass(chunk, centers, search, table.astype(np.int32), previous)
+    assert_array_equal(previous, exact)  # overwritten with the new labels
 
 
 @pytest.mark.parametrize(("missed_share", "kept"), [(0.01, True), (0.1, False)])
@@ -457,8 +485,9 @@ def test_a_chunk_keeps_its_candidates_unless_its_sample_misses_clearly_too_many(
             <= expected_misses + CANDIDATE_CHECK_SIGMAS * np.sqrt(expected_misses)
         )
     search = "candidates:m=1,nlist=8,nprobe=8"  # IVF probing every list: exact
-    result = host_ops().candidate_pass(chunk, centers, search, table, previous.copy())
-    assert_array_equal(result.labels, previous if kept else exact)
+    labels = previous.copy()
+    host_ops().candidate_pass(chunk, centers, search, table, labels)
+    assert_array_equal(labels, previous if kept else exact)
 
 
 def test_candidates_fall_back_where_k_is_about_the_number_of_blobs(client):

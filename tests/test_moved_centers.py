@@ -187,10 +187,10 @@ def _record(monkeypatch, names):
         monkeypatch.setattr(passes_module, name, recording)
     from_kept_labels = passes_module.statistics_from_kept_labels
 
-    def recording_task(client, data, task, *args):
+    def recording_task(client, data, task, *args, **options):
         if task.__name__ in names:
             calls.append(task.__name__)
-        return from_kept_labels(client, data, task, *args)
+        return from_kept_labels(client, data, task, *args, **options)
 
     monkeypatch.setattr(passes_module, "statistics_from_kept_labels", recording_task)
     return calls

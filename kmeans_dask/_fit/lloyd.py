@@ -185,7 +185,7 @@ def lloyd(
     # moved onto far rows) since, which are nobody's candidates.
     own_kept = False
     emptied = far_movers = np.empty(0, dtype=np.int32)
-    # The statistics of the last pass, to which a row-candidate pass adds its changes.
+    # The statistics of the last pass, to which a candidate pass adds its changes.
     counted = None
     k = len(centers)
     for iteration in range(first_iteration, 0 if converged else max_iter + 1):
@@ -258,6 +258,7 @@ def lloyd(
                 (labels_tag, iteration),
                 "kmeans-assign",
                 after_exact,
+                counted,
             )
         else:
             stats = passes.search_statistics(
@@ -358,6 +359,7 @@ def lloyd(
                 tag,
                 "kmeans-final-stats",
                 after_exact,
+                counted,
             )
             labels = passes.labels_kept(client, data, centers, final_backend, tag)
         else:

@@ -25,6 +25,7 @@ from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.results import (
     ClusterStats,
     RankedRows,
+    StatsChange,
     combine_changes,
     combine_stats,
     merge_top,
@@ -79,11 +80,11 @@ def search_statistics(
 def statistics_from_kept_labels(
     client: Client,
     data: DistributedData,
-    task: Callable[..., ClusterStats],
+    task: Callable[..., Any],
     centers: np.ndarray,
     search: str,
     tag: tuple[str, int],
-    how: tuple[np.ndarray, ...],
+    how: tuple[Any, ...],
     name: str,
     combine: Callable[..., Any] = combine_stats,
 ) -> Any:
@@ -91,16 +92,17 @@ def statistics_from_kept_labels(
     the previous pass kept next to its chunk under ``(tag[0], tag[1] - 1)``; its new
     label is kept under ``tag``.
 
-    ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_candidates`
-    (``how``: the neighbour table; each row among its previous centre's
-    neighbours), :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
+    ``task`` is :func:`~kmeans_dask._worker.tasks.stats_from_moved_centers`
     (``how``: the moved centres and their positions before the move, after
     an exact pass; each row whose centre did not move, or moved nearer to
-    it, among those alone) or
+    it, among those alone), or one whose chunks return changes, combined by
+    :func:`~kmeans_dask._worker.results.combine_changes`
+    (:func:`statistics_from_changes`):
+    :func:`~kmeans_dask._worker.tasks.stats_from_candidates` (``how``: the
+    neighbour table; each row among its previous centre's neighbours) or
     :func:`~kmeans_dask._worker.tasks.stats_from_row_candidates` (``how``:
     the run, ``m``, the centres every row scores and whether it is the last
-    pass; each row among its own candidates; it returns changes, which
-    :func:`~kmeans_dask._worker.results.combine_changes` combines).
+    pass; each row among its own candidates).
     """
     return data.map_reduce(
         client,
@@ -151,18 +153,19 @@ def candidate_statistics(
     tag: tuple[str, int],
     name: str,
     after_exact: bool,
+    counted: ClusterStats,
 ) -> tuple[ClusterStats, np.ndarray]:
-    """A candidate pass (:func:`statistics_from_kept_labels`) after the centres moved
-    from ``previous_and_centers[0]`` to ``[1]``, and its neighbour table (refined
-    from ``neighbours``, the last pass's, if any), for the next pass. Right
-    after an exact pass (``after_exact``) no row goes to IVF for its centre's
+    """A candidate pass (:func:`statistics_from_changes`, added to ``counted``) after
+    the centres moved from ``previous_and_centers[0]`` to ``[1]``, and its neighbour
+    table (refined from ``neighbours``, the last pass's, if any), for the next pass.
+    Right after an exact pass (``after_exact``) no row goes to IVF for its centre's
     move, and a table made afresh is wider (:meth:`CandidateBackend.neighbours`,
     :meth:`CandidateBackend.table`)."""
     previous, centers = previous_and_centers
     neighbours = candidates.neighbours(centers, neighbours, wide=after_exact)
     table = candidates.table(centers, previous, neighbours, after_exact=after_exact)
-    stats = statistics_from_kept_labels(
-        client, data, stats_from_candidates, centers, search, tag, (table,), name
+    stats = statistics_from_changes(
+        client, data, stats_from_candidates, centers, search, tag, (table,), name, counted
     )
     return stats, neighbours
 
@@ -186,14 +189,9 @@ def row_candidate_statistics(
     (:func:`~kmeans_dask._worker.tasks.stats_keeping_row_candidates`); the
     others search each row among its last centre, those and the centres
     ``everyone`` (:func:`~kmeans_dask._worker.tasks.stats_from_row_candidates`),
-    the ``last`` dropping them. Labels are kept under ``tag``, the candidates
-    under the run's ``tag[0]``.
-
-    The chunks of a later pass send only what their moved rows changed,
-    added to ``counted``, the statistics of the previous pass (before any
-    empty cluster was relocated). Where a chunk had lost the labels it
-    started from, the statistics of the new labels are counted in a second
-    pass (:func:`~kmeans_dask._worker.tasks.stats_of_kept_labels`).
+    the ``last`` dropping them, and add what they changed to ``counted``
+    (:func:`statistics_from_changes`). Labels are kept under ``tag``, the
+    candidates under the run's ``tag[0]``.
     """
     run = tag[0]
     if not first:
@@ -201,28 +199,8 @@ def row_candidate_statistics(
             raise ValueError("a later row-candidate pass adds its changes to the last pass's")
         everyone = np.empty(0, np.int32) if everyone is None else everyone.astype(np.int32)
         how = (run, m, everyone, last)
-        change = statistics_from_kept_labels(
-            client,
-            data,
-            stats_from_row_candidates,
-            centers,
-            search,
-            tag,
-            how,
-            name,
-            combine=combine_changes,
-        )
-        if change.complete:
-            return change.applied_to(counted)
-        return data.map_reduce(
-            client,
-            stats_of_kept_labels,
-            combine_stats,
-            centers,
-            search,
-            tag,
-            name=f"{name}-recount",
-            result_bytes=statistics_nbytes(*centers.shape),
+        return statistics_from_changes(
+            client, data, stats_from_row_candidates, centers, search, tag, how, name, counted
         )
     return data.map_reduce(
         client,
@@ -234,6 +212,45 @@ def row_candidate_statistics(
         run,
         m,
         name=name,
+        result_bytes=statistics_nbytes(*centers.shape),
+    )
+
+
+def statistics_from_changes(
+    client: Client,
+    data: DistributedData,
+    task: Callable[..., StatsChange],
+    centers: np.ndarray,
+    search: str,
+    tag: tuple[str, int],
+    how: tuple[Any, ...],
+    name: str,
+    counted: ClusterStats,
+) -> ClusterStats:
+    """:func:`statistics_from_kept_labels` of a ``task`` whose chunks send what their
+    moved rows changed (:class:`~kmeans_dask._worker.results.StatsChange`), added to
+    ``counted``, the statistics of the previous pass (before any empty cluster was
+    relocated).
+
+    An approximate pass from kept labels moves few rows, and the full ``k x d``
+    sums of every chunk (16 MiB at k = 16384, d = 128) need not be made and
+    sent. Where a chunk had lost the labels it started from, the statistics of
+    the new labels are counted in a second pass
+    (:func:`~kmeans_dask._worker.tasks.stats_of_kept_labels`).
+    """
+    change = statistics_from_kept_labels(
+        client, data, task, centers, search, tag, how, name, combine=combine_changes
+    )
+    if change.complete:
+        return change.applied_to(counted)
+    return data.map_reduce(
+        client,
+        stats_of_kept_labels,
+        combine_stats,
+        centers,
+        search,
+        tag,
+        name=f"{name}-recount",
         result_bytes=statistics_nbytes(*centers.shape),
     )
 

@@ -167,14 +167,15 @@ class HostOps:
         search: str,
         table: np.ndarray,
         labels: np.ndarray,
-    ) -> LloydPass:
+    ) -> StatsChange:
         centers64 = aligned_float64(centers)
+        previous = labels.copy()
         with single_threaded_native():
             if not _candidates_hold(chunk.data, centers, centers64, table, labels):
                 labels.fill(-1)
             if (labels < 0).any():
                 _search_unassigned(chunk.data, labels, centers, search)
-        return self._pass_of_labels(chunk, centers64, labels)
+            return self._change_of_labels(chunk, centers64, previous, labels)
 
     def pass_keeping_candidates(
         self, chunk: Chunk, centers: np.ndarray, search: str, m: int

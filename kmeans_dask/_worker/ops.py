@@ -105,12 +105,13 @@ class ChunkOps(Protocol):
 
     def candidate_pass(
         self, chunk: Chunk, centers: np.ndarray, search: str, table: np.ndarray, labels: Any
-    ) -> LloydPass:
-        """:meth:`lloyd_pass` moving each row to the nearest of ``table[labels[row]]``.
+    ) -> StatsChange:
+        """Move each row to the nearest of ``table[labels[row]]`` and return what that
+        changed in the chunk's statistics (:meth:`change_of_labels`).
 
         ``labels`` (kept from the previous pass over this chunk, held by
-        nothing else) are overwritten with the new labels, which the pass
-        returns. ``table`` (k, m) int32 lists each centre's candidates
+        nothing else) are overwritten with the new labels. ``table`` (k, m)
+        int32 lists each centre's candidates
         (:func:`~kmeans_dask.backends.approximate.candidate_table`); the rows
         of a centre whose table row is -1 are searched with ``search``.
         """

@@ -69,7 +69,7 @@ class StagedOps:
     def bounded_pass(self, chunk, centers, search, previous, movement) -> LloydPass:
         raise NotImplementedError(f"{self.name} keeps no Hamerly bounds (keeps_bounds is False)")
 
-    def candidate_pass(self, chunk, centers, search, table, labels) -> LloydPass:
+    def candidate_pass(self, chunk, centers, search, table, labels):
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def moved_centers_pass(self, chunk, centers, search, moved, moved_from, labels) -> LloydPass:

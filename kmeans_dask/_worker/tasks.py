@@ -137,21 +137,29 @@ def stats_from_candidates(
     tag: Hashable,
     previous_tag: Hashable,
     table: np.ndarray,
-) -> ClusterStats:
-    """:func:`stats_keeping_labels`, each row searched among its previous centre's neighbours.
+) -> StatsChange:
+    """Each row searched among its previous centre's neighbours; what that changed in
+    the chunk's statistics (:class:`~kmeans_dask._worker.results.StatsChange`).
 
     The labels the run's previous iteration kept under ``previous_tag``
     give each row's previous centre; ``table`` its candidates
     (:meth:`~kmeans_dask._worker.ops.ChunkOps.candidate_pass`), and the new
-    labels are written over the previous ones. A chunk without them (its
-    labels were lost with a worker, or taken by another pass) or whose ops
-    scan no candidates makes the plain pass of ``search`` instead: the
-    result then depends on whether they were there, which a lost worker
-    changes. (An approximate search keeps no Hamerly bounds: no ticket.)
+    labels are written over the previous ones and kept under ``tag``. A
+    chunk without them (its labels were lost with a worker, or taken by
+    another pass) or whose ops scan no candidates makes the plain pass of
+    ``search`` instead, keeping its labels, and returns an incomplete change
+    (the client then counts the statistics of the labels kept,
+    :func:`stats_of_kept_labels`): the result then depends on whether they
+    were there, which a lost worker changes. (An approximate search keeps no
+    Hamerly bounds: no ticket.)
     """
-    return _stats_from_previous_labels(
-        "candidate_pass", chunk, centers, search, tag, previous_tag, table
-    )
+    previous = LABELS.take(chunk, previous_tag)
+    loaded = _start_task(chunk)
+    if previous is None or not loaded.ops.scans_candidates:
+        return StatsChange.of_unknown_sums(stats_keeping_labels(chunk, centers, search, None, tag))
+    change = loaded.ops.candidate_pass(loaded, centers, search, table, previous)
+    LABELS.put(chunk, tag, previous)  # overwritten with the new labels
+    return change
 
 
 def stats_from_moved_centers(
@@ -172,28 +180,11 @@ def stats_from_moved_centers(
     (:meth:`~kmeans_dask._worker.ops.ChunkOps.moved_centers_pass`); without
     them, the plain pass of ``search`` is made, with the same result.
     """
-    return _stats_from_previous_labels(
-        "moved_centers_pass", chunk, centers, search, tag, previous_tag, moved, moved_from
-    )
-
-
-def _stats_from_previous_labels(
-    method: str,
-    chunk: Chunk,
-    centers: np.ndarray,
-    search: str,
-    tag: Hashable,
-    previous_tag: Hashable,
-    *args: Any,
-) -> ClusterStats:
-    """The ops' pass ``method`` from the labels kept under ``previous_tag`` (which it
-    overwrites), the new labels kept under ``tag``; the plain pass of ``search``
-    where they are missing or the ops offer no such pass."""
     previous = LABELS.take(chunk, previous_tag)
     loaded = _start_task(chunk)
     if previous is None or not loaded.ops.scans_candidates:
         return stats_keeping_labels(chunk, centers, search, None, tag)
-    result = getattr(loaded.ops, method)(loaded, centers, search, *args, previous)
+    result = loaded.ops.moved_centers_pass(loaded, centers, search, moved, moved_from, previous)
     LABELS.put(chunk, tag, result.labels)
     return result.stats
 
