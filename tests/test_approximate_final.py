@@ -52,7 +52,7 @@ def _inertia(X, centers, labels) -> float:
 
 
 def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
-    client, clustered, monkeypatch
+    client, clustered, monkeypatch, recounted
 ):
     """From EXACT_FIRST_BELOW centres: IVF while the centres move far, then
     candidates; once an update moves at most a sixteenth of the centres (with the
@@ -76,7 +76,9 @@ def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
     ).fit(X)
     assert passes[:2] == ["search_statistics"] * 2  # IVF: from random rows, then not settled
     assert passes[2:-1] == ["stats_from_candidates"] * 5
-    assert passes[-1] == "stats_from_moved_centers"
+    assert passes[-1] == "changes_from_moved_centers"  # from approximate labels
+    assert len(recounted) == 6  # candidate passes and that one: sent as changes
+    recounted.assert_same()
     assert len(moved_shares) == 1
     assert all(0 <= share <= lloyd.APPROXIMATE_MOVED_MAX_SHARE for share in moved_shares)
     # labels_ and inertia_ are those of the approximate pass, consistent with each other
@@ -100,9 +102,9 @@ def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
     params = {"init": init, "max_iter": 7, "tol": 0, "assign": "candidates"}
     fit = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
     assert passes[0] == "search_statistics"  # the exact first iteration
-    assert set(passes[1:]) <= {"stats_from_candidates", "stats_from_moved_centers"}
+    assert set(passes[1:]) <= {"stats_from_candidates", "changes_from_moved_centers"}
     assert passes[1] == "stats_from_candidates"
-    assert passes[-1] == "stats_from_moved_centers"
+    assert passes[-1] == "changes_from_moved_centers"  # from approximate labels
     exact_lloyd = KMeans(256, init=init, max_iter=7, tol=0).fit(X)
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
     from_ivf = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)

@@ -223,6 +223,8 @@ def lloyd(
                 exact_backend,
                 (labels_tag, iteration),
                 "kmeans-assign",
+                # From approximate labels: the chunks send what they changed.
+                counted=None if exact_labels_kept else counted,
             )
         elif own:
             m = candidates.candidates_per_row(*centers.shape)
@@ -327,6 +329,7 @@ def lloyd(
                 exact_backend,
                 tag,
                 "kmeans-final-stats",
+                counted=None if labels_kept else counted,
             )
             labels = passes.labels_kept(client, data, centers, final_backend, tag)
         elif own:

@@ -32,6 +32,7 @@ from kmeans_dask._worker.results import (
     statistics_nbytes,
 )
 from kmeans_dask._worker.tasks import (
+    changes_from_moved_centers,
     chunk_labels,
     chunk_stats,
     farthest_rows,
@@ -126,20 +127,21 @@ def moved_centers_statistics(
     search: str,
     tag: tuple[str, int],
     name: str,
+    counted: ClusterStats | None = None,
 ) -> ClusterStats:
     """A moved-centre pass (:func:`statistics_from_kept_labels`) after the centres
     ``moved`` left ``previous_and_centers[0]`` for ``[1]``: the tasks get the moved
-    centres and where they were."""
+    centres and where they were. From approximate labels, the chunks send what
+    they changed, added to ``counted`` (:func:`statistics_from_changes`); from an
+    exact pass's, whole statistics, those of a plain pass bit for bit."""
     previous, centers = previous_and_centers
+    how = (moved, previous[moved])
+    if counted is not None:
+        return statistics_from_changes(
+            client, data, changes_from_moved_centers, centers, search, tag, how, name, counted
+        )
     return statistics_from_kept_labels(
-        client,
-        data,
-        stats_from_moved_centers,
-        centers,
-        search,
-        tag,
-        (moved, previous[moved]),
-        name,
+        client, data, stats_from_moved_centers, centers, search, tag, how, name
     )
 
 

@@ -171,7 +171,9 @@ class ArrayAPIOps:
     def candidate_pass(self, chunk, centers, search, table, labels):
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
-    def moved_centers_pass(self, chunk, centers, search, moved, moved_from, labels) -> LloydPass:
+    def moved_centers_pass(
+        self, chunk, centers, search, moved, moved_from, labels, as_change=False
+    ):
         raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def pass_keeping_candidates(self, chunk, centers, search, m):

@@ -257,13 +257,17 @@ class HostOps:
         moved: np.ndarray,
         moved_from: np.ndarray,
         labels: np.ndarray,
-    ) -> LloydPass:
+        as_change: bool = False,
+    ) -> LloydPass | StatsChange:
         centers64 = aligned_float64(centers)
         plain = prepared_search(search, centers.astype(chunk.data.dtype, copy=False)).searcher
+        previous = labels.copy() if as_change else None
         with single_threaded_native():
             nearest_after_moves(
                 chunk.data, plain, centers, centers64, search, moved, moved_from, labels
             )
+            if previous is not None:
+                return self._change_of_labels(chunk, centers64, previous, labels)
         # Summed as the plain pass of ``search`` sums: the same inertia, bit for bit.
         return self._pass_of_labels(chunk, centers64, labels, plain.block_rows)
 

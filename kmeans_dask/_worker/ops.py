@@ -5,7 +5,8 @@ NumPy memory, a GPU, any array-API library) and does every pass over them:
 placing a block, the data check's moments, a Lloyd pass with or without
 bounds, nearest centres with exact squared distances, the farthest rows,
 the k-means|| passes. What it returns is small and on the host: float64
-k x d statistics, a few ranked rows, candidate rows, a cost. Everything
+k x d statistics (or, for a pass from the rows' previous labels, what the
+moved rows changed in them), a few ranked rows, candidate rows, a cost. Everything
 above it (the task functions of :mod:`kmeans_dask._worker.tasks`, the
 reduction tree, the centre update, k-means|| on the client, checkpoints,
 memos, recovery, actors and tasks) works the same for every implementation
@@ -157,7 +158,8 @@ class ChunkOps(Protocol):
         moved: np.ndarray,
         moved_from: np.ndarray,
         labels: Any,
-    ) -> LloydPass:
+        as_change: bool = False,
+    ) -> LloydPass | StatsChange:
         """:meth:`lloyd_pass` of the exact ``search``, given each row's nearest centre
         before the centres ``moved`` moved from ``moved_from`` (their positions then).
 
@@ -165,7 +167,10 @@ class ChunkOps(Protocol):
         one, held by nothing else) are overwritten with the new labels, which
         the pass returns. A row whose centre did not move, or moved nearer to
         it, is searched among ``moved`` alone
-        (:mod:`kmeans_dask._worker.moved_centers`).
+        (:mod:`kmeans_dask._worker.moved_centers`). With ``as_change``, it
+        returns what it changed in the chunk's statistics instead
+        (:meth:`change_of_labels`): for a pass from approximate labels, whose
+        statistics need not be a plain pass's bit for bit.
         """
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:

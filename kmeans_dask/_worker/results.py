@@ -1,8 +1,8 @@
 """What a pass over a chunk returns: small host NumPy values, whatever the chunk's device.
 
 Each is combined with its kind from other chunks in the fixed reduction tree
-(:func:`combine_stats`, :meth:`ChunkSummary.merge`, :func:`merge_top`,
-:func:`add_arrays`, ...), in an order that depends only on the number of
+(:func:`combine_stats`, :func:`combine_changes`, :meth:`ChunkSummary.merge`,
+:func:`merge_top`, :func:`add_arrays`, ...), in an order that depends only on the number of
 chunks, so results are the same for any placement.
 """
 

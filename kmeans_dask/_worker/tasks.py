@@ -189,6 +189,29 @@ def stats_from_moved_centers(
     return result.stats
 
 
+def changes_from_moved_centers(
+    chunk: Chunk,
+    centers: np.ndarray,
+    search: str,
+    tag: Hashable,
+    previous_tag: Hashable,
+    moved: np.ndarray,
+    moved_from: np.ndarray,
+) -> StatsChange:
+    """:func:`stats_from_moved_centers` from approximate labels (those of a candidate
+    or IVF pass): what the pass changed in the chunk's statistics, as
+    :func:`stats_from_candidates` returns it (incomplete where the labels are lost)."""
+    previous = LABELS.take(chunk, previous_tag)
+    loaded = _start_task(chunk)
+    if previous is None or not loaded.ops.scans_candidates:
+        return StatsChange.of_unknown_sums(stats_keeping_labels(chunk, centers, search, None, tag))
+    change = loaded.ops.moved_centers_pass(
+        loaded, centers, search, moved, moved_from, previous, as_change=True
+    )
+    LABELS.put(chunk, tag, previous)  # overwritten with the new labels
+    return change
+
+
 #: Each row's own candidates (:func:`stats_keeping_row_candidates`), kept next
 #: to its chunk for the later passes of the same run, under the run's tag.
 ROW_CANDIDATES: ChunkMemo[Any] = ChunkMemo()
