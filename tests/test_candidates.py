@@ -366,28 +366,6 @@ def test_candidates_stay_as_near_exact_lloyd_as_ivf_on_clustered_data(client, cl
     assert_array_equal(candidates.labels_, candidates.predict(X))
 
 
-@pytest.mark.parametrize("weighted", [False, True])
-def test_statistics_added_up_from_candidate_changes_are_those_of_the_labels(
-    client, clustered, recounted, weighted
-):
-    """Each candidate pass sends what its moved rows changed: added to the last
-    pass's statistics, they are those of its labels counted afresh."""
-    X, init = clustered
-    weights = np.random.default_rng(1).random(len(X)) + 0.5 if weighted else None
-    fit = KMeans(
-        256,
-        init=init,
-        max_iter=8,
-        tol=0,
-        assign="candidates",
-        algorithm="lloyd",
-        assign_options={"exact_final": False},
-    ).fit(da.from_array(X, chunks=(5000, 16)), sample_weight=weights)
-    assert len(recounted) >= 4  # candidate passes, the final one among them
-    recounted.assert_same()
-    assert fit.inertia_ == pytest.approx(-fit.score(X), rel=1e-3)  # near its exact labels
-
-
 def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch):
     import kmeans_dask._fit.passes as passes_module
 
@@ -417,7 +395,6 @@ def test_candidate_iterations_run_after_the_first(client, clustered, monkeypatch
 
 
 def test_candidate_fits_are_deterministic_and_do_not_depend_on_the_chunking(client, clustered):
-    import dask.array as da
 
     X, init = clustered
     fits = [

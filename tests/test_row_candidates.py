@@ -332,11 +332,16 @@ def test_a_fit_keeps_its_rows_candidates_once_and_stays_near_exact_lloyd(
 
 
 @pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("own", [True, False], ids=["own candidates", "neighbour table"])
 def test_statistics_added_up_from_changes_are_those_of_the_labels(
-    client, clustered, recounted, monkeypatch, weighted
+    client, clustered, recounted, monkeypatch, weighted, own
 ):
-    """Across a whole fit (clusters emptied and relocated included), with sample weights."""
-    monkeypatch.setattr("kmeans_dask.backends.approximate.ROW_CANDIDATES_FROM", 512)
+    """Each approximate pass from kept labels sends what its moved rows changed: added
+    to the last pass's statistics, they are those of its labels counted afresh, across
+    a whole fit (clusters emptied and relocated included), with sample weights, with
+    each row's own candidates or its centre's neighbours."""
+    if own:
+        monkeypatch.setattr("kmeans_dask.backends.approximate.ROW_CANDIDATES_FROM", 512)
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 512)
     X, init = clustered
     weights = np.random.default_rng(2).random(len(X)) + 0.5 if weighted else None
