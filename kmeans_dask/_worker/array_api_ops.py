@@ -28,7 +28,7 @@ from array_api_compat import array_namespace
 
 from kmeans_dask._kernels.rng import row_uniforms
 from kmeans_dask._worker.chunks import Chunk
-from kmeans_dask._worker.ops import LloydPass
+from kmeans_dask._worker.ops import HostOnlyPassesRefused, LloydPass
 from kmeans_dask._worker.results import (
     FAR_ROWS,
     ChunkSummary,
@@ -43,7 +43,7 @@ from kmeans_dask._worker.results import (
 BLOCK_ELEMENTS = 1 << 22
 
 
-class ArrayAPIOps:
+class ArrayAPIOps(HostOnlyPassesRefused):
     """:class:`~kmeans_dask._worker.ops.ChunkOps` for rows held by an array-API library.
 
     Parameters
@@ -53,9 +53,6 @@ class ArrayAPIOps:
         ``"numpy"``...); resolved through ``array-api-compat`` where it wraps
         the library, so NumPy and CuPy get their standard-conforming face.
     """
-
-    keeps_bounds = False
-    scans_candidates = False
 
     def __init__(self, namespace: str) -> None:
         self.namespace = namespace
@@ -164,29 +161,6 @@ class ArrayAPIOps:
         stats = ClusterStats(self.to_host(sums), self.to_host(counts), inertia)
         stats.farthest = self.top_rows(chunk, sq_dist, labels, FAR_ROWS)
         return LloydPass(stats, labels)
-
-    def bounded_pass(self, chunk, centers, search, previous, movement) -> LloydPass:
-        raise NotImplementedError(f"{self.name} keeps no Hamerly bounds (keeps_bounds is False)")
-
-    def candidate_pass(self, chunk, centers, search, table, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def moved_centers_pass(
-        self, chunk, centers, search, moved, moved_from, labels, as_change=False
-    ):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def pass_keeping_candidates(self, chunk, centers, search, m):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def row_candidates_pass(self, chunk, centers, candidates, everyone, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def change_of_labels(self, chunk, centers, previous, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def statistics_of_labels(self, chunk, centers, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
         """Nearest centre by the GEMM expansion, exact squared distance in float64.

@@ -215,3 +215,39 @@ class ChunkOps(Protocol):
 
     def handed_over(self, labels: Any) -> Any:
         """The labels as the chunk's block of ``labels_`` (own memory, int32)."""
+
+
+class HostOnlyPassesRefused:
+    """The passes only host ops offer, refused by name: Hamerly bounds and the
+    passes that scan candidates. For ops that set ``keeps_bounds`` and
+    ``scans_candidates`` False (the tasks then never call these)."""
+
+    keeps_bounds = False
+    scans_candidates = False
+    name: str
+
+    def bounded_pass(self, chunk, centers, search, previous, movement) -> LloydPass:
+        raise NotImplementedError(f"{self.name} keeps no Hamerly bounds (keeps_bounds is False)")
+
+    def candidate_pass(self, chunk, centers, search, table, labels):
+        self._refuse_candidates()
+
+    def moved_centers_pass(
+        self, chunk, centers, search, moved, moved_from, labels, as_change=False
+    ):
+        self._refuse_candidates()
+
+    def pass_keeping_candidates(self, chunk, centers, search, m):
+        self._refuse_candidates()
+
+    def row_candidates_pass(self, chunk, centers, candidates, everyone, labels):
+        self._refuse_candidates()
+
+    def change_of_labels(self, chunk, centers, previous, labels):
+        self._refuse_candidates()
+
+    def statistics_of_labels(self, chunk, centers, labels):
+        self._refuse_candidates()
+
+    def _refuse_candidates(self):
+        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")

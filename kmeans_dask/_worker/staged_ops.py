@@ -18,19 +18,16 @@ import numpy as np
 
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops
-from kmeans_dask._worker.ops import ChunkOps, LloydPass
+from kmeans_dask._worker.ops import ChunkOps, HostOnlyPassesRefused, LloydPass
 from kmeans_dask._worker.results import ChunkSummary, NearestCandidate, RankedRows
 
 
-class StagedOps:
+class StagedOps(HostOnlyPassesRefused):
     """:class:`~kmeans_dask._worker.ops.ChunkOps` for host rows worked on by ``device``.
 
     ``device`` must offer ``resident(block, weights, offset, dtype)``: its
     placement without any choice of memory (a :class:`Chunk` in the device).
     """
-
-    keeps_bounds = False
-    scans_candidates = False
 
     def __init__(self, device: ChunkOps) -> None:
         self.device = device
@@ -65,29 +62,6 @@ class StagedOps:
         reuse: Any | None = None,
     ) -> LloydPass:
         return self.device.lloyd_pass(self.on_device(chunk), centers, search, keep_labels, reuse)
-
-    def bounded_pass(self, chunk, centers, search, previous, movement) -> LloydPass:
-        raise NotImplementedError(f"{self.name} keeps no Hamerly bounds (keeps_bounds is False)")
-
-    def candidate_pass(self, chunk, centers, search, table, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def moved_centers_pass(
-        self, chunk, centers, search, moved, moved_from, labels, as_change=False
-    ):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def pass_keeping_candidates(self, chunk, centers, search, m):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def row_candidates_pass(self, chunk, centers, candidates, everyone, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def change_of_labels(self, chunk, centers, previous, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
-
-    def statistics_of_labels(self, chunk, centers, labels):
-        raise NotImplementedError(f"{self.name} scans no candidates (scans_candidates is False)")
 
     def nearest(self, chunk: Chunk, centers: np.ndarray, search: str) -> tuple[Any, Any]:
         return self.device.nearest(self.on_device(chunk), centers, search)
