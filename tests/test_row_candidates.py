@@ -426,3 +426,11 @@ def test_far_movers_are_the_centres_that_moved_much_more_than_the_median():
     assert_array_equal(lloyd._far_movers(previous, centers, 5), [7, 8, 9])
     assert_array_equal(lloyd._far_movers(previous, centers, 2), [8, 9])  # the farthest
     assert lloyd._far_movers(previous, previous.astype(np.float64), 5).size == 0
+
+
+def test_a_later_row_candidate_pass_needs_the_last_pass_statistics():
+    """Its chunks send changes, which mean nothing without what they change."""
+    with pytest.raises(ValueError, match="adds its changes to the last pass's"):
+        passes_module.row_candidate_statistics(
+            None, None, np.zeros((4, 2)), SEARCH, ("run", 2), 2, "pass", first=False
+        )
