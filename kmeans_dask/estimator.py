@@ -110,10 +110,10 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         moved far in the last update (a chunk whose sample misses too much,
         or that lost them, searches with IVF again and keeps new ones: ``m``
         int32 per row next to each chunk). "auto" takes "candidates" where it
-        measured faster (k >= 4096). Initialisation,
-        the final pass (``labels_``, ``inertia_``; unless
-        ``assign_options={"exact_final": False}``) and ``predict`` are
-        exact. The approximate searches are deterministic for the same
+        measured faster (k >= 4096). Initialisation and ``predict`` are
+        exact; the final pass (``labels_``, ``inertia_``) searches as the
+        iterations do unless ``assign_options={"exact_final": True}``. The
+        approximate searches are deterministic for the same
         data, chunking and initial centres; "candidates" also depends on
         which chunks kept their labels, so after a lost worker, a task run
         away from its chunk's worker, or a resumed checkpoint, its centres
@@ -125,17 +125,20 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         ``nlist``, where it is not exact, see ``algorithm``), ``m``,
         ``ef_search`` for "hnsw"; ``m`` (default ``max(16, 1024 // d)``),
         ``nlist``, ``nprobe`` (of its IVF searches) for "candidates".
-        With any approximate search, ``exact_final`` (default True): False
-        makes the final pass approximate too ("candidates": each row among
-        its last centre's neighbours) and no iteration exact (see
-        ``algorithm``) but the first of "candidates" below k = 8192 with
-        d >= 128, so no other pass searches every row exactly. ``labels_``
-        and ``inertia_`` are then those of that pass, and ``labels_`` can
-        differ from ``predict`` on the rows it misses (at 100k x 128,
-        k = 4096, on a 2-core AMD EPYC Zen 4, the fit took 1.09-1.10 s
-        instead of 1.65-1.70 s with exact labels and 2.25 s with
-        ``assign="exact"``, its centres within 0.001% of the exact fit's
-        inertia; ``scripts/bench_assign_fit.py``, README "Speed"). With
+        With any approximate search, ``exact_final`` (default False): the
+        final pass is approximate too ("candidates": each row among its last
+        centre's neighbours) and no iteration is exact (see ``algorithm``)
+        but the first of "candidates" below k = 8192 with d >= 128, so no
+        other pass searches every row exactly. ``labels_`` and ``inertia_``
+        are then those of that pass, and ``labels_`` can differ from
+        ``predict`` on the rows it misses. True makes ``labels_`` the exact
+        nearest centres (``labels_`` equal to ``predict(X)``, as
+        scikit-learn's), for one more exact pass over all the rows: at
+        100k x 128 on a 2-core AMD EPYC Zen 4, k = 4096, the fit took
+        1.10 s without it, 1.79 s with it and 2.52 s with
+        ``assign="exact"``; at k = 16384 1.58 s, 4.31 s and 5.43 s; the
+        final centres within 0.001% and 0.19% of the exact fit's inertia
+        (``scripts/bench_assign_fit.py``, README "Speed"). With
         ``algorithm="auto"``, once an update moves at most an eighth of the
         centres (a sixteenth once a candidate pass has made its neighbour
         table), a pass searches each row from its last label among the
@@ -153,10 +156,11 @@ class KMeans(ClassNamePrefixFeaturesOutMixin, ClusterMixin, TransformerMixin, Ba
         quarter of them moved
         (half from k = 1024; none below k = 128), with the same result
         again. "lloyd" searches every row. With an approximate ``assign``,
-        "auto" makes the iteration ``max_iter`` ends and those after an
-        update that moved that few centres exact ("numpy" ``backend``), so
-        the exact final pass costs little (none is exact without
-        ``exact_final``, see ``assign_options``). Data streamed
+        "auto" with ``exact_final`` makes the iteration ``max_iter`` ends
+        and those after an update that moved that few centres exact
+        ("numpy" ``backend``), so the exact final pass costs little
+        (without ``exact_final`` none is exact, see ``assign_options``).
+        Data streamed
         from Zarr always runs "lloyd".
     engine : {"auto", "tasks", "actors"}, default="auto"
         How the passes over the data reach the workers: "tasks", one Dask

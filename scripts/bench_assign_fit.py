@@ -8,7 +8,7 @@ threads, ``--iterations`` Lloyd iterations with ``tol=0``:
 * ``exact``: ``KMeans(assign="exact")``;
 * ``auto``: ``KMeans(assign="auto")`` (at large k: IVF over the centres in
   the first iteration, then each row among its previous centre's
-  neighbours, ``assign="candidates"``);
+  neighbours, ``assign="candidates"``; the final pass approximate too);
 * each mode of ``--also`` (e.g. ``--also ivf,candidates``): ``KMeans(assign=mode)``
   (``ivf``: IVF in every iteration, what ``auto`` was before the candidates;
   ``candidates`` where ``auto`` is exact, to choose its threshold); a mode
@@ -16,10 +16,11 @@ threads, ``--iterations`` Lloyd iterations with ``tol=0``:
   Hamerly bounds and no moved-centre passes, every row searched in every
   pass, the approximate iterations throughout: what ``auto`` was before the
   moved-centre passes; ``exact/lloyd`` likewise); a mode ending in
-  ``+approximate-final`` also sets ``assign_options={"exact_final": False}``
-  (``auto+approximate-final``: no exact iteration, and a final pass among
-  each row's candidates instead of an exact one); and ``+name=integer``
-  sets that assign option (``auto+nlist=256``: IVF searches with 256 lists);
+  ``+exact-final`` also sets ``assign_options={"exact_final": True}``
+  (``auto+exact-final``: exact labels, from an exact last iteration and
+  final pass; ``+approximate-final`` sets the default, False); and
+  ``+name=integer`` sets that assign option (``auto+nlist=256``: IVF
+  searches with 256 lists);
 * ``faiss.Kmeans``: from the same initial centres, no subsampling, with
   ``workers x threads`` OpenMP threads, in this process.
 
@@ -39,8 +40,8 @@ the load average before and after each ``k``, and for each ``k`` one line
 with issue #22's figures: auto's whole-fit speed-up over exact and over
 faiss.Kmeans (ratios of the medians of this run) and its inertia gap, and
 the same line for each ``--also`` mode of ``assign="auto"``. The gap
-compares the final centres (each fit's ``inertia_`` is not used: with
-``exact_final=False`` it is that of the approximate final pass).
+compares the final centres (each fit's ``inertia_`` is not used: without
+``exact_final`` it is that of the approximate final pass).
 
 Usage::
 
@@ -79,26 +80,31 @@ def exact_inertia(X: np.ndarray, centers: np.ndarray) -> float:
     return total
 
 
+#: The ``+`` modifiers that set ``assign_options["exact_final"]``.
+FINAL_PASSES = {"exact-final": True, "approximate-final": False}
+
+
 def variant_parameters(variant: str) -> dict:
     """The ``KMeans`` parameters of a variant: ``assign``, or ``assign/algorithm``,
-    then any of ``+approximate-final`` and ``+name=integer`` (assign options).
+    then any of ``+exact-final``, ``+approximate-final`` and ``+name=integer``
+    (assign options).
 
-    >>> variant_parameters("auto/lloyd+approximate-final+nlist=256")["assign_options"]
-    {'exact_final': False, 'nlist': 256}
+    >>> variant_parameters("auto/lloyd+exact-final+nlist=256")["assign_options"]
+    {'exact_final': True, 'nlist': 256}
     """
     mode, *extras = variant.split("+")
     assign, _, algorithm = mode.partition("/")
     options: dict = {}
     for extra in extras:
         name, equals, value = extra.partition("=")
-        if extra == "approximate-final":
-            options["exact_final"] = False
+        if extra in FINAL_PASSES:
+            options["exact_final"] = FINAL_PASSES[extra]
         elif equals and value.isdigit():
             options[name] = int(value)
         else:
             raise ValueError(
-                f"variant {variant!r}: {extra!r} is neither 'approximate-final' nor "
-                "an assign option written name=integer"
+                f"variant {variant!r}: {extra!r} is neither 'exact-final', "
+                "'approximate-final' nor an assign option written name=integer"
             )
     return {"assign": assign, "algorithm": algorithm or "auto", "assign_options": options or None}
 
@@ -157,7 +163,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--also",
         default="",
-        help="more assign modes, comma-separated (e.g. ivf,auto/lloyd,auto+approximate-final,"
+        help="more assign modes, comma-separated (e.g. ivf,auto/lloyd,auto+exact-final,"
         "auto+nlist=256)",
     )
     args = parser.parse_args(argv)

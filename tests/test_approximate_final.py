@@ -1,4 +1,5 @@
-"""assign_options={"exact_final": False}: the final pass searches as the iterations do."""
+"""The final pass of an approximate fit searches as the iterations do (``exact_final`` False,
+the default), or exactly (``assign_options={"exact_final": True}``)."""
 
 from __future__ import annotations
 
@@ -222,7 +223,8 @@ def test_a_fit_of_one_iteration_ends_with_ivf_or_after_an_exact_one_with_candida
         ("candidates", APPROXIMATE_FINAL, "candidates"),
         ("ivf", {"nprobe": 4, "exact_final": False}, "ivf:nprobe=4"),
         ("candidates", {"exact_final": True}, "numpy"),
-        ("candidates", None, "numpy"),
+        ("candidates", None, "candidates"),  # approximate labels by default
+        ("ivf", None, "ivf"),
         ("exact", APPROXIMATE_FINAL, "numpy"),  # an exact fit stays exact
         ("auto", APPROXIMATE_FINAL, "numpy"),  # k < 4096: "auto" is exact
     ],

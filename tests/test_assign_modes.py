@@ -82,7 +82,9 @@ def test_closing_search_raises_only_the_default_ivf_probes(search, n_clusters, c
 def test_last_iteration_probes_more_lists(client, clustered, monkeypatch):
     """The iteration ``max_iter`` ends searches with ``closing_search``; the others do not.
 
-    With ``algorithm="auto"`` it searches exactly instead (test_moved_centers)."""
+    With ``algorithm="auto"`` and exact final labels it searches exactly
+    instead (test_moved_centers); without them no pass searches every row
+    exactly."""
     from kmeans_dask._fit import passes
 
     searches = []
@@ -97,8 +99,12 @@ def test_last_iteration_probes_more_lists(client, clustered, monkeypatch):
     KMeans(256, init=init, max_iter=3, tol=0, assign="ivf", algorithm="lloyd").fit(X)
     assert searches == ["ivf", "ivf", "ivf:nprobe=12"]
     searches.clear()
-    KMeans(256, init=init, max_iter=3, tol=0, assign="ivf").fit(X)
+    exact_final = {"exact_final": True}
+    KMeans(256, init=init, max_iter=3, tol=0, assign="ivf", assign_options=exact_final).fit(X)
     assert searches[0] == "ivf" and searches[-1] == "numpy"
+    searches.clear()
+    KMeans(256, init=init, max_iter=3, tol=0, assign="ivf").fit(X)
+    assert searches and "numpy" not in searches
 
 
 def test_auto_is_exact_for_small_k(client, clustered):

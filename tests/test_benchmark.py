@@ -229,7 +229,7 @@ def test_assign_fit_benchmark_fits_each_variant_and_prints_the_issue_lines():
         "exact",
         "auto",
         "faiss.Kmeans",
-        "auto+approximate-final",
+        "auto+exact-final",
         "candidates/lloyd+approximate-final+nlist=4",
     ]
     argv = ["--rows", "3000", "--features", "8", "--ks", "64", "--repeats", "1",
@@ -261,7 +261,8 @@ def test_assign_fit_variants_name_their_parameters_and_bad_ones_are_refused():
         "algorithm": "lloyd",
         "assign_options": {"exact_final": False, "nlist": 256},
     }
-    with pytest.raises(ValueError, match=r"'nlist=many' is neither 'approximate-final'"):
+    assert variant_parameters("auto+exact-final")["assign_options"] == {"exact_final": True}
+    with pytest.raises(ValueError, match=r"'nlist=many' is neither 'exact-final', "):
         variant_parameters("auto+nlist=many")
     done = subprocess.run(
         [sys.executable, str(script), "--also", "auto+approximate"],

@@ -238,11 +238,13 @@ def test_algorithm_needs_a_search_that_gives_bounds():
     assert resolve_algorithm("lloyd", "numpy") == "off"
     assert resolve_algorithm("auto", "ivf:nprobe=8") == "off"
     # An approximate search whose exact final pass gives bounds: exact at the close.
-    assert resolve_algorithm("auto", "ivf:nprobe=8", exact="numpy") == "closing"
-    assert resolve_algorithm("auto", "candidates", exact="faiss-cpu") == "off"
-    assert resolve_algorithm("lloyd", "candidates", exact="numpy") == "off"
-    # Without an exact final pass: moved-centre passes from the approximate labels.
-    assert resolve_algorithm("auto", "candidates", exact="numpy", exact_final=False) == "moved"
+    closing = resolve_algorithm("auto", "ivf:nprobe=8", exact="numpy", exact_final=True)
+    assert closing == "closing"
+    assert resolve_algorithm("auto", "candidates", exact="faiss-cpu", exact_final=True) == "off"
+    assert resolve_algorithm("lloyd", "candidates", exact="numpy", exact_final=True) == "off"
+    # Without an exact final pass (the default): moved-centre passes from the
+    # approximate labels.
+    assert resolve_algorithm("auto", "candidates", exact="numpy") == "moved"
     assert resolve_algorithm("auto", "ivf", exact="faiss-cpu", exact_final=False) == "off"
     assert resolve_algorithm("lloyd", "ivf", exact="numpy", exact_final=False) == "off"
     with pytest.raises(ValueError, match=r"algorithm='hamerly' needs .*'ivf:nprobe=8'"):

@@ -251,13 +251,17 @@ def test_few_centres_or_many_moved_make_a_full_search():
 def test_approximate_fits_end_with_exact_iterations_and_final_labels(
     client, many_blobs, monkeypatch
 ):
-    """The iteration max_iter ends searches exactly; the final pass, among the moved centres."""
+    """With exact final labels, the iteration max_iter ends searches exactly; the final
+    pass, among the moved centres."""
     X, init = many_blobs
     calls = _record(
         monkeypatch,
         ["search_statistics", "stats_from_candidates", "stats_from_moved_centers", "final_pass"],
     )
-    fit = KMeans(128, init=init, max_iter=8, tol=0, assign="candidates").fit(X)
+    exact_final = {"exact_final": True}
+    fit = KMeans(
+        128, init=init, max_iter=8, tol=0, assign="candidates", assign_options=exact_final
+    ).fit(X)
     assert calls[0] == "search_statistics"  # IVF from the initial centres
     assert "final_pass" not in calls
     assert calls[-1] == "stats_from_moved_centers"

@@ -403,10 +403,10 @@ def test_a_pass_whose_chunk_lost_its_labels_counts_its_statistics_afresh(
 def test_engines_agree_and_exact_final_labels_are_predict_s(client, clustered, own_from_512):
     X, init = clustered
     data = da.from_array(X, chunks=(5000, 16))
+    params = {"init": init, "max_iter": 6, "tol": 0, "assign": "candidates"}
+    exact_final = {"exact_final": True}
     fits = {
-        engine: KMeans(512, init=init, max_iter=6, tol=0, engine=engine, assign="candidates").fit(
-            data
-        )
+        engine: KMeans(512, engine=engine, assign_options=exact_final, **params).fit(data)
         for engine in ("actors", "tasks")
     }
     assert own_from_512.count("first") == 2

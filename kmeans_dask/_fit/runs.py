@@ -79,8 +79,9 @@ class RunPlan:
     search: str
     """Search of the Lloyd iterations (exact, or approximate for large k)."""
     final_search: str
-    """Search of the final pass (labels, inertia): ``backend``, unless the fit
-    leaves it approximate (``assign_options={"exact_final": False}``)."""
+    """Search of the final pass (labels, inertia): ``search`` (approximate or not),
+    or ``backend`` where an approximate fit asks for exact labels
+    (``assign_options={"exact_final": True}``)."""
     fingerprint: str | None
     """Identifies the fit, so a checkpoint of another fit is refused (None without one)."""
     checkpoint: str | os.PathLike | None = None

@@ -14,7 +14,8 @@ from kmeans_dask.backends import (
     resolve_search,
 )
 
-#: The ``assign_options`` key that leaves the final pass approximate.
+#: The ``assign_options`` key that makes an approximate fit's final pass exact
+#: (default False: it searches as the iterations do).
 EXACT_FINAL = "exact_final"
 
 
@@ -49,7 +50,7 @@ def resolve_searches(params: dict[str, Any], n_features: int) -> Searches:
     backend = client_backend(params["backend"])
     get_backend(backend)
     options = dict(params["assign_options"] or {})
-    exact_final = options.pop(EXACT_FINAL, True)
+    exact_final = options.pop(EXACT_FINAL, False)
     if not isinstance(exact_final, bool):
         raise TypeError(
             f"assign_options[{EXACT_FINAL!r}] must be True or False, got {exact_final!r}"

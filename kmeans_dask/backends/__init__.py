@@ -259,7 +259,7 @@ def candidate_search(search: str):
 
 
 def resolve_algorithm(
-    algorithm: str, search: str, exact: str | None = None, *, exact_final: bool = True
+    algorithm: str, search: str, exact: str | None = None, *, exact_final: bool = False
 ) -> str:
     """When the Lloyd iterations keep Hamerly bounds (see :mod:`kmeans_dask._worker.bounds`).
 
@@ -271,7 +271,7 @@ def resolve_algorithm(
         The iterations' search spec.
     exact : str, optional
         The fit's exact search, when ``search`` is approximate.
-    exact_final : bool, default=True
+    exact_final : bool, default=False
         Whether the final pass searches with ``exact`` (else as ``search``).
 
     Returns
