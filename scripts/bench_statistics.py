@@ -6,8 +6,8 @@ a grid of feature counts ``d`` it times, on the same float32 rows, labels
 (64 clusters) and float64 centres, in interleaved repeats:
 
 * ``ours``: ``kmeans_dask._kernels.block_kernels.accumulate``, generated code working on
-  eight float64 lanes with a masked last step
-  (``kmeans_dask/_row_statistics.py``);
+  one register of float64 lanes (eight with AVX-512, else four) with a
+  masked last step (``kmeans_dask/_kernels/row_statistics.py``);
 * ``loop``: the same loop written plainly in Numba (``fastmath`` reassociation,
   so LLVM vectorises it as it chooses: what kmeans_dask used before);
 * ``numpy``: ``np.add.at`` for the sums and ``((X - C[labels]) ** 2).sum(1)``.

@@ -1,25 +1,31 @@
-"""A row's float64 statistics in 8-lane vectors: its share of the sums, its exact distance.
+"""A row's float64 statistics in whole vectors: its share of the sums, its exact distance.
 
 After the search, every row of a pass is added into its cluster's float64
 sums and its squared distance to its centre is computed exactly, as
 ``sum((x - c) ** 2)``. Numba's loop vectoriser compiles these short per-row
 loops for 256-bit vectors and checks at run time, row by row, that the sums
-do not overlap the row. The code generated here works on eight float64
-lanes at a time (the rows' float32 values widened in the load: one 512-bit
-vector with AVX-512, two 256-bit ones with AVX2, four 128-bit ones on older
-x86-64 and NEON, as LLVM splits them; four lanes were no faster on AVX2,
-``scripts/bench_statistics.py``, RESULTS.md), ends each
-row with one masked step instead of a scalar loop, and needs no check: the
-caller has made sure the arrays are contiguous and distinct.
+do not overlap the row. The code generated here works on :data:`_LANES`
+float64 lanes at a time (the rows' float32 values widened in the load):
+eight, one 512-bit vector, where the compile target has AVX-512
+(:mod:`~kmeans_dask._kernels.vector_target`), else four (one 256-bit
+vector with AVX2, two 128-bit ones on older x86-64 and NEON, as LLVM
+splits them). With AVX2, eight lanes in two registers were 1.3x slower
+than four at d = 16 and 32 (``scripts/bench_statistics.py``, RESULTS.md,
+"Statistics in four lanes with AVX2"); with AVX-512 four were no faster
+and slower at small d. It ends each row with one masked step instead of a
+scalar loop, and needs no check: the caller has made sure the arrays are
+contiguous and distinct.
 ``scripts/bench_statistics.py`` compares it with that plain loop (one
 thread, called block by block as the passes call it): faster for every d
 measured (benchmarks/RESULTS.md).
 
 The values are those of the plain loops up to the order in which a row's
-squared differences are added (eight lane sums, then a fixed pairwise tree),
-which is the same for every caller: a row's distance is the same number in
-a fit's passes, in Hamerly's bounds and in ``predict``. The sums get each
-row's values in row order, as before.
+squared differences are added (one sum per lane, then a fixed pairwise
+tree), which is the same for every caller on one compile target: a row's
+distance is the same number in a fit's passes, in Hamerly's bounds and in
+``predict``. Targets of other vector widths (an AVX2 and an AVX-512 worker)
+can differ in a distance's last bits. The sums get each row's values in row
+order, whatever the target.
 """
 
 from __future__ import annotations
@@ -32,8 +38,10 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-#: Float64 lanes of a step.
-_LANES = 8
+from kmeans_dask._kernels.vector_target import compile_target
+
+#: Float64 lanes of a step: one register of the compile target, at least four.
+_LANES = 8 if compile_target().vector_bits >= 512 else 4
 #: Bytes per step: sums and centres starting at a multiple of it are read
 #: and written without splitting cache lines, whatever the target's vector
 #: width (faster than with them 16 bytes off with AVX-512:
@@ -80,7 +88,7 @@ def aligned_float64(array) -> np.ndarray:
 
 
 class _RowCode:
-    """IR helpers for one row: its values, widened to float64, eight at a time."""
+    """IR helpers for one row: its values, widened to float64, :data:`_LANES` at a time."""
 
     def __init__(self, builder: ir.IRBuilder, source: ir.Type) -> None:
         self.builder = builder
@@ -143,7 +151,7 @@ class _RowCode:
         builder.call(masked_store, [values, address, _I32(1), mask])
 
     def total(self, values):
-        """The sum of the eight lanes, halves added pairwise (a fixed order)."""
+        """The sum of the lanes, halves added pairwise (a fixed order)."""
         builder = self.builder
         width = _LANES
         while width > 1:
@@ -174,7 +182,7 @@ def _row_kernel(element_type, add_to_sums: bool, weighted: bool):
         def codegen(context, builder, signature, args):
             row, sums_row, center, n_features, weight = args
             code = _RowCode(builder, source)
-            fmuladd = code.function("llvm.fmuladd.v8f64", _WIDE, [_WIDE] * 3)
+            fmuladd = code.function(f"llvm.fmuladd.v{_LANES}f64", _WIDE, [_WIDE] * 3)
             row = code.pointer(row, source)
             sums_row = code.pointer(sums_row, _DOUBLE)
             center = code.pointer(center, _DOUBLE)
