@@ -202,7 +202,10 @@ def _estimator_options(parser: argparse.ArgumentParser) -> None:
         "--assign-options",
         type=_mapping,
         metavar="KEY=VALUE,...",
-        help="options of the approximate search, e.g. nprobe=8 (ivf) or ef_search=64 (hnsw)",
+        help=(
+            "options of the approximate search, e.g. nprobe=8 (ivf) or ef_search=64 (hnsw); "
+            "exact_final=true for exact labels (one more exact pass)"
+        ),
     )
     add(
         "--algorithm",
