@@ -100,23 +100,24 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
-def _table_rows(
-    script_name: str, argv: list[str], *, wait_for_idle: bool = True
-) -> list[list[str]]:
-    """Run a benchmark script; the cells of its Markdown table rows (header included).
+def _table_rows(script_name: str, argv: list[str]) -> list[list[str]]:
+    """Run a benchmark script; the cells of its Markdown table rows (header included)."""
+    return _rows_of(_script_output(script_name, argv))
 
-    With ``wait_for_idle=False`` its timed runs start at once, not on an idle
-    machine (for tests that check what it reports, not its timings).
+
+def _script_output(script_name: str, argv: list[str]) -> str:
+    """What a benchmark script printed (:func:`_table_rows`).
+
+    Its timed runs start at once, not on an idle machine: the tests check what
+    it reports, not its timings (and the suite's other process keeps the
+    machine busy, so each wait would last its whole timeout).
     """
-    return _rows_of(_script_output(script_name, argv, wait_for_idle=wait_for_idle))
-
-
-def _script_output(script_name: str, argv: list[str], *, wait_for_idle: bool = True) -> str:
-    """What a benchmark script printed (:func:`_table_rows`)."""
     script = Path(__file__).resolve().parents[1] / "scripts" / script_name
-    python = [sys.executable] if wait_for_idle else [sys.executable, "-c", _WITHOUT_IDLE_WAITS]
     done = subprocess.run(
-        [*python, str(script), *argv], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", _WITHOUT_IDLE_WAITS, str(script), *argv],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert done.returncode == 0, done.stderr
     return done.stdout
@@ -129,7 +130,7 @@ def _rows_of(output: str) -> list[list[str]]:
 def test_initialisation_benchmark_runs_and_reports_all_three():
     pytest.importorskip("dask_ml", reason="dask-ml is not installed")
     argv = ["--n-samples", "4000", "--n-features", "3", "--n-clusters", "4", "--repeats", "1"]
-    body = _table_rows("bench_init.py", argv, wait_for_idle=False)[1:]
+    body = _table_rows("bench_init.py", argv)[1:]
     assert [row[0] for row in body] == ["| kmeans_dask", "| dask-ml", "| sklearn"]
     assert body[0][2] == "1.00x"
 
