@@ -153,13 +153,9 @@ def stats_from_candidates(
     were there, which a lost worker changes. (An approximate search keeps no
     Hamerly bounds: no ticket.)
     """
-    previous = LABELS.take(chunk, previous_tag)
-    loaded = _start_task(chunk)
-    if previous is None or not loaded.ops.scans_candidates:
-        return StatsChange.of_unknown_sums(stats_keeping_labels(chunk, centers, search, None, tag))
-    change = loaded.ops.candidate_pass(loaded, centers, search, table, previous)
-    LABELS.put(chunk, tag, previous)  # overwritten with the new labels
-    return change
+    return _change_from_previous_labels(
+        "candidate_pass", chunk, centers, search, tag, previous_tag, table
+    )
 
 
 def stats_from_moved_centers(
@@ -201,13 +197,38 @@ def changes_from_moved_centers(
     """:func:`stats_from_moved_centers` from approximate labels (those of a candidate
     or IVF pass): what the pass changed in the chunk's statistics, as
     :func:`stats_from_candidates` returns it (incomplete where the labels are lost)."""
+    return _change_from_previous_labels(
+        "moved_centers_pass",
+        chunk,
+        centers,
+        search,
+        tag,
+        previous_tag,
+        moved,
+        moved_from,
+        as_change=True,
+    )
+
+
+def _change_from_previous_labels(
+    method: str,
+    chunk: Chunk,
+    centers: np.ndarray,
+    search: str,
+    tag: Hashable,
+    previous_tag: Hashable,
+    *args: Any,
+    **options: Any,
+) -> StatsChange:
+    """What the ops' pass ``method`` changed in the chunk's statistics, from the labels
+    kept under ``previous_tag``: it overwrites them with the new labels, kept under
+    ``tag``. Where they are missing or the ops scan no candidates, the plain pass
+    of ``search`` (keeping its labels) as an incomplete change."""
     previous = LABELS.take(chunk, previous_tag)
     loaded = _start_task(chunk)
     if previous is None or not loaded.ops.scans_candidates:
         return StatsChange.of_unknown_sums(stats_keeping_labels(chunk, centers, search, None, tag))
-    change = loaded.ops.moved_centers_pass(
-        loaded, centers, search, moved, moved_from, previous, as_change=True
-    )
+    change = getattr(loaded.ops, method)(loaded, centers, search, *args, previous, **options)
     LABELS.put(chunk, tag, previous)  # overwritten with the new labels
     return change
 
