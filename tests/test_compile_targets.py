@@ -31,7 +31,8 @@ from numba import types
 
 from kmeans_dask._kernels.block_kernels import accumulate
 from kmeans_dask._kernels.fused_search import (
-    MAX_VECTORS_PER_BLOCK, fold_nearest, lanes_of, nearest_rows, pack_centers,
+    LARGE_CENTERS_BYTES, MAX_VECTORS_PER_BLOCK, fold_nearest, lanes_of, nearest_rows,
+    pack_centers,
 )
 from kmeans_dask._kernels.vector_target import compile_target, register_bits
 
@@ -95,6 +96,15 @@ if run:
                     group = pack_centers(centers[first:last])
                     fold_nearest(X, listed, *group, first, labels, best)
             assert (labels[listed] == scores[listed].argmin(axis=1)).all()
+        # Centres beyond LARGE_CENTERS_BYTES: narrower blocks, more rows per kernel.
+        X = rng.integers(-3, 4, size=(101, 64)).astype(dtype)
+        centers = rng.integers(-3, 4, size=(2 * LARGE_CENTERS_BYTES // (64 * 8) + 1, 64))
+        centers = centers.astype(dtype)
+        products = X.astype(np.float64) @ centers.T
+        scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * products
+        labels = np.empty(len(X), dtype=np.int32)
+        nearest_rows(X, *pack_centers(centers), labels)
+        assert (labels == scores.argmin(axis=1)).all()
         # The float64 statistics, in whole steps and a masked tail.
         for d in (3, 8, 13):
             rows = rng.integers(-9, 10, size=(200, d)).astype(dtype)

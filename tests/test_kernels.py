@@ -279,7 +279,8 @@ def test_both_score_layouts_find_the_smallest_score_and_runner_up(dtype, k):
         ("haswell", 256, (16384, 16384 * 256)),  # AVX2: measured on the AMD EPYC (Zen 3)
         ("znver3", 256, (16384, 16384 * 256)),
         ("znver4", 512, (16384, 16384 * 256)),  # AVX-512 through 256-bit units (Zen 4)
-        ("skylake-avx512", 512, (2048, 65536)),  # AVX-512 on an Intel Xeon
+        ("skylake-avx512", 512, (16384, 16384 * 256)),
+        ("icelake-server", 512, (16384, 16384 * 256)),  # AVX-512 on an Intel Xeon (Ice Lake)
         ("generic", 128, (2048, 65536)),  # not measured: the large shapes go to BLAS
     ],
 )
@@ -333,6 +334,41 @@ def test_packed_centres_pad_with_scores_that_never_win():
     assert few.shape == (1, 3, lanes)  # one vector for a few centres
     double = pack_centers(centers[:lanes].astype(np.float64))[0]
     assert double.shape == (1, 3, lanes)  # two vectors of half as many float64 lanes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_centres_beyond_the_l2_cache_are_packed_in_narrower_blocks_and_searched_exactly(dtype):
+    """Past ``LARGE_CENTERS_BYTES`` a block holds at most 2 vectors (more rows per kernel)."""
+    from kmeans_dask._kernels.fused_search import (
+        LARGE_CENTERS_BYTES,
+        MAX_VECTORS_PER_BLOCK,
+        lanes_of,
+        nearest_rows,
+        pack_centers,
+        rows_per_kernel,
+        vectors_per_block,
+    )
+    from kmeans_dask._kernels.vector_target import compile_target
+
+    n_features = 64
+    itemsize = np.dtype(dtype).itemsize
+    small = LARGE_CENTERS_BYTES // (n_features * itemsize)  # exactly the limit
+    assert vectors_per_block(small, n_features, itemsize) == MAX_VECTORS_PER_BLOCK
+    assert vectors_per_block(small + 1, n_features, itemsize) == min(2, MAX_VECTORS_PER_BLOCK)
+    for vectors in range(1, MAX_VECTORS_PER_BLOCK + 1):  # the accumulators fit the registers
+        assert rows_per_kernel(vectors) * vectors + vectors + 1 <= compile_target().registers
+
+    rng = np.random.default_rng(5)
+    X = rng.integers(-3, 4, size=(237, n_features)).astype(dtype)
+    centers = rng.integers(-3, 4, size=(small + 1, n_features)).astype(dtype)
+    weights, _, vectors = pack_centers(centers)
+    assert weights.shape[2] == len(vectors) * lanes_of(dtype) and len(vectors) <= 2
+    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
+    labels = np.empty(len(X), dtype=np.int32)
+    second = np.empty(len(X), dtype=dtype)
+    nearest_rows(X, *pack_centers(centers), labels, second)
+    assert_array_equal(labels, scores.argmin(axis=1))
+    assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(dtype))
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

@@ -18,7 +18,9 @@ rows, folding a group of centres into each row's best so far: the IVF list
 scan). Centres are packed by :func:`pack_centers` into blocks of up to
 :data:`MAX_VECTORS_PER_BLOCK` vector registers of the compile target
 (:mod:`kmeans_dask._kernels.vector_target`): 64 float32 or 32 float64 centres
-with AVX-512, 16 or 8 with AVX2, 16 or 8 with NEON, 8 or 4 with SSE; missing
+with AVX-512, 16 or 8 with AVX2, 16 or 8 with NEON, 8 or 4 with SSE (half
+as many with AVX-512 and NEON once the centres outgrow
+:data:`LARGE_CENTERS_BYTES`: :func:`vectors_per_block`); missing
 centres have score ``+inf`` and are never chosen. Ties go to the lowest
 centre index, as with ``argmin``.
 """
@@ -57,17 +59,36 @@ def rows_per_kernel(vectors: int) -> int:
 
     A step holds ``rows * vectors`` accumulators, the ``vectors`` centre
     vectors of the current feature and one broadcast row value in registers;
-    eight or more independent multiply-add chains hide the FMA latency. With
-    32 registers (AVX-512, NEON): 4 rows of up to 4 vectors (21 registers)
-    or 8 rows of one, as measured on AVX-512. With 16 (AVX2, SSE): 6 rows of
-    2 vectors (15 registers, the classic 6 x 16 SGEMM micro-kernel of AVX2)
-    or 8 rows of one (``scripts/bench_search.py``, RESULTS.md).
+    eight or more independent multiply-add chains hide the FMA latency, and
+    each centre vector loaded feeds ``rows`` multiply-adds, so the more rows
+    the less cache traffic per multiply-add. As many rows as fit: with 32
+    registers (AVX-512, NEON) 6 rows of 4 vectors (29 registers), 9 of 3 or
+    14 of 2; with 16 (AVX2, SSE) 6 rows of 2 vectors (15 registers, the
+    classic 6 x 16 SGEMM micro-kernel of AVX2). One vector takes 8 rows.
+    Measured with ``scripts/bench_search.py`` (RESULTS.md, "Six rows per
+    kernel with AVX-512"): on an Intel Xeon (Ice Lake) 6 rows of 4 vectors
+    were 1.1-2x faster than the 4 rows used before, most at large ``k * d``.
     """
     if vectors == 1:
         return 8
-    if _TARGET.registers >= 32:
-        return 4
     return (_TARGET.registers - vectors - 1) // vectors
+
+
+#: Centres (``k * d * itemsize`` bytes) beyond which blocks of 32 registers'
+#: targets hold 2 vectors, not 4: such centres stream from beyond the L2
+#: cache for every group of rows, and 14 rows of 2 vectors load each centre
+#: vector for 14 rows instead of 6 (Intel Xeon, Ice Lake: 120-133 GFLOP/s
+#: against 72-77 at k = 4096 and 16384, d = 128; RESULTS.md).
+LARGE_CENTERS_BYTES = 1 << 20
+
+
+def vectors_per_block(n_centers: int, n_features: int, itemsize: int) -> int:
+    """Vector registers of centres each block of :func:`pack_centers` holds."""
+    lanes = _TARGET.lanes(itemsize)
+    vectors = MAX_VECTORS_PER_BLOCK
+    if n_centers * n_features * itemsize > LARGE_CENTERS_BYTES:
+        vectors = min(vectors, 2)
+    return min(vectors, max(1, math.ceil(n_centers / lanes)))
 
 
 def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -91,7 +112,7 @@ def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int
     dtype = centers.dtype
     n_centers, n_features = centers.shape
     lanes = lanes_of(dtype)
-    vectors = min(MAX_VECTORS_PER_BLOCK, max(1, math.ceil(n_centers / lanes)))
+    vectors = vectors_per_block(n_centers, n_features, dtype.itemsize)
     width = vectors * lanes
     n_blocks = max(1, math.ceil(n_centers / width))
     padded = np.zeros((n_blocks * width, n_features), dtype=dtype)

@@ -43,12 +43,11 @@ from kmeans_dask._kernels.vector_target import VectorTarget, compile_target
 #: Most centres and largest ``k * d`` searched by the fused kernels; above
 #: them the column layout is used (``scripts/bench_search.py``, RESULTS.md).
 #: The fused kernels were faster at every shape measured, up to k = 16384 and
-#: ``k * d = 16384 * 256``, with AVX2 (AMD EPYC Zen 3, 2026-12) and with
-#: AVX-512 on AMD Zen 4 (1.17-1.59x, 2026-12-06), whose 512-bit multiply-adds
-#: take two passes through 256-bit units, so BLAS gains less from them than
-#: the kernels gain from 32 registers. On an Intel Xeon with AVX-512 the
-#: column layout kept up above 2048 centres or ``k * d = 65536`` (2026-11):
-#: those limits stay for the other 512-bit targets, and for the 128-bit ones
+#: ``k * d = 16384 * 256``: with AVX2 (AMD EPYC Zen 3, 2026-12), with AVX-512
+#: on AMD Zen 4 (1.17-1.59x, 2026-12-06) and, since they score 6 to 14 rows
+#: per centre vector loaded, on an Intel Xeon (Ice Lake; 1.16-3.1x,
+#: 2026-12-07), where with 4 rows the column layout had kept up above 2048
+#: centres or ``k * d = 65536``. Those limits stay for the 128-bit targets
 #: (NEON, SSE), which were not measured and leave the large shapes to BLAS.
 _WIDE_ROW_LAYOUT_LIMITS = (16384, 16384 * 256)
 _NARROW_ROW_LAYOUT_LIMITS = (2048, 65536)
@@ -56,9 +55,7 @@ _NARROW_ROW_LAYOUT_LIMITS = (2048, 65536)
 
 def row_layout_limits(target: VectorTarget) -> tuple[int, int]:
     """Most centres and largest ``k * d`` the fused kernels search on ``target``."""
-    if target.vector_bits == 256 or (
-        target.vector_bits == 512 and target.cpu.startswith(("znver4", "znver5"))
-    ):
+    if target.vector_bits >= 256:
         return _WIDE_ROW_LAYOUT_LIMITS
     return _NARROW_ROW_LAYOUT_LIMITS
 
