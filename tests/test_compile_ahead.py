@@ -5,9 +5,11 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from numba.core import types
 from numba.core.caching import IndexDataCacheFile
 from numba.core.registry import CPUDispatcher
 
+import kmeans_dask
 from kmeans_dask import KMeans
 from kmeans_dask._fit.compile_ahead import KernelCompilation, compile_fit_kernels
 from kmeans_dask._kernels import block_kernels, fused_search, rng
@@ -195,3 +198,45 @@ def test_processes_compiling_into_one_cache_directory_at_once(tmp_path):
     for dtype in ("float32", "float64"):
         loaded = subprocess.run([*run, dtype], env=env, capture_output=True, text=True, check=True)
         assert loaded.stdout.split() == ["1", "0"]
+
+
+_INLINING_KERNEL_CALL = """
+import sys
+import numpy as np
+import kmeans_dask
+from kmeans_dask._kernels.block_kernels import squared_distances
+assert kmeans_dask.__file__.startswith(sys.argv[1]), kmeans_dask.__file__
+rows = np.arange(12, dtype=np.float32).reshape(4, 3)
+out = np.empty(4)
+squared_distances(rows, np.zeros(4, dtype=np.int32), np.zeros((1, 3)), out)
+assert (out == (rows.astype(np.float64) ** 2).sum(1)).all(), out
+stats = squared_distances.stats
+print(sum(stats.cache_hits.values()), sum(stats.cache_misses.values()))
+"""
+
+
+def test_an_edit_to_a_module_the_kernels_inline_recompiles_them(tmp_path):
+    """``squared_distances`` (block_kernels.py) inlines row_statistics.py's code.
+
+    Numba alone would judge its cache by block_kernels.py and load the code
+    built from the old row_statistics.py.
+    """
+    source = tmp_path / "src"
+    shutil.copytree(
+        Path(kmeans_dask.__file__).parent,
+        source / "kmeans_dask",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(source)}
+
+    def cache_hits_and_misses() -> list[str]:
+        run = [sys.executable, "-c", _INLINING_KERNEL_CALL, str(source)]
+        called = subprocess.run(run, env=env, cwd=tmp_path, capture_output=True, text=True)
+        assert called.returncode == 0, called.stderr
+        return called.stdout.split()
+
+    assert cache_hits_and_misses() == ["0", "1"]
+    assert cache_hits_and_misses() == ["1", "0"]
+    with open(source / "kmeans_dask" / "_kernels" / "row_statistics.py", "a") as module:
+        module.write("\n# edited\n")
+    assert cache_hits_and_misses() == ["0", "1"]

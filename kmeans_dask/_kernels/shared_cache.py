@@ -17,12 +17,24 @@ concurrent saves neither mix nor lose entries. Every write stays Numba's
 Where the file system has no locks (some NFS mounts), saves go on without
 one: an entry can then be lost (that signature is compiled again later),
 never mixed up.
+
+Numba also judges a cached function fresh by its own source file alone,
+yet the kernels inline code generated in other modules of this package (a
+pass in ``block_kernels.py`` compiles in the search of ``fused_search.py``
+and the row statistics of ``row_statistics.py``): after an edit to those
+alone it would load machine code built from the old ones. So the index is
+stamped with every kernel module's modification time and size
+(:func:`kernel_sources_stamp`), and a change to any of them recompiles
+every kernel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
+import os
+from pathlib import Path
 
 import numba
 from numba.core.caching import FunctionCache, IndexDataCacheFile
@@ -64,15 +76,32 @@ class _SharedIndexDataCacheFile(IndexDataCacheFile):
             self._save_index(overloads)
 
 
+@functools.cache
+def kernel_sources_stamp() -> tuple[tuple[str, int, int], ...]:
+    """Name, modification time (ns) and size of every module of this package.
+
+    Numba compares it with the stamp of a function's cache index; any
+    difference makes the index stale.
+    """
+    stamps = []
+    for source in sorted(Path(__file__).parent.glob("*.py")):
+        status = os.stat(source)
+        stamps.append((source.name, status.st_mtime_ns, status.st_size))
+    return tuple(stamps)
+
+
 class SharedFunctionCache(FunctionCache):
-    """Numba's function cache with :class:`_SharedIndexDataCacheFile` files."""
+    """Numba's function cache with :class:`_SharedIndexDataCacheFile` files.
+
+    Stamped with its own source and :func:`kernel_sources_stamp`.
+    """
 
     def __init__(self, py_func) -> None:
         super().__init__(py_func)
         self._cache_file = _SharedIndexDataCacheFile(
             cache_path=self._cache_path,
             filename_base=self._impl.filename_base,
-            source_stamp=self._impl.locator.get_source_stamp(),
+            source_stamp=(self._impl.locator.get_source_stamp(), kernel_sources_stamp()),
         )
 
 
