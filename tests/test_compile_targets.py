@@ -31,7 +31,7 @@ from numba import types
 
 from kmeans_dask._kernels.block_kernels import accumulate
 from kmeans_dask._kernels.fused_search import (
-    LARGE_CENTERS_BYTES, MAX_VECTORS_PER_BLOCK, fold_nearest, lanes_of, nearest_rows,
+    MAX_VECTORS_PER_BLOCK, TILED_CENTERS_BYTES, fold_nearest, lanes_of, nearest_rows,
     pack_centers,
 )
 from kmeans_dask._kernels.vector_target import compile_target, register_bits
@@ -96,9 +96,9 @@ if run:
                     group = pack_centers(centers[first:last])
                     fold_nearest(X, listed, *group, first, labels, best)
             assert (labels[listed] == scores[listed].argmin(axis=1)).all()
-        # Centres beyond LARGE_CENTERS_BYTES: narrower blocks, more rows per kernel.
-        X = rng.integers(-3, 4, size=(101, 64)).astype(dtype)
-        centers = rng.integers(-3, 4, size=(2 * LARGE_CENTERS_BYTES // (64 * 8) + 1, 64))
+        # Centres beyond TILED_CENTERS_BYTES: labels searched tile by tile.
+        X = rng.integers(-3, 4, size=(401, 64)).astype(dtype)
+        centers = rng.integers(-3, 4, size=(TILED_CENTERS_BYTES // (64 * 4) + 37, 64))
         centers = centers.astype(dtype)
         products = X.astype(np.float64) @ centers.T
         scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * products

@@ -337,38 +337,60 @@ def test_packed_centres_pad_with_scores_that_never_win():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_centres_beyond_the_l2_cache_are_packed_in_narrower_blocks_and_searched_exactly(dtype):
-    """Past ``LARGE_CENTERS_BYTES`` a block holds at most 2 vectors (more rows per kernel)."""
+def test_centres_beyond_the_l2_cache_are_searched_exactly(dtype):
+    """Over 1 MiB of centres, with the runner-up (whole rows) and labels only (tiles)."""
     from kmeans_dask._kernels.fused_search import (
-        LARGE_CENTERS_BYTES,
         MAX_VECTORS_PER_BLOCK,
-        lanes_of,
         nearest_rows,
         pack_centers,
         rows_per_kernel,
-        vectors_per_block,
     )
     from kmeans_dask._kernels.vector_target import compile_target
 
-    n_features = 64
-    itemsize = np.dtype(dtype).itemsize
-    small = LARGE_CENTERS_BYTES // (n_features * itemsize)  # exactly the limit
-    assert vectors_per_block(small, n_features, itemsize) == MAX_VECTORS_PER_BLOCK
-    assert vectors_per_block(small + 1, n_features, itemsize) == min(2, MAX_VECTORS_PER_BLOCK)
     for vectors in range(1, MAX_VECTORS_PER_BLOCK + 1):  # the accumulators fit the registers
         assert rows_per_kernel(vectors) * vectors + vectors + 1 <= compile_target().registers
-
+    n_features = 64
     rng = np.random.default_rng(5)
     X = rng.integers(-3, 4, size=(237, n_features)).astype(dtype)
-    centers = rng.integers(-3, 4, size=(small + 1, n_features)).astype(dtype)
-    weights, _, vectors = pack_centers(centers)
-    assert weights.shape[2] == len(vectors) * lanes_of(dtype) and len(vectors) <= 2
+    n_centers = 2**20 // (n_features * np.dtype(dtype).itemsize) + 1
+    centers = rng.integers(-3, 4, size=(n_centers, n_features)).astype(dtype)
     scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
     labels = np.empty(len(X), dtype=np.int32)
     second = np.empty(len(X), dtype=dtype)
     nearest_rows(X, *pack_centers(centers), labels, second)
     assert_array_equal(labels, scores.argmin(axis=1))
     assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(dtype))
+    labels_only = np.empty(len(X), dtype=np.int32)
+    nearest_rows(X, *pack_centers(centers), labels_only)
+    assert_array_equal(labels_only, labels)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n_rows", [3, 963, 1003])
+def test_the_tiled_search_finds_the_exact_minimum_index(dtype, n_rows):
+    """Centres beyond ``TILED_CENTERS_BYTES``: tiles of rows, one block of centres at a time.
+
+    Row counts with a last tile of fewer rows than a kernel scores together
+    (963 = 5 x 192 + 3) and of a partial group (1003), ties to the lowest
+    index across blocks (integer data has many ties).
+    """
+    from kmeans_dask._kernels.fused_search import (
+        TILE_ROWS,
+        TILED_CENTERS_BYTES,
+        nearest_rows,
+        pack_centers,
+    )
+
+    n_features = 40
+    n_centers = TILED_CENTERS_BYTES // (n_features * np.dtype(dtype).itemsize) + 37
+    assert 5 * TILE_ROWS + 3 == 963
+    rng = np.random.default_rng(n_rows)
+    X = rng.integers(-2, 3, size=(n_rows, n_features)).astype(dtype)
+    centers = rng.integers(-2, 3, size=(n_centers, n_features)).astype(dtype)
+    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
+    labels = np.full(n_rows, -7, dtype=np.int32)
+    nearest_rows(X, *pack_centers(centers), labels)
+    assert_array_equal(labels, scores.argmin(axis=1))
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

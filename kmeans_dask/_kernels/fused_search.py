@@ -18,9 +18,7 @@ rows, folding a group of centres into each row's best so far: the IVF list
 scan). Centres are packed by :func:`pack_centers` into blocks of up to
 :data:`MAX_VECTORS_PER_BLOCK` vector registers of the compile target
 (:mod:`kmeans_dask._kernels.vector_target`): 64 float32 or 32 float64 centres
-with AVX-512, 16 or 8 with AVX2, 16 or 8 with NEON, 8 or 4 with SSE (half
-as many with AVX-512 and NEON once the centres outgrow
-:data:`LARGE_CENTERS_BYTES`: :func:`vectors_per_block`); missing
+with AVX-512, 16 or 8 with AVX2, 16 or 8 with NEON, 8 or 4 with SSE; missing
 centres have score ``+inf`` and are never chosen. Ties go to the lowest
 centre index, as with ``argmin``.
 """
@@ -74,23 +72,6 @@ def rows_per_kernel(vectors: int) -> int:
     return (_TARGET.registers - vectors - 1) // vectors
 
 
-#: Centres (``k * d * itemsize`` bytes) beyond which blocks of 32 registers'
-#: targets hold 2 vectors, not 4: such centres stream from beyond the L2
-#: cache for every group of rows, and 14 rows of 2 vectors load each centre
-#: vector for 14 rows instead of 6 (Intel Xeon, Ice Lake: 120-133 GFLOP/s
-#: against 72-77 at k = 4096 and 16384, d = 128; RESULTS.md).
-LARGE_CENTERS_BYTES = 1 << 20
-
-
-def vectors_per_block(n_centers: int, n_features: int, itemsize: int) -> int:
-    """Vector registers of centres each block of :func:`pack_centers` holds."""
-    lanes = _TARGET.lanes(itemsize)
-    vectors = MAX_VECTORS_PER_BLOCK
-    if n_centers * n_features * itemsize > LARGE_CENTERS_BYTES:
-        vectors = min(vectors, 2)
-    return min(vectors, max(1, math.ceil(n_centers / lanes)))
-
-
 def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """``-2 C^T`` and ``||c||^2`` in the blocks the kernels read.
 
@@ -112,7 +93,7 @@ def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int
     dtype = centers.dtype
     n_centers, n_features = centers.shape
     lanes = lanes_of(dtype)
-    vectors = vectors_per_block(n_centers, n_features, dtype.itemsize)
+    vectors = min(MAX_VECTORS_PER_BLOCK, max(1, math.ceil(n_centers / lanes)))
     width = vectors * lanes
     n_blocks = max(1, math.ceil(n_centers / width))
     padded = np.zeros((n_blocks * width, n_features), dtype=dtype)
@@ -194,18 +175,22 @@ class _KernelCode:
         return result
 
 
-def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool, folded: bool):
+def _search_kernel(
+    element_type, n_rows: int, vectors: int, runner_up: bool, folded: bool, carried: bool = False
+):
     """An intrinsic scoring ``n_rows`` rows against every block of centres.
 
     Its arguments (all ``intp``): the rows' address, the position of the
     first row, ``n_features``, the packed weights' and bias' addresses,
     ``n_blocks``, the addresses of the labels (int32) and of the runner-up
-    (``runner_up``) or best (``folded``) scores, of the row ids and the
-    label offset. Rows are ``first, first + 1, ...``, their results written
-    at those positions; ``folded``, the rows are ``row_ids[first + r]``, and
-    each row's label and best score so far are read at its id and replaced
-    where a centre of this call (label ``label_base + j``) scores strictly lower.
+    (``runner_up``) or best (``folded``, ``carried``) scores, of the row ids
+    and the label offset. Rows are ``first, first + 1, ...``, their results
+    written at those positions; ``folded``, the rows are
+    ``row_ids[first + r]``. ``folded`` or ``carried``, each row's label and
+    best score so far are read at its position and replaced where a centre
+    of this call (label ``label_base + j``) scores strictly lower.
     """
+    carried = carried or folded
     dtype = as_dtype(element_type)
     element = ir.FloatType() if dtype == np.float32 else ir.DoubleType()
     lanes = lanes_of(dtype)
@@ -247,6 +232,7 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool, fol
             if folded:
                 ids = builder.inttoptr(row_ids, _I64.as_pointer())
                 positions = [builder.load(builder.gep(ids, [at])) for at in positions]
+            if carried:
                 start_best = [builder.load(builder.gep(scores_out, [at])) for at in positions]
                 start_label = [
                     builder.sext(builder.load(builder.gep(labels, [at])), _I64) for at in positions
@@ -325,7 +311,7 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool, fol
                 better = builder.fcmp_ordered("<", low, best[r])
                 new_best.append(builder.select(better, low, best[r]))
                 found = builder.add(bias_offset, index)
-                if folded:
+                if carried:
                     found = builder.add(label_base, found)
                 new_label.append(builder.select(better, found, label[r]))
                 if runner_up:
@@ -352,7 +338,7 @@ def _search_kernel(element_type, n_rows: int, vectors: int, runner_up: bool, fol
                 builder.store(builder.trunc(new_label[r], _I32), builder.gep(labels, [at]))
                 if runner_up:
                     builder.store(new_runner[r], builder.gep(scores_out, [at]))
-                elif folded:
+                elif carried:
                     builder.store(new_best[r], builder.gep(scores_out, [at]))
             return context.get_dummy_value()
 
@@ -395,18 +381,32 @@ def _prefetch(typingctx, address):
 _CACHE_LINE = 64
 
 
+#: Rows scored against one block of centres before the next block, where the
+#: centres outgrow :data:`TILED_CENTERS_BYTES`: the block (up to 32 KiB at
+#: d = 128) stays in the L1 cache while the tile's rows pass, instead of
+#: every group of rows streaming all the centres from L2 or beyond.
+TILE_ROWS = 192
+#: Centres (``k * d * itemsize`` bytes) above which a labels-only search
+#: goes tile by tile (Intel Xeon, Ice Lake: 1.2-1.5x faster at k = 256 to
+#: 16384, d = 64 and 128; RESULTS.md, "Six rows per kernel with AVX-512").
+TILED_CENTERS_BYTES = 32 * 1024
+
+
 def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
     """A compiled loop over all rows, :func:`rows_per_kernel` rows per kernel call.
 
     The rows left over after the last whole group are scored with the last
     group of that many rows, overlapping rows already scored: scoring a row
-    again writes the same label and score (a folded row's best can only be
+    again writes the same label and score (a row's best so far can only be
     replaced by a strictly lower score), and one call for a whole group is
     cheaper than one per row (with 6 rows per call, the 4 rows left of a
     block of 256 took 6% of the block's time one by one). Fewer rows than a
     group are scored one by one. Listed rows (``folded``) lie anywhere in the
     block; the next group's rows are prefetched while the kernel scores the
-    current one.
+    current one. A labels-only search over centres beyond
+    :data:`TILED_CENTERS_BYTES` goes :data:`TILE_ROWS` rows at a time, each
+    tile against one block of centres after another, carrying each row's
+    best score in memory between blocks.
     """
     step = rows_per_kernel(vectors)
     many = _search_kernel(element_type, step, vectors, runner_up, folded)
@@ -432,7 +432,98 @@ def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
                 one(rows, start, n_features, weights, bias, n_blocks, labels, scores, ids, base)
 
     _variant_name(sweep, element_type, vectors, runner_up, folded)
-    return numba.njit(nogil=True)(sweep)
+    whole_rows = numba.njit(nogil=True)(sweep)
+    if runner_up or folded:
+        return whole_rows
+    return _tiled_sweep(element_type, vectors, whole_rows)
+
+
+def _tiled_sweep(element_type, vectors: int, whole_rows):
+    """The labels-only sweep, tile by tile where the centres outgrow :data:`TILED_CENTERS_BYTES`.
+
+    Each tile of :data:`TILE_ROWS` rows is scored against one block of
+    centres after another, each row's label and best score carried in
+    memory between blocks; ``whole_rows`` (:func:`_sweep`) scores the rows
+    where the centres are fewer.
+    """
+    step = rows_per_kernel(vectors)
+    many = _search_kernel(element_type, step, vectors, False, False, carried=True)
+    one = _search_kernel(element_type, 1, vectors, False, False, carried=True)
+    scalar = as_dtype(element_type).type
+    item = as_dtype(element_type).itemsize
+    width = vectors * lanes_of(as_dtype(element_type))
+
+    def tiled_sweep(arguments, row_ids):
+        rows, n_rows, n_features, weights, bias, n_blocks, labels, _, ids, _ = arguments
+        block_bytes = n_features * width * item
+        if n_blocks == 1 or n_blocks * block_bytes <= TILED_CENTERS_BYTES:
+            whole_rows(arguments, row_ids)
+            return
+        best = np.empty(n_rows, dtype=scalar)
+        best_address = best.ctypes.data
+        # A row whose every score is NaN keeps its first label, as without tiles.
+        numba.carray(_int32_pointer(labels), n_rows)[:] = 0
+        for tile in range(0, n_rows, TILE_ROWS):
+            stop = min(tile + TILE_ROWS, n_rows)
+            best[tile:stop] = np.inf
+            whole = stop - (stop - tile) % step
+            for block in range(n_blocks):
+                block_weights = weights + block * block_bytes
+                block_bias = bias + block * width * item
+                base = block * width
+                for start in range(tile, whole, step):
+                    many(
+                        rows,
+                        start,
+                        n_features,
+                        block_weights,
+                        block_bias,
+                        1,
+                        labels,
+                        best_address,
+                        ids,
+                        base,
+                    )
+                if tile < whole < stop:
+                    many(
+                        rows,
+                        stop - step,
+                        n_features,
+                        block_weights,
+                        block_bias,
+                        1,
+                        labels,
+                        best_address,
+                        ids,
+                        base,
+                    )
+                elif whole == tile:
+                    for start in range(tile, stop):
+                        one(
+                            rows,
+                            start,
+                            n_features,
+                            block_weights,
+                            block_bias,
+                            1,
+                            labels,
+                            best_address,
+                            ids,
+                            base,
+                        )
+
+    _variant_name(tiled_sweep, element_type, vectors, "tiled")
+    return numba.njit(nogil=True)(tiled_sweep)
+
+
+@intrinsic
+def _int32_pointer(typingctx, address):
+    """``address`` as a pointer to int32 (for :func:`numba.carray`)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.inttoptr(args[0], _I32.as_pointer())
+
+    return types.CPointer(types.int32)(types.intp), codegen
 
 
 def _types_match(block, weights, bias, vectors, labels, scores) -> bool:
