@@ -381,10 +381,10 @@ def _prefetch(typingctx, address):
 _CACHE_LINE = 64
 
 
-#: Rows scored against one block of centres before the next block, where the
-#: centres outgrow :data:`TILED_CENTERS_BYTES`: the block (up to 32 KiB at
-#: d = 128) stays in the L1 cache while the tile's rows pass, instead of
-#: every group of rows streaming all the centres from L2 or beyond.
+#: Rows scored against one group of centres (:data:`TILED_CENTERS_BYTES`)
+#: before the next group, where the centres outgrow it: the group stays in
+#: the L1 cache while the tile's rows pass, instead of every few rows
+#: streaming all the centres from L2 or beyond.
 TILE_ROWS = 192
 #: Centres (``k * d * itemsize`` bytes) above which a labels-only search
 #: goes tile by tile (Intel Xeon, Ice Lake: 1.2-1.5x faster at k = 256 to
@@ -405,7 +405,7 @@ def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
     block; the next group's rows are prefetched while the kernel scores the
     current one. A labels-only search over centres beyond
     :data:`TILED_CENTERS_BYTES` goes :data:`TILE_ROWS` rows at a time, each
-    tile against one block of centres after another, carrying each row's
+    tile against 32 KiB of centres after another, carrying each row's
     best score in memory between blocks.
     """
     step = rows_per_kernel(vectors)
@@ -441,10 +441,11 @@ def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
 def _tiled_sweep(element_type, vectors: int, whole_rows):
     """The labels-only sweep, tile by tile where the centres outgrow :data:`TILED_CENTERS_BYTES`.
 
-    Each tile of :data:`TILE_ROWS` rows is scored against one block of
-    centres after another, each row's label and best score carried in
-    memory between blocks; ``whole_rows`` (:func:`_sweep`) scores the rows
-    where the centres are fewer.
+    Each tile of :data:`TILE_ROWS` rows is scored against one group of
+    blocks of centres (at most :data:`TILED_CENTERS_BYTES`, at least one
+    block) after another, each row's label and best score carried in memory
+    between groups; ``whole_rows`` (:func:`_sweep`) scores the rows where the
+    centres are fewer.
     """
     step = rows_per_kernel(vectors)
     many = _search_kernel(element_type, step, vectors, False, False, carried=True)
@@ -456,9 +457,10 @@ def _tiled_sweep(element_type, vectors: int, whole_rows):
     def tiled_sweep(arguments, row_ids):
         rows, n_rows, n_features, weights, bias, n_blocks, labels, _, ids, _ = arguments
         block_bytes = n_features * width * item
-        if n_blocks == 1 or n_blocks * block_bytes <= TILED_CENTERS_BYTES:
+        if n_blocks * block_bytes <= TILED_CENTERS_BYTES:
             whole_rows(arguments, row_ids)
             return
+        per_group = max(1, TILED_CENTERS_BYTES // block_bytes)
         best = np.empty(n_rows, dtype=scalar)
         best_address = best.ctypes.data
         # A row whose every score is NaN keeps its first label, as without tiles.
@@ -467,50 +469,24 @@ def _tiled_sweep(element_type, vectors: int, whole_rows):
             stop = min(tile + TILE_ROWS, n_rows)
             best[tile:stop] = np.inf
             whole = stop - (stop - tile) % step
-            for block in range(n_blocks):
-                block_weights = weights + block * block_bytes
-                block_bias = bias + block * width * item
-                base = block * width
+            for first in range(0, n_blocks, per_group):
+                group = (
+                    n_features,
+                    weights + first * block_bytes,
+                    bias + first * width * item,
+                    min(per_group, n_blocks - first),
+                    labels,
+                    best_address,
+                    ids,
+                    first * width,
+                )
                 for start in range(tile, whole, step):
-                    many(
-                        rows,
-                        start,
-                        n_features,
-                        block_weights,
-                        block_bias,
-                        1,
-                        labels,
-                        best_address,
-                        ids,
-                        base,
-                    )
+                    many(rows, start, *group)
                 if tile < whole < stop:
-                    many(
-                        rows,
-                        stop - step,
-                        n_features,
-                        block_weights,
-                        block_bias,
-                        1,
-                        labels,
-                        best_address,
-                        ids,
-                        base,
-                    )
+                    many(rows, stop - step, *group)
                 elif whole == tile:
                     for start in range(tile, stop):
-                        one(
-                            rows,
-                            start,
-                            n_features,
-                            block_weights,
-                            block_bias,
-                            1,
-                            labels,
-                            best_address,
-                            ids,
-                            base,
-                        )
+                        one(rows, start, *group)
 
     _variant_name(tiled_sweep, element_type, vectors, "tiled")
     return numba.njit(nogil=True)(tiled_sweep)
