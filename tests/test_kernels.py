@@ -368,7 +368,7 @@ def test_centres_beyond_the_l2_cache_are_searched_exactly(dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [3, 963, 1003])
 def test_the_tiled_search_finds_the_exact_minimum_index(dtype, n_rows):
-    """Centres beyond ``TILED_CENTERS_BYTES``: tiles of rows, one block of centres at a time.
+    """Centres beyond ``TILED_CENTERS_BYTES``: tiles of rows, one group of centres at a time.
 
     Row counts with a last tile of fewer rows than a kernel scores together
     (963 = 5 x 192 + 3) and of a partial group (1003), ties to the lowest
@@ -391,6 +391,10 @@ def test_the_tiled_search_finds_the_exact_minimum_index(dtype, n_rows):
     labels = np.full(n_rows, -7, dtype=np.int32)
     nearest_rows(X, *pack_centers(centers), labels)
     assert_array_equal(labels, scores.argmin(axis=1))
+    second = np.full(n_rows, -7, dtype=dtype)  # the runner-up, carried from group to group
+    nearest_rows(X, *pack_centers(centers), labels, second)
+    assert_array_equal(labels, scores.argmin(axis=1))
+    assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(dtype))
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")

@@ -188,7 +188,10 @@ def _search_kernel(
     written at those positions; ``folded``, the rows are
     ``row_ids[first + r]``. ``folded`` or ``carried``, each row's label and
     best score so far are read at its position and replaced where a centre
-    of this call (label ``label_base + j``) scores strictly lower.
+    of this call (label ``label_base + j``) scores strictly lower; with
+    ``runner_up`` too (``carried`` only), the best scores are at the address
+    passed for the row ids and each row's runner-up so far is read from the
+    runner-up scores and merged.
     """
     carried = carried or folded
     dtype = as_dtype(element_type)
@@ -232,8 +235,13 @@ def _search_kernel(
             if folded:
                 ids = builder.inttoptr(row_ids, _I64.as_pointer())
                 positions = [builder.load(builder.gep(ids, [at])) for at in positions]
+            best_out = scores_out
+            start_runner = [code.infinity] * n_rows
+            if carried and runner_up:
+                best_out = builder.inttoptr(row_ids, element.as_pointer())
+                start_runner = [builder.load(builder.gep(scores_out, [at])) for at in positions]
             if carried:
-                start_best = [builder.load(builder.gep(scores_out, [at])) for at in positions]
+                start_best = [builder.load(builder.gep(best_out, [at])) for at in positions]
                 start_label = [
                     builder.sext(builder.load(builder.gep(labels, [at])), _I64) for at in positions
                 ]
@@ -258,7 +266,7 @@ def _search_kernel(
             for r in range(n_rows):
                 best[r].add_incoming(start_best[r], entry)
                 label[r].add_incoming(start_label[r], entry)
-                runner[r].add_incoming(code.infinity, entry)
+                runner[r].add_incoming(start_runner[r], entry)
             block_weights = builder.mul(builder.mul(block, n_features), _I64(width))
             builder.branch(feature_loop)
 
@@ -338,8 +346,8 @@ def _search_kernel(
                 builder.store(builder.trunc(new_label[r], _I32), builder.gep(labels, [at]))
                 if runner_up:
                     builder.store(new_runner[r], builder.gep(scores_out, [at]))
-                elif carried:
-                    builder.store(new_best[r], builder.gep(scores_out, [at]))
+                if carried:
+                    builder.store(new_best[r], builder.gep(best_out, [at]))
             return context.get_dummy_value()
 
         return signature, codegen
@@ -386,7 +394,7 @@ _CACHE_LINE = 64
 #: the L1 cache while the tile's rows pass, instead of every few rows
 #: streaming all the centres from L2 or beyond.
 TILE_ROWS = 192
-#: Centres (``k * d * itemsize`` bytes) above which a labels-only search
+#: Centres (``k * d * itemsize`` bytes) above which a search of every row
 #: goes tile by tile (Intel Xeon, Ice Lake: 1.2-1.5x faster at k = 256 to
 #: 16384, d = 64 and 128; RESULTS.md, "Six rows per kernel with AVX-512").
 TILED_CENTERS_BYTES = 32 * 1024
@@ -403,10 +411,11 @@ def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
     block of 256 took 6% of the block's time one by one). Fewer rows than a
     group are scored one by one. Listed rows (``folded``) lie anywhere in the
     block; the next group's rows are prefetched while the kernel scores the
-    current one. A labels-only search over centres beyond
+    current one. A search of every row over centres beyond
     :data:`TILED_CENTERS_BYTES` goes :data:`TILE_ROWS` rows at a time, each
-    tile against 32 KiB of centres after another, carrying each row's
-    best score in memory between blocks.
+    tile against 32 KiB of centres after another, carrying each row's label,
+    best and runner-up scores in memory in between
+    (:func:`_tiled_sweep`).
     """
     step = rows_per_kernel(vectors)
     many = _search_kernel(element_type, step, vectors, runner_up, folded)
@@ -433,41 +442,48 @@ def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
 
     _variant_name(sweep, element_type, vectors, runner_up, folded)
     whole_rows = numba.njit(nogil=True)(sweep)
-    if runner_up or folded:
+    if folded:
         return whole_rows
-    return _tiled_sweep(element_type, vectors, whole_rows)
+    return _tiled_sweep(element_type, vectors, runner_up, whole_rows)
 
 
-def _tiled_sweep(element_type, vectors: int, whole_rows):
-    """The labels-only sweep, tile by tile where the centres outgrow :data:`TILED_CENTERS_BYTES`.
+def _tiled_sweep(element_type, vectors: int, runner_up: bool, whole_rows):
+    """The sweep over all rows, tile by tile where the centres outgrow :data:`TILED_CENTERS_BYTES`.
 
     Each tile of :data:`TILE_ROWS` rows is scored against one group of
     blocks of centres (at most :data:`TILED_CENTERS_BYTES`, at least one
-    block) after another, each row's label and best score carried in memory
-    between groups; ``whole_rows`` (:func:`_sweep`) scores the rows where the
+    block) after another, each row's label, best score and (``runner_up``)
+    runner-up score carried in memory between groups, so the results are
+    those of ``whole_rows`` (:func:`_sweep`), which scores the rows where the
     centres are fewer.
     """
     step = rows_per_kernel(vectors)
-    many = _search_kernel(element_type, step, vectors, False, False, carried=True)
-    one = _search_kernel(element_type, 1, vectors, False, False, carried=True)
+    many = _search_kernel(element_type, step, vectors, runner_up, False, carried=True)
+    one = _search_kernel(element_type, 1, vectors, runner_up, False, carried=True)
     scalar = as_dtype(element_type).type
     item = as_dtype(element_type).itemsize
     width = vectors * lanes_of(as_dtype(element_type))
 
     def tiled_sweep(arguments, row_ids):
-        rows, n_rows, n_features, weights, bias, n_blocks, labels, _, ids, _ = arguments
+        rows, n_rows, n_features, weights, bias, n_blocks, labels, scores, _, _ = arguments
         block_bytes = n_features * width * item
         if n_blocks * block_bytes <= TILED_CENTERS_BYTES:
             whole_rows(arguments, row_ids)
             return
         per_group = max(1, TILED_CENTERS_BYTES // block_bytes)
         best = np.empty(n_rows, dtype=scalar)
+        # The best scores go where the kernels read them: the runner-up
+        # kernels take their address in place of row ids.
         best_address = best.ctypes.data
+        scores_address = scores if runner_up else best_address
+        ids_address = best_address if runner_up else 0
         # A row whose every score is NaN keeps its first label, as without tiles.
         numba.carray(_int32_pointer(labels), n_rows)[:] = 0
         for tile in range(0, n_rows, TILE_ROWS):
             stop = min(tile + TILE_ROWS, n_rows)
             best[tile:stop] = np.inf
+            if runner_up:
+                numba.carray(_element_pointer(scores, best[:1]), n_rows)[tile:stop] = np.inf
             whole = stop - (stop - tile) % step
             for first in range(0, n_blocks, per_group):
                 group = (
@@ -476,19 +492,19 @@ def _tiled_sweep(element_type, vectors: int, whole_rows):
                     bias + first * width * item,
                     min(per_group, n_blocks - first),
                     labels,
-                    best_address,
-                    ids,
+                    scores_address,
+                    ids_address,
                     first * width,
                 )
                 for start in range(tile, whole, step):
                     many(rows, start, *group)
-                if tile < whole < stop:
+                if tile < whole < stop and not runner_up:
                     many(rows, stop - step, *group)
-                elif whole == tile:
-                    for start in range(tile, stop):
+                else:  # a runner-up merged twice would become the best: row by row
+                    for start in range(whole, stop):
                         one(rows, start, *group)
 
-    _variant_name(tiled_sweep, element_type, vectors, "tiled")
+    _variant_name(tiled_sweep, element_type, vectors, runner_up, "tiled")
     return numba.njit(nogil=True)(tiled_sweep)
 
 
@@ -500,6 +516,18 @@ def _int32_pointer(typingctx, address):
         return builder.inttoptr(args[0], _I32.as_pointer())
 
     return types.CPointer(types.int32)(types.intp), codegen
+
+
+@intrinsic
+def _element_pointer(typingctx, address, like):
+    """``address`` as a pointer to elements of the array ``like``'s dtype."""
+    element_type = like.dtype
+
+    def codegen(context, builder, signature, args):
+        element = context.get_data_type(element_type)
+        return builder.inttoptr(args[0], element.as_pointer())
+
+    return types.CPointer(element_type)(types.intp, like), codegen
 
 
 def _types_match(block, weights, bias, vectors, labels, scores) -> bool:
