@@ -292,30 +292,35 @@ def test_the_fused_kernels_search_the_shapes_measured_faster_on_each_cpu(cpu, bi
     assert row_layout_limits(VectorTarget(cpu, bits, registers)) == limits
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k", [1, 2, 7, 16, 17, 33, 64, 65, 100, 129, 256])
-@pytest.mark.parametrize("d", [1, 3, 32])
-def test_fused_kernels_find_exact_minimum_index_and_runner_up(dtype, k, d):
-    """Every centre count (partial vectors, several blocks) and row count (partial row groups).
+def assert_search_is_exact(X: np.ndarray, centers: np.ndarray) -> None:
+    """``nearest_rows`` with and without the runner-up, against brute force.
 
     With integer-valued data every score is exact, so the kernels must return
     the true argmin (ties to the lowest index) and the runner-up score itself.
     """
     from kmeans_dask._kernels.fused_search import nearest_rows, pack_centers
 
+    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
+    labels = np.full(len(X), -7, dtype=np.int32)
+    second = np.full(len(X), -7, dtype=X.dtype)
+    nearest_rows(X, *pack_centers(centers), labels, second)
+    assert_array_equal(labels, scores.argmin(axis=1))
+    expected_second = np.sort(scores, axis=1)[:, 1] if len(centers) > 1 else np.inf
+    assert_array_equal(second, np.broadcast_to(expected_second, len(X)).astype(X.dtype))
+    labels_only = np.full(len(X), -7, dtype=np.int32)
+    nearest_rows(X, *pack_centers(centers), labels_only)
+    assert_array_equal(labels_only, labels)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 7, 16, 17, 33, 64, 65, 100, 129, 256])
+@pytest.mark.parametrize("d", [1, 3, 32])
+def test_fused_kernels_find_exact_minimum_index_and_runner_up(dtype, k, d):
+    """Every centre count (partial vectors, several blocks) and row count (partial row groups)."""
     rng = np.random.default_rng(k * 100 + d)
     X = rng.integers(-3, 4, size=(1003, d)).astype(dtype)
     centers = rng.integers(-3, 4, size=(k, d)).astype(dtype)
-    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
-    labels = np.empty(len(X), dtype=np.int32)
-    second = np.empty(len(X), dtype=dtype)
-    nearest_rows(X, *pack_centers(centers), labels, second)
-    assert_array_equal(labels, scores.argmin(axis=1))
-    expected_second = np.sort(scores, axis=1)[:, 1] if k > 1 else np.full(len(X), np.inf)
-    assert_array_equal(second, expected_second.astype(dtype))
-    labels_only = np.empty(len(X), dtype=np.int32)
-    nearest_rows(X, *pack_centers(centers), labels_only)
-    assert_array_equal(labels_only, labels)
+    assert_search_is_exact(X, centers)
 
 
 def test_packed_centres_pad_with_scores_that_never_win():
@@ -338,13 +343,8 @@ def test_packed_centres_pad_with_scores_that_never_win():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_centres_beyond_the_l2_cache_are_searched_exactly(dtype):
-    """Over 1 MiB of centres, with the runner-up (whole rows) and labels only (tiles)."""
-    from kmeans_dask._kernels.fused_search import (
-        MAX_VECTORS_PER_BLOCK,
-        nearest_rows,
-        pack_centers,
-        rows_per_kernel,
-    )
+    """Over 1 MiB of centres, with the runner-up and labels only."""
+    from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, rows_per_kernel
     from kmeans_dask._kernels.vector_target import compile_target
 
     for vectors in range(1, MAX_VECTORS_PER_BLOCK + 1):  # the accumulators fit the registers
@@ -353,48 +353,26 @@ def test_centres_beyond_the_l2_cache_are_searched_exactly(dtype):
     rng = np.random.default_rng(5)
     X = rng.integers(-3, 4, size=(237, n_features)).astype(dtype)
     n_centers = 2**20 // (n_features * np.dtype(dtype).itemsize) + 1
-    centers = rng.integers(-3, 4, size=(n_centers, n_features)).astype(dtype)
-    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
-    labels = np.empty(len(X), dtype=np.int32)
-    second = np.empty(len(X), dtype=dtype)
-    nearest_rows(X, *pack_centers(centers), labels, second)
-    assert_array_equal(labels, scores.argmin(axis=1))
-    assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(dtype))
-    labels_only = np.empty(len(X), dtype=np.int32)
-    nearest_rows(X, *pack_centers(centers), labels_only)
-    assert_array_equal(labels_only, labels)
+    assert_search_is_exact(X, rng.integers(-3, 4, size=(n_centers, n_features)).astype(dtype))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n_rows", [3, 963, 1003])
-def test_the_tiled_search_finds_the_exact_minimum_index(dtype, n_rows):
+def test_the_tiled_search_finds_the_exact_minimum_index_and_runner_up(dtype, n_rows):
     """Centres beyond ``TILED_CENTERS_BYTES``: tiles of rows, one group of centres at a time.
 
     Row counts with a last tile of fewer rows than a kernel scores together
     (963 = 5 x 192 + 3) and of a partial group (1003), ties to the lowest
     index across blocks (integer data has many ties).
     """
-    from kmeans_dask._kernels.fused_search import (
-        TILE_ROWS,
-        TILED_CENTERS_BYTES,
-        nearest_rows,
-        pack_centers,
-    )
+    from kmeans_dask._kernels.fused_search import TILE_ROWS, TILED_CENTERS_BYTES
 
     n_features = 40
     n_centers = TILED_CENTERS_BYTES // (n_features * np.dtype(dtype).itemsize) + 37
     assert 5 * TILE_ROWS + 3 == 963
     rng = np.random.default_rng(n_rows)
     X = rng.integers(-2, 3, size=(n_rows, n_features)).astype(dtype)
-    centers = rng.integers(-2, 3, size=(n_centers, n_features)).astype(dtype)
-    scores = (centers.astype(np.float64) ** 2).sum(1) - 2.0 * X.astype(np.float64) @ centers.T
-    labels = np.full(n_rows, -7, dtype=np.int32)
-    nearest_rows(X, *pack_centers(centers), labels)
-    assert_array_equal(labels, scores.argmin(axis=1))
-    second = np.full(n_rows, -7, dtype=dtype)  # the runner-up, carried from group to group
-    nearest_rows(X, *pack_centers(centers), labels, second)
-    assert_array_equal(labels, scores.argmin(axis=1))
-    assert_array_equal(second, np.sort(scores, axis=1)[:, 1].astype(dtype))
+    assert_search_is_exact(X, rng.integers(-2, 3, size=(n_centers, n_features)).astype(dtype))
 
 
 @pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
