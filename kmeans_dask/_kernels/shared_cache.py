@@ -78,7 +78,7 @@ class _SharedIndexDataCacheFile(IndexDataCacheFile):
 
 @functools.cache
 def kernel_sources_stamp() -> tuple[tuple[str, int, int], ...]:
-    """Name, modification time (ns) and size of every module of this package.
+    """Name, modification time (ns) and size of every module of :mod:`kmeans_dask._kernels`.
 
     Numba compares it with the stamp of a function's cache index; any
     difference makes the index stale.

@@ -44,10 +44,10 @@ from kmeans_dask._kernels.vector_target import VectorTarget, compile_target
 #: them the column layout is used (``scripts/bench_search.py``, RESULTS.md).
 #: The fused kernels were faster at every shape measured, up to k = 16384 and
 #: ``k * d = 16384 * 256``: with AVX2 (AMD EPYC Zen 3, 2026-12), with AVX-512
-#: on AMD Zen 4 (1.17-1.59x, 2026-12-06) and, since they score 6 to 14 rows
-#: per centre vector loaded, on an Intel Xeon (Ice Lake; 1.16-3.1x,
-#: 2026-12-07), where with 4 rows the column layout had kept up above 2048
-#: centres or ``k * d = 65536``. Those limits stay for the 128-bit targets
+#: on AMD Zen 4 (1.17-1.59x, 2026-12-06) and, since they score 6 rows per
+#: centre vector loaded and go in tiles of rows, on an Intel Xeon (Ice Lake;
+#: 1.4-2.5x, 2026-12-07), where with 4 rows the column layout had kept up
+#: above 2048 centres or ``k * d = 65536``. Those limits stay for the 128-bit targets
 #: (NEON, SSE), which were not measured and leave the large shapes to BLAS.
 _WIDE_ROW_LAYOUT_LIMITS = (16384, 16384 * 256)
 _NARROW_ROW_LAYOUT_LIMITS = (2048, 65536)
