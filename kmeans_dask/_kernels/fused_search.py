@@ -52,6 +52,12 @@ def lanes_of(dtype) -> int:
     return _TARGET.lanes(np.dtype(dtype).itemsize)
 
 
+#: Rows scored together at most: more rows made no measurable difference for
+#: blocks of 1 to 3 vectors (at most 48 float32 centres with AVX-512), and
+#: every row more makes each generated kernel larger and slower to compile.
+MAX_ROWS_PER_KERNEL = 8
+
+
 def rows_per_kernel(vectors: int) -> int:
     """Rows scored together, so that their accumulators fit the register file.
 
@@ -59,17 +65,16 @@ def rows_per_kernel(vectors: int) -> int:
     vectors of the current feature and one broadcast row value in registers;
     eight or more independent multiply-add chains hide the FMA latency, and
     each centre vector loaded feeds ``rows`` multiply-adds, so the more rows
-    the less cache traffic per multiply-add. As many rows as fit: with 32
-    registers (AVX-512, NEON) 6 rows of 4 vectors (29 registers), 9 of 3 or
-    14 of 2; with 16 (AVX2, SSE) 6 rows of 2 vectors (15 registers, the
-    classic 6 x 16 SGEMM micro-kernel of AVX2). One vector takes 8 rows.
+    the less cache traffic per multiply-add. As many rows as fit, at most
+    :data:`MAX_ROWS_PER_KERNEL`: with 32 registers (AVX-512, NEON) 6 rows of
+    4 vectors (29 registers), 8 of fewer; with 16 (AVX2, SSE) 6 rows of 2
+    vectors (15 registers, the classic 6 x 16 SGEMM micro-kernel of AVX2),
+    8 of one.
     Measured with ``scripts/bench_search.py`` (RESULTS.md, "Six rows per
     kernel with AVX-512"): on an Intel Xeon (Ice Lake) 6 rows of 4 vectors
     were 1.1-2x faster than the 4 rows used before, most at large ``k * d``.
     """
-    if vectors == 1:
-        return 8
-    return (_TARGET.registers - vectors - 1) // vectors
+    return min(MAX_ROWS_PER_KERNEL, (_TARGET.registers - vectors - 1) // vectors)
 
 
 def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -442,7 +447,9 @@ def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
 
     _variant_name(sweep, element_type, vectors, runner_up, folded)
     whole_rows = numba.njit(nogil=True)(sweep)
-    if folded:
+    if folded or vectors < MAX_VECTORS_PER_BLOCK:
+        # Narrower blocks hold every centre in one block: nothing to tile
+        # (and no tiled kernels to compile for them).
         return whole_rows
     return _tiled_sweep(element_type, vectors, runner_up, whole_rows)
 
@@ -467,7 +474,7 @@ def _tiled_sweep(element_type, vectors: int, runner_up: bool, whole_rows):
     def tiled_sweep(arguments, row_ids):
         rows, n_rows, n_features, weights, bias, n_blocks, labels, scores, _, _ = arguments
         block_bytes = n_features * width * item
-        if n_blocks * block_bytes <= TILED_CENTERS_BYTES:
+        if n_blocks == 1 or n_blocks * block_bytes <= TILED_CENTERS_BYTES:
             whole_rows(arguments, row_ids)
             return
         per_group = max(1, TILED_CENTERS_BYTES // block_bytes)
