@@ -30,6 +30,7 @@ import numpy as np
 from numba import types
 
 from kmeans_dask._kernels.block_kernels import accumulate
+from kmeans_dask._kernels.candidate_search import candidate_labels
 from kmeans_dask._kernels.fused_search import (
     MAX_VECTORS_PER_BLOCK, TILED_CENTERS_BYTES, fold_nearest, lanes_of, nearest_rows,
     pack_centers,
@@ -113,6 +114,17 @@ if run:
                        sq_dist)
             assert (sums[0] == 0).all() and (sums[1] == rows.sum(0)).all()
             assert (sq_dist == (rows.astype(np.float64) ** 2).sum(1)).all()
+            # The candidates' search: four distances side by side, then one by one.
+            centers = rng.integers(-9, 10, size=(20, d)).astype(np.float64)
+            table = np.array([[c] + [j for j in rng.permutation(20) if j != c][:8]
+                              for c in range(20)], dtype=np.int32)
+            labels = rng.integers(0, 20, size=200).astype(np.int32)
+            found = labels.copy()
+            candidate_labels(rows, centers, table, found)
+            distances = ((rows.astype(np.float64)[:, None] - centers[None]) ** 2).sum(-1)
+            for i in range(200):
+                allowed = np.sort(table[labels[i]])  # ties go to the lowest label
+                assert found[i] == allowed[np.argmin(distances[i, allowed])]
 """
 
 

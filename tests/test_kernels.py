@@ -515,6 +515,29 @@ def test_statistics_add_rows_in_row_order_with_exact_distances(dtype, weighted, 
     assert_array_equal(alone, sq_dist)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 7, 8, 13, 128])
+def test_four_distances_side_by_side_are_the_distances_one_by_one(dtype, d):
+    import numba
+
+    from kmeans_dask._kernels.row_statistics import row_distance, row_distances
+
+    @numba.njit
+    def both(X, centers, i, labels):
+        one_by_one = [row_distance(X, i, centers, label) for label in labels]
+        side_by_side = row_distances(X, i, centers, labels)
+        return one_by_one, side_by_side
+
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(5, d)).astype(dtype)
+    centers = rng.normal(size=(9, d))
+    for i, labels in [(0, (0, 1, 2, 3)), (4, (8, 3, 8, 0))]:
+        one_by_one, side_by_side = both(X, centers, i, labels)
+        assert list(side_by_side) == one_by_one  # the same bits
+        expected = ((X[i].astype(np.float64) - centers[list(labels)]) ** 2).sum(1)
+        assert_allclose(side_by_side, expected, rtol=1e-14)
+
+
 def test_statistics_of_integer_rows_are_exact_and_leave_other_clusters_alone():
     from kmeans_dask._kernels.block_kernels import accumulate
 

@@ -19,7 +19,12 @@ from __future__ import annotations
 import numpy as np
 
 from kmeans_dask._kernels.block_kernels import smallest_per_row
-from kmeans_dask._kernels.row_statistics import row_distance, statistics_buffers_ok
+from kmeans_dask._kernels.row_statistics import (
+    DISTANCES_AT_ONCE,
+    row_distance,
+    row_distances,
+    statistics_buffers_ok,
+)
 from kmeans_dask._kernels.shared_cache import cached_njit
 
 #: Centres scored against the table's rows at once (a (block, k) float64 buffer).
@@ -63,21 +68,43 @@ def neighbour_table(centers: np.ndarray, m: int, rows: slice, out: np.ndarray) -
 
 @cached_njit(nogil=True)
 def nearest_candidate(block, i, centers, table, previous):
-    """Label and float64 squared distance of the centre nearest row ``i`` among
-    ``table[previous]`` (ties to the lowest centre index).
+    """Label of the centre nearest row ``i`` among ``table[previous]``, by float64
+    squared distance (ties to the lowest centre index).
 
     ``centers`` float64 and ``block`` C-contiguous, as for
     :func:`~kmeans_dask._kernels.row_statistics.row_distance`.
     """
     best_label = table[previous, 0]
     best = row_distance(block, i, centers, best_label)
-    for q in range(1, table.shape[1]):
+    m = table.shape[1]
+    in_fours = 1 + (m - 1) // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
+    for q in range(1, in_fours, DISTANCES_AT_ONCE):
+        labels = (
+            table[previous, q],
+            table[previous, q + 1],
+            table[previous, q + 2],
+            table[previous, q + 3],
+        )
+        best, best_label = _nearest_of_four(block, i, centers, labels, best, best_label)
+    for q in range(in_fours, m):
         label = table[previous, q]
         dist = row_distance(block, i, centers, label)
-        if dist < best or (dist == best and label < best_label):
+        if _precedes(dist, label, best, best_label):
             best = dist
             best_label = label
     return best_label
+
+
+@cached_njit(nogil=True, inline="always")
+def _nearest_of_four(block, i, centers, labels, best, best_label):
+    """(distance, label) of the nearest of (``best``, ``best_label``) and the four centres
+    ``labels`` to row ``i``, compared in that order (ties to the lowest label)."""
+    distances = row_distances(block, i, centers, labels)
+    for t in range(DISTANCES_AT_ONCE):
+        if _precedes(distances[t], labels[t], best, best_label):
+            best = distances[t]
+            best_label = labels[t]
+    return best, best_label
 
 
 @cached_njit(nogil=True)
@@ -136,18 +163,34 @@ def own_candidate_labels(data, centers, candidates, everyone, labels, order):
     if not statistics_buffers_ok(data, centers, None):
         raise ValueError("own_candidate_labels needs C-contiguous rows and float64 centres")
     m = candidates.shape[1]
+    n_scored = m + everyone.shape[0]
+    in_fours = n_scored // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
     for j in range(order.shape[0]):
         i = order[j]
         best_label = labels[i]
         best = row_distance(data, i, centers, best_label)
-        for q in range(m + everyone.shape[0]):
-            label = candidates[i, q] if q < m else everyone[q - m]
-            if label != best_label:
-                dist = row_distance(data, i, centers, label)
-                if _precedes(dist, label, best, best_label):
-                    best = dist
-                    best_label = label
+        for q in range(0, in_fours, DISTANCES_AT_ONCE):
+            four = (
+                _scored(candidates, everyone, i, q),
+                _scored(candidates, everyone, i, q + 1),
+                _scored(candidates, everyone, i, q + 2),
+                _scored(candidates, everyone, i, q + 3),
+            )
+            best, best_label = _nearest_of_four(data, i, centers, four, best, best_label)
+        for q in range(in_fours, n_scored):
+            label = _scored(candidates, everyone, i, q)
+            dist = row_distance(data, i, centers, label)
+            if _precedes(dist, label, best, best_label):
+                best = dist
+                best_label = label
         labels[i] = best_label
+
+
+@cached_njit(nogil=True, inline="always")
+def _scored(candidates, everyone, i, q):
+    """The ``q``-th centre row ``i`` scores: its candidates, then ``everyone``."""
+    m = candidates.shape[1]
+    return candidates[i, q] if q < m else everyone[q - m]
 
 
 @cached_njit(nogil=True, inline="always")

@@ -167,36 +167,53 @@ class _RowCode:
         return builder.extract_element(values, _I32(0))
 
 
-def _row_kernel(element_type, add_to_sums: bool, weighted: bool):
-    """An intrinsic returning a row's squared distance to a centre, optionally adding it to sums.
+def _row_kernel(element_type, add_to_sums: bool, weighted: bool, n_centers: int = 1):
+    """An intrinsic returning a row's squared distances to ``n_centers`` centres,
+    optionally adding the row to sums (one centre only).
 
-    Its arguments: the addresses of the row, of the sums' row and of the
-    centre (all ``intp``), ``n_features`` and the row's weight (float64,
-    used only if ``weighted``).
+    Its arguments: the addresses of the row and of the sums' row (``intp``),
+    a tuple of the ``n_centers`` centres' addresses, ``n_features`` and the
+    row's weight (float64, used only if ``weighted``). It returns a float64,
+    or a tuple of ``n_centers`` of them. The centres' distances are summed
+    side by side, each in the order of a single one's (so the same values),
+    the row's values widened once for all: their chains of additions
+    overlap instead of waiting for each other.
     """
+    if add_to_sums and n_centers != 1:
+        raise ValueError("a row is added to the sums of one centre")
     source = ir.FloatType() if as_dtype(element_type) == np.float32 else _DOUBLE
+    result = types.float64 if n_centers == 1 else types.UniTuple(types.float64, n_centers)
 
     @intrinsic
-    def kernel(typingctx, row, sums_row, center, n_features, weight):
-        signature = types.float64(types.intp, types.intp, types.intp, types.intp, types.float64)
+    def kernel(typingctx, row, sums_row, centers, n_features, weight):
+        signature = result(
+            types.intp,
+            types.intp,
+            types.UniTuple(types.intp, n_centers),
+            types.intp,
+            types.float64,
+        )
 
         def codegen(context, builder, signature, args):
-            row, sums_row, center, n_features, weight = args
+            row, sums_row, centers, n_features, weight = args
             code = _RowCode(builder, source)
             fmuladd = code.function(f"llvm.fmuladd.v{_LANES}f64", _WIDE, [_WIDE] * 3)
             row = code.pointer(row, source)
             sums_row = code.pointer(sums_row, _DOUBLE)
-            center = code.pointer(center, _DOUBLE)
+            centers = [code.pointer(c, _DOUBLE) for c in cgutils.unpack_tuple(builder, centers)]
             weights = code.splat(weight, _DOUBLE) if weighted else None
 
-            def step(feature, distance, mask=None):
+            def step(feature, distances, mask=None):
                 values = code.load(row, feature, mask, wide=False)
                 if add_to_sums:
                     share = builder.fmul(values, weights) if weighted else values
                     sums = code.load(sums_row, feature, mask)
                     code.store(builder.fadd(sums, share), sums_row, feature, mask)
-                difference = builder.fsub(values, code.load(center, feature, mask))
-                return builder.call(fmuladd, [difference, difference, distance])
+                updated = []
+                for center, distance in zip(centers, distances, strict=True):
+                    difference = builder.fsub(values, code.load(center, feature, mask))
+                    updated.append(builder.call(fmuladd, [difference, difference, distance]))
+                return updated
 
             entry = builder.basic_block
             loop = builder.append_basic_block("whole_vectors")
@@ -206,34 +223,49 @@ def _row_kernel(element_type, add_to_sums: bool, weighted: bool):
 
             builder.position_at_end(loop)
             feature = builder.phi(_I64)
-            distance = builder.phi(_WIDE)
             feature.add_incoming(_I64(0), entry)
-            distance.add_incoming(code.zero, entry)
-            updated = step(feature, distance)
+            distances = [builder.phi(_WIDE) for _ in centers]
+            for distance in distances:
+                distance.add_incoming(code.zero, entry)
+            updated = step(feature, distances)
             next_feature = builder.add(feature, _I64(_LANES))
             feature.add_incoming(next_feature, loop)
-            distance.add_incoming(updated, loop)
+            for distance, value in zip(distances, updated, strict=True):
+                distance.add_incoming(value, loop)
             builder.cbranch(builder.icmp_signed("<", next_feature, whole), loop, tail)
 
             # The last n_features % 8 values (possibly none), under a lane mask.
             builder.position_at_end(tail)
-            so_far = builder.phi(_WIDE)
-            so_far.add_incoming(code.zero, entry)
-            so_far.add_incoming(updated, loop)
+            so_far = []
+            for value in updated:
+                merged = builder.phi(_WIDE)
+                merged.add_incoming(code.zero, entry)
+                merged.add_incoming(value, loop)
+                so_far.append(merged)
             remaining = code.splat(builder.sub(n_features, whole), _I64)
             lane_ids = ir.Constant(ir.VectorType(_I64, _LANES), list(range(_LANES)))
             mask = builder.icmp_signed("<", lane_ids, remaining)
-            return code.total(step(whole, so_far, mask))
+            totals = [code.total(value) for value in step(whole, so_far, mask)]
+            if n_centers == 1:
+                return totals[0]
+            return context.make_tuple(builder, signature.return_type, totals)
 
         return signature, codegen
 
     return kernel
 
 
+#: Centres whose distances to one row :func:`row_distances` computes side by side.
+DISTANCES_AT_ONCE = 4
+
 _KERNELS = {
     (element_type, add_to_sums, weighted): _row_kernel(element_type, add_to_sums, weighted)
     for element_type in (types.float32, types.float64)
     for add_to_sums, weighted in ((False, False), (True, False), (True, True))
+}
+_SIDE_BY_SIDE_KERNELS = {
+    element_type: _row_kernel(element_type, False, False, DISTANCES_AT_ONCE)
+    for element_type in (types.float32, types.float64)
 }
 
 
@@ -299,7 +331,7 @@ def _add_row_for_types(block, i, sums, centers, label, weight):
         return kernel(
             block.ctypes.data + i * n_features * item,
             sums.ctypes.data + label * n_features * 8,
-            centers.ctypes.data + label * n_features * 8,
+            (centers.ctypes.data + label * n_features * 8,),
             n_features,
             _weight_value(weight),
         )
@@ -324,6 +356,38 @@ def _row_distance_for_types(block, i, centers, label):
         n_features = block.shape[1]
         address = block.ctypes.data + i * n_features * item
         center = centers.ctypes.data + label * n_features * 8
-        return kernel(address, 0, center, n_features, 1.0)
+        return kernel(address, 0, (center,), n_features, 1.0)
+
+    return implementation
+
+
+def row_distances(block, i, centers, labels):
+    """:func:`row_distance` to each of the :data:`DISTANCES_AT_ONCE` centres ``labels``
+    (a tuple), as a tuple: the same values, about three times as fast as one by one
+    (their additions overlap; the row is widened once).
+
+    Unchecked, like :func:`row_distance`.
+    """
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(row_distances, inline="always")
+def _row_distances_for_types(block, i, centers, labels):
+    kernel = _SIDE_BY_SIDE_KERNELS[block.dtype]
+    item = as_dtype(block.dtype).itemsize
+
+    def implementation(block, i, centers, labels):
+        n_features = block.shape[1]
+        address = block.ctypes.data + i * n_features * item
+        base = centers.ctypes.data
+        row_bytes = n_features * 8
+        first, second, third, fourth = labels
+        addresses = (
+            base + first * row_bytes,
+            base + second * row_bytes,
+            base + third * row_bytes,
+            base + fourth * row_bytes,
+        )
+        return kernel(address, 0, addresses, n_features, 1.0)
 
     return implementation
