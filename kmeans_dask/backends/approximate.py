@@ -7,7 +7,8 @@ The searchers here index the *centres* (never the data), once per iteration,
 and look only at the centres near each row:
 
 * :class:`IVFSearcher` partitions the centres with a Faiss ``IndexIVFFlat``
-  (an ``IndexFlatL2`` coarse quantizer trained on the centres themselves) and
+  (an ``IndexFlatL2`` coarse quantizer over a k-means of the centres
+  themselves, :mod:`kmeans_dask.backends.ivf_lists`) and
   returns, for each row, the nearest centre among the ``nprobe`` lists whose
   coarse centroids are nearest to the row. By default each list is scanned
   by the fused register kernels of :mod:`kmeans_dask._kernels.fused_search` over the
@@ -58,12 +59,19 @@ import faiss
 import numpy as np
 
 from kmeans_dask._kernels.block_kernels import (
-    fill_with_capacity,
     fold_smallest,
     rows_by_list,
     smallest_per_row,
 )
 from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
+from kmeans_dask.backends.ivf_lists import (
+    DEFAULT_TRAIN_ITERATIONS,
+    MAX_LIST_SIZE_RATIO,
+    balanced_lists,
+    coarse_centroids,
+    list_means,
+    squared_distances,
+)
 from kmeans_dask.backends.numpy_blas import ExactSearcher, exact_searcher
 
 #: Smallest number of clusters for which ``assign="auto"`` picks the IVF
@@ -75,29 +83,11 @@ AUTO_IVF_MIN_CLUSTERS = 4096
 #: GEMM-bound) and IVF hardly pays (RESULTS.md, "Design measurements").
 AUTO_IVF_MIN_FEATURES = 8
 
-#: Lloyd iterations of the Faiss k-means that trains the coarse quantizer on
-#: the centres. More iterations barely change recall but cost build time.
-DEFAULT_TRAIN_ITERATIONS = 5
-
 #: Rows per call of :meth:`IVFSearcher.nearest` / :meth:`HNSWSearcher.nearest`.
 _BLOCK_ROWS = 32768
 
 #: Elements of the coarse score buffer (rows x lists) computed at once.
 _COARSE_BUFFER_ELEMENTS = 1 << 20
-
-#: Most centres an IVF list takes, as a multiple of the mean ``k / nlist``,
-#: from centres that have a nearer list with room (:func:`balanced_lists`).
-#: K-means over centres that fill a ball evenly (as after the first Lloyd
-#: steps on overlapping data) can leave one coarse centroid near the middle,
-#: nearer to most centres than any other: one list then held 3659 of 4096
-#: centres and its rows were searched almost exactly
-#: (``scripts/bench_assign_fit.py``, RESULTS.md).
-MAX_LIST_SIZE_RATIO = 4.0
-
-#: Lists a centre may go to, nearest first. A centre whose nearest lists
-#: are all full goes to its nearest, over the cap: placed in a farther list,
-#: it would be found by few of its rows, which probe the lists nearest to them.
-_LIST_CHOICES = 8
 
 #: From this many centres :func:`default_nlist` makes more than ``sqrt(k)``
 #: lists, up to twice as many from twice as many centres.
@@ -324,59 +314,6 @@ def _float32(array: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.float32)
 
 
-def _squared_distances(rows: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """(len(rows), len(others)): ``||r||^2 - 2 r . o + ||o||^2``, in place in the GEMM's
-    output (the same values as the expression written out, without its temporaries)."""
-    scores = rows @ others.T
-    scores *= -2.0
-    scores += np.einsum("ij,ij->i", rows, rows)[:, None]
-    scores += np.einsum("ij,ij->i", others, others)
-    return scores
-
-
-def balanced_lists(centers: np.ndarray, coarse: np.ndarray, ratio: float) -> np.ndarray:
-    """Each centre's IVF list: its nearest coarse centroid with room.
-
-    A list has room while it holds fewer than ``ceil(ratio * k / nlist)``
-    centres. Centres nearest to a coarse centroid choose first; a centre
-    whose :data:`_LIST_CHOICES` nearest lists are all full goes to its
-    nearest list all the same. (Sent to the emptiest list, such centres had
-    lain beyond the lists their rows probe: with ``nlist = 2 sqrt(k)`` at
-    k = 4096, 165 centres then found no row after one Lloyd update, and the
-    final centres' inertia was 0.57-0.87% above exact Lloyd's instead of
-    0.04-0.05%, RESULTS.md.)
-
-    Returns
-    -------
-    ndarray of shape (k,), int64
-    """
-    n_centers, n_lists = len(centers), len(coarse)
-    centers64, coarse64 = centers.astype(np.float64), coarse.astype(np.float64)
-    distances = _squared_distances(centers64, coarse64)
-    choices = np.empty((n_centers, min(n_lists, _LIST_CHOICES)), dtype=np.int64)
-    smallest_per_row(distances, choices.shape[1], choices)
-    priority = np.argsort(distances[np.arange(n_centers), choices[:, 0]], kind="stable")
-    capacity = math.ceil(ratio * n_centers / n_lists)
-    lists = np.empty(n_centers, dtype=np.int64)
-    lists[priority] = fill_with_capacity(choices[priority], capacity, n_lists)
-    return lists
-
-
-def list_means(centers: np.ndarray, lists: np.ndarray, coarse: np.ndarray) -> np.ndarray:
-    """(nlist, d) float32: the mean of each list's centres (``coarse`` for an empty list).
-
-    Each list's centres are summed in index order, by one ``np.add.reduceat``
-    over the centres sorted by list (faster than ``np.add.at``).
-    """
-    counts = np.bincount(lists, minlength=len(coarse))
-    filled = counts > 0
-    first = np.cumsum(counts) - counts
-    by_list = centers.astype(np.float64)[np.argsort(lists, kind="stable")]
-    means = coarse.astype(np.float64)
-    means[filled] = np.add.reduceat(by_list, first[filled], axis=0) / counts[filled, None]
-    return means.astype(np.float32)
-
-
 class _ExactFallback:
     """Exact search for the few rows an approximate search left unassigned."""
 
@@ -414,9 +351,10 @@ class IVFSearcher:
         ``"faiss"`` calls ``IndexIVFFlat.search`` (float32). Both return the
         nearest centre among the probed lists (up to rounding and ties).
     train_iterations : int, default=DEFAULT_TRAIN_ITERATIONS
-        Iterations of the Faiss k-means that trains the coarse quantizer.
+        Lloyd iterations of the k-means of the centres that makes the coarse
+        centroids (:func:`~kmeans_dask.backends.ivf_lists.coarse_centroids`).
     seed : int, default=1234
-        Seed of that k-means (Faiss's default), for reproducible lists.
+        Seed of that k-means, for reproducible lists.
 
     Attributes
     ----------
@@ -431,14 +369,14 @@ class IVFSearcher:
 
     Notes
     -----
-    The quantizer is trained on the ``k`` centres themselves; Faiss's warning
-    about fewer than 39 training points per list is switched off
-    (``min_points_per_centroid = 1``), as ``k / nlist`` is typically far
-    below 39 and the partition only has to group nearby centres. A list
-    takes more than :data:`MAX_LIST_SIZE_RATIO` times the mean number of
-    centres only from centres whose :data:`_LIST_CHOICES` nearest lists are
-    all full (:func:`balanced_lists`), and each coarse centroid is then moved
-    to the mean of its list's centres; Faiss's index holds the same lists.
+    The coarse centroids are a k-means of the ``k`` centres themselves
+    (:func:`~kmeans_dask.backends.ivf_lists.coarse_centroids`). A list
+    takes more than :data:`~kmeans_dask.backends.ivf_lists.MAX_LIST_SIZE_RATIO`
+    times the mean number of centres only from centres whose
+    :data:`~kmeans_dask.backends.ivf_lists.LIST_CHOICES` nearest lists are
+    all full (:func:`~kmeans_dask.backends.ivf_lists.balanced_lists`), and
+    each coarse centroid is then moved to the mean of its list's centres;
+    Faiss's index holds the same lists.
     """
 
     fused_passes = False
@@ -478,17 +416,12 @@ class IVFSearcher:
         self._scored_lists: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] | None = None
 
         centers32 = _float32(centers)
-        quantizer = faiss.IndexFlatL2(n_features)
-        index = faiss.IndexIVFFlat(quantizer, n_features, nlist)
-        index.cp.min_points_per_centroid = 1  # k / nlist is far below 39: no warning
-        index.cp.niter = int(train_iterations)
-        index.cp.seed = int(seed)
-        index.train(centers32)
-        trained = quantizer.reconstruct_n(0, nlist)
+        trained = coarse_centroids(centers32, nlist, train_iterations, seed)
         lists = balanced_lists(centers32, trained, MAX_LIST_SIZE_RATIO)
         self.center_lists = lists
-        quantizer.reset()
+        quantizer = faiss.IndexFlatL2(n_features)
         quantizer.add(list_means(centers32, lists, trained))
+        index = faiss.IndexIVFFlat(quantizer, n_features, nlist)  # trained: it holds nlist
         index.add_core(n_clusters, faiss.swig_ptr(centers32), None, faiss.swig_ptr(lists))
         index.nprobe = nprobe
         self.index = index
@@ -811,7 +744,7 @@ class CandidateBackend:
         sample = np.unique(np.linspace(0, len(centers) - 1, _SETTLED_SAMPLE).astype(np.int64))
         centers64 = centers.astype(np.float64)
         rows = centers64[sample]
-        gaps = _squared_distances(rows, centers64)
+        gaps = squared_distances(rows, centers64)
         gaps[np.arange(len(sample)), sample] = np.inf
         moved = rows - previous[sample].astype(np.float64)
         too_far = np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * gaps.min(axis=1)
