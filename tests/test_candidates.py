@@ -14,9 +14,8 @@ from kmeans_dask._worker import tasks
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import (
     CANDIDATE_CHECK_SIGMAS,
-    CANDIDATE_CHECK_STEP,
+    CANDIDATE_CHECKED_ROWS,
     CANDIDATE_MAX_MISSES,
-    CANDIDATE_MIN_CHECKED,
     host_ops,
 )
 from kmeans_dask._worker.staged_ops import StagedOps
@@ -466,9 +465,9 @@ def test_a_chunk_keeps_its_candidates_unless_its_sample_misses_clearly_too_many(
     rows = centers[rng.integers(0, 64, 5000)] + 0.05 * rng.standard_normal((5000, 6))
     chunk = host_ops().place(rows.astype(np.float32), None, 0, np.float32)
     exact = np.argmin(_squared(chunk.data, centers), axis=1).astype(np.int32)
-    step = max(1, min(CANDIDATE_CHECK_STEP, 5000 // CANDIDATE_MIN_CHECKED))
+    step = 5000 // CANDIDATE_CHECKED_ROWS
     checked = np.arange(0, 5000, step)
-    assert len(checked) >= CANDIDATE_MIN_CHECKED
+    assert CANDIDATE_CHECKED_ROWS <= len(checked) < 2 * CANDIDATE_CHECKED_ROWS
     # One candidate a row, its previous centre: the rows given a wrong one miss.
     table = np.arange(64, dtype=np.int32)[:, None]
     previous = exact.copy()

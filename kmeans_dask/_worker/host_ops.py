@@ -438,21 +438,25 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
     return labels, sq_dist, inertia
 
 
-#: Every how many rows a candidate pass checks against the exact search (at
-#: least :data:`CANDIDATE_MIN_CHECKED` rows, all of a smaller chunk), and the
-#: share of those checked rows that may have a nearer centre than their
-#: candidates, give or take :data:`CANDIDATE_CHECK_SIGMAS` standard deviations
-#: of its count, before the whole chunk is searched with IVF instead
-#: (:func:`_candidates_hold`). Where candidates hold, they miss the nearest
-#: centre of 0-0.3% of the rows; IVF with 8 probes misses 1.5% once the
-#: centres settle, and 6% after the first update. Without the margin (and
-#: with one row in 32 checked), a chunk of 5000 rows whose candidates missed
-#: 0.3% failed about one time in three (one miss among its 156 checked rows
-#: was too many), the chunks of one fit disagreed, and the IVF search they
-#: fell back to was slower and further from exact Lloyd (RESULTS.md, "An
-#: exact first iteration").
-CANDIDATE_CHECK_STEP = 64
-CANDIDATE_MIN_CHECKED = 256
+#: Rows of a chunk a candidate pass checks against the exact search (every
+#: ``len(chunk) // CANDIDATE_CHECKED_ROWS``-th row, so between this many and
+#: twice as many, all of a smaller chunk), and the share of those checked rows
+#: that may have a nearer centre than their candidates, give or take
+#: :data:`CANDIDATE_CHECK_SIGMAS` standard deviations of its count, before the
+#: whole chunk is searched with IVF instead (:func:`_candidates_hold`). Where
+#: candidates hold, they miss the nearest centre of 0-0.3% of the rows; IVF
+#: with 8 probes misses 1.5% once the centres settle, and 6% after the first
+#: update. Without the margin (and with one row in 32 checked), a chunk of 5000
+#: rows whose candidates missed 0.3% failed about one time in three (one miss
+#: among its 156 checked rows was too many), the chunks of one fit disagreed,
+#: and the IVF search they fell back to was slower and further from exact Lloyd
+#: (RESULTS.md, "An exact first iteration"). The check's power depends on the
+#: number of rows checked, not on their share: every 64th row, as until
+#: 2026-12, made an exact search of 3,900 rows against every centre in a
+#: chunk of 250,000 (128 MB at d = 128), where 384 rows tell as much. (At
+#: k = 4096, chunks of 25,000 rows, 258 rows let one chunk's check in a fit
+#: fail on 6 misses, and that chunk fall back to IVF, where 391 had passed.)
+CANDIDATE_CHECKED_ROWS = 384
 CANDIDATE_MAX_MISSES = 0.005
 CANDIDATE_CHECK_SIGMAS = 3.0
 
@@ -466,9 +470,8 @@ def _candidates_hold(
 ) -> bool:
     """Move the rows to their candidates (:func:`candidate_labels`) if a sample says they hold.
 
-    Every :data:`CANDIDATE_CHECK_STEP`-th row (from the chunk's first; more
-    often in a chunk of fewer than ``CANDIDATE_CHECK_STEP *
-    CANDIDATE_MIN_CHECKED`` rows) is searched exactly first; when more of
+    About :data:`CANDIDATE_CHECKED_ROWS` rows spread over the chunk (from its
+    first, :func:`_checked_rows`) are searched exactly first; when more of
     them have a centre strictly nearer than their best candidate than a
     miss rate of :data:`CANDIDATE_MAX_MISSES` explains (by
     :data:`CANDIDATE_CHECK_SIGMAS` Poisson standard deviations), the
@@ -488,9 +491,9 @@ def _candidates_hold(
 
 def _checked_rows(data: np.ndarray) -> slice:
     """The rows a chunk's candidate check searches exactly: every
-    :data:`CANDIDATE_CHECK_STEP`-th, or more often in a chunk of fewer than
-    ``CANDIDATE_CHECK_STEP * CANDIDATE_MIN_CHECKED`` rows."""
-    return slice(None, None, max(1, min(CANDIDATE_CHECK_STEP, len(data) // CANDIDATE_MIN_CHECKED)))
+    ``len(data) // CANDIDATE_CHECKED_ROWS``-th from the first (every row of a
+    chunk of fewer than twice as many)."""
+    return slice(None, None, max(1, len(data) // CANDIDATE_CHECKED_ROWS))
 
 
 def _misses_too_many(
