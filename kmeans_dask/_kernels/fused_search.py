@@ -394,6 +394,38 @@ def _prefetch(typingctx, address):
 _CACHE_LINE = 64
 
 
+def _row_walk(many, one, step: int, element_type, *, folded: bool, overlap: bool):
+    """A compiled walk over rows ``first:stop``: ``many`` scores ``step`` rows a call,
+    then the rows left over are scored as one last group of ``step`` rows (``overlap``,
+    over rows already scored) or one by one (``one``), as are fewer than ``step`` rows.
+
+    Its arguments: the rows' address, ``first``, ``stop``, the row ids and the
+    tuple of the kernels' other arguments (``n_features`` first). Listed rows
+    (``folded``) lie anywhere in the block: the next group's rows are
+    prefetched while ``many`` scores the current one.
+    """
+    item = as_dtype(element_type).itemsize
+
+    def walk(rows, first, stop, row_ids, group):
+        whole = stop - (stop - first) % step
+        row_bytes = group[0] * item
+        for start in range(first, whole, step):
+            if folded:
+                for position in range(start + step, min(start + 2 * step, stop)):
+                    address = rows + row_ids[position] * row_bytes
+                    for offset in range(0, row_bytes, _CACHE_LINE):
+                        _prefetch(address + offset)
+            many(rows, start, *group)
+        if overlap and first < whole < stop:
+            many(rows, stop - step, *group)
+        else:
+            for start in range(whole, stop):
+                one(rows, start, *group)
+
+    _variant_name(walk, element_type, step, folded, overlap)
+    return numba.njit(nogil=True, inline="always")(walk)
+
+
 #: Rows scored against one group of centres (:data:`TILED_CENTERS_BYTES`)
 #: before the next group, where the centres outgrow it: the group stays in
 #: the L1 cache while the tile's rows pass, instead of every few rows
@@ -406,44 +438,27 @@ TILED_CENTERS_BYTES = 32 * 1024
 
 
 def _sweep(element_type, vectors: int, runner_up: bool, folded: bool):
-    """A compiled loop over all rows, :func:`rows_per_kernel` rows per kernel call.
+    """A compiled loop over all rows, :func:`rows_per_kernel` rows per kernel call
+    (:func:`_row_walk`).
 
     The rows left over after the last whole group are scored with the last
     group of that many rows, overlapping rows already scored: scoring a row
     again writes the same label and score (a row's best so far can only be
     replaced by a strictly lower score), and one call for a whole group is
     cheaper than one per row (with 6 rows per call, the 4 rows left of a
-    block of 256 took 6% of the block's time one by one). Fewer rows than a
-    group are scored one by one. Listed rows (``folded``) lie anywhere in the
-    block; the next group's rows are prefetched while the kernel scores the
-    current one. A search of every row over centres beyond
-    :data:`TILED_CENTERS_BYTES` goes :data:`TILE_ROWS` rows at a time, each
-    tile against 32 KiB of centres after another, carrying each row's label,
-    best and runner-up scores in memory in between
-    (:func:`_tiled_sweep`).
+    block of 256 took 6% of the block's time one by one). A search of every
+    row over centres beyond :data:`TILED_CENTERS_BYTES` goes
+    :data:`TILE_ROWS` rows at a time, each tile against 32 KiB of centres
+    after another, carrying each row's label, best and runner-up scores in
+    memory in between (:func:`_tiled_sweep`).
     """
     step = rows_per_kernel(vectors)
     many = _search_kernel(element_type, step, vectors, runner_up, folded)
     one = _search_kernel(element_type, 1, vectors, runner_up, folded)
-    item = as_dtype(element_type).itemsize
+    walk = _row_walk(many, one, step, element_type, folded=folded, overlap=True)
 
     def sweep(arguments, row_ids):
-        rows, n_rows, n_features, weights, bias, n_blocks, labels, scores, ids, base = arguments
-        whole = n_rows - n_rows % step
-        row_bytes = n_features * item
-        for start in range(0, whole, step):
-            if folded:
-                for position in range(start + step, min(start + 2 * step, n_rows)):
-                    address = rows + row_ids[position] * row_bytes
-                    for offset in range(0, row_bytes, _CACHE_LINE):
-                        _prefetch(address + offset)
-            many(rows, start, n_features, weights, bias, n_blocks, labels, scores, ids, base)
-        if 0 < whole < n_rows:
-            last = n_rows - step
-            many(rows, last, n_features, weights, bias, n_blocks, labels, scores, ids, base)
-        elif whole == 0:
-            for start in range(n_rows):
-                one(rows, start, n_features, weights, bias, n_blocks, labels, scores, ids, base)
+        walk(arguments[0], 0, arguments[1], row_ids, arguments[2:])
 
     _variant_name(sweep, element_type, vectors, runner_up, folded)
     whole_rows = numba.njit(nogil=True)(sweep)
@@ -467,6 +482,8 @@ def _tiled_sweep(element_type, vectors: int, runner_up: bool, whole_rows):
     step = rows_per_kernel(vectors)
     many = _search_kernel(element_type, step, vectors, runner_up, False, carried=True)
     one = _search_kernel(element_type, 1, vectors, runner_up, False, carried=True)
+    # A runner-up merged twice would become the best: no overlapping last group.
+    walk = _row_walk(many, one, step, element_type, folded=False, overlap=not runner_up)
     scalar = as_dtype(element_type).type
     item = as_dtype(element_type).itemsize
     width = vectors * lanes_of(as_dtype(element_type))
@@ -491,7 +508,6 @@ def _tiled_sweep(element_type, vectors: int, runner_up: bool, whole_rows):
             best[tile:stop] = np.inf
             if runner_up:
                 numba.carray(_element_pointer(scores, best[:1]), n_rows)[tile:stop] = np.inf
-            whole = stop - (stop - tile) % step
             for first in range(0, n_blocks, per_group):
                 group = (
                     n_features,
@@ -503,13 +519,7 @@ def _tiled_sweep(element_type, vectors: int, runner_up: bool, whole_rows):
                     ids_address,
                     first * width,
                 )
-                for start in range(tile, whole, step):
-                    many(rows, start, *group)
-                if tile < whole < stop and not runner_up:
-                    many(rows, stop - step, *group)
-                else:  # a runner-up merged twice would become the best: row by row
-                    for start in range(whole, stop):
-                        one(rows, start, *group)
+                walk(rows, tile, stop, row_ids, group)
 
     _variant_name(tiled_sweep, element_type, vectors, runner_up, "tiled")
     return numba.njit(nogil=True)(tiled_sweep)
