@@ -53,8 +53,9 @@ def coarse_centroids(
     centres, ``nlist``, ``iterations`` and ``seed``. It replaced Faiss's
     ``IndexIVFFlat.train``, which spent 266 ms of one thread's 405 ms
     build of an IVF index over k = 16384 centres (d = 128, 256 lists) on
-    an Intel Xeon (Ice Lake); the other worker thread waits for the index
-    (RESULTS.md, "Coarse centroids by our own k-means").
+    an Intel Xeon (Ice Lake), while the other worker thread waited for the
+    index; the build now takes 142 ms (RESULTS.md, "Approximate fits on Ice
+    Lake").
 
     Parameters
     ----------
