@@ -96,7 +96,9 @@ def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
     """Below EXACT_FIRST_BELOW centres the first iteration is exact, and candidates
     from its labels follow at once: no IVF iteration, and a final inertia nearer
     exact Lloyd's than with the two IVF iterations. (The rule is for 128 or more
-    features; here it is made to hold for 16.)"""
+    features; here it is made to hold for 16.) On this data and three other seeds
+    the exact first pass kept within -0.76% to +0.055% of exact Lloyd's inertia, the
+    IVF one -0.82% to +1.37%: lower is not nearer."""
     X, init = clustered
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_MIN_FEATURES", 16)
     passes = _passes(monkeypatch)
@@ -109,7 +111,8 @@ def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
     exact_lloyd = KMeans(256, init=init, max_iter=7, tol=0).fit(X)
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
     from_ivf = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
-    assert fit.inertia_ <= from_ivf.inertia_
+    gap = abs(fit.inertia_ / exact_lloyd.inertia_ - 1)
+    assert gap <= abs(from_ivf.inertia_ / exact_lloyd.inertia_ - 1)
     assert fit.inertia_ <= 1.001 * exact_lloyd.inertia_
     assert fit.inertia_ == pytest.approx(_inertia(X, fit.cluster_centers_, fit.labels_), rel=1e-9)
 
