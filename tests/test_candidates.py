@@ -371,14 +371,8 @@ def test_candidates_stay_as_near_exact_lloyd_as_ivf_on_clustered_data(client):
         init = X[np.random.default_rng(seed).choice(len(X), 256, replace=False)]
         gaps.append(_inertia_gaps(X, init, 8, "candidates", "ivf"))
         if seed == 0:  # with an exact final pass, labels are the nearest final centres
-            candidates = KMeans(
-                256,
-                init=init,
-                max_iter=8,
-                tol=0,
-                assign="candidates",
-                assign_options={"exact_final": True},
-            ).fit(X)
+            exact_final = dict(init=init, max_iter=8, tol=0, assign_options={"exact_final": True})
+            candidates = KMeans(256, assign="candidates", **exact_final).fit(X)
             assert_array_equal(candidates.labels_, candidates.predict(X))
     candidates_gap, ivf_gap = np.mean(gaps, axis=0)
     assert candidates_gap <= 0.01
