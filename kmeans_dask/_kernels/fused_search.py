@@ -502,12 +502,13 @@ def _tiled_sweep(element_type, vectors: int, runner_up: bool, whole_rows):
         scores_address = scores if runner_up else best_address
         ids_address = best_address if runner_up else 0
         # A row whose every score is NaN keeps its first label, as without tiles.
-        numba.carray(_int32_pointer(labels), n_rows)[:] = 0
+        numba.carray(_pointer_to(labels, np.int32), n_rows)[:] = 0
+        runner_up_scores = numba.carray(_pointer_to(scores, scalar), n_rows) if runner_up else best
         for tile in range(0, n_rows, TILE_ROWS):
             stop = min(tile + TILE_ROWS, n_rows)
             best[tile:stop] = np.inf
             if runner_up:
-                numba.carray(_element_pointer(scores, best[:1]), n_rows)[tile:stop] = np.inf
+                runner_up_scores[tile:stop] = np.inf
             for first in range(0, n_blocks, per_group):
                 group = (
                     n_features,
@@ -526,25 +527,15 @@ def _tiled_sweep(element_type, vectors: int, runner_up: bool, whole_rows):
 
 
 @intrinsic
-def _int32_pointer(typingctx, address):
-    """``address`` as a pointer to int32 (for :func:`numba.carray`)."""
+def _pointer_to(typingctx, address, element):
+    """``address`` as a pointer to ``element`` values (a NumPy scalar type such as
+    ``np.int32``), for :func:`numba.carray`."""
+    element_type = element.instance_type
 
     def codegen(context, builder, signature, args):
-        return builder.inttoptr(args[0], _I32.as_pointer())
+        return builder.inttoptr(args[0], context.get_data_type(element_type).as_pointer())
 
-    return types.CPointer(types.int32)(types.intp), codegen
-
-
-@intrinsic
-def _element_pointer(typingctx, address, like):
-    """``address`` as a pointer to elements of the array ``like``'s dtype."""
-    element_type = like.dtype
-
-    def codegen(context, builder, signature, args):
-        element = context.get_data_type(element_type)
-        return builder.inttoptr(args[0], element.as_pointer())
-
-    return types.CPointer(element_type)(types.intp, like), codegen
+    return types.CPointer(element_type)(types.intp, element), codegen
 
 
 def _types_match(block, weights, bias, vectors, labels, scores) -> bool:
