@@ -74,20 +74,33 @@ def nearest_candidate(block, i, centers, table, previous):
     ``centers`` float64 and ``block`` C-contiguous, as for
     :func:`~kmeans_dask._kernels.row_statistics.row_distance`.
     """
-    best_label = table[previous, 0]
+    row = table[previous]
+    best_label = row[0]
     best = row_distance(block, i, centers, best_label)
-    m = table.shape[1]
-    in_fours = 1 + (m - 1) // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
-    for q in range(1, in_fours, DISTANCES_AT_ONCE):
-        labels = (
-            table[previous, q],
-            table[previous, q + 1],
-            table[previous, q + 2],
-            table[previous, q + 3],
+    return _nearest_after(block, i, centers, row[1:], row[:0], best, best_label)
+
+
+@cached_njit(nogil=True, inline="always")
+def _nearest_after(block, i, centers, labels, more, best, best_label):
+    """Label of the centre nearest row ``i`` among (``best``, ``best_label``), the centres
+    ``labels`` and then ``more``, compared in that order (ties to the lowest label),
+    scored :data:`~kmeans_dask._kernels.row_statistics.DISTANCES_AT_ONCE` at a time."""
+    n_scored = labels.shape[0] + more.shape[0]
+    in_fours = n_scored // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
+    for q in range(0, in_fours, DISTANCES_AT_ONCE):
+        four = (
+            _scored(labels, more, q),
+            _scored(labels, more, q + 1),
+            _scored(labels, more, q + 2),
+            _scored(labels, more, q + 3),
         )
-        best, best_label = _nearest_of_four(block, i, centers, labels, best, best_label)
-    for q in range(in_fours, m):
-        label = table[previous, q]
+        distances = row_distances(block, i, centers, four)
+        for t in range(DISTANCES_AT_ONCE):
+            if _precedes(distances[t], four[t], best, best_label):
+                best = distances[t]
+                best_label = four[t]
+    for q in range(in_fours, n_scored):
+        label = _scored(labels, more, q)
         dist = row_distance(block, i, centers, label)
         if _precedes(dist, label, best, best_label):
             best = dist
@@ -96,15 +109,9 @@ def nearest_candidate(block, i, centers, table, previous):
 
 
 @cached_njit(nogil=True, inline="always")
-def _nearest_of_four(block, i, centers, labels, best, best_label):
-    """(distance, label) of the nearest of (``best``, ``best_label``) and the four centres
-    ``labels`` to row ``i``, compared in that order (ties to the lowest label)."""
-    distances = row_distances(block, i, centers, labels)
-    for t in range(DISTANCES_AT_ONCE):
-        if _precedes(distances[t], labels[t], best, best_label):
-            best = distances[t]
-            best_label = labels[t]
-    return best, best_label
+def _scored(labels, more, q):
+    """The ``q``-th of ``labels`` followed by ``more``."""
+    return labels[q] if q < labels.shape[0] else more[q - labels.shape[0]]
 
 
 @cached_njit(nogil=True)
@@ -162,35 +169,10 @@ def own_candidate_labels(data, centers, candidates, everyone, labels, order):
     """
     if not statistics_buffers_ok(data, centers, None):
         raise ValueError("own_candidate_labels needs C-contiguous rows and float64 centres")
-    m = candidates.shape[1]
-    n_scored = m + everyone.shape[0]
-    in_fours = n_scored // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
     for j in range(order.shape[0]):
         i = order[j]
-        best_label = labels[i]
-        best = row_distance(data, i, centers, best_label)
-        for q in range(0, in_fours, DISTANCES_AT_ONCE):
-            four = (
-                _scored(candidates, everyone, i, q),
-                _scored(candidates, everyone, i, q + 1),
-                _scored(candidates, everyone, i, q + 2),
-                _scored(candidates, everyone, i, q + 3),
-            )
-            best, best_label = _nearest_of_four(data, i, centers, four, best, best_label)
-        for q in range(in_fours, n_scored):
-            label = _scored(candidates, everyone, i, q)
-            dist = row_distance(data, i, centers, label)
-            if _precedes(dist, label, best, best_label):
-                best = dist
-                best_label = label
-        labels[i] = best_label
-
-
-@cached_njit(nogil=True, inline="always")
-def _scored(candidates, everyone, i, q):
-    """The ``q``-th centre row ``i`` scores: its candidates, then ``everyone``."""
-    m = candidates.shape[1]
-    return candidates[i, q] if q < m else everyone[q - m]
+        best = row_distance(data, i, centers, labels[i])
+        labels[i] = _nearest_after(data, i, centers, candidates[i], everyone, best, labels[i])
 
 
 @cached_njit(nogil=True, inline="always")
