@@ -26,7 +26,12 @@ from kmeans_dask._fit import passes
 from kmeans_dask._fit.bounds_schedule import BoundsSchedule
 from kmeans_dask._fit.history import IterationRecord, LloydResult
 from kmeans_dask._fit.interrupts import interrupt_point
-from kmeans_dask._fit.update import center_shift, relocation_pays, update_centers
+from kmeans_dask._fit.update import (
+    center_moves,
+    center_shift,
+    relocation_pays,
+    update_centers,
+)
 from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops, statistics_and_labels
@@ -281,10 +286,11 @@ def lloyd(
         updated, n_empty = update_centers(
             stats, centers, find_far, relocation_pays(history, stats.inertia)
         )
+        moves = center_moves(centers, updated)
         if own_kept:
-            far_movers = _far_movers(centers, updated, FAR_MOVERS_PER_CANDIDATE * m)
-        shift = center_shift(centers, updated)
-        unchanged = n_empty == 0 and updated.tobytes() == centers.tobytes()
+            far_movers = _far_movers(moves, FAR_MOVERS_PER_CANDIDATE * m)
+        shift = float(moves.sum())
+        unchanged = n_empty == 0 and np.array_equal(updated, centers)
         last_pass = LastPass(stats, search, (labels_tag, iteration)) if unchanged else None
         previous_centers, centers = centers, updated
         record = IterationRecord(
@@ -441,9 +447,9 @@ FAR_MOVE_FACTOR = 2.0
 FAR_MOVERS_PER_CANDIDATE = 1
 
 
-def _far_movers(previous: np.ndarray, centers: np.ndarray, most: int) -> np.ndarray:
-    """The centres that moved far in the last update (see :data:`FAR_MOVE_FACTOR`)."""
-    moves = np.einsum("ij,ij->i", centers - previous.astype(np.float64), centers - previous)
+def _far_movers(moves: np.ndarray, most: int) -> np.ndarray:
+    """The centres that moved far in the last update (see :data:`FAR_MOVE_FACTOR`),
+    from each centre's squared move (:func:`~kmeans_dask._fit.update.center_moves`)."""
     moving = moves[moves > 0]
     if not moving.size or most < 1:
         return np.empty(0, dtype=np.int32)

@@ -8,6 +8,7 @@ from dataclasses import replace
 import numpy as np
 
 from kmeans_dask._fit.history import IterationRecord
+from kmeans_dask._kernels.center_updates import cluster_means, squared_moves
 from kmeans_dask._worker.results import ClusterStats, RankedRows
 
 #: A row closer to its centre than this share of their norms sits on the
@@ -72,15 +73,18 @@ def new_centers(
 
     A relocated cluster whose farthest row has weight 0 is placed on that row.
     """
-    centers = old_centers.astype(np.float64)
-    filled = (stats.counts > 0)[:, None]
-    # In place, without copies of the filled rows (16 MiB each at k = 16384, d = 128).
-    np.divide(stats.sums, stats.counts[:, None], out=centers, where=filled)
+    centers = np.empty(old_centers.shape, dtype=old_centers.dtype)
+    cluster_means(
+        np.ascontiguousarray(stats.sums, dtype=np.float64),
+        np.ascontiguousarray(stats.counts, dtype=np.float64),
+        np.ascontiguousarray(old_centers),
+        centers,
+    )
     if far is not None:
         for cluster, row, weight in zip(empty, far.rows, far.weights, strict=False):
             if weight == 0:
                 centers[cluster] = row
-    return centers.astype(old_centers.dtype)
+    return centers
 
 
 def update_centers(
@@ -106,9 +110,14 @@ def update_centers(
     return new_centers(stats, centers, far, empty), int(empty.size)
 
 
+def center_moves(old: np.ndarray, new: np.ndarray) -> np.ndarray:
+    """(k,) float64: the squared distance each centre moved from ``old`` to ``new``."""
+    moves = np.empty(len(new), dtype=np.float64)
+    squared_moves(np.ascontiguousarray(old), np.ascontiguousarray(new), moves)
+    return moves
+
+
 def center_shift(old: np.ndarray, new: np.ndarray) -> float:
     """Sum over the centres of the squared distance each moved from ``old`` to ``new``,
     in float64 (scikit-learn's ``center_shift_tot``, compared with ``tol``)."""
-    diff = new.astype(np.float64)
-    diff -= old  # cast to float64 element by element, as a copy would be
-    return float(np.einsum("ij,ij->", diff, diff))
+    return float(center_moves(old, new).sum())
