@@ -230,15 +230,27 @@ def test_choose_assign_mode():
         choose_assign_mode(10, 0)
 
 
-def test_fill_with_capacity_takes_the_first_choice_with_room():
-    from kmeans_dask._kernels.block_kernels import fill_with_capacity
+def test_a_centre_whose_nearest_list_is_full_takes_its_next_nearest_with_room():
+    from kmeans_dask._kernels.block_kernels import fill_nearest_with_room
 
-    choices = np.array([[0, 1], [0, 1], [0, 2], [0, 1], [1, 0], [1, 0]], dtype=np.int64)
-    # Capacity 2: two rows fill list 0, then the next choices; the last row
-    # finds lists 1 and 0 full and goes to its first choice all the same,
-    # not to an empty list it did not choose (3).
-    assert fill_with_capacity(choices, 2, 4).tolist() == [0, 0, 2, 1, 1, 1]
-    assert fill_with_capacity(choices, 10, 4).tolist() == [0, 0, 0, 0, 1, 1]
+    # Four lists on a line; centres placed in order of priority.
+    coarse = np.array([[0.0], [1.0], [3.0], [10.0]])
+    centers = np.array([[0.1], [0.2], [0.3], [0.4], [0.9], [2.0]])
+    nearest = np.array([0, 0, 0, 0, 1, 1])
+    order = np.arange(6)
+    # Capacity 2: two centres fill list 0; the next two go to their next
+    # nearest list with room (1). Centre 4 finds its two nearest lists (1, 0)
+    # full and goes to its nearest all the same, over capacity, not to list 2
+    # or 3 (with room, but not among its two nearest). Centre 5 is as near to
+    # list 1 as to list 2: the tie ranks list 1 first, which is full.
+    lists = fill_nearest_with_room(centers, coarse, nearest, order, 2, 2)
+    assert lists.tolist() == [0, 0, 1, 1, 1, 2]
+    roomy = fill_nearest_with_room(centers, coarse, nearest, order, 10, 2)
+    assert roomy.tolist() == nearest.tolist()
+    # The order of placement decides who gets the room.
+    reversed_order = order[::-1].copy()
+    late = fill_nearest_with_room(centers, coarse, nearest, reversed_order, 2, 2)
+    assert late.tolist() == [0, 0, 0, 0, 1, 1]
 
 
 def test_ivf_lists_stay_balanced_on_centres_filling_a_ball():

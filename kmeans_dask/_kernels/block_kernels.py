@@ -549,20 +549,35 @@ def rows_by_list(probes, n_lists):
 
 
 @cached_njit(nogil=True)
-def fill_with_capacity(choices, capacity, n_lists):
-    """Row ``i`` in order goes to the first of ``choices[i]`` with fewer than ``capacity`` rows.
+def fill_nearest_with_room(centers, coarse, nearest, priority, capacity, n_choices):
+    """Each centre's list: its ``nearest`` list while that has fewer than ``capacity``
+    centres, else the first with room among its ``n_choices`` nearest lists.
 
-    When all its choices are full, to its first choice, over capacity: a row
-    never goes to a list it did not choose. Returns each row's list (int64).
+    Centres are placed in the order ``priority``. A centre whose nearest list
+    is full scores every list (exact float64 distances to the float64
+    ``coarse`` centroids, ties to the lower list) and goes to the nearest
+    with room among its ``n_choices`` nearest, or, when they are all full,
+    to the nearest of all, over capacity: a centre never goes to a list
+    that is not among its nearest. Only those centres score every list.
+    Returns each centre's list (int64).
     """
+    n_lists = coarse.shape[0]
+    n_choices = min(n_choices, n_lists)
     sizes = np.zeros(n_lists, dtype=np.int64)
-    lists = np.empty(choices.shape[0], dtype=np.int64)
-    for i in range(choices.shape[0]):
-        chosen = choices[i, 0]
-        for q in range(choices.shape[1]):
-            if sizes[choices[i, q]] < capacity:
-                chosen = choices[i, q]
-                break
+    lists = np.empty(centers.shape[0], dtype=np.int64)
+    distances = np.empty(n_lists, dtype=np.float64)
+    choices = np.empty((1, n_choices), dtype=np.int64)
+    for i in priority:
+        chosen = nearest[i]
+        if sizes[chosen] >= capacity:
+            for list_no in range(n_lists):
+                distances[list_no] = row_distance(centers, i, coarse, list_no)
+            smallest_per_row(distances.reshape((1, n_lists)), n_choices, choices)
+            chosen = choices[0, 0]
+            for q in range(n_choices):
+                if sizes[choices[0, q]] < capacity:
+                    chosen = choices[0, q]
+                    break
         lists[i] = chosen
         sizes[chosen] += 1
     return lists

@@ -15,9 +15,9 @@ import numpy as np
 
 from kmeans_dask._kernels.block_kernels import (
     accumulate,
-    fill_with_capacity,
-    smallest_per_row,
+    fill_nearest_with_room,
 )
+from kmeans_dask._kernels.block_kernels import squared_distances as row_distances_to
 from kmeans_dask.backends.numpy_blas import exact_searcher
 
 #: Lloyd iterations of the k-means that makes the coarse centroids from the
@@ -54,8 +54,9 @@ def coarse_centroids(
     ``IndexIVFFlat.train``, which spent 266 ms of one thread's 405 ms
     build of an IVF index over k = 16384 centres (d = 128, 256 lists) on
     an Intel Xeon (Ice Lake), while the other worker thread waited for the
-    index; the build now takes 142 ms (RESULTS.md, "Approximate fits on Ice
-    Lake").
+    index; the build then took 142 ms (RESULTS.md, "Approximate fits on Ice
+    Lake"), and 88 ms once :func:`balanced_lists` no longer scored every
+    centre against every list.
 
     Parameters
     ----------
@@ -111,20 +112,31 @@ def balanced_lists(centers: np.ndarray, coarse: np.ndarray, ratio: float) -> np.
     final centres' inertia was 0.57-0.87% above exact Lloyd's instead of
     0.04-0.05%, RESULTS.md.)
 
+    The nearest list of each centre comes from the exact search of
+    :mod:`kmeans_dask.backends.numpy_blas` in the centres' dtype, its
+    distance (the priority) in float64; only a centre whose nearest list is
+    full scores every list in float64
+    (:func:`~kmeans_dask._kernels.block_kernels.fill_nearest_with_room`).
+    The float64 distances of every centre to every list (a ``k x nlist``
+    GEMM) and their ranking had taken 70 of the 145 ms of an index's build
+    at k = 16384, d = 128 (Intel Xeon, Ice Lake), while the other worker
+    threads waited for it (RESULTS.md, "Less waiting between passes").
+
     Returns
     -------
     ndarray of shape (k,), int64
     """
+    centers = np.ascontiguousarray(centers)
+    if centers.dtype not in (np.float32, np.float64):
+        centers = centers.astype(np.float64)
     n_centers, n_lists = len(centers), len(coarse)
-    centers64, coarse64 = centers.astype(np.float64), coarse.astype(np.float64)
-    distances = squared_distances(centers64, coarse64)
-    choices = np.empty((n_centers, min(n_lists, LIST_CHOICES)), dtype=np.int64)
-    smallest_per_row(distances, choices.shape[1], choices)
-    priority = np.argsort(distances[np.arange(n_centers), choices[:, 0]], kind="stable")
+    coarse64 = np.ascontiguousarray(coarse, dtype=np.float64)
+    nearest = exact_searcher(coarse64.astype(centers.dtype)).nearest(centers).astype(np.int64)
+    distances = np.empty(n_centers)
+    row_distances_to(centers, nearest, coarse64, distances)
+    priority = np.argsort(distances, kind="stable")
     capacity = math.ceil(ratio * n_centers / n_lists)
-    lists = np.empty(n_centers, dtype=np.int64)
-    lists[priority] = fill_with_capacity(choices[priority], capacity, n_lists)
-    return lists
+    return fill_nearest_with_room(centers, coarse64, nearest, priority, capacity, LIST_CHOICES)
 
 
 def list_means(centers: np.ndarray, lists: np.ndarray, coarse: np.ndarray) -> np.ndarray:
