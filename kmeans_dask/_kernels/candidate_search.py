@@ -207,28 +207,49 @@ def refined_neighbours(centers, previous_table, start, stop, out):
     n_centers = centers.shape[0]
     m = previous_table.shape[1]
     seen = np.full(n_centers, -1, dtype=np.int64)
+    pool = np.empty(m * m, dtype=np.int64)
+    values = np.empty(m * m, dtype=np.float64)
     kept = np.empty(m, dtype=np.float64)
     for c in range(start, stop):
-        row = out[c - start]
         seen[c] = c
-        kept[0] = -1.0
-        row[0] = c
-        size = 1
+        n_pool = 0
         for a in range(m):
             for b in range(m):
                 j = previous_table[previous_table[c, a], b]
-                if seen[j] == c:
-                    continue
-                seen[j] = c
-                value = row_distance(centers, c, centers, j)
-                if size == m and not _precedes(value, j, kept[m - 1], row[m - 1]):
-                    continue
-                position = size if size < m else m - 1
-                while position > 1 and _precedes(value, j, kept[position - 1], row[position - 1]):
-                    kept[position] = kept[position - 1]
-                    row[position] = row[position - 1]
-                    position -= 1
-                kept[position] = value
-                row[position] = j
-                if size < m:
-                    size += 1
+                if seen[j] != c:
+                    seen[j] = c
+                    pool[n_pool] = j
+                    n_pool += 1
+        _distances_to_pool(centers, c, pool, n_pool, values)
+        row = out[c - start]
+        kept[0] = -1.0
+        row[0] = c
+        size = 1
+        for q in range(n_pool):
+            value = values[q]
+            j = pool[q]
+            if size == m and not _precedes(value, j, kept[m - 1], row[m - 1]):
+                continue
+            position = size if size < m else m - 1
+            while position > 1 and _precedes(value, j, kept[position - 1], row[position - 1]):
+                kept[position] = kept[position - 1]
+                row[position] = row[position - 1]
+                position -= 1
+            kept[position] = value
+            row[position] = j
+            if size < m:
+                size += 1
+
+
+@cached_njit(nogil=True, inline="always")
+def _distances_to_pool(centers, c, pool, n_pool, values):
+    """``values[q]``: centre ``c``'s distance to centre ``pool[q]``, for ``q < n_pool``,
+    :data:`~kmeans_dask._kernels.row_statistics.DISTANCES_AT_ONCE` at a time."""
+    in_fours = n_pool // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
+    for q in range(0, in_fours, DISTANCES_AT_ONCE):
+        four = (pool[q], pool[q + 1], pool[q + 2], pool[q + 3])
+        distances = row_distances(centers, c, centers, four)
+        for t in range(DISTANCES_AT_ONCE):
+            values[q + t] = distances[t]
+    for q in range(in_fours, n_pool):
+        values[q] = row_distance(centers, c, centers, pool[q])
