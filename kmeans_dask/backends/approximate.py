@@ -63,6 +63,7 @@ from kmeans_dask._kernels.block_kernels import (
     rows_by_list,
     smallest_per_row,
 )
+from kmeans_dask._kernels.center_updates import squared_moves
 from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
 from kmeans_dask.backends.ivf_lists import (
     DEFAULT_TRAIN_ITERATIONS,
@@ -800,12 +801,12 @@ def moved_too_far(centers: np.ndarray, previous: np.ndarray, table: np.ndarray) 
     """
     if table.shape[1] < 2:
         return np.zeros(len(centers), dtype=bool)
-    centers64 = centers.astype(np.float64)
-    moved = centers64 - previous.astype(np.float64)
-    gap = centers64 - centers64[table[:, 1]]
-    return np.einsum("ij,ij->i", moved, moved) > CANDIDATE_MAX_MOVE**2 * np.einsum(
-        "ij,ij->i", gap, gap
-    )
+    centers = np.ascontiguousarray(centers)
+    moves = np.empty(len(centers))
+    squared_moves(np.ascontiguousarray(previous), centers, moves)
+    gaps = np.empty(len(centers))
+    squared_moves(centers[table[:, 1]], centers, gaps)
+    return moves > CANDIDATE_MAX_MOVE**2 * gaps
 
 
 def candidate_table(centers: np.ndarray, m: int) -> np.ndarray:
