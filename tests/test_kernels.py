@@ -342,6 +342,23 @@ def test_packed_centres_pad_with_scores_that_never_win():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 7, 64, 200, 1000])
+def test_packed_centres_are_minus_twice_the_centres_and_their_float64_norms(dtype, k):
+    from kmeans_dask._kernels.fused_search import pack_centers
+
+    centers = np.random.default_rng(k).normal(size=(k, 37)).astype(dtype)
+    weights, bias, _ = pack_centers(centers)
+    n_blocks, _, width = weights.shape
+    assert weights.flags.c_contiguous and n_blocks * width >= k
+    columns = weights.transpose(0, 2, 1).reshape(n_blocks * width, 37)
+    assert_array_equal(columns[:k], -2.0 * centers)
+    assert_array_equal(columns[k:], 0.0)
+    wide = centers.astype(np.float64)  # norms summed in float64, then rounded
+    assert_array_equal(bias.reshape(-1)[:k], np.einsum("ij,ij->i", wide, wide).astype(dtype))
+    assert np.isinf(bias.reshape(-1)[k:]).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_centres_beyond_the_l2_cache_are_searched_exactly(dtype):
     """Over 1 MiB of centres, with the runner-up and labels only."""
     from kmeans_dask._kernels.fused_search import MAX_VECTORS_PER_BLOCK, rows_per_kernel
