@@ -34,7 +34,7 @@ import dask
 from dask.utils import format_bytes, parse_timedelta
 from distributed import Client, Future, wait
 
-from kmeans_dask._engine.client import scheduler_identity
+from kmeans_dask._engine.client import gathers_directly, scheduler_identity
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -263,12 +263,15 @@ def watched_gather(
 ) -> Any:
     """``client.gather(futures)``, ended by :class:`WorkersPausedError` (see :func:`watched`).
 
-    Ended by cancelling ``futures``: a gather cancelled itself would leave
+    Straight from the workers where the client surely reaches them
+    (:func:`~kmeans_dask._engine.client.gathers_directly`). Ended by
+    cancelling ``futures``: a gather cancelled itself would leave
     distributed's tasks that wait on each future to log their errors later.
     """
+    direct = gathers_directly(client)
     return watched(
         client,
-        lambda: client.gather(futures, asynchronous=True),
+        lambda: client.gather(futures, asynchronous=True, direct=direct),
         workers,
         stop=lambda: client.cancel(futures, asynchronous=True, reason="workers paused"),
     )
