@@ -247,9 +247,10 @@ def gathers_directly(client: Client) -> bool:
     then run on this machine, where the client always reaches them.
     Distributed relays through the scheduler by default (a remote client may
     not reach the workers), which costs a second copy of every value: a
-    pass's statistics at k = 16384, d = 128 (16 MiB) took 13 ms to fetch
-    directly against 28-100 ms through the scheduler of a LocalCluster on a
-    2-core Intel Xeon (RESULTS.md, "Less waiting between passes").
+    value the size of a pass's statistics at k = 16384, d = 128 (16 MiB)
+    took a median 14 ms to fetch directly against 29 ms (up to 103) through
+    the scheduler of a LocalCluster on a 2-core Intel Xeon (RESULTS.md,
+    "Less waiting between passes").
     """
     if client.direct_to_workers is not None:
         return bool(client.direct_to_workers)
