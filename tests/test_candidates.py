@@ -9,7 +9,11 @@ from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
 from kmeans_dask import KMeans
-from kmeans_dask._kernels.candidate_search import candidate_labels, neighbour_table
+from kmeans_dask._kernels.candidate_search import (
+    candidate_labels,
+    in_label_order,
+    neighbour_table,
+)
 from kmeans_dask._worker import tasks
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import (
@@ -61,12 +65,15 @@ def test_candidate_labels_agree_with_brute_force_with_ties_and_duplicates(dtype)
     table[:, 0] = np.arange(40)
     table[5, 1:4] = [3, 7, 30]
     previous = rng.integers(0, 40, size=500).astype(np.int32)
-    labels = previous.copy()
-    assert candidate_labels(rows, centers, table, labels) == 0
-    assert_array_equal(labels, _brute_candidates(rows, centers, table, previous))
+    expected = _brute_candidates(rows, centers, table, previous)
+    # The same labels whatever order the rows are visited in.
+    for order in (np.arange(500), in_label_order(previous), rng.permutation(500)):
+        labels = previous.copy()
+        assert candidate_labels(rows, centers, table, labels, order) == 0
+        assert_array_equal(labels, expected)
     # a row whose candidates are the three equal centres takes the lowest
     labels = np.full(1, 5, dtype=np.int32)
-    candidate_labels(centers[3:4].astype(dtype), centers, table, labels)
+    candidate_labels(centers[3:4].astype(dtype), centers, table, labels, np.zeros(1, np.int64))
     assert labels[0] == 3
 
 
@@ -78,7 +85,7 @@ def test_candidate_labels_leave_the_rows_of_a_centre_without_candidates_unassign
     table[2] = -1
     previous = np.arange(50, dtype=np.int32) % 10
     labels = previous.copy()
-    assert candidate_labels(rows, centers, table, labels) == 5
+    assert candidate_labels(rows, centers, table, labels, in_label_order(previous)) == 5
     assert_array_equal(labels < 0, previous == 2)
     exact = np.argmin(_squared(rows, centers), axis=1)
     assert_array_equal(labels[previous != 2], exact[previous != 2])

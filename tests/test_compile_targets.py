@@ -120,7 +120,7 @@ if run:
                               for c in range(20)], dtype=np.int32)
             labels = rng.integers(0, 20, size=200).astype(np.int32)
             found = labels.copy()
-            candidate_labels(rows, centers, table, found)
+            candidate_labels(rows, centers, table, found, np.argsort(labels, kind="stable"))
             distances = ((rows.astype(np.float64)[:, None] - centers[None]) ** 2).sum(-1)
             for i in range(200):
                 allowed = np.sort(table[labels[i]])  # ties go to the lowest label

@@ -23,7 +23,11 @@ from kmeans_dask._kernels.block_kernels import (
     largest,
     squared_distances,
 )
-from kmeans_dask._kernels.candidate_search import candidate_labels, own_candidate_labels
+from kmeans_dask._kernels.candidate_search import (
+    candidate_labels,
+    in_label_order,
+    own_candidate_labels,
+)
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
@@ -482,10 +486,10 @@ def _candidates_hold(
     sample = _checked_rows(data)
     checked = np.ascontiguousarray(data[sample])
     candidate = labels[sample].copy()
-    candidate_labels(checked, centers64, table, candidate)
+    candidate_labels(checked, centers64, table, candidate, in_label_order(candidate))
     if _misses_too_many(checked, centers, centers64, candidate):
         return False
-    candidate_labels(data, centers64, table, labels)
+    candidate_labels(data, centers64, table, labels, in_label_order(labels))
     return True
 
 
