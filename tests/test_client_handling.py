@@ -196,38 +196,3 @@ def test_verbose_fit_prints_progress_and_history_is_a_table(client, capsys):
     frame = model.history_.to_pandas()
     assert list(frame.index) == [1, 2, 3, 4, 5]
     assert frame["inertia"].is_monotonic_decreasing
-
-
-@pytest.mark.parametrize(
-    ("address", "direct_to_workers", "expected"),
-    [
-        ("tcp://127.0.0.1:8786", None, True),
-        ("tcp://localhost:8786", None, True),
-        ("tcp://[::1]:8786", None, True),
-        ("inproc://192.0.2.2/20716/1", None, True),
-        ("tcp://10.1.2.3:8786", None, False),  # a cluster elsewhere: through the scheduler
-        ("tls://scheduler.hpc.example:8786", None, False),
-        ("tcp://10.1.2.3:8786", True, True),  # the user's choice wins
-        ("tcp://127.0.0.1:8786", False, False),
-    ],
-)
-def test_results_come_straight_from_workers_only_where_the_client_reaches_them(
-    address, direct_to_workers, expected
-):
-    from types import SimpleNamespace
-
-    from kmeans_dask._engine.client import gathers_directly
-
-    client = SimpleNamespace(
-        scheduler=SimpleNamespace(address=address), direct_to_workers=direct_to_workers
-    )
-    assert gathers_directly(client) is expected
-
-
-def test_a_local_clusters_results_are_fetched_from_its_workers(client):
-    from kmeans_dask._engine.client import gathers_directly
-    from kmeans_dask._engine.pauses import watched_gather
-
-    assert gathers_directly(client)
-    futures = client.map(np.arange, [3, 4])
-    assert [len(part) for part in watched_gather(client, futures)] == [3, 4]

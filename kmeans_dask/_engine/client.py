@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ast
 import inspect
-import ipaddress
 import logging
 import os
 import sys
@@ -237,31 +236,6 @@ async def scheduler_identity(client: Client) -> dict:
         return await client.scheduler.identity(n_workers=-1)
     except TypeError:  # distributed before 2025.4 lists every worker, unasked
         return await client.scheduler.identity()
-
-
-def gathers_directly(client: Client) -> bool:
-    """Whether results are fetched from the workers themselves, not relayed by the scheduler.
-
-    ``client.direct_to_workers`` when the user set it; else whenever the
-    scheduler listens on a loopback address or in this process: its workers
-    then run on this machine, where the client always reaches them.
-    Distributed relays through the scheduler by default (a remote client may
-    not reach the workers), which costs a second copy of every value: a
-    value the size of a pass's statistics at k = 16384, d = 128 (16 MiB)
-    took a median 14 ms to fetch directly against 29 ms (up to 103) through
-    the scheduler of a LocalCluster on a 2-core Intel Xeon (RESULTS.md,
-    "Less waiting between passes").
-    """
-    if client.direct_to_workers is not None:
-        return bool(client.direct_to_workers)
-    scheme, _, location = client.scheduler.address.partition("://")
-    if scheme == "inproc":
-        return True
-    host = location.rpartition(":")[0].strip("[]")
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
 
 
 def wait_until_idle(client: Client, timeout: float = 10.0) -> bool:

@@ -34,7 +34,7 @@ import dask
 from dask.utils import format_bytes, parse_timedelta
 from distributed import Client, Future, wait
 
-from kmeans_dask._engine.client import gathers_directly, scheduler_identity
+from kmeans_dask._engine.client import scheduler_identity
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -263,15 +263,12 @@ def watched_gather(
 ) -> Any:
     """``client.gather(futures)``, ended by :class:`WorkersPausedError` (see :func:`watched`).
 
-    Straight from the workers where the client surely reaches them
-    (:func:`~kmeans_dask._engine.client.gathers_directly`). Ended by
-    cancelling ``futures``: a gather cancelled itself would leave
+    Ended by cancelling ``futures``: a gather cancelled itself would leave
     distributed's tasks that wait on each future to log their errors later.
     """
-    direct = gathers_directly(client)
     return watched(
         client,
-        lambda: client.gather(futures, asynchronous=True, direct=direct),
+        lambda: client.gather(futures, asynchronous=True),
         workers,
         stop=lambda: client.cancel(futures, asynchronous=True, reason="workers paused"),
     )
