@@ -10,7 +10,13 @@ from kmeans_dask._kernels.block_kernels import LARGEST_BUFFER_MAX, column_moment
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops, nearest, statistics_and_labels
-from kmeans_dask._worker.results import FAR_ROWS, ChunkSummary, combine_stats, merge_top
+from kmeans_dask._worker.results import (
+    FAR_ROWS,
+    Checked,
+    ChunkSummary,
+    combine_stats,
+    merge_top,
+)
 from kmeans_dask._worker.tasks import (
     chunk_stats,
     farthest_rows,
@@ -96,6 +102,30 @@ def test_statistics_travel_as_their_fields_with_the_arrays_out_of_band():
     assert back.inertia == stats.inertia
     assert_array_equal(back.farthest.index, stats.farthest.index)
     back.sums[0] += 1.0  # relocating an empty cluster writes into them
+
+
+@pytest.mark.parametrize("with_value", [True, False])
+def test_checked_statistics_travel_with_the_sums_out_of_band(with_value):
+    """The first pass's value (statistics with the data check's summaries) is sent
+    field by field too: the sums are one frame of their own, not inside a pickle."""
+    from distributed.protocol import deserialize, serialize
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(400, 5))
+    stats = statistics_and_labels(X, None, X[:7].copy(), "numpy")[0] if with_value else None
+    summaries = tuple(summarize(Chunk(X[a : a + 200], None, a, host_ops())) for a in (0, 200))
+    header, frames = serialize(Checked(summaries, stats), serializers=("dask", "pickle"))
+    assert header["serializer"] == "dask"
+    if with_value:
+        assert any(memoryview(frame).nbytes == stats.sums.nbytes for frame in frames)
+    back = deserialize(header, frames)
+    assert back.summary().n_rows == 400
+    assert_array_equal(back.summary().column_mean, Checked(summaries, None).summary().column_mean)
+    if with_value:
+        assert_array_equal(back.value.sums, stats.sums)
+        assert back.value.inertia == stats.inertia
+    else:
+        assert back.value is None
 
 
 def test_summary_merge_gives_column_variance_and_nonfinite_positions():
