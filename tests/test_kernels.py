@@ -384,8 +384,13 @@ def test_packed_centres_are_minus_twice_the_centres_and_their_float64_norms(dtyp
     assert_array_equal(columns[:k], -2.0 * centers)
     assert_array_equal(columns[k:], 0.0)
     wide = centers.astype(np.float64)  # norms summed in float64, then rounded
-    assert_array_equal(bias.reshape(-1)[:k], np.einsum("ij,ij->i", wide, wide).astype(dtype))
+    norms = np.einsum("ij,ij->i", wide, wide)
+    assert_array_equal(bias.reshape(-1)[:k], norms.astype(dtype))
     assert np.isinf(bias.reshape(-1)[k:]).all()
+    # The norms a searcher has already (in float64) give the same blocks.
+    given = pack_centers(centers, norms)
+    assert_array_equal(given[0], weights)
+    assert_array_equal(given[1], bias)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -77,12 +77,17 @@ def rows_per_kernel(vectors: int) -> int:
     return min(MAX_ROWS_PER_KERNEL, (_TARGET.registers - vectors - 1) // vectors)
 
 
-def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def pack_centers(
+    centers: np.ndarray, sq_norms: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     """``-2 C^T`` and ``||c||^2`` in the blocks the kernels read.
 
     Parameters
     ----------
     centers : ndarray of shape (k, d), float32 or float64
+    sq_norms : ndarray of shape (k,), float64, optional
+        The centres' squared norms computed in float64, when the caller has
+        them already (else computed here).
 
     Returns
     -------
@@ -112,7 +117,9 @@ def pack_centers(centers: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int
         last[: n_centers - full * width] = centers[full * width :]
         np.multiply(last.T, -2.0, out=weights[full])
     bias = np.full(n_blocks * width, np.inf, dtype=dtype)
-    bias[:n_centers] = np.einsum("ij,ij->i", centers, centers, dtype=np.float64)
+    if sq_norms is None:
+        sq_norms = np.einsum("ij,ij->i", centers, centers, dtype=np.float64)
+    bias[:n_centers] = sq_norms
     return weights, bias.reshape(n_blocks, width), (0,) * vectors
 
 
