@@ -14,6 +14,7 @@ from kmeans_dask._kernels.candidate_search import (
     in_label_order,
     neighbour_table,
 )
+from kmeans_dask._kernels.float32_screen import float32_screen
 from kmeans_dask._worker import tasks
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import (
@@ -66,15 +67,56 @@ def test_candidate_labels_agree_with_brute_force_with_ties_and_duplicates(dtype)
     table[5, 1:4] = [3, 7, 30]
     previous = rng.integers(0, 40, size=500).astype(np.int32)
     expected = _brute_candidates(rows, centers, table, previous)
-    # The same labels whatever order the rows are visited in.
+    # The same labels whatever order the rows are visited in, and with float32
+    # rows through the float32 first look, ties included.
+    screens = [None, float32_screen(centers)] if dtype == np.float32 else [None]
     for order in (np.arange(500), in_label_order(previous), rng.permutation(500)):
-        labels = previous.copy()
-        assert candidate_labels(rows, centers, table, labels, order) == 0
-        assert_array_equal(labels, expected)
+        for screen in screens:
+            labels = previous.copy()
+            assert candidate_labels(rows, centers, table, labels, order, screen) == 0
+            assert_array_equal(labels, expected)
     # a row whose candidates are the three equal centres takes the lowest
     labels = np.full(1, 5, dtype=np.int32)
     candidate_labels(centers[3:4].astype(dtype), centers, table, labels, np.zeros(1, np.int64))
     assert labels[0] == 3
+
+
+@pytest.mark.parametrize(
+    ("offset", "scale"),
+    [
+        (0.0, 1.0),
+        (1e4, 1e-3),  # far from the origin: the float32 centres are off by more than the gaps
+        (0.0, 1e-21),  # squares below float32's smallest normal number
+        (0.0, 1e19),  # squares beyond float32's largest: every candidate in float64
+    ],
+)
+def test_float32_first_look_chooses_the_labels_of_the_float64_scan(offset, scale):
+    """Near-ties in float64 that float32 cannot tell apart, at any magnitude."""
+    rng = np.random.default_rng(4)
+    centers = offset + scale * rng.normal(size=(60, 24))
+    centers[10:20] = centers[:10] + scale * 1e-7 * rng.normal(size=(10, 24))  # near-duplicates
+    centers[20:25] = centers[:5]  # exact duplicates: the lower index wins
+    rows = centers[rng.integers(0, 60, 800)] + scale * 0.3 * rng.normal(size=(800, 24))
+    rows = rows.astype(np.float32)
+    table = np.array(
+        [[c, *[j for j in rng.permutation(60) if j != c][:11]] for c in range(60)], np.int32
+    )
+    previous = rng.integers(0, 60, size=800).astype(np.int32)
+    order = in_label_order(previous)
+    plain, screened = previous.copy(), previous.copy()
+    candidate_labels(rows, centers, table, plain, order)
+    candidate_labels(rows, centers, table, screened, order, float32_screen(centers))
+    assert_array_equal(screened, plain)
+    assert_array_equal(plain, _brute_candidates(rows, centers, table, previous))
+
+
+def test_float32_screen_bounds_how_far_rounding_moved_the_centres():
+    rng = np.random.default_rng(5)
+    centers = 1e3 + rng.normal(size=(30, 7))
+    centers32, shift = float32_screen(centers)
+    assert centers32.dtype == np.float32 and centers32.flags.c_contiguous
+    moved = np.sqrt(((centers - centers32.astype(np.float64)) ** 2).sum(1))
+    assert moved.max() <= shift <= 1.001 * moved.max()
 
 
 def test_candidate_labels_leave_the_rows_of_a_centre_without_candidates_unassigned():

@@ -31,6 +31,7 @@ from numba import types
 
 from kmeans_dask._kernels.block_kernels import accumulate
 from kmeans_dask._kernels.candidate_search import candidate_labels
+from kmeans_dask._kernels.float32_screen import float32_screen
 from kmeans_dask._kernels.fused_search import (
     MAX_VECTORS_PER_BLOCK, TILED_CENTERS_BYTES, fold_nearest, lanes_of, nearest_rows,
     pack_centers,
@@ -125,6 +126,11 @@ if run:
             for i in range(200):
                 allowed = np.sort(table[labels[i]])  # ties go to the lowest label
                 assert found[i] == allowed[np.argmin(distances[i, allowed])]
+            if dtype == np.float32:  # float32 rows: the float32 first look, the same labels
+                screened = labels.copy()
+                candidate_labels(rows, centers, table, screened,
+                                 np.argsort(labels, kind="stable"), float32_screen(centers))
+                assert (screened == found).all()
 """
 
 

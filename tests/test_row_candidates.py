@@ -14,6 +14,7 @@ from kmeans_dask import KMeans
 from kmeans_dask._fit.update import center_moves
 from kmeans_dask._kernels.block_kernels import fold_smallest
 from kmeans_dask._kernels.candidate_search import own_candidate_labels
+from kmeans_dask._kernels.float32_screen import float32_screen
 from kmeans_dask._worker import tasks
 from kmeans_dask._worker.chunks import Chunk
 from kmeans_dask._worker.host_ops import host_ops
@@ -116,6 +117,11 @@ def test_own_candidate_labels_are_the_nearest_of_the_label_and_the_candidates():
     labels = previous.copy()
     order = rng.permutation(300).astype(np.int32)  # any order: the same labels
     own_candidate_labels(rows, np.ascontiguousarray(centers), candidates, everyone, labels, order)
+    screened = previous.copy()  # the float32 first look: the same labels, ties included
+    own_candidate_labels(
+        rows, centers, candidates, everyone, screened, order, float32_screen(centers)
+    )
+    assert_array_equal(screened, labels)
     distances = _squared(rows, centers)
     for i in range(300):
         allowed = np.union1d(np.union1d(candidates[i], previous[i]), everyone)  # sorted

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from kmeans_dask._kernels.block_kernels import smallest_per_row
+from kmeans_dask._kernels.float32_screen import distance32, screen_limit
 from kmeans_dask._kernels.row_statistics import (
     DISTANCES_AT_ONCE,
     row_distance,
@@ -66,18 +67,45 @@ def neighbour_table(centers: np.ndarray, m: int, rows: slice, out: np.ndarray) -
         out[start - first : stop - first] = found[: stop - start]
 
 
-@cached_njit(nogil=True)
-def nearest_candidate(block, i, centers, table, previous):
-    """Label of the centre nearest row ``i`` among ``table[previous]``, by float64
-    squared distance (ties to the lowest centre index).
+@cached_njit(nogil=True, inline="always")
+def _nearest_of(block, i, centers, first, labels, more, screen, scores):
+    """Label of the centre nearest row ``i`` among ``first``, ``labels`` and ``more``, by
+    float64 squared distance (ties to the lowest centre index).
 
     ``centers`` float64 and ``block`` C-contiguous, as for
-    :func:`~kmeans_dask._kernels.row_statistics.row_distance`.
+    :func:`~kmeans_dask._kernels.row_statistics.row_distance`. With
+    ``screen`` (:func:`~kmeans_dask._kernels.float32_screen.float32_screen`
+    of ``centers``, for float32 rows), all are scored in float32 first, into
+    ``scores`` (at least ``1 + len(labels) + len(more)`` float32), and only
+    those :func:`~kmeans_dask._kernels.float32_screen.screen_limit` leaves a
+    chance in float64: the same label.
     """
-    row = table[previous]
-    best_label = row[0]
-    best = row_distance(block, i, centers, best_label)
-    return _nearest_after(block, i, centers, row[1:], row[:0], best, best_label)
+    if screen is None:
+        best = row_distance(block, i, centers, first)
+        return _nearest_after(block, i, centers, labels, more, best, first)
+    centers32, shift = screen
+    row = block[i]
+    lowest = distance32(row, centers32[first])
+    scores[0] = lowest
+    for q in range(labels.shape[0]):
+        score = distance32(row, centers32[labels[q]])
+        scores[1 + q] = score
+        lowest = min(lowest, score)
+    for q in range(more.shape[0]):
+        score = distance32(row, centers32[more[q]])
+        scores[1 + labels.shape[0] + q] = score
+        lowest = min(lowest, score)
+    limit = screen_limit(lowest, shift, block.shape[1])
+    best = np.inf
+    best_label = first
+    for q in range(1 + labels.shape[0] + more.shape[0]):
+        if scores[q] <= limit:
+            label = first if q == 0 else _scored(labels, more, q - 1)
+            distance = row_distance(block, i, centers, label)
+            if _precedes(distance, label, best, best_label):
+                best = distance
+                best_label = label
+    return best_label
 
 
 @cached_njit(nogil=True, inline="always")
@@ -115,7 +143,7 @@ def _scored(labels, more, q):
 
 
 @cached_njit(nogil=True)
-def candidate_labels(data, centers, table, labels, order):
+def candidate_labels(data, centers, table, labels, order, screen=None):
     """Move each row to the nearest centre of its previous centre's ``table`` row.
 
     ``labels[i]`` holds row ``i``'s previous label on entry and its new one
@@ -137,18 +165,24 @@ def candidate_labels(data, centers, table, labels, order):
     table : (k, m) int32
     labels : (n,) int32, in-out
     order : (n,) integer, a permutation of the rows
+    screen : (float32 centres, shift), optional
+        For float32 rows, :func:`~kmeans_dask._kernels.float32_screen.float32_screen`
+        of ``centers``: each row's candidates are scored in float32 first
+        (:func:`_nearest_of`), with the same labels.
     """
     if not statistics_buffers_ok(data, centers, None):
         raise ValueError("candidate_labels needs C-contiguous rows and float64 centres")
+    scores = np.empty(table.shape[1], dtype=np.float32)
     unassigned = 0
     for j in range(order.shape[0]):
         i = order[j]
         previous = labels[i]
-        if table[previous, 0] < 0:
+        row = table[previous]
+        if row[0] < 0:
             labels[i] = -1
             unassigned += 1
         else:
-            labels[i] = nearest_candidate(data, i, centers, table, previous)
+            labels[i] = _nearest_of(data, i, centers, row[0], row[1:], row[:0], screen, scores)
     return unassigned
 
 
@@ -158,7 +192,7 @@ def in_label_order(labels: np.ndarray) -> np.ndarray:
 
 
 @cached_njit(nogil=True)
-def own_candidate_labels(data, centers, candidates, everyone, labels, order):
+def own_candidate_labels(data, centers, candidates, everyone, labels, order, screen=None):
     """Move each row to the nearest of its previous centre, its own ``candidates[i]``
     and the centres in ``everyone`` (those every row scores, e.g. centres moved
     onto far rows after their clusters emptied, which no row has as a candidate).
@@ -179,13 +213,17 @@ def own_candidate_labels(data, centers, candidates, everyone, labels, order):
     everyone : (f,) int32
     labels : (n,) int32, in-out
     order : (n,) integer, a permutation of the rows
+    screen : (float32 centres, shift), optional
+        As for :func:`candidate_labels`.
     """
     if not statistics_buffers_ok(data, centers, None):
         raise ValueError("own_candidate_labels needs C-contiguous rows and float64 centres")
+    scores = np.empty(1 + candidates.shape[1] + everyone.shape[0], dtype=np.float32)
     for j in range(order.shape[0]):
         i = order[j]
-        best = row_distance(data, i, centers, labels[i])
-        labels[i] = _nearest_after(data, i, centers, candidates[i], everyone, best, labels[i])
+        labels[i] = _nearest_of(
+            data, i, centers, labels[i], candidates[i], everyone, screen, scores
+        )
 
 
 @cached_njit(nogil=True, inline="always")

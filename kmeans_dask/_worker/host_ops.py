@@ -28,6 +28,7 @@ from kmeans_dask._kernels.candidate_search import (
     in_label_order,
     own_candidate_labels,
 )
+from kmeans_dask._kernels.float32_screen import float32_screen
 from kmeans_dask._kernels.rng import row_uniforms, rows_kept_with_probability
 from kmeans_dask._kernels.row_statistics import aligned_float64, aligned_zeros
 from kmeans_dask._worker.bounds import CenterMovement, RowBounds, bounded_assign
@@ -213,12 +214,15 @@ class HostOps:
             checked = np.ascontiguousarray(chunk.data[sample])
             checked_ids = candidates.ids[sample]
             in_row_order = np.arange(len(checked), dtype=np.int32)
-            own_candidate_labels(checked, centers64, checked_ids, everyone, found, in_row_order)
+            screen = _screen(chunk.data, centers64)
+            own_candidate_labels(
+                checked, centers64, checked_ids, everyone, found, in_row_order, screen
+            )
             if _misses_too_many(checked, centers, centers64, found):
                 return None
             previous = labels.copy()
             own_candidate_labels(
-                chunk.data, centers64, candidates.ids, everyone, labels, candidates.order
+                chunk.data, centers64, candidates.ids, everyone, labels, candidates.order, screen
             )
             return self._change_of_labels(chunk, centers64, previous, labels)
 
@@ -486,11 +490,19 @@ def _candidates_hold(
     sample = _checked_rows(data)
     checked = np.ascontiguousarray(data[sample])
     candidate = labels[sample].copy()
-    candidate_labels(checked, centers64, table, candidate, in_label_order(candidate))
+    screen = _screen(data, centers64)
+    candidate_labels(checked, centers64, table, candidate, in_label_order(candidate), screen)
     if _misses_too_many(checked, centers, centers64, candidate):
         return False
-    candidate_labels(data, centers64, table, labels, in_label_order(labels))
+    candidate_labels(data, centers64, table, labels, in_label_order(labels), screen)
     return True
+
+
+def _screen(data: np.ndarray, centers64: np.ndarray) -> tuple[np.ndarray, float] | None:
+    """The float32 first look of the candidate scans over float32 rows
+    (:func:`~kmeans_dask._kernels.float32_screen.float32_screen`); None for float64 rows,
+    which are scored in float64 alone."""
+    return float32_screen(centers64) if data.dtype == np.float32 else None
 
 
 def _checked_rows(data: np.ndarray) -> slice:
