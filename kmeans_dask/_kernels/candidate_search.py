@@ -8,8 +8,9 @@ included, nearest first); :func:`candidate_pass_rows` scores each row
 against the ``m`` entries of its previous label's row only
 (:func:`candidate_labels`), with exact float64 distances
 (:func:`~kmeans_dask._kernels.row_statistics.row_distance`, the distance the
-statistics use). Ties go to the lowest centre index, whatever the table's
-order.
+statistics use); float32 rows are screened in float32 first
+(:mod:`~kmeans_dask._kernels.float32_screen`), with the same labels. Ties go
+to the lowest centre index, whatever the table's order.
 
 Pure functions over NumPy arrays, compiled with Numba, without the GIL.
 """
