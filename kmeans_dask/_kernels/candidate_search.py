@@ -86,6 +86,8 @@ def _nearest_of(block, i, centers, first, labels, more, screen, scores):
         return _nearest_after(block, i, centers, labels, more, best, first)
     centers32, shift = screen
     row = block[i]
+    # ``labels`` and ``more`` in loops of their own: through ``_scored`` this
+    # scan took as long as the float64 one (k = 16384, 25,000 rows, one thread).
     lowest = distance32(row, centers32[first])
     scores[0] = lowest
     for q in range(labels.shape[0]):
