@@ -78,6 +78,7 @@ from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, SPLIT_EVERY, task
 from kmeans_dask._engine.pauses import watched_gather, watched_wait
 from kmeans_dask._worker.chunks import ZarrBlock
 from kmeans_dask._worker.reading import ReadAhead, read_ahead_for
+from kmeans_dask._worker.shared_blocks import help_open_searches
 
 logger = logging.getLogger(__name__)
 
@@ -244,8 +245,10 @@ class ChunkHost:
         One job per worker thread, each taking the next chunk until none is
         left: a slow thread does fewer chunks, and the event loop hears back
         once per thread instead of once per chunk (RESULTS.md, "Design
-        measurements"). Blocks streamed from a store are read ahead of the
-        jobs, within the worker's memory limit (:mod:`kmeans_dask._worker.reading`).
+        measurements"). A job left without chunks searches blocks of the
+        chunks still under way (:mod:`~kmeans_dask._worker.shared_blocks`).
+        Blocks streamed from a store are read ahead of the jobs, within the
+        worker's memory limit (:mod:`kmeans_dask._worker.reading`).
         """
         worker = get_worker()
         jobs = min(worker.state.nthreads, len(self._chunks))
@@ -256,6 +259,7 @@ class ChunkHost:
                 while (taken := blocks.take()) is not None:
                     keep(taken.position, func(taken.block, *args))
                     del taken  # drop the block before taking the next
+                help_open_searches()  # the other jobs' last chunks
             except BaseException:
                 blocks.stop()  # the other jobs stop too
                 raise

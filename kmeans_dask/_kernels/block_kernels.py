@@ -160,6 +160,7 @@ def assign_and_accumulate_rows(
     sums,
     counts,
     sq_dist,
+    inertia=0.0,
 ):
     """Row-layout search and :func:`accumulate`, block by block, in one call.
 
@@ -176,10 +177,11 @@ def assign_and_accumulate_rows(
     Returns
     -------
     float
-        The weighted inertia of ``data`` (0 with ``sums`` None).
+        ``inertia`` plus each block's weighted inertia, in order (``inertia``
+        with ``sums`` None): called on successive runs of blocks, the
+        inertia of one call on all of them.
     """
     n_rows = data.shape[0]
-    inertia = 0.0
     for start in range(0, n_rows, block_rows):
         stop = min(start + block_rows, n_rows)
         block = data[start:stop]

@@ -11,6 +11,7 @@ prepared once per set of centres in each process
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -47,6 +48,7 @@ from kmeans_dask._worker.results import (
 )
 from kmeans_dask._worker.scratch import scratch
 from kmeans_dask._worker.searchers import prepared_search
+from kmeans_dask._worker.shared_blocks import shared_blocks
 from kmeans_dask._worker.threads import map_row_blocks, single_threaded_native
 
 if TYPE_CHECKING:
@@ -413,10 +415,22 @@ def _weights_or_ones(chunk: Chunk) -> np.ndarray:
     return ones
 
 
+#: Flops of one block's search from which a pass shares its blocks with idle
+#: threads. Shared, a pass searches in runs of blocks, a call per run instead
+#: of one per chunk, and a helper calls once per block: some microseconds
+#: each, which small blocks (k = 64, d = 32: 17 Mflop, about 0.15 ms) would
+#: feel.
+MIN_SHARED_BLOCK_FLOPS = 1 << 26
+
+
 def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None, out=None):
     """Labels, exact squared distances and (optionally) accumulated statistics.
 
-    ``out``: the (labels, sq_dist) arrays to fill, else new ones.
+    ``out``: the (labels, sq_dist) arrays to fill, else new ones. Where a
+    block's search is worth it (:data:`MIN_SHARED_BLOCK_FLOPS`), idle threads
+    of the worker may search blocks from the back
+    (:mod:`~kmeans_dask._worker.shared_blocks`); every block is added into the
+    statistics here, in row order, so the results are the same either way.
     """
     # The compiled statistics read rows and centres as contiguous memory.
     data = np.ascontiguousarray(data)
@@ -426,23 +440,53 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
     if out is None:
         out = (np.empty(data.shape[0], dtype=np.int32), np.empty(data.shape[0]))
     labels, sq_dist = out
-    if prepared.fused_passes:
-        inertia = searcher.assign_and_accumulate(
-            data, weights, centers64, labels, sums, counts, sq_dist
-        )
-        return labels, sq_dist, inertia
-    inertia = 0.0
+    n_rows = data.shape[0]
     step = searcher.block_rows
-    for start in range(0, data.shape[0], step):
-        stop = min(start + step, data.shape[0])
-        block = data[start:stop]
-        labels[start:stop] = searcher.nearest(block)
-        if sums is None:
-            squared_distances(block, labels[start:stop], centers64, sq_dist[start:stop])
-        else:
-            inertia += accumulate_rows(
-                data, start, stop, labels, weights, centers64, sums, counts, sq_dist
-            )
+    n_blocks = math.ceil(n_rows / step)
+
+    def search_block(index: int) -> None:
+        rows = slice(index * step, min((index + 1) * step, n_rows))
+        labels[rows] = searcher.nearest(data[rows])
+
+    shared = n_blocks > 1 and 2 * step * centers.size >= MIN_SHARED_BLOCK_FLOPS
+    inertia = 0.0
+    with shared_blocks(n_blocks, search_block) if shared else nullcontext() as blocks:
+        index = 0
+        while index < n_blocks:
+            # Fused passes search runs of blocks in one call; other searchers
+            # go block by block, as in a pass nobody helps.
+            most = n_blocks if prepared.fused_passes else 1
+            run = most if blocks is None else blocks.claim(index, most)
+            rows = slice(index * step, min((index + max(run, 1)) * step, n_rows))
+            if run and prepared.fused_passes:  # searched and added while in cache
+                inertia = searcher.assign_and_accumulate(
+                    data[rows],
+                    None if weights is None else weights[rows],
+                    centers64,
+                    labels[rows],
+                    sums,
+                    counts,
+                    sq_dist[rows],
+                    inertia,
+                )
+            else:  # one block
+                if run:
+                    search_block(index)
+                if sums is None:
+                    squared_distances(data[rows], labels[rows], centers64, sq_dist[rows])
+                else:
+                    inertia += accumulate_rows(
+                        data,
+                        rows.start,
+                        rows.stop,
+                        labels,
+                        weights,
+                        centers64,
+                        sums,
+                        counts,
+                        sq_dist,
+                    )
+            index += max(run, 1)
     return labels, sq_dist, inertia
 
 

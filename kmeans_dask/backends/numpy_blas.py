@@ -120,6 +120,7 @@ class RowSearcher(_ScoreSearcher):
         sums: np.ndarray | None,
         counts: np.ndarray | None,
         sq_dist: np.ndarray,
+        inertia: float = 0.0,
     ) -> float:
         """Label every row and add it into ``sums`` and ``counts``, in one compiled pass.
 
@@ -127,8 +128,10 @@ class RowSearcher(_ScoreSearcher):
         :func:`~kmeans_dask._kernels.block_kernels.accumulate`
         over blocks of :attr:`block_rows` rows. ``centers`` is the float64 copy
         of the centres, ``labels`` and ``sq_dist`` receive each row's centre and
-        exact squared distance; returns the weighted inertia. With ``sums``
-        (and ``counts``) None nothing is accumulated.
+        exact squared distance; returns ``inertia`` plus the blocks' weighted
+        inertias, added in order (so calls on successive runs of whole blocks
+        give the result of one call). With ``sums`` (and ``counts``) None
+        nothing is accumulated.
         """
         return assign_and_accumulate_rows(
             np.ascontiguousarray(data),
@@ -140,6 +143,7 @@ class RowSearcher(_ScoreSearcher):
             sums,
             counts,
             sq_dist,
+            inertia,
         )
 
     def bounded_pass(

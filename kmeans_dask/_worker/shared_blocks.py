@@ -1,0 +1,130 @@
+"""Idle worker threads search blocks of the chunks other threads are still passing over.
+
+A pass through the chunk hosts (:meth:`~kmeans_dask._engine.hosts.ChunkHost.map`)
+runs one job per worker thread, each taking the next chunk until none is
+left. Chunks of the same size take unequal times (198-307 ms for the same
+search at k = 4096, d = 128 on a 2-core Xeon), so the thread that finishes
+first waits for the last: with four chunks on two threads, 95 ms of a
+580 ms pass (benchmarks/RESULTS.md, "Idle threads search the last chunks'
+blocks").
+
+So a pass whose search blocks are worth sharing opens them here
+(:func:`shared_blocks`) and goes through them from the front, while a job
+left without chunks calls :func:`help_open_searches`, which searches blocks
+of the open passes from their back. The owner adds every block into its
+statistics itself, in row order, so a pass's results are bit for bit those
+of a pass nobody helped: only the thread that searched a block differs, and
+a block's labels do not depend on the thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+
+class SharedBlocks:
+    """One pass's search blocks: its owner claims them from the front, helpers from the back.
+
+    Parameters
+    ----------
+    n_blocks : int
+    search : callable
+        ``search(index)`` writes block ``index``'s labels where the owner
+        reads them; called by a helper thread, at most once per block.
+    """
+
+    def __init__(self, n_blocks: int, search: Callable[[int], None]) -> None:
+        self._search = search
+        self._condition = threading.Condition()
+        #: Blocks before it are the owner's.
+        self._front = 0
+        #: Blocks from it on are the helpers'.
+        self._back = n_blocks
+        #: The helpers' blocks not searched yet.
+        self._pending: set[int] = set()
+        self._failure: BaseException | None = None
+
+    def claim(self, index: int, most: int) -> int:
+        """Claim blocks from ``index`` on for the owner, which goes through them in order.
+
+        Returns how many it may search, at most ``most`` and a quarter of
+        those nobody has claimed yet (at least one), so that the helpers
+        find blocks left and the owner calls the search a few times per
+        pass, not once per block. Returns 0 when a helper took block
+        ``index``, once its labels are written; raises what a helper raised
+        while searching one of this pass's blocks.
+        """
+        with self._condition:
+            if index < self._back:
+                run = min(most, max(1, (self._back - index) // 4))
+                self._front = index + run
+                return run
+            while index in self._pending and self._failure is None:
+                self._condition.wait()
+            if self._failure is not None:
+                raise self._failure
+            return 0
+
+    def unclaimed(self) -> int:
+        """How many blocks nobody has claimed yet."""
+        return max(self._back - self._front, 0)
+
+    def help_once(self) -> bool:
+        """Search the last unclaimed block; False when there is none."""
+        with self._condition:
+            if self._back <= self._front:
+                return False
+            self._back -= 1
+            index = self._back
+            self._pending.add(index)
+        failure = None
+        try:
+            self._search(index)
+        except BaseException as exc:  # the owner raises it
+            failure = exc
+        with self._condition:
+            self._pending.discard(index)
+            if failure is not None and self._failure is None:
+                self._failure = failure
+            self._condition.notify_all()
+        return True
+
+    def close(self) -> None:
+        """Let no helper claim another block; wait for those under way.
+
+        The owner calls it before its arrays go back to other work, even when
+        it stops early: a helper must not write into them after that.
+        """
+        with self._condition:
+            self._front = max(self._front, self._back)
+            while self._pending:
+                self._condition.wait()
+
+
+_open_lock = threading.Lock()
+_open: list[SharedBlocks] = []
+
+
+@contextmanager
+def shared_blocks(n_blocks: int, search: Callable[[int], None]) -> Iterator[SharedBlocks]:
+    """:class:`SharedBlocks` open to this process's idle threads for the duration."""
+    blocks = SharedBlocks(n_blocks, search)
+    with _open_lock:
+        _open.append(blocks)
+    try:
+        yield blocks
+    finally:
+        with _open_lock:
+            _open.remove(blocks)
+        blocks.close()
+
+
+def help_open_searches() -> None:
+    """Search blocks of the open passes, the one with most left first, until none is left."""
+    while True:
+        with _open_lock:
+            busiest = max(_open, key=SharedBlocks.unclaimed, default=None)
+        if busiest is None or not busiest.help_once():
+            return

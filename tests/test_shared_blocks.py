@@ -1,0 +1,158 @@
+"""Idle threads search blocks of the passes still under way: every block once, the same results."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from contextlib import contextmanager
+
+import dask.array as da
+import numpy as np
+import pytest
+from distributed import Client, LocalCluster
+from numpy.testing import assert_array_equal
+
+import kmeans_dask._worker.host_ops as host_ops_module
+from kmeans_dask import KMeans
+from kmeans_dask._worker.shared_blocks import SharedBlocks, help_open_searches, shared_blocks
+
+
+def test_the_owner_claims_from_the_front_in_runs_and_helpers_from_the_back():
+    searched = []
+    blocks = SharedBlocks(40, searched.append)
+    assert blocks.claim(0, most=40) == 10  # a quarter of the unclaimed blocks
+    assert blocks.help_once() and blocks.help_once()
+    assert searched == [39, 38]
+    assert blocks.claim(10, most=3) == 3
+    assert blocks.claim(13, most=40) == 6  # (38 - 13) // 4
+    while blocks.help_once():
+        pass
+    assert searched == list(range(39, 18, -1))
+    assert blocks.claim(19, most=40) == 0  # a helper's, already searched
+    assert blocks.unclaimed() == 0
+
+
+def test_a_helpers_error_is_raised_by_the_owner_when_it_reaches_a_helped_block():
+    def search(index: int) -> None:
+        raise MemoryError(f"block {index}")
+
+    blocks = SharedBlocks(8, search)
+    assert blocks.claim(0, most=1) == 1
+    assert blocks.help_once()  # block 7 fails
+    with pytest.raises(MemoryError, match="block 7"):
+        for index in range(1, 8):
+            blocks.claim(index, most=1)
+
+
+def test_closing_waits_for_the_blocks_helpers_are_searching_and_stops_new_claims():
+    started, release = threading.Event(), threading.Event()
+
+    def search(index: int) -> None:
+        started.set()
+        release.wait(10)
+
+    blocks = SharedBlocks(4, search)
+    helper = threading.Thread(target=blocks.help_once)
+    helper.start()
+    assert started.wait(10)
+    closer = threading.Thread(target=blocks.close)
+    closer.start()
+    closer.join(0.2)
+    assert closer.is_alive()  # still waiting for the helper's block
+    release.set()
+    closer.join(10)
+    helper.join(10)
+    assert not closer.is_alive() and not blocks.help_once()
+
+
+def test_idle_threads_help_the_pass_with_most_blocks_left_until_none_is_left():
+    searched: list[tuple[str, int]] = []
+    with (
+        shared_blocks(6, lambda index: searched.append(("small", index))) as small,
+        shared_blocks(12, lambda index: searched.append(("large", index))),
+    ):
+        assert small.claim(0, most=1) == 1
+        help_open_searches()
+    assert sorted(searched) == sorted(
+        [("small", index) for index in range(1, 6)] + [("large", index) for index in range(12)]
+    )
+    assert searched[0] == ("large", 11)
+    help_open_searches()  # nothing open: returns at once
+
+
+@contextmanager
+def _helped_first(n_blocks, search):
+    """shared_blocks, whose last third a helper has searched before the owner starts."""
+    with shared_blocks(n_blocks, search) as blocks:
+        for _ in range(n_blocks // 3):
+            blocks.help_once()
+        yield blocks
+
+
+@pytest.mark.parametrize(
+    ("n_clusters", "n_features", "dtype"),
+    [(40, 24, np.float32), (40, 24, np.float64), (3, 3, np.float32), (700, 24, np.float32)],
+    ids=["fused-float32", "fused-float64", "columns-small", "columns-large"],
+)
+@pytest.mark.parametrize("with_sums", [True, False])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_helped_passes_give_the_results_of_unhelped_ones_bit_for_bit(
+    monkeypatch, n_clusters, n_features, dtype, with_sums, weighted
+):
+    rng = np.random.default_rng(3)
+    data = rng.normal(size=(20_000, n_features)).astype(dtype)
+    weights = rng.uniform(0.5, 2.0, len(data)) if weighted else None
+    centers = data[:: len(data) // n_clusters][:n_clusters].astype(np.float64)
+
+    def run(threshold, sharing):
+        monkeypatch.setattr(host_ops_module, "MIN_SHARED_BLOCK_FLOPS", threshold)
+        monkeypatch.setattr(host_ops_module, "shared_blocks", sharing)
+        sums = np.zeros(centers.shape) if with_sums else None
+        counts = np.zeros(n_clusters) if with_sums else None
+        labels, sq_dist, inertia = host_ops_module._nearest_with_sq_dist(
+            data, weights, centers, "numpy", sums, counts
+        )
+        return labels, sq_dist, inertia, sums, counts
+
+    alone = run(1 << 62, shared_blocks)
+    helped = run(1, _helped_first)
+    for expected, actual in zip(alone, helped, strict=True):
+        assert_array_equal(actual, expected)
+
+
+def test_a_fit_whose_idle_worker_thread_helps_is_the_fit_nobody_helps(monkeypatch):
+    """One worker, two threads, a long chunk and short ones: the thread done first helps."""
+    rng = np.random.default_rng(8)
+    X = rng.normal(size=(30_000, 64)).astype(np.float32)
+    data = da.from_array(X, chunks=((24_000, 2_000, 2_000, 2_000), 64))
+    init = X[:: len(X) // 400][:400]
+    helped = []
+    real_help_once = SharedBlocks.help_once
+
+    def counted_help_once(self):
+        searched = real_help_once(self)
+        helped.append(searched)
+        return searched
+
+    monkeypatch.setattr(SharedBlocks, "help_once", counted_help_once)
+    with (
+        LocalCluster(
+            n_workers=1,
+            threads_per_worker=2,
+            processes=False,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        data = client.persist(data)
+        fits = {}
+        for threshold in (1 << 62, 1):
+            monkeypatch.setattr(host_ops_module, "MIN_SHARED_BLOCK_FLOPS", threshold)
+            fit = KMeans(400, init=init, max_iter=3, tol=0, assign="exact").fit(data)
+            fits[threshold] = fit.cluster_centers_, np.asarray(fit.labels_), fit.inertia_
+    assert any(helped)  # the idle thread searched blocks of the long chunk
+    (centers, labels, inertia), (helped_centers, helped_labels, helped_inertia) = fits.values()
+    assert_array_equal(helped_centers, centers)
+    assert_array_equal(helped_labels, labels)
+    assert helped_inertia == inertia
