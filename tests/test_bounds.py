@@ -92,6 +92,43 @@ def test_centres_count_as_settled_when_they_move_little_against_their_gaps():
     assert sampled == pytest.approx(np.median(half_gaps(many)), rel=0.2)
 
 
+@pytest.mark.parametrize("n_clusters", [1500, 5000])
+def test_settling_is_decided_as_by_the_sampled_median_alone(n_clusters):
+    """The subset's bound only ever answers early what the full estimate would."""
+    from kmeans_dask._fit import bounds_schedule
+
+    rng = np.random.default_rng(n_clusters)
+    centers = rng.normal(size=(n_clusters, 8))
+    sample = np.unique(
+        np.linspace(0, n_clusters - 1, bounds_schedule.SETTLED_SAMPLE).astype(np.intp)
+    )
+    limit = bounds_schedule.SETTLED_RATIO * np.median(half_gaps(centers, sample))
+    direction = rng.normal(size=8)
+    direction /= np.linalg.norm(direction)
+    full_calls = []
+    real_half_gaps = bounds_schedule.half_gaps
+
+    def counted(points, rows=None):
+        full_calls.append(len(points) == n_clusters)
+        return real_half_gaps(points, rows)
+
+    for factor, settled in [
+        (0.5, True),
+        (0.999, True),
+        (1.001, False),
+        (3.0, False),
+        (50.0, False),
+    ]:
+        moved = centers.copy()
+        moved[7] += factor * limit * direction  # the largest shift; the others stay
+        full_calls.clear()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(bounds_schedule, "half_gaps", counted)
+            assert centers_settled(moved, centers) is settled
+        # Far moves are decided among the subset alone.
+        assert any(full_calls) is (factor < 3.0)
+
+
 def test_center_movement_reports_the_two_largest_shifts():
     old = np.zeros((4, 2))
     new = np.array([[0.0, 1.0], [3.0, 4.0], [0.0, 2.0], [0.0, 0.0]])
