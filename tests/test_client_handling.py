@@ -11,7 +11,7 @@ import dask.array as da
 import numpy as np
 import pytest
 from distributed import default_client
-from numpy.testing import assert_allclose
+from numpy.testing import assert_allclose, assert_array_equal
 
 from kmeans_dask import KMeans
 
@@ -196,3 +196,38 @@ def test_verbose_fit_prints_progress_and_history_is_a_table(client, capsys):
     frame = model.history_.to_pandas()
     assert list(frame.index) == [1, 2, 3, 4, 5]
     assert frame["inertia"].is_monotonic_decreasing
+
+
+def test_neighbour_tables_hold_the_processes_shared_cap_and_give_it_back(monkeypatch):
+    """A hold taken while a table is made outlasts the table's: the cap stays until it ends.
+
+    (With a limiter of its own, the table restored the limits it had found,
+    uncapping BLAS under the other holder, whose end then capped it for good.)
+    """
+    from contextlib import ExitStack
+
+    from threadpoolctl import threadpool_info
+
+    from kmeans_dask._kernels import candidate_search
+    from kmeans_dask._kernels.native_threads import native_cap
+    from kmeans_dask.backends.approximate import candidate_table
+
+    def limits():
+        return [(pool["filepath"], pool["num_threads"]) for pool in threadpool_info()]
+
+    other_hold = ExitStack()
+    real_table = candidate_search.neighbour_table
+
+    def taking_a_hold_meanwhile(*args):
+        if not other_hold._exit_callbacks:
+            other_hold.enter_context(native_cap())
+        return real_table(*args)
+
+    monkeypatch.setattr(candidate_search, "neighbour_table", taking_a_hold_meanwhile)
+    centers = np.random.default_rng(2).normal(size=(600, 8))
+    before = limits()
+    table = candidate_table(centers, 6)
+    assert all(threads == 1 for _, threads in limits())  # still held
+    other_hold.close()
+    assert limits() == before
+    assert_array_equal(table[:, 0], np.arange(600))  # each centre its own nearest

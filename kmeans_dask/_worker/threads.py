@@ -33,15 +33,12 @@ from typing import Any
 
 import numpy as np
 
+from kmeans_dask._kernels.native_threads import native_cap
+
 _lock = threading.Lock()
 _limited: set[str] = set()
 #: In-process clusters running now (:func:`in_process_native_limits`).
 _in_process = {"clusters": 0}
-#: The one-thread cap this process's threads share (:func:`_native_cap`): how many
-#: hold it, and the threadpoolctl limiter that undoes it when the last lets go.
-_cap: dict[str, Any] = {"holders": 0, "limiter": None}
-#: threadpoolctl's controller, made once (finding the loaded libraries takes a while).
-_controller = None
 #: Per thread: whether OpenMP (Faiss) was capped on it (OpenMP's count is per thread).
 _this_thread = threading.local()
 
@@ -96,64 +93,20 @@ def in_process_native_limits() -> Iterator[None]:
     user's process, so :func:`limit_worker_threads` must not cap that
     process for good. BLAS's thread count is the process's: here it is
     capped from the first such cluster's start to the last one's end (with
-    the other holders of :func:`_native_cap`), and then restored. OpenMP's
+    the other holders of
+    :func:`~kmeans_dask._kernels.native_threads.native_cap`), and then
+    restored. OpenMP's
     (Faiss's) belongs to each thread: :func:`limit_worker_threads` caps it
     on each worker thread, which ends with its cluster.
     """
     with _lock:
         _in_process["clusters"] += 1
     try:
-        with _native_cap():
+        with native_cap():
             yield
     finally:
         with _lock:
             _in_process["clusters"] -= 1
-
-
-@contextmanager
-def _native_cap() -> Iterator[None]:
-    """Hold native thread pools at one thread; the last holder to let go restores them.
-
-    threadpoolctl's limiters each restore what they found, so two that
-    overlap in different threads can leave the process capped (the second
-    finds the first's cap and "restores" it). Counting the holders, only the
-    first finds the real limits and only the last restores them.
-    """
-    global _controller
-    with _lock:
-        _cap["holders"] += 1
-        if _cap["holders"] == 1:
-            from threadpoolctl import ThreadpoolController
-
-            if _controller is None:
-                _controller = ThreadpoolController()
-            _cap["limiter"] = _controller.limit(limits=1)
-            _release_openblas_control()
-    try:
-        yield
-    finally:
-        with _lock:
-            _cap["holders"] -= 1
-            if _cap["holders"] == 0:
-                _cap["limiter"].restore_original_limits()
-                _cap["limiter"] = None
-                _release_openblas_control()
-
-
-def _release_openblas_control() -> None:
-    """Let any thread set OpenBLAS's limits again.
-
-    Recent threadpoolctl (3.8 here; older ones have no such claim) lets only
-    the thread that last set OpenBLAS's thread count change it, until that
-    thread clears its claim; the cap of :func:`_native_cap` is set by one
-    thread and may be restored by another, so no thread keeps the claim.
-    """
-    import threadpoolctl
-
-    openblas = getattr(threadpoolctl, "OpenBLASController", None)
-    clear = getattr(openblas, "clear_controlling_thread", None)
-    if clear is not None:
-        clear(force=True)
 
 
 def skip_final_collection() -> None:
@@ -180,7 +133,7 @@ def single_threaded_native() -> Iterator[None]:
     if "native" in _limited:
         yield
         return
-    with _native_cap():
+    with native_cap():
         yield
 
 

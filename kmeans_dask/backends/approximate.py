@@ -47,7 +47,6 @@ the thresholds and defaults come from ``scripts/bench_approximate.py``.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
 import os
@@ -58,7 +57,6 @@ from typing import Literal
 
 import faiss
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from kmeans_dask._kernels.block_kernels import (
     fold_smallest,
@@ -67,6 +65,7 @@ from kmeans_dask._kernels.block_kernels import (
 )
 from kmeans_dask._kernels.center_updates import squared_moves
 from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
+from kmeans_dask._kernels.native_threads import native_cap
 from kmeans_dask.backends.ivf_lists import (
     DEFAULT_TRAIN_ITERATIONS,
     MAX_LIST_SIZE_RATIO,
@@ -845,24 +844,19 @@ def refined_table(centers: np.ndarray, previous: np.ndarray) -> np.ndarray:
     return table
 
 
-@functools.cache
-def _thread_controller() -> ThreadpoolController:
-    """threadpoolctl's view of the native thread pools this process has loaded, made once."""
-    return ThreadpoolController()
-
-
 def _by_blocks(n_centers: int, work: Callable[[slice], None]) -> None:
     """``work`` over contiguous blocks of the centres, one block per core, in threads.
 
     Each with one BLAS thread: a centre's scores are computed alike whatever
-    the number of cores, so the tables are too. The cap comes from
-    :func:`_thread_controller`, made once: a fresh ``threadpool_limits``
-    looked for the loaded libraries again, 6 ms per table on the client.
+    the number of cores, so the tables are too. The cap is the process's
+    shared one (:func:`~kmeans_dask._kernels.native_threads.native_cap`):
+    a fresh ``threadpool_limits`` looked for the loaded libraries again,
+    6 ms per table on the client, and could overlap another thread's.
     """
     n_blocks = max(1, min(os.cpu_count() or 1, n_centers // _TABLE_MIN_CENTERS_PER_THREAD))
     bounds = np.linspace(0, n_centers, n_blocks + 1).astype(int)
     blocks = [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
-    with _thread_controller().limit(limits=1), ThreadPoolExecutor(n_blocks) as pool:
+    with native_cap(), ThreadPoolExecutor(n_blocks) as pool:
         list(pool.map(work, blocks))  # raises what a block raised
 
 
