@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from contextlib import contextmanager
@@ -14,7 +15,12 @@ from numpy.testing import assert_array_equal
 
 import kmeans_dask._worker.host_ops as host_ops_module
 from kmeans_dask import KMeans
-from kmeans_dask._worker.shared_blocks import SharedBlocks, help_open_searches, shared_blocks
+from kmeans_dask._worker.shared_blocks import (
+    SharedBlocks,
+    help_open_searches,
+    host_call,
+    shared_blocks,
+)
 
 
 def test_the_owner_claims_from_the_front_in_runs_and_helpers_from_the_back():
@@ -65,9 +71,10 @@ def test_closing_waits_for_the_blocks_helpers_are_searching_and_stops_new_claims
     assert not closer.is_alive() and not blocks.help_once()
 
 
-def test_idle_threads_help_the_pass_with_most_blocks_left_until_none_is_left():
+def test_idle_jobs_help_their_calls_pass_with_most_blocks_left_until_none_is_left():
     searched: list[tuple[str, int]] = []
     with (
+        host_call(),
         shared_blocks(6, lambda index: searched.append(("small", index))) as small,
         shared_blocks(12, lambda index: searched.append(("large", index))),
     ):
@@ -77,13 +84,28 @@ def test_idle_threads_help_the_pass_with_most_blocks_left_until_none_is_left():
         [("small", index) for index in range(1, 6)] + [("large", index) for index in range(12)]
     )
     assert searched[0] == ("large", 11)
-    help_open_searches()  # nothing open: returns at once
+    with host_call():
+        help_open_searches()  # nothing open: returns at once
+
+
+def test_only_the_jobs_of_the_same_host_call_help_and_none_outside_one():
+    searched = []
+    with shared_blocks(4, searched.append) as outside:
+        assert outside is None  # a task, a fit without Dask: nobody would help
+    with host_call(), shared_blocks(4, searched.append) as blocks:
+        assert blocks is not None
+        with host_call():  # another call's idle job
+            help_open_searches()
+        contextvars.Context().run(help_open_searches)  # outside any call
+        assert searched == []
+        help_open_searches()
+    assert searched == [3, 2, 1, 0]
 
 
 @contextmanager
 def _helped_first(n_blocks, search):
     """shared_blocks, whose last third a helper has searched before the owner starts."""
-    with shared_blocks(n_blocks, search) as blocks:
+    with host_call(), shared_blocks(n_blocks, search) as blocks:
         for _ in range(n_blocks // 3):
             blocks.help_once()
         yield blocks

@@ -78,7 +78,7 @@ from kmeans_dask._engine.mapreduce import CLIENT_GATHER_BYTES, SPLIT_EVERY, task
 from kmeans_dask._engine.pauses import watched_gather, watched_wait
 from kmeans_dask._worker.chunks import ZarrBlock
 from kmeans_dask._worker.reading import ReadAhead, read_ahead_for
-from kmeans_dask._worker.shared_blocks import help_open_searches
+from kmeans_dask._worker.shared_blocks import help_open_searches, host_call
 
 logger = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ class ChunkHost:
                 raise
 
         loop = asyncio.get_running_loop()
-        with ReadAhead(self._chunks, ahead=ahead, readers=jobs) as blocks:
+        with ReadAhead(self._chunks, ahead=ahead, readers=jobs) as blocks, host_call():
             outcomes = await asyncio.gather(
                 *[
                     # Each job carries the worker context, so get_worker() works inside.

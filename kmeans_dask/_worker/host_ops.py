@@ -427,8 +427,8 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
     """Labels, exact squared distances and (optionally) accumulated statistics.
 
     ``out``: the (labels, sq_dist) arrays to fill, else new ones. Where a
-    block's search is worth it (:data:`MIN_SHARED_BLOCK_FLOPS`), idle threads
-    of the worker may search blocks from the back
+    block's search is worth it (:data:`MIN_SHARED_BLOCK_FLOPS`), the idle
+    jobs of a host call may search blocks from the back
     (:mod:`~kmeans_dask._worker.shared_blocks`); every block is added into the
     statistics here, in row order, so the results are the same either way.
     """
@@ -448,9 +448,9 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
         rows = slice(index * step, min((index + 1) * step, n_rows))
         labels[rows] = searcher.nearest(data[rows])
 
-    shared = n_blocks > 1 and 2 * step * centers.size >= MIN_SHARED_BLOCK_FLOPS
+    worth_sharing = n_blocks > 1 and 2 * step * centers.size >= MIN_SHARED_BLOCK_FLOPS
     inertia = 0.0
-    with shared_blocks(n_blocks, search_block) if shared else nullcontext() as blocks:
+    with shared_blocks(n_blocks, search_block) if worth_sharing else nullcontext() as blocks:
         index = 0
         while index < n_blocks:
             # Fused passes search runs of blocks in one call; other searchers

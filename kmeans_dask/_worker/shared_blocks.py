@@ -15,6 +15,11 @@ of the open passes from their back. The owner adds every block into its
 statistics itself, in row order, so a pass's results are bit for bit those
 of a pass nobody helped: only the thread that searched a block differs, and
 a block's labels do not depend on the thread.
+
+Only the jobs of one host call help one another (:func:`host_call`): a
+helper holds its worker thread no longer than its own call's passes last,
+never for another fit's, and passes outside a host call (the task path, a
+fit without Dask) open nothing.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 
 class SharedBlocks:
@@ -103,28 +109,55 @@ class SharedBlocks:
                 self._condition.wait()
 
 
+#: The host call whose jobs run in this context (:func:`host_call`).
+_call: ContextVar[object | None] = ContextVar("kmeans_dask_host_call", default=None)
 _open_lock = threading.Lock()
-_open: list[SharedBlocks] = []
+#: The open passes, each with its host call.
+_open: list[tuple[SharedBlocks, object]] = []
 
 
 @contextmanager
-def shared_blocks(n_blocks: int, search: Callable[[int], None]) -> Iterator[SharedBlocks]:
-    """:class:`SharedBlocks` open to this process's idle threads for the duration."""
+def host_call() -> Iterator[None]:
+    """Mark the current context as one host call's, for the jobs started in it.
+
+    The passes those jobs open are helped by the same call's idle jobs.
+    """
+    token = _call.set(object())
+    try:
+        yield
+    finally:
+        _call.reset(token)
+
+
+@contextmanager
+def shared_blocks(n_blocks: int, search: Callable[[int], None]) -> Iterator[SharedBlocks | None]:
+    """:class:`SharedBlocks` open to the idle jobs of this host call for the duration.
+
+    None outside a host call: nobody would help.
+    """
+    call = _call.get()
+    if call is None:
+        yield None
+        return
     blocks = SharedBlocks(n_blocks, search)
+    entry = (blocks, call)
     with _open_lock:
-        _open.append(blocks)
+        _open.append(entry)
     try:
         yield blocks
     finally:
         with _open_lock:
-            _open.remove(blocks)
+            _open.remove(entry)
         blocks.close()
 
 
 def help_open_searches() -> None:
-    """Search blocks of the open passes, the one with most left first, until none is left."""
-    while True:
+    """Search blocks of this host call's open passes, the one with most left
+    first, until none is left."""
+    call = _call.get()
+    while call is not None:
         with _open_lock:
-            busiest = max(_open, key=SharedBlocks.unclaimed, default=None)
+            ours = [blocks for blocks, owner in _open if owner is call]
+        busiest = max(ours, key=SharedBlocks.unclaimed, default=None)
         if busiest is None or not busiest.help_once():
             return

@@ -95,9 +95,9 @@ def in_process_native_limits() -> Iterator[None]:
     capped from the first such cluster's start to the last one's end (with
     the other holders of
     :func:`~kmeans_dask._kernels.native_threads.native_cap`), and then
-    restored. OpenMP's
-    (Faiss's) belongs to each thread: :func:`limit_worker_threads` caps it
-    on each worker thread, which ends with its cluster.
+    restored. OpenMP's (Faiss's) belongs to each thread:
+    :func:`limit_worker_threads` caps it on each worker thread, which ends
+    with its cluster.
     """
     with _lock:
         _in_process["clusters"] += 1
