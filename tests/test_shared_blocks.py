@@ -178,3 +178,32 @@ def test_a_fit_whose_idle_worker_thread_helps_is_the_fit_nobody_helps(monkeypatc
     assert_array_equal(helped_centers, centers)
     assert_array_equal(helped_labels, labels)
     assert helped_inertia == inertia
+
+
+def test_a_helped_ivf_pass_keeping_candidates_is_the_unhelped_one(monkeypatch):
+    from kmeans_dask._worker.chunks import make_chunk
+    from kmeans_dask._worker.host_ops import host_ops
+    from kmeans_dask.backends import approximate
+
+    monkeypatch.setattr(approximate, "_BLOCK_ROWS", 1000)  # 12 blocks in the chunk
+    rng = np.random.default_rng(4)
+    rows = rng.normal(size=(11_500, 12)).astype(np.float32)
+    chunk = make_chunk(rows, None, 0, np.float32, host_ops())
+    centers = rows[::23][:500].astype(np.float64)
+
+    def run(sharing):
+        monkeypatch.setattr(host_ops_module, "shared_blocks", sharing)
+        result, candidates = host_ops().pass_keeping_candidates(chunk, centers, "ivf", 8)
+        stats = result.stats
+        return (
+            result.labels,
+            candidates.ids,
+            candidates.order,
+            stats.sums,
+            stats.counts,
+            stats.inertia,
+        )
+
+    alone, helped = run(shared_blocks), run(_helped_first)
+    for expected, actual in zip(alone, helped, strict=True):
+        assert_array_equal(actual, expected)

@@ -188,15 +188,21 @@ class HostOps:
         self, chunk: Chunk, centers: np.ndarray, search: str, m: int
     ) -> tuple[LloydPass, RowCandidates]:
         searcher = prepared_search(search, centers.astype(chunk.data.dtype, copy=False)).searcher
-        labels = np.empty(chunk.n_rows, dtype=np.int32)
-        candidates = np.empty((chunk.n_rows, min(m, len(centers))), dtype=np.int32)
-        with single_threaded_native():
-            for start in range(0, chunk.n_rows, searcher.block_rows):
-                stop = min(start + searcher.block_rows, chunk.n_rows)
-                labels[start:stop], candidates[start:stop] = searcher.nearest_with_candidates(
-                    chunk.data[start:stop], m
-                )
-        result = self._pass_of_labels(chunk, aligned_float64(centers), labels, searcher.block_rows)
+        n_rows, step = chunk.n_rows, searcher.block_rows
+        labels = np.empty(n_rows, dtype=np.int32)
+        candidates = np.empty((n_rows, min(m, len(centers))), dtype=np.int32)
+
+        def search_block(index: int) -> None:
+            rows = slice(index * step, min((index + 1) * step, n_rows))
+            labels[rows], candidates[rows] = searcher.nearest_with_candidates(chunk.data[rows], m)
+
+        # Idle jobs of the host call may search blocks from the back.
+        n_blocks = math.ceil(n_rows / step)
+        with single_threaded_native(), shared_blocks(n_blocks, search_block) as blocks:
+            for index in range(n_blocks):
+                if blocks is None or blocks.claim(index, most=1):
+                    search_block(index)
+        result = self._pass_of_labels(chunk, aligned_float64(centers), labels, step)
         # The nearest candidate is in the row's nearest list.
         order = np.argsort(searcher.center_lists[candidates[:, 0]], kind="stable")
         return result, RowCandidates(candidates, order.astype(np.int32))
