@@ -45,6 +45,7 @@ def test_a_helpers_error_is_raised_by_the_owner_when_it_reaches_a_helped_block()
     blocks = SharedBlocks(8, search)
     assert blocks.claim(0, most=1) == 1
     assert blocks.help_once()  # block 7 fails
+    assert not blocks.help_once() and blocks.unclaimed() == 0  # nobody helps a failed pass
     with pytest.raises(MemoryError, match="block 7"):
         for index in range(1, 8):
             blocks.claim(index, most=1)

@@ -74,13 +74,14 @@ class SharedBlocks:
             return 0
 
     def unclaimed(self) -> int:
-        """How many blocks nobody has claimed yet."""
-        return max(self._back - self._front, 0)
+        """How many blocks nobody has claimed yet (none once the pass has failed)."""
+        return 0 if self._failure is not None else max(self._back - self._front, 0)
 
     def help_once(self) -> bool:
-        """Search the last unclaimed block; False when there is none."""
+        """Search the last unclaimed block; False when there is none, or the
+        pass has already failed."""
         with self._condition:
-            if self._back <= self._front:
+            if self._back <= self._front or self._failure is not None:
                 return False
             self._back -= 1
             index = self._back
