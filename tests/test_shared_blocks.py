@@ -93,6 +93,8 @@ def test_only_the_jobs_of_the_same_host_call_help_and_none_outside_one():
     searched = []
     with shared_blocks(4, searched.append) as outside:
         assert outside is None  # a task, a fit without Dask: nobody would help
+    with host_call(), shared_blocks(1, searched.append) as one_block:
+        assert one_block is None  # nothing to share
     with host_call(), shared_blocks(4, searched.append) as blocks:
         assert blocks is not None
         with host_call():  # another call's idle job
@@ -144,20 +146,33 @@ def test_helped_passes_give_the_results_of_unhelped_ones_bit_for_bit(
 
 
 def test_a_fit_whose_idle_worker_thread_helps_is_the_fit_nobody_helps(monkeypatch):
-    """One worker, two threads, a long chunk and short ones: the thread done first helps."""
+    """One worker, two threads, a long chunk and short ones: the thread done first helps.
+
+    The long chunk's owner waits (at most 10 s) for a helper before its first
+    claim, so that helping does not depend on how the threads happen to run.
+    """
     rng = np.random.default_rng(8)
     X = rng.normal(size=(30_000, 64)).astype(np.float32)
     data = da.from_array(X, chunks=((24_000, 2_000, 2_000, 2_000), 64))
     init = X[:: len(X) // 400][:400]
     helped = []
-    real_help_once = SharedBlocks.help_once
+    a_block_helped = threading.Event()
+    real_help_once, real_claim = SharedBlocks.help_once, SharedBlocks.claim
 
     def counted_help_once(self):
         searched = real_help_once(self)
         helped.append(searched)
+        if searched:
+            a_block_helped.set()
         return searched
 
+    def claim_once_helped(self, index, most):
+        if index == 0 and self.unclaimed() >= 10:  # the long chunk's pass
+            a_block_helped.wait(10)
+        return real_claim(self, index, most)
+
     monkeypatch.setattr(SharedBlocks, "help_once", counted_help_once)
+    monkeypatch.setattr(SharedBlocks, "claim", claim_once_helped)
     with (
         LocalCluster(
             n_workers=1,

@@ -454,16 +454,17 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
         rows = slice(index * step, min((index + 1) * step, n_rows))
         labels[rows] = searcher.nearest(data[rows])
 
-    worth_sharing = n_blocks > 1 and 2 * step * centers.size >= MIN_SHARED_BLOCK_FLOPS
+    worth_sharing = 2 * step * centers.size >= MIN_SHARED_BLOCK_FLOPS
+    # Fused passes search runs of blocks in one call; other searchers go
+    # block by block, as in a pass nobody helps.
+    most = n_blocks if prepared.fused_passes else 1
     inertia = 0.0
     with shared_blocks(n_blocks, search_block) if worth_sharing else nullcontext() as blocks:
         index = 0
         while index < n_blocks:
-            # Fused passes search runs of blocks in one call; other searchers
-            # go block by block, as in a pass nobody helps.
-            most = n_blocks if prepared.fused_passes else 1
-            run = most if blocks is None else blocks.claim(index, most)
-            rows = slice(index * step, min((index + max(run, 1)) * step, n_rows))
+            run = most if blocks is None else blocks.claim(index, most)  # 0: a helper's block
+            count = max(run, 1)
+            rows = slice(index * step, min((index + count) * step, n_rows))
             if run and prepared.fused_passes:  # searched and added while in cache
                 inertia = searcher.assign_and_accumulate(
                     data[rows],
@@ -492,7 +493,7 @@ def _nearest_with_sq_dist(data, weights, centers, search, sums=None, counts=None
                         counts,
                         sq_dist,
                     )
-            index += max(run, 1)
+            index += count
     return labels, sq_dist, inertia
 
 

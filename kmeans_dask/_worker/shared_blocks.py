@@ -134,10 +134,11 @@ def host_call() -> Iterator[None]:
 def shared_blocks(n_blocks: int, search: Callable[[int], None]) -> Iterator[SharedBlocks | None]:
     """:class:`SharedBlocks` open to the idle jobs of this host call for the duration.
 
-    None outside a host call: nobody would help.
+    None outside a host call, where nobody would help, and for fewer than two
+    blocks, which leave nothing to share.
     """
     call = _call.get()
-    if call is None:
+    if call is None or n_blocks < 2:
         yield None
         return
     blocks = SharedBlocks(n_blocks, search)
