@@ -39,6 +39,7 @@ _SIMULATED_FIT = r"""
 import json
 import threading
 
+import dask
 import numpy as np
 from distributed import Client, LocalCluster
 from sklearn.cluster import KMeans as SKKMeans
@@ -75,6 +76,11 @@ class SimulatedGPUOps(CuPyOps):
 
 
 if __name__ == "__main__":
+    # The simulator starts a thread per simulated CUDA thread, and the worker's profiler
+    # calls sys._current_frames every 10 ms: on CPython 3.11 as in CI the two can
+    # deadlock (CPython gh-106883, a GC inside sys._current_frames). It hung the test in
+    # a CI run.
+    dask.config.set({"distributed.worker.profile.enabled": False})
     placement.chunk_ops_for = lambda X, backend="auto": SimulatedGPUOps()
     rng = np.random.default_rng(1)
     centers = rng.normal(scale=5, size=(4, 3))
