@@ -9,10 +9,17 @@ import os
 # support is switched on, which must happen before SciPy is imported.
 os.environ.setdefault("SCIPY_ARRAY_API", "1")
 
+import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster
 from sklearn.datasets import make_blobs
+
+# No statistical profiler in the tests' workers: it calls sys._current_frames
+# every 10 ms, which on CPython 3.11.7 (as in CI) can deadlock with
+# a thread of the same process starting or ending (CPython gh-106883); in-process
+# clusters share their process with the client's thread pools. It hung a test once.
+dask.config.set({"distributed.worker.profile.enabled": False})
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
