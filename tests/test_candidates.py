@@ -147,6 +147,23 @@ def test_candidate_table_lists_each_centres_nearest_itself_first(dtype, m):
     assert_array_equal(table, expected)
 
 
+def test_a_table_for_float32_rows_is_scored_in_float32_about_the_centres_mean():
+    rng = np.random.default_rng(21)
+    # Far from the origin: float32 scores of the raw centres (norms about 8e8)
+    # would round away every gap; about their mean they keep them.
+    centers = 1e4 + rng.standard_normal((1200, 8))
+    exact = candidate_table(centers, 12)
+    for_float32_rows = candidate_table(centers, 12, np.float32)
+    assert_array_equal(for_float32_rows, exact)
+    raw = candidate_table(centers.astype(np.float32), 12)
+    assert np.mean((raw == exact).all(axis=1)) < 0.5  # what taking the mean out avoids
+    backend = CandidateBackend(m=6)
+    assert_array_equal(
+        backend.neighbours(centers, wide=True, rows_dtype=np.dtype(np.float32)), exact
+    )
+    assert_array_equal(backend.neighbours(centers, rows_dtype=np.dtype(np.float64)), exact[:, :6])
+
+
 def test_refined_table_keeps_an_exact_table_of_unmoved_centres():
     centers = np.random.default_rng(7).standard_normal((700, 5))
     exact = candidate_table(centers, 9)

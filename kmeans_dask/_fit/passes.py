@@ -164,7 +164,9 @@ def candidate_statistics(
     move, and a table made afresh is wider (:meth:`CandidateBackend.neighbours`,
     :meth:`CandidateBackend.table`)."""
     previous, centers = previous_and_centers
-    neighbours = candidates.neighbours(centers, neighbours, wide=after_exact)
+    neighbours = candidates.neighbours(
+        centers, neighbours, wide=after_exact, rows_dtype=data.dtype
+    )
     table = candidates.table(centers, previous, neighbours, after_exact=after_exact)
     stats = statistics_from_changes(
         client, data, stats_from_candidates, centers, search, tag, (table,), name, counted
