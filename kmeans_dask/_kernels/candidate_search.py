@@ -61,7 +61,7 @@ def neighbour_table(centers: np.ndarray, m: int, rows: slice, out: np.ndarray) -
     for start in range(first, last, _TABLE_BLOCK_ROWS):
         stop = min(start + _TABLE_BLOCK_ROWS, last)
         # -2 c_i . c_j from -2 c_i: scaling by a power of two is exact, one pass fewer.
-        scores = (-2.0 * centers[start:stop]).astype(centers.dtype, copy=False) @ centers.T
+        scores = (-2.0 * centers[start:stop]) @ centers.T
         scores += sq_norms
         scores[np.arange(stop - start), np.arange(start, stop)] = -np.inf
         smallest_per_row(scores, m, found[: stop - start])
