@@ -1,4 +1,5 @@
-"""One thread for BLAS and OpenMP while any thread of the process asks for it.
+"""One thread for BLAS and OpenMP while any thread of the process asks for it,
+and work spread over the cores in threads of our own under that cap.
 
 Shared by every layer that runs small native calls from its own threads:
 the worker's passes (:mod:`kmeans_dask._worker.threads`), the client's
@@ -7,10 +8,17 @@ neighbour tables (:mod:`kmeans_dask.backends.approximate`).
 
 from __future__ import annotations
 
+import itertools
+import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
+
+import numpy as np
+
+_Result = TypeVar("_Result")
 
 _lock = threading.Lock()
 #: The one-thread cap this process's threads share: how many hold it, and
@@ -65,3 +73,24 @@ def _release_openblas_control() -> None:
     clear = getattr(openblas, "clear_controlling_thread", None)
     if clear is not None:
         clear(force=True)
+
+
+def over_cores(
+    work: Callable[[slice], _Result], n_items: int, min_per_thread: int
+) -> list[_Result]:
+    """``work`` over contiguous slices of ``range(n_items)``, one per core, in threads.
+
+    As many slices as cores, each of at least ``min_per_thread`` items (one
+    slice at least); the results come back in order. Native libraries run
+    on one thread meanwhile (:func:`native_cap`), so a slice is computed
+    alike whatever the number of cores. One slice runs in the calling
+    thread. ``work`` should release the GIL (BLAS, Numba ``nogil`` kernels).
+    """
+    n_threads = max(1, min(os.cpu_count() or 1, n_items // min_per_thread))
+    bounds = np.linspace(0, n_items, n_threads + 1).astype(int)
+    slices = [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
+    with native_cap():
+        if n_threads == 1:
+            return [work(slices[0])]
+        with ThreadPoolExecutor(n_threads) as pool:
+            return list(pool.map(work, slices))  # raises what a slice raised

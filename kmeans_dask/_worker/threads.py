@@ -22,18 +22,15 @@ from __future__ import annotations
 
 import atexit
 import gc
-import itertools
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
-from kmeans_dask._kernels.native_threads import native_cap
+from kmeans_dask._kernels.native_threads import native_cap, over_cores
 
 _lock = threading.Lock()
 _limited: set[str] = set()
@@ -142,20 +139,15 @@ MIN_ROWS_PER_THREAD = 16_384
 
 
 def map_row_blocks(func: Callable[[np.ndarray], Any], data: np.ndarray) -> list[Any]:
-    """``func`` over contiguous row blocks of ``data``, one per core, in threads.
+    """``func`` over contiguous row blocks of ``data``, one per core, in threads
+    (:func:`~kmeans_dask._kernels.native_threads.over_cores`).
 
     The functions used here release the GIL (BLAS and Numba ``nogil``
     kernels); results come back in row order. Inside a Dask worker, whose
     threads already run one task per core, ``func`` runs once on all of
     ``data`` in the calling thread.
     """
-    n_threads = max(1, min(os.cpu_count() or 1, len(data) // MIN_ROWS_PER_THREAD))
     if _in_dask_worker():
-        n_threads = 1
-    bounds = np.linspace(0, len(data), n_threads + 1).astype(int)
-    blocks = [data[a:b] for a, b in itertools.pairwise(bounds)]
-    with single_threaded_native():
-        if n_threads == 1:
-            return [func(blocks[0])]
-        with ThreadPoolExecutor(n_threads) as pool:
-            return list(pool.map(func, blocks))
+        with single_threaded_native():
+            return [func(data)]
+    return over_cores(lambda rows: func(data[rows]), len(data), MIN_ROWS_PER_THREAD)

@@ -49,9 +49,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Literal
 
@@ -65,7 +63,7 @@ from kmeans_dask._kernels.block_kernels import (
 )
 from kmeans_dask._kernels.center_updates import squared_moves
 from kmeans_dask._kernels.fused_search import fold_nearest, pack_centers
-from kmeans_dask._kernels.native_threads import native_cap
+from kmeans_dask._kernels.native_threads import over_cores
 from kmeans_dask.backends.ivf_lists import (
     DEFAULT_TRAIN_ITERATIONS,
     MAX_LIST_SIZE_RATIO,
@@ -862,7 +860,8 @@ def refined_table(centers: np.ndarray, previous: np.ndarray) -> np.ndarray:
 
 
 def _by_blocks(n_centers: int, work: Callable[[slice], None]) -> None:
-    """``work`` over contiguous blocks of the centres, one block per core, in threads.
+    """``work`` over contiguous blocks of the centres, one block per core, in threads
+    (:func:`~kmeans_dask._kernels.native_threads.over_cores`).
 
     Each with one BLAS thread: a centre's scores are computed alike whatever
     the number of cores, so the tables are too. The cap is the process's
@@ -870,11 +869,7 @@ def _by_blocks(n_centers: int, work: Callable[[slice], None]) -> None:
     a fresh ``threadpool_limits`` looked for the loaded libraries again,
     6 ms per table on the client, and could overlap another thread's.
     """
-    n_blocks = max(1, min(os.cpu_count() or 1, n_centers // _TABLE_MIN_CENTERS_PER_THREAD))
-    bounds = np.linspace(0, n_centers, n_blocks + 1).astype(int)
-    blocks = [slice(start, stop) for start, stop in itertools.pairwise(bounds)]
-    with native_cap(), ThreadPoolExecutor(n_blocks) as pool:
-        list(pool.map(work, blocks))  # raises what a block raised
+    over_cores(work, n_centers, _TABLE_MIN_CENTERS_PER_THREAD)
 
 
 class HNSWBackend:
