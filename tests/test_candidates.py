@@ -70,7 +70,7 @@ def test_candidate_labels_agree_with_brute_force_with_ties_and_duplicates(dtype)
     # The same labels whatever order the rows are visited in, and with float32
     # rows through the float32 first look, ties included.
     screens = [None, float32_screen(centers)] if dtype == np.float32 else [None]
-    for order in (np.arange(500), in_label_order(previous), rng.permutation(500)):
+    for order in (np.arange(500), in_label_order(previous, 40), rng.permutation(500)):
         for screen in screens:
             labels = previous.copy()
             assert candidate_labels(rows, centers, table, labels, order, screen) == 0
@@ -79,6 +79,14 @@ def test_candidate_labels_agree_with_brute_force_with_ties_and_duplicates(dtype)
     labels = np.full(1, 5, dtype=np.int32)
     candidate_labels(centers[3:4].astype(dtype), centers, table, labels, np.zeros(1, np.int64))
     assert labels[0] == 3
+
+
+def test_in_label_order_is_numpy_s_stable_argsort_of_the_labels():
+    labels = np.random.default_rng(14).integers(0, 50, size=3000).astype(np.int32)
+    labels[:40] = 7  # a long run of one label keeps the rows' order
+    order = in_label_order(labels, 50)
+    assert_array_equal(order, np.argsort(labels, kind="stable"))
+    assert in_label_order(labels[:0], 50).shape == (0,)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +110,7 @@ def test_float32_first_look_chooses_the_labels_of_the_float64_scan(offset, scale
         [[c, *[j for j in rng.permutation(60) if j != c][:11]] for c in range(60)], np.int32
     )
     previous = rng.integers(0, 60, size=800).astype(np.int32)
-    order = in_label_order(previous)
+    order = in_label_order(previous, 60)
     plain, screened = previous.copy(), previous.copy()
     candidate_labels(rows, centers, table, plain, order)
     candidate_labels(rows, centers, table, screened, order, float32_screen(centers))
@@ -127,7 +135,7 @@ def test_candidate_labels_leave_the_rows_of_a_centre_without_candidates_unassign
     table[2] = -1
     previous = np.arange(50, dtype=np.int32) % 10
     labels = previous.copy()
-    assert candidate_labels(rows, centers, table, labels, in_label_order(previous)) == 5
+    assert candidate_labels(rows, centers, table, labels, in_label_order(previous, 10)) == 5
     assert_array_equal(labels < 0, previous == 2)
     exact = np.argmin(_squared(rows, centers), axis=1)
     assert_array_equal(labels[previous != 2], exact[previous != 2])

@@ -34,6 +34,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
+from kmeans_dask._kernels.prefetch import CACHE_LINE, prefetch
 from kmeans_dask._kernels.shared_cache import cached_njit
 from kmeans_dask._kernels.vector_target import compile_target
 
@@ -383,30 +384,6 @@ def _variant_name(function, element_type, *details) -> None:
     function.__qualname__ = "_".join([function.__name__, str(element_type), *map(str, details)])
 
 
-@intrinsic
-def _prefetch(typingctx, address):
-    """Ask the CPU to bring the cache line at ``address`` in (no fault if invalid)."""
-
-    def codegen(context, builder, signature, args):
-        pointer_type = ir.IntType(8).as_pointer()
-        prefetch = cgutils.get_or_insert_function(
-            builder.module,
-            ir.FunctionType(ir.VoidType(), [pointer_type, _I32, _I32, _I32]),
-            "llvm.prefetch.p0",
-        )
-        # Read, keep in all cache levels, data cache.
-        builder.call(
-            prefetch, [builder.inttoptr(args[0], pointer_type), _I32(0), _I32(3), _I32(1)]
-        )
-        return context.get_dummy_value()
-
-    return types.void(types.intp), codegen
-
-
-#: Bytes per cache line, the step of the prefetches.
-_CACHE_LINE = 64
-
-
 def _row_walk(many, one, step: int, element_type, *, folded: bool, overlap: bool):
     """A compiled walk over rows ``first:stop``: ``many`` scores ``step`` rows a call,
     then the rows left over are scored as one last group of ``step`` rows (``overlap``,
@@ -426,8 +403,8 @@ def _row_walk(many, one, step: int, element_type, *, folded: bool, overlap: bool
             if folded:
                 for position in range(start + step, min(start + 2 * step, stop)):
                     address = rows + row_ids[position] * row_bytes
-                    for offset in range(0, row_bytes, _CACHE_LINE):
-                        _prefetch(address + offset)
+                    for offset in range(0, row_bytes, CACHE_LINE):
+                        prefetch(address + offset)
             many(rows, start, *group)
         if overlap and first < whole < stop:
             many(rows, stop - step, *group)

@@ -204,7 +204,7 @@ class HostOps:
                     search_block(index)
         result = self._pass_of_labels(chunk, aligned_float64(centers), labels, step)
         # The nearest candidate is in the row's nearest list.
-        order = np.argsort(searcher.center_lists[candidates[:, 0]], kind="stable")
+        order = in_label_order(searcher.center_lists[candidates[:, 0]], searcher.nlist)
         return result, RowCandidates(candidates, order.astype(np.int32))
 
     def row_candidates_pass(
@@ -542,10 +542,12 @@ def _candidates_hold(
     checked = np.ascontiguousarray(data[sample])
     candidate = labels[sample].copy()
     screen = _screen(data, centers64)
-    candidate_labels(checked, centers64, table, candidate, in_label_order(candidate), screen)
+    candidate_labels(
+        checked, centers64, table, candidate, in_label_order(candidate, len(table)), screen
+    )
     if _misses_too_many(checked, centers, centers64, candidate):
         return False
-    candidate_labels(data, centers64, table, labels, in_label_order(labels), screen)
+    candidate_labels(data, centers64, table, labels, in_label_order(labels, len(table)), screen)
     return True
 
 
