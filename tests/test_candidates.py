@@ -9,6 +9,7 @@ from numpy.testing import assert_array_equal
 from sklearn.datasets import make_blobs
 
 from kmeans_dask import KMeans
+from kmeans_dask._kernels.block_kernels import squared_distances
 from kmeans_dask._kernels.candidate_search import (
     candidate_labels,
     in_label_order,
@@ -70,11 +71,14 @@ def test_candidate_labels_agree_with_brute_force_with_ties_and_duplicates(dtype)
     # The same labels whatever order the rows are visited in, and with float32
     # rows through the float32 first look, ties included.
     screens = [None, float32_screen(centers)] if dtype == np.float32 else [None]
+    exact_distances = np.empty(500)
+    squared_distances(rows, expected, centers, exact_distances)
     for order in (np.arange(500), in_label_order(previous, 40), rng.permutation(500)):
         for screen in screens:
-            labels = previous.copy()
-            assert candidate_labels(rows, centers, table, labels, order, screen) == 0
+            labels, found = previous.copy(), np.full(500, np.nan)
+            assert candidate_labels(rows, centers, table, labels, order, screen, found) == 0
             assert_array_equal(labels, expected)
+            assert_array_equal(found, exact_distances)  # as the statistics compute them
     # a row whose candidates are the three equal centres takes the lowest
     labels = np.full(1, 5, dtype=np.int32)
     candidate_labels(centers[3:4].astype(dtype), centers, table, labels, np.zeros(1, np.int64))
@@ -134,9 +138,11 @@ def test_candidate_labels_leave_the_rows_of_a_centre_without_candidates_unassign
     table = np.tile(np.arange(10, dtype=np.int32), (10, 1))
     table[2] = -1
     previous = np.arange(50, dtype=np.int32) % 10
-    labels = previous.copy()
-    assert candidate_labels(rows, centers, table, labels, in_label_order(previous, 10)) == 5
+    labels, found = previous.copy(), np.full(50, np.nan)
+    order = in_label_order(previous, 10)
+    assert candidate_labels(rows, centers, table, labels, order, None, found) == 5
     assert_array_equal(labels < 0, previous == 2)
+    assert_array_equal(np.isnan(found), previous == 2)  # no distance for those rows
     exact = np.argmin(_squared(rows, centers), axis=1)
     assert_array_equal(labels[previous != 2], exact[previous != 2])
 

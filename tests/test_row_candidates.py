@@ -12,7 +12,7 @@ from sklearn.datasets import make_blobs
 import kmeans_dask._fit.passes as passes_module
 from kmeans_dask import KMeans
 from kmeans_dask._fit.update import center_moves
-from kmeans_dask._kernels.block_kernels import fold_smallest
+from kmeans_dask._kernels.block_kernels import fold_smallest, squared_distances
 from kmeans_dask._kernels.candidate_search import own_candidate_labels
 from kmeans_dask._kernels.float32_screen import float32_screen
 from kmeans_dask._worker import tasks
@@ -118,10 +118,13 @@ def test_own_candidate_labels_are_the_nearest_of_the_label_and_the_candidates():
     order = rng.permutation(300).astype(np.int32)  # any order: the same labels
     own_candidate_labels(rows, np.ascontiguousarray(centers), candidates, everyone, labels, order)
     screened = previous.copy()  # the float32 first look: the same labels, ties included
+    found = np.full(300, np.nan)
     own_candidate_labels(
-        rows, centers, candidates, everyone, screened, order, float32_screen(centers)
+        rows, centers, candidates, everyone, screened, order, float32_screen(centers), found
     )
     assert_array_equal(screened, labels)
+    # the distances the statistics would compute, bit for bit
+    assert_array_equal(found, _exact_distances(rows, labels, centers))
     distances = _squared(rows, centers)
     for i in range(300):
         allowed = np.union1d(np.union1d(candidates[i], previous[i]), everyone)  # sorted
@@ -451,3 +454,9 @@ def test_a_later_row_candidate_pass_needs_the_last_pass_statistics():
         passes_module.row_candidate_statistics(
             None, None, np.zeros((4, 2)), SEARCH, ("run", 2), 2, "pass", first=False
         )
+
+
+def _exact_distances(rows: np.ndarray, labels: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    out = np.empty(len(rows))
+    squared_distances(rows, labels, np.ascontiguousarray(centers, dtype=np.float64), out)
+    return out

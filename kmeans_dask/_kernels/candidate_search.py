@@ -78,7 +78,7 @@ def neighbour_table(centers: np.ndarray, m: int, rows: slice, out: np.ndarray) -
 @cached_njit(nogil=True, inline="always")
 def _nearest_of(block, i, centers, first, labels, more, screen, scores):
     """Label of the centre nearest row ``i`` among ``first``, ``labels`` and ``more``, by
-    float64 squared distance (ties to the lowest centre index).
+    float64 squared distance (ties to the lowest centre index), and that distance.
 
     ``centers`` float64 and ``block`` C-contiguous, as for
     :func:`~kmeans_dask._kernels.row_statistics.row_distance`. With
@@ -115,13 +115,14 @@ def _nearest_of(block, i, centers, first, labels, more, screen, scores):
             if _precedes(distance, label, best, best_label):
                 best = distance
                 best_label = label
-    return best_label
+    return best_label, best
 
 
 @cached_njit(nogil=True, inline="always")
 def _nearest_after(block, i, centers, labels, more, best, best_label):
     """Label of the centre nearest row ``i`` among (``best``, ``best_label``), the centres
     ``labels`` and then ``more``, compared in that order (ties to the lowest label),
+    and its distance,
     scored :data:`~kmeans_dask._kernels.row_statistics.DISTANCES_AT_ONCE` at a time."""
     n_scored = labels.shape[0] + more.shape[0]
     in_fours = n_scored // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
@@ -143,7 +144,7 @@ def _nearest_after(block, i, centers, labels, more, best, best_label):
         if _precedes(dist, label, best, best_label):
             best = dist
             best_label = label
-    return best_label
+    return best_label, best
 
 
 @cached_njit(nogil=True, inline="always")
@@ -153,7 +154,7 @@ def _scored(labels, more, q):
 
 
 @cached_njit(nogil=True)
-def candidate_labels(data, centers, table, labels, order, screen=None):
+def candidate_labels(data, centers, table, labels, order, screen=None, sq_dist=None):
     """Move each row to the nearest centre of its previous centre's ``table`` row.
 
     ``labels[i]`` holds row ``i``'s previous label on entry and its new one
@@ -179,6 +180,10 @@ def candidate_labels(data, centers, table, labels, order, screen=None):
         For float32 rows, :func:`~kmeans_dask._kernels.float32_screen.float32_screen`
         of ``centers``: each row's candidates are scored in float32 first
         (:func:`_nearest_of`), with the same labels.
+    sq_dist : (n,) float64, optional
+        Out: each labelled row's squared distance to its new centre, the
+        value :func:`~kmeans_dask._kernels.block_kernels.squared_distances`
+        gives (rows left at -1 are not written).
     """
     if not statistics_buffers_ok(data, centers, None):
         raise ValueError("candidate_labels needs C-contiguous rows and float64 centres")
@@ -195,7 +200,12 @@ def candidate_labels(data, centers, table, labels, order, screen=None):
             labels[i] = -1
             unassigned += 1
         else:
-            labels[i] = _nearest_of(data, i, centers, row[0], row[1:], row[:0], screen, scores)
+            label, distance = _nearest_of(
+                data, i, centers, row[0], row[1:], row[:0], screen, scores
+            )
+            labels[i] = label
+            if sq_dist is not None:
+                sq_dist[i] = distance
     return unassigned
 
 
@@ -211,7 +221,9 @@ def in_label_order(labels: np.ndarray, n_labels: int) -> np.ndarray:
 
 
 @cached_njit(nogil=True)
-def own_candidate_labels(data, centers, candidates, everyone, labels, order, screen=None):
+def own_candidate_labels(
+    data, centers, candidates, everyone, labels, order, screen=None, sq_dist=None
+):
     """Move each row to the nearest of its previous centre, its own ``candidates[i]``
     and the centres in ``everyone`` (those every row scores, e.g. centres moved
     onto far rows after their clusters emptied, which no row has as a candidate).
@@ -234,6 +246,8 @@ def own_candidate_labels(data, centers, candidates, everyone, labels, order, scr
     order : (n,) integer, a permutation of the rows
     screen : (float32 centres, shift), optional
         As for :func:`candidate_labels`.
+    sq_dist : (n,) float64, optional
+        As for :func:`candidate_labels` (every row is labelled here).
     """
     if not statistics_buffers_ok(data, centers, None):
         raise ValueError("own_candidate_labels needs C-contiguous rows and float64 centres")
@@ -243,9 +257,12 @@ def own_candidate_labels(data, centers, candidates, everyone, labels, order, scr
         if j + ROWS_AHEAD < n_rows:
             prefetch_row(data, order[j + ROWS_AHEAD])
         i = order[j]
-        labels[i] = _nearest_of(
+        label, distance = _nearest_of(
             data, i, centers, labels[i], candidates[i], everyone, screen, scores
         )
+        labels[i] = label
+        if sq_dist is not None:
+            sq_dist[i] = distance
 
 
 @cached_njit(nogil=True, inline="always")

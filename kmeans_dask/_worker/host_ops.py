@@ -177,12 +177,17 @@ class HostOps:
     ) -> StatsChange:
         centers64 = aligned_float64(centers)
         previous = labels.copy()
+        sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
         with single_threaded_native():
-            if not _candidates_hold(chunk.data, centers, centers64, table, labels):
+            if not _candidates_hold(chunk.data, centers, centers64, table, labels, sq_dist):
                 labels.fill(-1)
-            if (labels < 0).any():
-                _search_unassigned(chunk.data, labels, centers, search)
-            return self._change_of_labels(chunk, centers64, previous, labels)
+                sq_dist = None
+            searched = _search_unassigned(chunk.data, labels, centers, search)
+            if sq_dist is not None and searched.size:
+                found = np.empty(searched.size)
+                squared_distances(chunk.data[searched], labels[searched], centers64, found)
+                sq_dist[searched] = found
+            return self._change_of_labels(chunk, centers64, previous, labels, sq_dist)
 
     def pass_keeping_candidates(
         self, chunk: Chunk, centers: np.ndarray, search: str, m: int
@@ -229,10 +234,18 @@ class HostOps:
             if _misses_too_many(checked, centers, centers64, found):
                 return None
             previous = labels.copy()
+            sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
             own_candidate_labels(
-                chunk.data, centers64, candidates.ids, everyone, labels, candidates.order, screen
+                chunk.data,
+                centers64,
+                candidates.ids,
+                everyone,
+                labels,
+                candidates.order,
+                screen,
+                sq_dist,
             )
-            return self._change_of_labels(chunk, centers64, previous, labels)
+            return self._change_of_labels(chunk, centers64, previous, labels, sq_dist)
 
     def change_of_labels(
         self, chunk: Chunk, centers: np.ndarray, previous: np.ndarray, labels: np.ndarray
@@ -247,19 +260,26 @@ class HostOps:
             return self._pass_of_labels(chunk, aligned_float64(centers), labels).stats
 
     def _change_of_labels(
-        self, chunk: Chunk, centers64: np.ndarray, previous: np.ndarray, labels: np.ndarray
+        self,
+        chunk: Chunk,
+        centers64: np.ndarray,
+        previous: np.ndarray,
+        labels: np.ndarray,
+        sq_dist: np.ndarray | None = None,
     ) -> StatsChange:
         """The change of the chunk's statistics from the labels ``previous`` to ``labels``:
         the sums of the clusters that moved rows left or joined, whole counts and
-        inertia (exact float64 distances to ``centers64``), the farthest rows."""
+        inertia (exact float64 distances to ``centers64``, or ``sq_dist`` when the
+        search gave them already), the farthest rows."""
         moved = np.flatnonzero(previous != labels)
         left, joined = previous[moved], labels[moved]
         clusters = np.union1d(left, joined).astype(np.int64)
         sums = np.zeros((clusters.size, chunk.data.shape[1]))
         slot_left, slot_joined = np.searchsorted(clusters, left), np.searchsorted(clusters, joined)
         add_moved_rows(chunk.data, moved, chunk.weights, slot_left, slot_joined, sums)
-        sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
-        squared_distances(chunk.data, labels, centers64, sq_dist)
+        if sq_dist is None:
+            sq_dist = scratch("sq_dist", chunk.n_rows, np.float64)
+            squared_distances(chunk.data, labels, centers64, sq_dist)
         counts = np.bincount(labels, chunk.weights, minlength=len(centers64)).astype(np.float64)
         inertia = float(np.dot(_weights_or_ones(chunk), sq_dist))
         farthest = self.top_rows(chunk, sq_dist, labels, FAR_ROWS)
@@ -526,8 +546,10 @@ def _candidates_hold(
     centers64: np.ndarray,
     table: np.ndarray,
     labels: np.ndarray,
+    sq_dist: np.ndarray,
 ) -> bool:
-    """Move the rows to their candidates (:func:`candidate_labels`) if a sample says they hold.
+    """Move the rows to their candidates (:func:`candidate_labels`, their squared
+    distances into ``sq_dist``) if a sample says they hold.
 
     About :data:`CANDIDATE_CHECKED_ROWS` rows spread over the chunk (from its
     first, :func:`_checked_rows`) are searched exactly first; when more of
@@ -547,7 +569,8 @@ def _candidates_hold(
     )
     if _misses_too_many(checked, centers, centers64, candidate):
         return False
-    candidate_labels(data, centers64, table, labels, in_label_order(labels, len(table)), screen)
+    order = in_label_order(labels, len(table))
+    candidate_labels(data, centers64, table, labels, order, screen, sq_dist)
     return True
 
 
@@ -599,16 +622,22 @@ def _misses_too_many(
 EXACT_UNASSIGNED_ROWS_PER_ROOT_K = 16
 
 
-def _search_unassigned(data: np.ndarray, labels: np.ndarray, centers: np.ndarray, search: str):
+def _search_unassigned(
+    data: np.ndarray, labels: np.ndarray, centers: np.ndarray, search: str
+) -> np.ndarray:
     """Label the rows whose label is -1 with ``search``'s searcher, block by block;
-    exactly when they are few (:data:`EXACT_UNASSIGNED_ROWS_PER_ROOT_K`)."""
+    exactly when they are few (:data:`EXACT_UNASSIGNED_ROWS_PER_ROOT_K`). Returns
+    those rows."""
     unassigned = np.flatnonzero(labels < 0)
+    if not unassigned.size:
+        return unassigned
     if unassigned.size < EXACT_UNASSIGNED_ROWS_PER_ROOT_K * math.sqrt(len(centers)):
         search = "numpy"
     searcher = prepared_search(search, centers.astype(data.dtype, copy=False)).searcher
     for start in range(0, unassigned.size, searcher.block_rows):
         rows = unassigned[start : start + searcher.block_rows]
         labels[rows] = searcher.nearest(data[rows])
+    return unassigned
 
 
 def nearest(data: np.ndarray, centers: np.ndarray, search: str):
