@@ -56,11 +56,13 @@ def test_no_pass_searches_every_row_exactly_from_the_size_that_starts_with_ivf(
     client, clustered, monkeypatch, recounted
 ):
     """From EXACT_FIRST_BELOW centres: IVF while the centres move far, then
-    candidates; once an update moves at most a sixteenth of the centres (with the
-    candidates' table at hand), each row from its kept label among the moved centres
-    alone (here the final pass): never a full exact pass."""
+    candidates; once an update moves few enough centres (with the candidates' table
+    at hand; a sixteenth here, where the last update moved about 5% of them), each
+    row from its kept label among the moved centres alone (here the final pass):
+    never a full exact pass."""
     X, init = clustered
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_BELOW", 256)
+    monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE", 1 / 16)
     passes = _passes(monkeypatch)
     moved_shares = []
     decide = lloyd.approximate_moved_few
@@ -101,6 +103,8 @@ def test_below_that_size_only_the_first_pass_searches_every_row_exactly(
     IVF one -0.82% to +1.37%: lower is not nearer."""
     X, init = clustered
     monkeypatch.setattr("kmeans_dask.backends.approximate.EXACT_FIRST_MIN_FEATURES", 16)
+    # the final pass among the moved centres, as in the test above
+    monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE", 1 / 16)
     passes = _passes(monkeypatch)
     params = {"init": init, "max_iter": 7, "tol": 0, "assign": "candidates"}
     fit = KMeans(256, assign_options=APPROXIMATE_FINAL, **params).fit(X)
@@ -126,6 +130,7 @@ def test_a_final_pass_among_the_moved_centres_mends_what_the_candidates_missed(
     X, init = clustered
     params = {"init": init, "max_iter": 7, "tol": 0, "assign": "candidates"}
     options = {"m": 2, "exact_final": False}
+    monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE", 1 / 16)
     moved_final = KMeans(256, assign_options=options, **params).fit(X)
     monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE", 0.0)
     monkeypatch.setattr(lloyd, "APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE", 0.0)
@@ -139,15 +144,17 @@ def test_a_final_pass_among_the_moved_centres_mends_what_the_candidates_missed(
 
 def test_with_a_neighbour_table_at_hand_fewer_moved_centres_make_a_moved_centre_pass():
     """A candidate pass costs less once its table is made: a tenth of the centres
-    moved is then searched with candidates, not among the moved centres."""
+    moved is then searched with candidates, not among the moved centres, and so is
+    a twentieth (a sixty-fourth is the limit)."""
     moved = np.arange(100, dtype=np.int32)
     table = np.zeros((1000, 16), dtype=np.int32)
     with_table = lloyd._approximate_share(table, own=False)
     assert lloyd.approximate_moved_few("moved", moved, 1000, lloyd._approximate_share(None, False))
     assert not lloyd.approximate_moved_few("moved", moved, 1000, with_table)
-    assert lloyd.approximate_moved_few("moved", moved[:60], 1000, with_table)
-    assert not lloyd.approximate_moved_few("closing", moved[:60], 1000, with_table)
-    # Where the rows keep their own candidates, fewer still (a sixty-fourth).
+    assert not lloyd.approximate_moved_few("moved", moved[:50], 1000, with_table)
+    assert lloyd.approximate_moved_few("moved", moved[:15], 1000, with_table)
+    assert not lloyd.approximate_moved_few("closing", moved[:15], 1000, with_table)
+    # Where the rows keep their own candidates, as few (a sixty-fourth).
     own = lloyd._approximate_share(None, own=True)
     assert not lloyd.approximate_moved_few("moved", moved[:60], 1000, own)
     assert lloyd.approximate_moved_few("moved", moved[:15], 1000, own)

@@ -72,9 +72,14 @@ MOVED_CENTERS_MAX_SHARE_MANY = 0.5
 #: sixteenth of the centres: at k = 4096 the last iteration took 0.08-0.09 s
 #: instead of 0.16-0.17 s (RESULTS.md, "An exact first iteration"); at
 #: k = 16384, without a table, 1/16 made the third iteration build one
-#: (1.3 s instead of 0.6 s).
+#: (1.3 s instead of 0.6 s). Since candidate passes hand back their rows'
+#: distances and prefetch their rows (2026-12-07), a moved-centre pass from
+#: a candidate pass's labels pays below a sixty-fourth: at k = 4096 the
+#: final pass over the 4% of the centres the last update moved took 0.14-0.18
+#: s where a candidate pass took 0.12-0.14 s, and 10-iteration fits 1.46 s
+#: instead of 1.59 s (medians of 4; RESULTS.md, "Session 25").
 APPROXIMATE_MOVED_MAX_SHARE = 0.125
-APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE = 0.0625
+APPROXIMATE_MOVED_MAX_SHARE_WITH_TABLE = 1 / 64
 #: The same where the rows keep their own candidates
 #: (:meth:`~kmeans_dask.backends.approximate.CandidateBackend.row_candidates`):
 #: at k = 16384 a pass over them cost about as much as a moved-centre pass
