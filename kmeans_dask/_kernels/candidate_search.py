@@ -121,9 +121,9 @@ def _nearest_of(block, i, centers, first, labels, more, screen, scores):
 @cached_njit(nogil=True, inline="always")
 def _nearest_after(block, i, centers, labels, more, best, best_label):
     """Label of the centre nearest row ``i`` among (``best``, ``best_label``), the centres
-    ``labels`` and then ``more``, compared in that order (ties to the lowest label),
-    and its distance,
-    scored :data:`~kmeans_dask._kernels.row_statistics.DISTANCES_AT_ONCE` at a time."""
+    ``labels`` and then ``more``, compared in that order (ties to the lowest label) and
+    scored :data:`~kmeans_dask._kernels.row_statistics.DISTANCES_AT_ONCE` at a time;
+    and its distance."""
     n_scored = labels.shape[0] + more.shape[0]
     in_fours = n_scored // DISTANCES_AT_ONCE * DISTANCES_AT_ONCE
     for q in range(0, in_fours, DISTANCES_AT_ONCE):
