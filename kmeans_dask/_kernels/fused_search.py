@@ -34,7 +34,7 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import as_dtype
 
-from kmeans_dask._kernels.prefetch import CACHE_LINE, prefetch
+from kmeans_dask._kernels.prefetch import prefetch_bytes
 from kmeans_dask._kernels.shared_cache import cached_njit
 from kmeans_dask._kernels.vector_target import compile_target
 
@@ -402,9 +402,7 @@ def _row_walk(many, one, step: int, element_type, *, folded: bool, overlap: bool
         for start in range(first, whole, step):
             if folded:
                 for position in range(start + step, min(start + 2 * step, stop)):
-                    address = rows + row_ids[position] * row_bytes
-                    for offset in range(0, row_bytes, CACHE_LINE):
-                        prefetch(address + offset)
+                    prefetch_bytes(rows + row_ids[position] * row_bytes, row_bytes)
             many(rows, start, *group)
         if overlap and first < whole < stop:
             many(rows, stop - step, *group)

@@ -41,9 +41,14 @@ def prefetch(typingctx, address):
 
 
 @cached_njit(nogil=True, inline="always")
+def prefetch_bytes(address, n_bytes):
+    """Prefetch every cache line of the ``n_bytes`` from ``address`` on."""
+    for offset in range(0, n_bytes, CACHE_LINE):
+        prefetch(address + offset)
+
+
+@cached_njit(nogil=True, inline="always")
 def prefetch_row(rows, i):
     """Prefetch every cache line of row ``i`` of the C-contiguous 2-D array ``rows``."""
     row_bytes = rows.shape[1] * rows.itemsize
-    address = rows.ctypes.data + i * row_bytes
-    for offset in range(0, row_bytes, CACHE_LINE):
-        prefetch(address + offset)
+    prefetch_bytes(rows.ctypes.data + i * row_bytes, row_bytes)
