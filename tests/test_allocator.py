@@ -1,4 +1,4 @@
-"""Buffers reused from the heap while passes run, where the nanny tuned the allocator."""
+"""Block buffers reused from the heap while a pass streams, where the nanny tuned the allocator."""
 
 from __future__ import annotations
 
@@ -7,20 +7,18 @@ import platform
 import subprocess
 import sys
 import textwrap
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 
 import numpy as np
 import pytest
 import zarr
 
-from kmeans_dask._worker import allocator, reading, tasks
+from kmeans_dask._worker import allocator, reading
 from kmeans_dask._worker.allocator import (
     GLIBC_DEFAULT_THRESHOLD,
     MAX_MMAP_THRESHOLD,
-    PASS_THRESHOLDS,
     Thresholds,
     environment_thresholds,
-    pass_allocations,
     streaming_allocations,
     streaming_thresholds,
 )
@@ -29,7 +27,6 @@ from kmeans_dask._worker.host_ops import host_ops
 from kmeans_dask._worker.reading import ReadAhead
 
 NANNY = {"MALLOC_TRIM_THRESHOLD_": "65536"}
-NANNY_THRESHOLDS = Thresholds(trim=65536, mmap=GLIBC_DEFAULT_THRESHOLD)
 
 
 @pytest.mark.parametrize(
@@ -83,15 +80,7 @@ class FakeLibc:
 def fake_libc(monkeypatch):
     libc = FakeLibc()
     monkeypatch.setattr(allocator, "_glibc", lambda: libc)
-    monkeypatch.setattr(allocator, "LINGER_SECONDS", 0.0)
     return libc
-
-
-def _lingered() -> None:
-    """Wait for the settings the last pass left to come back."""
-    restore = allocator._ALLOCATOR.restore
-    if restore is not None:
-        restore.join()
 
 
 def test_overlapping_passes_get_the_largest_thresholds_until_the_last_ends(fake_libc, monkeypatch):
@@ -102,42 +91,17 @@ def test_overlapping_passes_get_the_largest_thresholds_until_the_last_ends(fake_
         with streaming_allocations(8 * 2**20):
             assert fake_libc.thresholds() == large
         assert fake_libc.thresholds() == small
-        with pass_allocations():
-            assert fake_libc.thresholds() == PASS_THRESHOLDS
-        assert fake_libc.thresholds() == small
         assert ("malloc_trim", 0) not in fake_libc.calls
-    _lingered()
-    assert fake_libc.thresholds() == NANNY_THRESHOLDS
+    assert fake_libc.thresholds() == Thresholds(trim=65536, mmap=GLIBC_DEFAULT_THRESHOLD)
     assert fake_libc.calls[-1] == ("malloc_trim", 0)
     assert not allocator._ALLOCATOR.passes
-
-
-def test_the_settings_outlast_the_last_pass_unless_the_next_one_starts(fake_libc, monkeypatch):
-    """A fit's passes are a centre update apart: the next finds the memory the last freed."""
-    monkeypatch.setattr(os, "environ", {**os.environ, **NANNY})
-    monkeypatch.setattr(allocator, "LINGER_SECONDS", 60.0)
-    with pass_allocations():
-        assert fake_libc.thresholds() == PASS_THRESHOLDS
-    waiting = allocator._ALLOCATOR.restore
-    assert waiting.is_alive() and fake_libc.thresholds() == PASS_THRESHOLDS
-    with pass_allocations():
-        assert waiting.finished.is_set()  # called off
-    monkeypatch.setattr(allocator, "LINGER_SECONDS", 0.05)
-    with pass_allocations():
-        pass
-    assert fake_libc.thresholds() == PASS_THRESHOLDS
-    assert ("malloc_trim", 0) not in fake_libc.calls
-    _lingered()
-    assert fake_libc.thresholds() == NANNY_THRESHOLDS
-    assert fake_libc.calls[-1] == ("malloc_trim", 0)
 
 
 def test_the_settings_come_back_when_a_pass_fails(fake_libc, monkeypatch):
     monkeypatch.setattr(os, "environ", {**os.environ, **NANNY})
     with pytest.raises(RuntimeError, match="block 3"), streaming_allocations(2**20):
         raise RuntimeError("block 3 could not be read")
-    _lingered()
-    assert fake_libc.thresholds() == NANNY_THRESHOLDS
+    assert fake_libc.thresholds() == Thresholds(trim=65536, mmap=GLIBC_DEFAULT_THRESHOLD)
     assert not allocator._ALLOCATOR.passes
 
 
@@ -147,26 +111,9 @@ def test_an_allocator_the_environment_left_alone_is_not_touched(fake_libc, monke
         os, "environ", {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     )
     os.environ.update(environ)
-    with streaming_allocations(2**20), pass_allocations():
+    with streaming_allocations(2**20):
         pass
     assert fake_libc.calls == []
-
-
-def test_chunk_tasks_run_with_the_pass_settings(monkeypatch):
-    entered = []
-
-    @contextmanager
-    def recorded():
-        entered.append(True)
-        yield
-
-    monkeypatch.setattr(tasks, "pass_allocations", recorded)
-    rows = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
-    chunk = host_ops().place(rows, None, 0, np.dtype(np.float32))
-    stats = tasks.chunk_stats(chunk, rows[:4].astype(np.float64), "numpy", None)
-    assert entered == [True]
-    assert stats.counts.sum() == 50
-    assert tasks.chunk_stats.__name__ == "chunk_stats"  # the dashboard's name for it
 
 
 def test_a_streamed_pass_reads_under_the_thresholds_of_its_largest_block(tmp_path, monkeypatch):
@@ -190,8 +137,7 @@ def test_a_streamed_pass_reads_under_the_thresholds_of_its_largest_block(tmp_pat
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
     reason="glibc's mallopt exists only on Linux with glibc",
 )
-@pytest.mark.parametrize("lifted", ["streaming_allocations(SIZE)", "pass_allocations()"])
-def test_buffers_are_reused_instead_of_mapped_afresh_under_the_nannys_setting(lifted):
+def test_block_buffers_are_reused_instead_of_mapped_afresh_under_the_nannys_setting():
     # Page faults, not time: 30 buffers of 6 MiB, each written once, fault
     # their pages in afresh when each is a new mapping (at least once each,
     # even where the kernel backs them with huge pages); reused from the
@@ -200,10 +146,7 @@ def test_buffers_are_reused_instead_of_mapped_afresh_under_the_nannys_setting(li
     script = textwrap.dedent(
         """
         import ctypes, resource
-        from kmeans_dask._worker import allocator
-        from kmeans_dask._worker.allocator import pass_allocations, streaming_allocations
-
-        allocator.LINGER_SECONDS = 0.0
+        from kmeans_dask._worker.allocator import streaming_allocations
 
         libc = ctypes.CDLL(None)
         libc.malloc.restype = ctypes.c_void_p
@@ -224,13 +167,12 @@ def test_buffers_are_reused_instead_of_mapped_afresh_under_the_nannys_setting(li
             return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
         mapped = faults()
-        with LIFTED:
+        with streaming_allocations(SIZE):
             reused = faults()
-        allocator._ALLOCATOR.restore.join()
         again = faults()
         print(mapped, reused, again)
         """
-    ).replace("LIFTED", lifted)
+    )
     result = subprocess.run(
         [sys.executable, "-c", script],
         env={**os.environ, **NANNY},

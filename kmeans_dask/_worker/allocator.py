@@ -1,4 +1,4 @@
-"""Buffers reused from the heap while passes run, in a worker whose allocator the nanny tuned.
+"""Block-sized buffers from the heap while a pass streams blocks, in a tuned worker.
 
 distributed's nanny starts its workers with ``MALLOC_TRIM_THRESHOLD_=65536``,
 so that glibc gives freed memory back to the system at once. Setting it turns
@@ -9,24 +9,15 @@ page by page and that is unmapped again when freed. Reading a Zstandard store
 with two threads under that setting ran at 534 MiB/s, with 1.59 s of kernel
 time per GiB, against 834 MiB/s and 0.54 s without it
 (``scripts/bench_allocator.py``; RESULTS.md, "Read-ahead through the
-actors"). Passes over chunks held in memory pay the same for their
-temporaries (float64 centres, statistics, score buffers, index arrays): in
-a nanny's worker, a 5-iteration fit at k = 16384 (100,000 x 128, two
-threads) spent 0.43-1.01 s of kernel time zeroing pages, with 50,000-86,000
-page faults, against 0.06-0.07 s and about 1,000 faults with the
-thresholds lifted, and took 2.30-2.58 s instead of 1.29-1.45 (RESULTS.md,
-"Session 26").
+actors").
 
 :func:`streaming_allocations` lifts the mmap threshold above the blocks'
 size and the trim threshold to two blocks, for as long as a streamed pass
-runs, so the blocks' buffers are reused from the heap;
-:func:`pass_allocations` lifts both to :data:`PASS_THRESHOLDS` while a chunk
-task runs. The settings the environment gave come back (and what is free
-goes back to the system, ``malloc_trim``) :data:`LINGER_SECONDS` after the
-last pass ends, so that the passes of one fit, a centre update apart,
-reuse one another's memory. Where the environment did not tune the
-allocator, glibc's thresholds adapt by themselves and nothing is changed;
-off glibc, neither.
+runs, so the blocks' buffers are reused from the heap; the
+last pass to end restores the settings the environment gave and hands what
+is free back to the system (``malloc_trim``). Where the environment did not
+tune the allocator, glibc's thresholds adapt to the blocks by themselves and
+nothing is changed; off glibc, neither.
 """
 
 from __future__ import annotations
@@ -101,55 +92,12 @@ def _glibc() -> ctypes.CDLL | None:
     return ctypes.CDLL(None)
 
 
-#: Thresholds while a pass over chunks in memory runs: every buffer glibc
-#: would map (up to :data:`MAX_MMAP_THRESHOLD`) comes from the heap, and the
-#: heap keeps up to this much free at its top for the next task's buffers.
-PASS_THRESHOLDS = Thresholds(trim=1024 * 2**20, mmap=MAX_MMAP_THRESHOLD)
-
-#: Seconds the lifted thresholds outlast the last pass, before the
-#: environment's come back: longer than the client's work between two
-#: passes of a fit (a centre update, a neighbour table: up to a few tenths of
-#: a second), so the fit's passes reuse one another's memory.
-LINGER_SECONDS = 2.0
-
-
 class _Allocator:
     """The passes under way in this process, and the thresholds they need."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.passes: Counter[Thresholds] = Counter()
-        self.restore: threading.Timer | None = None
-
-    def enter(self, libc: ctypes.CDLL, base: Thresholds, needed: Thresholds) -> None:
-        """A pass that needs ``needed`` starts."""
-        with self.lock:
-            if self.restore is not None:
-                self.restore.cancel()
-                self.restore = None
-            self.passes[needed] += 1
-            self.apply(libc, base)
-
-    def leave(self, libc: ctypes.CDLL, base: Thresholds, needed: Thresholds) -> None:
-        """A pass that needed ``needed`` ends; ``base`` comes back
-        :data:`LINGER_SECONDS` after the last one, unless another starts."""
-        with self.lock:
-            self.passes[needed] -= 1
-            if not self.passes[needed]:
-                del self.passes[needed]
-            if self.passes:
-                self.apply(libc, base)
-                return
-            self.restore = threading.Timer(LINGER_SECONDS, self.restore_when_idle, (libc, base))
-            self.restore.daemon = True
-            self.restore.start()
-
-    def restore_when_idle(self, libc: ctypes.CDLL, base: Thresholds) -> None:
-        """Set ``base`` and hand the free memory back, unless a pass has started since."""
-        with self.lock:
-            if not self.passes:
-                self.restore = None
-                self.apply(libc, base)
 
     def apply(self, libc: ctypes.CDLL, base: Thresholds) -> None:
         """Set the largest thresholds any pass under way needs, or ``base`` when none is."""
@@ -179,34 +127,21 @@ def streaming_allocations(block_bytes: int) -> Iterator[None]:
     Only where the environment fixed glibc's thresholds (as distributed's
     nanny does); elsewhere a no-op.
     """
-    # Passes over chunks in memory (no block read) ask nothing of it here.
-    with _lifted(streaming_thresholds(block_bytes) if block_bytes > 0 else None):
-        yield
-
-
-@contextmanager
-def pass_allocations() -> Iterator[None]:
-    """Let a chunk task reuse the heap's memory for its buffers while it runs
-    (:data:`PASS_THRESHOLDS`), and the fit's next task after it.
-
-    Only where the environment fixed glibc's thresholds (as distributed's
-    nanny does); elsewhere a no-op.
-    """
-    with _lifted(PASS_THRESHOLDS):
-        yield
-
-
-@contextmanager
-def _lifted(needed: Thresholds | None) -> Iterator[None]:
-    """Thresholds at least ``needed`` while the block runs, where the environment
-    fixed them on glibc."""
-    libc = _glibc() if needed is not None else None
+    # Passes over chunks in memory (no block read) ask nothing of the allocator.
+    libc = _glibc() if block_bytes > 0 else None
     base = environment_thresholds(os.environ) if libc is not None else None
     if base is None:
         yield
         return
-    _ALLOCATOR.enter(libc, base, needed)
+    needed = streaming_thresholds(block_bytes)
+    with _ALLOCATOR.lock:
+        _ALLOCATOR.passes[needed] += 1
+        _ALLOCATOR.apply(libc, base)
     try:
         yield
     finally:
-        _ALLOCATOR.leave(libc, base, needed)
+        with _ALLOCATOR.lock:
+            _ALLOCATOR.passes[needed] -= 1
+            if not _ALLOCATOR.passes[needed]:
+                del _ALLOCATOR.passes[needed]
+            _ALLOCATOR.apply(libc, base)

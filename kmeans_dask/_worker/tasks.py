@@ -12,14 +12,12 @@ final labels, each row's nearest k-means|| candidate).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Hashable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from array_api_compat import array_namespace
 
-from kmeans_dask._worker.allocator import pass_allocations
 from kmeans_dask._worker.bounds import MEMO, BoundsTicket
 from kmeans_dask._worker.chunks import Chunk, RowSource
 from kmeans_dask._worker.memo import ChunkMemo
@@ -34,21 +32,6 @@ from kmeans_dask._worker.results import (
 )
 from kmeans_dask._worker.threads import limit_worker_threads
 
-Result = TypeVar("Result")
-
-
-def _chunk_task(task: Callable[..., Result]) -> Callable[..., Result]:
-    """Mark ``task`` as a task over a chunk's rows: while it runs, and a little after
-    for the fit's next task, the memory its buffers free is kept for reuse where the
-    nanny tuned the allocator (:func:`~kmeans_dask._worker.allocator.pass_allocations`)."""
-
-    @functools.wraps(task)
-    def run(*args: Any, **kwargs: Any) -> Result:
-        with pass_allocations():
-            return task(*args, **kwargs)
-
-    return run
-
 
 def _start_task(source: RowSource) -> Chunk:
     """Cap native threads (inside a worker) and bring the rows into memory."""
@@ -56,7 +39,6 @@ def _start_task(source: RowSource) -> Chunk:
     return source.load()
 
 
-@_chunk_task
 def summarize(source: RowSource, with_digest: bool = True) -> ChunkSummary:
     """Finiteness, column mean/M2 (for ``tol``), weight checks and digest of a chunk.
 
@@ -66,7 +48,6 @@ def summarize(source: RowSource, with_digest: bool = True) -> ChunkSummary:
     return chunk.ops.summarize(chunk, with_digest)
 
 
-@_chunk_task
 def checked_pass(
     func: Callable[..., Any], with_digest: bool, source: RowSource, *args: Any
 ) -> Checked:
@@ -108,7 +89,6 @@ def _assign(
     return result
 
 
-@_chunk_task
 def chunk_stats(
     chunk: RowSource, centers: np.ndarray, search: str, ticket: BoundsTicket | None = None
 ) -> ClusterStats:
@@ -119,7 +99,6 @@ def chunk_stats(
     return _assign(chunk, centers, search, ticket, keep=False).stats
 
 
-@_chunk_task
 def chunk_labels(
     chunk: RowSource, centers: np.ndarray, search: str, ticket: BoundsTicket | None = None
 ) -> tuple[Any, ClusterStats]:
@@ -134,7 +113,6 @@ def chunk_labels(
 LABELS: ChunkMemo[Any] = ChunkMemo()
 
 
-@_chunk_task
 def stats_keeping_labels(
     chunk: Chunk, centers: np.ndarray, search: str, ticket: BoundsTicket | None, tag: str
 ) -> ClusterStats:
@@ -152,7 +130,6 @@ def stats_keeping_labels(
     return result.stats
 
 
-@_chunk_task
 def stats_from_candidates(
     chunk: Chunk,
     centers: np.ndarray,
@@ -181,7 +158,6 @@ def stats_from_candidates(
     )
 
 
-@_chunk_task
 def stats_from_moved_centers(
     chunk: Chunk,
     centers: np.ndarray,
@@ -209,7 +185,6 @@ def stats_from_moved_centers(
     return result.stats
 
 
-@_chunk_task
 def changes_from_moved_centers(
     chunk: Chunk,
     centers: np.ndarray,
@@ -263,7 +238,6 @@ def _change_from_previous_labels(
 ROW_CANDIDATES: ChunkMemo[Any] = ChunkMemo()
 
 
-@_chunk_task
 def stats_keeping_row_candidates(
     chunk: Chunk, centers: np.ndarray, search: str, tag: Hashable, run: Hashable, m: int
 ) -> ClusterStats:
@@ -281,7 +255,6 @@ def stats_keeping_row_candidates(
     return result.stats
 
 
-@_chunk_task
 def stats_from_row_candidates(
     chunk: Chunk,
     centers: np.ndarray,
@@ -326,7 +299,6 @@ def stats_from_row_candidates(
     return loaded.ops.change_of_labels(loaded, centers, previous, LABELS.get(chunk, tag))
 
 
-@_chunk_task
 def stats_of_kept_labels(
     chunk: Chunk, centers: np.ndarray, search: str, tag: Hashable
 ) -> ClusterStats:
@@ -343,7 +315,6 @@ def stats_of_kept_labels(
     return loaded.ops.statistics_of_labels(loaded, centers, labels)
 
 
-@_chunk_task
 def kept_labels(
     chunk: Chunk,
     centers: np.ndarray,
@@ -366,7 +337,6 @@ def kept_labels(
     return chunk.ops.handed_over(labels)
 
 
-@_chunk_task
 def farthest_rows(source: RowSource, centers: np.ndarray, search: str, count: int) -> RankedRows:
     """The ``count`` rows of the chunk farthest from their nearest centre."""
     chunk = _start_task(source)
@@ -374,7 +344,6 @@ def farthest_rows(source: RowSource, centers: np.ndarray, search: str, count: in
     return chunk.ops.top_rows(chunk, sq_dist, labels, count)
 
 
-@_chunk_task
 def random_rows(
     source: RowSource, count: int, seed: int, stream: int, weighted: bool
 ) -> RankedRows:
@@ -400,7 +369,6 @@ def random_rows(
 CandidateState = NearestCandidate | np.ndarray
 
 
-@_chunk_task
 def update_nearest_candidate(
     source: RowSource,
     previous: NearestCandidate | None,
@@ -434,14 +402,12 @@ def _resolve(chunk: Chunk, state: CandidateState, search: str) -> NearestCandida
     return chunk.ops.fold_candidates(chunk, None, state, 0, search)
 
 
-@_chunk_task
 def weighted_cost(source: RowSource, state: CandidateState, search: str) -> float:
     """The chunk's share of the k-means cost: ``sum(w * d^2)``."""
     chunk = _start_task(source)
     return chunk.ops.weighted_cost(chunk, _resolve(chunk, state, search))
 
 
-@_chunk_task
 def sample_by_cost(
     source: RowSource,
     state: CandidateState,
@@ -463,7 +429,6 @@ def sample_by_cost(
     return chunk.ops.sample_by_cost(chunk, state, oversampling / cost, seed, stream)
 
 
-@_chunk_task
 def candidate_weights(
     source: RowSource, state: CandidateState, n_candidates: int, search: str
 ) -> np.ndarray:
@@ -488,7 +453,6 @@ def _kept_candidate_state(chunk: Chunk, tag: str, *, release: bool = False) -> N
     return state
 
 
-@_chunk_task
 def fold_candidates_kept(
     chunk: Chunk, new_candidates: np.ndarray, first_index: int, search: str, tag: str
 ) -> float:
@@ -506,7 +470,6 @@ def fold_candidates_kept(
     return loaded.ops.weighted_cost(loaded, state)
 
 
-@_chunk_task
 def sample_by_cost_kept(
     chunk: Chunk,
     oversampling: float,
@@ -521,7 +484,6 @@ def sample_by_cost_kept(
     return sample_by_cost(chunk, state, oversampling, cost, seed, stream, search)
 
 
-@_chunk_task
 def candidate_weights_kept(chunk: Chunk, n_candidates: int, search: str, tag: str) -> np.ndarray:
     """:func:`candidate_weights` on the state kept under ``tag``, which it releases."""
     state = _kept_candidate_state(chunk, tag, release=True)
