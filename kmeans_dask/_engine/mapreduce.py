@@ -59,11 +59,9 @@ def map_chunks(
     A chunk is a future of a worker-resident :class:`~kmeans_dask._worker.chunks.Chunk`
     or a small :class:`~kmeans_dask._worker.chunks.ZarrBlock` reference.
     """
-    keys = task_keys(name, len(chunks))
-    return [
-        client.submit(func, chunk, *args, key=key, pure=False, **kwargs)
-        for chunk, key in zip(chunks, keys, strict=False)
-    ]
+    return _one_task_per_chunk(
+        client, func, name, chunks, *([arg] * len(chunks) for arg in args), **kwargs
+    )
 
 
 def map_pairs(
@@ -75,11 +73,30 @@ def map_pairs(
     name: str,
 ) -> list[Future]:
     """Run ``func(chunk, per_chunk[i], *args)`` on every chunk."""
-    keys = task_keys(name, len(chunks))
-    return [
-        client.submit(func, chunk, extra, *args, key=key, pure=False)
-        for chunk, extra, key in zip(chunks, per_chunk, keys, strict=False)
-    ]
+    return _one_task_per_chunk(
+        client, func, name, chunks, per_chunk, *([arg] * len(chunks) for arg in args)
+    )
+
+
+def _one_task_per_chunk(
+    client: Client, func: Callable, name: str, *columns: Sequence[Any], **kwargs: Any
+) -> list[Future]:
+    """``func(*row, **kwargs)`` for each row of ``columns`` (the first, the chunks), as tasks.
+
+    One ``Client.map`` call: one graph for the scheduler, not one per task,
+    which took 16 tasks from 6.5 to 0.9 ms to submit and from 51 to 42 ms to
+    finish on a 2-core machine (benchmarks/RESULTS.md, "Session 27").
+    """
+    count = len(columns[0])
+    if count == 0:
+        return []
+    return client.map(
+        func,
+        *(list(column) for column in columns),
+        key=task_keys(name, count),
+        pure=False,
+        **kwargs,
+    )
 
 
 def tree_reduce(

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from distributed import Client, Future
 
-from kmeans_dask._engine.mapreduce import map_chunks, send, task_keys, tree_reduce
+from kmeans_dask._engine.mapreduce import map_chunks, send, tree_reduce
 from kmeans_dask._engine.placement import DistributedData
 from kmeans_dask._worker.bounds import BoundsTicket
 from kmeans_dask._worker.results import (
@@ -342,14 +342,9 @@ def final_pass(
     pairs = map_chunks(
         client, chunk_labels, chunks, centers_future, backend, ticket, name="kmeans-label"
     )
-    labels = [
-        client.submit(operator.getitem, pair, 0, key=key)
-        for pair, key in zip(pairs, task_keys("kmeans-labels", len(pairs)), strict=True)
-    ]
-    stats_parts = [
-        client.submit(operator.getitem, pair, 1, key=key)
-        for pair, key in zip(pairs, task_keys("kmeans-final-stats", len(pairs)), strict=True)
-    ]
+    # Each pair's parts, split where the pair is.
+    labels = map_chunks(client, operator.getitem, pairs, 0, name="kmeans-labels")
+    stats_parts = map_chunks(client, operator.getitem, pairs, 1, name="kmeans-final-stats")
     final = tree_reduce(
         client,
         combine_stats,
