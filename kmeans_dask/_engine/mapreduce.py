@@ -59,9 +59,7 @@ def map_chunks(
     A chunk is a future of a worker-resident :class:`~kmeans_dask._worker.chunks.Chunk`
     or a small :class:`~kmeans_dask._worker.chunks.ZarrBlock` reference.
     """
-    return _one_task_per_chunk(
-        client, func, name, chunks, *([arg] * len(chunks) for arg in args), **kwargs
-    )
+    return _one_task_per_chunk(client, func, name, (chunks,), args, **kwargs)
 
 
 def map_pairs(
@@ -73,15 +71,18 @@ def map_pairs(
     name: str,
 ) -> list[Future]:
     """Run ``func(chunk, per_chunk[i], *args)`` on every chunk."""
-    return _one_task_per_chunk(
-        client, func, name, chunks, per_chunk, *([arg] * len(chunks) for arg in args)
-    )
+    return _one_task_per_chunk(client, func, name, (chunks, per_chunk), args)
 
 
 def _one_task_per_chunk(
-    client: Client, func: Callable, name: str, *columns: Sequence[Any], **kwargs: Any
+    client: Client,
+    func: Callable,
+    name: str,
+    columns: Sequence[Sequence[Any]],
+    args: Sequence[Any],
+    **kwargs: Any,
 ) -> list[Future]:
-    """``func(*row, **kwargs)`` for each row of ``columns`` (the first, the chunks), as tasks.
+    """``func(*row, *args, **kwargs)`` for each row of ``columns`` (the first, the chunks).
 
     One ``Client.map`` call: one graph for the scheduler, not one per task,
     which took 16 tasks from 6.5 to 0.9 ms to submit and from 51 to 42 ms to
@@ -93,6 +94,7 @@ def _one_task_per_chunk(
     return client.map(
         func,
         *(list(column) for column in columns),
+        *([arg] * count for arg in args),
         key=task_keys(name, count),
         pure=False,
         **kwargs,
